@@ -1,0 +1,42 @@
+"""planner: a VRAM budget planner and auto-tuner for GRPO with vLLM colocated on one GPU.
+
+Public API (imports are lazy so `import planner` stays fast and torch-free):
+
+    planner.estimate(model=..., gpu=..., ...)      -> Estimate      one fixed setup, no solving
+    planner.vllm_capacity(model=..., gpu=..., ...) -> VllmCapacity  what vLLM will have
+    planner.plan(model=..., gpu=..., ...)          -> Plan          the solver's choice
+    planner.preflight(plan_or_kwargs)              -> CheckReport   pre-flight checks
+    planner.train(model, reward_funcs, train_dataset, plan=None, **overrides)
+    planner.resolve_model(name) / planner.resolve_gpu(name)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "estimate": "planner.estimate",
+    "Estimate": "planner.estimate",
+    "TrainerSetup": "planner.memory.trainer",
+    "vllm_capacity": "planner.vllm",
+    "VllmCapacity": "planner.vllm",
+    "plan": "planner.solver",
+    "Plan": "planner.solver",
+    "preflight": "planner.checks",
+    "train": "planner.handoff",
+    "resolve_model": "planner.model_spec",
+    "ModelSpec": "planner.model_spec",
+    "resolve_gpu": "planner.gpu_spec",
+    "GpuSpec": "planner.gpu_spec",
+    "PlannerError": "planner.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'planner' has no attribute {name!r}")

@@ -1,0 +1,483 @@
+"""Model specs: the architecture facts every memory term needs, read from a config.json.
+
+A model is resolved (``resolve_model``) from, in order:
+1. a shipped profile in ``profiles/models/`` by Hugging Face id (case-insensitive) or alias;
+2. a local directory holding ``config.json``, or a path to a ``config.json``;
+3. a Hub id through transformers' ``AutoConfig`` (Hub or local HF cache), imported lazily.
+
+Parameter counts follow the module structure of the transformers implementation of each
+``model_type`` (embeddings, attention, MLP or experts, norms, LM head, tied or not), so that
+``ParamCounts.total`` equals ``sum(p.numel() for p in model.parameters())``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError, UnknownModelError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+MODELS_DIR = PROFILES_DIR / "models"
+
+# model_type -> architecture facts that config.json does not spell out.
+# norms_per_layer: RMSNorms per decoder layer (Gemma 2/3 add pre/post feed-forward norms).
+# qkv_bias: q/k/v projections carry a bias (Qwen2). qk_norm: per-head RMSNorm on q and k.
+# fused_qkv / fused_gate_up: Phi-3 style fused projections (matters for LoRA target names).
+_ARCH_FACTS = {
+    "llama": dict(norms_per_layer=2),
+    "mistral": dict(norms_per_layer=2),
+    "qwen2": dict(norms_per_layer=2, qkv_bias=True),
+    "qwen3": dict(norms_per_layer=2, qk_norm=True),
+    "qwen3_moe": dict(norms_per_layer=2, qk_norm=True),
+    "qwen2_moe": dict(norms_per_layer=2, qkv_bias=True),
+    "gemma": dict(norms_per_layer=2),
+    "gemma2": dict(norms_per_layer=4),
+    "gemma3_text": dict(norms_per_layer=4, qk_norm=True),
+    "gemma3": dict(norms_per_layer=4, qk_norm=True),
+    "phi3": dict(norms_per_layer=2, fused_qkv=True, fused_gate_up=True),
+    "deepseek_v2": dict(norms_per_layer=2),
+    "deepseek_v3": dict(norms_per_layer=2),
+}
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    """One kind of ``nn.Linear`` in a decoder layer: ``count`` copies of ``in -> out``.
+
+    ``layers`` is how many decoder layers hold it; ``group`` is "attention", "mlp", "experts"
+    or "router". LoRA, NF4 quantisation and the optimizer all iterate over these.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    group: str
+    layers: int
+    count: int = 1  # per layer (e.g. number of experts)
+    bias: bool = False
+
+    @property
+    def weight_params(self) -> int:
+        return self.in_features * self.out_features * self.count * self.layers
+
+    @property
+    def bias_params(self) -> int:
+        return (self.out_features * self.count * self.layers) if self.bias else 0
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Exact parameter counts per kind (tied LM head counted once, in ``embeddings``)."""
+
+    embeddings: int
+    attention: int
+    mlp: int
+    experts: int
+    router: int
+    norms: int
+    lm_head: int
+    vision: int
+
+    @property
+    def total(self) -> int:
+        return (self.embeddings + self.attention + self.mlp + self.experts + self.router
+                + self.norms + self.lm_head + self.vision)
+
+    @property
+    def active(self) -> int:
+        """Parameters of the text decoder (what trains and what vLLM must hold for text)."""
+        return self.total - self.vision
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in
+             ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "vision")}
+        d["total"] = self.total
+        return d
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of a causal LM's text decoder, in the units memory terms need."""
+
+    model_id: str
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    dtype: str = "bfloat16"
+    norms_per_layer: int = 2
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
+    # per-layer attention kind: "full_attention" or "sliding_attention"
+    layer_types: tuple = ()
+    sliding_window: int | None = None
+    final_logit_softcapping: float | None = None
+    # mixture of experts (0 = dense)
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+    moe_layers: tuple = ()  # indices of layers whose MLP is an expert block
+    # multi-head latent attention (DeepSeek V2/V3); 0 = ordinary attention
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    vision_params: int = 0
+    source: str = ""
+    quantization: str | None = None  # checkpoint's own quantisation (awq, gptq, fp8, bitsandbytes)
+    raw_config: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    # -- derived shapes -------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the concatenated query heads (not always ``hidden_size``: Mistral-Small, Gemma)."""
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the keys (= values) of all KV heads."""
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def num_sliding_layers(self) -> int:
+        return sum(1 for t in self.layer_types if t == "sliding_attention")
+
+    @property
+    def num_full_attention_layers(self) -> int:
+        return self.num_layers - self.num_sliding_layers
+
+    @property
+    def num_dense_mlp_layers(self) -> int:
+        return self.num_layers - len(self.moe_layers)
+
+    def linear_shapes(self) -> tuple[LinearShape, ...]:
+        """Every ``nn.Linear`` of the decoder except ``lm_head``, grouped by kind."""
+        h, L = self.hidden_size, self.num_layers
+        shapes: list[LinearShape] = []
+        if self.is_mla:
+            qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                shapes += [LinearShape("q_a_proj", h, self.q_lora_rank, "attention", L),
+                           LinearShape("q_b_proj", self.q_lora_rank, self.num_attention_heads * qk_head, "attention", L)]
+            else:
+                shapes.append(LinearShape("q_proj", h, self.num_attention_heads * qk_head, "attention", L))
+            shapes += [
+                LinearShape("kv_a_proj_with_mqa", h, self.kv_lora_rank + self.qk_rope_head_dim, "attention", L),
+                LinearShape("kv_b_proj", self.kv_lora_rank,
+                            self.num_attention_heads * (self.qk_nope_head_dim + self.v_head_dim), "attention", L),
+                LinearShape("o_proj", self.num_attention_heads * self.v_head_dim, h, "attention", L),
+            ]
+        elif self.fused_qkv:
+            shapes += [LinearShape("qkv_proj", h, self.q_dim + 2 * self.kv_dim, "attention", L, bias=self.qkv_bias),
+                       LinearShape("o_proj", self.q_dim, h, "attention", L)]
+        else:
+            shapes += [LinearShape("q_proj", h, self.q_dim, "attention", L, bias=self.qkv_bias),
+                       LinearShape("k_proj", h, self.kv_dim, "attention", L, bias=self.qkv_bias),
+                       LinearShape("v_proj", h, self.kv_dim, "attention", L, bias=self.qkv_bias),
+                       LinearShape("o_proj", self.q_dim, h, "attention", L)]
+        dense = self.num_dense_mlp_layers
+        if dense:
+            I = self.intermediate_size
+            if self.fused_gate_up:
+                shapes += [LinearShape("gate_up_proj", h, 2 * I, "mlp", dense),
+                           LinearShape("down_proj", I, h, "mlp", dense)]
+            else:
+                shapes += [LinearShape("gate_proj", h, I, "mlp", dense),
+                           LinearShape("up_proj", h, I, "mlp", dense),
+                           LinearShape("down_proj", I, h, "mlp", dense)]
+        moe = len(self.moe_layers)
+        if moe:
+            E, Im = self.num_experts, self.moe_intermediate_size
+            shapes += [LinearShape("router", h, E, "router", moe),
+                       LinearShape("experts.gate_proj", h, Im, "experts", moe, count=E),
+                       LinearShape("experts.up_proj", h, Im, "experts", moe, count=E),
+                       LinearShape("experts.down_proj", Im, h, "experts", moe, count=E)]
+            Is = self.shared_expert_intermediate_size
+            if Is:
+                shapes += [LinearShape("shared_expert.gate_proj", h, Is, "mlp", moe),
+                           LinearShape("shared_expert.up_proj", h, Is, "mlp", moe),
+                           LinearShape("shared_expert.down_proj", Is, h, "mlp", moe)]
+                if self.model_type == "qwen2_moe":
+                    shapes.append(LinearShape("shared_expert_gate", h, 1, "router", moe))
+        return tuple(shapes)
+
+    def param_counts(self) -> ParamCounts:
+        """Exact parameter counts by kind, as transformers builds the model."""
+        h, L, V = self.hidden_size, self.num_layers, self.vocab_size
+        by_group = {"attention": 0, "mlp": 0, "experts": 0, "router": 0}
+        for s in self.linear_shapes():
+            by_group[s.group] += s.weight_params + s.bias_params
+        norms = L * self.norms_per_layer * h + h  # per-layer norms + final norm
+        if self.qk_norm:
+            norms += L * 2 * self.head_dim
+        if self.is_mla:
+            norms += L * self.kv_lora_rank + (L * self.q_lora_rank if self.q_lora_rank else 0)
+        embeddings = V * h
+        lm_head = 0 if self.tie_word_embeddings else V * h
+        return ParamCounts(embeddings=embeddings, attention=by_group["attention"], mlp=by_group["mlp"],
+                           experts=by_group["experts"], router=by_group["router"], norms=norms,
+                           lm_head=lm_head, vision=self.vision_params)
+
+    @property
+    def n_params(self) -> int:
+        return self.param_counts().total
+
+    def summary(self) -> dict:
+        return {"id": self.model_id, "model_type": self.model_type, "params": self.n_params,
+                "layers": self.num_layers, "hidden_size": self.hidden_size,
+                "vocab_size": self.vocab_size, "source": self.source}
+
+
+# -- parsing config.json ---------------------------------------------------------------------
+
+def _siglip_params(vc: dict, text_hidden: int) -> int:
+    """Parameters of a SigLIP vision tower plus Gemma 3's multimodal projector.
+
+    Patch embedding conv (with bias), learned position embeddings, ``L`` encoder layers
+    (q/k/v/o with bias, fc1/fc2 with bias, two LayerNorms with bias), post LayerNorm, then
+    the projector (``mm_input_projection_weight`` vision_hidden x text_hidden, and an RMSNorm).
+    """
+    d = int(vc.get("hidden_size", 1152))
+    ff = int(vc.get("intermediate_size", 4304))
+    n = int(vc.get("num_hidden_layers", 27))
+    patch = int(vc.get("patch_size", 14))
+    image = int(vc.get("image_size", 896))
+    ch = int(vc.get("num_channels", 3))
+    patches = (image // patch) ** 2
+    embed = ch * patch * patch * d + d + patches * d
+    layer = 4 * (d * d + d) + (d * ff + ff) + (ff * d + d) + 2 * 2 * d
+    post = 2 * d
+    projector = d * text_hidden + d
+    return embed + n * layer + post + projector
+
+
+def _layer_types(cfg: dict, n_layers: int, model_type: str) -> tuple:
+    """Per-layer attention kind from ``layer_types`` or the architecture's fixed pattern."""
+    lt = cfg.get("layer_types")
+    if lt:
+        if len(lt) != n_layers:
+            raise ConfigError(f"config.json: layer_types has {len(lt)} entries for {n_layers} layers")
+        return tuple("sliding_attention" if "sliding" in str(t) or "local" in str(t) else "full_attention"
+                     for t in lt)
+    window = cfg.get("sliding_window")
+    if model_type == "gemma2" and window:
+        # Gemma 2 alternates local (even layers) and global attention.
+        return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers))
+    if model_type in ("gemma3", "gemma3_text") and window:
+        pattern = int(cfg.get("sliding_window_pattern", 6))
+        return tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers))
+    if window and cfg.get("use_sliding_window", model_type in ("mistral",)):
+        # Mistral v0.1 style: every layer slides. (Qwen2/3 set use_sliding_window=false.)
+        return tuple("sliding_attention" for _ in range(n_layers))
+    return tuple("full_attention" for _ in range(n_layers))
+
+
+def _int(cfg: dict, key: str, where: str, default=None) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: missing required field '{key}'")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+        raise ConfigError(f"{where}: field '{key}' must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
+    """Build a :class:`ModelSpec` from a config.json dict (multimodal configs: the text part)."""
+    where = f"config.json of {model_id}"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: expected a JSON object")
+    top = cfg
+    vision = 0
+    text = cfg
+    if isinstance(cfg.get("text_config"), dict):
+        text = dict(cfg["text_config"])
+        text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
+        text.setdefault("torch_dtype", cfg.get("torch_dtype") or cfg.get("dtype"))
+        if isinstance(cfg.get("vision_config"), dict):
+            vision = _siglip_params(cfg["vision_config"], int(text.get("hidden_size", 0) or 0))
+    model_type = str(text.get("model_type") or top.get("model_type") or "")
+    if not model_type:
+        raise ConfigError(f"{where}: missing required field 'model_type'")
+    facts = dict(_ARCH_FACTS.get(model_type, dict(norms_per_layer=2)))
+    if "attention_bias" in text:
+        facts["qkv_bias"] = bool(text["attention_bias"])
+
+    h = _int(text, "hidden_size", where)
+    n_layers = _int(text, "num_hidden_layers", where)
+    n_heads = _int(text, "num_attention_heads", where)
+    n_kv = _int(text, "num_key_value_heads", where, default=n_heads)
+    head_dim = text.get("head_dim") or h // n_heads
+    head_dim = _int({"head_dim": head_dim}, "head_dim", where)
+    vocab = _int(text, "vocab_size", where)
+    inter = _int(text, "intermediate_size", where,
+                 default=text.get("moe_intermediate_size"))  # pure-MoE configs may omit it
+    max_pos = _int(text, "max_position_embeddings", where, default=4096)
+    if n_heads % n_kv:
+        raise ConfigError(f"{where}: num_attention_heads ({n_heads}) is not a multiple of "
+                          f"num_key_value_heads ({n_kv})")
+
+    # mixture of experts
+    n_experts = int(text.get("num_experts") or text.get("n_routed_experts") or text.get("num_local_experts") or 0)
+    moe_layers: tuple = ()
+    moe_inter = 0
+    shared_inter = 0
+    if n_experts:
+        moe_inter = int(text.get("moe_intermediate_size") or inter)
+        if model_type.startswith("deepseek"):
+            first_dense = int(text.get("first_k_dense_replace", 0))
+            freq = int(text.get("moe_layer_freq", 1))
+            moe_layers = tuple(i for i in range(n_layers) if i >= first_dense and i % freq == 0)
+            shared_inter = moe_inter * int(text.get("n_shared_experts") or 0)
+        else:
+            step = int(text.get("decoder_sparse_step", 1) or 1)
+            only_mlp = set(text.get("mlp_only_layers") or ())
+            moe_layers = tuple(i for i in range(n_layers) if i not in only_mlp and (i + 1) % step == 0)
+            shared_inter = int(text.get("shared_expert_intermediate_size") or 0)
+
+    kv_lora = int(text.get("kv_lora_rank") or 0)
+    dtype = str(text.get("torch_dtype") or text.get("dtype") or top.get("torch_dtype") or "bfloat16")
+    qcfg = top.get("quantization_config") or {}
+    quant = None
+    if qcfg:
+        quant = str(qcfg.get("quant_method") or "").lower() or None
+
+    return ModelSpec(
+        model_id=model_id,
+        model_type=model_type,
+        vocab_size=vocab,
+        hidden_size=h,
+        intermediate_size=inter,
+        num_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_kv_heads=1 if kv_lora else n_kv,
+        head_dim=(kv_lora + int(text.get("qk_rope_head_dim") or 0)) if kv_lora else head_dim,
+        tie_word_embeddings=bool(text.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
+        max_position_embeddings=max_pos,
+        dtype=dtype.replace("torch.", ""),
+        norms_per_layer=facts.get("norms_per_layer", 2),
+        qkv_bias=facts.get("qkv_bias", False),
+        qk_norm=facts.get("qk_norm", False),
+        fused_qkv=facts.get("fused_qkv", False),
+        fused_gate_up=facts.get("fused_gate_up", False),
+        layer_types=_layer_types(text, n_layers, model_type),
+        sliding_window=int(text["sliding_window"]) if text.get("sliding_window") else None,
+        final_logit_softcapping=text.get("final_logit_softcapping"),
+        num_experts=n_experts,
+        num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
+        moe_intermediate_size=moe_inter,
+        shared_expert_intermediate_size=shared_inter,
+        moe_layers=moe_layers,
+        kv_lora_rank=kv_lora,
+        q_lora_rank=int(text.get("q_lora_rank") or 0),
+        qk_rope_head_dim=int(text.get("qk_rope_head_dim") or 0),
+        qk_nope_head_dim=int(text.get("qk_nope_head_dim") or 0),
+        v_head_dim=int(text.get("v_head_dim") or 0),
+        vision_params=vision,
+        source=source,
+        quantization=quant,
+        raw_config=cfg,
+    )
+
+
+# -- resolution ------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _shipped_index() -> dict:
+    """Lower-cased id and alias -> profile path for every shipped model profile."""
+    index: dict[str, Path] = {}
+    for path in sorted(MODELS_DIR.glob("*.json")):
+        with open(path) as f:
+            prof = json.load(f)
+        index[prof["id"].lower()] = path
+        for alias in prof.get("aliases", ()):
+            index[alias.lower()] = path
+    return index
+
+
+def shipped_model_ids() -> list[str]:
+    """The Hugging Face ids of every shipped model profile."""
+    ids = set()
+    for path in _shipped_index().values():
+        with open(path) as f:
+            ids.add(json.load(f)["id"])
+    return sorted(ids)
+
+
+@lru_cache(maxsize=64)
+def _load_shipped(path: Path) -> ModelSpec:
+    with open(path) as f:
+        prof = json.load(f)
+    return spec_from_config(prof["config"], prof["id"], source=f"shipped profile {path.name}")
+
+
+def _read_config_file(path: Path, model: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"malformed config.json at {path}: {e.msg} (line {e.lineno})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def resolve_model(model: "str | ModelSpec") -> ModelSpec:
+    """Resolve a model name, alias, local path or Hub id to a :class:`ModelSpec`."""
+    if isinstance(model, ModelSpec):
+        return model
+    if not isinstance(model, str) or not model.strip():
+        raise UnknownModelError("no model given: pass --model with a Hugging Face id, alias or config.json path")
+    key = model.strip()
+    path = _shipped_index().get(key.lower())
+    if path is not None:
+        return _load_shipped(path)
+    local = Path(key).expanduser()
+    if local.is_dir() and (local / "config.json").is_file():
+        return spec_from_config(_read_config_file(local / "config.json", key), key, source=f"local {local}")
+    if local.is_file():
+        return spec_from_config(_read_config_file(local, key), key, source=f"local {local}")
+    if local.suffix == ".json" or key.startswith(("/", "./", "../", "~")):
+        raise UnknownModelError(f"no such file: {key}")
+    cfg = _autoconfig_dict(key)
+    if cfg is not None:
+        return spec_from_config(cfg, key, source="transformers AutoConfig (Hub or HF cache)")
+    close = difflib.get_close_matches(key.lower(), list(_shipped_index()), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run `plan models` to list shipped models"
+    raise UnknownModelError(f"unknown model '{key}': not a shipped profile, a local config.json, "
+                            f"or a Hub id the Hub or HF cache can serve{hint}")
+
+
+def _autoconfig_dict(model_id: str) -> dict | None:
+    """config.json through transformers' AutoConfig, or None when neither Hub nor cache serve it."""
+    if "/" not in model_id:
+        return None
+    try:
+        from transformers import AutoConfig  # lazy: only for ids we do not ship
+    except ImportError:
+        return None
+    try:
+        cfg = AutoConfig.from_pretrained(model_id)
+    except Exception:  # noqa: BLE001 - offline, gated, missing: all mean "cannot serve it"
+        return None
+    return cfg.to_dict()
