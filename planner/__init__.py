@@ -17,8 +17,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "estimate": "planner.estimate",
-    "Estimate": "planner.estimate",
+    "estimate": "planner.estimation",
+    "Estimate": "planner.estimation",
     "TrainerSetup": "planner.memory.trainer",
     "vllm_capacity": "planner.vllm",
     "VllmCapacity": "planner.vllm",
