@@ -1,0 +1,74 @@
+"""Fit the trainer model's few free coefficients on the measured H100 rows and print them.
+
+The per-layer saved bytes are derived (planner/memory/activations.py); what is fitted here:
+1. the backward working set per token, ``a_h * h + a_I * I`` (least squares over the LoRA rows
+   with gradient checkpointing and >= 4096 tokens, on the residual after the derived terms);
+2. the allocator reserve as a fraction of the step's transient bytes (median ratio), with and
+   without gradient checkpointing.
+Run: python benchmarks/fit_trainer_coefficients.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from calibration_data import load_rows  # noqa: E402
+
+from planner.memory import activations as act  # noqa: E402
+from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.model_spec import resolve_model  # noqa: E402
+
+
+def main() -> None:
+    rows = [r for r in load_rows() if r["ok"]]
+    xs, ys = [], []
+    for r in rows:
+        if r["mode"] != "lora" or not r["grad_ckpt"]:
+            continue
+        spec = resolve_model(r["model"])
+        T = r["batch"] * (r["prompt_len"] + r["completion_len"])
+        if T < 4096:
+            continue
+        derived = act.checkpoint_bytes_per_token(spec) + act.layer_saved_bytes_per_token(spec, "lora", r["rank"])
+        resid = r["measured_activation_bytes"] / T - derived
+        xs.append((spec.hidden_size, act.mlp_width_per_token(spec)))
+        ys.append(resid)
+    # 2-parameter least squares without intercept: solve the normal equations by hand
+    shh = sum(h * h for h, _ in xs); sii = sum(i * i for _, i in xs); shi = sum(h * i for h, i in xs)
+    shy = sum(h * y for (h, _), y in zip(xs, ys)); siy = sum(i * y for (_, i), y in zip(xs, ys))
+    det = shh * sii - shi * shi
+    a_h = (shy * sii - siy * shi) / det
+    a_i = (siy * shh - shy * shi) / det
+    print(f"backward working set: a_h = {a_h:.2f} B/token/hidden, a_I = {a_i:.2f} B/token/intermediate"
+          f"  ({len(ys)} rows)")
+    # reserve = base + fraction * (the step's transient bytes as the model predicts them)
+    for ckpt in (True, False):
+        pts = []
+        for r in rows:
+            if r["grad_ckpt"] != ckpt or r["mode"] != "lora":
+                continue
+            setup = TrainerSetup(weights=r["weights"], lora_rank=r["rank"], gradient_checkpointing=ckpt,
+                                 batch_size=r["batch"], prompt_length=r["prompt_len"],
+                                 completion_length=r["completion_len"])
+            c = trainer_memory(resolve_model(r["model"]), setup).components
+            transient = c["activations"] + c["logprob_head"] - (saved_bytes(r, ckpt) if ckpt else 0)
+            pts.append((transient, r["measured_reserve_bytes"]))
+        n = len(pts); mx = sum(x for x, _ in pts) / n; my = sum(y for _, y in pts) / n
+        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+        base = my - slope * mx
+        print(f"reserve, checkpointing={ckpt}: base {base / 2**20:.0f} MiB + {slope:.3f} x transient ({n} rows)")
+
+
+def saved_bytes(r: dict, ckpt: bool) -> int:
+    spec = resolve_model(r["model"])
+    T = r["batch"] * (r["prompt_len"] + r["completion_len"])
+    return int(T * act.saved_bytes_per_token(spec, "lora", r["rank"], ckpt))
+
+
+if __name__ == "__main__":
+    main()

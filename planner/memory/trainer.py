@@ -1,0 +1,159 @@
+"""The trainer process's device memory during a GRPO training step: every term, summed.
+
+``trainer_memory(spec, setup)`` returns the **device-level peak** of one training micro-step
+(what nvidia-smi shows for the process; the figure shared/calibration/README.md defines as
+``peak_reserved_step + non-PyTorch``) and the **steady state** between steps (weights, adapters,
+optimizer state, non-PyTorch memory and the allocator's retained reserve).
+
+    peak = non_torch + weights + adapters + optimizer_state + gradients
+         + activations + logprob_head + allocator_reserve
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InvalidSetupError
+from ..model_spec import ModelSpec
+from . import activations as act
+from .allocator import allocator_reserve_bytes
+from .gradients import gradient_bytes
+from .logprob_head import LOGPROB_HEADS, logprob_head_bytes
+from .lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
+from .optimizer import OPTIMIZERS, optimizer_state_bytes
+from .process import non_torch_bytes
+from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
+
+FINETUNE_MODES = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class TrainerSetup:
+    """One trainer configuration. Defaults follow TRL's GRPOConfig where it has one."""
+
+    weights: str = "bf16"  # bf16 | fp16 | fp32 | nf4 | int8
+    finetune: str = "lora"  # lora | full
+    lora_rank: int = 16  # higher: more adapter, gradient and optimizer bytes
+    lora_target_modules: tuple | None = None  # None = all linear projections
+    optim: str = "adamw_8bit"
+    gradient_checkpointing: bool = True  # True reduces memory (TRL default since 0.22)
+    batch_size: int = 1  # per_device_train_batch_size: sequences per micro-batch
+    prompt_length: int = 256
+    completion_length: int = 512
+    logprob_head: str = "fused"  # fused (TRL >= 1.16 add_fused_lm_head) | plain (older TRL)
+    expandable_segments: bool = False
+    double_quant: bool = True  # NF4 double quantisation (QLoRA default)
+    world_size: int = 1
+
+    def __post_init__(self):
+        validate_setup(self)
+
+    @property
+    def compute_bytes(self) -> int:
+        """Bytes of one activation element: the weights' dtype, or bf16 compute for 4/8-bit."""
+        return DTYPE_BYTES.get(self.weights, 2) if self.weights in ("bf16", "fp16", "fp32") else 2
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * (self.prompt_length + self.completion_length)
+
+
+def validate_setup(s: TrainerSetup) -> None:
+    """One clear line for each kind of bad input (the CLI turns it into exit code 2)."""
+    if s.weights not in WEIGHT_FORMATS:
+        raise InvalidSetupError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got '{s.weights}'")
+    if s.finetune not in FINETUNE_MODES:
+        raise InvalidSetupError(f"--finetune must be one of {', '.join(FINETUNE_MODES)}, got '{s.finetune}'")
+    if s.optim not in OPTIMIZERS:
+        raise InvalidSetupError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got '{s.optim}'")
+    if s.logprob_head not in LOGPROB_HEADS:
+        raise InvalidSetupError(f"--logprob-head must be one of {', '.join(LOGPROB_HEADS)}, got '{s.logprob_head}'")
+    for name in ("batch_size", "completion_length", "world_size"):
+        v = getattr(s, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise InvalidSetupError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    if not isinstance(s.prompt_length, int) or s.prompt_length < 0:
+        raise InvalidSetupError(f"--prompt-length must be a non-negative integer, got {s.prompt_length}")
+    if s.finetune == "lora" and (not isinstance(s.lora_rank, int) or s.lora_rank <= 0):
+        raise InvalidSetupError(f"--lora-rank must be a positive integer, got {s.lora_rank}")
+    if s.finetune == "full" and s.weights in ("nf4", "int8"):
+        raise InvalidSetupError(f"full fine-tuning of {s.weights} weights is not possible; use --finetune lora")
+
+
+@dataclass(frozen=True)
+class TrainerMemory:
+    """Per-component bytes of the trainer process at the step's peak, and between steps."""
+
+    components: dict = field(default_factory=dict)  # name -> bytes, sums to peak_bytes
+    steady_bytes: int = 0
+    resident_bytes: int = 0  # weights + adapters + optimizer state (+ non-PyTorch)
+    load_bytes: int = 0  # after loading, before the first step (what vLLM sees at start-up)
+    trainable_params: int = 0
+    tokens: int = 0
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.components.values())
+
+    def to_dict(self) -> dict:
+        return {"peak_bytes": self.peak_bytes, "steady_bytes": self.steady_bytes,
+                "load_bytes": self.load_bytes, "resident_bytes": self.resident_bytes,
+                "trainable_params": self.trainable_params, "tokens": self.tokens,
+                "components": dict(self.components)}
+
+
+def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
+    """Sum every trainer-side term for ``setup`` on ``spec`` (see the module docstring)."""
+    if setup.finetune == "lora" and setup.lora_rank > spec.hidden_size:
+        raise InvalidSetupError(f"--lora-rank {setup.lora_rank} is larger than the hidden size "
+                                f"({spec.hidden_size}) of {spec.model_id}")
+    s = setup.compute_bytes
+    weights = weights_bytes(spec, setup.weights, setup.double_quant)
+    if setup.finetune == "lora":
+        adapters = adapter_bytes(spec, setup.lora_rank, setup.lora_target_modules)
+        trainable = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
+        tensors = lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules)
+        grads = gradient_bytes(trainable, ADAPTER_BYTES_PER_PARAM)
+    else:
+        adapters = 0
+        trainable = spec.param_counts().active
+        tensors = [(s_.in_features * s_.out_features, s_.layers * s_.count) for s_ in spec.linear_shapes()]
+        rest = trainable - sum(n * c for n, c in tensors)
+        tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
+        grads = gradient_bytes(trainable, s)
+    optimizer = optimizer_state_bytes(tensors, setup.optim)
+    saved, transient = act.activation_bytes(spec, setup.batch_size, setup.prompt_length,
+                                            setup.completion_length, setup.finetune, setup.lora_rank,
+                                            setup.gradient_checkpointing, s, setup.lora_target_modules)
+    head_peak = logprob_head_bytes(spec, setup.logprob_head, setup.batch_size, setup.completion_length, s,
+                                   lm_head_trainable=setup.finetune == "full")
+    # The head's backward runs before any layer's: its peak and a layer's transient never coexist.
+    activations = saved + transient
+    head = max(0, head_peak - transient)
+    if setup.finetune == "full":
+        # Weight gradients build up as backward frees activations: the peak is the larger of the
+        # early backward (activations + the head weight's gradient) and the optimizer step (all
+        # gradients), whichever comes first in bytes.
+        head_grad = spec.vocab_size * spec.hidden_size * s
+        grads = max(head_grad, grads - activations - head)
+    # What the allocator recycles within the step: one layer's tensors with checkpointing,
+    # every activation without it.
+    recycled = transient + head if setup.gradient_checkpointing else activations + head
+    reserve = allocator_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
+    non_torch = non_torch_bytes(setup.world_size)
+    components = {
+        "non_torch": non_torch,
+        "weights": weights,
+        "adapters": adapters,
+        "optimizer_state": optimizer,
+        "gradients": grads,
+        "activations": activations,
+        "logprob_head": head,
+        "allocator_reserve": reserve,
+    }
+    resident = weights + adapters + optimizer
+    return TrainerMemory(components=components,
+                         steady_bytes=non_torch + resident,  # TRL empties the cache before generation
+                         resident_bytes=resident,
+                         load_bytes=non_torch + weights + adapters,
+                         trainable_params=trainable, tokens=setup.tokens)
