@@ -1,0 +1,84 @@
+"""`plan estimate`: evaluate one fixed setup (no solving) and print every memory term.
+
+    plan estimate --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --weights bf16 --lora-rank 16 \\
+        --batch-size 8 --prompt-length 256 --completion-length 1792 --json
+    plan estimate ... --vllm-gpu-memory-utilization 0.5      # add the colocated vLLM engine
+"""
+
+from __future__ import annotations
+
+from ..estimation import estimate
+from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
+                      trainer_kwargs)
+
+
+def add_arguments(p) -> None:
+    add_model_gpu_args(p)
+    add_trainer_args(p)
+    g = p.add_argument_group("shape")
+    g.add_argument("--batch-size", type=int, default=1, help="per_device_train_batch_size (sequences)")
+    g.add_argument("--prompt-length", type=int, default=256, help="prompt tokens per sequence")
+    g.add_argument("--completion-length", type=int, default=512, help="completion tokens per sequence")
+    g.add_argument("--steps-per-generation", type=int, default=1)
+    v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
+    v.add_argument("--vllm-gpu-memory-utilization", type=float, default=None)
+    v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
+    add_vllm_args(p)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("estimate", help="memory of one fixed setup", description=__doc__)
+    add_arguments(p)
+
+
+def run(args) -> int:
+    e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,
+                 prompt_length=args.prompt_length, completion_length=args.completion_length,
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                 vllm_max_model_len=args.vllm_max_model_len,
+                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size,
+                 vllm_kv_cache_dtype=args.vllm_kv_cache_dtype, vllm_quantization=args.vllm_quantization,
+                 vllm_max_num_seqs=args.vllm_max_num_seqs,
+                 vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
+                 vllm_enforce_eager=args.vllm_enforce_eager, vllm_version=args.vllm_version,
+                 trl_version=args.trl_version, steps_per_generation=args.steps_per_generation,
+                 sleep_mode=args.sleep_mode)
+    if args.json:
+        print_json(e.to_dict())
+        return 0
+    print(render(e))
+    return 0
+
+
+def render(e) -> str:
+    t = e.trainer
+    s = e.setup
+    head = (f"{e.model.model_id} ({e.model.n_params / 1e9:.2f} B params) on {e.gpu.name} "
+            f"({e.gpu.total_bytes / 2**30:.2f} GiB)\n"
+            f"{s.weights} {s.finetune}{f' r={s.lora_rank}' if s.finetune == 'lora' else ''}, {s.optim}, "
+            f"batch {s.batch_size} x ({s.prompt_length} + {s.completion_length}) tokens, "
+            f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, {s.logprob_head} log-prob head; "
+            f"memory model: {e.memory_model}")
+    rows = [(name, gib_str(v)) for name, v in t.components.items()]
+    rows += [("= trainer peak (device level)", gib_str(t.peak_bytes)),
+             ("  trainer steady (between steps)", gib_str(t.steady_bytes))]
+    out = [head, table(rows, "trainer, one training step:")]
+    if e.phases is not None:
+        v = e.vllm
+        out.append(table([("budget (ceil(total x util))", gib_str(v.budget_bytes)),
+                          ("weights", gib_str(v.weights_bytes)),
+                          ("activation peak", gib_str(v.activation_peak_bytes)),
+                          ("non-torch", gib_str(v.non_torch_bytes)),
+                          ("CUDA graphs", gib_str(v.cudagraph_bytes)),
+                          ("KV cache", gib_str(v.kv_cache_bytes)),
+                          ("KV cache tokens", f"{v.kv_cache_tokens:,}"),
+                          ("max concurrency", f"{v.max_concurrency:.2f}x"),
+                          ("starts", "yes" if v.startup_ok else "NO: " + "; ".join(v.errors))],
+                         "colocated vLLM:"))
+        out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases],
+                         f"phases (sleep mode {'on' if e.phases.sleep_mode else 'off'}):"))
+    verdict = "fits" if e.fits else "DOES NOT FIT"
+    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict} "
+               f"(headroom {gib_str(e.headroom_bytes).strip()})")
+    out += [f"warning: {w}" for w in e.warnings]
+    return "\n".join(out)

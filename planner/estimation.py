@@ -1,0 +1,153 @@
+"""``estimate()``: evaluate one fixed setup (no solving) and report every memory term.
+
+    >>> import planner
+    >>> e = planner.estimate(model="Qwen/Qwen2.5-7B-Instruct", gpu="H100-80GB", batch_size=8,
+    ...                      prompt_length=256, completion_length=1792)
+    >>> e.trainer.peak_bytes, e.fits
+    >>> e.to_dict()          # the JSON `plan estimate --json` prints
+
+With ``vllm_gpu_memory_utilization`` set, the colocated vLLM engine is added: whether it starts
+given what the trainer holds at that moment, its KV cache, and the peaks of the generation and
+training phases of the whole process (``phases``), with and without sleep mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .gpu_spec import GpuSpec, resolve_gpu
+from .memory.allocator import expandable_segments_from_env
+from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
+from .model_spec import ModelSpec, resolve_model
+
+
+def default_logprob_head() -> str:
+    """The log-prob head the installed TRL uses (fused tiled head in current releases)."""
+    try:
+        from .versions import trl_facts
+    except ImportError:  # pragma: no cover - versions.py is part of the package
+        return "fused"
+    try:
+        return "fused" if trl_facts(None).fused_logprob_head else "plain"
+    except Exception:  # noqa: BLE001 - unknown installed version: assume the current release
+        return "fused"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The memory of one setup: trainer terms, optionally vLLM and the colocated phases."""
+
+    model: ModelSpec
+    gpu: GpuSpec
+    setup: TrainerSetup
+    trainer: TrainerMemory
+    memory_model: str = "analytic"  # or "calibrated (H100-80GB, trl 1.16.0, ...)"
+    vllm: object | None = None  # VllmCapacity when colocated
+    phases: object | None = None  # ColocatedPhases when colocated
+    warnings: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def peak_bytes(self) -> int:
+        """The process's peak: the trainer's alone, or the larger colocated phase."""
+        return self.phases.peak_bytes if self.phases is not None else self.trainer.peak_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.gpu.total_bytes - self.peak_bytes
+
+    @property
+    def fits(self) -> bool:
+        ok = self.peak_bytes <= self.gpu.usable_bytes
+        if self.vllm is not None:
+            ok = ok and bool(self.vllm.startup_ok)
+        return ok
+
+    def to_dict(self) -> dict:
+        d = {
+            "model": {"id": self.model.model_id, "params": self.model.n_params,
+                      "param_counts": self.model.param_counts().to_dict(), "source": self.model.source},
+            "gpu": self.gpu.to_dict() | {"total_bytes": self.gpu.total_bytes},
+            "setup": {k: getattr(self.setup, k) for k in self.setup.__dataclass_fields__},
+            "trainer": self.trainer.to_dict(),
+            "memory_model": self.memory_model,
+            "fits": self.fits,
+            "peak_bytes": self.peak_bytes,
+            "headroom_bytes": self.headroom_bytes,
+            "warnings": list(self.warnings),
+        }
+        if self.setup.lora_target_modules is not None:
+            d["setup"]["lora_target_modules"] = list(self.setup.lora_target_modules)
+        if self.vllm is not None:
+            d["vllm"] = self.vllm.to_dict()["vllm"]
+        if self.phases is not None:
+            d["phases"] = self.phases.to_dict()
+        d.update(self.extra)
+        return d
+
+
+def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, weights: str = "bf16",
+             finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None,
+             optim: str = "adamw_8bit", gradient_checkpointing: bool = True, batch_size: int = 1,
+             prompt_length: int = 256, completion_length: int = 512, logprob_head: str | None = None,
+             expandable_segments: bool | None = None, calibration: str | object | None = "auto",
+             vllm_gpu_memory_utilization: float | None = None, vllm_max_model_len: int | None = None,
+             vllm_tensor_parallel_size: int = 1, vllm_kv_cache_dtype: str = "auto",
+             vllm_quantization: str | None = None, vllm_max_num_seqs: int | None = None,
+             vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
+             vllm_version: str | None = None, trl_version: str | None = None,
+             steps_per_generation: int = 1, sleep_mode: bool = False) -> Estimate:
+    """Memory of one GRPO setup. Sizes are per device; ``batch_size`` is
+    ``per_device_train_batch_size`` (sequences per micro-batch)."""
+    spec = resolve_model(model)
+    card = resolve_gpu(gpu)
+    if expandable_segments is None:
+        expandable_segments = expandable_segments_from_env()
+    setup = TrainerSetup(weights=weights, finetune=finetune, lora_rank=lora_rank,
+                         lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None,
+                         optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
+                         prompt_length=prompt_length, completion_length=completion_length,
+                         logprob_head=logprob_head or default_logprob_head(),
+                         expandable_segments=bool(expandable_segments))
+    trainer = trainer_memory(spec, setup)
+    label, warnings = "analytic", []
+    if calibration is not None:
+        trainer, label, warnings = _apply_calibration(spec, card, setup, trainer, calibration)
+    if vllm_gpu_memory_utilization is None:
+        return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
+                        warnings=tuple(warnings))
+    from .phases import colocated_phases  # noqa: PLC0415 - only colocated estimates need it
+    from .vllm import vllm_capacity  # noqa: PLC0415
+
+    max_num_seqs = vllm_max_num_seqs or batch_size * steps_per_generation * vllm_tensor_parallel_size
+    free_at_start = card.usable_bytes - trainer.load_bytes
+    capacity = vllm_capacity(spec, card, gpu_memory_utilization=vllm_gpu_memory_utilization,
+                             max_model_len=vllm_max_model_len or spec.max_position_embeddings,  # TRL: model context
+                             tensor_parallel_size=vllm_tensor_parallel_size, kv_cache_dtype=vllm_kv_cache_dtype,
+                             quantization=vllm_quantization if vllm_quantization is not None
+                             else ("bitsandbytes" if weights == "nf4" else None),
+                             max_num_seqs=max_num_seqs, max_num_batched_tokens=vllm_max_num_batched_tokens,
+                             enforce_eager=vllm_enforce_eager, vllm_version=vllm_version,
+                             free_bytes=free_at_start)
+    phases = colocated_phases(spec, card, setup, trainer, capacity, sleep_mode=sleep_mode,
+                              trl_version=trl_version)
+    warnings += list(phases.warnings)
+    return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
+                    phases=phases, warnings=tuple(warnings))
+
+
+def _apply_calibration(spec, card, setup, trainer, calibration):
+    """Swap the fitted terms for a matching calibration profile's; keep the analytic ones otherwise."""
+    try:
+        from .calibration import apply_calibration, find_calibration
+    except ImportError:  # the profiler package is optional at this point
+        return trainer, "analytic", []
+    cal = find_calibration(spec, card) if calibration == "auto" else calibration
+    if cal is None:
+        return trainer, "analytic", []
+    components, label, warnings = apply_calibration(dict(trainer.components), cal, setup)
+    if components == trainer.components:
+        return trainer, "analytic", list(warnings)
+    from dataclasses import replace
+
+    return replace(trainer, components=components), label, list(warnings)

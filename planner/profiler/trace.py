@@ -1,0 +1,519 @@
+"""Trace one GRPO training step on the CPU, with no GPU and no weights, and measure the peak of
+live tensor bytes the way the CUDA caching allocator would count them.
+
+    from planner.profiler.trace import Shape, trace_steps
+    result = trace_steps(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), [Shape(4, 256, 1024)])
+    result.steps[0].activation_peak_bytes
+
+How (the same step as shared/calibration/README.md, op for op):
+- The model is built from its config with transformers (``AutoModelForCausalLM.from_config``,
+  bf16, ``attn_implementation="sdpa"``) on the **meta** device: tensors carry shape, dtype and
+  strides, kernels compute nothing and no memory is touched, so an 8B model traces in seconds.
+  (``FakeTensorMode`` would be the other choice; PEFT cannot swap fake parameters when it moves
+  adapters, and a CPU-only torch cannot fake CUDA tensors through Python indexing.)
+- TRL's fused head is installed as TRL's GRPO trainer does (``add_fused_lm_head(model,
+  outputs=("log_probs", "entropy"))``) before PEFT wraps the model with LoRA on q,k,v,o,gate,up,
+  down (alpha = 2 x rank, no dropout, ``enable_input_require_grads()``); gradient checkpointing is
+  ``gradient_checkpointing_enable({"use_reentrant": False})``.
+- One step: ``batch`` sequences of ``prompt + completion`` tokens, labels masked to the
+  completion, ``model(..., labels=labels, fused_lm_head=True).log_probs``,
+  loss = -(exp(logp - logp.detach()) * advantage).mean(), backward.
+- ``_LiveBytes`` (a ``TorchDispatchMode``) sees every aten op, registers each new storage once
+  (views share it) rounded up to 512 bytes (the caching allocator's block granularity), and drops
+  it when the storage dies. The peak of the live sum over forward and backward, minus what was
+  live before (weights, adapters, buffers), is the step's activation peak. It includes the
+  gradients alive at that moment, like the calibration's ``peak_alloc_step - before``.
+
+Where CUDA kernels keep different tensors than the CPU/meta kernels, the trace substitutes the
+CUDA behaviour (each substitution is listed in ``TraceResult.notes``):
+- SDPA: ``F.scaled_dot_product_attention`` is replaced by a function that allocates what the CUDA
+  flash kernel saves (q, k, v, output and an fp32 log-sum-exp of batch x heads x seq) or, with an
+  explicit mask, the memory-efficient kernel (the same plus the mask converted to an additive
+  bias), and the backward's work buffers (fp32 dq accumulator, softmax row sums, expanded dk/dv
+  under GQA). The CPU math path would keep seq x seq scores that CUDA never allocates.
+- TRL's fused head: on CUDA it scores only the completion positions (``hidden[mask]``) with
+  Triton kernels that fold each logits tile in place and accumulate gradients in fp32 through
+  ``addmm(out_dtype=float32)``; its CPU fallback makes fp32 copies of every tile. The trace runs
+  TRL's own autograd function on its CUDA branch with the in-place kernels as no-ops.
+- Data-dependent values (``.item()``, boolean indexing) have no data on meta tensors: a boolean
+  scalar reads as True (transformers' "no packed sequences" check), a boolean index of the label
+  mask selects ``batch x completion`` rows (what the real mask selects).
+Not modelled: the caching allocator's block reuse (a cached block up to 1 MiB larger than the
+request is handed out whole), cuBLAS workspaces (allocated once per process), bitsandbytes NF4
+(traced as bf16; the dequantised weight of one linear is added as a transient) and the 8-bit
+optimizer (analytic term).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import types
+import weakref
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, PlannerError
+from ..model_spec import ModelSpec
+
+BLOCK_BYTES = 512  # CUDA caching allocator: every block is a multiple of 512 bytes (kMinBlockSize)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_SHAPES = "1:256:512,4:256:1024,8:256:1792"  # batch:prompt:completion
+WEIGHT_FORMATS = ("bf16", "nf4")
+LOGPROB_HEADS = ("fused", "plain")
+# config.json keys that describe a checkpoint's own quantisation; the trace builds a bf16 graph.
+_DROP_CONFIG_KEYS = ("quantization_config", "auto_map", "_name_or_path", "transformers_version")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One micro-batch: ``batch_size`` sequences of ``prompt_length + completion_length`` tokens."""
+
+    batch_size: int
+    prompt_length: int
+    completion_length: int
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * (self.prompt_length + self.completion_length)
+
+    def __str__(self) -> str:
+        return f"{self.batch_size}:{self.prompt_length}:{self.completion_length}"
+
+
+def parse_shapes(text: str) -> tuple[Shape, ...]:
+    """``"1:256:512,4:256:1024"`` -> shapes; one clear error for anything else."""
+    shapes = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+):(\d+):(\d+)", part)
+        if not m:
+            raise InvalidSetupError(f"--shapes takes batch:prompt:completion triples separated by commas "
+                                    f"(e.g. {DEFAULT_SHAPES}), got '{part}'")
+        b, p, c = (int(x) for x in m.groups())
+        if b <= 0 or c <= 0:
+            raise InvalidSetupError(f"--shapes: batch and completion length must be positive, got '{part}'")
+        shapes.append(Shape(b, p, c))
+    if not shapes:
+        raise InvalidSetupError(f"--shapes is empty; pass e.g. {DEFAULT_SHAPES}")
+    return tuple(shapes)
+
+
+@dataclass(frozen=True)
+class TracedStep:
+    """What one traced step kept alive, in bytes (all 512-byte rounded, allocator view)."""
+
+    shape: Shape
+    gradient_checkpointing: bool
+    activation_peak_bytes: int  # peak over forward + backward minus resident_bytes
+    resident_bytes: int  # live before the step: weights, adapters, buffers (as traced, bf16)
+    forward_peak_bytes: int  # peak during the forward alone, minus resident_bytes
+    gradients_bytes: int  # held after backward (the trainable parameters' .grad)
+    dequant_transient_bytes: int = 0  # NF4: one linear's weight dequantised to bf16, in the peak
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"batch": self.shape.batch_size, "prompt_length": self.shape.prompt_length,
+                "completion_length": self.shape.completion_length,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "activation_peak_bytes": self.activation_peak_bytes,
+                "forward_peak_bytes": self.forward_peak_bytes,
+                "gradients_bytes": self.gradients_bytes,
+                "resident_bytes": self.resident_bytes,
+                "dequant_transient_bytes": self.dequant_transient_bytes,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    model_id: str
+    weights: str
+    finetune: str
+    lora_rank: int | None
+    logprob_head: str
+    steps: tuple[TracedStep, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    build_seconds: float = 0.0
+
+
+# -- the live-bytes tracker ------------------------------------------------------------------------
+
+def _round_block(n_bytes: int) -> int:
+    return max(BLOCK_BYTES, -(-n_bytes // BLOCK_BYTES) * BLOCK_BYTES) if n_bytes else 0
+
+
+def _make_tracker(bool_index_rows):
+    """A TorchDispatchMode counting live storage bytes (512-byte blocks), built lazily (torch)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    aten = torch.ops.aten
+
+    class _LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live: dict[int, weakref.finalize] = {}
+            self.current_bytes = 0
+            self.peak_bytes = 0
+            self.faked_scalars = 0
+
+        def _free(self, key: int, n_bytes: int) -> None:
+            if self.live.pop(key, None) is not None:
+                self.current_bytes -= n_bytes
+
+        def track(self, t) -> None:
+            if not isinstance(t, torch.Tensor):
+                return
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in self.live:
+                return
+            n_bytes = _round_block(storage.nbytes())
+            self.live[key] = weakref.finalize(storage, self._free, key, n_bytes)
+            self.current_bytes += n_bytes
+            if self.current_bytes > self.peak_bytes:
+                self.peak_bytes = self.current_bytes
+
+        def reset_peak(self) -> None:
+            self.peak_bytes = self.current_bytes
+
+        def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is aten._local_scalar_dense.default:
+                # .item() on a meta tensor: a bool reads True (transformers' "no packed
+                # sequences" / "mask is all ones" checks), a number 0.
+                self.faked_scalars += 1
+                return True if args[0].dtype == torch.bool else 0
+            if func is aten.index.Tensor:
+                masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
+                if masks:
+                    x, mask = args[0], masks[0]
+                    rows = bool_index_rows(tuple(mask.shape))
+                    out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
+                    self.track(out)
+                    return out
+            out = func(*args, **kwargs)
+            for t in tree_leaves(out):
+                self.track(t)
+            return out
+
+    return _LiveBytes()
+
+
+# -- CUDA behaviour substituted for the CPU/meta kernels --------------------------------------------
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _make_cuda_sdpa():
+    """``F.scaled_dot_product_attention`` with the memory behaviour of the CUDA kernels."""
+    import torch
+
+    class _CudaSdpa(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, mask):
+            batch, heads, seq, _ = q.shape
+            out = q.new_empty((batch, heads, seq, v.shape[-1]))
+            if mask is None:
+                # flash: softmax_lse fp32 (batch, heads, seq)
+                lse = q.new_empty((batch, heads, seq), dtype=torch.float32)
+                bias = None
+            else:
+                # memory-efficient with a bias: a boolean mask becomes an additive mask in the
+                # compute dtype (convert_boolean_attn_mask) that backward keeps; lse padded to 32.
+                bias = mask if mask.dtype != torch.bool else torch.empty(mask.shape, dtype=q.dtype,
+                                                                          device=q.device)
+                lse = q.new_empty((batch, heads, _round_up(seq, 32)), dtype=torch.float32)
+            ctx.save_for_backward(q, k, v, out, lse, bias)
+            ctx.flash = mask is None
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            q, k, v, out, lse, bias = ctx.saved_tensors
+            batch, heads, seq, head_dim = q.shape
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            work = []
+            if ctx.flash:
+                # flash-attention 2 mha_bwd: softmax_d and the fp32 dq accumulator over rounded
+                # sizes; with fewer KV heads, dk/dv per query head before they are summed.
+                seq_rounded = _round_up(seq, 128)
+                dim_rounded = _round_up(head_dim, 32) if head_dim <= 192 else 256
+                work.append(q.new_empty((batch, heads, seq_rounded), dtype=torch.float32))
+                work.append(q.new_empty((batch, seq_rounded, heads, dim_rounded), dtype=torch.float32))
+                if k.shape[1] != heads:
+                    work.append(q.new_empty((batch, k.shape[2], heads, head_dim)))
+                    work.append(q.new_empty((batch, v.shape[2], heads, v.shape[-1])))
+            else:
+                # memory-efficient backward: row sums (delta) and an fp32 grad_q accumulator.
+                work.append(q.new_empty((batch, heads, _round_up(seq, 32)), dtype=torch.float32))
+                work.append(q.new_empty((batch, seq, heads, head_dim), dtype=torch.float32))
+            del work
+            return dq, dk, dv, None
+
+    def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                     scale=None, enable_gqa=False):
+        return _CudaSdpa.apply(query, key, value, attn_mask)
+
+    return scaled_dot_product_attention
+
+
+class _NoOpKernel:
+    """Stands for a Triton kernel that works in place: ``kernel[grid](...)`` does nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _patched(patches):
+    """Set ``(obj, name, value)`` attributes for the duration; restore (or delete) them after."""
+    missing = object()
+    saved = [(obj, name, getattr(obj, name, missing)) for obj, name, _ in patches]
+    try:
+        for obj, name, value in patches:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, old in reversed(saved):
+            if old is missing:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+
+
+def _cuda_behaviour_patches(notes: list):
+    """Attribute patches that make the traced step take the CUDA code paths (module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    patches = [(F, "scaled_dot_product_attention", _make_cuda_sdpa())]
+    notes.append("SDPA traced as the CUDA flash kernel (saves q, k, v, output and an fp32 log-sum-exp; "
+                 "no seq x seq scores) or, with a mask (sliding window), the memory-efficient kernel")
+
+    original_autocast_query = torch.is_autocast_enabled
+
+    def is_autocast_enabled(*args):
+        if args and str(args[0]) == "meta":
+            return False
+        return original_autocast_query(*args)
+
+    patches.append((torch, "is_autocast_enabled", is_autocast_enabled))
+    try:
+        import trl.kernels.chunked_logprob as kernels
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # older TRL without the fused head: nothing to patch
+        return patches
+    names = ("_use_triton", "_forward_kernel", "_backward_kernel", "_addmm_fp32")
+    if all(hasattr(kernels, n) for n in names) and hasattr(trl_utils, "_use_triton"):
+        patches += [
+            (trl_utils, "_use_triton", lambda device: True),
+            (kernels, "_use_triton", lambda device: True),
+            (kernels, "_forward_kernel", _NoOpKernel()),
+            (kernels, "_backward_kernel", _NoOpKernel()),
+            (kernels, "triton", types.SimpleNamespace(cdiv=lambda a, b: -(-a // b))),
+            # CUDA: torch.addmm(acc, a, b, out_dtype=float32, out=acc), in place, no fp32 copies
+            (kernels, "_addmm_fp32", lambda acc, a, b: None),
+        ]
+        notes.append("TRL fused head traced on its CUDA path: completion rows only, Triton kernels in "
+                     "place, fp32 gradient accumulation without fp32 copies of the tiles")
+    else:
+        notes.append("TRL's fused-head internals differ from TRL 1.16: traced on its torch fallback, "
+                     "which makes fp32 tile copies the CUDA kernels do not (over-counts the head)")
+    return patches
+
+
+# -- building the model -----------------------------------------------------------------------------
+
+def _hf_config(spec: ModelSpec):
+    """A transformers config for ``spec``'s text decoder, SDPA attention."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        raise MissingDependencyError("plan profile --trace needs transformers to build the model from "
+                                     "its config: pip install 'planner[train]'") from None
+    raw = {k: v for k, v in dict(spec.raw_config).items() if k not in _DROP_CONFIG_KEYS}
+    model_type = raw.pop("model_type", None) or spec.model_type
+    try:
+        config = AutoConfig.for_model(model_type, **raw)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"transformers cannot build a '{model_type}' config for {spec.model_id}: {e}") from None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return config
+
+
+def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: str):
+    """The traced model on the meta device, prepared as TRL's GRPO trainer prepares it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _hf_config(spec)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        if logprob_head == "fused":
+            try:
+                from trl.trainer.utils import add_fused_lm_head
+            except ImportError:
+                raise MissingDependencyError("--logprob-head fused needs TRL >= 1.16 (add_fused_lm_head); "
+                                             "pip install 'trl>=1.16' or pass --logprob-head plain") from None
+            add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+        if finetune == "lora":
+            try:
+                from peft import LoraConfig, get_peft_model
+            except ImportError:
+                raise MissingDependencyError("--finetune lora needs peft to wrap the model with LoRA: "
+                                             "pip install peft") from None
+            model.enable_input_require_grads()
+            lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+                              target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+    model.train()
+    return model
+
+
+def _set_checkpointing(model, enabled: bool) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if enabled:
+        base.gradient_checkpointing_enable({"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
+
+
+def _largest_linear_bf16_bytes(spec: ModelSpec) -> int:
+    """One decoder linear dequantised from NF4 to bf16 (bitsandbytes does it per forward/backward)."""
+    shapes = [s for s in spec.linear_shapes() if s.group != "router"]
+    return _round_block(max((s.in_features * s.out_features * 2 for s in shapes), default=0))
+
+
+def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) -> tuple[int, int]:
+    """Run the GRPO-shaped step under ``tracker``; returns (forward peak, live after backward)."""
+    import torch
+
+    B, P, C = shape.batch_size, shape.prompt_length, shape.completion_length
+    input_ids = torch.randint(0, vocab_size, (B, P + C))
+    labels = input_ids.clone()
+    labels[:, :P] = -100
+    if logprob_head == "fused":
+        out = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+        logp = out.log_probs
+    else:
+        from trl.trainer.utils import selective_log_softmax
+
+        # TRL's GRPO before the fused head: logits of the last C+1 positions, / temperature.
+        out = model(input_ids=input_ids, logits_to_keep=C + 1)
+        logits = out.logits[:, :-1, :] / 1.0
+        logp = selective_log_softmax(logits, input_ids[:, P:])
+        del logits
+    del out
+    forward_peak = tracker.peak_bytes
+    advantages = torch.randn(B, 1)
+    loss = -(torch.exp(logp - logp.detach()) * advantages).mean()
+    del logp
+    loss.backward()
+    del loss, input_ids, labels, advantages
+    return forward_peak, tracker.current_bytes
+
+
+def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "lora", lora_rank: int = 16,
+                gradient_checkpointing=(True,), logprob_head: str = "fused", progress=None) -> TraceResult:
+    """Trace one GRPO step per shape (and per checkpointing setting) and return the peaks.
+
+    ``gradient_checkpointing`` is a bool or a tuple of bools to trace each setting.
+    ``progress(i, n, label)``, if given, is called before each step.
+    """
+    if weights not in WEIGHT_FORMATS:
+        raise InvalidSetupError(f"--weights for a trace must be one of {', '.join(WEIGHT_FORMATS)}, got '{weights}'")
+    if finetune not in ("lora", "full"):
+        raise InvalidSetupError(f"--finetune must be lora or full, got '{finetune}'")
+    if finetune == "full" and weights == "nf4":
+        raise InvalidSetupError("full fine-tuning of nf4 weights is not possible; use --finetune lora")
+    if logprob_head not in LOGPROB_HEADS:
+        raise InvalidSetupError(f"--logprob-head must be one of {', '.join(LOGPROB_HEADS)}, got '{logprob_head}'")
+    if finetune == "lora" and (not isinstance(lora_rank, int) or lora_rank <= 0):
+        raise InvalidSetupError(f"--lora-rank must be a positive integer, got {lora_rank}")
+    if spec.is_moe:
+        raise ConfigError(f"{spec.model_id} is a mixture-of-experts model: its routing is data-dependent and "
+                          f"cannot be traced without data; use `plan estimate` (analytic) or a GPU profile")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("plan profile --trace needs torch (CPU build is enough): "
+                                     "pip install 'planner[train]'") from None
+    settings = (gradient_checkpointing,) if isinstance(gradient_checkpointing, bool) else tuple(gradient_checkpointing)
+    shapes = tuple(shapes)
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    try:
+        model = _build_model(spec, finetune, lora_rank if finetune == "lora" else 0, logprob_head)
+    except PlannerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers/PEFT failures on an unusual config
+        raise ConfigError(f"cannot build {spec.model_id} from its config for tracing: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    build_seconds = time.perf_counter() - t0
+    vocab = int(getattr(_hf_config(spec), "vocab_size", spec.vocab_size))
+    dequant = _largest_linear_bf16_bytes(spec) if weights == "nf4" else 0
+    if weights == "nf4":
+        notes.append("nf4: traced as the bf16 graph (bitsandbytes cannot run here); the activations are the "
+                     "same, plus one linear's weight dequantised to bf16 as a transient "
+                     f"({dequant / 2**20:.0f} MiB, included); the weights term is the analytic NF4 one")
+    if finetune == "lora":
+        notes.append("optimizer state (bitsandbytes 8-bit AdamW) is the analytic term; not traced")
+    patches = _cuda_behaviour_patches(notes)
+
+    steps = []
+    n = len(settings) * len(shapes)
+    i = 0
+    for gc_on in settings:
+        _set_checkpointing(model, gc_on)
+        for shape in shapes:
+            if progress is not None:
+                progress(i, n, f"{shape} gc={'on' if gc_on else 'off'}")
+            i += 1
+            rows = shape.batch_size * shape.completion_length
+            label_mask = (shape.batch_size, shape.prompt_length + shape.completion_length - 1)
+
+            def bool_index_rows(mask_shape, _rows=rows, _label_mask=label_mask):
+                if mask_shape == _label_mask:
+                    return _rows
+                raise ConfigError(f"the traced step indexes with a boolean mask of shape {mask_shape}, "
+                                  f"which is data-dependent; this model cannot be traced")
+
+            tracker = _make_tracker(bool_index_rows)
+            for t in list(model.parameters()) + list(model.buffers()):
+                tracker.track(t)
+            resident = tracker.current_bytes
+            tracker.reset_peak()
+            t1 = time.perf_counter()
+            try:
+                with _patched(patches), torch.device("meta"), tracker:
+                    forward_peak, after = _one_step(model, shape, vocab, logprob_head, tracker)
+            except PlannerError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"tracing {spec.model_id} at {shape} failed: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            finally:
+                for p in model.parameters():
+                    p.grad = None
+            steps.append(TracedStep(shape=shape, gradient_checkpointing=gc_on,
+                                    activation_peak_bytes=tracker.peak_bytes - resident + dequant,
+                                    resident_bytes=resident,
+                                    forward_peak_bytes=forward_peak - resident,
+                                    gradients_bytes=after - resident,
+                                    dequant_transient_bytes=dequant,
+                                    seconds=time.perf_counter() - t1))
+            if tracker.faked_scalars:
+                note = (f"{tracker.faked_scalars} data-dependent scalar(s) per step read without data "
+                        f"(transformers' packed-sequence check)")
+                if note not in notes:
+                    notes.append(note)
+    return TraceResult(model_id=spec.model_id, weights=weights, finetune=finetune,
+                       lora_rank=lora_rank if finetune == "lora" else None, logprob_head=logprob_head,
+                       steps=tuple(steps), notes=tuple(notes), build_seconds=build_seconds)
