@@ -476,8 +476,25 @@ def _autoconfig_dict(model_id: str) -> dict | None:
         from transformers import AutoConfig  # lazy: only for ids we do not ship
     except ImportError:
         return None
+    import os
+
+    attempts = [True]  # the local HF cache first
+    if not os.environ.get("HF_HUB_OFFLINE") and _hub_reachable():
+        attempts.append(False)
+    for local_only in attempts:
+        try:
+            return AutoConfig.from_pretrained(model_id, local_files_only=local_only).to_dict()
+        except Exception:  # noqa: BLE001 - offline, gated, missing: all mean "cannot serve it"
+            continue
+    return None
+
+
+def _hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hub answers at all (avoids huggingface_hub's retry loop when offline)."""
+    import socket
+
     try:
-        cfg = AutoConfig.from_pretrained(model_id)
-    except Exception:  # noqa: BLE001 - offline, gated, missing: all mean "cannot serve it"
-        return None
-    return cfg.to_dict()
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False

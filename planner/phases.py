@@ -87,7 +87,8 @@ def merge_transient_bytes(spec: ModelSpec, setup: TrainerSetup) -> int:
 
 def _trainer_parts(trainer: TrainerMemory, include_step: bool) -> dict:
     c = trainer.components
-    parts = {"trainer.non_torch": c["non_torch"], "trainer.weights": c["weights"],
+    parts = {"trainer.non_torch": c["non_torch"], "trainer.cublas_workspace": c["cublas_workspace"],
+             "trainer.weights": c["weights"],
              "trainer.adapters": c["adapters"], "trainer.optimizer_state": c["optimizer_state"]}
     if include_step:
         parts.update({"trainer.gradients": c["gradients"], "trainer.activations": c["activations"],

@@ -148,7 +148,7 @@ def _utilizations(lo: float, hi: float) -> list[float]:
 
 def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: str = "bf16",
          finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None, optim: str = "adamw_8bit",
-         gradient_checkpointing: bool | None = None, logprob_head: str | None = None,
+         gradient_checkpointing: bool = True, logprob_head: str | None = None,
          expandable_segments: bool | None = None, num_generations: int | None = None,
          max_completion_length: int = 1024, prompt_length: int = 256,
          utilization_range: tuple = DEFAULT_UTILIZATION_RANGE, margin: float = 0.05,
@@ -168,11 +168,11 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
     base = dict(weights=weights, finetune=finetune, lora_rank=lora_rank,
                 lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None, optim=optim,
                 logprob_head=head, expandable_segments=bool(expandable_segments))
-    ckpt_options = [True, False] if gradient_checkpointing is None else [gradient_checkpointing]
+    ckpt_options = [bool(gradient_checkpointing)]  # on (TRL's default) dominates for memory
     vkw = dict(vllm_version=vllm_version, trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
                vllm_tensor_parallel_size=vllm_tensor_parallel_size, calibration=calibration)
     best = None
-    for ckpt in ckpt_options[:1]:  # checkpointing on dominates for memory; off only when forced
+    for ckpt in ckpt_options:
         best = _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw)
         if best is not None:
             break

@@ -17,7 +17,7 @@ import os
 
 from ..units import MIB
 
-RESERVE_BASE_BYTES = 380 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
+RESERVE_BASE_BYTES = 314 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
 RESERVE_BASE_BYTES_EXPANDABLE = 64 * MIB  # 2 MiB page granularity of the mapped segments
 RESERVE_FRACTION_CHECKPOINTED = 0.22
 RESERVE_FRACTION_NOT_CHECKPOINTED = 0.02

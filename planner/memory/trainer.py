@@ -5,7 +5,7 @@
 ``peak_reserved_step + non-PyTorch``) and the **steady state** between steps (weights, adapters,
 optimizer state, non-PyTorch memory and the allocator's retained reserve).
 
-    peak = non_torch + weights + adapters + optimizer_state + gradients
+    peak = non_torch + cublas_workspace + weights + adapters + optimizer_state + gradients
          + activations + logprob_head + allocator_reserve
 """
 
@@ -21,7 +21,7 @@ from .gradients import gradient_bytes
 from .logprob_head import LOGPROB_HEADS, logprob_head_bytes
 from .lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
 from .optimizer import OPTIMIZERS, optimizer_state_bytes
-from .process import non_torch_bytes
+from .process import cublas_workspace_bytes, non_torch_bytes
 from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
 
 FINETUNE_MODES = ("lora", "full")
@@ -143,6 +143,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     non_torch = non_torch_bytes(setup.world_size)
     components = {
         "non_torch": non_torch,
+        "cublas_workspace": cublas_workspace_bytes(),
         "weights": weights,
         "adapters": adapters,
         "optimizer_state": optimizer,
@@ -151,7 +152,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         "logprob_head": head,
         "allocator_reserve": reserve,
     }
-    resident = weights + adapters + optimizer
+    resident = weights + adapters + optimizer + components["cublas_workspace"]
     return TrainerMemory(components=components,
                          steady_bytes=non_torch + resident,  # TRL empties the cache before generation
                          resident_bytes=resident,

@@ -1,0 +1,95 @@
+"""`plan` (no subcommand): solve for the GRPO + colocated vLLM configuration that fits.
+
+    plan --model Qwen/Qwen2.5-3B-Instruct --gpu L4 --max-completion-length 1024
+    plan --model Qwen/Qwen2.5-7B-Instruct --gpu auto --num-generations 8 --json
+    plan --model meta-llama/Llama-3.1-8B-Instruct --gpu A100-40GB --output grpo.yaml --plot memory.png
+"""
+
+from __future__ import annotations
+
+from ..errors import InvalidSetupError
+from ..solver import OBJECTIVE, plan
+from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, table, trainer_kwargs
+
+
+def _utilization_range(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(x) for x in text.replace(":", ",").split(",")]
+    except ValueError:
+        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'")
+    return parts[0], parts[1]
+
+
+def add_arguments(p) -> None:
+    """Every option of `plan` (shared with `plan check`)."""
+    add_model_gpu_args(p, gpu_default="auto")
+    add_trainer_args(p)
+    g = p.add_argument_group("targets")
+    g.add_argument("--num-generations", type=int, default=None,
+                   help="completions per prompt (default: the solver picks, preferring TRL's 8)")
+    g.add_argument("--max-completion-length", type=int, default=1024, help="target completion length (tokens)")
+    g.add_argument("--prompt-length", type=int, default=256, help="longest prompt (tokens)")
+    g.add_argument("--utilization-range", default="0.3,0.7", help="vllm_gpu_memory_utilization range LO,HI")
+    g.add_argument("--margin", type=float, default=0.05, help="safety margin as a fraction of the card")
+    g.add_argument("--sleep-mode", choices=("auto", "on", "off"), default="auto")
+    g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    g.add_argument("--vllm-version", default=None)
+    g.add_argument("--trl-version", default=None)
+    o = p.add_argument_group("output")
+    o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
+    o.add_argument("--plot", default=None, help="draw the per-phase memory picture to this PNG")
+
+
+def plan_from_args(args):
+    """The `Plan` the options ask for (used by `plan` and `plan check`)."""
+    kw = trainer_kwargs(args)
+    return plan(args.model, args.gpu, **kw, num_generations=args.num_generations,
+                max_completion_length=args.max_completion_length, prompt_length=args.prompt_length,
+                utilization_range=_utilization_range(args.utilization_range), margin=args.margin,
+                sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
+                vllm_kv_cache_dtype=args.vllm_kv_cache_dtype)
+
+
+def run(args) -> int:
+    p = plan_from_args(args)
+    if args.output:
+        from ..handoff import write_grpo_yaml
+
+        write_grpo_yaml(p, args.output)
+    if args.plot:
+        from ..plot import plot_phases
+
+        plot_phases(p, args.plot)
+    if args.json:
+        print_json(p.to_dict())
+    else:
+        print(render(p))
+        if args.output:
+            print(f"wrote {args.output}")
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def render(p) -> str:
+    e = p.estimate
+    cfg = p.config
+    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB, margin {p.margin:.0%}); "
+           f"memory model: {e.memory_model}",
+           table([(k, str(v)) for k, v in cfg.items()], "GRPOConfig:")]
+    phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in e.phases.phases]
+    phase_rows.append(("budget (card - margin)", gib_str(p.budget_bytes)))
+    phase_rows.append(("headroom", gib_str(p.headroom_bytes)))
+    out.append(table(phase_rows, "peak per phase:"))
+    v = e.vllm
+    out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
+                      ("max concurrency", f"{v.max_concurrency:.2f}x at {cfg['vllm_max_model_length']} tokens"),
+                      ("generation waves", str(p.waves))], "vLLM:"))
+    out.append("objective: " + " > ".join(OBJECTIVE))
+    out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))
+    out += [f"warning: {w}" for w in e.warnings]
+    return "\n".join(out)

@@ -1,0 +1,419 @@
+"""Version-specific facts about vLLM and TRL: the one place that says what changed when.
+
+Every other module asks ``vllm_facts(version)`` / ``trl_facts(version)`` instead of comparing
+version strings itself. ``None`` means the installed package (``importlib.metadata``); when the
+package is not installed, the newest release in the table.
+
+    vllm_facts("0.33.0").gpu_memory_utilization_default   # 0.92
+    vllm_facts("0.19.1").cudagraph_estimate_subtracted     # False
+    trl_facts(None).fused_lm_head                          # True with the installed trl 1.16
+
+How the tables were built. vLLM facts were read from the release wheels (``pip download
+--no-deps vllm==X``) of 0.19.0, 0.20.0, 0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0,
+0.28.0, 0.29.0, 0.31.0 and 0.33.0; a range that starts at a release we did not read (0.23,
+0.30, 0.32) inherits the facts of the release read just before it, and each row says so.
+``path:line`` citations are for the release named. TRL facts come from the installed trl 1.16.0,
+the 0.28.0, 1.9.0, 1.9.2, 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels, and
+shared/docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import VersionError
+from .units import MIB
+
+# -- version strings --------------------------------------------------------------------------
+
+_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.\-+]?[0-9A-Za-z.+\-]*)?\s*$")
+
+
+def parse_version(text: str, package: str) -> tuple[int, int, int]:
+    """``"0.33.0"``, ``"v0.20.1+cu128"``, ``"0.33.0rc1"``, ``"1.16"`` -> ``(major, minor, patch)``.
+
+    Pre-release and local suffixes are dropped: ``0.33.0rc1`` is treated as 0.33.0.
+    """
+    m = _VERSION_RE.match(str(text)) if isinstance(text, str) else None
+    if not m:
+        raise VersionError(f"unknown {package} version {text!r}: expected a release number like "
+                           f"{'0.33.0' if package == 'vLLM' else '1.16.0'}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def _fmt(v: tuple[int, int, int]) -> str:
+    return ".".join(str(x) for x in v)
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - stdlib since 3.8
+        return None
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# -- vLLM -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VllmFacts:
+    """What one vLLM release range does that changes memory or capacity.
+
+    ``release`` is the version that was asked for (normalised); ``first``/``last`` bound the row.
+    """
+
+    release: str
+    first: str
+    last: str
+    # vllm/config/cache.py `gpu_memory_utilization: float = Field(default=...)`
+    # (0.19.0 cache.py:41 -> 0.9; 0.20.0 cache.py:66 and 0.33.0 cache.py:215 -> 0.92)
+    gpu_memory_utilization_default: float
+    # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default (0.19.0 envs.py:1654-1656 -> "0";
+    # 0.20.0 envs.py:1724-1726 and 0.33.0 envs.py:2219 -> "1"): when on, the profiled CUDA-graph
+    # estimate is subtracted from the KV budget (0.33.0 v1/worker/gpu_worker.py:753-757);
+    # when off, graphs are captured after the KV cache is sized and land outside the budget.
+    cudagraph_estimate_subtracted: bool
+    # "GPU KV cache size: N tokens": "blocks_per_group" = num_blocks // len(groups) * block_size
+    # (0.20.0 v1/core/kv_cache_utils.py:1693-1697); "concurrency_x_len" =
+    # int(max_concurrency * max_model_len) (0.21.0 kv_cache_utils.py:1708; 0.33.0 :1128).
+    kv_tokens_formula: str
+    # 2 = "GPU KV cache size" and "Maximum concurrency" on separate lines (to 0.27);
+    # 1 = one combined line (0.28.0 on; 0.33.0 kv_cache_utils.py:1147-1155).
+    capacity_log_lines: int
+    # in-flight batches a sliding-window layer must keep blocks for: 1 until 0.24
+    # (window - 1 + max_num_batched_tokens, 0.24.0 v1/kv_cache_interface.py:521); 2 with async
+    # scheduling from 0.26 (window - 1 + max_in_flight_tokens, 0.26.0 kv_cache_interface.py:584,
+    # 0.33.0 config/vllm.py:588-609: max_concurrent_batches = 2 when async scheduling is on,
+    # which it is by default, also for TRL's external_launcher executor).
+    sliding_window_in_flight_batches: int
+    # _check_enough_kv_cache_memory plans against available - one block (the null block),
+    # 0.29.0 kv_cache_utils.py:975 / 0.33.0 v1/core/kv_cache_planning.py:170, 1533-1545.
+    kv_check_reserves_null_block: bool
+    # _set_cudagraph_sizes: max_num_batched_tokens appended when it fits the capture range
+    # (0.21.0 config/vllm.py:1580; not in 0.20.0 config/vllm.py:1423).
+    cudagraph_appends_mnbt: bool
+    # max capture size 1024 instead of 512 on data-centre Blackwell (0.28.0 config/vllm.py:1938).
+    cudagraph_blackwell_1024: bool
+    # uniform-decode size max_num_seqs appended (0.31.0 config/vllm.py:2540; 0.33.0 :2550).
+    cudagraph_appends_max_num_seqs: bool
+    # quantization="bitsandbytes" exists (0.27.0 model_executor/layers/quantization/__init__.py);
+    # gone from the method list in 0.28.0 (0.33.0 config/model.py:1464-1469 then raises
+    # "Unknown quantization method: bitsandbytes").
+    bitsandbytes_supported: bool
+    # wording of the KV-cache startup errors: "v0.19" ("models's max seq len", 0.19.0
+    # kv_cache_utils.py:619-652) or "v0.22" (adds the CPU-backend remarks, 0.22.0 and
+    # 0.33.0 v1/core/kv_cache_planning.py:50-87)
+    kv_error_wording: str
+    # GB10 (cc 12.1) kept on the small batch-default tier (0.33.0 engine/arg_utils.py:2963, 2984-2986;
+    # not in the 0.31.0 wheel)
+    batch_defaults_gb10_small: bool
+    # which model runner profiles by default ("v1", "v2 for listed models", "v2")
+    default_model_runner: str
+    # a >= 160 GiB tier (B200/B300: 16384 tokens / 1024 seqs for both usage contexts) exists in
+    # get_batch_defaults from 0.28.0 (0.33.0 engine/arg_utils.py:2973-2982; absent in 0.27.0)
+    batch_defaults_160gib_tier: bool
+    # -- activation peak (profile_run) ------------------------------------------------------
+    # bytes per (sampled row x vocab entry) live at the sampler's peak: bf16 logits (2 B) plus
+    # three fp32 logits-sized buffers (temperature/top-k/top-p pipeline: fp32 copy, sort
+    # values, softmax) = 2 + 3 x 4 = 14 B. Fitted to the v0.19 H100 profile numbers in
+    # shared/docs/vllm-memory.md §1.3/§8.4 at max_num_batched_tokens 8192, 1024 rows:
+    # Llama-3.1-8B 1.93 GiB predicted (1.9-2.2 measured), Qwen2.5-7B 2.24 (~2.2),
+    # Gemma-2-9B 3.62 (3.65-3.99), Gemma-3-27B 3.76 (3.65-3.99). Later releases are assumed
+    # the same: the V2 runner (0.33.0 v1/worker/gpu/model_runner.py:993-1016) samples twice
+    # but one pass after the other, so the peak is one fp32 pipeline, not two.
+    sampler_bytes_per_logit: float = 14.0
+    # workspace and metadata on top of the larger phase; calibration slack of the same fit
+    activation_fixed_bytes: int = 100 * MIB
+    # -- memory outside the model (H100 numbers of v0.19 logs, vllm-memory.md §8.2 and §8.5) --
+    # allocated before vLLM's init snapshot: CUDA context, cuBLAS handles, NCCL communicators
+    baseline_bytes_tp1: int = 512 * MIB
+    baseline_bytes_tp_multi: int = 1536 * MIB
+    # non-torch growth during profiling (attention workspaces, lazily allocated NCCL buffers)
+    non_torch_bytes_tp1: int = 256 * MIB
+    non_torch_bytes_tp_multi: int = 2150 * MIB  # ~2.1 GiB at TP2; TP>2 assumed the same
+    # -- CUDA graphs (an estimate, see planner.vllm.cudagraph_bytes) ---------------------------
+    # graph-exec and piecewise-buffer memory per captured graph per decoder layer, fitted to
+    # Llama-3.1-8B on H100, v0.19.0: 51 PIECEWISE + 51 FULL graphs took 0.91 GiB (actual).
+    cudagraph_bytes_per_graph_layer: int = 280 * 1024
+    block_size: int = 16  # CacheConfig.DEFAULT_BLOCK_SIZE (0.33.0 config/cache.py:185)
+    note: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.release
+
+
+def _vrow(first: str, last: str, **kw) -> tuple:
+    return (parse_version(first, "vLLM"), last, kw)
+
+
+# One row per range [first, next row's first). ``last`` is the newest release the row covers.
+_VLLM_ROWS = (
+    _vrow("0.19.0", "0.19.1", gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
+          kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1", note="read: 0.19.0 wheel"),
+    _vrow("0.20.0", "0.20.2", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1",
+          note="read: 0.20.0 wheel (the graph estimate is already on by default, though its log says 'since v0.21.0')"),
+    _vrow("0.21.0", "0.21.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=1,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1", note="read: 0.21.0 wheel"),
+    _vrow("0.22.0", "0.25.1", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=1,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v2 for listed models",
+          note="read: 0.22.0, 0.24.0, 0.25.0 wheels; 0.23 assumed the same"),
+    _vrow("0.26.0", "0.27.1", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=2,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v2 for listed models",
+          note="read: 0.26.0, 0.27.0 wheels"),
+    _vrow("0.28.0", "0.28.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
+          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=False, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2 for listed models",
+          note="read: 0.28.0 wheel"),
+    _vrow("0.29.0", "0.30.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
+          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=False, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2",
+          note="read: 0.29.0 wheel; 0.30 assumed the same"),
+    _vrow("0.31.0", "0.32.x", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
+          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
+          cudagraph_appends_max_num_seqs=True, bitsandbytes_supported=False, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2",
+          note="read: 0.31.0 wheel; 0.32 assumed the same"),
+    _vrow("0.33.0", "0.33.x", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
+          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
+          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
+          cudagraph_appends_max_num_seqs=True, bitsandbytes_supported=False, kv_error_wording="v0.22",
+          batch_defaults_gb10_small=True, batch_defaults_160gib_tier=True, default_model_runner="v2",
+          note="read: 0.33.0 wheel (the reference release)"),
+)
+_VLLM_END = (0, 34, 0)  # first release the table does not cover
+VLLM_NEWEST_KNOWN = "0.33.0"
+VLLM_OLDEST_KNOWN = "0.19.0"
+
+
+def _vllm_row(v: tuple[int, int, int]) -> tuple | None:
+    if v >= _VLLM_END:
+        return None
+    row = None
+    for first, last, kw in _VLLM_ROWS:
+        if v >= first:
+            row = (first, last, kw)
+    return row
+
+
+def vllm_facts(version: str | None = None) -> VllmFacts:
+    """Facts for a vLLM release; ``None`` = the installed vLLM, else the newest known (0.33.0).
+
+    Raises VersionError for a string that is not a version or a release outside 0.19.0-0.33.x.
+    """
+    if version is None:
+        version = _installed("vllm") or VLLM_NEWEST_KNOWN
+    v = parse_version(version, "vLLM")
+    found = _vllm_row(v)
+    if found is None:
+        raise VersionError(f"vLLM {_fmt(v)} is not covered: the planner knows vLLM "
+                           f"{VLLM_OLDEST_KNOWN} to 0.33.x (pass --vllm-version to plan for one of those)")
+    first, last, kw = found
+    return VllmFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)
+
+
+def known_vllm_ranges() -> list[str]:
+    """``["0.19.0-0.19.1", ...]`` for messages and ``plan vllm --help``."""
+    return [f"{_fmt(f)}-{last}" for f, last, _ in _VLLM_ROWS]
+
+
+# -- TRL --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrlFacts:
+    """What one TRL release does to the colocated vLLM engine and the trainer's memory."""
+
+    release: str
+    first: str
+    # vllm_mode="colocate" exists (v0.18.0, #3394)
+    colocate_supported: bool
+    # vllm_enable_sleep_mode exists (v0.23.0, #3968)
+    sleep_mode_supported: bool
+    # llm.sleep(level=...) TRL calls: 1 in 0.23-0.24, 2 from 0.25.0 (#4296)
+    # (1.16.0 trl/generation/vllm_generation.py:365-366, 750-751)
+    sleep_level: int | None
+    # #5312: with sleep mode, rollouts come from the on-disk checkpoint, not the trained
+    # weights. Introduced by the 0.28.0 refactor (#4700: reload_weights after sync_weights;
+    # `collective_rpc("reload_weights")` present in the 0.28.0, 1.9.0 and 1.9.2 wheels). Fixed
+    # in 1.10.0 (#5313, `_llm_weights_sleeping` in the 1.10.0 wheel; 1.16.0
+    # vllm_generation.py:368, 492, 589, 752).
+    sleep_weight_sync_broken: bool
+    # vLLM versions this TRL accepts without a warning (trl/import_utils.py); None = not read
+    vllm_min: str | None
+    vllm_max: str | None
+    # max_num_batched_tokens TRL passes to vllm.LLM: None (vLLM's own default) in 0.18,
+    # 4096 from 0.19.0 (#3565; 1.16.0 vllm_generation.py:359)
+    max_num_batched_tokens: int | None
+    # max_num_seqs = per_device_train_batch_size * vllm_tensor_parallel_size * this
+    # (1.16.0 trl/trainer/grpo_trainer.py:1124-1126); gradient_accumulation_steps before 0.20
+    max_num_seqs_multiplier: str
+    # max_model_len passed to vLLM: "prompt_plus_completion" (0.18-0.25:
+    # max_prompt_length + max_completion_length) or "vllm_max_model_length" (0.26.0 on:
+    # vllm_max_model_length, None -> the model's context; 1.16.0 vllm_generation.py:351)
+    max_model_len_rule: str
+    # TRL never passes enforce_eager or kv_cache_dtype in colocate mode (1.16.0
+    # vllm_generation.py:347-363): CUDA graphs are captured and the KV cache is model dtype.
+    passes_enforce_eager: bool
+    passes_kv_cache_dtype: bool
+    # a bitsandbytes Linear4bit in the trainer model makes TRL pass quantization="bitsandbytes";
+    # Linear8bitLt raises (1.16.0 vllm_generation.py:337-344)
+    quantization_for_4bit: str
+    # GRPOConfig.vllm_gpu_memory_utilization default (0.3 since 0.18; 1.16.0 grpo_config.py:656-657)
+    vllm_gpu_memory_utilization_default: float
+    # GRPOConfig.max_completion_length default: 256 until 1.9.x, 512 from 1.10.0 (#6264;
+    # 1.16.0 grpo_config.py:494-496)
+    max_completion_length_default: int
+    # GRPOTrainer wraps the policy with the fused, tiled log-prob head
+    # (trl/trainer/utils.py add_fused_lm_head; absent in the 1.14.2 wheel, present in 1.15.0;
+    # 1.16.0 grpo_trainer.py:1068-1078): no full (batch, seq, vocab) logits.
+    fused_lm_head: bool
+    # policy dtype when the model is a string and no dtype is given: "float32" from 0.27.0
+    # (#4778; 1.16.0 trl/trainer/utils.py:1332), "auto" before
+    default_model_dtype: str
+    # GRPOConfig.vllm_mode default: "server" before 1.0.0, "colocate" from 1.0.0 (#5255)
+    vllm_mode_default: str
+    note: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.release
+
+
+def _trow(first, **kw) -> tuple:
+    return (parse_version(first, "TRL"), kw)
+
+
+# Defaults shared by rows; each row overrides what changed at its release.
+_TRL_BASE = dict(colocate_supported=True, sleep_mode_supported=False, sleep_level=None,
+                 sleep_weight_sync_broken=False, vllm_min=None, vllm_max=None, max_num_batched_tokens=4096,
+                 max_num_seqs_multiplier="steps_per_generation", max_model_len_rule="prompt_plus_completion",
+                 passes_enforce_eager=False, passes_kv_cache_dtype=False, quantization_for_4bit="bitsandbytes",
+                 vllm_gpu_memory_utilization_default=0.3, max_completion_length_default=256,
+                 fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server")
+
+_TRL_ROWS = (
+    _trow("0.14.0", colocate_supported=False, max_num_batched_tokens=None, vllm_gpu_memory_utilization_default=0.9,
+          max_num_seqs_multiplier="gradient_accumulation_steps", note="no colocate mode (dedicated vLLM GPU)"),
+    _trow("0.18.0", max_num_batched_tokens=None, max_num_seqs_multiplier="gradient_accumulation_steps"),
+    _trow("0.19.0", max_num_seqs_multiplier="gradient_accumulation_steps"),
+    _trow("0.20.0"),
+    _trow("0.23.0", sleep_mode_supported=True, sleep_level=1),
+    _trow("0.25.0", sleep_mode_supported=True, sleep_level=2, vllm_min="0.10.2", vllm_max="0.10.2"),
+    _trow("0.26.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length"),
+    _trow("0.27.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0"),
+    _trow("0.28.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_min="0.10.2", vllm_max="0.12.0",
+          note="read: 0.28.0 wheel"),
+    _trow("1.0.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          vllm_max="0.17.1"),
+    _trow("1.1.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          note="supported vLLM range not read"),
+    _trow("1.4.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          vllm_min="0.12.0", vllm_max="0.18.0"),
+    _trow("1.5.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          note="supported vLLM range not read"),
+    _trow("1.8.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          vllm_min="0.16.0", vllm_max="0.23.0"),
+    _trow("1.9.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
+          vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels"),
+    _trow("1.10.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          vllm_min="0.17.0", vllm_max="0.26.0", note="read: 1.10.0 wheel"),
+    _trow("1.11.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          vllm_min="0.19.0", vllm_max="0.27.1", note="read: 1.11.0 and 1.12.0 wheels"),
+    _trow("1.13.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          vllm_min="0.19.1", vllm_max="0.28.0", note="read: 1.13.0 wheel"),
+    _trow("1.14.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          vllm_min="0.20.0", vllm_max="0.30.0", note="read: 1.14.0 and 1.14.2 wheels"),
+    _trow("1.15.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          fused_lm_head=True, vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel"),
+    _trow("1.16.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
+          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
+          fused_lm_head=True, vllm_min="0.22.0", vllm_max="0.31.0",
+          note="read: installed 1.16.0 (trl/import_utils.py:107)"),
+)
+_TRL_END = (1, 17, 0)
+TRL_NEWEST_KNOWN = "1.16.0"
+TRL_OLDEST_KNOWN = "0.14.0"
+
+
+def trl_facts(version: str | None = None) -> TrlFacts:
+    """Facts for a TRL release; ``None`` = the installed trl, else the newest known (1.16.0).
+
+    Raises VersionError for a string that is not a version or a release outside 0.14.0-1.16.x.
+    """
+    if version is None:
+        version = _installed("trl") or TRL_NEWEST_KNOWN
+    v = parse_version(version, "TRL")
+    row = None
+    if v < _TRL_END:
+        for first, kw in _TRL_ROWS:
+            if v >= first:
+                row = (first, kw)
+    if row is None:
+        raise VersionError(f"TRL {_fmt(v)} is not covered: the planner knows TRL {TRL_OLDEST_KNOWN} to 1.16.x")
+    first, kw = row
+    return TrlFacts(release=_fmt(v), first=_fmt(first), **{**_TRL_BASE, **kw})
+
+
+def trl_max_num_seqs(per_device_train_batch_size: int, steps_per_generation: int,
+                     vllm_tensor_parallel_size: int = 1) -> int:
+    """``max_num_seqs`` TRL passes to ``vllm.LLM`` in colocate mode.
+
+    ``per_device_train_batch_size * vllm_tensor_parallel_size * steps_per_generation``
+    (1.16.0 trl/trainer/grpo_trainer.py:1124-1126; before 0.20 the last factor was
+    ``gradient_accumulation_steps``, which is ``steps_per_generation``'s default).
+    """
+    return per_device_train_batch_size * vllm_tensor_parallel_size * steps_per_generation
+
+
+def trl_max_model_len(facts: TrlFacts, model_max_position_embeddings: int,
+                      vllm_max_model_length: int | None = None, max_prompt_length: int | None = None,
+                      max_completion_length: int | None = None) -> int:
+    """``max_model_len`` the colocated engine gets from this TRL release.
+
+    From 0.26.0: ``vllm_max_model_length``, or (None) the model's own context, which vLLM
+    derives from ``max_position_embeddings``. 0.18-0.25: ``max_prompt_length +
+    max_completion_length`` (prompt default 512 then).
+    """
+    if facts.max_model_len_rule == "prompt_plus_completion":
+        prompt = 512 if max_prompt_length is None else max_prompt_length
+        completion = facts.max_completion_length_default if max_completion_length is None else max_completion_length
+        return prompt + completion
+    return model_max_position_embeddings if vllm_max_model_length is None else vllm_max_model_length

@@ -1,0 +1,109 @@
+"""Trainer-side memory terms against values derived by hand from their documented formulas."""
+
+import pytest
+
+from planner.errors import InvalidSetupError
+from planner.memory import activations as act
+from planner.memory.allocator import expandable_segments_from_env
+from planner.memory.lora import lora_params
+from planner.memory.optimizer import optimizer_state_bytes_per_tensor
+from planner.memory.trainer import TrainerSetup, trainer_memory
+from planner.memory.weights import weights_bytes
+from planner.model_spec import resolve_model
+
+MIB = 1024**2
+
+
+def test_bf16_weights_are_two_bytes_per_parameter():
+    spec = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    assert weights_bytes(spec, "bf16") == 2 * 494_032_768
+
+
+def test_nf4_double_quant_llama_8b_matches_measurement():
+    spec = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
+    linear = 32 * (4096 * 4096 * 2 + 4096 * 1024 * 2 + 3 * 4096 * 14336)
+    by_hand = linear * 0.5 + linear / 64 + linear / 64 / 256 * 4 + (8_030_261_248 - linear) * 2
+    assert weights_bytes(spec, "nf4") == pytest.approx(by_hand, abs=1)
+    # calibration row: weights_mib 5438.57 on the H100
+    assert weights_bytes(spec, "nf4") / MIB == pytest.approx(5438.57, rel=0.001)
+
+
+def test_nf4_without_double_quant_is_larger():
+    spec = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
+    assert weights_bytes(spec, "nf4", double_quant=False) > weights_bytes(spec, "nf4")
+
+
+def test_lora_parameters_match_peft_count():
+    # anchors.md: Llama-3.1-8B, r=16, all 7 projections -> 41,943,040 (= calibration n_trainable)
+    assert lora_params(resolve_model("meta-llama/Llama-3.1-8B-Instruct"), 16) == 41_943_040
+    assert lora_params(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), 16) == 8_798_208
+
+
+def test_lora_rank_scales_linearly():
+    spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
+    assert lora_params(spec, 64) == 4 * lora_params(spec, 16)
+
+
+def test_8bit_adam_blockwise_and_small_tensor_fallback():
+    # bitsandbytes Optimizer2State: >= 4096 elements -> 2 uint8 states + 2 fp32 absmax per 256
+    assert optimizer_state_bytes_per_tensor(4096 * 4, "adamw_8bit") == 2 * 16384 + 8 * 64
+    # below min_8bit_size: two fp32 states
+    assert optimizer_state_bytes_per_tensor(4095, "adamw_8bit") == 8 * 4095
+    assert optimizer_state_bytes_per_tensor(1000, "adamw_torch") == 8000
+
+
+def test_checkpointed_activations_grow_linearly_with_tokens():
+    spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
+    s1, t1 = act.activation_bytes(spec, 1, 256, 768)
+    s4, t4 = act.activation_bytes(spec, 4, 256, 768)
+    assert s4 == pytest.approx(4 * s1, rel=1e-6) and t4 == pytest.approx(4 * t1, rel=1e-6)
+    # checkpoints: L x 2 bytes x h per token
+    assert s1 == 1024 * 28 * 2 * 3584
+
+
+def test_checkpointing_reduces_activations():
+    spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
+    on = trainer_memory(spec, TrainerSetup(batch_size=4, completion_length=1024))
+    off = trainer_memory(spec, TrainerSetup(batch_size=4, completion_length=1024, gradient_checkpointing=False))
+    assert off.components["activations"] > 5 * on.components["activations"]
+
+
+def test_plain_logits_head_costs_batch_completion_vocab():
+    spec = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    fused = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1024, logprob_head="fused"))
+    plain = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1024, logprob_head="plain"))
+    extra = plain.peak_bytes - fused.peak_bytes
+    assert extra > 8 * 1025 * 151_936 * 8  # at least 8 bytes per logit on top
+
+
+def test_expandable_segments_shrink_the_reserve_and_read_the_environment():
+    spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
+    a = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1792))
+    b = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1792, expandable_segments=True))
+    assert b.components["allocator_reserve"] < a.components["allocator_reserve"] / 3
+    assert expandable_segments_from_env({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+    assert not expandable_segments_from_env({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"})
+
+
+def test_components_sum_to_peak_and_steady_is_below():
+    m = trainer_memory(resolve_model("Qwen/Qwen3-4B"), TrainerSetup(weights="nf4", batch_size=2))
+    assert sum(m.components.values()) == m.peak_bytes
+    assert m.steady_bytes < m.peak_bytes
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(batch_size=0), r"^--batch-size must be a positive integer, got 0$"),
+    (dict(completion_length=-5), r"^--completion-length must be a positive integer, got -5$"),
+    (dict(prompt_length=-1), r"^--prompt-length must be a non-negative integer, got -1$"),
+    (dict(weights="int3"), r"^--weights must be one of bf16, fp16, fp32, nf4, int8, got 'int3'$"),
+    (dict(lora_rank=0), r"^--lora-rank must be a positive integer, got 0$"),
+    (dict(finetune="full", weights="nf4"), r"^full fine-tuning of nf4 weights is not possible"),
+])
+def test_bad_setup_is_one_clear_line(kwargs, message):
+    with pytest.raises(InvalidSetupError, match=message):
+        TrainerSetup(**kwargs)
+
+
+def test_rank_above_hidden_size():
+    with pytest.raises(InvalidSetupError, match=r"^--lora-rank 1024 is larger than the hidden size \(896\)"):
+        trainer_memory(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), TrainerSetup(lora_rank=1024))
