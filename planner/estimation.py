@@ -117,23 +117,51 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings))
     from .phases import colocated_phases  # noqa: PLC0415 - only colocated estimates need it
-    from .vllm import vllm_capacity  # noqa: PLC0415
 
-    max_num_seqs = vllm_max_num_seqs or batch_size * steps_per_generation * vllm_tensor_parallel_size
-    free_at_start = card.usable_bytes - trainer.load_bytes
-    capacity = vllm_capacity(spec, card, gpu_memory_utilization=vllm_gpu_memory_utilization,
-                             max_model_len=vllm_max_model_len or spec.max_position_embeddings,  # TRL: model context
-                             tensor_parallel_size=vllm_tensor_parallel_size, kv_cache_dtype=vllm_kv_cache_dtype,
-                             quantization=vllm_quantization if vllm_quantization is not None
-                             else ("bitsandbytes" if weights == "nf4" else None),
-                             max_num_seqs=max_num_seqs, max_num_batched_tokens=vllm_max_num_batched_tokens,
-                             enforce_eager=vllm_enforce_eager, vllm_version=vllm_version,
-                             free_bytes=free_at_start)
+    capacity = colocated_vllm(spec, card, trainer.load_bytes, vllm_gpu_memory_utilization,
+                              weights=weights, max_model_len=vllm_max_model_len,
+                              max_num_seqs=vllm_max_num_seqs or batch_size * steps_per_generation
+                              * vllm_tensor_parallel_size,
+                              tensor_parallel_size=vllm_tensor_parallel_size, kv_cache_dtype=vllm_kv_cache_dtype,
+                              quantization=vllm_quantization, max_num_batched_tokens=vllm_max_num_batched_tokens,
+                              enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version)
     phases = colocated_phases(spec, card, setup, trainer, capacity, sleep_mode=sleep_mode,
                               trl_version=trl_version)
     warnings += list(phases.warnings)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
                     phases=phases, warnings=tuple(warnings))
+
+
+def colocated_vllm(spec: ModelSpec, card: GpuSpec, trainer_load_bytes: int, gpu_memory_utilization: float, *,
+                   weights: str = "bf16", max_model_len: int | None = None, max_num_seqs: int = 1,
+                   tensor_parallel_size: int = 1, kv_cache_dtype: str = "auto", quantization: str | None = None,
+                   max_num_batched_tokens: int | None = None, enforce_eager: bool = False,
+                   vllm_version: str | None = None, trl_version: str | None = None):
+    """The engine TRL builds in colocate mode, as vLLM will size it (planner.vllm).
+
+    What TRL passes comes from versions.py: ``max_num_batched_tokens`` (4096 since 0.19),
+    ``max_model_len`` (``vllm_max_model_length`` or the model's context), ``quantization=
+    "bitsandbytes"`` for a 4-bit trainer. vLLM starts after the trainer loaded its weights, in the
+    same process: free memory at its start is the card less the trainer's load, and its CUDA
+    context is the trainer's (only NCCL/TP buffers come on top).
+    """
+    from .memory.process import CUDA_CONTEXT_BYTES
+    from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
+    from .vllm import baseline_bytes, vllm_capacity
+
+    trl = trl_facts(trl_version)
+    four_bit = weights == "nf4"
+    version = vllm_version or colocate_vllm_version(trl_version, needs_bitsandbytes=four_bit)
+    if quantization is None and four_bit:
+        quantization = trl.quantization_for_4bit
+    baseline = max(0, baseline_bytes(tensor_parallel_size, version) - CUDA_CONTEXT_BYTES)
+    return vllm_capacity(spec, card, gpu_memory_utilization=gpu_memory_utilization,
+                         max_model_len=trl_max_model_len(trl, spec.max_position_embeddings, max_model_len),
+                         tensor_parallel_size=tensor_parallel_size, kv_cache_dtype=kv_cache_dtype,
+                         quantization=quantization, max_num_seqs=max_num_seqs,
+                         max_num_batched_tokens=max_num_batched_tokens or trl.max_num_batched_tokens,
+                         enforce_eager=enforce_eager, vllm_version=version,
+                         free_bytes=max(0, card.usable_bytes - trainer_load_bytes), baseline=baseline)
 
 
 def _apply_calibration(spec, card, setup, trainer, calibration):

@@ -69,8 +69,10 @@ class ColocatedPhases:
         d["peak_bytes"] = self.peak_bytes
         d["binding_phase"] = self.binding_phase
         d["sleep_mode"] = self.sleep_mode
-        d["other_sleep_setting"] = {"sleep_mode": not self.sleep_mode, **{
-            f"{k}.peak_bytes": v for k, v in self.other_setting_peaks.items()}}
+        chosen = {p.name: {"peak_bytes": p.peak_bytes} for p in self.phases if p.name in ("generation", "training")}
+        other = {k: {"peak_bytes": v} for k, v in self.other_setting_peaks.items()}
+        d["with_sleep_mode"] = chosen if self.sleep_mode else other
+        d["without_sleep_mode"] = other if self.sleep_mode else chosen
         return d
 
 

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .errors import InfeasibleError, InvalidSetupError
-from .estimation import Estimate, default_logprob_head, estimate
+from .estimation import Estimate, colocated_vllm, default_logprob_head, estimate
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.trainer import TrainerSetup, trainer_memory
@@ -128,8 +128,11 @@ class _Candidate:
         return max(1, math.ceil(self.completions / max(1, int(self.concurrency))))
 
     def key(self) -> tuple:
-        one_wave = min(self.completions, int(self.concurrency))
-        return (self.completion_length, one_wave, self.batch_size, not self.sleep, self.utilization)
+        """The objective, lexicographic: length, completions in one wave (several waves only when
+        not even one group fits at once: fewer waves first), micro-batch, no sleep, utilisation."""
+        single = self.waves == 1
+        return (self.completion_length, single, self.completions if single else -self.waves,
+                self.batch_size, not self.sleep, self.utilization)
 
 
 def _completion_ladder(target: int) -> list[int]:
@@ -178,8 +181,9 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
             break
     if best is None:
         raise _infeasible(spec, card, base, ckpt_options[0], targets, lo, hi, margin, sleep_mode, vkw, relax)
-    cand, ckpt = best
-    return _make_plan(spec, card, base, ckpt, cand, targets, margin, vkw)
+    cand, ckpt, by_sleep, G = best
+    return _make_plan(spec, card, base, ckpt, cand, dict(targets, chosen_generations=G), margin, vkw,
+                      by_sleep.get(not cand.sleep))
 
 
 def _check_targets(spec, utilization_range, margin, num_generations, max_completion_length, prompt_length,
@@ -208,17 +212,16 @@ def _check_targets(spec, utilization_range, margin, num_generations, max_complet
 
 
 def _vllm_table(spec, card, base, trainer_load, utils, C, prompt_length, guess_seqs, vkw):
-    """vLLM capacity for every utilisation at completion length C (one call each)."""
-    from .vllm import vllm_capacity, vllm_process_bytes, sleep_resident_bytes
+    """vLLM capacity, awake footprint and asleep residue for every utilisation at completion length C."""
+    from .vllm import sleep_resident_bytes, vllm_process_bytes
 
     out = {}
     for u in utils:
-        cap = vllm_capacity(spec, card, gpu_memory_utilization=u, max_model_len=prompt_length + C,
-                            tensor_parallel_size=vkw["vllm_tensor_parallel_size"],
-                            kv_cache_dtype=vkw["vllm_kv_cache_dtype"],
-                            quantization="bitsandbytes" if base["weights"] == "nf4" else None,
-                            max_num_seqs=guess_seqs, vllm_version=vkw["vllm_version"],
-                            free_bytes=card.usable_bytes - trainer_load)
+        cap = colocated_vllm(spec, card, trainer_load, u, weights=base["weights"],
+                             max_model_len=prompt_length + C, max_num_seqs=guess_seqs,
+                             tensor_parallel_size=vkw["vllm_tensor_parallel_size"],
+                             kv_cache_dtype=vkw["vllm_kv_cache_dtype"], vllm_version=vkw["vllm_version"],
+                             trl_version=vkw["trl_version"])
         out[u] = (cap, vllm_process_bytes(cap), sleep_resident_bytes(cap, level=2))
     return out
 
@@ -244,33 +247,43 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
             continue
         any_tm = trainers[1]
         table = _vllm_table(spec, card, base, any_tm.load_bytes, utils, C, P, MAX_COMPLETIONS_PER_STEP, vkw)
-        best = None
-        for u in utils:
-            cap, awake, asleep = table[u]
-            if not cap.startup_ok or cap.max_concurrency < 1:
-                continue
-            if any_tm.load_bytes + awake > budget:  # load / start-up with the engine awake
-                continue
-            for sleep in sleeps:
-                resident = any_tm.steady_bytes
-                for B, tm in trainers.items():
-                    if sleep:
-                        phases = (tm.peak_bytes + asleep, resident + awake + _merge(spec, tm, base))
-                    else:
-                        phases = (tm.peak_bytes + awake + _merge(spec, tm, base),)
-                    peak = max(phases)
-                    if peak > budget:
-                        break  # larger B only grows
-                    for G in G_options:
-                        step = B * G // math.gcd(B, G)  # completions must be a multiple of B and G
-                        conc = int(cap.max_concurrency)
-                        n = max(step, min(MAX_COMPLETIONS_PER_STEP, conc) // step * step)
-                        c = _Candidate(C, n, B, u, sleep, cap.max_concurrency, peak)
-                        if best is None or c.key() > best.key():
-                            best = c
-        if best is not None:
-            return best, ckpt
+        for G in G_options:  # the user's G, else TRL's default 8 first, others only if 8 cannot fit
+            found = _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C)
+            if found is not None:
+                best, best_by_sleep = found
+                return best, ckpt, best_by_sleep, G
     return None
+
+
+def _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C):
+    """Best candidate (and best per sleep setting) for one completion length and group size."""
+    best, best_by_sleep = None, {}
+    any_tm = trainers[1]
+    merge = _merge(spec, any_tm, base)
+    for u in utils:
+        cap, awake, asleep = table[u]
+        if not cap.startup_ok or cap.max_concurrency < 1:
+            continue
+        if any_tm.load_bytes + awake > budget:  # load / start-up with the engine awake
+            continue
+        conc = int(cap.max_concurrency)
+        for sleep in sleeps:
+            for B, tm in trainers.items():
+                if sleep:
+                    peak = max(tm.peak_bytes + asleep, tm.steady_bytes + awake + merge)
+                else:
+                    peak = tm.peak_bytes + awake + merge
+                if peak > budget:
+                    break  # larger B only grows
+                step = B * G // math.gcd(B, G)  # completions must be a multiple of B and of G
+                n = max(step, min(MAX_COMPLETIONS_PER_STEP, conc) // step * step)
+                c = _Candidate(C, n, B, u, sleep, cap.max_concurrency, peak)
+                if best is None or c.key() > best.key():
+                    best = c
+                other = best_by_sleep.get(sleep)
+                if other is None or c.key() > other.key():
+                    best_by_sleep[sleep] = c
+    return None if best is None else (best, best_by_sleep)
 
 
 def _merge(spec, tm, base) -> int:
@@ -279,11 +292,11 @@ def _merge(spec, tm, base) -> int:
     return merge_transient_bytes(spec, TrainerSetup(**base))
 
 
-def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw) -> Plan:
+def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw, alternative=None) -> Plan:
     B, n = cand.batch_size, cand.completions
     S = n // B
     P, C = targets["prompt_length"], cand.completion_length
-    G = targets["num_generations"] or _pick_generations(n)
+    G = targets.pop("chosen_generations")
     e = estimate(spec, card, **base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
                  completion_length=C, vllm_gpu_memory_utilization=cand.utilization,
                  vllm_max_model_len=P + C, steps_per_generation=S, sleep_mode=cand.sleep,
@@ -306,20 +319,13 @@ def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw) -
         "bf16": bool(card.bf16) and base["weights"] != "fp32",
         "optim": base["optim"],
     }
-    waves = cand.waves
-    reasons = _reasons(spec, card, targets, cand, S, G, e, margin)
+    waves = max(1, math.ceil(n / max(1, int(e.vllm.max_concurrency))))
+    reasons = _reasons(spec, card, targets, cand, S, G, e, margin, waves, alternative)
     return Plan(model=spec, gpu=card, setup=e.setup, config=config, estimate=e, margin=margin, targets=targets,
                 reasons=tuple(reasons), waves=waves, lora_alpha=2 * base["lora_rank"])
 
 
-def _pick_generations(n: int) -> int:
-    for g in GENERATION_CHOICES:
-        if n % g == 0:
-            return g
-    return 2
-
-
-def _reasons(spec, card, targets, cand, S, G, e, margin) -> list[str]:
+def _reasons(spec, card, targets, cand, S, G, e, margin, waves, alternative) -> list[str]:
     tgt = targets["max_completion_length"]
     r = []
     if cand.completion_length == tgt:
@@ -327,16 +333,24 @@ def _reasons(spec, card, targets, cand, S, G, e, margin) -> list[str]:
     else:
         r.append(f"completion length cut to {cand.completion_length} (requested {tgt}): longer does not fit "
                  f"{card.name} with a {margin:.0%} margin")
+    conc = int(e.vllm.max_concurrency)
     r.append(f"{cand.completions} completions per step ({cand.completions // G} prompts x {G} generations) = "
              f"batch {cand.batch_size} x {S} steps per generation; vLLM holds "
-             f"{int(cand.concurrency)} full-length sequences at once, so "
-             f"{'one wave' if cand.waves == 1 else f'{cand.waves} waves'}")
+             f"{conc} full-length sequences at once, so "
+             f"{'one wave' if waves == 1 else f'{waves} waves'}")
     r.append(f"micro-batch {cand.batch_size}: the largest whose training step fits beside vLLM")
     r.append(f"vllm_gpu_memory_utilization {cand.utilization:.2f}: the highest in the range that keeps every "
              f"phase under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB "
              f"(binding phase: {e.phases.binding_phase})")
-    r.append("sleep mode on: without it the training step does not fit beside vLLM's budget"
-             if cand.sleep else "sleep mode off: everything fits awake (no wake-up latency)")
+    if cand.sleep:
+        if alternative is None:
+            r.append("sleep mode on: without it no configuration fits beside vLLM's budget")
+        else:
+            r.append(f"sleep mode on: awake all the time vLLM would allow only {alternative.completions} completions "
+                     f"per step at batch {alternative.batch_size} (utilisation {alternative.utilization:.2f})")
+    else:
+        r.append("sleep mode off: everything fits with vLLM awake (no wake-up latency"
+                 + (")" if alternative is None else ", and sleeping would not improve the objective)"))
     return r
 
 
@@ -353,13 +367,15 @@ def _infeasible(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw
         why = (f"the trainer alone needs {tm.peak_bytes / GIB:.1f} GiB at batch 1 (largest term: {biggest} "
                f"{c[biggest] / GIB:.1f} GiB) but {card.name} allows {budget / GIB:.1f} GiB with a {margin:.0%} margin")
     else:
-        from .vllm import vllm_capacity
-
-        cap = vllm_capacity(spec, card, gpu_memory_utilization=hi, max_model_len=P + C,
-                            quantization="bitsandbytes" if base["weights"] == "nf4" else None,
-                            vllm_version=vkw["vllm_version"], free_bytes=card.usable_bytes - tm.load_bytes)
-        if not cap.startup_ok:
-            why = f"vLLM cannot start beside the trainer at utilisation {hi}: " + "; ".join(cap.errors)
+        at_lo = colocated_vllm(spec, card, tm.load_bytes, lo, weights=base["weights"], max_model_len=P + C,
+                               vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"])
+        at_hi = colocated_vllm(spec, card, tm.load_bytes, hi, weights=base["weights"], max_model_len=P + C,
+                               vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"])
+        if not at_lo.startup_ok and at_lo.free_at_init_bytes < at_lo.budget_bytes:
+            why = (f"vLLM cannot start beside the trainer's {tm.load_bytes / GIB:.1f} GiB of loaded weights even at "
+                   f"utilisation {lo}: {at_lo.errors[0]}")
+        elif not at_hi.startup_ok:
+            why = f"vLLM's share at utilisation {hi} has no room for the KV cache: {at_hi.errors[-1]}"
         else:
             why = (f"the trainer's step ({tm.peak_bytes / GIB:.1f} GiB) plus vLLM's share at utilisation {lo} "
                    f"exceeds {budget / GIB:.1f} GiB ({card.name} less a {margin:.0%} margin)")

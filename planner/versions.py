@@ -147,65 +147,46 @@ class VllmFacts:
         return self.release
 
 
-def _vrow(first: str, last: str, **kw) -> tuple:
-    return (parse_version(first, "vLLM"), last, kw)
-
-
-# One row per range [first, next row's first). ``last`` is the newest release the row covers.
-_VLLM_ROWS = (
-    _vrow("0.19.0", "0.19.1", gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
+# What changed at each release, oldest first; each row inherits every earlier change.
+# (first release of the range, newest release it covers, what was read, changes)
+_VLLM_CHANGES = (
+    ("0.19.0", "0.19.1", "read: 0.19.0 wheel",
+     dict(gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
           kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
           kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,
           cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1", note="read: 0.19.0 wheel"),
-    _vrow("0.20.0", "0.20.2", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
-          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1",
-          note="read: 0.20.0 wheel (the graph estimate is already on by default, though its log says 'since v0.21.0')"),
-    _vrow("0.21.0", "0.21.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=1,
-          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1", note="read: 0.21.0 wheel"),
-    _vrow("0.22.0", "0.25.1", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=1,
-          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v2 for listed models",
-          note="read: 0.22.0, 0.24.0, 0.25.0 wheels; 0.23 assumed the same"),
-    _vrow("0.26.0", "0.27.1", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=2, sliding_window_in_flight_batches=2,
-          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=False,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v2 for listed models",
-          note="read: 0.26.0, 0.27.0 wheels"),
-    _vrow("0.28.0", "0.28.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
-          kv_check_reserves_null_block=False, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=False, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2 for listed models",
-          note="read: 0.28.0 wheel"),
-    _vrow("0.29.0", "0.30.0", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
-          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=False, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2",
-          note="read: 0.29.0 wheel; 0.30 assumed the same"),
-    _vrow("0.31.0", "0.32.x", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
-          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
-          cudagraph_appends_max_num_seqs=True, bitsandbytes_supported=False, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=True, default_model_runner="v2",
-          note="read: 0.31.0 wheel; 0.32 assumed the same"),
-    _vrow("0.33.0", "0.33.x", gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True,
-          kv_tokens_formula="concurrency_x_len", capacity_log_lines=1, sliding_window_in_flight_batches=2,
-          kv_check_reserves_null_block=True, cudagraph_appends_mnbt=True, cudagraph_blackwell_1024=True,
-          cudagraph_appends_max_num_seqs=True, bitsandbytes_supported=False, kv_error_wording="v0.22",
-          batch_defaults_gb10_small=True, batch_defaults_160gib_tier=True, default_model_runner="v2",
-          note="read: 0.33.0 wheel (the reference release)"),
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1")),
+    ("0.20.0", "0.20.2", "read: 0.20.0 wheel (the graph estimate is on by default, though its log says "
+                         "'default since v0.21.0')",
+     dict(gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True)),
+    ("0.21.0", "0.21.0", "read: 0.21.0 wheel",
+     dict(kv_tokens_formula="concurrency_x_len", cudagraph_appends_mnbt=True)),
+    ("0.22.0", "0.25.1", "read: 0.22.0, 0.24.0, 0.25.0 wheels; 0.23 assumed the same",
+     dict(kv_error_wording="v0.22", default_model_runner="v2 for listed models")),
+    ("0.26.0", "0.27.1", "read: 0.26.0, 0.27.0 wheels",
+     dict(sliding_window_in_flight_batches=2)),
+    ("0.28.0", "0.28.0", "read: 0.28.0 wheel",
+     dict(capacity_log_lines=1, cudagraph_blackwell_1024=True, bitsandbytes_supported=False,
+          batch_defaults_160gib_tier=True)),
+    ("0.29.0", "0.30.x", "read: 0.29.0 wheel; 0.30 assumed the same",
+     dict(kv_check_reserves_null_block=True, default_model_runner="v2")),
+    ("0.31.0", "0.32.x", "read: 0.31.0 wheel; 0.32 assumed the same",
+     dict(cudagraph_appends_max_num_seqs=True)),
+    ("0.33.0", "0.33.x", "read: 0.33.0 wheel (the reference release)",
+     dict(batch_defaults_gb10_small=True)),
 )
+
+
+def _cumulative(changes) -> tuple:
+    rows, facts = [], {}
+    for first, last, note, change in changes:
+        facts = {**facts, **change}
+        rows.append((parse_version(first, "vLLM"), last, {**facts, "note": note}))
+    return tuple(rows)
+
+
+# (first release as a tuple, newest release covered, every fact of the range)
+_VLLM_ROWS = _cumulative(_VLLM_CHANGES)
 _VLLM_END = (0, 34, 0)  # first release the table does not cover
 VLLM_NEWEST_KNOWN = "0.33.0"
 VLLM_OLDEST_KNOWN = "0.19.0"
@@ -231,7 +212,7 @@ def vllm_facts(version: str | None = None) -> VllmFacts:
     v = parse_version(version, "vLLM")
     found = _vllm_row(v)
     if found is None:
-        raise VersionError(f"vLLM {_fmt(v)} is not covered: the planner knows vLLM "
+        raise VersionError(f"vLLM {str(version).strip()} is not covered: the planner knows vLLM "
                            f"{VLLM_OLDEST_KNOWN} to 0.33.x (pass --vllm-version to plan for one of those)")
     first, last, kw = found
     return VllmFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)
@@ -303,71 +284,64 @@ class TrlFacts:
     def version(self) -> str:
         return self.release
 
+    @property
+    def fused_logprob_head(self) -> bool:
+        """Alias of ``fused_lm_head`` (the name the trainer-side code uses)."""
+        return self.fused_lm_head
 
-def _trow(first, **kw) -> tuple:
-    return (parse_version(first, "TRL"), kw)
+    @property
+    def sleep_mode_broken(self) -> bool:
+        """Alias of ``sleep_weight_sync_broken`` (trl#5312)."""
+        return self.sleep_weight_sync_broken
 
 
-# Defaults shared by rows; each row overrides what changed at its release.
-_TRL_BASE = dict(colocate_supported=True, sleep_mode_supported=False, sleep_level=None,
-                 sleep_weight_sync_broken=False, vllm_min=None, vllm_max=None, max_num_batched_tokens=4096,
-                 max_num_seqs_multiplier="steps_per_generation", max_model_len_rule="prompt_plus_completion",
-                 passes_enforce_eager=False, passes_kv_cache_dtype=False, quantization_for_4bit="bitsandbytes",
-                 vllm_gpu_memory_utilization_default=0.3, max_completion_length_default=256,
-                 fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server")
-
-_TRL_ROWS = (
-    _trow("0.14.0", colocate_supported=False, max_num_batched_tokens=None, vllm_gpu_memory_utilization_default=0.9,
-          max_num_seqs_multiplier="gradient_accumulation_steps", note="no colocate mode (dedicated vLLM GPU)"),
-    _trow("0.18.0", max_num_batched_tokens=None, max_num_seqs_multiplier="gradient_accumulation_steps"),
-    _trow("0.19.0", max_num_seqs_multiplier="gradient_accumulation_steps"),
-    _trow("0.20.0"),
-    _trow("0.23.0", sleep_mode_supported=True, sleep_level=1),
-    _trow("0.25.0", sleep_mode_supported=True, sleep_level=2, vllm_min="0.10.2", vllm_max="0.10.2"),
-    _trow("0.26.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length"),
-    _trow("0.27.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0"),
-    _trow("0.28.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_min="0.10.2", vllm_max="0.12.0",
-          note="read: 0.28.0 wheel"),
-    _trow("1.0.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          vllm_max="0.17.1"),
-    _trow("1.1.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          note="supported vLLM range not read"),
-    _trow("1.4.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          vllm_min="0.12.0", vllm_max="0.18.0"),
-    _trow("1.5.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          note="supported vLLM range not read"),
-    _trow("1.8.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          vllm_min="0.16.0", vllm_max="0.23.0"),
-    _trow("1.9.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", sleep_weight_sync_broken=True, vllm_mode_default="colocate",
-          vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels"),
-    _trow("1.10.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          vllm_min="0.17.0", vllm_max="0.26.0", note="read: 1.10.0 wheel"),
-    _trow("1.11.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          vllm_min="0.19.0", vllm_max="0.27.1", note="read: 1.11.0 and 1.12.0 wheels"),
-    _trow("1.13.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          vllm_min="0.19.1", vllm_max="0.28.0", note="read: 1.13.0 wheel"),
-    _trow("1.14.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          vllm_min="0.20.0", vllm_max="0.30.0", note="read: 1.14.0 and 1.14.2 wheels"),
-    _trow("1.15.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          fused_lm_head=True, vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel"),
-    _trow("1.16.0", sleep_mode_supported=True, sleep_level=2, max_model_len_rule="vllm_max_model_length",
-          default_model_dtype="float32", vllm_mode_default="colocate", max_completion_length_default=512,
-          fused_lm_head=True, vllm_min="0.22.0", vllm_max="0.31.0",
-          note="read: installed 1.16.0 (trl/import_utils.py:107)"),
+# What changed at each TRL release, oldest first; each row inherits every earlier change.
+# (first release, changes). Sources: trl-grpo.md §1, §3 and §6 for 0.14-1.9, the wheels named in
+# the notes, and the installed 1.16.0.
+_TRL_CHANGES = (
+    ("0.14.0", dict(colocate_supported=False, sleep_mode_supported=False, sleep_level=None,
+                    sleep_weight_sync_broken=False, vllm_min=None, vllm_max=None, max_num_batched_tokens=None,
+                    max_num_seqs_multiplier="gradient_accumulation_steps",
+                    max_model_len_rule="prompt_plus_completion", passes_enforce_eager=False,
+                    passes_kv_cache_dtype=False, quantization_for_4bit="bitsandbytes",
+                    vllm_gpu_memory_utilization_default=0.9, max_completion_length_default=256,
+                    fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server",
+                    note="no colocate mode (vLLM on a dedicated GPU)")),
+    ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, note="")),
+    ("0.19.0", dict(max_num_batched_tokens=4096)),
+    ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation")),
+    ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
+    ("0.25.0", dict(sleep_level=2, vllm_min="0.10.2", vllm_max="0.10.2")),
+    ("0.26.0", dict(max_model_len_rule="vllm_max_model_length")),
+    ("0.27.0", dict(default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0")),
+    ("0.28.0", dict(sleep_weight_sync_broken=True, note="read: 0.28.0 wheel")),
+    ("1.0.0", dict(vllm_mode_default="colocate", vllm_min=None, vllm_max="0.17.1", note="")),
+    ("1.1.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    ("1.4.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="")),
+    ("1.5.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    ("1.8.0", dict(vllm_min="0.16.0", vllm_max="0.23.0", note="")),
+    ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels")),
+    ("1.10.0", dict(sleep_weight_sync_broken=False, max_completion_length_default=512, vllm_max="0.26.0",
+                    note="read: 1.10.0 wheel")),
+    ("1.11.0", dict(vllm_min="0.19.0", vllm_max="0.27.1", note="read: 1.11.0 and 1.12.0 wheels")),
+    ("1.13.0", dict(vllm_min="0.19.1", vllm_max="0.28.0", note="read: 1.13.0 wheel")),
+    ("1.14.0", dict(vllm_min="0.20.0", vllm_max="0.30.0", note="read: 1.14.0 and 1.14.2 wheels")),
+    ("1.15.0", dict(fused_lm_head=True, vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel")),
+    ("1.16.0", dict(vllm_min="0.22.0", vllm_max="0.31.0",
+                    note="read: installed 1.16.0 (trl/import_utils.py:107)")),
 )
+
+
+def _trl_cumulative(changes) -> tuple:
+    rows, facts = [], {}
+    for first, change in changes:
+        facts = {**facts, **change}
+        rows.append((parse_version(first, "TRL"), facts))
+    return tuple(rows)
+
+
+# (first release as a tuple, every fact of the range)
+_TRL_ROWS = _trl_cumulative(_TRL_CHANGES)
 _TRL_END = (1, 17, 0)
 TRL_NEWEST_KNOWN = "1.16.0"
 TRL_OLDEST_KNOWN = "0.14.0"
@@ -387,9 +361,10 @@ def trl_facts(version: str | None = None) -> TrlFacts:
             if v >= first:
                 row = (first, kw)
     if row is None:
-        raise VersionError(f"TRL {_fmt(v)} is not covered: the planner knows TRL {TRL_OLDEST_KNOWN} to 1.16.x")
+        raise VersionError(f"TRL {str(version).strip()} is not covered: the planner knows TRL "
+                           f"{TRL_OLDEST_KNOWN} to 1.16.x")
     first, kw = row
-    return TrlFacts(release=_fmt(v), first=_fmt(first), **{**_TRL_BASE, **kw})
+    return TrlFacts(release=_fmt(v), first=_fmt(first), **kw)
 
 
 def trl_max_num_seqs(per_device_train_batch_size: int, steps_per_generation: int,
@@ -417,3 +392,55 @@ def trl_max_model_len(facts: TrlFacts, model_max_position_embeddings: int,
         completion = facts.max_completion_length_default if max_completion_length is None else max_completion_length
         return prompt + completion
     return model_max_position_embeddings if vllm_max_model_length is None else vllm_max_model_length
+
+
+# -- first release with a fact ----------------------------------------------------------------
+
+def trl_first_release(fact: str, value=True) -> str | None:
+    """The oldest TRL release from which ``fact`` equals ``value`` in every later row.
+
+    ``trl_first_release("colocate_supported")`` -> ``"0.18.0"``; ``"sleep_mode_supported"`` ->
+    ``"0.23.0"``; ``trl_first_release("sleep_weight_sync_broken", False)`` -> ``"1.10.0"`` (the
+    trl#5312 fix). None when the newest row does not have it.
+    """
+    first = None
+    for v, kw in _TRL_ROWS:
+        first = (first or v) if kw[fact] == value else None
+    return _fmt(first) if first else None
+
+
+def vllm_first_release(fact: str, value=True) -> str | None:
+    """The oldest vLLM release from which ``fact`` equals ``value`` in every later row
+    (``vllm_first_release("bitsandbytes_supported", False)`` -> ``"0.28.0"``)."""
+    first = None
+    for v, _last, kw in _VLLM_ROWS:
+        first = (first or v) if kw[fact] == value else None
+    return _fmt(first) if first else None
+
+
+# -- which vLLM a colocated TRL run gets ------------------------------------------------------
+
+def colocate_vllm_version(trl_version: str | None = None, needs_bitsandbytes: bool = False) -> str:
+    """The vLLM release to plan a colocated run for when the user names none.
+
+    The installed vLLM when there is one; otherwise the newest release we know that the TRL
+    release accepts (``vllm_max``; what ``pip install trl[vllm]`` resolves to) and, for a 4-bit
+    trainer (TRL passes ``quantization="bitsandbytes"``), that still has bitsandbytes loading
+    (dropped in vLLM 0.28.0: ``vllm_first_release("bitsandbytes_supported", False)``).
+    """
+    installed = _installed("vllm")
+    if installed:
+        return installed
+    trl = trl_facts(trl_version)
+    ceiling = parse_version(trl.vllm_max, "vLLM") if trl.vllm_max else parse_version(VLLM_NEWEST_KNOWN, "vLLM")
+    best = None
+    for first, _last, kw in _VLLM_ROWS:
+        if first > ceiling:
+            break
+        if needs_bitsandbytes and not kw["bitsandbytes_supported"]:
+            continue
+        best = first
+    if best is None:
+        return VLLM_NEWEST_KNOWN
+    # the newest patch release of that row we know is the row's first; a ceiling inside the row wins
+    return _fmt(min(ceiling, best))

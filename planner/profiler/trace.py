@@ -38,16 +38,28 @@ CUDA behaviour (each substitution is listed in ``TraceResult.notes``):
 - Data-dependent values (``.item()``, boolean indexing) have no data on meta tensors: a boolean
   scalar reads as True (transformers' "no packed sequences" check), a boolean index of the label
   mask selects ``batch x completion`` rows (what the real mask selects).
+- Both CUDA attention kernels write their output as (batch, seq, heads, dim) and return the
+  transposed view, so the ``transpose(1, 2).contiguous()`` after attention copies nothing.
+- bitsandbytes NF4 cannot run here: the graph is the bf16 one, with every frozen linear
+  dequantising its weight to bf16 for the matmul (forward and backward) and freeing it, as
+  ``MatMul4Bit`` does; the NF4 weights themselves are the analytic term.
+- Autograd sums two gradients of one tensor in place when it holds the only reference, but must
+  add out of place under any Python dispatch mode (the tracker is one); the tracker restores
+  the in-place sum for the engine's own accumulations.
 Not modelled: the caching allocator's block reuse (a cached block up to 1 MiB larger than the
-request is handed out whole), cuBLAS workspaces (allocated once per process), bitsandbytes NF4
-(traced as bf16; the dequantised weight of one linear is added as a transient) and the 8-bit
-optimizer (analytic term).
+request is handed out whole), cuBLAS workspaces (allocated once per process) and the 8-bit
+optimizer's state and step (analytic term).
+
+Checked against all 90 H100 calibration rows (benchmarks/trace_vs_measured.py,
+benchmarks/results/trace_vs_measured.txt).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 import time
 import types
 import weakref
@@ -110,7 +122,6 @@ class TracedStep:
     resident_bytes: int  # live before the step: weights, adapters, buffers (as traced, bf16)
     forward_peak_bytes: int  # peak during the forward alone, minus resident_bytes
     gradients_bytes: int  # held after backward (the trainable parameters' .grad)
-    dequant_transient_bytes: int = 0  # NF4: one linear's weight dequantised to bf16, in the peak
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -121,7 +132,6 @@ class TracedStep:
                 "forward_peak_bytes": self.forward_peak_bytes,
                 "gradients_bytes": self.gradients_bytes,
                 "resident_bytes": self.resident_bytes,
-                "dequant_transient_bytes": self.dequant_transient_bytes,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -150,6 +160,7 @@ def _make_tracker(bool_index_rows):
     from torch.utils._pytree import tree_leaves
 
     aten = torch.ops.aten
+    engine_code = _engine_code()
 
     class _LiveBytes(TorchDispatchMode):
         def __init__(self):
@@ -158,6 +169,7 @@ def _make_tracker(bool_index_rows):
             self.current_bytes = 0
             self.peak_bytes = 0
             self.faked_scalars = 0
+            self.inplace_accumulations = 0
 
         def _free(self, key: int, n_bytes: int) -> None:
             if self.live.pop(key, None) is not None:
@@ -194,12 +206,39 @@ def _make_tracker(bool_index_rows):
                     out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
                     self.track(out)
                     return out
+            if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
+                old, new = args[0], args[1]
+                if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
+                        and old.dtype == new.dtype and not old._is_view() and old.is_contiguous()):
+                    # autograd's InputBuffer sums two gradients of one tensor in place when it
+                    # holds the only reference, except under a Python dispatch mode (this one),
+                    # where it must assume a tensor subclass and adds out of place.
+                    self.inplace_accumulations += 1
+                    return aten.add_.Tensor(old, new)
             out = func(*args, **kwargs)
             for t in tree_leaves(out):
                 self.track(t)
             return out
 
     return _LiveBytes()
+
+
+def _engine_code():
+    """The code object of the Python frame the autograd engine's own ops are dispatched from."""
+    try:
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:
+        return None
+    return _engine_run_backward.__code__
+
+
+def _caller_code():
+    """Code object of the first Python frame below the dispatch mode (past torch's wrappers)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_name in ("_fn", "inner") \
+            and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+        frame = frame.f_back
+    return frame.f_code if frame is not None else None
 
 
 # -- CUDA behaviour substituted for the CPU/meta kernels --------------------------------------------
@@ -216,7 +255,9 @@ def _make_cuda_sdpa():
         @staticmethod
         def forward(ctx, q, k, v, mask):
             batch, heads, seq, _ = q.shape
-            out = q.new_empty((batch, heads, seq, v.shape[-1]))
+            # Both CUDA kernels write the output as (batch, seq, heads, dim) and return the
+            # transposed view, so transformers' transpose(1, 2).contiguous() copies nothing.
+            out = q.new_empty((batch, seq, heads, v.shape[-1])).transpose(1, 2)
             if mask is None:
                 # flash: softmax_lse fp32 (batch, heads, seq)
                 lse = q.new_empty((batch, heads, seq), dtype=torch.float32)
@@ -385,10 +426,47 @@ def _set_checkpointing(model, enabled: bool) -> None:
         base.gradient_checkpointing_disable()
 
 
-def _largest_linear_bf16_bytes(spec: ModelSpec) -> int:
-    """One decoder linear dequantised from NF4 to bf16 (bitsandbytes does it per forward/backward)."""
-    shapes = [s for s in spec.linear_shapes() if s.group != "router"]
-    return _round_block(max((s.in_features * s.out_features * 2 for s in shapes), default=0))
+def _make_nf4_matmul():
+    """bitsandbytes ``MatMul4Bit`` (training path) for memory: the weight is dequantised to the
+    compute dtype for the matmul and freed, in forward and again in backward; nothing is saved
+    but the quantised weight (resident)."""
+    import torch
+    import torch.nn.functional as F
+
+    class _Nf4MatMul(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            dequantised = torch.empty(weight.shape, dtype=x.dtype, device=x.device)
+            out = F.linear(x, dequantised, None if bias is None else bias.to(x.dtype))
+            ctx.weight_shape = tuple(weight.shape)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            dequantised = torch.empty(ctx.weight_shape, dtype=grad_out.dtype, device=grad_out.device)
+            return torch.matmul(grad_out, dequantised), None, None
+
+    return _Nf4MatMul
+
+
+def _emulate_nf4(model) -> int:
+    """Route every frozen decoder ``nn.Linear`` (not ``lm_head``, not the adapters) through the NF4
+    matmul's memory behaviour; returns how many were swapped."""
+    import torch
+
+    matmul = _make_nf4_matmul()
+
+    def forward(self, x):
+        return matmul.apply(x, self.weight, self.bias)
+
+    swapped = 0
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if type(module) is torch.nn.Linear and leaf != "lm_head" and ".lora_" not in f".{name}" \
+                and not module.weight.requires_grad:
+            module.forward = types.MethodType(forward, module)
+            swapped += 1
+    return swapped
 
 
 def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) -> tuple[int, int]:
@@ -458,11 +536,12 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     build_seconds = time.perf_counter() - t0
     vocab = int(getattr(_hf_config(spec), "vocab_size", spec.vocab_size))
-    dequant = _largest_linear_bf16_bytes(spec) if weights == "nf4" else 0
     if weights == "nf4":
-        notes.append("nf4: traced as the bf16 graph (bitsandbytes cannot run here); the activations are the "
-                     "same, plus one linear's weight dequantised to bf16 as a transient "
-                     f"({dequant / 2**20:.0f} MiB, included); the weights term is the analytic NF4 one")
+        swapped = _emulate_nf4(model)
+        notes.append(f"nf4: bitsandbytes cannot run here; traced as the bf16 graph with each of the {swapped} "
+                     f"frozen linears dequantising its weight to bf16 for the matmul (forward and backward) "
+                     f"and freeing it, as MatMul4Bit does: the activations are the bf16 ones plus those "
+                     f"transients; the weights term is the analytic NF4 one")
     if finetune == "lora":
         notes.append("optimizer state (bitsandbytes 8-bit AdamW) is the analytic term; not traced")
     patches = _cuda_behaviour_patches(notes)
@@ -503,11 +582,10 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
                 for p in model.parameters():
                     p.grad = None
             steps.append(TracedStep(shape=shape, gradient_checkpointing=gc_on,
-                                    activation_peak_bytes=tracker.peak_bytes - resident + dequant,
+                                    activation_peak_bytes=tracker.peak_bytes - resident,
                                     resident_bytes=resident,
                                     forward_peak_bytes=forward_peak - resident,
                                     gradients_bytes=after - resident,
-                                    dequant_transient_bytes=dequant,
                                     seconds=time.perf_counter() - t1))
             if tracker.faked_scalars:
                 note = (f"{tracker.faked_scalars} data-dependent scalar(s) per step read without data "

@@ -1,0 +1,99 @@
+"""The per-phase memory picture: one stacked bar per phase of a colocated GRPO step.
+
+    >>> plot_phases(planner.plan("Qwen/Qwen2.5-7B-Instruct", "H100-80GB"), "memory.png")
+    plan --model ... --gpu L4 --plot memory.png
+
+Bars: load, weight_sync, generation, training, stacked by component (``trainer.*`` in blues and
+greens, ``vllm.*`` in oranges and reds, from ``estimate.phases[phase].components``). Lines: the
+card's total, the card less the plan's margin (the budget every phase must stay under) and, for a
+live card (``--gpu auto``), what is free now. Numbers in GiB. matplotlib is imported here only,
+with the Agg canvas (no display, no global backend switch): ``pip install 'planner[plot]'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InvalidSetupError, MissingDependencyError
+from .units import GIB
+
+PHASE_ORDER = ("load", "weight_sync", "generation", "training")
+_TRAINER_COLOURS = ("#08306b", "#2171b5", "#6baed6", "#9ecae1", "#006d2c", "#31a354", "#74c476", "#a1d99b",
+                    "#c7e9c0", "#4a1486", "#807dba")
+_VLLM_COLOURS = ("#7f2704", "#d94801", "#fd8d3c", "#fdae6b", "#a50f15", "#ef3b2c", "#fc9272", "#fdd0a2")
+_OTHER_COLOURS = ("#525252", "#969696", "#d9d9d9")
+
+
+def _colours(names: list[str]) -> dict:
+    pools = {"trainer": list(_TRAINER_COLOURS), "vllm": list(_VLLM_COLOURS)}
+    out, other = {}, list(_OTHER_COLOURS)
+    for n in names:
+        pool = pools.get(n.split(".")[0], other)
+        out[n] = pool.pop(0) if pool else "#bdbdbd"
+    return out
+
+
+def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: float | None = None) -> Path:
+    """Draw the stacked per-phase memory of a Plan (or a colocated Estimate) to ``path`` (PNG, SVG, ...).
+
+    ``margin``: for the budget line; default the plan's margin, 0.05 for a bare Estimate.
+    Returns the path written.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingDependencyError("plotting needs matplotlib: pip install 'planner[plot]'") from None
+    est = getattr(plan_or_estimate, "estimate", plan_or_estimate)
+    if margin is None:
+        margin = getattr(plan_or_estimate, "margin", 0.05)
+    phases = getattr(est, "phases", None)
+    if phases is None:
+        raise InvalidSetupError("nothing to plot: the estimate has no colocated phases "
+                                "(give it a vllm_gpu_memory_utilization)")
+    present = {p.name: p for p in phases.phases}
+    order = [n for n in PHASE_ORDER if n in present] + [n for n in present if n not in PHASE_ORDER]
+    names: list[str] = []
+    for n in order:
+        for k, v in present[n].components.items():
+            if k not in names and v > 0:
+                names.append(k)
+    names.sort(key=lambda k: (not k.startswith("trainer."), not k.startswith("vllm.")))  # stable: trainer first
+    colour = _colours(names)
+    gpu = est.gpu
+    total = gpu.total_bytes / GIB
+
+    fig = Figure(figsize=(9, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x = range(len(order))
+    bottoms = [0.0] * len(order)
+    for k in names:
+        heights = [max(0, present[n].components.get(k, 0)) / GIB for n in order]
+        ax.bar(x, heights, bottom=bottoms, color=colour[k], label=k, width=0.6, edgecolor="white", linewidth=0.5)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for i, n in enumerate(order):
+        ax.text(i, bottoms[i] + total * 0.01, f"{present[n].peak_bytes / GIB:.2f} GiB", ha="center", va="bottom",
+                fontsize=9, fontweight="bold" if n == phases.binding_phase else "normal")
+    ax.axhline(total, color="black", linewidth=1.2, label=f"{gpu.name} total {total:.2f} GiB")
+    budget = total * (1 - margin)
+    ax.axhline(budget, color="black", linestyle="--", linewidth=1,
+               label=f"budget: total - {margin:.0%} = {budget:.2f} GiB")
+    if gpu.free_bytes is not None and gpu.free_bytes < gpu.total_bytes:
+        free = gpu.free_bytes / GIB
+        ax.axhline(free, color="#a50f15", linestyle=":", linewidth=1.2, label=f"free now {free:.2f} GiB")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([n.replace("_", " ") for n in order])
+    ax.set_ylabel("GiB")
+    ax.set_ylim(0, max(total, max(bottoms)) * 1.08)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    sleep = "on" if phases.sleep_mode else "off"
+    ax.set_title(title or f"{est.model.model_id} on {gpu.name}: memory per phase (sleep mode {sleep})", fontsize=10)
+    by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))
+    labels = [lb for lb in by_label if lb not in colour] + names[::-1]  # lines, then the stack top-down
+    ax.legend([by_label[lb] for lb in labels], labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,74 @@
+"""`plan estimate` in-process: JSON shape, exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner.cli import main
+
+DONE_WHEN = ["estimate", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "H100-80GB", "--weights", "bf16",
+             "--lora-rank", "16", "--batch-size", "8", "--prompt-length", "256", "--completion-length", "1792",
+             "--json"]
+
+
+def test_done_when_command_prints_the_documented_json(capsys):
+    assert main(DONE_WHEN) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"]["id"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert d["model"]["params"] == 7_615_616_512
+    assert d["gpu"]["name"] == "H100-80GB" and d["gpu"]["total_bytes"] == 81_079 * 2**20
+    t = d["trainer"]
+    assert sum(t["components"].values()) == t["peak_bytes"]
+    assert 0 < t["steady_bytes"] < t["peak_bytes"]
+    assert d["fits"] is True
+    assert d["memory_model"].startswith(("analytic", "calibrated"))
+
+
+def test_table_output_names_every_component(capsys):
+    assert main(DONE_WHEN[:-1]) == 0
+    out = capsys.readouterr().out
+    for name in ("weights", "adapters", "optimizer_state", "activations", "allocator_reserve", "non_torch"):
+        assert name in out
+    assert "fits" in out
+
+
+def test_oversized_setup_does_not_fit(capsys):
+    assert main(["estimate", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--batch-size", "16",
+                 "--completion-length", "4096", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fits"] is False
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["--model", "Qwen/Qwen2.5-0.5B-Instrct", "--gpu", "H100-80GB"],
+     "plan: error: unknown model 'Qwen/Qwen2.5-0.5B-Instrct': not a shipped profile"),
+    (["--model", "qwen2.5-0.5b", "--gpu", "H1000"], "plan: error: unknown GPU 'H1000': "),
+    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--batch-size", "0"],
+     "plan: error: --batch-size must be a positive integer, got 0"),
+    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--completion-length", "-3"],
+     "plan: error: --completion-length must be a positive integer, got -3"),
+    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--lora-rank", "4096"],
+     "plan: error: --lora-rank 4096 is larger than the hidden size (896) of Qwen/Qwen2.5-0.5B-Instruct"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, line):
+    assert main(["estimate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line)
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_malformed_config_json_exit_2(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", ')
+    assert main(["estimate", "--model", str(tmp_path), "--gpu", "H100-80GB"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plan: error: malformed config.json at ") and err.count("\n") == 1
+
+
+def test_estimate_path_imports_neither_torch_nor_transformers():
+    code = ("import sys; from planner.cli import main; main(['estimate','--model','Qwen/Qwen2.5-7B-Instruct',"
+            "'--gpu','H100-80GB','--json']); "
+            "bad=[m for m in ('torch','transformers','trl') if m in sys.modules]; "
+            "sys.stderr.write(repr(bad)); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

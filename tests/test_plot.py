@@ -1,0 +1,50 @@
+"""plot_phases: a readable PNG of the per-phase memory."""
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from planner.errors import InvalidSetupError  # noqa: E402
+from planner.estimation import estimate  # noqa: E402
+from planner.plot import plot_phases  # noqa: E402
+from planner.solver import plan  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def colocated_estimate(**kw):
+    return estimate("Qwen/Qwen2.5-0.5B-Instruct", "L4", batch_size=4, prompt_length=128, completion_length=256,
+                    vllm_gpu_memory_utilization=0.5, vllm_max_model_len=384, steps_per_generation=2, **kw)
+
+
+def read_png(path):
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    return imread(path)
+
+
+def test_plot_of_a_plan_is_a_png(tmp_path):
+    p = plan("Qwen/Qwen2.5-7B-Instruct", "L40S", max_completion_length=1024)
+    out = plot_phases(p, tmp_path / "memory.png")
+    assert out == tmp_path / "memory.png"
+    image = read_png(out)
+    height, width = image.shape[:2]
+    assert width > 600 and height > 400
+
+
+def test_plot_of_an_estimate_with_sleep_mode_and_a_live_card(tmp_path):
+    from dataclasses import replace
+
+    from planner.gpu_spec import resolve_gpu
+
+    live = replace(resolve_gpu("L4"), free_bytes=18 * 2**30, other_process_bytes=4 * 2**30)
+    e = estimate("Qwen/Qwen2.5-0.5B-Instruct", live, batch_size=4, prompt_length=128, completion_length=256,
+                 vllm_gpu_memory_utilization=0.5, vllm_max_model_len=384, sleep_mode=True)
+    read_png(plot_phases(e, tmp_path / "sleep.png", margin=0.1))
+
+
+def test_plot_needs_colocated_phases(tmp_path):
+    e = estimate("Qwen/Qwen2.5-0.5B-Instruct", "L4")  # no vLLM: the trainer alone
+    with pytest.raises(InvalidSetupError, match=r"^nothing to plot: the estimate has no colocated phases"):
+        plot_phases(e, tmp_path / "x.png")

@@ -1,0 +1,183 @@
+"""Version tables: each fact is checked against the release it was read from.
+
+vLLM facts were read from the release wheels (line numbers in planner/versions.py); TRL facts from
+the installed trl 1.16.0 and older wheels. Where trl is installed, a few facts are re-read from its
+source text here (no import of trl, so no torch).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.errors import VersionError
+from planner.versions import (
+    parse_version,
+    trl_facts,
+    trl_first_release,
+    trl_max_model_len,
+    trl_max_num_seqs,
+    vllm_facts,
+    vllm_first_release,
+)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0.33.0", (0, 33, 0)), ("v0.20.1+cu128", (0, 20, 1)), ("0.33.0rc1", (0, 33, 0)), ("1.16", (1, 16, 0)),
+    ("0.20.2.dev3", (0, 20, 2)),
+])
+def test_parse_version(text, expected):
+    assert parse_version(text, "vLLM") == expected
+
+
+@pytest.mark.parametrize("bad", ["abc", "", "1", "x.y.z"])
+def test_unparseable_versions(bad):
+    with pytest.raises(VersionError, match=r"^unknown vLLM version .*: expected a release number like 0\.33\.0$"):
+        vllm_facts(bad)
+
+
+@pytest.mark.parametrize("bad", ["0.1", "0.18.9", "0.34.0", "1.0"])
+def test_vllm_versions_outside_the_table(bad):
+    with pytest.raises(VersionError, match=rf"^vLLM {bad} is not covered: the planner knows vLLM 0\.19\.0 to 0\.33\.x"):
+        vllm_facts(bad)
+
+
+@pytest.mark.parametrize("bad", ["0.1", "0.13.0", "1.17.0"])
+def test_trl_versions_outside_the_table(bad):
+    with pytest.raises(VersionError, match=rf"^TRL {bad} is not covered"):
+        trl_facts(bad)
+
+
+def test_default_gpu_memory_utilization():
+    # 0.19.0 config/cache.py:41 default=0.9; 0.20.0 cache.py:66 and 0.33.0 cache.py:215 default=0.92
+    assert vllm_facts("0.19.1").gpu_memory_utilization_default == 0.9
+    assert vllm_facts("0.20.0").gpu_memory_utilization_default == 0.92
+    assert vllm_facts("0.33.0").gpu_memory_utilization_default == 0.92
+
+
+def test_cudagraph_estimate_subtracted_from_0_20():
+    # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default "0" in 0.19.0 (envs.py:1655), "1" in 0.20.0 (envs.py:1725)
+    assert not vllm_facts("0.19.0").cudagraph_estimate_subtracted
+    assert vllm_facts("0.20.1").cudagraph_estimate_subtracted
+    assert vllm_first_release("cudagraph_estimate_subtracted") == "0.20.0"
+
+
+def test_kv_token_formula_and_log_lines():
+    # old num_blocks // groups * block_size through 0.20 (kv_cache_utils.py:1693-1697 in 0.20.0),
+    # int(concurrency * max_model_len) from 0.21.0 (kv_cache_utils.py:1708); one combined line from 0.28.0
+    assert vllm_facts("0.20.2").kv_tokens_formula == "blocks_per_group"
+    assert vllm_facts("0.21.0").kv_tokens_formula == "concurrency_x_len"
+    assert vllm_facts("0.27.0").capacity_log_lines == 2
+    assert vllm_facts("0.28.0").capacity_log_lines == 1
+
+
+def test_sliding_window_in_flight_batches():
+    # window - 1 + max_num_batched_tokens in 0.24.0 (kv_cache_interface.py:521);
+    # window - 1 + max_in_flight_tokens (2 batches with async scheduling) in 0.26.0 (kv_cache_interface.py:584)
+    assert vllm_facts("0.24.0").sliding_window_in_flight_batches == 1
+    assert vllm_facts("0.26.0").sliding_window_in_flight_batches == 2
+    assert vllm_facts("0.33.0").sliding_window_in_flight_batches == 2
+
+
+def test_block_size_and_bitsandbytes():
+    assert all(vllm_facts(v).block_size == 16 for v in ("0.19.0", "0.26.0", "0.33.0"))
+    assert vllm_facts("0.27.1").bitsandbytes_supported and not vllm_facts("0.28.0").bitsandbytes_supported
+    assert vllm_first_release("bitsandbytes_supported", False) == "0.28.0"
+
+
+def test_rows_say_what_was_read():
+    assert "0.33.0 wheel" in vllm_facts("0.33.0").note
+    assert "assumed" in vllm_facts("0.23.0").note  # a release that was not read inherits its neighbour's facts
+
+
+def test_installed_vllm_or_newest_known():
+    # None means the installed vLLM; where it is not installed (as here), the newest known release
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("vllm")
+    except PackageNotFoundError:
+        installed = None
+    expected = ".".join(str(x) for x in parse_version(installed, "vLLM")) if installed else "0.33.0"
+    assert vllm_facts(None).release == expected
+
+
+# -- TRL ----------------------------------------------------------------------------------------
+
+def test_trl_colocate_and_sleep_mode_timeline():
+    assert not trl_facts("0.17.0").colocate_supported
+    assert trl_facts("0.18.0").colocate_supported and not trl_facts("0.18.0").sleep_mode_supported
+    assert trl_facts("0.23.0").sleep_level == 1 and trl_facts("0.24.0").sleep_level == 1
+    assert trl_facts("0.25.0").sleep_level == 2 and trl_facts("1.16.0").sleep_level == 2
+    assert trl_first_release("colocate_supported") == "0.18.0"
+    assert trl_first_release("sleep_mode_supported") == "0.23.0"
+
+
+def test_trl_sleep_weight_sync_bug_range():
+    # #5312: reload_weights after sync from 0.28.0 (in the 0.28.0, 1.9.0, 1.9.2 wheels); fixed in 1.10.0
+    assert not trl_facts("0.27.2").sleep_weight_sync_broken
+    assert trl_facts("0.28.0").sleep_weight_sync_broken and trl_facts("1.9.2").sleep_weight_sync_broken
+    assert not trl_facts("1.10.0").sleep_weight_sync_broken and not trl_facts("1.16.0").sleep_weight_sync_broken
+    assert trl_first_release("sleep_weight_sync_broken", False) == "1.10.0"
+    assert trl_facts("1.9.0").sleep_mode_broken  # alias used by planner.phases
+
+
+def test_trl_engine_arguments():
+    f = trl_facts("1.16.0")
+    assert f.max_num_batched_tokens == 4096 and trl_facts("0.18.2").max_num_batched_tokens is None
+    assert not f.passes_enforce_eager and not f.passes_kv_cache_dtype
+    assert f.quantization_for_4bit == "bitsandbytes"
+    assert f.vllm_gpu_memory_utilization_default == 0.3
+    assert (f.vllm_min, f.vllm_max) == ("0.22.0", "0.31.0")
+    assert trl_facts("1.9.1").max_completion_length_default == 256 and f.max_completion_length_default == 512
+    assert f.default_model_dtype == "float32" and trl_facts("0.26.0").default_model_dtype == "auto"
+    assert f.vllm_mode_default == "colocate" and trl_facts("0.29.1").vllm_mode_default == "server"
+
+
+def test_trl_fused_head_from_1_15():
+    assert not trl_facts("1.14.2").fused_lm_head
+    assert trl_facts("1.15.0").fused_lm_head and trl_facts("1.16.0").fused_logprob_head
+    assert trl_first_release("fused_lm_head") == "1.15.0"
+
+
+def test_trl_max_num_seqs_and_max_model_len():
+    # grpo_trainer.py:1124-1126: per_device_train_batch_size * vllm_tensor_parallel_size * steps_per_generation
+    assert trl_max_num_seqs(8, 4, 2) == 8 * 2 * 4
+    new, old = trl_facts("1.16.0"), trl_facts("0.25.1")
+    assert trl_max_model_len(new, 131_072) == 131_072  # vllm_max_model_length=None -> the model's context
+    assert trl_max_model_len(new, 131_072, vllm_max_model_length=4096) == 4096
+    assert trl_max_model_len(old, 131_072, max_completion_length=1024) == 512 + 1024  # prompt + completion
+
+
+def _trl_source(rel: str) -> str | None:
+    try:
+        from importlib.metadata import distribution, version
+
+        if not version("trl").startswith("1.16."):
+            return None
+        path = Path(distribution("trl").locate_file(f"trl/{rel}"))
+    except Exception:  # noqa: BLE001 - trl not installed
+        return None
+    return path.read_text() if path.is_file() else None
+
+
+def test_installed_trl_source_agrees_with_the_table():
+    gen = _trl_source("generation/vllm_generation.py")
+    utils = _trl_source("trainer/utils.py")
+    if gen is None or utils is None:
+        pytest.skip("trl 1.16 source not installed")
+    f = trl_facts("1.16.0")
+    assert ("_llm_weights_sleeping" in gen) == (not f.sleep_weight_sync_broken)
+    assert "max_num_batched_tokens=4096" in gen
+    assert "self.llm.sleep(level=2)" in gen
+    assert "enforce_eager" not in gen and "kv_cache_dtype" not in gen
+    assert ("def add_fused_lm_head" in utils) == f.fused_lm_head
+    assert 'Version("0.22.0") <= _vllm_base_version <= Version("0.31.0")' in _trl_source("import_utils.py")
+
+
+def test_modules_import_without_torch():
+    code = ("import sys; import planner.vllm, planner.versions, planner.commands.vllm; "
+            "bad = [m for m in ('torch', 'transformers', 'vllm', 'trl') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
