@@ -194,7 +194,7 @@ def _gib(n: float) -> str:
 # -- installed packages -----------------------------------------------------------------------
 
 def _packages(ctx: _Context) -> list:
-    from .versions import parse_version, trl_first_release, vllm_facts, vllm_first_release
+    from .versions import trl_first_release
 
     out = []
     env = ctx.env
@@ -241,7 +241,7 @@ def _packages(ctx: _Context) -> list:
                          f"pip install peft (or {_INSTALL_HINT})"))
     # vLLM
     if ctx.use_vllm:
-        out += _vllm_package(ctx, vllm_facts, vllm_first_release, parse_version)
+        out += _vllm_package(ctx)
     # bitsandbytes
     bnb = _installed("bitsandbytes")
     if ctx.optim.startswith("paged_") or "8bit" in ctx.optim:
@@ -261,7 +261,9 @@ def _packages(ctx: _Context) -> list:
     return out
 
 
-def _vllm_package(ctx, vllm_facts, vllm_first_release, parse_version) -> list:
+def _vllm_package(ctx: _Context) -> list:
+    from .versions import parse_version, vllm_facts, vllm_first_release
+
     out = []
     env = ctx.env
     v = _installed("vllm")

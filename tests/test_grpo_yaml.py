@@ -40,7 +40,8 @@ def test_yaml_loads_with_trl_parser_and_model_config(tmp_path):
     assert args.report_to in ("none", [], ["none"])
     assert args.generation_batch_size == 8  # TRL derived it: 4 x 1 x 2
     assert (model_args.model_name_or_path, model_args.dtype) == ("Qwen/Qwen2.5-0.5B-Instruct", "bfloat16")
-    assert (model_args.use_peft, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (True, 16, 32, 0.0)
+    m = model_args
+    assert (m.use_peft, m.lora_r, m.lora_alpha, m.lora_dropout) == (True, 16, 32, 0.0)
     assert model_args.lora_target_modules == "all-linear"
     assert not model_args.load_in_4bit
 
@@ -59,7 +60,8 @@ def test_yaml_nf4_and_explicit_targets(tmp_path):
     plan = make_plan(weights="nf4", targets=("q_proj", "v_proj"), rank=8)
     path = write_grpo_yaml(plan, tmp_path / "grpo.yaml")
     _, model_args = TrlParser((GRPOConfig, ModelConfig)).parse_args_and_config(["--config", str(path)] + CPU_ARGS)
-    assert (model_args.load_in_4bit, model_args.bnb_4bit_quant_type, model_args.use_bnb_nested_quant) == (True, "nf4", True)
+    m = model_args
+    assert (m.load_in_4bit, m.bnb_4bit_quant_type, m.use_bnb_nested_quant) == (True, "nf4", True)
     assert model_args.lora_target_modules == ["q_proj", "v_proj"]
     assert (model_args.lora_r, model_args.lora_alpha) == (8, 16)
 

@@ -86,7 +86,8 @@ def test_model_init_kwargs_nf4():
     assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant) == (True, "nf4", True)
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     # a card without bf16 computes in fp16
-    assert make_plan("T4", weights="nf4").model_init_kwargs()["quantization_config"].bnb_4bit_compute_dtype == torch.float16
+    t4 = make_plan("T4", weights="nf4").model_init_kwargs()["quantization_config"]
+    assert t4.bnb_4bit_compute_dtype == torch.float16
 
 
 def test_model_init_kwargs_int8():
