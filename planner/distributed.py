@@ -533,7 +533,9 @@ def training_rank_phases(rank: RankMemory, capacity=None, sleep_mode: bool = Fal
     awake = _vllm_awake(capacity)
     asleep = _vllm_asleep(capacity)
     if sleep_mode:
-        return (Phase("load", {**load, **asleep}), Phase("weight_sync", {**steady, **awake, **sync}),
+        # vLLM starts awake (it profiles and allocates its whole budget) and only then sleeps,
+        # so the load phase counts it awake either way (as solver._search does)
+        return (Phase("load", {**load, **awake}), Phase("weight_sync", {**steady, **awake, **sync}),
                 Phase("generation", {**steady, **awake}), Phase("training", {**peak, **asleep}))
     return (Phase("load", {**load, **awake}), Phase("weight_sync", {**peak, **awake, **sync}),
             Phase("generation", {**peak, **awake}), Phase("training", {**peak, **awake}))
@@ -544,7 +546,7 @@ def _rank_peak(peak: int, steady: int, load: int, sync: int, awake: int | None, 
     if awake is None:
         return max(load, peak + sync)
     if sleep:
-        return max(load + asleep, steady + awake + sync, peak + asleep)
+        return max(load + awake, steady + awake + sync, peak + asleep)
     return max(load + awake, peak + awake + sync)
 
 
@@ -686,18 +688,29 @@ class _Option:
 
     @property
     def waves(self) -> int:
-        t = self.topology
-        if t.vllm_mode == "colocate":
-            per_engine = self.completions_per_device * t.vllm_tensor_parallel_size
-            conc = max(1, self.concurrency // t.num_engines)
-            return max(1, math.ceil(per_engine / conc))
-        return max(1, math.ceil(self.completions / max(1, self.concurrency)))
+        return _waves(self.topology, self.completions_per_device, self.concurrency)
 
     def key(self) -> tuple:
+        """``solver._Candidate.key``'s objective, globally (all engines together), with the
+        communication preferences inserted before the micro-batch: length; one wave (then the most
+        completions) or else the fewest waves; the lowest engine; micro-batch; the smallest TP; no
+        sleep; utilisation."""
         t = self.topology
+        single = self.waves == 1
         tp = t.vllm_tensor_parallel_size if t.vllm_mode == "colocate" else t.server_tensor_parallel_size
-        return (self.completion_length, self.one_wave, -_COMMUNICATION_RANK[t.engine], self.batch_size, -tp,
-                not self.sleep, self.utilization)
+        return (self.completion_length, single, self.completions if single else -self.waves,
+                -_COMMUNICATION_RANK[t.engine], self.batch_size, -tp, not self.sleep, self.utilization)
+
+
+def _waves(topo: Topology, completions_per_device: int, concurrency: int) -> int:
+    """Generation rounds per step: colocated, each engine serves its TP group's requests
+    (``B x S x TP``) from its share of ``concurrency``; a server serves all ``B x S x N``."""
+    if concurrency <= 0:
+        return 0
+    if topo.vllm_mode == "colocate":
+        per_engine = max(1, concurrency // topo.num_engines)
+        return max(1, math.ceil(completions_per_device * topo.vllm_tensor_parallel_size / per_engine))
+    return max(1, math.ceil(completions_per_device * topo.world_size / concurrency))
 
 
 @dataclass(frozen=True)
@@ -780,16 +793,17 @@ class _Search:
         return self._rows[key]
 
     def colocated(self, tp: int, u: float, C: int):
-        """(capacity with the whole card free, awake bytes, asleep bytes); start-up is checked per layout."""
+        """(capacity with the whole card free, awake bytes, asleep bytes) of the engine TRL builds
+        (``estimation.colocated_vllm``, as solver._vllm_table); start-up is checked per layout."""
         key = (tp, u, C)
         if key not in self._vllm:
-            from .vllm import sleep_resident_bytes, vllm_capacity, vllm_process_bytes
+            from .estimation import colocated_vllm
+            from .vllm import sleep_resident_bytes, vllm_process_bytes
 
-            cap = vllm_capacity(self.spec, self.card, gpu_memory_utilization=u, max_model_len=self.P + C,
-                                tensor_parallel_size=tp, kv_cache_dtype=self.vkw["vllm_kv_cache_dtype"],
-                                quantization="bitsandbytes" if self.base["weights"] == "nf4" else None,
-                                max_num_seqs=_solver.MAX_COMPLETIONS_PER_STEP, vllm_version=self.vkw["vllm_version"],
-                                free_bytes=self.card.total_bytes)
+            cap = colocated_vllm(self.spec, self.card, 0, u, weights=self.base["weights"],
+                                 max_model_len=self.P + C, max_num_seqs=_solver.MAX_COMPLETIONS_PER_STEP,
+                                 tensor_parallel_size=tp, kv_cache_dtype=self.vkw["vllm_kv_cache_dtype"],
+                                 vllm_version=self.vkw["vllm_version"], trl_version=self.vkw["trl_version"])
             self._vllm[key] = (cap, vllm_process_bytes(cap), sleep_resident_bytes(cap, level=2))
         return self._vllm[key]
 
@@ -834,8 +848,8 @@ def _first_sentence(text: str) -> str:
     return text.split(". ")[0].rstrip(".")
 
 
-def _search_layout(s: _Search, topo: Topology, C: int) -> tuple:
-    """(best _Option of this layout at completion length C, '') or (None, why)."""
+def _search_layout(s: _Search, topo: Topology, C: int, G: int) -> tuple:
+    """(best _Option of this layout at completion length C and group size G, '') or (None, why)."""
     rows = s.rows(topo, C)
     budget = s.budget
     if not rows:
@@ -848,7 +862,7 @@ def _search_layout(s: _Search, topo: Topology, C: int) -> tuple:
         return None, (f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB per rank at batch 1 "
                       f"(largest term: {big} {c[big] / GIB:.1f} GiB; budget {budget / GIB:.1f} GiB)")
     N = topo.world_size
-    steps = [[_step(B, G, N) for G in s.G_options] for B in range(1, len(rows) + 1)]
+    steps = [_step(B, G, N) for B in range(1, len(rows) + 1)]
     best_k, best = None, None
     if topo.vllm_mode == "server":
         got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
@@ -860,11 +874,12 @@ def _search_layout(s: _Search, topo: Topology, C: int) -> tuple:
             p = _rank_peak(peak, steady, load, sync, None, 0, False)
             if p > budget:
                 break
-            for step in steps[B - 1]:
-                n = max(step, n_cap // step * step)
-                k = (min(n * N, conc), B)
-                if best_k is None or k > best_k:
-                    best_k, best = k, (B, n, u, False, conc, p, server_peak)
+            step = steps[B - 1]
+            n = max(step, n_cap // step * step)
+            waves = _waves(topo, n, conc)
+            k = (waves == 1, n if waves == 1 else -waves, B)
+            if best_k is None or k > best_k:
+                best_k, best = k, (B, n, u, False, conc, p, server_peak)
         if best is None:
             return None, "no micro-batch fits beside the weight sync"
         return _Option(topo, C, *best), ""
@@ -872,20 +887,19 @@ def _search_layout(s: _Search, topo: Topology, C: int) -> tuple:
 
     tp = topo.vllm_tensor_parallel_size
     start_bytes = rows[0][4]
-    why = ""
     total, usable = s.card.total_bytes, s.card.usable_bytes
+    kv_why = start_why = ""
+    lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
     for u in s.utils:
         cap, awake, asleep = s.colocated(tp, u, C)
         if not cap.startup_ok or cap.max_concurrency < 1:
-            # the KV cache is empty even at the highest utilisation: say so (lower ones are worse)
-            if u == s.utils[0] or not why:
-                why = (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per GPU): "
-                       + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits the KV cache"))
+            kv_why = kv_why or (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per "
+                                f"GPU): " + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
             continue
         if startup_error(usable - start_bytes - cap.baseline_bytes, total, u, cap.budget_bytes):
-            if not why.startswith(f"vLLM at utilisation {s.utils[0]}"):
-                why = f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB at utilisation {u}"
+            start_why = f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB (utilisation {u})"
             continue
+        lowest_started = u
         conc_engine = int(cap.max_concurrency)
         conc = conc_engine * topo.num_engines
         n_cap = min(_solver.MAX_COMPLETIONS_PER_STEP, conc_engine) // tp
@@ -894,18 +908,21 @@ def _search_layout(s: _Search, topo: Topology, C: int) -> tuple:
                 p = _rank_peak(peak, steady, load, sync, awake, asleep, sleep)
                 if p > budget:
                     break
-                for step in steps[B - 1]:
-                    n = max(step, n_cap // step * step)
-                    k = (min(n * N, conc), B, not sleep, u)
-                    if best_k is None or k > best_k:
-                        best_k, best = k, (B, n, u, sleep, conc, p)
+                step = steps[B - 1]
+                n = max(step, n_cap // step * step)
+                waves = _waves(topo, n, conc)
+                k = (waves == 1, n if waves == 1 else -waves, B, not sleep, u)
+                if best_k is None or k > best_k:
+                    best_k, best = k, (B, n, u, sleep, conc, p)
     if best is None:
-        if not why:
-            peak, _, _, sync, _ = rows[0]
-            _, awake, _ = s.colocated(tp, s.lo, C)
-            why = (f"a training rank's step ({(peak + sync) / GIB:.1f} GiB at batch 1) plus vLLM's "
-                   f"{awake / GIB:.1f} GiB at utilisation {s.lo} exceed {budget / GIB:.1f} GiB")
-        return None, why
+        if lowest_started is not None:
+            peak, steady, load, sync, _ = rows[0]
+            _, awake, asleep = s.colocated(tp, lowest_started, C)
+            need = min(_rank_peak(peak, steady, load, sync, awake, asleep, sl) for sl in s.sleeps)
+            return None, (f"a training rank needs {need / GIB:.1f} GiB at batch 1 with vLLM at utilisation "
+                          f"{lowest_started} ({awake / GIB:.1f} GiB), over the {budget / GIB:.1f} GiB budget")
+        return None, (kv_why if kv_why.startswith(f"vLLM at utilisation {s.utils[0]} ") or not start_why
+                      else start_why)
     return _Option(topo, C, *best), ""
 
 
@@ -1132,9 +1149,12 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
     topos, rejected = candidate_topologies(spec, num_gpus, num_nodes, layout, engine, vllm_tensor_parallel_size,
                                            server_gpus)
     s = _Search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw, (slo, shi))
-    results = []
+    results, G = [], s.G_options[0]
     for C in _solver._completion_ladder(max_completion_length):
-        results = [LayoutResult(t, *_search_layout(s, t, C)) for t in topos]
+        for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
+            results = [LayoutResult(t, *_search_layout(s, t, C, G)) for t in topos]
+            if any(r.fits for r in results):
+                break
         if any(r.fits for r in results):
             break
     results += [LayoutResult(t, None, why) for t, why in rejected]
@@ -1145,25 +1165,18 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
     best = max(fitting, key=lambda r: r.option.key())
     results = [replace(r, chosen=r is best) for r in results]
     host = server_host or TRL_SERVE_DEFAULT_HOST
-    return _build_plan(s, best.option, results, cards, host, server_port, explicit_host=server_host is not None)
+    return _build_plan(s, best.option, results, cards, host, server_port, G, explicit_host=server_host is not None)
 
 
-def _pick_generations(completions: int) -> int:
-    for g in _solver.GENERATION_CHOICES:
-        if completions % g == 0:
-            return g
-    return 2
-
-
-def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_port,
+def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_port, G: int,
                 explicit_host: bool = False) -> DistributedPlan:
+    from .estimation import colocated_vllm
     from .vllm import vllm_capacity
 
     spec, card, topo = s.spec, s.card, opt.topology
     N, B, C, P = topo.world_size, opt.batch_size, opt.completion_length, s.P
     n = opt.completions_per_device
     S = n // B
-    G = s.targets["num_generations"] or _pick_generations(n * N)
     setup = s.setup(B, C, world=N)
     tm = trainer_memory(spec, replace(setup, world_size=1))
     label, warnings = "analytic", []
@@ -1177,11 +1190,11 @@ def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_po
     server = None
     if topo.vllm_mode == "colocate":
         tp = topo.vllm_tensor_parallel_size
-        cap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=P + C,
-                            tensor_parallel_size=tp, kv_cache_dtype=s.vkw["vllm_kv_cache_dtype"],
-                            quantization="bitsandbytes" if s.base["weights"] == "nf4" else None,
-                            max_num_seqs=B * S * tp, vllm_version=s.vkw["vllm_version"],
-                            free_bytes=max(0, card.usable_bytes - rank.vllm_start_bytes))
+        # what TRL passes: max_num_seqs = B x TP x S (grpo_trainer.py, VLLMGeneration(...))
+        cap = colocated_vllm(spec, card, rank.vllm_start_bytes, opt.utilization, weights=s.base["weights"],
+                             max_model_len=P + C, max_num_seqs=B * S * tp, tensor_parallel_size=tp,
+                             kv_cache_dtype=s.vkw["vllm_kv_cache_dtype"], vllm_version=s.vkw["vllm_version"],
+                             trl_version=s.vkw["trl_version"])
         roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices,
                                             training_rank_phases(rank, cap, opt.sleep), s.budget, rank, cap)
     else:

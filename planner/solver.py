@@ -162,7 +162,7 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
     spec = resolve_model(model)
     card = resolve_gpu(gpu)
     lo, hi = _check_targets(spec, utilization_range, margin, num_generations, max_completion_length,
-                            prompt_length, sleep_mode)
+                            prompt_length, sleep_mode, weights)
     if expandable_segments is None:
         expandable_segments = expandable_segments_from_env()
     head = logprob_head or default_logprob_head()
@@ -187,7 +187,7 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
 
 
 def _check_targets(spec, utilization_range, margin, num_generations, max_completion_length, prompt_length,
-                   sleep_mode):
+                   sleep_mode, weights):
     try:
         lo, hi = (float(x) for x in utilization_range)
     except (TypeError, ValueError):
@@ -206,6 +206,9 @@ def _check_targets(spec, utilization_range, margin, num_generations, max_complet
     if prompt_length + max_completion_length > spec.max_position_embeddings:
         raise InvalidSetupError(f"prompt + completion ({prompt_length} + {max_completion_length}) exceeds "
                                 f"{spec.model_id}'s context of {spec.max_position_embeddings} tokens")
+    if weights == "int8":
+        raise InvalidSetupError("--weights int8 cannot be colocated with vLLM: TRL raises 'vLLM does not support "
+                                "in-flight 8-bit quantization'; use --weights nf4 or bf16")
     if sleep_mode not in ("auto", "on", "off"):
         raise InvalidSetupError(f"--sleep-mode must be auto, on or off, got {sleep_mode!r}")
     return lo, hi

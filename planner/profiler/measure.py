@@ -163,27 +163,31 @@ def _quantize_nf4(model, bnb, torch) -> int:
             q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                   compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
                                   device="meta")
-            q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
-                                         quant_type="nf4")
+            # As transformers' bitsandbytes loader: Params4bit(bf16 weight).to(device) quantises.
+            kwargs = dict(requires_grad=False, compress_statistics=True, quant_type="nf4")
+            try:
+                weight = bnb.nn.Params4bit(child.weight.data, module=q, **kwargs)
+            except TypeError:  # bitsandbytes < 0.43 has no ``module``
+                weight = bnb.nn.Params4bit(child.weight.data, **kwargs)
+            q._parameters["weight"] = weight.to(device)
             if child.bias is not None:
-                q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-            q = q.to(device)  # Params4bit quantises when moved to the GPU
+                q._parameters["bias"] = torch.nn.Parameter(child.bias.data, requires_grad=False)
             setattr(parent, name, q)
             del child
             swapped += 1
     return swapped
 
 
-def _build(spec: ModelSpec, weights: str, finetune: str, lora_rank: int, mods: dict, torch, mem):
+def _build(spec: ModelSpec, weights: str, finetune: str, lora_rank: int, mods: dict, torch, mem,
+           device: str = "cuda"):
     """The model, quantised and wrapped, on the GPU; returns (model, optimizer, load row fields)."""
-    transformers, trl_utils = mods["transformers"], None
     from trl.trainer.utils import add_fused_lm_head
 
-    del trl_utils
+    transformers = mods["transformers"]
     config = _hf_config(spec)
     mem.empty_cache()
     start = mem.allocated()
-    with torch.device("cuda"):
+    with torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
                                                               attn_implementation="sdpa")
     if weights == "nf4":
@@ -324,11 +328,12 @@ def measure(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "
            "total_mib": total, "used_mib_at_init": used_at_init, "t": time.time()}
     family = {"model": spec.model_id, "weights": weights, "mode": finetune,
               "rank": lora_rank if finetune == "lora" else None, "optimizer": "adamw_8bit"}
-    model, optimizer, load = _build(spec, weights, finetune, lora_rank, mods, torch, memory)
+    model, optimizer, load = _build(spec, weights, finetune, lora_rank, mods, torch, memory, device)
     load_row = {**family, **load, "stage": "load", "t": time.time()}
     rows = [env, load_row]
     vocab = int(getattr(_hf_config(spec), "vocab_size", spec.vocab_size))
     update, close = _progress(len(settings) * len(shapes)) if progress else (lambda *a, **k: None, lambda: None)
+    oom_error = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     try:
         for gc_on in settings:
             _set_checkpointing(model, gc_on)
@@ -339,7 +344,7 @@ def measure(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "
                 oom = None
                 try:
                     row.update(_step(model, optimizer, shape, vocab, torch, memory, device))
-                except torch.OutOfMemoryError as e:  # a shape that does not fit is data, not an error
+                except oom_error as e:  # a shape that does not fit is data, not an error
                     oom = str(e)
                 if oom is not None:
                     optimizer.zero_grad(set_to_none=True)
