@@ -2,7 +2,7 @@
 tensor parallelism or served by ``trl vllm-serve`` on GPUs of its own, and the layout solver.
 
     dp = plan_distributed("Qwen/Qwen2.5-32B-Instruct", "H100-80GB", num_gpus=8)
-    dp.topology          # Topology(engine='zero2', vllm_mode='server', server_gpus=2, ...)
+    dp.topology          # here: DDP, `trl vllm-serve` on GPUs 0-3 (TP 4), 4 training ranks
     dp.config            # GRPOConfig keyword arguments
     print(render(dp))    # per-rank memory, phases, the layouts compared and why
     planner.emit.write_configs(dp, "run/")   # grpo.yaml, accelerate.yaml, deepspeed.json, *.sh
@@ -31,7 +31,8 @@ Models" (SC'20) §5 (P_os, P_os+g, P_os+g+p); DeepSpeed 0.19.8
 and ``estimate_zero3_model_states_mem_needs`` (runtime/zero/stage3.py: GPU = 4 x largest_layer
 + 18P/N); FSDP ``FULL_SHARD`` is ZeRO-3 (PyTorch FSDP docs: "FULL_SHARD ... similar to ZeRO-3").
 DeepSpeed runs the module in bf16 (``bf16.enabled``) and keeps the fp32 master copy and fp32
-gradient partition in its ZeRO optimizer; DDP and FSDP train the loaded dtype (LoRA adapters in
+gradient partition in its ZeRO optimizer (ZeRO-3 also keeps its 16-bit gradient partition
+resident, ``grad_partitions_flat_buffer``); DDP and FSDP train the loaded dtype (LoRA adapters in
 fp32, as on one GPU). Activations, the log-prob head and the allocator reserve are per rank and
 unchanged: data parallelism splits the batch, not the sequence.
 
@@ -50,11 +51,14 @@ training ranks hold no vLLM memory; the server GPUs run ``trl vllm-serve`` (trl 
 ``OPENAI_API_SERVER`` batch defaults apply) with its own utilisation, TP and DP. Rank 0 also
 holds the NCCL communicator to the server for weight transfer.
 
+``estimate_distributed`` evaluates one fixed setup the same way (``plan estimate --num-gpus``).
+
 **The solver** (``plan_distributed``) uses the single-GPU solver's objective, margin and
 helpers (``planner.solver``: ``OBJECTIVE``, the completion-length ladder, the utilisation grid,
-the target checks). Across layouts it maximises, in order: the completion length; the
-completions per optimisation step generated in one wave (global: all engines together); then
-the lowest-communication engine (DDP < ZeRO-1 < ZeRO-2 < ZeRO-3; so a higher stage is chosen
+the target checks, TRL's group size 8 first and another only when 8 fits nowhere). Across
+layouts it maximises, in order: the completion length; the completions per optimisation step
+generated in one wave (global: all engines together; several waves only when not even that
+fits, then the fewest); then the lowest-communication engine (DDP < ZeRO-1 < ZeRO-2 < ZeRO-3; so a higher stage is chosen
 only when the lower ones fit fewer completions or none); the largest micro-batch; the smallest
 vLLM TP; no sleep mode; the highest utilisation. FSDP is planned only when asked for
 (``engine="fsdp"``): TRL marks PEFT weight sync under FSDP as untested.
@@ -69,7 +73,6 @@ from functools import lru_cache
 from . import solver as _solver
 from .errors import InfeasibleError, InvalidSetupError
 from .gpu_spec import GpuSpec, resolve_gpu
-from .memory.lora import ADAPTER_BYTES_PER_PARAM
 from .memory.optimizer import STATE_OVERHEAD_BYTES
 from .memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
@@ -308,7 +311,8 @@ def optimizer_state_per_rank_bytes(optimizer_state_bytes: int, engine: str, worl
 def gradients_per_rank_bytes(gradient_bytes: int, engine: str, world: int) -> int:
     """Gradients on one rank: whole under DDP and ZeRO-1 (reduced at the accumulation boundary),
     partitioned 1/N from ZeRO-2 on (ZeRO paper §5.2, P_os+g: each rank keeps the reduced slice it
-    owns) and under FSDP (reduce-scatter)."""
+    owns) and under FSDP (reduce-scatter). Under ZeRO-3 the partition is a resident buffer
+    (``rank_trainer_memory`` books it as ``gradient_partition``)."""
     if engine in ("zero2", "zero3", "fsdp"):
         return _shard(gradient_bytes, world)
     return int(gradient_bytes)
@@ -477,6 +481,12 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     c["optimizer_state"] = optimizer_state_per_rank_bytes(c["optimizer_state"], engine, N)
     grads_whole = c["gradients"]
     c["gradients"] = gradients_per_rank_bytes(grads_whole, engine, N)
+    if engine == "zero3":
+        # ZeRO-3 allocates its 16-bit gradient partition once, at init, and keeps it
+        # (DeepSpeed 0.19.8 stage3.py: grad_partitions_flat_buffer = torch.zeros(sum of
+        # partition numels)): a resident term of exactly trainable x 2 B / N.
+        c["gradients"] = 0
+        c["gradient_partition"] = _shard(trainable * s, N)
     c["master_weights"] = master_weights_per_rank_bytes(trainable, engine, N, setup.weights)
     # At the optimizer step the activations are gone: the fp32 gradient partition only adds what
     # does not fit into the memory they freed (the same reasoning as trainer.py's gradients).
@@ -1057,6 +1067,11 @@ class DistributedPlan:
     def layout(self) -> str:
         return self.topology.vllm_mode
 
+    @property
+    def lora_alpha(self) -> int | None:
+        """LoRA alpha for the hand-off (2 x rank, as the single-GPU plan)."""
+        return 2 * self.setup.lora_rank if self.setup.finetune == "lora" else None
+
     def to_dict(self) -> dict:
         return {
             "model": {"id": self.model.model_id, "params": self.model.n_params, "source": self.model.source},
@@ -1114,41 +1129,27 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
                      num_generations: int | None = None, max_completion_length: int = 1024, prompt_length: int = 256,
                      utilization_range: tuple = _solver.DEFAULT_UTILIZATION_RANGE, margin: float = 0.05,
                      sleep_mode: str = "auto", vllm_version: str | None = None, trl_version: str | None = None,
-                     vllm_kv_cache_dtype: str = "auto", calibration="auto") -> DistributedPlan:
+                     vllm_kv_cache_dtype: str = "auto", calibration="auto", relax: bool = True) -> DistributedPlan:
     """Choose the layout (colocate TP or a server split), the engine (DDP / ZeRO stage), batch and
     utilisation for ``num_gpus`` GPUs per node on ``num_nodes`` nodes (module docstring).
 
     ``gpu``: a name, a GpuSpec, or a list of them (GPUs of different sizes: planned for the
     smallest). ``layout``: ``auto``, ``colocate`` or ``server``; ``engine``: ``auto`` or one of
     ``ENGINES``; ``vllm_tensor_parallel_size`` / ``server_gpus``: fix them instead of searching.
-    The other options are :func:`planner.solver.plan`'s."""
-    from .estimation import default_logprob_head
-    from .memory.allocator import expandable_segments_from_env
-
-    spec = resolve_model(model)
-    for name, v in (("num_gpus", num_gpus), ("num_nodes", num_nodes)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InvalidSetupError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-    card, cards = resolve_gpus(gpu, num_gpus, num_nodes)
-    lo, hi = _solver._check_targets(spec, utilization_range, margin, num_generations, max_completion_length,
-                                    prompt_length, sleep_mode)
-    slo, shi = (float(x) for x in server_utilization_range)
-    if not 0 < slo <= shi <= 1:
-        raise InvalidSetupError(f"server utilisation range must satisfy 0 < LO <= HI <= 1, got {slo},{shi}")
-    if expandable_segments is None:
-        expandable_segments = expandable_segments_from_env()
-    base = dict(weights=weights, finetune=finetune, lora_rank=lora_rank,
-                lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None, optim=optim,
-                logprob_head=logprob_head or default_logprob_head(), expandable_segments=bool(expandable_segments))
-    ckpt = True if gradient_checkpointing is None else bool(gradient_checkpointing)
-    targets = dict(num_generations=num_generations, max_completion_length=max_completion_length,
-                   prompt_length=prompt_length, utilization_range=[lo, hi], margin=margin, sleep_mode=sleep_mode,
-                   layout=layout, engine=engine, num_gpus=num_gpus, num_nodes=num_nodes)
-    vkw = dict(vllm_version=vllm_version, trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
-               calibration=calibration)
+    The other options are :func:`planner.solver.plan`'s; as there, when nothing fits and ``relax``
+    is on, the error carries the closest plan that does (4-bit weights, then LoRA rank 8)."""
+    options = dict(locals())
+    s, cards = _prepare(model, gpu, num_gpus, num_nodes, dict(
+        layout=layout, engine=engine, server_utilization_range=server_utilization_range, weights=weights,
+        finetune=finetune, lora_rank=lora_rank, lora_target_modules=lora_target_modules, optim=optim,
+        gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+        expandable_segments=expandable_segments, num_generations=num_generations,
+        max_completion_length=max_completion_length, prompt_length=prompt_length,
+        utilization_range=utilization_range, margin=margin, sleep_mode=sleep_mode, vllm_version=vllm_version,
+        trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype, calibration=calibration))
+    spec, card = s.spec, s.card
     topos, rejected = candidate_topologies(spec, num_gpus, num_nodes, layout, engine, vllm_tensor_parallel_size,
                                            server_gpus)
-    s = _Search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw, (slo, shi))
     results, G = [], s.G_options[0]
     for C in _solver._completion_ladder(max_completion_length):
         for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
@@ -1161,15 +1162,136 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
     fitting = [r for r in results if r.fits]
     if not fitting:
         shown = "; ".join(f"{r.topology.label} {ENGINE_LABELS[r.topology.engine]}: {r.why}" for r in results[:6])
-        raise InfeasibleError(f"no layout fits {spec.model_id} on {num_gpus * num_nodes} x {card.name}: {shown}")
+        msg = f"no layout fits {spec.model_id} on {num_gpus * num_nodes} x {card.name}: {shown}"
+        closest = _closest(options) if relax else None
+        if closest is not None:
+            c = closest.config
+            msg += (f"; closest plan that fits: {closest.extra['relaxation']} with {closest.topology.label}, "
+                    f"{ENGINE_LABELS[closest.topology.engine]}, micro-batch {c['per_device_train_batch_size']}, "
+                    f"max_completion_length {c['max_completion_length']}")
+        raise InfeasibleError(msg, closest=closest)
     best = max(fitting, key=lambda r: r.option.key())
     results = [replace(r, chosen=r is best) for r in results]
     host = server_host or TRL_SERVE_DEFAULT_HOST
     return _build_plan(s, best.option, results, cards, host, server_port, G, explicit_host=server_host is not None)
 
 
+def _closest(options: dict):
+    """The nearest plan that fits when the request does not (solver._infeasible's relaxations)."""
+    tries = []
+    if options["weights"] in ("bf16", "fp16", "fp32"):
+        tries.append(("4-bit weights (--weights nf4)", dict(weights="nf4")))
+    if options["finetune"] == "lora" and options["lora_rank"] > 8:
+        tries.append(("LoRA rank 8", dict(lora_rank=8)))
+    for label, change in tries:
+        kw = {**options, **change, "relax": False}
+        try:
+            dp = plan_distributed(**kw)
+        except (InfeasibleError, InvalidSetupError):
+            continue
+        return replace(dp, extra={**dp.extra, "relaxation": label})
+    return None
+
+
+def _prepare(model, gpu, num_gpus: int, num_nodes: int, o: dict) -> tuple:
+    """Validate the options shared by plan_distributed and estimate_distributed; build the search."""
+    from .estimation import default_logprob_head
+    from .memory.allocator import expandable_segments_from_env
+
+    spec = resolve_model(model)
+    for name, v in (("num_gpus", num_gpus), ("num_nodes", num_nodes)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidSetupError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    card, cards = resolve_gpus(gpu, num_gpus, num_nodes)
+    lo, hi = _solver._check_targets(spec, o["utilization_range"], o["margin"], o["num_generations"],
+                                    o["max_completion_length"], o["prompt_length"], o["sleep_mode"], o["weights"])
+    slo, shi = (float(x) for x in o["server_utilization_range"])
+    if not 0 < slo <= shi <= 1:
+        raise InvalidSetupError(f"server utilisation range must satisfy 0 < LO <= HI <= 1, got {slo},{shi}")
+    es = o["expandable_segments"]
+    es = expandable_segments_from_env() if es is None else es
+    targets_ = o["lora_target_modules"]
+    base = dict(weights=o["weights"], finetune=o["finetune"], lora_rank=o["lora_rank"],
+                lora_target_modules=tuple(targets_) if targets_ else None, optim=o["optim"],
+                logprob_head=o["logprob_head"] or default_logprob_head(), expandable_segments=bool(es))
+    ckpt = True if o["gradient_checkpointing"] is None else bool(o["gradient_checkpointing"])
+    targets = dict(num_generations=o["num_generations"], max_completion_length=o["max_completion_length"],
+                   prompt_length=o["prompt_length"], utilization_range=[lo, hi], margin=o["margin"],
+                   sleep_mode=o["sleep_mode"], layout=o["layout"], engine=o["engine"], num_gpus=num_gpus,
+                   num_nodes=num_nodes)
+    vkw = dict(vllm_version=o["vllm_version"], trl_version=o["trl_version"],
+               vllm_kv_cache_dtype=o["vllm_kv_cache_dtype"], calibration=o["calibration"])
+    return _Search(spec, card, base, ckpt, targets, lo, hi, o["margin"], o["sleep_mode"], vkw, (slo, shi)), cards
+
+
+def estimate_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
+                         layout: str = "colocate", engine: str = "ddp", vllm_tensor_parallel_size: int = 1,
+                         server_gpus: int = 1, server_tensor_parallel_size: int | None = None,
+                         server_data_parallel_size: int = 1, server_gpu_memory_utilization: float =
+                         TRL_SERVE_DEFAULT_UTILIZATION, server_host: str | None = None,
+                         server_port: int = TRL_SERVE_DEFAULT_PORT, batch_size: int = 1,
+                         steps_per_generation: int = 1, num_generations: int = 8, prompt_length: int = 256,
+                         completion_length: int = 512, vllm_gpu_memory_utilization: float = 0.3,
+                         sleep_mode: bool = False, weights: str = "bf16", finetune: str = "lora",
+                         lora_rank: int = 16, lora_target_modules=None, optim: str = "adamw_8bit",
+                         gradient_checkpointing: bool = True, logprob_head: str | None = None,
+                         expandable_segments: bool | None = None, margin: float = 0.05,
+                         vllm_version: str | None = None, trl_version: str | None = None,
+                         vllm_kv_cache_dtype: str = "auto", calibration="auto") -> DistributedPlan:
+    """Per-rank memory of one fixed multi-GPU setup, no solving (``plan estimate --num-gpus``).
+
+    The layout is given (``layout`` ``colocate`` or ``server``, the engine, TP / server split),
+    so are batch, steps per generation, lengths and utilisations. Returns a
+    :class:`DistributedPlan` whose ``fits`` says whether every GPU stays under the margin."""
+    if layout not in VLLM_MODES:
+        raise InvalidSetupError(f"--layout must be colocate or server for an estimate, got {layout!r}")
+    s, cards = _prepare(model, gpu, num_gpus, num_nodes, dict(
+        layout=layout, engine=engine, server_utilization_range=(server_gpu_memory_utilization,) * 2,
+        weights=weights, finetune=finetune, lora_rank=lora_rank, lora_target_modules=lora_target_modules,
+        optim=optim, gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+        expandable_segments=expandable_segments, num_generations=num_generations,
+        max_completion_length=completion_length, prompt_length=prompt_length,
+        utilization_range=(vllm_gpu_memory_utilization,) * 2, margin=margin,
+        sleep_mode="on" if sleep_mode else "off", vllm_version=vllm_version, trl_version=trl_version,
+        vllm_kv_cache_dtype=vllm_kv_cache_dtype, calibration=calibration))
+    for name, v in (("batch_size", batch_size), ("steps_per_generation", steps_per_generation)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidSetupError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    if layout == "colocate":
+        topo = Topology(num_gpus, num_nodes, engine, "colocate", vllm_tensor_parallel_size=vllm_tensor_parallel_size)
+    else:
+        t = server_tensor_parallel_size or server_gpus // server_data_parallel_size
+        topo = Topology(num_gpus, num_nodes, engine, "server", server_gpus=server_gpus,
+                        server_tensor_parallel_size=t, server_data_parallel_size=server_data_parallel_size)
+    why = tp_problem(s.spec, topo.vllm_tensor_parallel_size if layout == "colocate" else
+                     topo.server_tensor_parallel_size)
+    if why:
+        raise InvalidSetupError(why)
+    C, B, S = completion_length, batch_size, steps_per_generation
+    r = s.rank(topo, B, C)
+    row = (r.peak_bytes, r.steady_bytes, r.load_bytes, r.sync_bytes)
+    if layout == "colocate":
+        cap, awake, asleep = s.colocated(topo.vllm_tensor_parallel_size, vllm_gpu_memory_utilization, C)
+        conc = int(cap.max_concurrency) * topo.num_engines
+        peak = _rank_peak(*row, awake, asleep, sleep_mode)
+        opt = _Option(topo, C, B, B * S, vllm_gpu_memory_utilization, sleep_mode, conc, peak)
+    else:
+        from .vllm import vllm_capacity
+
+        scap = vllm_capacity(s.spec, s.card, gpu_memory_utilization=server_gpu_memory_utilization,
+                             max_model_len=prompt_length + C, tensor_parallel_size=topo.server_tensor_parallel_size,
+                             kv_cache_dtype=vllm_kv_cache_dtype, vllm_version=vllm_version,
+                             usage_context="OPENAI_API_SERVER")
+        conc = topo.server_data_parallel_size * min(int(scap.max_concurrency), scap.max_num_seqs)
+        opt = _Option(topo, C, B, B * S, server_gpu_memory_utilization, False, conc, _rank_peak(*row, None, 0, False),
+                      sum(server_gpu_components(scap, s.spec).values()))
+    rows = (LayoutResult(topo, opt, chosen=True),)
+    return _build_plan(s, opt, rows, cards, server_host or TRL_SERVE_DEFAULT_HOST, server_port, num_generations,
+                       explicit_host=server_host is not None, evaluated=True)
+
+
 def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_port, G: int,
-                explicit_host: bool = False) -> DistributedPlan:
+                explicit_host: bool = False, evaluated: bool = False) -> DistributedPlan:
     from .estimation import colocated_vllm
     from .vllm import vllm_capacity
 
@@ -1242,7 +1364,11 @@ def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_po
                              f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
                              f"vllm_generation.py); counted in the weight_sync phase"))
     plan_rows = tuple(results)
-    reasons = _reasons(s, opt, plan_rows, roles, G, S)
+    if evaluated:
+        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch {B} x "
+                   f"{S} steps per generation x {N} ranks, completion length {C}"]
+    else:
+        reasons = _reasons(s, opt, plan_rows, roles, G, S)
     role_budget_ok = all(r.peak_bytes <= r.budget_bytes for r in roles.values())
     if not role_budget_ok:
         warnings.append("with the calibrated terms the plan exceeds the margin on at least one GPU")
@@ -1301,8 +1427,13 @@ def _reasons(s: _Search, opt: _Option, rows, roles, G: int, S: int) -> list:
              f"micro-batch {opt.batch_size} x {S} steps per generation x {topo.world_size} ranks; vLLM holds "
              f"{opt.concurrency} full-length sequences at once over {topo.num_engines} engine(s), so "
              f"{'one wave' if opt.waves == 1 else f'{opt.waves} waves'}")
-    r.append(f"micro-batch {opt.batch_size}: the largest whose training step fits "
-             + ("beside vLLM" if topo.vllm_mode == "colocate" else "with the weight sync"))
+    b_max = _largest_fitting_batch(s, opt)
+    where = "beside vLLM" if topo.vllm_mode == "colocate" else "with the weight sync"
+    if b_max > opt.batch_size:
+        r.append(f"micro-batch {opt.batch_size}: up to {b_max} fits {where}, but B x S must be a multiple of B "
+                 f"(and B x S x {topo.world_size} of {G}); {opt.batch_size} reaches the most completions in one wave")
+    else:
+        r.append(f"micro-batch {opt.batch_size}: the largest whose training step fits {where}")
     tr = roles["training_rank"]
     if topo.vllm_mode == "colocate":
         r.append(f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest that keeps every phase of a training "
@@ -1315,6 +1446,21 @@ def _reasons(s: _Search, opt: _Option, rows, roles, G: int, S: int) -> list:
                  f"{(1 - s.margin):.0%} of the card (trl vllm-serve's default is {TRL_SERVE_DEFAULT_UTILIZATION}); "
                  f"training rank binding phase: {tr.binding_phase}")
     return r
+
+
+def _largest_fitting_batch(s: _Search, opt: _Option) -> int:
+    """The largest micro-batch whose phases fit at the chosen utilisation and sleep setting."""
+    topo = opt.topology
+    if topo.vllm_mode == "colocate":
+        _, awake, asleep = s.colocated(topo.vllm_tensor_parallel_size, opt.utilization, opt.completion_length)
+    else:
+        awake, asleep = None, 0
+    b = 0
+    for B, (peak, steady, load, sync, _) in enumerate(s.rows(topo, opt.completion_length), start=1):
+        if _rank_peak(peak, steady, load, sync, awake, asleep, opt.sleep) > s.budget:
+            break
+        b = B
+    return b
 
 
 def _same_split(a: Topology, b: Topology) -> bool:
@@ -1431,6 +1577,24 @@ def plan_from_topology_args(args, **plan_kwargs) -> DistributedPlan:
     return plan_distributed(kw.pop("model", args.model), _gpu_arg(kw.pop("gpu", args.gpu)),
                             num_gpus=getattr(args, "num_gpus", 1), num_nodes=getattr(args, "num_nodes", 1),
                             layout=getattr(args, "layout", "auto"), **kw)
+
+
+def estimate_from_topology_args(args, **estimate_kwargs) -> DistributedPlan:
+    """``estimate_distributed`` from ``plan estimate``'s parsed arguments plus the topology flags:
+    ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset TP 1, an unset
+    ``--server-gpus`` 1; ``estimate_kwargs`` (trainer / vLLM options) pass through."""
+    kw = dict(estimate_kwargs)
+    layout = getattr(args, "layout", "auto")
+    kw.setdefault("layout", "colocate" if layout == "auto" else layout)
+    engine = getattr(args, "engine", "auto")
+    kw.setdefault("engine", "ddp" if engine in (None, "auto") else engine)
+    for name in ("vllm_tensor_parallel_size", "server_gpus", "server_host", "server_port", "batch_size",
+                 "steps_per_generation", "prompt_length", "completion_length", "vllm_gpu_memory_utilization",
+                 "sleep_mode", "num_generations"):
+        if getattr(args, name, None) is not None:
+            kw.setdefault(name, getattr(args, name))
+    return estimate_distributed(kw.pop("model", args.model), _gpu_arg(kw.pop("gpu", args.gpu)),
+                                num_gpus=getattr(args, "num_gpus", 1), num_nodes=getattr(args, "num_nodes", 1), **kw)
 
 
 # -- text output ----------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     p = plan_command.plan_from_args(args)
+    if plan_command.is_multi_gpu(args):
+        return _run_distributed(args, p)
     report = preflight(p, for_training=True if args.for_training else None)
     if args.output:
         from ..handoff import write_grpo_yaml
@@ -44,6 +46,18 @@ def run(args) -> int:
     else:
         print(render(report, p))
     return 1 if report.errors else 0
+
+
+def _run_distributed(args, p) -> int:
+    """Multi-GPU: the topology checks of the distributed plan (GPU sizes, TP, world size, overlap, NCCL)."""
+    checks = list(p.checks)
+    if args.json:
+        print_json({"checks": [c.to_dict() for c in checks], "ok": not any(c.severity == "error" for c in checks)})
+    else:
+        for c in checks:
+            print(f"  {c.severity:<7}  {c.id}  {c.message}" + (f"\n           fix: {c.fix}" if c.fix and
+                                                              c.severity != "info" else ""))
+    return 1 if any(c.severity == "error" for c in checks) else 0
 
 
 def render(report, p) -> str:

@@ -24,6 +24,10 @@ def add_arguments(p) -> None:
     v.add_argument("--vllm-gpu-memory-utilization", type=float, default=None)
     v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
+    g.add_argument("--num-generations", type=int, default=None, help="group size (multi-GPU rules only)")
+    from ..distributed import add_topology_arguments
+
+    add_topology_arguments(p)
 
 
 def add_parser(sub) -> None:
@@ -32,11 +36,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from .plan import is_multi_gpu
+
+    if is_multi_gpu(args):
+        return _run_distributed(args)
     e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,
                  prompt_length=args.prompt_length, completion_length=args.completion_length,
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                  vllm_max_model_len=args.vllm_max_model_len,
-                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size,
+                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
                  vllm_kv_cache_dtype=args.vllm_kv_cache_dtype, vllm_quantization=args.vllm_quantization,
                  vllm_max_num_seqs=args.vllm_max_num_seqs,
                  vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
@@ -47,6 +55,21 @@ def run(args) -> int:
         print_json(e.to_dict())
         return 0
     print(render(e))
+    return 0
+
+
+def _run_distributed(args) -> int:
+    from ..distributed import estimate_from_topology_args, render as render_distributed
+
+    d = estimate_from_topology_args(args, **trainer_kwargs(args))
+    if args.output_dir:
+        from ..emit import write_configs
+
+        write_configs(d, args.output_dir)
+    if args.json:
+        print_json(d.to_dict())
+    else:
+        print(render_distributed(d))
     return 0
 
 

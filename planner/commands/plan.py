@@ -39,23 +39,43 @@ def add_arguments(p) -> None:
     g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     g.add_argument("--vllm-version", default=None)
     g.add_argument("--trl-version", default=None)
+    from ..distributed import add_topology_arguments
+
+    add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
     o.add_argument("--plot", default=None, help="draw the per-phase memory picture to this PNG")
 
 
-def plan_from_args(args):
-    """The `Plan` the options ask for (used by `plan` and `plan check`)."""
-    kw = trainer_kwargs(args)
-    return plan(args.model, args.gpu, **kw, num_generations=args.num_generations,
+def is_multi_gpu(args) -> bool:
+    """Whether the options ask for more than one GPU (or a server, or engine config files)."""
+    return (getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(args.gpu)
+            or getattr(args, "layout", "auto") == "server" or bool(getattr(args, "output_dir", None)))
+
+
+def _solver_kwargs(args) -> dict:
+    return dict(**trainer_kwargs(args), num_generations=args.num_generations,
                 max_completion_length=args.max_completion_length, prompt_length=args.prompt_length,
                 utilization_range=_utilization_range(args.utilization_range), margin=args.margin,
                 sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
                 vllm_kv_cache_dtype=args.vllm_kv_cache_dtype)
 
 
+def plan_from_args(args):
+    """The `Plan` the options ask for (used by `plan` and `plan check`); a `DistributedPlan`
+    when they ask for several GPUs, a vLLM server or engine config files."""
+    if is_multi_gpu(args):
+        from ..distributed import plan_from_topology_args
+
+        return plan_from_topology_args(args, **_solver_kwargs(args))
+    return plan(args.model, args.gpu, **_solver_kwargs(args),
+                vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1)
+
+
 def run(args) -> int:
     p = plan_from_args(args)
+    if is_multi_gpu(args):
+        return _run_distributed(args, p)
     if args.output:
         from ..handoff import write_grpo_yaml
 
@@ -72,6 +92,26 @@ def run(args) -> int:
             print(f"wrote {args.output}")
         if args.plot:
             print(f"wrote {args.plot}")
+    return 0
+
+
+def _run_distributed(args, p) -> int:
+    from ..distributed import render as render_distributed
+
+    written = {}
+    if args.output_dir:
+        from ..emit import write_configs
+
+        written = write_configs(p, args.output_dir)
+    if args.json:
+        d = p.to_dict()
+        if written:
+            d["written"] = {k: str(v) for k, v in written.items()}
+        print_json(d)
+    else:
+        print(render_distributed(p))
+        for path in written.values():
+            print(f"wrote {path}")
     return 0
 
 
