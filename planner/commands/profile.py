@@ -28,9 +28,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="trace (CPU) or measure (GPU) one training step", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="Hugging Face id or alias, local directory or config.json")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--trace", action="store_true",
-                      help="trace the step on the CPU with meta tensors (no GPU, no weights)")
+    p.add_argument("--trace", action="store_true",
+                   help="trace the step on the CPU with meta tensors (no GPU, no weights)")
     p.add_argument("--gpu", default=None,
                    help="'auto': measure on this machine's GPU; with --trace, the card for the analytic "
                         f"comparison (default {DEFAULT_TRACE_GPU})")
@@ -138,7 +137,7 @@ def _run_trace(args, spec, shapes) -> int:
 
 
 def _mib(n) -> str:
-    return "-" if n is None else f"{n / MIB:,.0f}"
+    return "-" if n is None else f"{n / MIB:,.1f}"
 
 
 def render_trace(report: dict) -> str:

@@ -36,6 +36,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +44,7 @@ from pathlib import Path
 from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, NoGpuError
 from ..model_spec import ModelSpec
 from ..units import MIB
-from .trace import LORA_TARGETS, Shape, _hf_config
+from .trace import LORA_TARGETS, Shape, _hf_config, _quiet_transformers
 
 # What each optional package is needed for, for the one-line install hint.
 REQUIREMENTS = {
@@ -305,6 +306,16 @@ def measure(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "
     ``memory``/``device`` exist for tests (a stand-in memory reader on the CPU); by default the
     GPU is required (:class:`NoGpuError` otherwise).
     """
+    with warnings.catch_warnings(), _quiet_transformers():
+        # transformers/PEFT deprecation chatter (gradient_checkpointing_enable is what TRL calls)
+        warnings.simplefilter("ignore", FutureWarning)
+        return _measure(spec, shapes, weights=weights, finetune=finetune, lora_rank=lora_rank,
+                        gradient_checkpointing=gradient_checkpointing, output=output, gpu_name=gpu_name,
+                        memory=memory, device=device, progress=progress)
+
+
+def _measure(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_checkpointing, output, gpu_name,
+             memory, device, progress) -> MeasureResult:
     if weights not in ("bf16", "nf4"):
         raise InvalidSetupError(f"--weights for a measured profile must be bf16 or nf4, got '{weights}'")
     if finetune == "full" and weights == "nf4":
@@ -328,6 +339,8 @@ def measure(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "
            "total_mib": total, "used_mib_at_init": used_at_init, "t": time.time()}
     family = {"model": spec.model_id, "weights": weights, "mode": finetune,
               "rank": lora_rank if finetune == "lora" else None, "optimizer": "adamw_8bit"}
+    if progress:
+        print(f"building {spec.model_id} ({weights}, {finetune}) on {device_name} ...", file=sys.stderr, flush=True)
     model, optimizer, load = _build(spec, weights, finetune, lora_rank, mods, torch, memory, device)
     load_row = {**family, **load, "stage": "load", "t": time.time()}
     rows = [env, load_row]

@@ -62,6 +62,7 @@ import re
 import sys
 import time
 import types
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
@@ -183,7 +184,9 @@ def _make_tracker(bool_index_rows):
             if key in self.live:
                 return
             n_bytes = _round_block(storage.nbytes())
-            self.live[key] = weakref.finalize(storage, self._free, key, n_bytes)
+            finalizer = weakref.finalize(storage, self._free, key, n_bytes)
+            finalizer.atexit = False
+            self.live[key] = finalizer
             self.current_bytes += n_bytes
             if self.current_bytes > self.peak_bytes:
                 self.peak_bytes = self.current_bytes
@@ -383,6 +386,7 @@ def _hf_config(spec: ModelSpec):
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"transformers cannot build a '{model_type}' config for {spec.model_id}: {e}") from None
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config.use_cache = False  # training: no KV cache (transformers would switch it off and say so)
     return config
 
 
@@ -483,10 +487,12 @@ def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) 
     else:
         from trl.trainer.utils import selective_log_softmax
 
-        # TRL's GRPO before the fused head: logits of the last C+1 positions, / temperature.
-        out = model(input_ids=input_ids, logits_to_keep=C + 1)
+        # TRL's GRPO before the fused head: logits of the last C+1 positions, divided by the
+        # temperature (a new tensor even at 1.0).
+        keep = min(C + 1, P + C)  # no prompt: the first completion token has no prediction
+        out = model(input_ids=input_ids, logits_to_keep=keep)
         logits = out.logits[:, :-1, :] / 1.0
-        logp = selective_log_softmax(logits, input_ids[:, P:])
+        logp = selective_log_softmax(logits, input_ids[:, P + C - keep + 1:])
         del logits
     del out
     forward_peak = tracker.peak_bytes
@@ -498,6 +504,22 @@ def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) 
     return forward_peak, tracker.current_bytes
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' logger at ERROR for the duration (config and generation-flag notices)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "lora", lora_rank: int = 16,
                 gradient_checkpointing=(True,), logprob_head: str = "fused", progress=None) -> TraceResult:
     """Trace one GRPO step per shape (and per checkpointing setting) and return the peaks.
@@ -505,6 +527,17 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
     ``gradient_checkpointing`` is a bool or a tuple of bools to trace each setting.
     ``progress(i, n, label)``, if given, is called before each step.
     """
+    with warnings.catch_warnings(), _quiet_transformers():
+        # transformers/PEFT deprecation chatter (gradient_checkpointing_enable is what TRL calls)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch|trl)\b")
+        return _trace_steps(spec, shapes, weights=weights, finetune=finetune, lora_rank=lora_rank,
+                            gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+                            progress=progress)
+
+
+def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_checkpointing, logprob_head,
+                 progress) -> TraceResult:
     if weights not in WEIGHT_FORMATS:
         raise InvalidSetupError(f"--weights for a trace must be one of {', '.join(WEIGHT_FORMATS)}, got '{weights}'")
     if finetune not in ("lora", "full"):
@@ -542,8 +575,10 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
                      f"frozen linears dequantising its weight to bf16 for the matmul (forward and backward) "
                      f"and freeing it, as MatMul4Bit does: the activations are the bf16 ones plus those "
                      f"transients; the weights term is the analytic NF4 one")
-    if finetune == "lora":
-        notes.append("optimizer state (bitsandbytes 8-bit AdamW) is the analytic term; not traced")
+    notes.append("optimizer state and step (bitsandbytes 8-bit AdamW): the analytic term, not traced")
+    if logprob_head == "plain":
+        notes.append("plain head: full logits of the completion positions and TRL's torch selective_log_softmax "
+                     "(per-sequence log_softmax), as TRL before the fused head")
     patches = _cuda_behaviour_patches(notes)
 
     steps = []
@@ -555,7 +590,9 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
             if progress is not None:
                 progress(i, n, f"{shape} gc={'on' if gc_on else 'off'}")
             i += 1
-            rows = shape.batch_size * shape.completion_length
+            # label positions the shifted mask keeps: the completion (its first token has no
+            # prediction when there is no prompt)
+            rows = shape.batch_size * (shape.completion_length - (0 if shape.prompt_length else 1))
             label_mask = (shape.batch_size, shape.prompt_length + shape.completion_length - 1)
 
             def bool_index_rows(mask_shape, _rows=rows, _label_mask=label_mask):
