@@ -109,10 +109,7 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
                          prompt_length=prompt_length, completion_length=completion_length,
                          logprob_head=logprob_head or default_logprob_head(),
                          expandable_segments=bool(expandable_segments))
-    trainer = trainer_memory(spec, setup)
-    label, warnings = "analytic", []
-    if calibration is not None:
-        trainer, label, warnings = _apply_calibration(spec, card, setup, trainer, calibration)
+    trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings))
@@ -164,18 +161,29 @@ def colocated_vllm(spec: ModelSpec, card: GpuSpec, trainer_load_bytes: int, gpu_
                          free_bytes=max(0, card.usable_bytes - trainer_load_bytes), baseline=baseline)
 
 
-def _apply_calibration(spec, card, setup, trainer, calibration):
-    """Swap the fitted terms for a matching calibration profile's; keep the analytic ones otherwise."""
-    try:
-        from .calibration import apply_calibration, find_calibration
-    except ImportError:  # the profiler package is optional at this point
+def resolve_calibration(spec: ModelSpec, card: GpuSpec, calibration="auto"):
+    """The calibration profile to use: ``"auto"`` looks one up (planner.calibration), ``None``
+    means analytic only, anything else is taken as a ``Calibration``."""
+    if calibration is None:
+        return None
+    if calibration == "auto":
+        from .calibration import find_calibration
+
+        return find_calibration(spec, card)
+    return calibration
+
+
+def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=None):
+    """``trainer_memory`` with a calibration profile's measured terms swapped in where the profile
+    covers the setup: (TrainerMemory, memory-model label, warnings)."""
+    trainer = trainer_memory(spec, setup)
+    if calibration is None:
         return trainer, "analytic", []
-    cal = find_calibration(spec, card) if calibration == "auto" else calibration
-    if cal is None:
-        return trainer, "analytic", []
-    components, label, warnings = apply_calibration(dict(trainer.components), cal, setup)
-    if components == trainer.components:
-        return trainer, "analytic", list(warnings)
     from dataclasses import replace
 
+    from .calibration import apply_calibration
+
+    components, label, warnings = apply_calibration(dict(trainer.components), calibration, setup)
+    if components == trainer.components:
+        return trainer, "analytic", list(warnings)
     return replace(trainer, components=components), label, list(warnings)

@@ -27,7 +27,8 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .errors import InfeasibleError, InvalidSetupError
-from .estimation import Estimate, colocated_vllm, default_logprob_head, estimate
+from .estimation import (Estimate, calibrated_trainer_memory, colocated_vllm, default_logprob_head, estimate,
+                         resolve_calibration)
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.trainer import TrainerSetup, trainer_memory
@@ -173,7 +174,8 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
                 logprob_head=head, expandable_segments=bool(expandable_segments))
     ckpt_options = [bool(gradient_checkpointing)]  # on (TRL's default) dominates for memory
     vkw = dict(vllm_version=vllm_version, trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
-               vllm_tensor_parallel_size=vllm_tensor_parallel_size, calibration=calibration)
+               vllm_tensor_parallel_size=vllm_tensor_parallel_size,
+               calibration=resolve_calibration(spec, card, calibration))  # looked up once
     best = None
     for ckpt in ckpt_options:
         best = _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw)
@@ -242,7 +244,7 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
         for B in range(1, MAX_BATCH + 1):
             setup = TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
                                  completion_length=C)
-            tm = trainer_memory(spec, setup)
+            tm, _, _ = calibrated_trainer_memory(spec, setup, vkw["calibration"])
             if tm.peak_bytes > budget:
                 break
             trainers[B] = tm

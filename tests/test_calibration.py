@@ -56,7 +56,7 @@ def test_profile_is_found_for_its_model_and_gpu(store):
 
 def test_other_gpu_or_model_finds_nothing(store):
     assert find_calibration(resolve_model(QWEN), resolve_gpu("L4"), versions=VERSIONS) is None
-    assert find_calibration(resolve_model("Qwen/Qwen2.5-7B-Instruct"), resolve_gpu("H100-80GB"),
+    assert find_calibration(resolve_model("Qwen/Qwen2.5-14B-Instruct"), resolve_gpu("H100-80GB"),
                             versions=VERSIONS) is None
 
 
@@ -140,3 +140,14 @@ def test_estimate_uses_a_matching_profile(store):
 
     e = estimate(model=QWEN, gpu="H100-80GB", batch_size=8, prompt_length=256, completion_length=1792)
     assert e.memory_model.startswith("calibrated (H100-80GB, trl 1.16.0, torch 2.11.0)")
+
+
+def test_shipped_h100_profiles_are_used_and_named():
+    """profiles/calibration ships fits of the H100 measurements (benchmarks/build_shipped_calibration.py)."""
+    from planner import estimate
+
+    e = estimate("Qwen/Qwen2.5-7B-Instruct", "H100-80GB", batch_size=8, prompt_length=256, completion_length=1792)
+    assert e.memory_model.startswith("calibrated (H100-80GB, trl 1.16.0, torch 2.11.0")
+    # the measured device-level peak of that row: 26,480 MiB reserved + 782.8 MiB non-PyTorch
+    assert abs(e.trainer.peak_bytes / 2**20 - 27_262.8) / 27_262.8 < 0.02
+    assert estimate("Qwen/Qwen2.5-7B-Instruct", "L4").memory_model == "analytic"
