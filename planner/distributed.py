@@ -1300,13 +1300,10 @@ def _build_plan(s: _Search, opt: _Option, results, cards, server_host, server_po
     n = opt.completions_per_device
     S = n // B
     setup = s.setup(B, C, world=N)
-    tm = trainer_memory(spec, replace(setup, world_size=1))
-    label, warnings = "analytic", []
-    if s.vkw["calibration"] is not None:
-        from .estimation import _apply_calibration
+    from .estimation import calibrated_trainer_memory, resolve_calibration
 
-        tm, label, warnings = _apply_calibration(spec, card, replace(setup, world_size=1), tm, s.vkw["calibration"])
-        warnings = list(warnings)
+    tm, label, warnings = calibrated_trainer_memory(spec, replace(setup, world_size=1),
+                                                    resolve_calibration(spec, card, s.vkw["calibration"]))
     rank = rank_trainer_memory(spec, setup, topo, trainer=tm)
     roles = {}
     server = None
