@@ -78,7 +78,7 @@ from .memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from .memory.weights import weights_bytes as trainer_weights_bytes
 from .model_spec import ModelSpec, resolve_model
-from .phases import Phase, merge_transient_bytes
+from .phases import Phase, PhasePeaks, merge_transient_bytes
 from .units import GIB
 
 ENGINES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -987,7 +987,7 @@ def candidate_topologies(spec: ModelSpec, num_gpus: int, num_nodes: int = 1, lay
 
 
 @dataclass(frozen=True)
-class RoleMemory:
+class RoleMemory(PhasePeaks):
     """The memory of one role: a training rank (the worst, rank 0) or a server GPU."""
 
     role: str  # "training_rank" | "server_gpu"
@@ -997,14 +997,6 @@ class RoleMemory:
     budget_bytes: int
     rank: RankMemory | None = None
     vllm: object | None = None  # VllmCapacity of this GPU's vLLM share
-
-    @property
-    def peak_bytes(self) -> int:
-        return max(p.peak_bytes for p in self.phases)
-
-    @property
-    def binding_phase(self) -> str:
-        return max(self.phases, key=lambda p: p.peak_bytes).name
 
     @property
     def headroom_bytes(self) -> int:

@@ -41,8 +41,23 @@ class Phase:
         return {"peak_bytes": self.peak_bytes, "components": dict(self.components)}
 
 
+class PhasePeaks:
+    """Mixin for anything holding ``phases`` (a tuple of :class:`Phase`): the peak and the phase
+    that sets it."""
+
+    phases: tuple
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(p.peak_bytes for p in self.phases)
+
+    @property
+    def binding_phase(self) -> str:
+        return max(self.phases, key=lambda p: p.peak_bytes).name
+
+
 @dataclass(frozen=True)
-class ColocatedPhases:
+class ColocatedPhases(PhasePeaks):
     """Load, generation, weight-sync and training phases, for the chosen sleep setting and both."""
 
     phases: tuple  # of Phase, for the chosen sleep mode
@@ -55,14 +70,6 @@ class ColocatedPhases:
             if p.name == name:
                 return p
         raise KeyError(name)
-
-    @property
-    def peak_bytes(self) -> int:
-        return max(p.peak_bytes for p in self.phases)
-
-    @property
-    def binding_phase(self) -> str:
-        return max(self.phases, key=lambda p: p.peak_bytes).name
 
     def to_dict(self) -> dict:
         d = {p.name: p.to_dict() for p in self.phases}

@@ -33,14 +33,7 @@ def run(args) -> int:
     if plan_command.is_multi_gpu(args):
         return _run_distributed(args, p)
     report = preflight(p, for_training=True if args.for_training else None)
-    if args.output:
-        from ..handoff import write_grpo_yaml
-
-        write_grpo_yaml(p, args.output)
-    if args.plot:
-        from ..plot import plot_phases
-
-        plot_phases(p, args.plot)
+    plan_command.write_outputs(args, p)
     if args.json:
         print_json(report.to_dict())
     else:

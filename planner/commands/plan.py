@@ -76,14 +76,7 @@ def run(args) -> int:
     p = plan_from_args(args)
     if is_multi_gpu(args):
         return _run_distributed(args, p)
-    if args.output:
-        from ..handoff import write_grpo_yaml
-
-        write_grpo_yaml(p, args.output)
-    if args.plot:
-        from ..plot import plot_phases
-
-        plot_phases(p, args.plot)
+    write_outputs(args, p)
     if args.json:
         print_json(p.to_dict())
     else:
@@ -93,6 +86,18 @@ def run(args) -> int:
         if args.plot:
             print(f"wrote {args.plot}")
     return 0
+
+
+def write_outputs(args, p) -> None:
+    """``--output grpo.yaml`` (TRL's parser reads it) and ``--plot memory.png``."""
+    if args.output:
+        from ..handoff import write_grpo_yaml
+
+        write_grpo_yaml(p, args.output)
+    if args.plot:
+        from ..plot import plot_phases
+
+        plot_phases(p, args.plot)
 
 
 def _run_distributed(args, p) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, NoGpuError
 from ..model_spec import ModelSpec
 from ..units import MIB
-from .trace import LORA_TARGETS, Shape, _hf_config, _quiet_transformers
+from .trace import LORA_TARGETS, Shape, _hf_config, _quiet_transformers, _set_checkpointing
 
 # What each optional package is needed for, for the one-line install hint.
 REQUIREMENTS = {
@@ -216,14 +216,6 @@ def _build(spec: ModelSpec, weights: str, finetune: str, lora_rank: int, mods: d
             "weights_mib": weights_mib, "adapter_mib": adapter_mib, "device_total_mib": total,
             "device_used_mib_after_load": used, "reserved_mib_after_load": mem.reserved()}
     return model, optimizer, load
-
-
-def _set_checkpointing(model, enabled: bool) -> None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if enabled:
-        base.gradient_checkpointing_enable({"use_reentrant": False})
-    else:
-        base.gradient_checkpointing_disable()
 
 
 def _state_bytes(optimizer) -> int:

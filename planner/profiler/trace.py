@@ -423,6 +423,7 @@ def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: s
 
 
 def _set_checkpointing(model, enabled: bool) -> None:
+    """Gradient checkpointing as TRL turns it on (non-reentrant), on the PEFT model's base."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if enabled:
         base.gradient_checkpointing_enable({"use_reentrant": False})
