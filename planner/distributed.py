@@ -79,6 +79,7 @@ from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from .memory.weights import weights_bytes as trainer_weights_bytes
 from .model_spec import ModelSpec, resolve_model
 from .phases import Phase, PhasePeaks, merge_transient_bytes
+from .versions import trl_facts as _trl_facts
 from .units import GIB
 
 ENGINES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -1118,7 +1119,8 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
                      weights: str = "bf16", finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None,
                      optim: str = "adamw_8bit", gradient_checkpointing: bool | None = None,
                      logprob_head: str | None = None, expandable_segments: bool | None = None,
-                     num_generations: int | None = None, max_completion_length: int = 1024, prompt_length: int = 256,
+                     num_generations: int | None = None, max_completion_length: int | None = None,
+                     prompt_length: int = 256,
                      utilization_range: tuple = _solver.DEFAULT_UTILIZATION_RANGE, margin: float = 0.05,
                      sleep_mode: str = "auto", vllm_version: str | None = None, trl_version: str | None = None,
                      vllm_kv_cache_dtype: str = "auto", calibration="auto", relax: bool = True) -> DistributedPlan:
@@ -1131,6 +1133,9 @@ def plan_distributed(model: "str | ModelSpec", gpu="H100-80GB", num_gpus: int = 
     The other options are :func:`planner.solver.plan`'s; as there, when nothing fits and ``relax``
     is on, the error carries the closest plan that does (4-bit weights, then LoRA rank 8)."""
     options = dict(locals())
+    if max_completion_length is None:  # TRL's own default for the release planned for
+        max_completion_length = options["max_completion_length"] = \
+            _trl_facts(trl_version).max_completion_length_default
     s, cards = _prepare(model, gpu, num_gpus, num_nodes, dict(
         layout=layout, engine=engine, server_utilization_range=server_utilization_range, weights=weights,
         finetune=finetune, lora_rank=lora_rank, lora_target_modules=lora_target_modules, optim=optim,

@@ -125,8 +125,8 @@ def _vllm_asleep(capacity) -> dict:
 def _build(spec, setup, trainer, capacity, sleep: bool) -> tuple:
     merge = merge_transient_bytes(spec, setup)
     awake = _vllm_awake(capacity)
-    load = Phase("load", {**_trainer_parts(trainer, False), "trainer.optimizer_state": 0,
-                          **(_vllm_asleep(capacity) if sleep else awake)})
+    # vLLM maps its whole budget at start-up (and profiles with it) before TRL puts it to sleep
+    load = Phase("load", {**_trainer_parts(trainer, False), "trainer.optimizer_state": 0, **awake})
     if sleep:
         generation = Phase("generation", {**_trainer_parts(trainer, False), **awake})
         sync = Phase("weight_sync", {**_trainer_parts(trainer, False), **awake, "trainer.merge_transient": merge})

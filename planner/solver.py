@@ -154,7 +154,7 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
          finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None, optim: str = "adamw_8bit",
          gradient_checkpointing: bool = True, logprob_head: str | None = None,
          expandable_segments: bool | None = None, num_generations: int | None = None,
-         max_completion_length: int = 1024, prompt_length: int = 256,
+         max_completion_length: int | None = None, prompt_length: int = 256,
          utilization_range: tuple = DEFAULT_UTILIZATION_RANGE, margin: float = 0.05,
          sleep_mode: str = "auto", vllm_version: str | None = None, trl_version: str | None = None,
          vllm_kv_cache_dtype: str = "auto", vllm_tensor_parallel_size: int = 1,
@@ -162,6 +162,10 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
     """Solve for the configuration that fits and makes the most of the card (module docstring)."""
     spec = resolve_model(model)
     card = resolve_gpu(gpu)
+    if max_completion_length is None:  # TRL's own default for the release planned for
+        from .versions import trl_facts
+
+        max_completion_length = trl_facts(trl_version).max_completion_length_default
     lo, hi = _check_targets(spec, utilization_range, margin, num_generations, max_completion_length,
                             prompt_length, sleep_mode, weights)
     if expandable_segments is None:

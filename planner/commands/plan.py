@@ -31,7 +31,8 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("targets")
     g.add_argument("--num-generations", type=int, default=None,
                    help="completions per prompt (default: the solver picks, preferring TRL's 8)")
-    g.add_argument("--max-completion-length", type=int, default=1024, help="target completion length (tokens)")
+    g.add_argument("--max-completion-length", type=int, default=None,
+                   help="target completion length in tokens (default: the installed TRL's default, 512 in 1.16)")
     g.add_argument("--prompt-length", type=int, default=256, help="longest prompt (tokens)")
     g.add_argument("--utilization-range", default="0.3,0.7", help="vllm_gpu_memory_utilization range LO,HI")
     g.add_argument("--margin", type=float, default=0.05, help="safety margin as a fraction of the card")
