@@ -80,7 +80,7 @@ def test_expandable_segments_shrink_the_reserve_and_read_the_environment():
     spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
     a = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1792))
     b = trainer_memory(spec, TrainerSetup(batch_size=8, completion_length=1792, expandable_segments=True))
-    assert b.components["allocator_reserve"] < a.components["allocator_reserve"] / 3
+    assert b.components["allocator_reserve"] < a.components["allocator_reserve"] / 1.5
     assert expandable_segments_from_env({"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
     assert not expandable_segments_from_env({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"})
 
