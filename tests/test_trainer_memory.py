@@ -107,3 +107,14 @@ def test_bad_setup_is_one_clear_line(kwargs, message):
 def test_rank_above_hidden_size():
     with pytest.raises(InvalidSetupError, match=r"^--lora-rank 1024 is larger than the hidden size \(896\)"):
         trainer_memory(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), TrainerSetup(lora_rank=1024))
+
+
+def test_eager_attention_architectures_pay_for_seq_squared_scores():
+    # Gemma 2 has no SDPA path in transformers: eager attention keeps batch x heads x seq^2 scores
+    gemma2 = resolve_model("google/gemma-2-2b-it")
+    assert gemma2.eager_attention and not resolve_model("google/gemma-3-1b-it").eager_attention
+    short = act.activation_bytes(gemma2, 1, 512, 512, gradient_checkpointing=False)
+    long = act.activation_bytes(gemma2, 1, 1024, 1024, gradient_checkpointing=False)
+    # per-token terms double with the length; the scores (8 heads, 26 layers, 8 B each) quadruple
+    per_score_layer = gemma2.num_layers * act.EAGER_SAVED_BYTES_PER_SCORE * gemma2.num_attention_heads
+    assert long[0] - 2 * short[0] == per_score_layer * (2048**2 - 2 * 1024**2)

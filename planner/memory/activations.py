@@ -33,6 +33,12 @@ from __future__ import annotations
 from ..model_spec import ModelSpec
 from .lora import ADAPTER_BYTES_PER_PARAM, lora_targets
 
+# Eager attention (architectures without an SDPA path, e.g. Gemma 2's soft-capped logits): per
+# score element, the soft-cap's tanh output (bf16), the fp32 softmax output and its bf16 copy are
+# saved (2 + 4 + 2 B); backward adds the fp32 gradient of the scores (4 B) for the layer at hand.
+EAGER_SAVED_BYTES_PER_SCORE = 8
+EAGER_BACKWARD_BYTES_PER_SCORE = 4
+
 # Fitted on shared/calibration/h100-trl1.16-train.jsonl (benchmarks/fit_trainer_coefficients.py).
 BACKWARD_BYTES_PER_HIDDEN = 12.02  # per token per hidden unit
 BACKWARD_BYTES_PER_INTERMEDIATE = 4.01  # per token per MLP unit
@@ -121,4 +127,18 @@ def activation_bytes(spec: ModelSpec, batch_size: int, prompt_length: int, compl
     """
     tokens = batch_size * (prompt_length + completion_length)
     args = (spec, finetune, lora_rank, gradient_checkpointing, compute_bytes, lora_target_modules)
-    return int(tokens * saved_bytes_per_token(*args)), int(tokens * transient_bytes_per_token(*args))
+    saved = tokens * saved_bytes_per_token(*args)
+    transient = tokens * transient_bytes_per_token(*args)
+    if spec.eager_attention:
+        scores = attention_score_elements(spec, batch_size, prompt_length + completion_length)
+        if gradient_checkpointing:  # one layer's scores at a time, during its recomputation
+            transient += scores * (EAGER_SAVED_BYTES_PER_SCORE + EAGER_BACKWARD_BYTES_PER_SCORE)
+        else:
+            saved += spec.num_layers * scores * EAGER_SAVED_BYTES_PER_SCORE
+            transient += scores * EAGER_BACKWARD_BYTES_PER_SCORE
+    return int(saved), int(transient)
+
+
+def attention_score_elements(spec: ModelSpec, batch_size: int, seq_len: int) -> int:
+    """Elements of one layer's eager attention scores: batch x heads x seq x seq."""
+    return batch_size * spec.num_attention_heads * seq_len * seq_len

@@ -390,14 +390,14 @@ def _hf_config(spec: ModelSpec):
     return config
 
 
-def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: str):
+def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: str, attn: str = "sdpa"):
     """The traced model on the meta device, prepared as TRL's GRPO trainer prepares it."""
     import torch
     from transformers import AutoModelForCausalLM
 
     config = _hf_config(spec)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
         if logprob_head == "fused":
             try:
                 from trl.trainer.utils import add_fused_lm_head
@@ -561,8 +561,18 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
     shapes = tuple(shapes)
     notes: list[str] = []
     t0 = time.perf_counter()
+    rank = lora_rank if finetune == "lora" else 0
     try:
-        model = _build_model(spec, finetune, lora_rank if finetune == "lora" else 0, logprob_head)
+        try:
+            model = _build_model(spec, finetune, rank, logprob_head)
+        except ValueError as e:
+            if "scaled_dot_product_attention" not in str(e):
+                raise
+            # e.g. Gemma 2 (attention logit soft-capping): transformers has no SDPA path, so a real
+            # run uses eager attention too, which keeps the batch x heads x seq x seq scores
+            model = _build_model(spec, finetune, rank, logprob_head, attn="eager")
+            notes.append("eager attention: transformers has no SDPA path for this architecture, so the "
+                         "run (and this trace) keeps the batch x heads x seq^2 attention scores")
     except PlannerError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers/PEFT failures on an unusual config
