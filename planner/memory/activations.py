@@ -35,7 +35,9 @@ from .lora import ADAPTER_BYTES_PER_PARAM, lora_targets
 
 # Eager attention (architectures without an SDPA path, e.g. Gemma 2's soft-capped logits): per
 # score element, the soft-cap's tanh output (bf16), the fp32 softmax output and its bf16 copy are
-# saved (2 + 4 + 2 B); backward adds the fp32 gradient of the scores (4 B) for the layer at hand.
+# saved (2 + 4 + 2 B); without checkpointing backward adds the fp32 gradient of one layer's
+# scores (4 B). With checkpointing the recomputed layer's 8 B are the peak (the traced Gemma 2
+# steps, benchmarks/results/trace_vs_analytic.txt: 5.5-7.6 B per score at the peak).
 EAGER_SAVED_BYTES_PER_SCORE = 8
 EAGER_BACKWARD_BYTES_PER_SCORE = 4
 
@@ -132,7 +134,7 @@ def activation_bytes(spec: ModelSpec, batch_size: int, prompt_length: int, compl
     if spec.eager_attention:
         scores = attention_score_elements(spec, batch_size, prompt_length + completion_length)
         if gradient_checkpointing:  # one layer's scores at a time, during its recomputation
-            transient += scores * (EAGER_SAVED_BYTES_PER_SCORE + EAGER_BACKWARD_BYTES_PER_SCORE)
+            transient += scores * EAGER_SAVED_BYTES_PER_SCORE
         else:
             saved += spec.num_layers * scores * EAGER_SAVED_BYTES_PER_SCORE
             transient += scores * EAGER_BACKWARD_BYTES_PER_SCORE

@@ -19,7 +19,7 @@ import os
 
 from ..units import MIB
 
-RESERVE_BASE_BYTES = 310 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
+RESERVE_BASE_BYTES = 372 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
 RESERVE_BASE_BYTES_EXPANDABLE = 64 * MIB  # 2 MiB page granularity of the mapped segments
 RESERVE_FRACTION_CHECKPOINTED = 0.26
 RESERVE_FRACTION_NOT_CHECKPOINTED = 0.02

@@ -127,15 +127,20 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
                                             setup.gradient_checkpointing, s, setup.lora_target_modules)
     head_peak = logprob_head_bytes(spec, setup.logprob_head, setup.batch_size, setup.completion_length, s,
                                    lm_head_trainable=setup.finetune == "full")
-    # The head's backward runs before any layer's: its peak and a layer's transient never coexist.
+    # Backward runs the LM head first, then the layers from the last to the first. Each layer
+    # frees its saved activations (its checkpoint, with checkpointing) and adds its weights'
+    # gradients, so the bytes alive change linearly with the layers done and peak at one end:
+    # the first layer back (all saved + one layer's gradients) or the last (all gradients + one
+    # layer's saved), plus the recomputed layer's transient either way. The head's own peak
+    # (its tile, fp32 gradient buffers) comes before any layer's transient exists.
+    L = spec.num_layers
+    head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
+    layer_grads = (grads - head_grad) // L
+    layer_moment = transient + max(saved + head_grad + layer_grads, grads + saved // L)
+    head_moment = saved + head_peak + head_grad
     activations = saved + transient
-    head = max(0, head_peak - transient)
-    if setup.finetune == "full":
-        # Weight gradients build up as backward frees activations: the peak is the larger of the
-        # early backward (activations + the head weight's gradient) and the optimizer step (all
-        # gradients), whichever comes first in bytes.
-        head_grad = spec.vocab_size * spec.hidden_size * s
-        grads = max(head_grad, grads - activations - head)
+    grads = layer_moment - activations  # what gradients add at the layers' peak
+    head = max(0, head_moment - layer_moment)
     # What the allocator recycles within the step: one layer's tensors with checkpointing,
     # every activation without it.
     recycled = transient + head if setup.gradient_checkpointing else activations + head

@@ -384,7 +384,13 @@ def _hf_config(spec: ModelSpec):
     try:
         config = AutoConfig.for_model(model_type, **raw)
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"transformers cannot build a '{model_type}' config for {spec.model_id}: {e}") from None
+        if "rope" not in str(e) or not (raw.get("rope_scaling") or raw.get("rope_parameters")):
+            raise ConfigError(f"transformers cannot build a '{model_type}' config for {spec.model_id}: {e}") from None
+        # an incomplete RoPE-scaling block (e.g. longrope factors left out of a profile) changes no
+        # tensor shape: build with plain RoPE instead
+        raw.pop("rope_scaling", None)
+        raw.pop("rope_parameters", None)
+        config = AutoConfig.for_model(model_type, **raw)
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     config.use_cache = False  # training: no KV cache (transformers would switch it off and say so)
     return config
