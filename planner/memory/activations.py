@@ -44,6 +44,7 @@ EAGER_BACKWARD_BYTES_PER_SCORE = 4
 # Fitted on shared/calibration/h100-trl1.16-train.jsonl (benchmarks/fit_trainer_coefficients.py).
 BACKWARD_BYTES_PER_HIDDEN = 12.02  # per token per hidden unit
 BACKWARD_BYTES_PER_INTERMEDIATE = 4.01  # per token per MLP unit
+FUSED_GATE_UP_BACKWARD_BYTES = 6  # derived: 2 (bf16) + 4 (fp32) per MLP unit, checked by the trace
 
 
 def mlp_width_per_token(spec: ModelSpec) -> float:
@@ -63,6 +64,9 @@ def layer_saved_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_ra
     norms = spec.norms_per_layer * 4 * h
     qk = 4 * (q + kv) if spec.qk_norm else 0
     attention = s * (2 * q + 2 * kv) + 4 * spec.num_attention_heads
+    if spec.fused_qkv:
+        # Phi-3: q, k, v are views of one qkv_proj output; SDPA's saved v keeps all of it alive
+        attention += s * (q + kv)
     mlp = 3 * s * I
     if spec.is_moe:
         mlp += 4 * spec.num_experts + 2 * s * h * spec.num_experts_per_tok  # router logits, token dispatch copies
@@ -90,9 +94,12 @@ def checkpoint_bytes_per_token(spec: ModelSpec, compute_bytes: int = 2) -> float
 
 
 def backward_working_bytes_per_token(spec: ModelSpec) -> float:
-    """Gradients and transients alive at the backward peak beyond the saved tensors (fitted)."""
+    """Gradients and transients alive at the backward peak beyond the saved tensors (fitted), plus,
+    for a fused gate_up_proj (Phi-3), the gradient of the second MLP half that the fused layer
+    back-propagates together with the first (bf16 + the fp32 LoRA path: 6 B per MLP unit)."""
+    fused = FUSED_GATE_UP_BACKWARD_BYTES * spec.intermediate_size if spec.fused_gate_up else 0
     return (BACKWARD_BYTES_PER_HIDDEN * spec.hidden_size
-            + BACKWARD_BYTES_PER_INTERMEDIATE * mlp_width_per_token(spec))
+            + BACKWARD_BYTES_PER_INTERMEDIATE * mlp_width_per_token(spec) + fused)
 
 
 def saved_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_rank: int = 16,

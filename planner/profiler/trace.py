@@ -70,7 +70,8 @@ from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, Pla
 from ..model_spec import ModelSpec
 
 BLOCK_BYTES = 512  # CUDA caching allocator: every block is a multiple of 512 bytes (kMinBlockSize)
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# the calibration README's q,k,v,o,gate,up,down, plus Phi-3's fused qkv_proj / gate_up_proj ("all-linear")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj")
 DEFAULT_SHAPES = "1:256:512,4:256:1024,8:256:1792"  # batch:prompt:completion
 WEIGHT_FORMATS = ("bf16", "nf4")
 LOGPROB_HEADS = ("fused", "plain")
