@@ -188,8 +188,11 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
     if best is None:
         raise _infeasible(spec, card, base, ckpt_options[0], targets, lo, hi, margin, sleep_mode, vkw, relax)
     cand, ckpt, by_sleep, G = best
-    return _make_plan(spec, card, base, ckpt, cand, dict(targets, chosen_generations=G), margin, vkw,
-                      by_sleep.get(not cand.sleep))
+    chosen = _make_plan(spec, card, base, ckpt, cand, dict(targets, chosen_generations=G), margin, vkw,
+                        by_sleep.get(not cand.sleep))
+    from .checks import with_checks  # the pre-flight checks travel with every plan
+
+    return with_checks(chosen)
 
 
 def _check_targets(spec, utilization_range, margin, num_generations, max_completion_length, prompt_length,

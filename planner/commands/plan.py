@@ -138,4 +138,8 @@ def render(p) -> str:
     out.append("objective: " + " > ".join(OBJECTIVE))
     out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))
     out += [f"warning: {w}" for w in e.warnings]
+    flagged = [c for c in p.checks if c.severity != "info"]
+    if flagged:
+        out.append("pre-flight (`plan check` for all):")
+        out += [f"  {c.severity}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in flagged]
     return "\n".join(out)
