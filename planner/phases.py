@@ -83,6 +83,19 @@ class ColocatedPhases(PhasePeaks):
         return d
 
 
+def colocated_peak_bytes(step_peak: int, steady: int, load: int, sync: int, awake: int | None, asleep: int,
+                         sleep: bool) -> int:
+    """The largest phase without building the phases (the solvers' inner loop); the same sums as
+    ``_build``. ``step_peak``/``steady``/``load``: the trainer's step peak, resident state and
+    load; ``sync``: the weight-sync transient; ``awake``/``asleep``: vLLM's footprint awake and
+    its residue asleep (``awake=None``: no vLLM on this GPU, as on a server-mode training rank)."""
+    if awake is None:
+        return max(load, step_peak + sync)
+    if sleep:
+        return max(load + awake, steady + awake + sync, step_peak + asleep)
+    return max(load + awake, step_peak + awake + sync)
+
+
 def merge_transient_bytes(spec: ModelSpec, setup: TrainerSetup) -> int:
     """Largest transient of PEFT's ``merge_adapter``: one module's fp32 ``B @ A`` delta (and, for a
     4-bit base, its dequantised bf16 weight and the re-quantised copy)."""

@@ -33,6 +33,7 @@ from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.trainer import TrainerSetup, trainer_memory
 from .model_spec import ModelSpec, resolve_model
+from .phases import colocated_peak_bytes, merge_transient_bytes
 from .units import GIB
 
 OBJECTIVE = ("reach the requested completion length",
@@ -270,21 +271,15 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
 def _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C):
     """Best candidate (and best per sleep setting) for one completion length and group size."""
     best, best_by_sleep = None, {}
-    any_tm = trainers[1]
-    merge = _merge(spec, any_tm, base)
+    merge = merge_transient_bytes(spec, TrainerSetup(**base))
     for u in utils:
         cap, awake, asleep = table[u]
         if not cap.startup_ok or cap.max_concurrency < 1:
             continue
-        if any_tm.load_bytes + awake > budget:  # load / start-up with the engine awake
-            continue
         conc = int(cap.max_concurrency)
         for sleep in sleeps:
             for B, tm in trainers.items():
-                if sleep:
-                    peak = max(tm.peak_bytes + asleep, tm.steady_bytes + awake + merge)
-                else:
-                    peak = tm.peak_bytes + awake + merge
+                peak = colocated_peak_bytes(tm.peak_bytes, tm.steady_bytes, tm.load_bytes, merge, awake, asleep, sleep)
                 if peak > budget:
                     break  # larger B only grows
                 step = B * G // math.gcd(B, G)  # completions must be a multiple of B and of G
@@ -296,12 +291,6 @@ def _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C):
                 if other is None or c.key() > other.key():
                     best_by_sleep[sleep] = c
     return None if best is None else (best, best_by_sleep)
-
-
-def _merge(spec, tm, base) -> int:
-    from .phases import merge_transient_bytes
-
-    return merge_transient_bytes(spec, TrainerSetup(**base))
 
 
 def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw, alternative=None) -> Plan:

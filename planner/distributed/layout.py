@@ -14,12 +14,13 @@ from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.trainer import TrainerSetup, trainer_memory
 from ..model_spec import ModelSpec, resolve_model
 from ..phases import Phase, PhasePeaks
+from ..phases import colocated_peak_bytes as _rank_peak
 from ..units import GIB
 from ..versions import trl_facts as _trl_facts
 from .checks import _check, topology_checks, tp_problem
 from .engines import accelerate_settings, deepspeed_settings
 from .sharding import (
-    RankMemory, _rank_peak, largest_parameter_params, rank_trainer_memory, server_gpu_components,
+    RankMemory, largest_parameter_params, rank_trainer_memory, server_gpu_components,
     training_rank_phases,
 )
 from .topology import (

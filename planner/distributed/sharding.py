@@ -338,15 +338,6 @@ def training_rank_phases(rank: RankMemory, capacity=None, sleep_mode: bool = Fal
             Phase("generation", {**peak, **awake}), Phase("training", {**peak, **awake}))
 
 
-def _rank_peak(peak: int, steady: int, load: int, sync: int, awake: int | None, asleep: int, sleep: bool) -> int:
-    """max over ``training_rank_phases`` without building them (the search's inner loop)."""
-    if awake is None:
-        return max(load, peak + sync)
-    if sleep:
-        return max(load + awake, steady + awake + sync, peak + asleep)
-    return max(load + awake, peak + awake + sync)
-
-
 def server_gpu_components(capacity, spec: ModelSpec) -> dict:
     """One server GPU: vLLM's footprint (``vllm_process_bytes``: baseline + budget + graph
     overshoot) plus the weight-transfer group: its NCCL buffers and the largest tensor received
