@@ -138,8 +138,19 @@ def activation_bytes(spec: ModelSpec, batch_size: int, prompt_length: int, compl
     args = (spec, finetune, lora_rank, gradient_checkpointing, compute_bytes, lora_target_modules)
     saved = tokens * saved_bytes_per_token(*args)
     transient = tokens * transient_bytes_per_token(*args)
+    seq = prompt_length + completion_length
+    if spec.num_sliding_layers and not spec.eager_attention:
+        # A sliding window needs an explicit mask: transformers builds a (batch, 1, seq, seq) boolean
+        # mask once per forward, and SDPA's memory-efficient kernel (flash takes no mask) turns it
+        # into an additive bias in the compute dtype that every sliding layer saves for backward.
+        bias = batch_size * seq * seq * compute_bytes
+        saved += batch_size * seq * seq  # the boolean mask, alive for the whole step
+        if gradient_checkpointing:
+            transient += bias  # the recomputed layer's bias
+        else:
+            saved += spec.num_sliding_layers * bias
     if spec.eager_attention:
-        scores = attention_score_elements(spec, batch_size, prompt_length + completion_length)
+        scores = attention_score_elements(spec, batch_size, seq)
         if gradient_checkpointing:  # one layer's scores at a time, during its recomputation
             transient += scores * EAGER_SAVED_BYTES_PER_SCORE
         else:

@@ -22,7 +22,7 @@ from ..units import MIB
 RESERVE_BASE_BYTES = 372 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
 RESERVE_BASE_BYTES_EXPANDABLE = 64 * MIB  # 2 MiB page granularity of the mapped segments
 RESERVE_FRACTION_CHECKPOINTED = 0.26
-RESERVE_FRACTION_NOT_CHECKPOINTED = 0.02
+RESERVE_FRACTION_NOT_CHECKPOINTED = 0.01
 # Expandable segments: not measured yet (no rows in shared/calibration use it). Blocks inside an
 # expandable segment can still fragment, so we keep half of the default fractions as a conservative
 # allowance rather than assuming fragmentation disappears; `plan profile --gpu auto` calibrates it.
