@@ -14,6 +14,11 @@ memory-efficient kernel, which keeps no seq x seq scores: Korthikanti et al. 202
 - PEFT LoRA casts each wrapped layer's input to the adapter dtype (fp32) before ``lora_A``, and
   ``lora_A`` saves that copy: 4*in per wrapped linear (q, k and v each keep their own copy);
   ``lora_B`` saves the r-wide fp32 ``lora_A`` output: 4*r.
+- Fused projections (Phi-3): v is a view of the qkv output, so SDPA's saved v keeps all of it.
+
+Per sequence (seq^2 terms): a sliding window needs an explicit mask, which SDPA's memory-efficient
+kernel turns into an additive bias each masked layer saves (batch x seq^2 x s); architectures with no
+SDPA path (Gemma 2) run eager attention and save the scores (batch x heads x seq^2, 8 B each).
 
 Without gradient checkpointing every layer keeps all of the above. With it (non-reentrant,
 per decoder layer, TRL's default), each layer keeps only its bf16 input (s*h) and backward
