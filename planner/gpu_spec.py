@@ -55,6 +55,11 @@ class GpuSpec:
         return d
 
 
+def margin_budget_bytes(gpu: GpuSpec, margin: float) -> int:
+    """The card less the safety margin (a fraction of the total): what every phase must stay under."""
+    return int(gpu.total_bytes * (1 - margin))
+
+
 @lru_cache(maxsize=1)
 def _gpu_table() -> tuple[dict, ...]:
     with open(GPUS_FILE) as f:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from .errors import InfeasibleError, InvalidSetupError
 from .estimation import (Estimate, calibrated_trainer_memory, colocated_vllm, default_logprob_head, estimate,
                          resolve_calibration)
-from .gpu_spec import GpuSpec, resolve_gpu
+from .gpu_spec import GpuSpec, margin_budget_bytes, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.trainer import TrainerSetup, trainer_memory
 from .model_spec import ModelSpec, resolve_model
@@ -66,7 +66,7 @@ class Plan:
     @property
     def budget_bytes(self) -> int:
         """The card less the safety margin: every phase must stay under it."""
-        return int(self.gpu.total_bytes * (1 - self.margin))
+        return margin_budget_bytes(self.gpu, self.margin)
 
     @property
     def headroom_bytes(self) -> int:
@@ -242,7 +242,7 @@ def _vllm_table(spec, card, base, trainer_load, utils, C, prompt_length, guess_s
 def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
     """Best candidate at the longest completion length that has one, or None."""
     # the card less the margin, less whatever other processes hold on a live card
-    budget = int(card.total_bytes * (1 - margin)) - (card.total_bytes - card.usable_bytes)
+    budget = margin_budget_bytes(card, margin) - (card.total_bytes - card.usable_bytes)
     G_options = [targets["num_generations"]] if targets["num_generations"] else list(GENERATION_CHOICES)
     P = targets["prompt_length"]
     sleeps = {"auto": [False, True], "on": [True], "off": [False]}[sleep_mode]
@@ -359,7 +359,7 @@ def _infeasible(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw
     """Name the term that breaks the budget and find the closest plan that fits."""
     P = targets["prompt_length"]
     C = min(64, targets["max_completion_length"])
-    budget = int(card.total_bytes * (1 - margin))
+    budget = margin_budget_bytes(card, margin)
     tm = trainer_memory(spec, TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=1,
                                            prompt_length=P, completion_length=C))
     c = tm.components

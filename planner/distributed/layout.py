@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from .. import solver as _solver
 from ..errors import InfeasibleError, InvalidSetupError
-from ..gpu_spec import GpuSpec
+from ..gpu_spec import GpuSpec, margin_budget_bytes
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.trainer import TrainerSetup, trainer_memory
 from ..model_spec import ModelSpec, resolve_model
@@ -121,7 +121,7 @@ class _Search:
         G = targets["num_generations"]
         self.G_options = [G] if G else list(_solver.GENERATION_CHOICES)
         # the card less the margin, less whatever other processes hold on a live card (solver._search)
-        self.budget = int(card.total_bytes * (1 - margin)) - (card.total_bytes - card.usable_bytes)
+        self.budget = margin_budget_bytes(card, margin) - (card.total_bytes - card.usable_bytes)
         self.utils = _solver._utilizations(lo, hi)
         self.server_range = server_range
         self._tm: dict = {}
@@ -397,7 +397,7 @@ class DistributedPlan:
 
     @property
     def budget_bytes(self) -> int:
-        return int(self.gpu.total_bytes * (1 - self.margin))
+        return margin_budget_bytes(self.gpu, self.margin)
 
     @property
     def peak_bytes(self) -> int:
