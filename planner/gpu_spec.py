@@ -56,8 +56,9 @@ class GpuSpec:
 
 
 def margin_budget_bytes(gpu: GpuSpec, margin: float) -> int:
-    """The card less the safety margin (a fraction of the total): what every phase must stay under."""
-    return int(gpu.total_bytes * (1 - margin))
+    """What every phase must stay under: the card less the safety margin (a fraction of the total),
+    less what other processes hold on a live card (``--gpu auto``)."""
+    return int(gpu.total_bytes * (1 - margin)) - (gpu.total_bytes - gpu.usable_bytes)
 
 
 @lru_cache(maxsize=1)

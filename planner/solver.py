@@ -241,8 +241,7 @@ def _vllm_table(spec, card, base, trainer_load, utils, C, prompt_length, guess_s
 
 def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
     """Best candidate at the longest completion length that has one, or None."""
-    # the card less the margin, less whatever other processes hold on a live card
-    budget = margin_budget_bytes(card, margin) - (card.total_bytes - card.usable_bytes)
+    budget = margin_budget_bytes(card, margin)
     G_options = [targets["num_generations"]] if targets["num_generations"] else list(GENERATION_CHOICES)
     P = targets["prompt_length"]
     sleeps = {"auto": [False, True], "on": [True], "off": [False]}[sleep_mode]

@@ -121,7 +121,7 @@ class _Search:
         G = targets["num_generations"]
         self.G_options = [G] if G else list(_solver.GENERATION_CHOICES)
         # the card less the margin, less whatever other processes hold on a live card (solver._search)
-        self.budget = margin_budget_bytes(card, margin) - (card.total_bytes - card.usable_bytes)
+        self.budget = margin_budget_bytes(card, margin)
         self.utils = _solver._utilizations(lo, hi)
         self.server_range = server_range
         self._tm: dict = {}
