@@ -9,10 +9,7 @@ import pytest
 from planner.cli import main
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-              "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+from tiny_models import TINY_LLAMA  # noqa: E402
 
 
 def test_measured_profile_without_a_gpu_points_to_trace(capsys, monkeypatch):

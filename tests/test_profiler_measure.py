@@ -20,10 +20,7 @@ from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler import measure as measure_mod  # noqa: E402
 from planner.profiler.trace import Shape  # noqa: E402
 
-TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-              "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+from tiny_models import TINY_LLAMA  # noqa: E402
 
 
 class StubMemory:

@@ -13,11 +13,7 @@ from planner.errors import ConfigError, InvalidSetupError  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler.trace import Shape, parse_shapes, trace_steps  # noqa: E402
 
-# A 2-layer Llama with hidden size 64 and grouped-query attention (4 heads, 2 KV heads).
-TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-              "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+from tiny_models import TINY_LLAMA  # noqa: E402
 
 
 @pytest.fixture(scope="module")
