@@ -67,7 +67,7 @@ class Estimate:
         d = {
             "model": {"id": self.model.model_id, "params": self.model.n_params,
                       "param_counts": self.model.param_counts().to_dict(), "source": self.model.source},
-            "gpu": self.gpu.to_dict() | {"total_bytes": self.gpu.total_bytes},
+            "gpu": self.gpu.to_dict(),
             "setup": {k: getattr(self.setup, k) for k in self.setup.__dataclass_fields__},
             "trainer": self.trainer.to_dict(),
             "memory_model": self.memory_model,
