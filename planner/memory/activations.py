@@ -10,7 +10,8 @@ memory-efficient kernel, which keeps no seq x seq scores: Korthikanti et al. 202
 - SDPA saves q, k, v, the output (s each) and an fp32 log-sum-exp per head: s*(2*q_dim + 2*kv_dim) + 4*heads.
 - SwiGLU/GeGLU MLP: the activation saves its input, the product saves both factors: 3*s*I.
 - A frozen linear (LoRA base, NF4 base) saves nothing but its weight; a trainable one (full
-  fine-tuning) saves its input: s*(h + q_dim + h + I) for the four distinct inputs.
+  fine-tuning) saves its input: s*(h + h + I) for q/k/v, gate/up and down (o_proj's input is
+  SDPA's output, already saved: the flash kernel's output layout makes the transpose free).
 - PEFT LoRA casts each wrapped layer's input to the adapter dtype (fp32) before ``lora_A``, and
   ``lora_A`` saves that copy: 4*in per wrapped linear (q, k and v each keep their own copy);
   ``lora_B`` saves the r-wide fp32 ``lora_A`` output: 4*r.
@@ -78,7 +79,13 @@ def layer_saved_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_ra
     if finetune == "full":
         norms += spec.norms_per_layer * s * h
         qk += s * (q + kv) if spec.qk_norm else 0
-        linear_inputs = s * (2 * h + q + I)
+        # q/k/v share the first norm's output, gate/up the second's; down_proj saves the SwiGLU
+        # product. o_proj's input is SDPA's output itself: the flash and memory-efficient kernels
+        # allocate it as (batch, seq, heads, head_dim), so transformers' transpose(1, 2).contiguous()
+        # copies nothing and the tensor is already counted in ``attention``. Eager attention
+        # (Gemma 2) makes a real (batch, heads, seq, head_dim) -> (batch, seq, ...) copy.
+        o_input = q if spec.eager_attention else 0
+        linear_inputs = s * (2 * h + o_input + I)
         return norms + qk + attention + mlp + linear_inputs
     # LoRA: frozen base saves nothing; each wrapped linear keeps an fp32 copy of its input.
     lora = 0.0

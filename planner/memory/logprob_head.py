@@ -44,6 +44,7 @@ def logprob_head_bytes(spec: ModelSpec, head: str, batch_size: int, completion_l
     if head == "fused":
         return fused_head_bytes(spec, batch_size * completion_length, compute_bytes, lm_head_trainable)
     if head == "plain":
-        grad = spec.vocab_size * spec.hidden_size * 4 if lm_head_trainable else 0
+        # nn.Linear's backward writes the weight gradient in the compute dtype (the new .grad)
+        grad = spec.vocab_size * spec.hidden_size * compute_bytes if lm_head_trainable else 0
         return plain_head_bytes(spec, batch_size, completion_length) + grad
     raise ValueError(f"unknown log-prob head {head!r}")
