@@ -24,6 +24,7 @@ from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 
 MIB = 1024**2
+TRANSFORMERS = "5.17.0"  # the release shared/calibration/README.md names
 
 
 def predict(row: dict) -> int:
@@ -31,7 +32,7 @@ def predict(row: dict) -> int:
                          optim=row["optimizer"], gradient_checkpointing=row["grad_ckpt"],
                          batch_size=row["batch"], prompt_length=row["prompt_len"],
                          completion_length=row["completion_len"], logprob_head="fused",
-                         expandable_segments=False)
+                         expandable_segments=False, transformers_version=TRANSFORMERS)
     return trainer_memory(resolve_model(row["model"]), setup).peak_bytes
 
 

@@ -27,8 +27,6 @@ MODELS_DIR = PROFILES_DIR / "models"
 # norms_per_layer: RMSNorms per decoder layer (Gemma 2/3 add pre/post feed-forward norms).
 # qkv_bias: q/k/v projections carry a bias (Qwen2). qk_norm: per-head RMSNorm on q and k.
 # fused_qkv / fused_gate_up: Phi-3 style fused projections (matters for LoRA target names).
-# eager_attention: transformers (5.x) builds no SDPA attention for the architecture, so training
-# keeps the batch x heads x seq x seq attention scores.
 _ARCH_FACTS = {
     "llama": dict(norms_per_layer=2),
     "mistral": dict(norms_per_layer=2),
@@ -37,8 +35,9 @@ _ARCH_FACTS = {
     "qwen3_moe": dict(norms_per_layer=2, qk_norm=True),
     "qwen2_moe": dict(norms_per_layer=2, qkv_bias=True),
     "gemma": dict(norms_per_layer=2),
-    # Gemma 2's attention logit soft-capping has no SDPA path in transformers: eager attention
-    "gemma2": dict(norms_per_layer=4, eager_attention=True),
+    # Gemma 2: whether it trains with eager attention depends on the transformers release
+    # (versions.transformers_eager_attention); trainer_memory sets ModelSpec.eager_attention.
+    "gemma2": dict(norms_per_layer=4),
     "gemma3_text": dict(norms_per_layer=4, qk_norm=True),
     "gemma3": dict(norms_per_layer=4, qk_norm=True),
     "phi3": dict(norms_per_layer=2, fused_qkv=True, fused_gate_up=True),
@@ -123,6 +122,8 @@ class ModelSpec:
     qk_norm: bool = False
     fused_qkv: bool = False
     fused_gate_up: bool = False
+    # training keeps eager attention's seq^2 scores: a fact of the transformers release, not of
+    # config.json; memory.trainer sets it from versions.transformers_eager_attention
     eager_attention: bool = False
     # per-layer attention kind: "full_attention" or "sliding_attention"
     layer_types: tuple = ()
@@ -385,7 +386,6 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
         qk_norm=facts.get("qk_norm", False),
         fused_qkv=facts.get("fused_qkv", False),
         fused_gate_up=facts.get("fused_gate_up", False),
-        eager_attention=facts.get("eager_attention", False),
         layer_types=_layer_types(text, n_layers, model_type),
         sliding_window=int(text["sliding_window"]) if text.get("sliding_window") else None,
         final_logit_softcapping=text.get("final_logit_softcapping"),

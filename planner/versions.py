@@ -444,3 +444,24 @@ def colocate_vllm_version(trl_version: str | None = None, needs_bitsandbytes: bo
         return VLLM_NEWEST_KNOWN
     # the newest patch release of that row we know is the row's first; a ceiling inside the row wins
     return _fmt(min(ceiling, best))
+
+
+# -- transformers -----------------------------------------------------------------------------
+# Architectures whose attention transformers stopped running through SDPA, by the first release
+# without it (``_supports_sdpa = False``). Read from the 5.17.0-5.24.0 wheels: Gemma 2's attention
+# logit soft-capping has no SDPA form, and from 5.21.0 transformers refuses SDPA for it and runs
+# eager attention (batch x heads x seq^2 scores kept for backward); up to 5.20 it ran SDPA and
+# ignored the soft-cap (measured on an H100 with 5.17.0: benchmarks/results/heldout_accuracy.txt).
+_TRANSFORMERS_EAGER_FROM = {"gemma2": (5, 21, 0)}
+TRANSFORMERS_NEWEST_KNOWN = "5.24.0"
+
+
+def transformers_eager_attention(model_type: str, version: str | None = None) -> bool:
+    """Whether training ``model_type`` with ``attn_implementation="sdpa"`` runs eager attention in
+    this transformers release (``None``: the installed one, else the newest we read)."""
+    first = _TRANSFORMERS_EAGER_FROM.get(model_type)
+    if first is None:
+        return False
+    if version is None:
+        version = _installed("transformers") or TRANSFORMERS_NEWEST_KNOWN
+    return parse_version(version, "transformers") >= first

@@ -2,7 +2,7 @@
 
 import pytest
 
-from planner.errors import InvalidSetupError
+from planner.errors import InvalidSetupError, VersionError
 from planner.memory import activations as act
 from planner.memory.allocator import expandable_segments_from_env
 from planner.memory.lora import lora_params
@@ -110,11 +110,32 @@ def test_rank_above_hidden_size():
 
 
 def test_eager_attention_architectures_pay_for_seq_squared_scores():
-    # Gemma 2 has no SDPA path in transformers: eager attention keeps batch x heads x seq^2 scores
-    gemma2 = resolve_model("google/gemma-2-2b-it")
-    assert gemma2.eager_attention and not resolve_model("google/gemma-3-1b-it").eager_attention
+    # transformers >= 5.21 has no SDPA path for Gemma 2: eager attention keeps batch x heads x seq^2 scores
+    from dataclasses import replace
+
+    gemma2 = replace(resolve_model("google/gemma-2-2b-it"), eager_attention=True)
     short = act.activation_bytes(gemma2, 1, 512, 512, gradient_checkpointing=False)
     long = act.activation_bytes(gemma2, 1, 1024, 1024, gradient_checkpointing=False)
     # per-token terms double with the length; the scores (8 heads, 26 layers, 8 B each) quadruple
     per_score_layer = gemma2.num_layers * act.EAGER_SAVED_BYTES_PER_SCORE * gemma2.num_attention_heads
     assert long[0] - 2 * short[0] == per_score_layer * (2048**2 - 2 * 1024**2)
+
+
+def test_gemma2_attention_backend_follows_the_transformers_release():
+    from planner.versions import transformers_eager_attention
+
+    assert not transformers_eager_attention("gemma2", "5.20.0")  # SDPA, soft-cap ignored
+    assert transformers_eager_attention("gemma2", "5.21.0")
+    assert not transformers_eager_attention("gemma3_text", "5.24.0")
+    spec = resolve_model("google/gemma-2-2b-it")
+    setup = dict(batch_size=3, prompt_length=1024, completion_length=3072, gradient_checkpointing=False)
+    sdpa = trainer_memory(spec, TrainerSetup(**setup, transformers_version="5.17.0")).peak_bytes
+    eager = trainer_memory(spec, TrainerSetup(**setup, transformers_version="5.24.0")).peak_bytes
+    # measured with 5.17.0 on an H100 (benchmarks/results/h100_heldout): 69,127 MiB device-level peak
+    assert abs(sdpa / 2**20 - 69127) / 69127 < 0.03
+    assert eager > 2 * sdpa
+
+
+def test_unknown_transformers_version_is_one_clear_error():
+    with pytest.raises(VersionError, match=r"^unknown transformers version 'five'"):
+        trainer_memory(resolve_model("google/gemma-2-2b-it"), TrainerSetup(transformers_version="five"))

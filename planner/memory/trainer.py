@@ -11,10 +11,11 @@ optimizer state, non-PyTorch memory and the allocator's retained reserve).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import InvalidSetupError
 from ..model_spec import ModelSpec
+from ..versions import transformers_eager_attention
 from . import activations as act
 from .allocator import allocator_reserve_bytes
 from .gradients import gradient_bytes
@@ -44,6 +45,7 @@ class TrainerSetup:
     expandable_segments: bool = False
     double_quant: bool = True  # NF4 double quantisation (QLoRA default)
     world_size: int = 1
+    transformers_version: str | None = None  # None: the installed transformers, else the newest known
 
     def __post_init__(self):
         validate_setup(self)
@@ -107,6 +109,9 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     if setup.finetune == "lora" and setup.lora_rank > spec.hidden_size:
         raise InvalidSetupError(f"--lora-rank {setup.lora_rank} is larger than the hidden size "
                                 f"({spec.hidden_size}) of {spec.model_id}")
+    eager = transformers_eager_attention(spec.model_type, setup.transformers_version)
+    if eager != spec.eager_attention:
+        spec = replace(spec, eager_attention=eager)
     s = setup.compute_bytes
     weights = weights_bytes(spec, setup.weights, setup.double_quant)
     if setup.finetune == "lora":
@@ -137,7 +142,14 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
     layer_grads = (grads - head_grad) // L
     layer_moment = transient + max(saved + head_grad + layer_grads, grads + saved // L)
-    head_moment = saved + head_peak + head_grad
+    # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
+    # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
+    head_moment = saved + head_peak
+    # A tied embedding (full fine-tuning) gets a second, dense V x h gradient at the very end of
+    # backward (embedding_dense_backward), added into the .grad the head already made: one more
+    # V*h*s transient while every gradient is alive.
+    if head_grad and spec.tie_word_embeddings:
+        layer_moment = max(layer_moment, grads + head_grad)
     activations = saved + transient
     grads = layer_moment - activations  # what gradients add at the layers' peak
     head = max(0, head_moment - layer_moment)

@@ -329,8 +329,11 @@ def _measure(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_
            "bnb": versions.get("bitsandbytes", ""), "transformers": versions.get("transformers", ""),
            "peft": versions.get("peft", ""), "trl": versions.get("trl", ""), "gpu": device_name,
            "total_mib": total, "used_mib_at_init": used_at_init, "t": time.time()}
+    from ..memory.allocator import expandable_segments_from_env
+
     family = {"model": spec.model_id, "weights": weights, "mode": finetune,
-              "rank": lora_rank if finetune == "lora" else None, "optimizer": "adamw_8bit"}
+              "rank": lora_rank if finetune == "lora" else None, "optimizer": "adamw_8bit",
+              "expandable_segments": expandable_segments_from_env()}
     if progress:
         print(f"building {spec.model_id} ({weights}, {finetune}) on {device_name} ...", file=sys.stderr, flush=True)
     model, optimizer, load = _build(spec, weights, finetune, lora_rank, mods, torch, memory, device)
