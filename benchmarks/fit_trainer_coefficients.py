@@ -54,7 +54,7 @@ def main() -> None:
                 continue
             setup = TrainerSetup(weights=r["weights"], lora_rank=r["rank"], gradient_checkpointing=ckpt,
                                  batch_size=r["batch"], prompt_length=r["prompt_len"],
-                                 completion_length=r["completion_len"])
+                                 completion_length=r["completion_len"], completion_lengths="fixed")
             c = trainer_memory(resolve_model(r["model"]), setup).components
             transient = c["activations"] + c["logprob_head"] - (saved_bytes(r, ckpt) if ckpt else 0)
             pts.append((transient, r["measured_reserve_bytes"]))
@@ -69,33 +69,40 @@ def main() -> None:
 
 def safety_first_reserve(rows) -> str:
     """The reserve coefficients the planner ships: the (intercept, fraction with / without
-    checkpointing) that minimise the largest |error| over all rows subject to no row being
-    under-predicted by more than 3% (a grid search on the device-level peak)."""
+    checkpointing, fraction for full fine-tuning with checkpointing) that minimise the largest
+    |error| over all rows subject to no row being under-predicted by more than 3% (a grid search on
+    the device-level peak of one fixed-shape step, the data's protocol)."""
     import planner.memory.allocator as al
 
     data = []
     for r in rows:
         setup = TrainerSetup(weights=r["weights"], finetune=r["mode"], lora_rank=r["rank"] or 16,
                              gradient_checkpointing=r["grad_ckpt"], batch_size=r["batch"],
-                             prompt_length=r["prompt_len"], completion_length=r["completion_len"])
+                             prompt_length=r["prompt_len"], completion_length=r["completion_len"],
+                             completion_lengths="fixed")
         c = trainer_memory(resolve_model(r["model"]), setup).components
-        recycled = (c["allocator_reserve"] - al.RESERVE_BASE_BYTES) / (
-            al.RESERVE_FRACTION_CHECKPOINTED if r["grad_ckpt"] else al.RESERVE_FRACTION_NOT_CHECKPOINTED)
-        data.append((r, sum(c.values()) - c["allocator_reserve"], recycled))
+        full_gc = r["grad_ckpt"] and r["mode"] == "full"
+        used = (al.RESERVE_FRACTION_CHECKPOINTED_FULL if full_gc else al.RESERVE_FRACTION_CHECKPOINTED
+                if r["grad_ckpt"] else al.RESERVE_FRACTION_NOT_CHECKPOINTED)
+        recycled = (c["allocator_reserve"] - al.RESERVE_BASE_BYTES) / used
+        kind = "full_gc" if full_gc else "gc" if r["grad_ckpt"] else "none"
+        data.append((r, sum(c.values()) - c["allocator_reserve"], recycled, kind))
     best = None
     for base_mib in range(200, 461, 2):
         for fg in (0.14, 0.16, 0.18, 0.20, 0.22, 0.24, 0.26):
             for fn in (0.0, 0.01, 0.02, 0.03):
-                errs = [(rest + base_mib * 2**20 + (fg if r["grad_ckpt"] else fn) * rec - r["measured_peak_bytes"])
-                        / r["measured_peak_bytes"] for r, rest, rec in data]
-                if min(errs) < -0.03:
-                    continue
-                key = (max(abs(e) for e in errs), statistics.median(abs(e) for e in errs))
-                if best is None or key < best[0]:
-                    best = (key, base_mib, fg, fn)
-    (mx, med), base_mib, fg, fn = best
-    return (f"safety-first reserve: intercept {base_mib} MiB, fraction {fg} (checkpointing) / {fn} (none): "
-            f"max |error| {mx:.3f}, median {med:.4f}")
+                for ff in (0.26, 0.28, 0.30, 0.32, 0.34):
+                    frac = {"gc": fg, "none": fn, "full_gc": ff}
+                    errs = [(rest + base_mib * 2**20 + frac[k] * rec - r["measured_peak_bytes"])
+                            / r["measured_peak_bytes"] for r, rest, rec, k in data]
+                    if min(errs) < -0.03:
+                        continue
+                    key = (max(abs(e) for e in errs), statistics.median(abs(e) for e in errs))
+                    if best is None or key < best[0]:
+                        best = (key, base_mib, fg, fn, ff)
+    (mx, med), base_mib, fg, fn, ff = best
+    return (f"safety-first reserve: intercept {base_mib} MiB, fraction {fg} (checkpointing) / {fn} (none) / "
+            f"{ff} (full fine-tuning, checkpointing): max |error| {mx:.3f}, median {med:.4f}")
 
 
 def saved_bytes(r: dict, ckpt: bool) -> int:

@@ -211,7 +211,8 @@ def find_calibration(model_spec: ModelSpec, gpu_spec, versions: dict | None = No
     return None
 
 
-def apply_calibration(estimate_components: dict, calibration: Calibration | None, setup) -> tuple:
+def apply_calibration(estimate_components: dict, calibration: Calibration | None, setup,
+                      run_reserve_bytes: int = 0, accumulated_gradient_bytes: int = 0) -> tuple:
     """Replace the analytic activation, log-prob head, allocator reserve and non-PyTorch terms
     with the calibrated ones when the setup belongs to a measured family.
 
@@ -255,14 +256,18 @@ def apply_calibration(estimate_components: dict, calibration: Calibration | None
         warnings.append(f"{tokens} tokens per micro-batch is beyond {EXTRAPOLATION_WARN_FACTOR:g}x the largest "
                         f"calibrated shape ({line.x_max} tokens): the calibrated line is extrapolated")
     activation = max(0, int(round(line(tokens))))
-    components["activations"] = max(0, activation - int(components.get("gradients", 0)))
+    # the measured figure already holds one step's gradients at its peak; accumulation adds the rest
+    step_gradients = int(components.get("gradients", 0)) - accumulated_gradient_bytes
+    components["activations"] = max(0, activation - step_gradients)
     components["logprob_head"] = 0
     if getattr(setup, "expandable_segments", False):
         warnings.append("calibration was measured without expandable_segments: analytic allocator reserve kept")
     else:
         reserve = fit.reserve.get(gc_key(gc))
         if reserve is not None:
-            components["allocator_reserve"] = max(0, int(round(reserve(activation))))
+            # the profile measured isolated steps; a run with varied lengths holds at least the
+            # analytic run-level reserve (memory/allocator.py)
+            components["allocator_reserve"] = max(0, int(round(reserve(activation))), run_reserve_bytes)
     if fit.non_torch_bytes and "non_torch" in components:
         components["non_torch"] = fit.non_torch_bytes
     return components, calibration.label, warnings

@@ -96,7 +96,8 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
              vllm_quantization: str | None = None, vllm_max_num_seqs: int | None = None,
              vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
              vllm_version: str | None = None, trl_version: str | None = None,
-             steps_per_generation: int = 1, sleep_mode: bool = False) -> Estimate:
+             steps_per_generation: int = 1, sleep_mode: bool = False, gradient_accumulation_steps: int = 1,
+             completion_lengths: str = "varied", transformers_version: str | None = None) -> Estimate:
     """Memory of one GRPO setup. Sizes are per device; ``batch_size`` is
     ``per_device_train_batch_size`` (sequences per micro-batch)."""
     spec = resolve_model(model)
@@ -108,7 +109,9 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
                          optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
                          prompt_length=prompt_length, completion_length=completion_length,
                          logprob_head=logprob_head or default_logprob_head(),
-                         expandable_segments=bool(expandable_segments))
+                         expandable_segments=bool(expandable_segments),
+                         gradient_accumulation_steps=gradient_accumulation_steps,
+                         completion_lengths=completion_lengths, transformers_version=transformers_version)
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
@@ -183,7 +186,9 @@ def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=
 
     from .calibration import apply_calibration
 
-    components, label, warnings = apply_calibration(dict(trainer.components), calibration, setup)
+    components, label, warnings = apply_calibration(dict(trainer.components), calibration, setup,
+                                                    run_reserve_bytes=trainer.run_reserve_bytes,
+                                                    accumulated_gradient_bytes=trainer.accumulated_gradient_bytes)
     if components == trainer.components:
         return trainer, "analytic", list(warnings)
     return replace(trainer, components=components), label, list(warnings)

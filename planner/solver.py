@@ -249,8 +249,10 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
     for C in _completion_ladder(targets["max_completion_length"]):
         trainers = {}
         for B in range(1, MAX_BATCH + 1):
+            # a generation wave is several micro-batches (gradient_accumulation_steps = completions
+            # per step / B), so plan for a micro-batch that holds the earlier ones' gradients
             setup = TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
-                                 completion_length=C)
+                                 completion_length=C, gradient_accumulation_steps=2)
             tm, _, _ = calibrated_trainer_memory(spec, setup, vkw["calibration"])
             if tm.peak_bytes > budget:
                 break
@@ -298,7 +300,7 @@ def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw, a
     P, C = targets["prompt_length"], cand.completion_length
     G = targets.pop("chosen_generations")
     e = estimate(spec, card, **base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
-                 completion_length=C, vllm_gpu_memory_utilization=cand.utilization,
+                 completion_length=C, gradient_accumulation_steps=S, vllm_gpu_memory_utilization=cand.utilization,
                  vllm_max_model_len=P + C, steps_per_generation=S, sleep_mode=cand.sleep,
                  vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"],
                  vllm_kv_cache_dtype=vkw["vllm_kv_cache_dtype"],

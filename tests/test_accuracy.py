@@ -31,10 +31,11 @@ def test_every_oom_row_is_predicted_above_the_card(result):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known miss: the worst rows (+11-21%) are Qwen2.5-0.5B, the first model of the measuring process, whose "
-    "non-PyTorch memory was read before lazy kernel loading (619 vs 771-787 MiB for every later model) and whose "
-    "first-step allocator reserve was 164 MiB vs 370-590 MiB for other models' first steps; the reserve "
-    "intercept is set so that no row is under-predicted by more than 3% (safety first)"))
+    "known miss: the worst rows (+11-21%) are Qwen2.5-0.5B (2-5 GB peaks), the first model of the measuring "
+    "process. (1) Its non-PyTorch memory was read after load, before CUDA's lazy kernel loading: 619 MiB vs "
+    "767-771 MiB after the first step in every fresh process we measured (benchmarks/results/h100_heldout); "
+    "against device_used_mib_end the max is 12.8%. (2) The allocator reserve intercept (372 MiB) is what "
+    "keeps every other model's small steps above -3%; on a 2 GB peak it alone is 10-18%."))
 def test_max_error_at_most_8_percent(result):
     assert result["max_abs_error"] <= 0.08
 
@@ -43,3 +44,9 @@ def test_max_error_outside_the_first_measured_model_at_most_8_percent(result):
     rest = [abs(e) for r, _, e in result["ran"] if r["model"] != "Qwen/Qwen2.5-0.5B-Instruct"]
     assert len(rest) == 60
     assert max(rest) <= 0.08
+
+
+def test_against_device_used_mib_end_the_same_targets_hold(result):
+    # the device-level peak the README defines; differs from the formula only for the first model measured
+    assert result["device_median_abs_error"] <= 0.03
+    assert result["device_worst_under"] >= -0.03

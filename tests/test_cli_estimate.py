@@ -26,6 +26,19 @@ def test_done_when_command_prints_the_documented_json(capsys):
     assert d["memory_model"].startswith(("analytic", "calibrated"))
 
 
+def test_run_settings_flags(capsys):
+    peaks = {}
+    for extra in ([], ["--completion-lengths", "fixed"], ["--gradient-accumulation-steps", "4"]):
+        assert main(DONE_WHEN + extra) == 0
+        d = json.loads(capsys.readouterr().out)
+        peaks[tuple(extra)] = d["trainer"]["peak_bytes"]
+    fixed, varied = peaks[("--completion-lengths", "fixed")], peaks[()]
+    # one isolated step (the calibration protocol) < a run with varied lengths < and with accumulation
+    assert fixed < varied < peaks[("--gradient-accumulation-steps", "4")]
+    assert main(DONE_WHEN[:-1] + ["--gradient-accumulation-steps", "4"]) == 0
+    assert "varied completion lengths, 4 accumulation steps" in capsys.readouterr().out
+
+
 def test_table_output_names_every_component(capsys):
     assert main(DONE_WHEN[:-1]) == 0
     out = capsys.readouterr().out

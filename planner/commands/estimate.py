@@ -20,6 +20,12 @@ def add_arguments(p) -> None:
     g.add_argument("--prompt-length", type=int, default=256, help="prompt tokens per sequence")
     g.add_argument("--completion-length", type=int, default=512, help="completion tokens per sequence")
     g.add_argument("--steps-per-generation", type=int, default=1)
+    g.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                   help="> 1: later micro-batches hold the earlier ones' gradients")
+    g.add_argument("--completion-lengths", choices=("varied", "fixed"), default="varied",
+                   help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
+    g.add_argument("--transformers-version", default=None,
+                   help="transformers release to model (default: installed, else newest known)")
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
     v.add_argument("--vllm-gpu-memory-utilization", type=float, default=None)
     v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
@@ -50,7 +56,8 @@ def run(args) -> int:
                  vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
                  vllm_enforce_eager=args.vllm_enforce_eager, vllm_version=args.vllm_version,
                  trl_version=args.trl_version, steps_per_generation=args.steps_per_generation,
-                 sleep_mode=args.sleep_mode)
+                 sleep_mode=args.sleep_mode, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                 completion_lengths=args.completion_lengths, transformers_version=args.transformers_version)
     if args.json:
         print_json(e.to_dict())
         return 0
@@ -80,7 +87,9 @@ def render(e) -> str:
             f"({e.gpu.total_bytes / 2**30:.2f} GiB)\n"
             f"{s.weights} {s.finetune}{f' r={s.lora_rank}' if s.finetune == 'lora' else ''}, {s.optim}, "
             f"batch {s.batch_size} x ({s.prompt_length} + {s.completion_length}) tokens, "
-            f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, {s.logprob_head} log-prob head; "
+            f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, {s.logprob_head} log-prob head, "
+            f"{s.completion_lengths} completion lengths"
+            f"{f', {s.gradient_accumulation_steps} accumulation steps' if s.gradient_accumulation_steps > 1 else ''}; "
             f"memory model: {e.memory_model}")
     rows = [(name, gib_str(v)) for name, v in t.components.items()]
     rows += [("= trainer peak (device level)", gib_str(t.peak_bytes)),

@@ -105,13 +105,20 @@ def checkpoint_bytes_per_token(spec: ModelSpec, compute_bytes: int = 2) -> float
     return spec.num_layers * compute_bytes * spec.hidden_size
 
 
-def backward_working_bytes_per_token(spec: ModelSpec) -> float:
+def backward_working_bytes_per_token(spec: ModelSpec, finetune: str = "lora", compute_bytes: int = 2) -> float:
     """Gradients and transients alive at the backward peak beyond the saved tensors (fitted), plus,
     for a fused gate_up_proj (Phi-3), the gradient of the second MLP half that the fused layer
-    back-propagates together with the first (bf16 + the fp32 LoRA path: 6 B per MLP unit)."""
+    back-propagates together with the first (bf16 + the fp32 LoRA path: 6 B per MLP unit).
+
+    The per-MLP-unit coefficient was fitted on LoRA steps, where the gradient of down_proj's input
+    flows through PEFT's fp32 copy (4 B per unit). Full fine-tuning has no fp32 copy: that gradient
+    is in the compute dtype, ``4 - s`` bytes less per unit (checked against the CPU trace and the
+    measured full fine-tuning rows)."""
+    per_unit = BACKWARD_BYTES_PER_INTERMEDIATE
+    if finetune == "full":
+        per_unit -= ADAPTER_BYTES_PER_PARAM - compute_bytes
     fused = FUSED_GATE_UP_BACKWARD_BYTES * spec.intermediate_size if spec.fused_gate_up else 0
-    return (BACKWARD_BYTES_PER_HIDDEN * spec.hidden_size
-            + BACKWARD_BYTES_PER_INTERMEDIATE * mlp_width_per_token(spec) + fused)
+    return BACKWARD_BYTES_PER_HIDDEN * spec.hidden_size + per_unit * mlp_width_per_token(spec) + fused
 
 
 def saved_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_rank: int = 16,
@@ -132,7 +139,7 @@ def transient_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_rank
                               lora_target_modules=None) -> float:
     """Bytes per token alive only around one layer's backward: with checkpointing the recomputed
     layer's saved tensors plus the backward working set; without, the working set alone."""
-    working = backward_working_bytes_per_token(spec)
+    working = backward_working_bytes_per_token(spec, finetune, compute_bytes)
     if not gradient_checkpointing:
         return working
     layer = layer_saved_bytes_per_token(spec, finetune, lora_rank, compute_bytes, lora_target_modules)

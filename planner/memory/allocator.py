@@ -23,10 +23,26 @@ RESERVE_BASE_BYTES = 372 * MIB  # fitted intercept (small-block pool, rounding, 
 RESERVE_BASE_BYTES_EXPANDABLE = 64 * MIB  # 2 MiB page granularity of the mapped segments
 RESERVE_FRACTION_CHECKPOINTED = 0.26
 RESERVE_FRACTION_NOT_CHECKPOINTED = 0.01
+# Full fine-tuning allocates every parameter's gradient during backward, between the recomputed
+# layers' transient tensors, and those blocks stay: more of the freed space is stranded in segments
+# that a persistent gradient pins. Fitted the same safety-first way on the full fine-tuning rows
+# (one model, Qwen2.5-0.5B); on held-out Qwen3-1.7B full fine-tuning it over-predicts by 0.2-6%.
+RESERVE_FRACTION_CHECKPOINTED_FULL = 0.30
 # Expandable segments: not measured yet (no rows in shared/calibration use it). Blocks inside an
 # expandable segment can still fragment, so we keep half of the default fractions as a conservative
 # allowance rather than assuming fragmentation disappears; `plan profile --gpu auto` calibrates it.
 EXPANDABLE_FRACTION_FACTOR = 0.5
+
+
+# A run, not one step: GRPO completions differ in length from micro-batch to micro-batch, and the
+# pool keeps the segments cut for earlier lengths, so a long micro-batch after shorter ones finds its
+# sizes split across segments and maps new ones. Measured as the reserve at a run's longest
+# micro-batch over 16 micro-steps of random completion length (4 optimizer steps x 4 accumulation,
+# the cache emptied once per optimizer step as TRL does around generation; 6 runs on an H100,
+# benchmarks/results/h100_run_peak): 0.30-0.54 of the recycled bytes with checkpointing, 0.10
+# without. The fractions are the largest measured ratio, rounded up (safety first).
+RUN_RESERVE_FRACTION_CHECKPOINTED = 0.55
+RUN_RESERVE_FRACTION_NOT_CHECKPOINTED = 0.10
 
 
 def expandable_segments_from_env(environ=None) -> bool:
@@ -37,9 +53,21 @@ def expandable_segments_from_env(environ=None) -> bool:
 
 
 def allocator_reserve_bytes(transient_bytes: int, gradient_checkpointing: bool,
-                            expandable_segments: bool) -> int:
+                            expandable_segments: bool, finetune: str = "lora") -> int:
     """Reserved-but-unallocated bytes at the peak, from the step's transient (activation) bytes."""
     frac = RESERVE_FRACTION_CHECKPOINTED if gradient_checkpointing else RESERVE_FRACTION_NOT_CHECKPOINTED
+    if gradient_checkpointing and finetune == "full":
+        frac = RESERVE_FRACTION_CHECKPOINTED_FULL
     if expandable_segments:
         return int(RESERVE_BASE_BYTES_EXPANDABLE + EXPANDABLE_FRACTION_FACTOR * frac * transient_bytes)
     return int(RESERVE_BASE_BYTES + frac * transient_bytes)
+
+
+def run_reserve_bytes(recycled_bytes: int, gradient_checkpointing: bool, expandable_segments: bool) -> int:
+    """Reserved-but-unallocated bytes at a run's longest micro-batch when completion lengths vary
+    from micro-batch to micro-batch (measured fractions above; no intercept was needed). With
+    expandable segments, not measured: the same conservative half as for one step."""
+    frac = RUN_RESERVE_FRACTION_CHECKPOINTED if gradient_checkpointing else RUN_RESERVE_FRACTION_NOT_CHECKPOINTED
+    if expandable_segments:
+        return int(RESERVE_BASE_BYTES_EXPANDABLE + EXPANDABLE_FRACTION_FACTOR * frac * recycled_bytes)
+    return int(frac * recycled_bytes)

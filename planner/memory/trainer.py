@@ -5,6 +5,15 @@
 ``peak_reserved_step + non-PyTorch``) and the **steady state** between steps (weights, adapters,
 optimizer state, non-PyTorch memory and the allocator's retained reserve).
 
+Two facts of a real run change that peak, and both are setup fields:
+- ``gradient_accumulation_steps > 1``: every micro-batch after the first starts with all the
+  gradients of the ones before it alive, instead of building them up during its own backward.
+- ``completion_lengths="varied"`` (GRPO's case, the default): micro-batches of different lengths
+  leave the allocator's pool cut for other sizes, and the reserve at the longest one is larger than
+  in one isolated step (allocator.run_reserve_bytes, measured over whole runs).
+``completion_lengths="fixed"`` with one accumulation step is one isolated step of one shape: the
+protocol of the calibration data.
+
     peak = non_torch + cublas_workspace + weights + adapters + optimizer_state + gradients
          + activations + logprob_head + allocator_reserve
 """
@@ -17,7 +26,7 @@ from ..errors import InvalidSetupError
 from ..model_spec import ModelSpec
 from ..versions import transformers_eager_attention
 from . import activations as act
-from .allocator import allocator_reserve_bytes
+from .allocator import allocator_reserve_bytes, run_reserve_bytes
 from .gradients import gradient_bytes
 from .logprob_head import LOGPROB_HEADS, logprob_head_bytes
 from .lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
@@ -26,6 +35,7 @@ from .process import cublas_workspace_bytes, non_torch_bytes
 from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
 
 FINETUNE_MODES = ("lora", "full")
+COMPLETION_LENGTHS = ("varied", "fixed")
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class TrainerSetup:
     double_quant: bool = True  # NF4 double quantisation (QLoRA default)
     world_size: int = 1
     transformers_version: str | None = None  # None: the installed transformers, else the newest known
+    gradient_accumulation_steps: int = 1  # > 1: earlier micro-batches' gradients are alive
+    completion_lengths: str = "varied"  # varied (GRPO) | fixed (one shape, as the calibration steps)
 
     def __post_init__(self):
         validate_setup(self)
@@ -70,7 +82,10 @@ def validate_setup(s: TrainerSetup) -> None:
         raise InvalidSetupError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got '{s.optim}'")
     if s.logprob_head not in LOGPROB_HEADS:
         raise InvalidSetupError(f"--logprob-head must be one of {', '.join(LOGPROB_HEADS)}, got '{s.logprob_head}'")
-    for name in ("batch_size", "completion_length", "world_size"):
+    if s.completion_lengths not in COMPLETION_LENGTHS:
+        raise InvalidSetupError(f"--completion-lengths must be one of {', '.join(COMPLETION_LENGTHS)}, "
+                                f"got '{s.completion_lengths}'")
+    for name in ("batch_size", "completion_length", "world_size", "gradient_accumulation_steps"):
         v = getattr(s, name)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise InvalidSetupError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
@@ -92,6 +107,12 @@ class TrainerMemory:
     load_bytes: int = 0  # after loading, before the first step (what vLLM sees at start-up)
     trainable_params: int = 0
     tokens: int = 0
+    # the reserve a run with varied completion lengths reaches (0 for fixed lengths): the floor a
+    # calibration profile's single-step reserve line is raised to
+    run_reserve_bytes: int = 0
+    # what gradient accumulation adds to the peak (earlier micro-batches' gradients), included in
+    # ``gradients``; a calibration profile (measured without accumulation) adds it back
+    accumulated_gradient_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -141,22 +162,37 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     L = spec.num_layers
     head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
     layer_grads = (grads - head_grad) // L
-    layer_moment = transient + max(saved + head_grad + layer_grads, grads + saved // L)
-    # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
-    # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
-    head_moment = saved + head_peak
-    # A tied embedding (full fine-tuning) gets a second, dense V x h gradient at the very end of
-    # backward (embedding_dense_backward), added into the .grad the head already made: one more
-    # V*h*s transient while every gradient is alive.
-    if head_grad and spec.tie_word_embeddings:
-        layer_moment = max(layer_moment, grads + head_grad)
+
+    def moments(accumulating: bool) -> tuple[int, int]:
+        """(layers' peak, head's peak) in bytes above the resident state."""
+        if accumulating:  # a later micro-batch: earlier micro-batches' gradients alive from the start
+            layer = transient + saved + grads
+        else:
+            layer = transient + max(saved + head_grad + layer_grads, grads + saved // L)
+        # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
+        # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
+        head_ = saved + head_peak + (grads if accumulating else 0)
+        # A tied embedding (full fine-tuning) gets a second, dense V x h gradient at the very end of
+        # backward (embedding_dense_backward), added into the .grad the head already made: one more
+        # V*h*s transient while every gradient is alive.
+        if head_grad and spec.tie_word_embeddings:
+            layer = max(layer, grads + head_grad)
+        return layer, head_
+
+    layer_moment, head_moment = moments(setup.gradient_accumulation_steps > 1)
+    accumulated = max(layer_moment, head_moment) - max(moments(False))
     activations = saved + transient
     grads = layer_moment - activations  # what gradients add at the layers' peak
     head = max(0, head_moment - layer_moment)
     # What the allocator recycles within the step: one layer's tensors with checkpointing,
     # every activation without it.
     recycled = transient + head if setup.gradient_checkpointing else activations + head
-    reserve = allocator_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
+    reserve = allocator_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments,
+                                      setup.finetune)
+    run_reserve = 0
+    if setup.completion_lengths == "varied":
+        run_reserve = run_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
+        reserve = max(reserve, run_reserve)
     non_torch = non_torch_bytes(setup.world_size)
     components = {
         "non_torch": non_torch,
@@ -174,4 +210,5 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
                          steady_bytes=non_torch + resident,  # TRL empties the cache before generation
                          resident_bytes=resident,
                          load_bytes=non_torch + weights + adapters,
-                         trainable_params=trainable, tokens=setup.tokens)
+                         trainable_params=trainable, tokens=setup.tokens, run_reserve_bytes=run_reserve,
+                         accumulated_gradient_bytes=accumulated)
