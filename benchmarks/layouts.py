@@ -67,7 +67,7 @@ def main() -> None:
     for model in MODELS:
         for n in COUNTS:
             t0 = time.perf_counter()
-            dp = plan_distributed(model, GPU, num_gpus=n)
+            dp = plan_distributed(model, GPU, num_gpus=n, max_completion_length=1024)
             ms = (time.perf_counter() - t0) * 1e3
             t = dp.topology
             cfg = dp.config
