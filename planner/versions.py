@@ -37,8 +37,8 @@ def parse_version(text: str, package: str) -> tuple[int, int, int]:
     """
     m = _VERSION_RE.match(str(text)) if isinstance(text, str) else None
     if not m:
-        raise VersionError(f"unknown {package} version {text!r}: expected a release number like "
-                           f"{'0.33.0' if package == 'vLLM' else '1.16.0'}")
+        example = {"vLLM": "0.33.0", "transformers": "5.17.0"}.get(package, "1.16.0")
+        raise VersionError(f"unknown {package} version {text!r}: expected a release number like {example}")
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 

@@ -138,5 +138,6 @@ def test_gemma2_attention_backend_follows_the_transformers_release():
 
 
 def test_unknown_transformers_version_is_one_clear_error():
-    with pytest.raises(VersionError, match=r"^unknown transformers version 'five'"):
+    line = r"^unknown transformers version 'five': expected a release number like 5\.17\.0$"
+    with pytest.raises(VersionError, match=line):
         trainer_memory(resolve_model("google/gemma-2-2b-it"), TrainerSetup(transformers_version="five"))
