@@ -1,4 +1,4 @@
-"""Version-specific facts about vLLM and TRL: the one place that says what changed when.
+"""Version-specific facts about vLLM, TRL and transformers: the one place that says what changed when.
 
 Every other module asks ``vllm_facts(version)`` / ``trl_facts(version)`` instead of comparing
 version strings itself. ``None`` means the installed package (``importlib.metadata``); when the
@@ -7,6 +7,7 @@ package is not installed, the newest release in the table.
     vllm_facts("0.33.0").gpu_memory_utilization_default   # 0.92
     vllm_facts("0.19.1").cudagraph_estimate_subtracted     # False
     trl_facts(None).fused_lm_head                          # True with the installed trl 1.16
+    transformers_eager_attention("gemma2", "5.17.0")       # False: SDPA until 5.21
 
 How the tables were built. vLLM facts were read from the release wheels (``pip download
 --no-deps vllm==X``) of 0.19.0, 0.20.0, 0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0,
