@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .errors import NoGpuError, PreflightError, VersionError
-from .units import GIB
+from .units import format_gib
 
 SEVERITIES = ("error", "warning", "info")
 _INSTALL_HINT = "pip install 'planner[train]'"
@@ -187,10 +187,6 @@ def _live_card(plan, live_gpu):
     return live_gpu, None
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
-
-
 # -- installed packages -----------------------------------------------------------------------
 
 def _packages(ctx: _Context) -> list:
@@ -324,25 +320,25 @@ def _gpu(ctx: _Context) -> list:
         return out
     live = ctx.live
     if abs(live.total_bytes - plan.gpu.total_bytes) > 0.01 * plan.gpu.total_bytes:
-        out.append(Check("gpu-match", "warning", f"the plan is for {plan.gpu.name} ({_gib(plan.gpu.total_bytes)}) "
-                         f"but this card is {live.name} ({_gib(live.total_bytes)})", "re-plan with --gpu auto"))
+        out.append(Check("gpu-match", "warning", f"the plan is for {plan.gpu.name} ({format_gib(plan.gpu.total_bytes)}) "
+                         f"but this card is {live.name} ({format_gib(live.total_bytes)})", "re-plan with --gpu auto"))
     free = live.free_bytes if live.free_bytes is not None else live.total_bytes
     peak = plan.estimate.peak_bytes
-    others = f" ({_gib(live.other_process_bytes)} held by other processes)" if live.other_process_bytes else ""
+    others = f" ({format_gib(live.other_process_bytes)} held by other processes)" if live.other_process_bytes else ""
     phases = getattr(plan.estimate, "phases", None)
     where = f" in the {phases.binding_phase} phase" if phases is not None else ""
     if free < peak:
-        out.append(Check("gpu-free-memory", "error", f"{_gib(free)} free on {live.name} now{others}, but the plan "
-                         f"peaks at {_gib(peak)}{where}",
+        out.append(Check("gpu-free-memory", "error", f"{format_gib(free)} free on {live.name} now{others}, but the plan "
+                         f"peaks at {format_gib(peak)}{where}",
                          "stop the other processes on this GPU, or re-plan with --gpu auto (it plans around "
                          "what is free)"))
     elif free - peak < plan.margin * live.total_bytes:
-        out.append(Check("gpu-free-memory", "warning", f"{_gib(free)} free on {live.name} now{others}; the plan "
-                         f"peaks at {_gib(peak)}{where}, leaving less than the {plan.margin:.0%} margin",
+        out.append(Check("gpu-free-memory", "warning", f"{format_gib(free)} free on {live.name} now{others}; the plan "
+                         f"peaks at {format_gib(peak)}{where}, leaving less than the {plan.margin:.0%} margin",
                          "free memory on this GPU, or re-plan with --gpu auto"))
     else:
-        out.append(Check("gpu-free-memory", "info", f"{_gib(free)} free on {live.name}{others}; the plan peaks at "
-                         f"{_gib(peak)}{where}"))
+        out.append(Check("gpu-free-memory", "info", f"{format_gib(free)} free on {live.name}{others}; the plan peaks at "
+                         f"{format_gib(peak)}{where}"))
     return out
 
 
@@ -472,7 +468,7 @@ def _vllm_startup(ctx: _Context) -> list:
         if err:
             best = math.floor(max(0, free) / live.total_bytes * 100) / 100
             out.append(Check("vllm-startup-memory", "error", f"vLLM will not start beside the trainer "
-                             f"({_gib(load)} loaded) with the memory free now: {err}",
+                             f"({format_gib(load)} loaded) with the memory free now: {err}",
                              f"lower vllm_gpu_memory_utilization to {best:.2f} or less (re-plan with --gpu auto), "
                              f"or free memory held by other processes"))
             return out

@@ -3,7 +3,7 @@ arguments, and the text output (``render``)."""
 
 from __future__ import annotations
 
-from ..units import GIB
+from ..units import format_gib
 from .layout import DistributedPlan, estimate_distributed, plan_distributed
 from .topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DEFAULT_PORT
 
@@ -74,10 +74,6 @@ def estimate_from_topology_args(args, **estimate_kwargs) -> DistributedPlan:
 
 # -- text output ----------------------------------------------------------------------------
 
-def _g(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
-
-
 def layouts_table(plan: DistributedPlan) -> list[str]:
     """The layout comparison as markdown-style table lines."""
     head = ["| layout | engine | fits | per-rank peak | server GPU peak | completions/step in one wave | "
@@ -90,8 +86,8 @@ def layouts_table(plan: DistributedPlan) -> list[str]:
         if o is None:
             out.append(f"| {t.label} | {eng} | no: {row.why} | | | | | | |")
         else:
-            sp = _g(o.server_peak_bytes) if o.server_peak_bytes else ""
-            out.append(f"| {t.label} | {eng} | yes | {_g(o.peak_bytes)} | {sp} | {o.one_wave} | {o.batch_size} | "
+            sp = format_gib(o.server_peak_bytes) if o.server_peak_bytes else ""
+            out.append(f"| {t.label} | {eng} | yes | {format_gib(o.peak_bytes)} | {sp} | {o.one_wave} | {o.batch_size} | "
                        f"{o.utilization:.2f}{' +sleep' if o.sleep else ''} | {'**chosen**' if row.chosen else ''} |")
     return head + out
 
@@ -102,7 +98,7 @@ def render(plan: DistributedPlan) -> str:
     cards = sorted({g.name for g in plan.gpus})
     out = [f"{spec.model_id} ({spec.n_params / 1e9:.2f} B params) on {t.total_gpus} x {'/'.join(cards)}"
            f" ({t.num_nodes} node{'s' if t.num_nodes > 1 else ''}); planned for {plan.gpu.name} "
-           f"({plan.gpu.total_bytes / GIB:.2f} GiB), margin {plan.margin:.0%}; memory model: {plan.memory_model}"]
+           f"({format_gib(plan.gpu.total_bytes)}), margin {plan.margin:.0%}; memory model: {plan.memory_model}"]
     eng = "single process" if t.world_size == 1 else ENGINE_LABELS[t.engine]
     if t.vllm_mode == "colocate":
         out.append(f"layout: colocate, {t.world_size} training rank(s), {eng}, vLLM TP {t.vllm_tensor_parallel_size} "
@@ -118,14 +114,14 @@ def render(plan: DistributedPlan) -> str:
     out.append("GRPOConfig: " + ", ".join(f"{k}={v}" for k, v in plan.config.items()))
     for name, role in plan.roles.items():
         title = "training rank (rank 0, the worst)" if name == "training_rank" else "server GPU"
-        out.append(f"{title} x {role.count}: peak {_g(role.peak_bytes)} of {_g(role.budget_bytes)} budget "
-                   f"(binding phase {role.binding_phase}, headroom {_g(role.headroom_bytes)})")
+        out.append(f"{title} x {role.count}: peak {format_gib(role.peak_bytes)} of {format_gib(role.budget_bytes)} budget "
+                   f"(binding phase {role.binding_phase}, headroom {format_gib(role.headroom_bytes)})")
         binding = max(role.phases, key=lambda p: p.peak_bytes)
         width = max(len(k) for k in binding.components)
         for k, v in binding.components.items():
             if v:
-                out.append(f"    {k:<{width}}  {_g(v):>11}")
-        out.append("  phases: " + ", ".join(f"{p.name} {_g(p.peak_bytes)}" for p in role.phases))
+                out.append(f"    {k:<{width}}  {format_gib(v):>11}")
+        out.append("  phases: " + ", ".join(f"{p.name} {format_gib(p.peak_bytes)}" for p in role.phases))
     out.append("layouts considered:")
     out += ["  " + line for line in layouts_table(plan)]
     out.append("why:")
