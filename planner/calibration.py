@@ -102,17 +102,6 @@ class Calibration:
         line = f.activation.get(gc_key(gradient_checkpointing)) if f else None
         return None if line is None else max(0, int(round(line(tokens))))
 
-    def reserve_bytes(self, gradient_checkpointing: bool, activation_bytes: int, weights: str = "bf16",
-                      finetune: str = "lora", lora_rank: int | None = 16) -> int | None:
-        """The caching allocator's reserve at the peak for that many activation bytes."""
-        f = self.fit_for(weights, finetune, lora_rank)
-        line = f.reserve.get(gc_key(gradient_checkpointing)) if f else None
-        return None if line is None else max(0, int(round(line(activation_bytes))))
-
-    def non_torch_bytes(self) -> int:
-        """Non-PyTorch device memory of the trainer process on this card (median over steps)."""
-        return max((f.non_torch_bytes for f in self.fits), default=0)
-
 
 # -- the store ------------------------------------------------------------------------------------
 

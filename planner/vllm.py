@@ -57,8 +57,9 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def format_gib(n_bytes: float) -> str:
-    """vLLM's own GiB rendering, ``f"{round(b / GiB, 2)}"`` (utils/mem_utils.py:30-31): "39.6", not "39.60"."""
+def vllm_gib(n_bytes: float) -> str:
+    """vLLM's own GiB rendering in its log and error lines, ``f"{round(b / GiB, 2)}"``
+    (utils/mem_utils.py:30-31): "39.6", not "39.60". The planner's own is units.format_gib."""
     return f"{round(n_bytes / GIB, 2)}"
 
 
@@ -85,9 +86,9 @@ def startup_error(free_at_init_bytes: int, total_bytes: int, gpu_memory_utilizat
     """
     if free_at_init_bytes >= requested_bytes:
         return None
-    return (f"Free memory on device {device} ({format_gib(free_at_init_bytes)}/{format_gib(total_bytes)} GiB) "
+    return (f"Free memory on device {device} ({vllm_gib(free_at_init_bytes)}/{vllm_gib(total_bytes)} GiB) "
             f"on startup is less than desired GPU memory utilization ({gpu_memory_utilization}, "
-            f"{format_gib(requested_bytes)} GiB). Decrease GPU memory utilization or reduce GPU memory "
+            f"{vllm_gib(requested_bytes)} GiB). Decrease GPU memory utilization or reduce GPU memory "
             f"used by other processes.")
 
 
@@ -540,8 +541,8 @@ def max_seq_len_error(max_model_len: int, needed_bytes: int, available_bytes: in
     0.19.0 kv_cache_utils.py:633-652, with its "models's" typo)."""
     est = (f"Based on the available memory, the estimated maximum model length is {estimated_max_len}. "
            if estimated_max_len > 0 else "")
-    head = (f"({max_model_len}), ({format_gib(needed_bytes)} GiB KV cache is needed, which is larger than the "
-            f"available KV cache memory ({format_gib(available_bytes)} GiB). {est}")
+    head = (f"({max_model_len}), ({vllm_gib(needed_bytes)} GiB KV cache is needed, which is larger than the "
+            f"available KV cache memory ({vllm_gib(available_bytes)} GiB). {est}")
     tail = "when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
     if vllm_facts(version).kv_error_wording == "v0.19":
         return (f"To serve at least one request with the models's max seq len {head}"
@@ -730,8 +731,8 @@ class VllmCapacity:
     def log_lines(self) -> tuple[str, ...]:
         """The vLLM INFO lines this prediction corresponds to (texts of the release planned for)."""
         facts = vllm_facts(self.version)
-        lines = [f"Model loading took {format_gib(self.weights_bytes)} GiB memory",
-                 f"Available KV cache memory: {format_gib(self.available_kv_bytes)} GiB"]
+        lines = [f"Model loading took {vllm_gib(self.weights_bytes)} GiB memory",
+                 f"Available KV cache memory: {vllm_gib(self.available_kv_bytes)} GiB"]
         tokens = f"GPU KV cache size: {self.kv_cache_tokens:,} tokens"
         conc = (f"Maximum concurrency for {self.max_model_len:,} tokens per request: "
                 f"{self.max_concurrency:.2f}x")

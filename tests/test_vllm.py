@@ -17,13 +17,13 @@ from planner.gpu_spec import resolve_gpu
 from planner.model_spec import resolve_model, spec_from_config
 from planner.units import GIB, MIB
 from planner.vllm import (
+    _matrix_bytes,
     activation_peak_bytes,
     budget_bytes,
     cudagraph_bytes,
     cudagraph_capture_sizes,
     default_batch_limits,
     estimate_max_model_len,
-    format_gib,
     kv_bytes_per_token,
     kv_cache_tokens,
     kv_layout,
@@ -35,9 +35,9 @@ from planner.vllm import (
     sleep_resident_bytes,
     startup_error,
     vllm_capacity,
+    vllm_gib,
     vllm_process_bytes,
     weights_bytes,
-    _matrix_bytes,
 )
 
 H100_TOTAL = 81_079 * 2**20  # cudaMemGetInfo total on an H100 80GB HBM3 (profiles/gpus.json)
@@ -109,7 +109,7 @@ def test_llama_bf16_weights_match_the_model_loading_log():
     spec = resolve_model(LLAMA)
     expected = 8_030_261_248 * 2 + 131_072 * 128 * 2
     assert weights_bytes(spec) == expected == 16_094_076_928
-    assert format_gib(expected) == "14.99"
+    assert vllm_gib(expected) == "14.99"
 
 
 def test_llama_weights_under_tp2_shard_like_vllm():
@@ -179,7 +179,7 @@ def test_mla_blocks_and_tokens_match_the_published_log(mla):
     lay = kv_layout(mla, max_model_len=4096, max_num_batched_tokens=8192)
     assert lay.bytes_per_block == 27 * 16 * 576 * 2 == 497_664
     available = 94_097 * 497_664 + 12_345
-    assert format_gib(94_097 * 497_664) == "43.61"
+    assert vllm_gib(94_097 * 497_664) == "43.61"
     n = num_blocks(available, lay.bytes_per_block)
     assert n == 94_097
     # 0.19-0.20: num_blocks // 1 group x 16 (0.20.0 kv_cache_utils.py:1693-1697)

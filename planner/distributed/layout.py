@@ -425,7 +425,7 @@ class DistributedPlan:
     def to_dict(self) -> dict:
         return {
             "model": {"id": self.model.model_id, "params": self.model.n_params, "source": self.model.source},
-            "gpu": self.gpu.to_dict() | {"total_bytes": self.gpu.total_bytes},
+            "gpu": self.gpu.to_dict(),
             "gpus": [g.name for g in self.gpus],
             "layout": self.layout,
             "topology": self.topology.to_dict(),
