@@ -177,18 +177,14 @@ def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: st
     base = dict(weights=weights, finetune=finetune, lora_rank=lora_rank,
                 lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None, optim=optim,
                 logprob_head=head, expandable_segments=bool(expandable_segments))
-    ckpt_options = [bool(gradient_checkpointing)]  # on (TRL's default) dominates for memory
+    ckpt = bool(gradient_checkpointing)
     vkw = dict(vllm_version=vllm_version, trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
                vllm_tensor_parallel_size=vllm_tensor_parallel_size,
                calibration=resolve_calibration(spec, card, calibration))  # looked up once
-    best = None
-    for ckpt in ckpt_options:
-        best = _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw)
-        if best is not None:
-            break
+    best = _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw)
     if best is None:
-        raise _infeasible(spec, card, base, ckpt_options[0], targets, lo, hi, margin, sleep_mode, vkw, relax)
-    cand, ckpt, by_sleep, G = best
+        raise _infeasible(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw, relax)
+    cand, by_sleep, G = best
     chosen = _make_plan(spec, card, base, ckpt, cand, dict(targets, chosen_generations=G), margin, vkw,
                         by_sleep.get(not cand.sleep))
     from .checks import with_checks  # the pre-flight checks travel with every plan
@@ -265,7 +261,7 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
             found = _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C)
             if found is not None:
                 best, best_by_sleep = found
-                return best, ckpt, best_by_sleep, G
+                return best, best_by_sleep, G
     return None
 
 

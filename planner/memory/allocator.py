@@ -52,22 +52,25 @@ def expandable_segments_from_env(environ=None) -> bool:
     return "expandable_segments:true" in conf.replace(" ", "").lower()
 
 
+def _reserve_bytes(base_bytes: int, fraction: float, recycled_bytes: int, expandable_segments: bool) -> int:
+    """``base + fraction x recycled``; with expandable segments, the page-granularity base and half
+    the fraction (not measured; see EXPANDABLE_FRACTION_FACTOR)."""
+    if expandable_segments:
+        return int(RESERVE_BASE_BYTES_EXPANDABLE + EXPANDABLE_FRACTION_FACTOR * fraction * recycled_bytes)
+    return int(base_bytes + fraction * recycled_bytes)
+
+
 def allocator_reserve_bytes(transient_bytes: int, gradient_checkpointing: bool,
                             expandable_segments: bool, finetune: str = "lora") -> int:
     """Reserved-but-unallocated bytes at the peak, from the step's transient (activation) bytes."""
     frac = RESERVE_FRACTION_CHECKPOINTED if gradient_checkpointing else RESERVE_FRACTION_NOT_CHECKPOINTED
     if gradient_checkpointing and finetune == "full":
         frac = RESERVE_FRACTION_CHECKPOINTED_FULL
-    if expandable_segments:
-        return int(RESERVE_BASE_BYTES_EXPANDABLE + EXPANDABLE_FRACTION_FACTOR * frac * transient_bytes)
-    return int(RESERVE_BASE_BYTES + frac * transient_bytes)
+    return _reserve_bytes(RESERVE_BASE_BYTES, frac, transient_bytes, expandable_segments)
 
 
 def run_reserve_bytes(recycled_bytes: int, gradient_checkpointing: bool, expandable_segments: bool) -> int:
     """Reserved-but-unallocated bytes at a run's longest micro-batch when completion lengths vary
-    from micro-batch to micro-batch (measured fractions above; no intercept was needed). With
-    expandable segments, not measured: the same conservative half as for one step."""
+    from micro-batch to micro-batch (measured fractions above; no intercept was needed)."""
     frac = RUN_RESERVE_FRACTION_CHECKPOINTED if gradient_checkpointing else RUN_RESERVE_FRACTION_NOT_CHECKPOINTED
-    if expandable_segments:
-        return int(RESERVE_BASE_BYTES_EXPANDABLE + EXPANDABLE_FRACTION_FACTOR * frac * recycled_bytes)
-    return int(frac * recycled_bytes)
+    return _reserve_bytes(0, frac, recycled_bytes, expandable_segments)
