@@ -17,23 +17,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration_data import load_rows  # noqa: E402
+from calibration_data import load_rows, measured_setup  # noqa: E402
 
 from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 
 MIB = 1024**2
-TRANSFORMERS = "5.17.0"  # the release shared/calibration/README.md names
 
 
 def predict(row: dict) -> int:
-    setup = TrainerSetup(weights=row["weights"], finetune=row["mode"], lora_rank=row["rank"] or 16,
-                         optim=row["optimizer"], gradient_checkpointing=row["grad_ckpt"],
-                         batch_size=row["batch"], prompt_length=row["prompt_len"],
-                         completion_length=row["completion_len"], logprob_head="fused",
-                         expandable_segments=False, transformers_version=TRANSFORMERS,
-                         completion_lengths="fixed")  # one isolated step per shape, as measured
+    setup = measured_setup(row)  # one isolated step per shape, as measured
     return trainer_memory(resolve_model(row["model"]), setup).peak_bytes
 
 

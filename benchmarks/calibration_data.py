@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 MIB = 1024**2
+CALIBRATION_TRANSFORMERS = "5.17.0"  # the release shared/calibration/README.md names
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "h100-trl1.16-train.jsonl"
 
 
@@ -40,3 +41,17 @@ def env_row(path: Path | None = None) -> dict:
             if r.get("stage") == "env":
                 return r
     return {}
+
+
+def measured_setup(row: dict, **overrides):
+    """The ``TrainerSetup`` of one measured step (the calibration README's field names, also what
+    ``plan profile --gpu auto`` and benchmarks/gpu_run_peak.py write): one isolated step of one
+    shape, the measurements' protocol. ``overrides`` replace any field (a run's accumulation, say)."""
+    from planner.memory.trainer import TrainerSetup
+
+    kw = dict(weights=row["weights"], finetune=row["mode"], lora_rank=row["rank"] or 16,
+              optim=row.get("optimizer", "adamw_8bit"), gradient_checkpointing=row["grad_ckpt"],
+              batch_size=row["batch"], prompt_length=row["prompt_len"], completion_length=row["completion_len"],
+              logprob_head="fused", expandable_segments=row.get("expandable_segments", False),
+              transformers_version=row.get("transformers", CALIBRATION_TRANSFORMERS), completion_lengths="fixed")
+    return TrainerSetup(**{**kw, **overrides})

@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration_data import load_rows  # noqa: E402
+from calibration_data import load_rows, measured_setup  # noqa: E402
 
 from planner.memory import activations as act  # noqa: E402
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 
 
@@ -52,10 +52,7 @@ def main() -> None:
         for r in rows:
             if r["grad_ckpt"] != ckpt or r["mode"] != "lora":
                 continue
-            setup = TrainerSetup(weights=r["weights"], lora_rank=r["rank"], gradient_checkpointing=ckpt,
-                                 batch_size=r["batch"], prompt_length=r["prompt_len"],
-                                 completion_length=r["completion_len"], completion_lengths="fixed")
-            c = trainer_memory(resolve_model(r["model"]), setup).components
+            c = trainer_memory(resolve_model(r["model"]), measured_setup(r)).components
             transient = c["activations"] + c["logprob_head"] - (saved_bytes(r, ckpt) if ckpt else 0)
             pts.append((transient, r["measured_reserve_bytes"]))
         n = len(pts); mx = sum(x for x, _ in pts) / n; my = sum(y for _, y in pts) / n
@@ -76,11 +73,7 @@ def safety_first_reserve(rows) -> str:
 
     data = []
     for r in rows:
-        setup = TrainerSetup(weights=r["weights"], finetune=r["mode"], lora_rank=r["rank"] or 16,
-                             gradient_checkpointing=r["grad_ckpt"], batch_size=r["batch"],
-                             prompt_length=r["prompt_len"], completion_length=r["completion_len"],
-                             completion_lengths="fixed")
-        c = trainer_memory(resolve_model(r["model"]), setup).components
+        c = trainer_memory(resolve_model(r["model"]), measured_setup(r)).components
         full_gc = r["grad_ckpt"] and r["mode"] == "full"
         used = (al.RESERVE_FRACTION_CHECKPOINTED_FULL if full_gc else al.RESERVE_FRACTION_CHECKPOINTED
                 if r["grad_ckpt"] else al.RESERVE_FRACTION_NOT_CHECKPOINTED)

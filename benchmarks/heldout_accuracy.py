@@ -21,8 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration_data import measured_setup  # noqa: E402
+
 from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 
 MIB = 1024**2
@@ -45,11 +47,7 @@ def load_rows(folder: Path = DATA) -> list[dict]:
 
 
 def predict(row: dict) -> int:
-    setup = TrainerSetup(weights=row["weights"], finetune=row["mode"], lora_rank=row["rank"] or 16,
-                         gradient_checkpointing=row["grad_ckpt"], batch_size=row["batch"],
-                         prompt_length=row["prompt_len"], completion_length=row["completion_len"],
-                         logprob_head="fused", expandable_segments=row.get("expandable_segments", False),
-                         transformers_version=row["transformers"], completion_lengths="fixed")
+    setup = measured_setup(row)
     return trainer_memory(resolve_model(row["model"]), setup).peak_bytes
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from calibration_data import measured_setup  # noqa: E402
+
+from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 
 MIB = 1024**2
@@ -46,13 +48,9 @@ def load_runs(path: Path = DATA) -> list[dict]:
 
 
 def predict(run: dict, run_level: bool = True) -> int:
-    setup = TrainerSetup(weights=run["weights"], finetune=run["mode"], lora_rank=run["rank"] or 16,
-                         gradient_checkpointing=run["grad_ckpt"], batch_size=run["batch"],
-                         prompt_length=run["prompt_len"], completion_length=run["completion_len"],
-                         expandable_segments=run["expandable_segments"],
-                         transformers_version=run["versions"]["transformers"],
-                         gradient_accumulation_steps=run["accumulation"] if run_level else 1,
-                         completion_lengths="varied" if run_level else "fixed")
+    setup = measured_setup(run, transformers_version=run["versions"]["transformers"],
+                           gradient_accumulation_steps=run["accumulation"] if run_level else 1,
+                           completion_lengths="varied" if run_level else "fixed")
     return trainer_memory(resolve_model(run["model"]), setup).peak_bytes
 
 
@@ -78,7 +76,7 @@ def main() -> None:
                      f"{r['prompt_len']:4d} {r['completion_len']:5d} {measured / MIB:12.0f} {pred / MIB:9.0f} "
                      f"{(pred - measured) / measured * 100:+6.1f}% {single / MIB:14.0f} "
                      f"{(single - measured) / measured * 100:+6.1f}%" + ("  held out" if r.get("heldout") else ""))
-    lines += ["", f"held-out runs: " + ", ".join(f"{e * 100:+.1f}%" for e in res["heldout_errors"]),
+    lines += ["", "held-out runs: " + ", ".join(f"{e * 100:+.1f}%" for e in res["heldout_errors"]),
               f"{len(res['runs'])} runs of 16 micro-steps: max |error| {res['max_abs_error'] * 100:.2f}%, "
                   f"worst under-prediction {res['worst_under'] * 100:+.2f}% "
                   f"(one fixed step would have been {res['single_step_worst_under'] * 100:+.2f}%)"]
