@@ -38,17 +38,7 @@ fi
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-  "$PY" - <<'EOF'
-import importlib
-for name in ("torch", "transformers", "peft", "accelerate", "trl", "bitsandbytes", "datasets"):
-    try:
-        m = importlib.import_module(name)
-        print(f"{name} {getattr(m, '__version__', '?')}")
-    except Exception as e:  # noqa: BLE001
-        print(f"{name} MISSING ({type(e).__name__}: {e})")
-import trl.trainer.utils
-print("trl fused head:", hasattr(trl.trainer.utils, "add_fused_lm_head"))
-EOF
+  "$PY" benchmarks/device_env.py
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | tee -a "$LOG"
 grep -q "MISSING\|Traceback" "$OUT/env.txt" && { log "a package is missing (env.txt)"; exit 1; }

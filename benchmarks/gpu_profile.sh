@@ -40,20 +40,7 @@ fi
 # 2. What this machine has: GPU, driver, versions. Stop early, with the reason, if a piece is missing.
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-  "$PY" - <<'EOF'
-import importlib
-for name in ("torch", "transformers", "peft", "accelerate", "trl", "bitsandbytes", "datasets"):
-    try:
-        m = importlib.import_module(name)
-        print(f"{name} {getattr(m, '__version__', '?')}")
-    except Exception as e:  # noqa: BLE001
-        print(f"{name} MISSING ({type(e).__name__}: {e})")
-import torch
-print("cuda available:", torch.cuda.is_available(), torch.version.cuda,
-      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-import trl.trainer.utils  # the fused head must import (needs datasets)
-print("trl fused head:", hasattr(trl.trainer.utils, "add_fused_lm_head"))
-EOF
+  "$PY" benchmarks/device_env.py
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | tee -a "$LOG"
 if grep -q "MISSING\|Traceback" "$OUT/env.txt"; then
