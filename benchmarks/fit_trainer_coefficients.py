@@ -22,6 +22,7 @@ from calibration_data import load_rows, measured_setup  # noqa: E402
 from planner.memory import activations as act  # noqa: E402
 from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
+from planner.profiler.fit import least_squares  # noqa: E402
 
 
 def main() -> None:
@@ -55,11 +56,9 @@ def main() -> None:
             c = trainer_memory(resolve_model(r["model"]), measured_setup(r)).components
             transient = c["activations"] + c["logprob_head"] - (saved_bytes(r, ckpt) if ckpt else 0)
             pts.append((transient, r["measured_reserve_bytes"]))
-        n = len(pts); mx = sum(x for x, _ in pts) / n; my = sum(y for _, y in pts) / n
-        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-        base = my - slope * mx
-        print(f"reserve, checkpointing={ckpt}: base {base / 2**20:.0f} MiB + {slope:.3f} x transient ({n} rows)")
-
+        slope, base = least_squares([x for x, _ in pts], [y for _, y in pts])
+        print(f"reserve, checkpointing={ckpt}: base {base / 2**20:.0f} MiB + {slope:.3f} x transient "
+              f"({len(pts)} rows)")
 
     print(safety_first_reserve(rows))
 
