@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..memory.logprob_head import LOGPROB_HEADS
 from ..memory.lora import DEFAULT_TARGETS  # noqa: F401 - re-exported for help text
 from ..memory.optimizer import OPTIMIZERS
+from ..memory.trainer import FINETUNE_MODES
 from ..memory.weights import WEIGHT_FORMATS
 from ..units import GIB
 
@@ -22,14 +24,14 @@ def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = Non
 def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trainer")
     g.add_argument("--weights", choices=WEIGHT_FORMATS, default="bf16", help="trainer weight format")
-    g.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    g.add_argument("--finetune", choices=FINETUNE_MODES, default="lora")
     g.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (higher: more memory)")
     g.add_argument("--lora-target-modules", default=None,
                    help="comma-separated module names (default: all linear projections)")
     g.add_argument("--optim", choices=OPTIMIZERS, default="adamw_8bit")
     g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                    help="recompute activations in backward (TRL default: on; reduces memory)")
-    g.add_argument("--logprob-head", choices=("fused", "plain"), default=None,
+    g.add_argument("--logprob-head", choices=LOGPROB_HEADS, default=None,
                    help="TRL's log-prob head (default: what the installed TRL does, else fused)")
     g.add_argument("--expandable-segments", action=argparse.BooleanOptionalAction, default=None,
                    help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (default: read from the environment)")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from ..estimation import estimate
+from ..memory.trainer import COMPLETION_LENGTHS
 from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
                       trainer_kwargs)
 
@@ -22,7 +23,7 @@ def add_arguments(p) -> None:
     g.add_argument("--steps-per-generation", type=int, default=1)
     g.add_argument("--gradient-accumulation-steps", type=int, default=1,
                    help="> 1: later micro-batches hold the earlier ones' gradients")
-    g.add_argument("--completion-lengths", choices=("varied", "fixed"), default="varied",
+    g.add_argument("--completion-lengths", choices=COMPLETION_LENGTHS, default="varied",
                    help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
     g.add_argument("--transformers-version", default=None,
                    help="transformers release to model (default: installed, else newest known)")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InvalidSetupError
+from ..memory.logprob_head import LOGPROB_HEADS
+from ..memory.trainer import FINETUNE_MODES
 from ..units import MIB
 from ._common import print_json
 
@@ -34,14 +36,14 @@ def add_parser(sub) -> None:
                    help="'auto': measure on this machine's GPU; with --trace, the card for the analytic "
                         f"comparison (default {DEFAULT_TRACE_GPU})")
     p.add_argument("--weights", choices=("bf16", "nf4"), default="bf16", help="trainer weight format")
-    p.add_argument("--finetune", choices=("lora", "full"), default="lora")
+    p.add_argument("--finetune", choices=FINETUNE_MODES, default="lora")
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (higher: more memory)")
     p.add_argument("--shapes", default=DEFAULT_SHAPES,
                    help=f"batch:prompt:completion triples, comma-separated (default {DEFAULT_SHAPES})")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute activations in backward (default: on for --trace; both on and off when "
                         "measuring)")
-    p.add_argument("--logprob-head", choices=("fused", "plain"), default="fused",
+    p.add_argument("--logprob-head", choices=LOGPROB_HEADS, default="fused",
                    help="TRL's fused tiled head (TRL >= 1.16) or full logits (older TRL); --trace only")
     p.add_argument("--output", default=None, help="calibration profile path (--gpu auto; default "
                                                   "~/.cache/planner/calibration/ or $PLANNER_CALIBRATION_DIR)")
