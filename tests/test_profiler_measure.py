@@ -70,6 +70,12 @@ def tiny(tmp_path):
 
 @pytest.fixture
 def fake_bnb(monkeypatch):
+    # PEFT asks importlib whether bitsandbytes exists (and caches the answer); let it see the real
+    # machine before the stand-in goes into sys.modules, so the file also passes when run alone
+    import peft.import_utils
+
+    peft.import_utils.is_bnb_available()
+    peft.import_utils.is_bnb_4bit_available()
     bnb = types.ModuleType("bitsandbytes")
     bnb.__version__ = "0.50.2"
     bnb.optim = types.SimpleNamespace(AdamW8bit=torch.optim.AdamW)
