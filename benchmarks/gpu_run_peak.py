@@ -34,17 +34,6 @@ from planner.profiler.trace import _set_checkpointing  # noqa: E402
 MIB = 1024**2
 
 
-def micro_step(model, torch, batch: int, prompt: int, completion: int, vocab: int, device: str) -> None:
-    input_ids = torch.randint(0, vocab, (batch, prompt + completion), device=device)
-    labels = input_ids.clone()
-    labels[:, :prompt] = -100
-    logp = model(input_ids=input_ids, labels=labels, fused_lm_head=True).log_probs
-    advantages = torch.randn(batch, 1, device=device)
-    loss = -(torch.exp(logp - logp.detach()) * advantages).mean()
-    del logp
-    loss.backward()
-
-
 def run(args, memory=None, device: str = "cuda") -> list[dict]:
     """``memory``/``device`` exist for a CPU dry run (tests); by default the GPU is required."""
     if memory is None:
@@ -81,7 +70,7 @@ def run(args, memory=None, device: str = "cuda") -> list[dict]:
             c = args.completion if last else rng.randint(max(1, args.completion // 4), args.completion)
             mem.reset_peak()
             t0 = time.perf_counter()
-            micro_step(model, torch, args.batch, args.prompt, c, vocab, device)
+            m.grpo_forward_backward(model, torch, args.batch, args.prompt, c, vocab, device)
             if k == args.accumulation - 1:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

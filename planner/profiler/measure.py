@@ -233,24 +233,28 @@ def _state_bytes(optimizer) -> int:
     return total
 
 
+def grpo_forward_backward(model, torch, batch: int, prompt: int, completion: int, vocab: int, device) -> None:
+    """Forward and backward of one GRPO-shaped micro-batch (shared/calibration/README.md): random
+    tokens, labels masked to the completion, TRL's fused head, the policy-gradient loss. Every
+    tensor it made is freed on return; the gradients stay."""
+    input_ids = torch.randint(0, vocab, (batch, prompt + completion), device=device)
+    labels = input_ids.clone()
+    labels[:, :prompt] = -100
+    logp = model(input_ids=input_ids, labels=labels, fused_lm_head=True).log_probs
+    advantages = torch.randn(batch, 1, device=device)
+    loss = -(torch.exp(logp - logp.detach()) * advantages).mean()
+    del logp
+    loss.backward()
+
+
 def _step(model, optimizer, shape: Shape, vocab: int, torch, mem, device) -> dict:
     """One GRPO-shaped training step; the README's step fields."""
-    B, P, C = shape.batch_size, shape.prompt_length, shape.completion_length
     mem.empty_cache()
     mem.reset_peak()
     before = mem.allocated()
     t0 = time.perf_counter()
-    input_ids = torch.randint(0, vocab, (B, P + C), device=device)
-    labels = input_ids.clone()
-    labels[:, :P] = -100
-    out = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
-    logp = out.log_probs
-    del out
-    advantages = torch.randn(B, 1, device=device)
-    loss = -(torch.exp(logp - logp.detach()) * advantages).mean()
-    del logp
-    loss.backward()
-    del loss, input_ids, labels, advantages
+    grpo_forward_backward(model, torch, shape.batch_size, shape.prompt_length, shape.completion_length, vocab,
+                          device)
     mem.sync()
     fwdbwd_alloc, fwdbwd_reserved = mem.peak_allocated(), mem.peak_reserved()
     grads = mem.allocated() - before
