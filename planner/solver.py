@@ -235,6 +235,14 @@ def _vllm_table(spec, card, base, trainer_load, utils, C, prompt_length, guess_s
     return out
 
 
+def training_setup(base: dict, ckpt: bool, B: int, P: int, C: int, **extra) -> TrainerSetup:
+    """The trainer setup the solvers evaluate for micro-batch ``B`` of ``P + C`` tokens. A
+    generation wave is several micro-batches (gradient_accumulation_steps = completions per step
+    / B), so it is one that holds the earlier ones' gradients."""
+    return TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P, completion_length=C,
+                        gradient_accumulation_steps=2, **extra)
+
+
 def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
     """Best candidate at the longest completion length that has one, or None."""
     budget = margin_budget_bytes(card, margin)
@@ -245,11 +253,7 @@ def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
     for C in _completion_ladder(targets["max_completion_length"]):
         trainers = {}
         for B in range(1, MAX_BATCH + 1):
-            # a generation wave is several micro-batches (gradient_accumulation_steps = completions
-            # per step / B), so plan for a micro-batch that holds the earlier ones' gradients
-            setup = TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
-                                 completion_length=C, gradient_accumulation_steps=2)
-            tm, _, _ = calibrated_trainer_memory(spec, setup, vkw["calibration"])
+            tm, _, _ = calibrated_trainer_memory(spec, training_setup(base, ckpt, B, P, C), vkw["calibration"])
             if tm.peak_bytes > budget:
                 break
             trainers[B] = tm

@@ -130,9 +130,7 @@ class _Search:
         self._server: dict = {}
 
     def setup(self, B: int, C: int, world: int = 1) -> TrainerSetup:
-        # several micro-batches per step: plan for one that holds the earlier ones' gradients
-        return TrainerSetup(**self.base, gradient_checkpointing=self.ckpt, batch_size=B, prompt_length=self.P,
-                            completion_length=C, world_size=world, gradient_accumulation_steps=2)
+        return _solver.training_setup(self.base, self.ckpt, B, self.P, C, world_size=world)
 
     def trainer(self, B: int, C: int):
         key = (B, C)
