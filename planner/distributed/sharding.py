@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from ..memory.lora import lora_params
 from ..memory.optimizer import STATE_OVERHEAD_BYTES
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
@@ -190,21 +191,13 @@ def weight_sync_transient(spec: ModelSpec, setup: TrainerSetup, engine: str) -> 
     if setup.finetune == "lora":
         out["merge_transient"] = merge_transient_bytes(spec, setup)
         if engine == "zero3":
-            trainable = _trainable_params(spec, setup)
-            out["zero3_full_gather"] = trainer_weights_bytes(spec, setup.weights, setup.double_quant) + trainable * s
+            adapters = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
+            out["zero3_full_gather"] = trainer_weights_bytes(spec, setup.weights, setup.double_quant) + adapters * s
         elif engine == "fsdp":
             out["fsdp_param_gather"] = largest_parameter_params(spec) * s
     elif engine in SHARDED_PARAM_ENGINES:
         out[f"{engine}_param_gather"] = largest_parameter_params(spec) * s
     return out
-
-
-def _trainable_params(spec: ModelSpec, setup: TrainerSetup) -> int:
-    from ..memory.lora import lora_params
-
-    if setup.finetune == "lora":
-        return lora_params(spec, setup.lora_rank, setup.lora_target_modules)
-    return spec.param_counts().active
 
 
 @dataclass(frozen=True)
