@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 
 from .errors import NoGpuError, PreflightError, VersionError
 from .units import format_gib
+from .versions import installed_version as _installed  # read live (tests fake it here)
 
 SEVERITIES = ("error", "warning", "info")
 _INSTALL_HINT = "pip install 'planner[train]'"
@@ -146,16 +147,6 @@ class _Context:
     @property
     def card(self):
         return self.live if self.live is not None else self.plan.gpu
-
-
-def _installed(dist: str) -> str | None:
-    """The installed version of ``dist``, or None (no import of the package itself)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def _release(v: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import VersionError
 from .units import MIB
@@ -47,15 +48,21 @@ def _fmt(v: tuple[int, int, int]) -> str:
     return ".".join(str(x) for x in v)
 
 
-def _installed(dist: str) -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - stdlib since 3.8
-        return None
+def installed_version(dist: str) -> str | None:
+    """The installed version of ``dist``, or None (package metadata; the package is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+@lru_cache(maxsize=None)
+def _installed(dist: str) -> str | None:
+    """:func:`installed_version`, read once per process: the facts below are looked up for every
+    setup the solvers evaluate, and a metadata read costs milliseconds."""
+    return installed_version(dist)
 
 
 # -- vLLM -------------------------------------------------------------------------------------
