@@ -119,15 +119,9 @@ def default_output_dir() -> Path:
 
 def installed_versions() -> dict:
     """Installed versions of the packages calibration depends on, without importing them."""
-    from importlib import metadata
+    from .versions import installed_version
 
-    out = {}
-    for pkg in VERSIONED_PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return {pkg: v for pkg in VERSIONED_PACKAGES if (v := installed_version(pkg)) is not None}
 
 
 def _major_minor(version: str) -> tuple:
