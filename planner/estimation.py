@@ -23,13 +23,12 @@ from .model_spec import ModelSpec, resolve_model
 
 def default_logprob_head() -> str:
     """The log-prob head the installed TRL uses (fused tiled head in current releases)."""
-    try:
-        from .versions import trl_facts
-    except ImportError:  # pragma: no cover - versions.py is part of the package
-        return "fused"
+    from .errors import VersionError
+    from .versions import trl_facts
+
     try:
         return "fused" if trl_facts(None).fused_logprob_head else "plain"
-    except Exception:  # noqa: BLE001 - unknown installed version: assume the current release
+    except VersionError:  # an installed TRL outside the table: assume the current release
         return "fused"
 
 
