@@ -2,11 +2,13 @@
 
 Public API (imports are lazy so `import planner` stays fast and torch-free):
 
-    planner.estimate(model=..., gpu=..., ...)      -> Estimate      one fixed setup, no solving
+    planner.plan(model, gpu, num_gpus=1, ...)      -> Plan          the solver's choice, 1..N GPUs
+    planner.estimate(model=..., gpu=..., ...)      -> Estimate      one fixed setup on one GPU, no solving
+    planner.estimate_layout(model, gpu, num_gpus)  -> Plan          one fixed multi-GPU setup, no solving
     planner.vllm_capacity(model=..., gpu=..., ...) -> VllmCapacity  what vLLM will have
-    planner.plan(model=..., gpu=..., ...)          -> Plan          the solver's choice
-    planner.preflight(plan_or_kwargs)              -> CheckReport   pre-flight checks
+    planner.preflight(plan_or_options)             -> CheckReport   pre-flight checks
     planner.train(model, reward_funcs, train_dataset, plan=None, **overrides)
+    planner.plan_request(model, gpu, **options)    -> PlanRequest   the typed, validated request
     planner.resolve_model(name) / planner.resolve_gpu(name)
 """
 
@@ -18,14 +20,18 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "estimate": "planner.estimation",
-    "Estimate": "planner.estimation",
+    "Estimate": "planner.results",
     "TrainerSetup": "planner.memory.trainer",
     "vllm_capacity": "planner.vllm",
     "VllmCapacity": "planner.vllm",
-    "plan": "planner.solver",
-    "Plan": "planner.solver",
-    "preflight": "planner.checks",
-    "train": "planner.handoff",
+    "plan": "planner.api",
+    "estimate_layout": "planner.api",
+    "Plan": "planner.results",
+    "PlanRequest": "planner.request",
+    "plan_request": "planner.request",
+    "preflight": "planner.api",
+    "CheckReport": "planner.checks",
+    "train": "planner.api",
     "resolve_model": "planner.model_spec",
     "ModelSpec": "planner.model_spec",
     "resolve_gpu": "planner.gpu_spec",

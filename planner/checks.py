@@ -90,19 +90,15 @@ class CheckReport:
             raise PreflightError(f"{n} pre-flight check{'s' if n > 1 else ''} failed: {parts}", checks=self.errors)
 
 
-def preflight(plan_or_kwargs, *, live_gpu=None, for_training: bool | None = None) -> CheckReport:
-    """Run every check on a :class:`~planner.solver.Plan` (or on ``plan(**kwargs)``).
+def preflight(plan, *, live_gpu=None, for_training: bool | None = None) -> CheckReport:
+    """Run every check on a :class:`~planner.results.Plan` (``planner.preflight`` also takes the
+    options of ``planner.plan``).
 
     ``live_gpu``: ``None`` uses the plan's card when it is a live reading (``--gpu auto``);
     ``True`` reads card 0 through NVML now; a ``GpuSpec`` is used as the live card; ``False``
     skips the live checks. ``for_training``: see the module docstring (``None`` = the plan's card
     is live).
     """
-    plan = plan_or_kwargs
-    if isinstance(plan_or_kwargs, dict):
-        from .solver import plan as solve
-
-        plan = solve(**plan_or_kwargs)
     live, live_error = _live_card(plan, live_gpu)
     if for_training is None:
         for_training = live is not None
@@ -132,7 +128,7 @@ class _Context:
         self.optim = str(cfg.get("optim", plan.setup.optim))
         self.B = int(cfg.get("per_device_train_batch_size", 8))  # transformers' default
         self.G = cfg.get("num_generations", 8)
-        self.world = int(getattr(plan.setup, "world_size", 1))
+        self.world = int(plan.setup.world_size)
         self.tp = int(cfg.get("vllm_tensor_parallel_size", 1))
         self.trl_version = _installed("trl")
         self.trl = None  # TrlFacts of the installed TRL, when known
@@ -314,10 +310,9 @@ def _gpu(ctx: _Context) -> list:
         out.append(Check("gpu-match", "warning", f"the plan is for {plan.gpu.name} ({format_gib(plan.gpu.total_bytes)}) "
                          f"but this card is {live.name} ({format_gib(live.total_bytes)})", "re-plan with --gpu auto"))
     free = live.free_bytes if live.free_bytes is not None else live.total_bytes
-    peak = plan.estimate.peak_bytes
+    peak = plan.peak_bytes
     others = f" ({format_gib(live.other_process_bytes)} held by other processes)" if live.other_process_bytes else ""
-    phases = getattr(plan.estimate, "phases", None)
-    where = f" in the {phases.binding_phase} phase" if phases is not None else ""
+    where = f" in the {plan.training_rank.binding_phase} phase"
     if free < peak:
         out.append(Check("gpu-free-memory", "error", f"{format_gib(free)} free on {live.name} now{others}, but the plan "
                          f"peaks at {format_gib(peak)}{where}",
@@ -439,11 +434,11 @@ def _vllm_startup(ctx: _Context) -> list:
     """vLLM refuses to start when free memory < ceil(total x utilization) (vllm-memory.md §2)."""
     if not ctx.colocate:
         return []
-    cap = getattr(ctx.plan.estimate, "vllm", None)
+    cap = ctx.plan.training_rank.vllm
     util = float(ctx.cfg.get("vllm_gpu_memory_utilization", 0.3))
     out = []
-    if cap is not None and not getattr(cap, "startup_ok", True):
-        errors = "; ".join(getattr(cap, "errors", ())) or "vLLM does not start"
+    if cap is not None and not cap.startup_ok:
+        errors = "; ".join(cap.errors) or "vLLM does not start"
         out.append(Check("vllm-startup-memory", "error", f"vLLM at utilisation {util}: {errors}",
                          "lower vllm_gpu_memory_utilization or re-plan"))
         return out
@@ -452,8 +447,8 @@ def _vllm_startup(ctx: _Context) -> list:
 
         live = ctx.live
         requested = budget_bytes(live.total_bytes, util)
-        load = ctx.plan.estimate.trainer.load_bytes  # the trainer's weights are resident when vLLM starts
-        base = getattr(cap, "baseline_bytes", 0) if cap is not None else 0  # vLLM's own, before its snapshot
+        load = ctx.plan.vllm_start_bytes  # the trainer's weights are resident when vLLM starts
+        base = cap.baseline_bytes if cap is not None else 0  # vLLM's own, before its snapshot
         free = (live.free_bytes if live.free_bytes is not None else live.total_bytes) - load - base
         err = startup_error(max(0, free), live.total_bytes, util, requested)
         if err:

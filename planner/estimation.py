@@ -8,81 +8,33 @@
 
 With ``vllm_gpu_memory_utilization`` set, the colocated vLLM engine is added: whether it starts
 given what the trainer holds at that moment, its KV cache, and the peaks of the generation and
-training phases of the whole process (``phases``), with and without sleep mode.
+training phases of the whole process (``phases``, from the same phase table the solver uses),
+with and without sleep mode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 
+from .calibration import Calibration, apply_calibration, find_calibration
+from .errors import VersionError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
+from .memory.process import CUDA_CONTEXT_BYTES
 from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from .model_spec import ModelSpec, resolve_model
+from .phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
+from .results import Estimate
+from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
+from .vllm import VllmCapacity, baseline_bytes, vllm_capacity
 
 
-def default_logprob_head() -> str:
-    """The log-prob head the installed TRL uses (fused tiled head in current releases)."""
-    from .errors import VersionError
-    from .versions import trl_facts
-
+def default_logprob_head(trl_version: str | None = None) -> str:
+    """The log-prob head the TRL release uses (fused tiled head in current releases)."""
     try:
-        return "fused" if trl_facts(None).fused_logprob_head else "plain"
+        return "fused" if trl_facts(trl_version).fused_logprob_head else "plain"
     except VersionError:  # an installed TRL outside the table: assume the current release
         return "fused"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The memory of one setup: trainer terms, optionally vLLM and the colocated phases."""
-
-    model: ModelSpec
-    gpu: GpuSpec
-    setup: TrainerSetup
-    trainer: TrainerMemory
-    memory_model: str = "analytic"  # or "calibrated (H100-80GB, trl 1.16.0, ...)"
-    vllm: object | None = None  # VllmCapacity when colocated
-    phases: object | None = None  # ColocatedPhases when colocated
-    warnings: tuple = ()
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def peak_bytes(self) -> int:
-        """The process's peak: the trainer's alone, or the larger colocated phase."""
-        return self.phases.peak_bytes if self.phases is not None else self.trainer.peak_bytes
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.gpu.total_bytes - self.peak_bytes
-
-    @property
-    def fits(self) -> bool:
-        ok = self.peak_bytes <= self.gpu.usable_bytes
-        if self.vllm is not None:
-            ok = ok and bool(self.vllm.startup_ok)
-        return ok
-
-    def to_dict(self) -> dict:
-        d = {
-            "model": {"id": self.model.model_id, "params": self.model.n_params,
-                      "param_counts": self.model.param_counts().to_dict(), "source": self.model.source},
-            "gpu": self.gpu.to_dict(),
-            "setup": {k: getattr(self.setup, k) for k in self.setup.__dataclass_fields__},
-            "trainer": self.trainer.to_dict(),
-            "memory_model": self.memory_model,
-            "fits": self.fits,
-            "peak_bytes": self.peak_bytes,
-            "headroom_bytes": self.headroom_bytes,
-            "warnings": list(self.warnings),
-        }
-        if self.setup.lora_target_modules is not None:
-            d["setup"]["lora_target_modules"] = list(self.setup.lora_target_modules)
-        if self.vllm is not None:
-            d["vllm"] = self.vllm.to_dict()["vllm"]
-        if self.phases is not None:
-            d["phases"] = self.phases.to_dict()
-        d.update(self.extra)
-        return d
 
 
 def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, weights: str = "bf16",
@@ -107,7 +59,7 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
                          lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None,
                          optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
                          prompt_length=prompt_length, completion_length=completion_length,
-                         logprob_head=logprob_head or default_logprob_head(),
+                         logprob_head=logprob_head or default_logprob_head(trl_version),
                          expandable_segments=bool(expandable_segments),
                          gradient_accumulation_steps=gradient_accumulation_steps,
                          completion_lengths=completion_lengths, transformers_version=transformers_version)
@@ -115,8 +67,6 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings))
-    from .phases import colocated_phases  # noqa: PLC0415 - only colocated estimates need it
-
     capacity = colocated_vllm(spec, card, trainer.load_bytes, vllm_gpu_memory_utilization,
                               weights=weights, max_model_len=vllm_max_model_len,
                               max_num_seqs=vllm_max_num_seqs or batch_size * steps_per_generation
@@ -124,11 +74,24 @@ def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, we
                               tensor_parallel_size=vllm_tensor_parallel_size, kv_cache_dtype=vllm_kv_cache_dtype,
                               quantization=vllm_quantization, max_num_batched_tokens=vllm_max_num_batched_tokens,
                               enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version)
-    phases = colocated_phases(spec, card, setup, trainer, capacity, sleep_mode=sleep_mode,
-                              trl_version=trl_version)
+    blocks = {**trainer_blocks(trainer.components, {"merge_transient": merge_transient_bytes(spec, setup)}),
+              **vllm_blocks(capacity)}
+    phases = colocated_phases(blocks, sleep_mode, tuple(sleep_warnings(trl_version) if sleep_mode else ()))
     warnings += list(phases.warnings)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
                     phases=phases, warnings=tuple(warnings))
+
+
+def sleep_warnings(trl_version: str | None) -> list[str]:
+    """What the TRL release planned for gets wrong with colocated sleep mode."""
+    try:
+        facts = trl_facts(trl_version)
+    except VersionError:  # unknown TRL version: checks.py reports it
+        return []
+    if facts.sleep_weight_sync_broken:
+        return [f"TRL {facts.release}: colocated sleep mode is known to generate from stale weights "
+                f"(trl#5312); upgrade TRL or disable sleep mode"]
+    return []
 
 
 def colocated_vllm(spec: ModelSpec, card: GpuSpec, trainer_load_bytes: int, gpu_memory_utilization: float, *,
@@ -144,10 +107,6 @@ def colocated_vllm(spec: ModelSpec, card: GpuSpec, trainer_load_bytes: int, gpu_
     same process: free memory at its start is the card less the trainer's load, and its CUDA
     context is the trainer's (only NCCL/TP buffers come on top).
     """
-    from .memory.process import CUDA_CONTEXT_BYTES
-    from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
-    from .vllm import baseline_bytes, vllm_capacity
-
     trl = trl_facts(trl_version)
     four_bit = weights == "nf4"
     version = vllm_version or colocate_vllm_version(trl_version, needs_bitsandbytes=four_bit)
@@ -169,8 +128,6 @@ def resolve_calibration(spec: ModelSpec, card: GpuSpec, calibration="auto"):
     if calibration is None:
         return None
     if calibration == "auto":
-        from .calibration import find_calibration
-
         return find_calibration(spec, card)
     return calibration
 
@@ -181,10 +138,6 @@ def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=
     trainer = trainer_memory(spec, setup)
     if calibration is None:
         return trainer, "analytic", []
-    from dataclasses import replace
-
-    from .calibration import apply_calibration
-
     components, label, warnings = apply_calibration(dict(trainer.components), calibration, setup,
                                                     run_reserve_bytes=trainer.run_reserve_bytes,
                                                     accumulated_gradient_bytes=trainer.accumulated_gradient_bytes)

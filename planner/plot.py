@@ -44,10 +44,10 @@ def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: flo
         from matplotlib.figure import Figure
     except ImportError:
         raise MissingDependencyError("plotting needs matplotlib: pip install 'planner[plot]'") from None
-    est = getattr(plan_or_estimate, "estimate", plan_or_estimate)
+    est = plan_or_estimate
     if margin is None:
         margin = getattr(plan_or_estimate, "margin", 0.05)
-    phases = getattr(est, "phases", None)
+    phases = est.phases
     if phases is None:
         raise InvalidSetupError("nothing to plot: the estimate has no colocated phases "
                                 "(give it a vllm_gpu_memory_utilization)")

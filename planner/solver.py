@@ -1,143 +1,68 @@
-"""The solver: pick vLLM's share of the card, batch, accumulation, generations and completion
-length so that every phase of a colocated GRPO step fits with a safety margin.
+"""The solver, for 1..N GPUs: pick the layout, vLLM's share of the card, batch, accumulation,
+generations and completion length so that every phase of every GPU fits with a safety margin.
 
-Decision variables: ``vllm_gpu_memory_utilization`` (0.3-0.7, step 0.01, or the user's range),
-``per_device_train_batch_size`` B, ``steps_per_generation`` S (= gradient accumulation),
-``num_generations`` G (fixed or chosen), ``max_completion_length`` C (up to the target),
-``vllm_max_model_length`` (= prompt + C), gradient checkpointing and sleep mode.
+One GPU is the one-GPU colocate layout of the same search. :func:`solve` is pure: it reads no
+installed package and no environment (``planner.api.plan`` fills those defaults into the request
+first) and returns a :class:`~planner.results.Plan`.
 
-Constraints: every phase (load, weight sync, generation, training) under ``(1 - margin) x total``;
-vLLM starts (free memory at its start >= its budget); one full-length sequence fits the KV cache;
-TRL's rules: the generation batch ``B x S x world`` is divisible by G, G >= 2.
+Decision variables: the layout (vLLM colocated with TP t, or a ``trl vllm-serve`` server on k
+GPUs), the data-parallel engine (DDP, ZeRO-1/2/3, FSDP on request), ``vllm_gpu_memory_utilization``
+(the user's range, step 0.01), ``per_device_train_batch_size`` B, ``steps_per_generation`` S (=
+gradient accumulation), ``num_generations`` G (fixed or chosen), ``max_completion_length`` C (up to
+the target), ``vllm_max_model_length`` (= prompt + C) and sleep mode.
 
-Objective, lexicographic (stated in every plan):
-1. reach the requested completion length;
-2. the most completions per optimisation step generated in one wave (``B x S`` <= concurrency);
-3. the largest training micro-batch B;
-4. the least idle memory (the highest utilisation that fits: more KV cache, faster generation).
-Sleep mode is used only when it wins on that objective (it costs wake-up latency).
+Constraints: every phase of every GPU under the card less the margin (planner.phases); vLLM starts
+(free memory at its start >= its budget); one full-length sequence fits the KV cache; TRL's rules:
+the generation batch ``B x S x world`` is divisible by G, G >= 2.
 
-Search: the trainer's peak depends on (C, B) only and vLLM's capacity on (utilisation, C), so both
-are tabulated once and combined; the whole search is a few thousand additions, well under a second.
+Objective, lexicographic (results.OBJECTIVE, stated in every plan): 1. reach the requested
+completion length; 2. the most completions per optimisation step generated in one wave (several
+waves only when not even one group fits at once: then the fewest); then the lowest-communication
+engine (DDP < ZeRO-1 < ZeRO-2 < ZeRO-3); 3. the largest micro-batch; the smallest vLLM TP; no sleep
+mode (it costs wake-up latency); 4. the least idle memory (the highest utilisation that fits).
+
+Search: the trainer's terms depend on (B, C) and vLLM's capacity on (utilisation, C), so both are
+tabulated once per completion length and combined. Feasibility is judged with upper bounds (the
+accumulating trainer, the engine sized for ``max_completions_per_step`` sequences); a candidate
+that improves the objective is then evaluated exactly, as it will run (its own accumulation and
+the ``max_num_seqs = B x S x TP`` TRL passes), and that exact evaluation is what the plan reports:
+the search's peak and the reported phases come from the same blocks (planner.phases).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
+from .distributed.checks import _check, topology_checks, tp_problem
+from .distributed.engines import accelerate_settings, deepspeed_settings
+from .distributed.sharding import (
+    RankMemory, largest_parameter_params, rank_trainer_memory, server_gpu_components,
+)
+from .distributed.topology import (
+    _COMMUNICATION_RANK, AUTO_ENGINES, ENGINE_LABELS, TRL_SERVE_DEFAULT_HOST, TRL_SERVE_DEFAULT_UTILIZATION, Topology,
+    resolve_gpus,
+)
 from .errors import InfeasibleError, InvalidSetupError
-from .estimation import (Estimate, calibrated_trainer_memory, colocated_vllm, default_logprob_head, estimate,
-                         resolve_calibration)
-from .gpu_spec import GpuSpec, margin_budget_bytes, resolve_gpu
-from .memory.allocator import expandable_segments_from_env
-from .memory.trainer import TrainerSetup, trainer_memory
+from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_calibration
+from .gpu_spec import GpuSpec, margin_budget_bytes
+from .memory.process import NCCL_BUFFER_BYTES_PER_RANK
+from .memory.trainer import TrainerMemory, TrainerSetup
 from .model_spec import ModelSpec, resolve_model
-from .phases import colocated_peak_bytes, merge_transient_bytes
+from .phases import block_totals, phase_peak_bytes, vllm_blocks
+from .request import PlanRequest, model_problems
+from .results import OBJECTIVE, LayoutResult, Option, Plan, RoleMemory, waves_for
 from .units import GIB
+from .vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
 
-OBJECTIVE = ("reach the requested completion length",
-             "most completions per optimisation step generated in one wave",
-             "largest training micro-batch",
-             "least idle memory (highest vLLM utilisation that fits)")
-DEFAULT_UTILIZATION_RANGE = (0.3, 0.7)
+__all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
+           "utilizations", "generation_step"]
+
 GENERATION_CHOICES = (8, 16, 4, 2)  # num_generations the solver may pick when the user does not
-MAX_BATCH = 64
-MAX_COMPLETIONS_PER_STEP = 512
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A configuration that fits, with its memory per phase and the reasons for each choice."""
-
-    model: ModelSpec
-    gpu: GpuSpec
-    setup: TrainerSetup  # the trainer side as planned (batch, lengths, weights, LoRA, ...)
-    config: dict  # GRPOConfig keyword arguments
-    estimate: Estimate  # the chosen configuration's full estimate (trainer + vLLM + phases)
-    margin: float
-    targets: dict  # what the user asked for
-    reasons: tuple = ()
-    waves: int = 1
-    checks: tuple = ()  # pre-flight Check results, filled by planner.checks
-    lora_alpha: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def budget_bytes(self) -> int:
-        """The card less the safety margin: every phase must stay under it."""
-        return margin_budget_bytes(self.gpu, self.margin)
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.budget_bytes - self.estimate.peak_bytes
-
-    def to_dict(self) -> dict:
-        e = self.estimate.to_dict()
-        return {
-            "model": e["model"], "gpu": e["gpu"],
-            "config": dict(self.config),
-            "phases": e.get("phases", {}),
-            "vllm": e.get("vllm", {}),
-            "trainer": e["trainer"],
-            "headroom_bytes": self.headroom_bytes,
-            "budget_bytes": self.budget_bytes,
-            "margin": self.margin,
-            "waves": self.waves,
-            "objective": list(OBJECTIVE),
-            "reasons": list(self.reasons),
-            "targets": dict(self.targets),
-            "memory_model": self.estimate.memory_model,
-            "warnings": list(self.estimate.warnings),
-            "checks": [c.to_dict() if hasattr(c, "to_dict") else c for c in self.checks],
-            **self.extra,
-        }
-
-    # -- hand-off (planner/handoff.py) -----------------------------------------------------
-    def grpo_config(self, **overrides):
-        """A real ``trl.GRPOConfig`` with the planned settings (``overrides`` win)."""
-        from .handoff import grpo_config_from_plan
-
-        return grpo_config_from_plan(self, **overrides)
-
-    def model_init_kwargs(self) -> dict:
-        """``from_pretrained`` keyword arguments that load the model as planned (dtype, 4-bit)."""
-        from .handoff import model_init_kwargs_from_plan
-
-        return model_init_kwargs_from_plan(self)
-
-    def peft_config(self):
-        """A ``peft.LoraConfig`` with the planned rank and targets (None for full fine-tuning)."""
-        from .handoff import peft_config_from_plan
-
-        return peft_config_from_plan(self)
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    completion_length: int
-    completions: int  # B x S per device
-    batch_size: int
-    utilization: float
-    sleep: bool
-    concurrency: float
-    peak_bytes: int
-
-    @property
-    def waves(self) -> int:
-        if self.concurrency <= 0:
-            return 0
-        return max(1, math.ceil(self.completions / max(1, int(self.concurrency))))
-
-    def key(self) -> tuple:
-        """The objective, lexicographic: length, completions in one wave (several waves only when
-        not even one group fits at once: fewer waves first), micro-batch, no sleep, utilisation."""
-        single = self.waves == 1
-        return (self.completion_length, single, self.completions if single else -self.waves,
-                self.batch_size, not self.sleep, self.utilization)
-
-
-def _completion_ladder(target: int) -> list[int]:
+def completion_ladder(target: int) -> list[int]:
     """Completion lengths to try, longest first: the target, then shrinking by ~1/8 to 64."""
     out, c = [], target
     while c >= 64:
@@ -146,271 +71,625 @@ def _completion_ladder(target: int) -> list[int]:
     return out or [target]
 
 
-def _utilizations(lo: float, hi: float) -> list[float]:
+def utilizations(lo: float, hi: float) -> list[float]:
+    """The utilisation grid, highest first, step 0.01."""
     n = int(round((hi - lo) / 0.01))
     return [round(hi - i * 0.01, 2) for i in range(n + 1)]
 
 
-def plan(model: "str | ModelSpec", gpu: "str | GpuSpec" = "auto", *, weights: str = "bf16",
-         finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None, optim: str = "adamw_8bit",
-         gradient_checkpointing: bool = True, logprob_head: str | None = None,
-         expandable_segments: bool | None = None, num_generations: int | None = None,
-         max_completion_length: int | None = None, prompt_length: int = 256,
-         utilization_range: tuple = DEFAULT_UTILIZATION_RANGE, margin: float = 0.05,
-         sleep_mode: str = "auto", vllm_version: str | None = None, trl_version: str | None = None,
-         vllm_kv_cache_dtype: str = "auto", vllm_tensor_parallel_size: int = 1,
-         calibration="auto", relax: bool = True) -> Plan:
-    """Solve for the configuration that fits and makes the most of the card (module docstring)."""
-    spec = resolve_model(model)
-    card = resolve_gpu(gpu)
-    if max_completion_length is None:  # TRL's own default for the release planned for
-        from .versions import trl_facts
-
-        max_completion_length = trl_facts(trl_version).max_completion_length_default
-    lo, hi = _check_targets(spec, utilization_range, margin, num_generations, max_completion_length,
-                            prompt_length, sleep_mode, weights)
-    if expandable_segments is None:
-        expandable_segments = expandable_segments_from_env()
-    head = logprob_head or default_logprob_head()
-    targets = dict(num_generations=num_generations, max_completion_length=max_completion_length,
-                   prompt_length=prompt_length, utilization_range=[lo, hi], margin=margin, sleep_mode=sleep_mode)
-    base = dict(weights=weights, finetune=finetune, lora_rank=lora_rank,
-                lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None, optim=optim,
-                logprob_head=head, expandable_segments=bool(expandable_segments))
-    ckpt = bool(gradient_checkpointing)
-    vkw = dict(vllm_version=vllm_version, trl_version=trl_version, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
-               vllm_tensor_parallel_size=vllm_tensor_parallel_size,
-               calibration=resolve_calibration(spec, card, calibration))  # looked up once
-    best = _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw)
-    if best is None:
-        raise _infeasible(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw, relax)
-    cand, by_sleep, G = best
-    chosen = _make_plan(spec, card, base, ckpt, cand, dict(targets, chosen_generations=G), margin, vkw,
-                        by_sleep.get(not cand.sleep))
-    from .checks import with_checks  # the pre-flight checks travel with every plan
-
-    return with_checks(chosen)
+def generation_step(B: int, G: int, world: int) -> int:
+    """Completions per device must be a multiple of B and make ``B x S x world`` a multiple of G."""
+    g = G // math.gcd(G, world)
+    return B * g // math.gcd(B, g)
 
 
-def _check_targets(spec, utilization_range, margin, num_generations, max_completion_length, prompt_length,
-                   sleep_mode, weights):
-    try:
-        lo, hi = (float(x) for x in utilization_range)
-    except (TypeError, ValueError):
-        raise InvalidSetupError(f"--utilization-range must be two numbers LO,HI, got {utilization_range!r}") from None
-    if not (0 < lo <= hi <= 1):
-        raise InvalidSetupError(f"--utilization-range must satisfy 0 < LO <= HI <= 1, got {lo},{hi}")
-    if not (0 <= margin < 0.5):
-        raise InvalidSetupError(f"--margin must be in [0, 0.5), got {margin}")
-    if num_generations is not None and (not isinstance(num_generations, int) or num_generations < 2):
-        raise InvalidSetupError(f"--num-generations must be at least 2 (GRPO needs a group to compute "
-                                f"advantages), got {num_generations}")
-    if not isinstance(max_completion_length, int) or max_completion_length <= 0:
-        raise InvalidSetupError(f"--max-completion-length must be a positive integer, got {max_completion_length}")
-    if not isinstance(prompt_length, int) or prompt_length < 0:
-        raise InvalidSetupError(f"--prompt-length must be a non-negative integer, got {prompt_length}")
-    if prompt_length + max_completion_length > spec.max_position_embeddings:
-        raise InvalidSetupError(f"prompt + completion ({prompt_length} + {max_completion_length}) exceeds "
-                                f"{spec.model_id}'s context of {spec.max_position_embeddings} tokens")
-    if weights == "int8":
-        raise InvalidSetupError("--weights int8 cannot be colocated with vLLM: TRL raises 'vLLM does not support "
-                                "in-flight 8-bit quantization'; use --weights nf4 or bf16")
-    if sleep_mode not in ("auto", "on", "off"):
-        raise InvalidSetupError(f"--sleep-mode must be auto, on or off, got {sleep_mode!r}")
-    return lo, hi
+def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topology], list[tuple[Topology, str]]]:
+    """Every layout to evaluate, and those the rules reject up front as ``(Topology, why)``.
+
+    Colocate: TP in the divisors of the GPUs per node (TP groups stay on one node; one GPU: TP 1
+    unless the user set it). Server: on one node, ``k = 1 .. num_gpus - 1`` server GPUs; on
+    several nodes, node 0 serves. The server runs TP = k (dense models: ``trl vllm-serve``
+    refuses DP > 1), or TP x DP = k for MoE models."""
+    o = req.topology
+    num_gpus, num_nodes, total = o.num_gpus, o.num_nodes, o.num_gpus * o.num_nodes
+    out: list[Topology] = []
+    rejected: list[tuple[Topology, str]] = []
+
+    def engines(world: int) -> list[str]:
+        if world == 1:
+            return ["ddp"]
+        return list(AUTO_ENGINES) if o.engine == "auto" else [o.engine]
+
+    if o.layout in ("auto", "colocate"):
+        fixed = req.vllm.tensor_parallel_size
+        tps = [fixed] if fixed else [t for t in range(1, num_gpus + 1) if num_gpus % t == 0]
+        for t in tps:
+            why = tp_problem(spec, t)
+            if why is None and num_gpus % t:
+                why = f"TP {t} groups would span nodes of {num_gpus} GPUs"
+            for e in engines(total):
+                topo = Topology(num_gpus, num_nodes, e, "colocate", vllm_tensor_parallel_size=t)
+                (rejected.append((topo, why)) if why else out.append(topo))
+    if o.layout in ("auto", "server") and total > 1:
+        k_fixed = o.server_gpus
+        if num_nodes > 1:
+            ks = [k_fixed] if k_fixed else [num_gpus]
+        else:
+            ks = [k_fixed] if k_fixed else list(range(1, num_gpus))
+        for k in ks:
+            if not 1 <= k <= num_gpus or (num_nodes == 1 and k >= num_gpus):
+                raise InvalidSetupError(f"--server-gpus {k} leaves no training GPU on a node of {num_gpus}"
+                                        if num_nodes == 1 else f"--server-gpus {k} must be at most {num_gpus}")
+            splits = [(t, k // t) for t in range(1, k + 1) if k % t == 0] if spec.is_moe else [(k, 1)]
+            for t, d in splits:
+                why = tp_problem(spec, t)
+                probe = Topology(num_gpus, num_nodes, "ddp", "server", server_gpus=k,
+                                 server_tensor_parallel_size=t, server_data_parallel_size=d)
+                for e in engines(probe.world_size):
+                    topo = replace(probe, engine=e)
+                    (rejected.append((topo, why)) if why else out.append(topo))
+    return out, rejected
 
 
-def _vllm_table(spec, card, base, trainer_load, utils, C, prompt_length, guess_seqs, vkw):
-    """vLLM capacity, awake footprint and asleep residue for every utilisation at completion length C."""
-    from .vllm import sleep_resident_bytes, vllm_process_bytes
+# -- the search ---------------------------------------------------------------------------------
 
-    out = {}
-    for u in utils:
-        cap = colocated_vllm(spec, card, trainer_load, u, weights=base["weights"],
-                             max_model_len=prompt_length + C, max_num_seqs=guess_seqs,
-                             tensor_parallel_size=vkw["vllm_tensor_parallel_size"],
-                             kv_cache_dtype=vkw["vllm_kv_cache_dtype"], vllm_version=vkw["vllm_version"],
-                             trl_version=vkw["trl_version"])
-        out[u] = (cap, vllm_process_bytes(cap), sleep_resident_bytes(cap, level=2))
-    return out
+@dataclass(frozen=True)
+class _Found:
+    """A layout's best option at one completion length and group size, and the best per sleep
+    setting (for the reasons)."""
+
+    option: Option | None
+    why: str = ""
+    by_sleep: tuple[tuple[bool, Option], ...] = ()
 
 
-def training_setup(base: dict, ckpt: bool, B: int, P: int, C: int, **extra) -> TrainerSetup:
-    """The trainer setup the solvers evaluate for micro-batch ``B`` of ``P + C`` tokens. A
-    generation wave is several micro-batches (gradient_accumulation_steps = completions per step
-    / B), so it is one that holds the earlier ones' gradients."""
-    return TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P, completion_length=C,
-                        gradient_accumulation_steps=2, **extra)
+class Search:
+    """One solve's caches: trainer terms per (B, C, accumulation), rank memory per topology,
+    vLLM capacities per (TP, utilisation, C, max_num_seqs), the server's best utilisation."""
 
+    def __init__(self, req: PlanRequest, spec: ModelSpec, card: GpuSpec):
+        self.req, self.spec, self.card = req, spec, card
+        t, g = req.trainer, req.targets
+        self.P = g.prompt_length
+        self.budget = margin_budget_bytes(card, g.margin)
+        self.sleeps = {"auto": [False, True], "on": [True], "off": [False]}[g.sleep_mode]
+        self.G_options = [g.num_generations] if g.num_generations else list(GENERATION_CHOICES)
+        self.utils = utilizations(*g.utilization_range)
+        self.calibration = resolve_calibration(spec, card, req.calibration)
+        self.base: dict[str, Any] = dict(
+            weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, lora_target_modules=t.lora_target_modules,
+            optim=t.optim, gradient_checkpointing=t.gradient_checkpointing, logprob_head=t.logprob_head or "fused",
+            expandable_segments=bool(t.expandable_segments), transformers_version=t.transformers_version)
+        self.labels: list[str] = []
+        self.warnings: list[str] = []
+        self._tm: dict = {}
+        self._rank: dict = {}
+        self._rows: dict = {}
+        self._cap: dict = {}
+        self._server: dict = {}
 
-def _search(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw):
-    """Best candidate at the longest completion length that has one, or None."""
-    budget = margin_budget_bytes(card, margin)
-    G_options = [targets["num_generations"]] if targets["num_generations"] else list(GENERATION_CHOICES)
-    P = targets["prompt_length"]
-    sleeps = {"auto": [False, True], "on": [True], "off": [False]}[sleep_mode]
-    utils = _utilizations(lo, hi)
-    for C in _completion_ladder(targets["max_completion_length"]):
-        trainers = {}
-        for B in range(1, MAX_BATCH + 1):
-            tm, _, _ = calibrated_trainer_memory(spec, training_setup(base, ckpt, B, P, C), vkw["calibration"])
-            if tm.peak_bytes > budget:
+    # trainer side
+    def setup(self, B: int, C: int, ga: int = 2, world: int = 1) -> TrainerSetup:
+        """The trainer setup for micro-batch B of P + C tokens. ``ga`` 2 stands for any accumulation
+        (later micro-batches hold the earlier ones' gradients; more steps add nothing more)."""
+        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P, completion_length=C,
+                            gradient_accumulation_steps=ga, world_size=world)
+
+    def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
+        """One process's trainer terms, calibrated where a profile covers the setup."""
+        key = (B, C, ga)
+        if key not in self._tm:
+            tm, label, warnings = calibrated_trainer_memory(self.spec, self.setup(B, C, ga), self.calibration)
+            if label not in self.labels:
+                self.labels.append(label)
+            self.warnings += [w for w in warnings if w not in self.warnings]
+            self._tm[key] = tm
+        return self._tm[key]
+
+    def rank(self, topo: Topology, B: int, C: int, ga: int = 2) -> RankMemory:
+        key = (topo.engine, topo.world_size, topo.vllm_mode, B, C, ga)
+        if key not in self._rank:
+            self._rank[key] = rank_trainer_memory(self.spec, self.setup(B, C, ga, topo.world_size), topo,
+                                                  trainer=self.trainer(B, C, ga))
+        return self._rank[key]
+
+    def rows(self, topo: Topology, C: int) -> list[dict[str, int]]:
+        """Block totals of a training rank (accumulating) for B = 1, 2, ... while its own step and
+        weight sync fit the budget."""
+        key = (topo.engine, topo.world_size, topo.vllm_mode, C)
+        if key not in self._rows:
+            rows = []
+            for B in range(1, self.req.targets.max_batch + 1):
+                tot = block_totals(self.rank(topo, B, C).blocks())
+                if max(tot["step"], tot["resident"] + tot["sync"]) > self.budget:
+                    break
+                rows.append(tot)
+            self._rows[key] = rows
+        return self._rows[key]
+
+    # vLLM side
+    def capacity(self, tp: int, u: float, C: int, max_num_seqs: int, trainer_load: int = 0) -> VllmCapacity:
+        """The engine TRL builds (estimation.colocated_vllm); ``trainer_load`` only moves the
+        start-up check (the search checks start-up itself)."""
+        key = (tp, u, C, max_num_seqs, trainer_load)
+        if key not in self._cap:
+            v = self.req.vllm
+            self._cap[key] = colocated_vllm(self.spec, self.card, trainer_load, u, weights=self.base["weights"],
+                                            max_model_len=self.P + C, max_num_seqs=max_num_seqs,
+                                            tensor_parallel_size=tp, kv_cache_dtype=v.kv_cache_dtype,
+                                            vllm_version=v.vllm_version, trl_version=v.trl_version)
+        return self._cap[key]
+
+    def probe(self, tp: int, u: float, C: int) -> tuple[VllmCapacity, dict[str, int]]:
+        """The engine sized for the most sequences a plan may send (an upper bound of the footprint)."""
+        cap = self.capacity(tp, u, C, self.req.targets.max_completions_per_step)
+        return cap, block_totals(vllm_blocks(cap))
+
+    def exact_blocks(self, topo: Topology, B: int, C: int, S: int, u: float) -> tuple[dict, VllmCapacity | None]:
+        """The blocks of the configuration as it will run: its own accumulation, and (colocated)
+        the engine with ``max_num_seqs = B x S x TP`` as TRL passes it."""
+        rank = self.rank(topo, B, C, min(S, 2))
+        blocks = dict(rank.blocks())
+        if topo.vllm_mode != "colocate":
+            return blocks, None
+        tp = topo.vllm_tensor_parallel_size
+        cap = self.capacity(tp, u, C, B * S * tp, trainer_load=rank.vllm_start_bytes)
+        blocks.update(vllm_blocks(cap))
+        return blocks, cap
+
+    def server(self, t: int, d: int, C: int) -> tuple:
+        """The server's best utilisation at completion length C: (u, capacity, concurrency, GPU peak) or
+        (None, why). The highest utilisation in the server range whose footprint fits the budget."""
+        key = (t, d, C)
+        if key in self._server:
+            return self._server[key]
+        lo, hi = self.req.topology.server_utilization_range
+        spec, card, v = self.spec, self.card, self.req.vllm
+        extra = NCCL_BUFFER_BYTES_PER_RANK + largest_parameter_params(spec) * 2
+        ceiling = (self.budget - baseline_bytes(t, v.vllm_version) - extra) / card.total_bytes
+        u = min(hi, math.floor(ceiling * 100) / 100)
+        result: tuple = (None, f"the server's weights and buffers leave no room at utilisation >= {lo}")
+        while u >= lo - 1e-9:
+            cap = vllm_capacity(spec, card, gpu_memory_utilization=round(u, 2), max_model_len=self.P + C,
+                                tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype,
+                                vllm_version=v.vllm_version, usage_context="OPENAI_API_SERVER")
+            peak = sum(server_gpu_components(cap, spec).values())
+            if peak <= self.budget:
+                if cap.startup_ok and cap.max_concurrency >= 1:
+                    conc = d * min(int(cap.max_concurrency), cap.max_num_seqs)
+                    result = (round(u, 2), cap, conc, peak)
+                else:
+                    result = (None, "vLLM server: " + "; ".join(cap.errors or ("no full-length sequence fits",)))
                 break
-            trainers[B] = tm
-        if not trainers:
+            u -= 0.01
+        self._server[key] = result
+        return result
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ")[0].rstrip(".")
+
+
+def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, sleep: bool, conc: int,
+                  server_peak: int = 0) -> Option:
+    blocks, _ = s.exact_blocks(topo, B, C, n // B, u)
+    placement = "colocate" if topo.vllm_mode == "colocate" else "none"
+    peak = phase_peak_bytes(block_totals(blocks), placement, sleep)
+    return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
+
+
+def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
+    """The best option of one layout at completion length C and group size G, or why none fits."""
+    rows = s.rows(topo, C)
+    budget = s.budget
+    if not rows:
+        r = s.rank(topo, 1, C)
+        c = r.components
+        big = max(c, key=lambda k: c[k])
+        if r.steady_bytes + r.sync_bytes > budget and r.sync_bytes > r.peak_bytes - r.steady_bytes:
+            return _Found(None, f"the weight sync allocates {r.sync_bytes / GIB:.1f} GiB per rank on top of "
+                                f"{r.steady_bytes / GIB:.1f} GiB resident (budget {budget / GIB:.1f} GiB)")
+        per = " per rank" if topo.world_size > 1 else ""
+        return _Found(None, f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: "
+                            f"{big} {c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a "
+                            f"{s.req.targets.margin:.0%} margin")
+    N = topo.world_size
+    steps = [generation_step(B, G, N) for B in range(1, len(rows) + 1)]
+    cap_n = s.req.targets.max_completions_per_step
+    best_k: tuple | None = None
+    best: Option | None = None
+    by_sleep: dict[bool, tuple[tuple, Option]] = {}
+
+    def consider(k: tuple, sleep: bool, make) -> None:
+        nonlocal best_k, best
+        better = best_k is None or k > best_k
+        other = by_sleep.get(sleep)
+        if better or other is None or k > other[0]:
+            opt = make()
+            if better:
+                best_k, best = k, opt
+            if other is None or k > other[0]:
+                by_sleep[sleep] = (k, opt)
+
+    if topo.vllm_mode == "server":
+        got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
+        if got[0] is None:
+            return _Found(None, got[1])
+        u, cap, conc, server_peak = got
+        n_cap = min(cap_n, conc // N)
+        for B, tot in enumerate(rows, start=1):
+            if phase_peak_bytes(tot, "none", False) > budget:
+                break
+            step = steps[B - 1]
+            n = max(step, n_cap // step * step)
+            waves = waves_for(topo, n, conc)
+            k = (waves == 1, n if waves == 1 else -waves, B)
+            consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+        if best is None:
+            return _Found(None, "no micro-batch fits beside the weight sync")
+        return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
+    tp = topo.vllm_tensor_parallel_size
+    start_bytes = s.rank(topo, 1, C).vllm_start_bytes
+    total, usable = s.card.total_bytes, s.card.usable_bytes
+    kv_why = start_why = ""
+    lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
+    for u in s.utils:
+        cap, vtot = s.probe(tp, u, C)
+        err = startup_error(usable - start_bytes - cap.baseline_bytes, total, u, cap.budget_bytes)
+        if err:
+            start_why = (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
+                         f"even at utilisation {u}: {err}")
             continue
-        any_tm = trainers[1]
-        table = _vllm_table(spec, card, base, any_tm.load_bytes, utils, C, P, MAX_COMPLETIONS_PER_STEP, vkw)
-        for G in G_options:  # the user's G, else TRL's default 8 first, others only if 8 cannot fit
-            found = _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C)
-            if found is not None:
-                best, best_by_sleep = found
-                return best, best_by_sleep, G
-    return None
-
-
-def _best_for(spec, base, trainers, table, utils, sleeps, budget, G, C):
-    """Best candidate (and best per sleep setting) for one completion length and group size."""
-    best, best_by_sleep = None, {}
-    merge = merge_transient_bytes(spec, TrainerSetup(**base))
-    for u in utils:
-        cap, awake, asleep = table[u]
         if not cap.startup_ok or cap.max_concurrency < 1:
+            kv_why = kv_why or (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per "
+                                f"GPU): " + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
             continue
-        conc = int(cap.max_concurrency)
-        for sleep in sleeps:
-            for B, tm in trainers.items():
-                peak = colocated_peak_bytes(tm.peak_bytes, tm.steady_bytes, tm.load_bytes, merge, awake, asleep, sleep)
-                if peak > budget:
+        lowest_started = u
+        conc_engine = int(cap.max_concurrency)
+        conc = conc_engine * topo.num_engines
+        n_cap = min(cap_n, conc_engine) // tp
+        for sleep in s.sleeps:
+            for B, tot in enumerate(rows, start=1):
+                if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > budget:
                     break  # larger B only grows
-                step = B * G // math.gcd(B, G)  # completions must be a multiple of B and of G
-                n = max(step, min(MAX_COMPLETIONS_PER_STEP, conc) // step * step)
-                c = _Candidate(C, n, B, u, sleep, cap.max_concurrency, peak)
-                if best is None or c.key() > best.key():
-                    best = c
-                other = best_by_sleep.get(sleep)
-                if other is None or c.key() > other.key():
-                    best_by_sleep[sleep] = c
-    return None if best is None else (best, best_by_sleep)
+                step = steps[B - 1]
+                n = max(step, n_cap // step * step)
+                waves = waves_for(topo, n, conc)
+                k = (waves == 1, n if waves == 1 else -waves, B, not sleep, u)
+                consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
+                         _exact_option(s, topo, C, B, n, u, sleep, conc))
+    if best is None:
+        if lowest_started is not None:
+            _, vtot = s.probe(tp, lowest_started, C)
+            need = min(phase_peak_bytes({**rows[0], **vtot}, "colocate", sl) for sl in s.sleeps)
+            per = "a training rank needs" if topo.world_size > 1 else "the process needs"
+            return _Found(None, f"{per} {need / GIB:.1f} GiB at batch 1 with vLLM at utilisation {lowest_started} "
+                                f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {budget / GIB:.1f} GiB budget")
+        # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
+        return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
+    return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
 
 
-def _make_plan(spec, card, base, ckpt, cand: _Candidate, targets, margin, vkw, alternative=None) -> Plan:
-    B, n = cand.batch_size, cand.completions
-    S = n // B
-    P, C = targets["prompt_length"], cand.completion_length
-    G = targets.pop("chosen_generations")
-    e = estimate(spec, card, **base, gradient_checkpointing=ckpt, batch_size=B, prompt_length=P,
-                 completion_length=C, gradient_accumulation_steps=S, vllm_gpu_memory_utilization=cand.utilization,
-                 vllm_max_model_len=P + C, steps_per_generation=S, sleep_mode=cand.sleep,
-                 vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"],
-                 vllm_kv_cache_dtype=vkw["vllm_kv_cache_dtype"],
-                 vllm_tensor_parallel_size=vkw["vllm_tensor_parallel_size"], calibration=vkw["calibration"])
-    config = {
+# -- solve --------------------------------------------------------------------------------------
+
+def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]:
+    spec = resolve_model(req.model)
+    o = req.topology
+    card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
+    problems = model_problems(req, spec)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
+    return spec, card, cards
+
+
+def solve(req: PlanRequest) -> Plan:
+    """The configuration that fits and makes the most of the GPUs (module docstring). The request
+    must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults)."""
+    if req.targets.max_completion_length is None:
+        raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
+    spec, card, cards = _resolve(req)
+    s = Search(req, spec, card)
+    topos, rejected = candidate_topologies(spec, req)
+    results: list[LayoutResult] = []
+    found: dict[Topology, _Found] = {}
+    G = s.G_options[0]
+    for C in completion_ladder(req.targets.max_completion_length):
+        for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
+            found = {t: _search_layout(s, t, C, G) for t in topos}
+            if any(f.option is not None for f in found.values()):
+                break
+        if any(f.option is not None for f in found.values()):
+            break
+    results = [LayoutResult(t, f.option, f.why) for t, f in found.items()]
+    results += [LayoutResult(t, None, why) for t, why in rejected]
+    fitting = [r for r in results if r.option is not None]
+    if not fitting:
+        raise _infeasible(req, s, results)
+    best = max(fitting, key=lambda r: r.option.key())  # type: ignore[union-attr]
+    results = [replace(r, chosen=r is best) for r in results]
+    assert best.option is not None
+    return build_plan(s, best.option, tuple(results), cards, G, dict(found[best.topology].by_sleep))
+
+
+def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> InfeasibleError:
+    """Name what breaks the budget and find the closest plan that fits, keeping every other setting
+    the user made (the request is relaxed with dataclasses.replace)."""
+    spec, card = s.spec, s.card
+    if req.multi_gpu or len(results) > 1:
+        shown = "; ".join(f"{r.topology.label} {ENGINE_LABELS[r.topology.engine]}: {r.why}" for r in results[:6])
+        msg = f"no layout fits {spec.model_id} on {req.topology.num_gpus * req.topology.num_nodes} x {card.name}: {shown}"
+    else:
+        msg = f"no configuration fits: {results[0].why}" if results else "no configuration fits"
+    closest = None
+    tried = []
+    if req.relax:
+        t, g = req.trainer, req.targets
+        relaxations: list[tuple[str, dict[str, Any]]] = []
+        if t.weights in ("bf16", "fp16", "fp32") and t.finetune == "lora":
+            relaxations.append(("4-bit weights (--weights nf4)", dict(weights="nf4")))
+        if t.finetune == "lora" and t.lora_rank > 8:
+            relaxations.append(("LoRA rank 8", dict(lora_rank=8)))
+        if g.utilization_range[0] > 0.1 or g.utilization_range[1] < 0.9:
+            relaxations.append(("utilisation range 0.1-0.9 (--utilization-range 0.1,0.9)",
+                                dict(utilization_range=(min(0.1, g.utilization_range[0]),
+                                                        max(0.9, g.utilization_range[1])))))
+        for label, change in relaxations:
+            tried.append(label)
+            try:
+                closest = solve(req.with_options(**change, relax=False))
+            except (InfeasibleError, InvalidSetupError):
+                continue
+            closest = replace(closest, extra={**closest.extra, "relaxation": label})
+            break
+    if closest is not None:
+        c = closest.config
+        layout = (f" with {closest.topology.label}, {ENGINE_LABELS[closest.topology.engine]}"
+                  if closest.multi_gpu else "")
+        msg += (f"; closest plan that fits: {closest.extra['relaxation']}{layout} with batch "
+                f"{c['per_device_train_batch_size']}, max_completion_length {c['max_completion_length']}, "
+                f"vllm_gpu_memory_utilization {c.get('vllm_gpu_memory_utilization', '-')}")
+    elif req.relax:
+        msg += "; nothing close fits either (tried " + ", ".join(tried or ["shorter completions"]) + ")"
+    return InfeasibleError(msg, closest=closest)
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards: tuple[GpuSpec, ...], G: int,
+               by_sleep: dict[bool, Option] | None = None, evaluated: bool = False) -> Plan:
+    """The Plan of one option: the same blocks the search evaluated, the configs, the reasons."""
+    req, spec, card, topo = s.req, s.spec, s.card, opt.topology
+    N, B, C, P = topo.world_size, opt.batch_size, opt.completion_length, s.P
+    S = opt.steps_per_generation
+    o = req.topology
+    host = o.server_host or TRL_SERVE_DEFAULT_HOST
+    blocks, cap = s.exact_blocks(topo, B, C, S, opt.utilization)
+    rank = s.rank(topo, B, C, min(S, 2))
+    tm = s.trainer(B, C, min(S, 2))
+    roles: dict[str, RoleMemory] = {}
+    server = None
+    if topo.vllm_mode == "colocate":
+        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate", opt.sleep,
+                                            s.budget, rank, cap)
+    else:
+        t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
+        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
+                                            s.budget, rank)
+        v = req.vllm
+        scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=P + C,
+                             tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
+                             usage_context="OPENAI_API_SERVER")
+        roles["server_gpu"] = RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
+                                         {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
+                                         s.budget, None, scap)
+        server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
+                  "gpu_memory_utilization": opt.utilization, "max_model_len": P + C,
+                  "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": o.server_port,
+                  "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
+                  "max_num_batched_tokens": scap.max_num_batched_tokens}
+    assert roles["training_rank"].peak_bytes == opt.peak_bytes  # one phase model: equal by construction
+    t_opts = req.trainer
+    config: dict[str, Any] = {
         "per_device_train_batch_size": B,
         "gradient_accumulation_steps": S,
-        "steps_per_generation": S,
+        # global and explicit: TRL derives steps_per_generation = generation_batch_size / (B x world)
+        # = S at the real world size, and the file parses on any machine (grpo_config.py L1077-1095)
+        "generation_batch_size": B * S * N,
         "num_generations": G,
         "max_completion_length": C,
         "use_vllm": True,
-        "vllm_mode": "colocate",
-        "vllm_gpu_memory_utilization": cand.utilization,
-        "vllm_max_model_length": P + C,
-        "vllm_enable_sleep_mode": cand.sleep,
-        "vllm_tensor_parallel_size": vkw["vllm_tensor_parallel_size"],
-        "gradient_checkpointing": ckpt,
-        "bf16": bool(card.bf16) and base["weights"] != "fp32",
-        "optim": base["optim"],
+        "vllm_mode": topo.vllm_mode,
     }
-    waves = max(1, math.ceil(n / max(1, int(e.vllm.max_concurrency))))
-    reasons = _reasons(spec, card, targets, cand, S, G, e, margin, waves, alternative)
-    return Plan(model=spec, gpu=card, setup=e.setup, config=config, estimate=e, margin=margin, targets=targets,
-                reasons=tuple(reasons), waves=waves, lora_alpha=2 * base["lora_rank"])
+    if topo.vllm_mode == "colocate":
+        config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": P + C,
+                       "vllm_enable_sleep_mode": opt.sleep, "vllm_tensor_parallel_size": topo.vllm_tensor_parallel_size})
+    else:
+        config.update({"vllm_server_host": host, "vllm_server_port": o.server_port})
+    config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
+                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": t_opts.optim})
+    checks = []
+    if topo.total_gpus > 1:
+        checks = topology_checks(spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
+        if topo.vllm_mode == "server" and topo.num_nodes > 1 and o.server_host is None:
+            checks.append(_check("server-host", "warning", f"vllm_server_host is {host}: the training nodes must "
+                                 "reach the server on node 0", "re-plan with --server-host <node 0 address>"))
+        sync = rank.sync_components.get("zero3_full_gather")
+        if sync:
+            checks.append(_check("zero3-peft-sync", "info", f"ZeRO-3 + PEFT: each weight sync gathers the full model "
+                                 f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
+                                 f"vllm_generation.py); counted in the weight_sync phase"))
+    g = req.targets
+    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                   prompt_length=P, utilization_range=list(g.utilization_range), margin=g.margin,
+                   sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
+                   num_nodes=o.num_nodes)
+    if evaluated:
+        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch {B} x "
+                   f"{S} steps per generation x {N} ranks, completion length {C}"]
+    elif topo.total_gpus == 1:
+        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep or {})
+    else:
+        reasons = _reasons(s, opt, results, roles, G)
+    warnings = list(s.warnings)
+    label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
+                                                    if s.labels else "analytic")
+    setup = replace(s.setup(B, C, S, N), gradient_accumulation_steps=S)
+    return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
+                roles=roles, margin=g.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
+                checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
+                accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
+                server=server, extra={"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {})
 
 
-def _reasons(spec, card, targets, cand, S, G, e, margin, waves, alternative) -> list[str]:
-    tgt = targets["max_completion_length"]
+def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: VllmCapacity | None,
+                     by_sleep: dict[bool, Option]) -> list[str]:
+    card, margin = s.card, s.req.targets.margin
+    tgt = s.req.targets.max_completion_length
+    C, B, n = opt.completion_length, opt.batch_size, opt.completions_per_device
+    S = n // B
     r = []
-    if cand.completion_length == tgt:
+    if C == tgt:
         r.append(f"completion length {tgt} reached as requested")
     else:
-        r.append(f"completion length cut to {cand.completion_length} (requested {tgt}): longer does not fit "
-                 f"{card.name} with a {margin:.0%} margin")
-    conc = int(e.vllm.max_concurrency)
-    r.append(f"{cand.completions} completions per step ({cand.completions // G} prompts x {G} generations) = "
-             f"batch {cand.batch_size} x {S} steps per generation; vLLM holds "
-             f"{conc} full-length sequences at once, so "
+        r.append(f"completion length cut to {C} (requested {tgt}): longer does not fit {card.name} with a "
+                 f"{margin:.0%} margin")
+    conc = int(cap.max_concurrency) if cap is not None else opt.concurrency
+    waves = opt.waves
+    r.append(f"{n} completions per step ({n // G} prompts x {G} generations) = batch {B} x {S} steps per "
+             f"generation; vLLM holds {conc} full-length sequences at once, so "
              f"{'one wave' if waves == 1 else f'{waves} waves'}")
-    r.append(f"micro-batch {cand.batch_size}: the largest whose training step fits beside vLLM")
-    r.append(f"vllm_gpu_memory_utilization {cand.utilization:.2f}: the highest in the range that keeps every "
-             f"phase under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB "
-             f"(binding phase: {e.phases.binding_phase})")
-    if cand.sleep:
+    r.append(f"micro-batch {B}: the largest whose training step fits beside vLLM")
+    r.append(f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest in the range that keeps every "
+             f"phase under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB (binding phase: {role.binding_phase})")
+    alternative = by_sleep.get(not opt.sleep)
+    if opt.sleep:
         if alternative is None:
             r.append("sleep mode on: without it no configuration fits beside vLLM's budget")
         else:
-            r.append(f"sleep mode on: awake all the time vLLM would allow only {alternative.completions} completions "
-                     f"per step at batch {alternative.batch_size} (utilisation {alternative.utilization:.2f})")
+            r.append(f"sleep mode on: awake all the time vLLM would allow only {alternative.completions_per_device} "
+                     f"completions per step at batch {alternative.batch_size} (utilisation {alternative.utilization:.2f})")
     else:
         r.append("sleep mode off: everything fits with vLLM awake (no wake-up latency"
                  + (")" if alternative is None else ", and sleeping would not improve the objective)"))
     return r
 
 
-def _infeasible(spec, card, base, ckpt, targets, lo, hi, margin, sleep_mode, vkw, relax) -> InfeasibleError:
-    """Name the term that breaks the budget and find the closest plan that fits."""
-    P = targets["prompt_length"]
-    C = min(64, targets["max_completion_length"])
-    budget = margin_budget_bytes(card, margin)
-    tm = trainer_memory(spec, TrainerSetup(**base, gradient_checkpointing=ckpt, batch_size=1,
-                                           prompt_length=P, completion_length=C))
-    c = tm.components
-    if tm.peak_bytes > budget:
-        biggest = max(c, key=c.get)
-        why = (f"the trainer alone needs {tm.peak_bytes / GIB:.1f} GiB at batch 1 (largest term: {biggest} "
-               f"{c[biggest] / GIB:.1f} GiB) but {card.name} allows {budget / GIB:.1f} GiB with a {margin:.0%} margin")
+def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict[str, RoleMemory], G: int) -> list[str]:
+    topo, card, margin = opt.topology, s.card, s.req.targets.margin
+    tgt = s.req.targets.max_completion_length
+    S = opt.steps_per_generation
+    r = []
+    if opt.completion_length == tgt:
+        r.append(f"completion length {tgt} reached as requested")
     else:
-        at_lo = colocated_vllm(spec, card, tm.load_bytes, lo, weights=base["weights"], max_model_len=P + C,
-                               vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"])
-        at_hi = colocated_vllm(spec, card, tm.load_bytes, hi, weights=base["weights"], max_model_len=P + C,
-                               vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"])
-        if not at_lo.startup_ok and at_lo.free_at_init_bytes < at_lo.budget_bytes:
-            why = (f"vLLM cannot start beside the trainer's {tm.load_bytes / GIB:.1f} GiB of loaded weights even at "
-                   f"utilisation {lo}: {at_lo.errors[0]}")
-        elif not at_hi.startup_ok:
-            why = f"vLLM's share at utilisation {hi} has no room for the KV cache: {at_hi.errors[-1]}"
-        else:
-            why = (f"the trainer's step ({tm.peak_bytes / GIB:.1f} GiB) plus vLLM's share at utilisation {lo} "
-                   f"exceeds {budget / GIB:.1f} GiB ({card.name} less a {margin:.0%} margin)")
-    closest = None
-    tried = []
-    if relax:
-        relaxations = []
-        if base["weights"] in ("bf16", "fp16", "fp32"):
-            relaxations.append(("4-bit weights (--weights nf4)", dict(base, weights="nf4")))
-        if base["finetune"] == "lora" and base["lora_rank"] > 8:
-            relaxations.append(("LoRA rank 8", dict(base, lora_rank=8)))
-        if lo > 0.2:
-            relaxations.append(("utilisation range 0.1-0.9", None))
-        for label, b in relaxations:
-            tried.append(label)
-            kw = dict(b or base)
-            rng = (0.1, 0.9) if b is None else (lo, hi)
-            try:
-                closest = plan(spec, card, **kw, gradient_checkpointing=ckpt,
-                               num_generations=targets["num_generations"],
-                               max_completion_length=targets["max_completion_length"], prompt_length=P,
-                               utilization_range=rng, margin=margin, sleep_mode=sleep_mode,
-                               vllm_version=vkw["vllm_version"], trl_version=vkw["trl_version"], relax=False)
-                closest = replace(closest, extra={"relaxation": label})
-                break
-            except InfeasibleError:
-                continue
-    msg = f"no configuration fits: {why}"
-    if closest is not None:
-        cfg = closest.config
-        msg += (f"; closest plan that fits: {closest.extra['relaxation']} with batch "
-                f"{cfg['per_device_train_batch_size']}, max_completion_length {cfg['max_completion_length']}, "
-                f"vllm_gpu_memory_utilization {cfg['vllm_gpu_memory_utilization']}")
-    elif relax:
-        msg += "; nothing close fits either (tried " + ", ".join(tried or ["shorter completions"]) + ")"
-    return InfeasibleError(msg, closest=closest)
+        r.append(f"completion length cut to {opt.completion_length} (requested {tgt}): no layout fits longer on "
+                 f"{card.name} with a {margin:.0%} margin")
+    same_split = [x for x in rows if _same_split(x.topology, topo)]
+    rivals = [x for x in rows if x.option is not None and not _same_split(x.topology, topo)]
+    best_rival = max(rivals, key=lambda x: x.option.key(), default=None)  # type: ignore[union-attr]
+    if topo.vllm_mode == "colocate":
+        what = (f"vLLM colocated on all {topo.world_size} GPUs, {topo.num_engines} engine(s) of TP "
+                f"{topo.vllm_tensor_parallel_size}")
+    else:
+        what = (f"`trl vllm-serve` on GPU(s) {topo.server_devices}" + (" of node 0" if topo.num_nodes > 1 else "")
+                + f" (TP {topo.server_tensor_parallel_size}, DP {topo.server_data_parallel_size}), "
+                f"{topo.world_size} training GPU(s)")
+    line = f"layout: {what}: {opt.one_wave} completions per step in one wave"
+    if best_rival is not None and best_rival.option is not None:
+        o = best_rival.option
+        line += (f"; the best other layout, {best_rival.topology.label} with "
+                 f"{ENGINE_LABELS[best_rival.topology.engine]}, gets {o.one_wave} at completion length "
+                 f"{o.completion_length}, micro-batch {o.batch_size}")
+    none_fit = [x for x in rows if x.option is None and not _same_split(x.topology, topo)]
+    if none_fit and best_rival is None:
+        line += f"; no other layout fits ({none_fit[0].topology.label}: {none_fit[0].why})"
+    r.append(line)
+    lower = [x for x in same_split if _COMMUNICATION_RANK[x.topology.engine] < _COMMUNICATION_RANK[topo.engine]]
+    eng = ENGINE_LABELS[topo.engine]
+    if topo.world_size == 1:
+        r.append("engine: one training process, nothing to shard")
+    elif not lower:
+        r.append(f"engine: {eng}, the lowest-communication engine, fits")
+    else:
+        parts = []
+        for x in lower:
+            if x.option is not None:
+                parts.append(f"{ENGINE_LABELS[x.topology.engine]} fits only {x.option.one_wave} completions in one "
+                             f"wave (micro-batch {x.option.batch_size})")
+            else:
+                parts.append(f"{ENGINE_LABELS[x.topology.engine]} does not fit: {x.why}")
+        r.append(f"engine: {eng}, because " + "; ".join(parts))
+    r.append(f"{opt.completions} completions per step ({opt.completions // G} prompts x {G} generations) = "
+             f"micro-batch {opt.batch_size} x {S} steps per generation x {topo.world_size} ranks; vLLM holds "
+             f"{opt.concurrency} full-length sequences at once over {topo.num_engines} engine(s), so "
+             f"{'one wave' if opt.waves == 1 else f'{opt.waves} waves'}")
+    b_max = _largest_fitting_batch(s, opt)
+    where = "beside vLLM" if topo.vllm_mode == "colocate" else "with the weight sync"
+    if b_max > opt.batch_size:
+        r.append(f"micro-batch {opt.batch_size}: up to {b_max} fits {where}, but B x S must be a multiple of B "
+                 f"(and B x S x {topo.world_size} of {G}); {opt.batch_size} reaches the most completions in one wave")
+    else:
+        r.append(f"micro-batch {opt.batch_size}: the largest whose training step fits {where}")
+    tr = roles["training_rank"]
+    if topo.vllm_mode == "colocate":
+        r.append(f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest that keeps every phase of a training "
+                 f"rank under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB (binding phase: "
+                 f"{tr.binding_phase})")
+        r.append("sleep mode on: without it the training step does not fit beside vLLM's budget"
+                 if opt.sleep else "sleep mode off: everything fits awake (no wake-up latency)")
+    else:
+        r.append(f"server --gpu-memory-utilization {opt.utilization:.2f}: the highest whose footprint stays under "
+                 f"{(1 - margin):.0%} of the card (trl vllm-serve's default is {TRL_SERVE_DEFAULT_UTILIZATION}); "
+                 f"training rank binding phase: {tr.binding_phase}")
+    return r
+
+
+def _largest_fitting_batch(s: Search, opt: Option) -> int:
+    """The largest micro-batch whose phases fit at the chosen utilisation and sleep setting."""
+    topo = opt.topology
+    placement = "colocate" if topo.vllm_mode == "colocate" else "none"
+    vtot = s.probe(topo.vllm_tensor_parallel_size, opt.utilization, opt.completion_length)[1] \
+        if placement == "colocate" else {}
+    b = 0
+    for B, tot in enumerate(s.rows(topo, opt.completion_length), start=1):
+        if phase_peak_bytes({**tot, **vtot}, placement, opt.sleep) > s.budget:
+            break
+        b = B
+    return b
+
+
+def _same_split(a: Topology, b: Topology) -> bool:
+    return (a.vllm_mode, a.vllm_tensor_parallel_size, a.server_gpus, a.server_tensor_parallel_size) == \
+        (b.vllm_mode, b.vllm_tensor_parallel_size, b.server_gpus, b.server_tensor_parallel_size)
+
+
+# -- one fixed multi-GPU setup ---------------------------------------------------------------------
+
+def evaluate(req: PlanRequest, *, topology: Topology, batch_size: int, steps_per_generation: int,
+             completion_length: int, utilization: float, sleep_mode: bool, num_generations: int) -> Plan:
+    """The plan of one fixed setup, no search (``plan estimate --num-gpus``): the same blocks and
+    phases a solve reports. ``utilization``: vLLM's (colocate) or the server's."""
+    spec, card, cards = _resolve(req)
+    s = Search(req, spec, card)
+    why = tp_problem(spec, topology.vllm_tensor_parallel_size if topology.vllm_mode == "colocate"
+                     else topology.server_tensor_parallel_size)
+    if why:
+        raise InvalidSetupError(why)
+    B, S, C = batch_size, steps_per_generation, completion_length
+    if topology.vllm_mode == "colocate":
+        cap, _ = s.probe(topology.vllm_tensor_parallel_size, utilization, C)
+        conc = int(cap.max_concurrency) * topology.num_engines
+        opt = _exact_option(s, topology, C, B, B * S, utilization, sleep_mode, conc)
+    else:
+        v = req.vllm
+        scap = vllm_capacity(spec, card, gpu_memory_utilization=utilization, max_model_len=s.P + C,
+                             tensor_parallel_size=topology.server_tensor_parallel_size,
+                             kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
+                             usage_context="OPENAI_API_SERVER")
+        conc = topology.server_data_parallel_size * min(int(scap.max_concurrency), scap.max_num_seqs)
+        opt = _exact_option(s, topology, C, B, B * S, utilization, False, conc,
+                            sum(server_gpu_components(scap, spec).values()))
+    plan = build_plan(s, opt, (LayoutResult(topology, opt, chosen=True),), cards, num_generations, evaluated=True)
+    if not all(r.peak_bytes <= r.budget_bytes for r in plan.roles.values()):
+        plan = replace(plan, warnings=plan.warnings + ("the setup exceeds the margin on at least one GPU",))
+    return plan

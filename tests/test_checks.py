@@ -1,7 +1,7 @@
 """Pre-flight checks (planner/checks.py) on small hand-made plans, and `plan check`.
 
-Plans are built from ``planner.estimate`` (one fixed setup, no solver) so that each test controls
-the config it checks. Installed packages are faked through ``checks._installed``.
+Plans are built from ``planner.estimate_layout`` (one fixed setup, no solver) so that each test
+controls the config it checks. Installed packages are faked through ``checks._installed``.
 """
 
 from dataclasses import replace
@@ -12,28 +12,18 @@ from planner import checks
 from planner.checks import Check, CheckReport, preflight
 from planner.cli import main
 from planner.errors import PreflightError
-from planner.estimation import estimate
+import planner
 from planner.gpu_spec import resolve_gpu
-from planner.solver import Plan
+from planner.results import Plan
+from plans import fixed_plan
 
 GIB = 1024**3
 # a training machine with everything TRL 1.16 wants (its vLLM range is 0.22.0-0.31.0)
 GOOD_ENV = {"trl": "1.16.0", "vllm": "0.30.0", "bitsandbytes": "0.48.1", "peft": "0.21.0"}
 
 
-def make_plan(gpu="L4", *, weights="bf16", optim="adamw_8bit", B=4, S=2, G=8, P=128, C=256, util=0.5,
-              sleep=False, **config) -> Plan:
-    # vLLM 0.27: the newest release with bitsandbytes, so nf4 trainer weights can be modelled
-    e = estimate("Qwen/Qwen2.5-0.5B-Instruct", gpu, weights=weights, optim=optim, batch_size=B, prompt_length=P,
-                 completion_length=C, vllm_gpu_memory_utilization=util, vllm_max_model_len=P + C,
-                 steps_per_generation=S, sleep_mode=sleep, vllm_version="0.27.0")
-    cfg = dict(per_device_train_batch_size=B, gradient_accumulation_steps=S, steps_per_generation=S,
-               num_generations=G, max_completion_length=C, use_vllm=True, vllm_mode="colocate",
-               vllm_gpu_memory_utilization=util, vllm_max_model_length=P + C, vllm_enable_sleep_mode=sleep,
-               vllm_tensor_parallel_size=1, gradient_checkpointing=True, bf16=e.gpu.bf16, optim=optim)
-    cfg.update(config)
-    return Plan(model=e.model, gpu=e.gpu, setup=e.setup, config=cfg, estimate=e, margin=0.05, targets={},
-                lora_alpha=32)
+def make_plan(gpu="L4", **kw) -> Plan:
+    return fixed_plan(gpu, **kw)
 
 
 @pytest.fixture
@@ -78,7 +68,7 @@ def test_good_plan_on_a_good_machine_passes(env):
 
 
 def test_preflight_accepts_plan_kwargs(env):
-    report = preflight(dict(model="Qwen/Qwen2.5-0.5B-Instruct", gpu="L4", max_completion_length=256))
+    report = planner.preflight(dict(model="Qwen/Qwen2.5-0.5B-Instruct", gpu="L4", max_completion_length=256))
     assert by_id(report, "trl-generation-batch").severity == "info"
 
 

@@ -13,14 +13,21 @@ import time
 
 import pytest
 
+from planner import estimate_layout
+from planner import plan as plan_distributed
+from planner.commands._topology import render
+from planner.commands.plan import add_arguments as add_plan_arguments
+from planner.commands.plan import plan_from_args
 from planner.distributed import (
-    DEEPSPEED_DEFAULTS, DistributedPlan, Topology, add_topology_arguments, candidate_topologies,
-    ddp_bucket_bytes, decoder_layer_params, fp32_gradient_partition_bytes, gather_working_set_bytes,
-    gradients_per_rank_bytes, largest_parameter_params, master_weights_per_rank_bytes, nccl_bytes_per_rank,
-    optimizer_state_per_rank_bytes, plan_distributed, plan_from_topology_args, rank_trainer_memory, render,
-    topology_checks, weight_sync_transient, weights_per_rank_bytes, zero3_persistent_params, zero_bucket_bytes,
+    DEEPSPEED_DEFAULTS, Topology, ddp_bucket_bytes, decoder_layer_params, fp32_gradient_partition_bytes,
+    gather_working_set_bytes, gradients_per_rank_bytes, largest_parameter_params, master_weights_per_rank_bytes,
+    nccl_bytes_per_rank, optimizer_state_per_rank_bytes, rank_trainer_memory, topology_checks,
+    weight_sync_transient, weights_per_rank_bytes, zero3_persistent_params, zero_bucket_bytes,
 )
-from planner.distributed import _step
+from planner.request import plan_request
+from planner.results import Plan
+from planner.solver import candidate_topologies as _candidate_topologies
+from planner.solver import generation_step as _step
 from planner.errors import InfeasibleError, InvalidSetupError
 from planner.memory.optimizer import STATE_OVERHEAD_BYTES
 from planner.memory.process import NCCL_BUFFER_BYTES_PER_RANK
@@ -199,7 +206,8 @@ def test_stage_ladder_lowers_model_states():
 def test_one_process_shards_nothing():
     _, r = _full("zero3", world=1)
     assert r.engine == "ddp"
-    assert r.components["weights"] == 2 * P and r.components["nccl"] == 0
+    assert r.components["weights"] == 2 * P and "nccl" not in r.components
+    assert set(r.components) == set(trainer_memory(TOY, TrainerSetup(finetune="full")).components)
 
 
 def test_zero2_model_states_match_deepspeed_estimator():
@@ -329,6 +337,10 @@ def test_step_granularity_follows_trl_divisibility():
     assert _step(1, 8, 1) == 8  # one GPU: the single-GPU solver's lcm(B, G)
 
 
+def candidate_topologies(spec, num_gpus, **topology):
+    return _candidate_topologies(spec, plan_request(spec, "H100-80GB", num_gpus=num_gpus, **topology))
+
+
 def test_candidate_layouts_follow_the_rules():
     spec = resolve_model("Qwen/Qwen2.5-32B-Instruct")  # 40 heads, 8 KV heads
     topos, rejected = candidate_topologies(spec, 8)
@@ -373,26 +385,15 @@ def test_colocated_tp_splits_weights_and_kv():
 
 # -- the solver ----------------------------------------------------------------------------------
 
-def _trl_rules_hold(dp: DistributedPlan):
+def _trl_rules_hold(dp: Plan):
     cfg, world = dp.config, dp.topology.world_size
-    B, G, gbs = cfg["per_device_train_batch_size"], cfg["num_generations"], cfg["generation_batch_size"]
+    B, G = cfg["per_device_train_batch_size"], cfg["num_generations"]
+    gbs = cfg["generation_batch_size"]
     assert gbs % (B * world) == 0  # grpo_config.py: divisible by the global batch
     assert gbs % G == 0  # ... and by num_generations
     assert gbs // (B * world) == cfg["gradient_accumulation_steps"]
     if cfg["vllm_mode"] == "colocate":
         assert world % cfg["vllm_tensor_parallel_size"] == 0
-
-
-def test_one_gpu_reproduces_the_single_gpu_solver():
-    from planner.solver import plan
-
-    single = plan("Qwen/Qwen2.5-7B-Instruct", "H100-80GB")
-    dp = plan_distributed("Qwen/Qwen2.5-7B-Instruct", "H100-80GB", num_gpus=1)
-    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
-                "max_completion_length", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode"):
-        assert dp.config[key] == single.config[key], key
-    assert dp.config["generation_batch_size"] == single.config["per_device_train_batch_size"] * \
-        single.config["steps_per_generation"]
 
 
 def test_eight_gpus_8b_colocates_with_ddp():
@@ -478,46 +479,42 @@ def test_to_dict_and_render():
     assert "layouts considered:" in text and "**chosen**" in text and "training rank" in text
 
 
-def test_cli_hooks():
+def test_cli_flags_reach_the_layout_search():
     p = argparse.ArgumentParser()
-    p.add_argument("--model")
-    p.add_argument("--gpu")
-    p.add_argument("--vllm-tensor-parallel-size", type=int, default=1)  # as the lead's add_vllm_args
-    add_topology_arguments(p)
+    add_plan_arguments(p)
     args = p.parse_args(["--model", "Qwen/Qwen2.5-1.5B-Instruct", "--gpu", "L4,L4", "--num-gpus", "2",
                          "--layout", "colocate", "--engine", "ddp"])
     assert args.vllm_tensor_parallel_size is None  # the solver chooses unless given
-    dp = plan_from_topology_args(args)
+    dp = plan_from_args(args)
     assert dp.topology.vllm_mode == "colocate" and dp.topology.engine == "ddp"
     assert [g.name for g in dp.gpus] == ["L4", "L4"]
     fixed = p.parse_args(["--model", "Qwen/Qwen2.5-1.5B-Instruct", "--gpu", "L4", "--num-gpus", "2",
                           "--layout", "colocate", "--vllm-tensor-parallel-size", "2"])
-    assert plan_from_topology_args(fixed).topology.vllm_tensor_parallel_size == 2
+    assert plan_from_args(fixed).topology.vllm_tensor_parallel_size == 2
 
 
 def test_estimate_fixed_setup_without_search():
-    from planner.distributed import estimate_distributed
-
-    e = estimate_distributed("Qwen/Qwen2.5-7B-Instruct", "H100-80GB", 4, engine="zero2", batch_size=8,
-                             steps_per_generation=4, vllm_gpu_memory_utilization=0.5, completion_length=1024)
+    e = estimate_layout("Qwen/Qwen2.5-7B-Instruct", "H100-80GB", 4, engine="zero2", batch_size=8,
+                        steps_per_generation=4, vllm_gpu_memory_utilization=0.5, completion_length=1024)
     assert e.config["generation_batch_size"] == 8 * 4 * 4 and e.config["vllm_gpu_memory_utilization"] == 0.5
     assert e.fits and e.reasons[0].startswith("evaluated as given")
     # the ZeRO-3 + LoRA sync spike makes a 32B server layout fail, and the estimate says where
-    bad = estimate_distributed("Qwen/Qwen2.5-32B-Instruct", "H100-80GB", 8, layout="server", server_gpus=2,
-                               engine="zero3", batch_size=4, steps_per_generation=4)
+    bad = estimate_layout("Qwen/Qwen2.5-32B-Instruct", "H100-80GB", 8, layout="server", server_gpus=2,
+                          engine="zero3", batch_size=4, steps_per_generation=4)
     tr = bad.roles["training_rank"]
     assert not bad.fits and tr.binding_phase == "weight_sync"
-    assert tr.phases[1].components["trainer.zero3_full_gather"] > 60 * GIB
+    assert tr.phase("weight_sync").components["trainer.zero3_full_gather"] > 60 * GIB
 
 
-def test_estimate_from_cli_arguments():
-    from planner.distributed import estimate_from_topology_args
+def test_estimate_from_cli_arguments(capsys):
+    from planner.cli import main
 
-    args = argparse.Namespace(model="Qwen/Qwen2.5-1.5B-Instruct", gpu="L4", num_gpus=2, num_nodes=1, layout="auto",
-                              engine="auto", vllm_tensor_parallel_size=None, server_gpus=None, server_host=None,
-                              server_port=8000, batch_size=4, steps_per_generation=2, prompt_length=128,
-                              completion_length=256, vllm_gpu_memory_utilization=0.4, sleep_mode=False,
-                              num_generations=None)
-    e = estimate_from_topology_args(args)
-    assert (e.topology.vllm_mode, e.topology.engine, e.topology.world_size) == ("colocate", "ddp", 2)
-    assert e.config["per_device_train_batch_size"] == 4 and e.config["max_completion_length"] == 256
+    rc = main(["estimate", "--model", "Qwen/Qwen2.5-1.5B-Instruct", "--gpu", "L4", "--num-gpus", "2",
+               "--batch-size", "4", "--steps-per-generation", "2", "--prompt-length", "128",
+               "--completion-length", "256", "--vllm-gpu-memory-utilization", "0.4", "--json"])
+    assert rc == 0
+    import json
+
+    e = json.loads(capsys.readouterr().out)
+    assert (e["topology"]["vllm_mode"], e["topology"]["engine"], e["topology"]["world_size"]) == ("colocate", "ddp", 2)
+    assert e["config"]["per_device_train_batch_size"] == 4 and e["config"]["max_completion_length"] == 256

@@ -29,7 +29,8 @@ import yaml  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
-from planner.distributed import DEEPSPEED_DEFAULTS, plan_distributed  # noqa: E402
+from planner import plan as plan_distributed  # noqa: E402
+from planner.distributed import DEEPSPEED_DEFAULTS  # noqa: E402
 from planner.emit import to_yaml, write_configs  # noqa: E402
 
 CPU = not (torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -89,7 +89,7 @@ def test_auto_reads_the_live_card_and_plans_around_other_processes(monkeypatch):
 
     shared = plan("Qwen/Qwen2.5-0.5B-Instruct", "auto", max_completion_length=512)
     # every phase stays under the card less the margin less what the other process holds
-    assert shared.estimate.peak_bytes <= live.total_bytes * 0.95 - (live.total_bytes - live.free_bytes)
+    assert shared.peak_bytes <= live.total_bytes * 0.95 - (live.total_bytes - live.free_bytes)
     # vLLM's start-up check sees the other process: 0.7 of the card no longer starts
     kw = dict(vllm_gpu_memory_utilization=0.7, vllm_max_model_len=1024)
     assert estimate("Qwen/Qwen2.5-0.5B-Instruct", "L4", **kw).vllm.startup_ok

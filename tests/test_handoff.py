@@ -17,23 +17,14 @@ import torch  # noqa: E402
 import planner  # noqa: E402
 from planner import checks, handoff  # noqa: E402
 from planner.errors import PreflightError  # noqa: E402
-from planner.estimation import estimate  # noqa: E402
-from planner.solver import Plan  # noqa: E402
+from planner.results import Plan  # noqa: E402
+from plans import fixed_plan  # noqa: E402
 
 NO_CUDA = not torch.cuda.is_available()
 
 
 def make_plan(gpu="L4", weights="bf16", finetune="lora", targets=None, rank=16, optim="adamw_8bit") -> Plan:
-    e = estimate("Qwen/Qwen2.5-0.5B-Instruct", gpu, weights=weights, finetune=finetune, lora_rank=rank,
-                 lora_target_modules=targets, optim=optim, batch_size=4, prompt_length=128, completion_length=256,
-                 vllm_gpu_memory_utilization=0.5, vllm_max_model_len=384, steps_per_generation=2,
-                 vllm_version="0.27.0")
-    cfg = dict(per_device_train_batch_size=4, gradient_accumulation_steps=2, steps_per_generation=2,
-               num_generations=8, max_completion_length=256, use_vllm=True, vllm_mode="colocate",
-               vllm_gpu_memory_utilization=0.5, vllm_max_model_length=384, vllm_enable_sleep_mode=False,
-               vllm_tensor_parallel_size=1, gradient_checkpointing=True, bf16=e.gpu.bf16, optim=optim)
-    return Plan(model=e.model, gpu=e.gpu, setup=e.setup, config=cfg, estimate=e, margin=0.05, targets={},
-                lora_alpha=2 * rank)
+    return fixed_plan(gpu, weights=weights, finetune=finetune, targets=targets, rank=rank, optim=optim)
 
 
 # -- GRPOConfig -------------------------------------------------------------------------------
@@ -134,7 +125,8 @@ def test_train_runs_two_real_grpo_steps_with_the_planned_batch(tmp_path):
 
     # the batch shape a real plan chose for a small model on a 24 GB card
     plan = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", max_completion_length=256)
-    B, S, G = (plan.config[k] for k in ("per_device_train_batch_size", "steps_per_generation", "num_generations"))
+    B, G = plan.config["per_device_train_batch_size"], plan.config["num_generations"]
+    S = plan.config["generation_batch_size"] // B
     model, tokenizer, words = tiny_model_and_tokenizer()
     prompts_per_step = B * S // G
     prompts = [" ".join(words[(i + j) % len(words)] for j in range(4)) for i in range(2 * prompts_per_step)]

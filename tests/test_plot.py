@@ -7,7 +7,7 @@ pytest.importorskip("matplotlib")
 from planner.errors import InvalidSetupError  # noqa: E402
 from planner.estimation import estimate  # noqa: E402
 from planner.plot import plot_phases  # noqa: E402
-from planner.solver import plan  # noqa: E402
+from planner import plan  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,17 +21,17 @@ def l4_plan():
 def test_every_phase_fits_under_the_margin(l4_plan):
     p = l4_plan
     budget = p.gpu.total_bytes * (1 - p.margin)
-    for phase in p.estimate.phases.phases:
+    for phase in p.training_rank.phases:
         assert phase.peak_bytes <= budget, phase.name
     assert p.headroom_bytes >= 0
-    assert p.estimate.vllm.startup_ok
+    assert p.vllm.startup_ok
 
 
 def test_trl_rules_hold(l4_plan):
     c = l4_plan.config
     assert c["num_generations"] >= 2
-    assert (c["per_device_train_batch_size"] * c["steps_per_generation"]) % c["num_generations"] == 0
-    assert c["gradient_accumulation_steps"] == c["steps_per_generation"]
+    assert c["generation_batch_size"] % c["num_generations"] == 0
+    assert c["generation_batch_size"] == c["per_device_train_batch_size"] * c["gradient_accumulation_steps"]
     assert c["vllm_max_model_length"] == 256 + c["max_completion_length"]
     assert 0.3 <= c["vllm_gpu_memory_utilization"] <= 0.7
     assert c["use_vllm"] is True and c["vllm_mode"] == "colocate"
@@ -40,9 +40,9 @@ def test_trl_rules_hold(l4_plan):
 def test_requested_length_is_reached_and_the_wave_fits(l4_plan):
     c = l4_plan.config
     assert c["max_completion_length"] == 1024
-    completions = c["per_device_train_batch_size"] * c["steps_per_generation"]
+    completions = c["generation_batch_size"]
     assert l4_plan.waves == 1
-    assert completions <= l4_plan.estimate.vllm.max_concurrency
+    assert completions <= l4_plan.vllm.max_concurrency
 
 
 def test_objective_and_reasons_are_stated(l4_plan):
@@ -53,8 +53,8 @@ def test_objective_and_reasons_are_stated(l4_plan):
 
 def test_a_bigger_card_gives_at_least_as_much(l4_plan):
     big = plan("Qwen/Qwen2.5-3B-Instruct", "H100-80GB", max_completion_length=1024)
-    small_n = l4_plan.config["per_device_train_batch_size"] * l4_plan.config["steps_per_generation"]
-    big_n = big.config["per_device_train_batch_size"] * big.config["steps_per_generation"]
+    small_n = l4_plan.config["generation_batch_size"]
+    big_n = big.config["generation_batch_size"]
     assert big_n >= small_n
 
 

@@ -12,7 +12,8 @@ A missing package is a warning on a machine that only plans; `--for-training`, o
 
 from __future__ import annotations
 
-from ..checks import preflight
+from ..api import plan_from_request
+from ..checks import CheckReport
 from . import plan as plan_command
 from ._common import print_json
 
@@ -29,10 +30,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    p = plan_command.plan_from_args(args)
-    if plan_command.is_multi_gpu(args):
-        return _run_distributed(args, p)
-    report = preflight(p, for_training=True if args.for_training else None)
+    """One or many GPUs alike: the layout's checks and every pre-flight check."""
+    for_training = True if args.for_training else None
+    p = plan_from_request(plan_command.request_from_args(args), for_training=for_training)
+    report = CheckReport(checks=p.checks, for_training=bool(for_training) or p.gpu.free_bytes is not None)
     plan_command.write_outputs(args, p)
     if args.json:
         print_json(report.to_dict())
@@ -41,24 +42,15 @@ def run(args) -> int:
     return 1 if report.errors else 0
 
 
-def _run_distributed(args, p) -> int:
-    """Multi-GPU: the topology checks of the distributed plan (GPU sizes, TP, world size, overlap, NCCL)."""
-    checks = list(p.checks)
-    if args.json:
-        print_json({"checks": [c.to_dict() for c in checks], "ok": not any(c.severity == "error" for c in checks)})
-    else:
-        for c in checks:
-            print(f"  {c.severity:<7}  {c.id}  {c.message}" + (f"\n           fix: {c.fix}" if c.fix and
-                                                              c.severity != "info" else ""))
-    return 1 if any(c.severity == "error" for c in checks) else 0
-
-
 def render(report, p) -> str:
     cfg = p.config
     mode = "training machine" if report.for_training else "planning only: missing packages are warnings"
-    out = [f"pre-flight checks for {p.model.model_id} on {p.gpu.name} (batch {cfg['per_device_train_batch_size']} x "
-           f"{cfg['steps_per_generation']} steps, {cfg['num_generations']} generations, completion "
-           f"{cfg['max_completion_length']}, vLLM utilisation {cfg['vllm_gpu_memory_utilization']}; {mode})"]
+    gpus = f"{p.topology.total_gpus} x {p.gpu.name}" if p.multi_gpu else p.gpu.name
+    vllm = (f"vLLM utilisation {cfg['vllm_gpu_memory_utilization']}" if "vllm_gpu_memory_utilization" in cfg
+            else f"vLLM server on GPU(s) {p.topology.server_devices}")
+    out = [f"pre-flight checks for {p.model.model_id} on {gpus} (batch {cfg['per_device_train_batch_size']} x "
+           f"{p.option.steps_per_generation} steps, {cfg['num_generations']} generations, completion "
+           f"{cfg['max_completion_length']}, {vllm}; {mode})"]
     width = max(len(c.id) for c in report.checks)
     for c in report.checks:
         out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+from ..api import estimate_layout
 from ..estimation import estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
                       trainer_kwargs)
+from ._topology import add_topology_arguments, gpu_arg
+from ._topology import render as render_layout
 
 
 def add_arguments(p) -> None:
@@ -32,8 +35,6 @@ def add_arguments(p) -> None:
     v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
     g.add_argument("--num-generations", type=int, default=None, help="group size (multi-GPU rules only)")
-    from ..distributed import add_topology_arguments
-
     add_topology_arguments(p)
 
 
@@ -42,11 +43,15 @@ def add_parser(sub) -> None:
     add_arguments(p)
 
 
-def run(args) -> int:
-    from .plan import is_multi_gpu
+def is_multi_gpu(args) -> bool:
+    """Whether the options describe more than one GPU (or a server, or engine config files)."""
+    return (args.num_gpus * args.num_nodes > 1 or "," in str(args.gpu) or args.layout == "server"
+            or bool(args.output_dir))
 
+
+def run(args) -> int:
     if is_multi_gpu(args):
-        return _run_distributed(args)
+        return _run_layout(args)
     e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,
                  prompt_length=args.prompt_length, completion_length=args.completion_length,
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
@@ -66,18 +71,34 @@ def run(args) -> int:
     return 0
 
 
-def _run_distributed(args) -> int:
-    from ..distributed import estimate_from_topology_args, render as render_distributed
-
-    d = estimate_from_topology_args(args, **trainer_kwargs(args))
+def _run_layout(args) -> int:
+    """One fixed multi-GPU setup: ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset
+    TP 1, an unset ``--server-gpus`` 1."""
+    kw = dict(trainer_kwargs(args), vllm_version=args.vllm_version, trl_version=args.trl_version,
+              kv_cache_dtype=args.vllm_kv_cache_dtype)
+    for name in ("server_gpus", "server_host"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    d = estimate_layout(args.model, gpu_arg(args.gpu), num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                        layout="colocate" if args.layout == "auto" else args.layout,
+                        engine="ddp" if args.engine == "auto" else args.engine,
+                        vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
+                        batch_size=args.batch_size, steps_per_generation=args.steps_per_generation,
+                        num_generations=args.num_generations or 8, prompt_length=args.prompt_length,
+                        completion_length=args.completion_length,
+                        vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization or 0.3,
+                        sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
+    written = {}
     if args.output_dir:
         from ..emit import write_configs
 
-        write_configs(d, args.output_dir)
+        written = write_configs(d, args.output_dir)
     if args.json:
         print_json(d.to_dict())
     else:
-        print(render_distributed(d))
+        print(render_layout(d))
+        for path in written.values():
+            print(f"wrote {path}")
     return 0
 
 

@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
+from ..api import plan_from_request
 from ..errors import InvalidSetupError
-from ..solver import OBJECTIVE, plan
+from ..request import PlanRequest, plan_request
+from ..results import OBJECTIVE, Plan
 from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, table, trainer_kwargs
+from ._topology import add_topology_arguments, gpu_arg
+from ._topology import render as render_layout
 
 
 def _utilization_range(text: str) -> tuple[float, float]:
@@ -40,104 +44,83 @@ def add_arguments(p) -> None:
     g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     g.add_argument("--vllm-version", default=None)
     g.add_argument("--trl-version", default=None)
-    from ..distributed import add_topology_arguments
-
     add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
     o.add_argument("--plot", default=None, help="draw the per-phase memory picture to this PNG")
 
 
-def is_multi_gpu(args) -> bool:
-    """Whether the options ask for more than one GPU (or a server, or engine config files)."""
-    return (getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(args.gpu)
-            or getattr(args, "layout", "auto") == "server" or bool(getattr(args, "output_dir", None)))
+def request_from_args(args) -> PlanRequest:
+    """The one request the options describe (validated: every problem at once)."""
+    return plan_request(
+        args.model, gpu_arg(args.gpu), **trainer_kwargs(args), num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length, prompt_length=args.prompt_length,
+        utilization_range=_utilization_range(args.utilization_range), margin=args.margin,
+        sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
+        kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
+        num_gpus=args.num_gpus, num_nodes=args.num_nodes, layout=args.layout, engine=args.engine,
+        server_gpus=args.server_gpus, server_host=args.server_host, server_port=args.server_port)
 
 
-def _solver_kwargs(args) -> dict:
-    return dict(**trainer_kwargs(args), num_generations=args.num_generations,
-                max_completion_length=args.max_completion_length, prompt_length=args.prompt_length,
-                utilization_range=_utilization_range(args.utilization_range), margin=args.margin,
-                sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
-                vllm_kv_cache_dtype=args.vllm_kv_cache_dtype)
-
-
-def plan_from_args(args):
-    """The `Plan` the options ask for (used by `plan` and `plan check`); a `DistributedPlan`
-    when they ask for several GPUs, a vLLM server or engine config files."""
-    if is_multi_gpu(args):
-        from ..distributed import plan_from_topology_args
-
-        return plan_from_topology_args(args, **_solver_kwargs(args))
-    return plan(args.model, args.gpu, **_solver_kwargs(args),
-                vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1)
+def plan_from_args(args) -> Plan:
+    """The `Plan` the options ask for (used by `plan` and `plan check`), for 1..N GPUs."""
+    return plan_from_request(request_from_args(args))
 
 
 def run(args) -> int:
     p = plan_from_args(args)
-    if is_multi_gpu(args):
-        return _run_distributed(args, p)
-    write_outputs(args, p)
-    if args.json:
-        print_json(p.to_dict())
-    else:
-        print(render(p))
-        if args.output:
-            print(f"wrote {args.output}")
-        if args.plot:
-            print(f"wrote {args.plot}")
-    return 0
-
-
-def write_outputs(args, p) -> None:
-    """``--output grpo.yaml`` (TRL's parser reads it) and ``--plot memory.png``."""
-    if args.output:
-        from ..handoff import write_grpo_yaml
-
-        write_grpo_yaml(p, args.output)
-    if args.plot:
-        from ..plot import plot_phases
-
-        plot_phases(p, args.plot)
-
-
-def _run_distributed(args, p) -> int:
-    from ..distributed import render as render_distributed
-
-    written = {}
-    if args.output_dir:
-        from ..emit import write_configs
-
-        written = write_configs(p, args.output_dir)
+    written = write_outputs(args, p)
     if args.json:
         d = p.to_dict()
         if written:
-            d["written"] = {k: str(v) for k, v in written.items()}
+            d["written"] = [str(w) for w in written]
         print_json(d)
     else:
-        print(render_distributed(p))
-        for path in written.values():
+        print(render(p))
+        for path in written:
             print(f"wrote {path}")
     return 0
 
 
-def render(p) -> str:
-    e = p.estimate
+def write_outputs(args, p: Plan) -> list:
+    """``--output grpo.yaml`` (TRL's parser reads it), ``--output-dir`` (every config file) and
+    ``--plot memory.png``; the paths written."""
+    written = []
+    if args.output:
+        from ..handoff import write_grpo_yaml
+
+        written.append(write_grpo_yaml(p, args.output))
+    if getattr(args, "output_dir", None):
+        from ..emit import write_configs
+
+        written += list(write_configs(p, args.output_dir).values())
+    if args.plot:
+        from ..plot import plot_phases
+
+        written.append(plot_phases(p, args.plot))
+    return written
+
+
+def render(p: Plan) -> str:
+    if p.multi_gpu:
+        return render_layout(p)
     cfg = p.config
+    role = p.training_rank
     out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB, margin {p.margin:.0%}); "
-           f"memory model: {e.memory_model}",
+           f"memory model: {p.memory_model}",
            table([(k, str(v)) for k, v in cfg.items()], "GRPOConfig:")]
-    phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in e.phases.phases]
+    phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]
     phase_rows.append(("budget (card - margin)", gib_str(p.budget_bytes)))
     phase_rows.append(("headroom", gib_str(p.headroom_bytes)))
     out.append(table(phase_rows, "peak per phase:"))
-    v = e.vllm
-    out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
-                      ("max concurrency", f"{v.max_concurrency:.2f}x at {cfg['vllm_max_model_length']} tokens"),
-                      ("generation waves", str(p.waves))], "vLLM:"))
+    v = p.vllm
+    if v is not None:
+        out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
+                          ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens"),
+                          ("generation waves", str(p.waves))], "vLLM:"))
     out.append("objective: " + " > ".join(OBJECTIVE))
     out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))
-    out += [f"warning: {w}" for w in e.warnings]
+    out += [f"warning: {w}" for w in p.warnings]
     flagged = [c for c in p.checks if c.severity != "info"]
     if flagged:
         out.append("pre-flight (`plan check` for all):")

@@ -69,35 +69,25 @@ vLLM TP; no sleep mode; the highest utilisation. FSDP is planned only when asked
 - ``topology``: engine and layout names, DeepSpeed's and ``trl vllm-serve``'s defaults,
   ``Topology``, ``resolve_gpus``.
 - ``sharding``: the model structure the sharded terms need, one pure function per per-rank term
-  (the table above), ``RankMemory`` / ``rank_trainer_memory``, the phases of a training rank and
-  of a server GPU.
+  (the table above), ``RankMemory`` / ``rank_trainer_memory``, a server GPU's footprint.
 - ``checks``: multi-GPU pitfalls (``tp_problem``, ``topology_checks``).
 - ``engines``: deepspeed.json and the accelerate config (``deepspeed_settings``,
   ``accelerate_settings``).
-- ``layout``: the solver (``candidate_topologies``, ``plan_distributed``, ``estimate_distributed``,
-  ``DistributedPlan``) and the reasons it gives.
-- ``cli``: the ``plan`` / ``plan estimate`` hooks and the text output (``render``).
 
-Lower layers never import higher ones: topology <- sharding <- checks, engines <- layout <- cli.
+The search over layouts is the one solver (``planner.solver``); ``planner.plan(..., num_gpus=N)``
+and ``planner.estimate_layout`` are the entry points. Lower layers never import higher ones:
+topology <- sharding <- checks, engines <- planner.solver.
 """
 
 from __future__ import annotations
 
 from .checks import topology_checks, tp_problem
-from .cli import (
-    add_topology_arguments, estimate_from_topology_args, layouts_table, plan_from_topology_args, render,
-)
 from .engines import accelerate_settings, deepspeed_settings
-from .layout import (
-    DistributedPlan, LayoutResult, RoleMemory, candidate_topologies, estimate_distributed, plan_distributed,
-)
-from .layout import _step  # noqa: F401  (tests check the step rule directly)
 from .sharding import (
-    STEP_COMPONENTS, RankMemory, ddp_bucket_bytes, decoder_layer_params, fp32_gradient_partition_bytes,
-    gather_working_set_bytes, gradients_per_rank_bytes, largest_parameter_params, master_weights_per_rank_bytes,
-    nccl_bytes_per_rank, optimizer_state_per_rank_bytes, rank_trainer_memory, root_unit_params,
-    server_gpu_components, training_rank_phases, weight_sync_transient, weights_per_rank_bytes,
-    zero3_persistent_params, zero_bucket_bytes,
+    RankMemory, ddp_bucket_bytes, decoder_layer_params, fp32_gradient_partition_bytes, gather_working_set_bytes,
+    gradients_per_rank_bytes, largest_parameter_params, master_weights_per_rank_bytes, nccl_bytes_per_rank,
+    optimizer_state_per_rank_bytes, rank_trainer_memory, root_unit_params, server_gpu_components,
+    weight_sync_transient, weights_per_rank_bytes, zero3_persistent_params, zero_bucket_bytes,
 )
 from .topology import (
     AUTO_ENGINES, DEEPSPEED_DEFAULTS, DEEPSPEED_ENGINES, ENGINE_LABELS, ENGINES, LAYOUTS,
@@ -115,19 +105,13 @@ __all__ = [
     "ZERO3_MAX_LIVE_PARAMETERS", "ZERO3_MAX_REUSE_DISTANCE", "DEEPSPEED_DEFAULTS", "TRL_SERVE_DEFAULT_UTILIZATION",
     "TRL_SERVE_DEFAULT_HOST", "TRL_SERVE_DEFAULT_PORT", "SERVER_UTILIZATION_RANGE", "Topology", "resolve_gpus",
     # sharding
-    "STEP_COMPONENTS", "decoder_layer_params", "root_unit_params", "largest_parameter_params",
+    "decoder_layer_params", "root_unit_params", "largest_parameter_params",
     "zero3_persistent_params", "weights_per_rank_bytes", "optimizer_state_per_rank_bytes",
     "gradients_per_rank_bytes", "master_weights_per_rank_bytes", "fp32_gradient_partition_bytes",
     "ddp_bucket_bytes", "zero_bucket_bytes", "gather_working_set_bytes", "nccl_bytes_per_rank",
-    "weight_sync_transient", "RankMemory", "rank_trainer_memory", "training_rank_phases",
-    "server_gpu_components",
+    "weight_sync_transient", "RankMemory", "rank_trainer_memory", "server_gpu_components",
     # checks
     "tp_problem", "topology_checks",
     # engines
     "deepspeed_settings", "accelerate_settings",
-    # layout
-    "LayoutResult", "candidate_topologies", "RoleMemory", "DistributedPlan", "plan_distributed",
-    "estimate_distributed",
-    # cli
-    "add_topology_arguments", "plan_from_topology_args", "estimate_from_topology_args", "layouts_table", "render",
 ]

@@ -3,25 +3,23 @@
 
 from __future__ import annotations
 
+from ..checks import Check
 from ..errors import InvalidSetupError
 from ..gpu_spec import resolve_gpu
 from ..model_spec import ModelSpec
 from ..units import GIB
+from ..vllm import _check_tp
 from .sharding import nccl_bytes_per_rank
 from .topology import Topology
 
 # -- checks ----------------------------------------------------------------------------------
 
-def _check(id_: str, severity: str, message: str, fix: str = ""):
-    from ..checks import Check
-
+def _check(id_: str, severity: str, message: str, fix: str = "") -> Check:
     return Check(id_, severity, message, fix)
 
 
 def tp_problem(spec: ModelSpec, tp: int) -> str | None:
     """Why vLLM refuses tensor-parallel size ``tp`` for ``spec`` (heads / KV heads), or None."""
-    from ..vllm import _check_tp
-
     try:
         _check_tp(spec, tp)
     except InvalidSetupError as e:

@@ -13,15 +13,12 @@ from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.weights import weights_bytes as trainer_weights_bytes
 from ..model_spec import ModelSpec
-from ..phases import Phase, merge_transient_bytes
+from ..phases import STEP_COMPONENTS, merge_transient_bytes, trainer_blocks, vllm_blocks
+from ..vllm import VllmCapacity
 from .topology import (
     DEEPSPEED_ENGINES, SHARDED_PARAM_ENGINES, ZERO3_PARAM_PERSISTENCE_THRESHOLD, ZERO_OVERLAP_COMM,
     ZERO_REDUCE_BUCKET_SIZE, Topology,
 )
-
-# Terms alive only during a training step; every other term is resident between steps.
-STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve",
-                   "fp32_gradient_partition", "gather_working_set")
 
 
 # -- model structure the sharded terms need ----------------------------------------------------
@@ -229,6 +226,11 @@ class RankMemory:
     def sync_bytes(self) -> int:
         return sum(self.sync_components.values())
 
+    def blocks(self) -> dict[str, dict[str, int]]:
+        """The trainer's phase blocks (planner.phases): load, resident, step, sync."""
+        return trainer_blocks(self.components, self.sync_components,
+                              lazy_optimizer=self.engine not in DEEPSPEED_ENGINES)
+
     def to_dict(self) -> dict:
         return {"peak_bytes": self.peak_bytes, "steady_bytes": self.steady_bytes, "load_bytes": self.load_bytes,
                 "vllm_start_bytes": self.vllm_start_bytes, "sync_bytes": self.sync_bytes,
@@ -279,65 +281,23 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     # When a colocated vLLM starts (GRPOTrainer.__init__), DDP runs have the model on the GPU;
     # DeepSpeed and FSDP place it at accelerator.prepare() (trl-grpo.md §3), except ZeRO-3's
     # zero.Init (zero3_init_flag), which loads the shards straight to the GPU.
+    # No matmul has run yet, so no cuBLAS workspace exists.
     start = c["non_torch"] + c["nccl"]
-    if engine == "ddp":
-        start += c["weights"] + c["adapters"] + c.get("cublas_workspace", 0)
-    elif engine == "zero3":
+    if engine in ("ddp", "zero3"):
         start += c["weights"] + c["adapters"]
+    if N == 1:  # one process: exactly the single-process terms (the sharding terms are all 0)
+        c = {k: v for k, v in c.items() if v or k in trainer.components}
     return RankMemory(components=c, sync_components=weight_sync_transient(spec, setup, engine),
                       vllm_start_bytes=start, engine=engine)
 
 
-# -- phases ----------------------------------------------------------------------------------
+# -- a server GPU --------------------------------------------------------------------------
 
-def _prefixed(d: dict, prefix: str) -> dict:
-    return {f"{prefix}{k}": v for k, v in d.items()}
-
-
-def _steady_parts(rank: RankMemory) -> dict:
-    return {k: v for k, v in rank.components.items() if k not in STEP_COMPONENTS}
-
-
-def _load_parts(rank: RankMemory) -> dict:
-    parts = _steady_parts(rank)
-    if rank.engine not in DEEPSPEED_ENGINES:
-        parts["optimizer_state"] = 0
-    return parts
-
-
-def training_rank_phases(rank: RankMemory, capacity=None, sleep_mode: bool = False) -> tuple:
-    """Phases of one training rank, as ``planner.phases`` models one colocated GPU.
-
-    Colocated (``capacity`` given): load, weight_sync, generation, training, with vLLM awake, or
-    asleep outside generation and sync with sleep mode (TRL then empties the trainer's cache
-    before waking vLLM). Server mode (``capacity=None``): load, weight_sync, training; the
-    trainer keeps its cached step memory through the sync (nothing empties it)."""
-    from ..phases import _vllm_asleep, _vllm_awake
-
-    peak = _prefixed(rank.components, "trainer.")
-    steady = _prefixed(_steady_parts(rank), "trainer.")
-    load = _prefixed(_load_parts(rank), "trainer.")
-    sync = _prefixed(rank.sync_components, "trainer.")
-    if capacity is None:
-        return (Phase("load", load), Phase("weight_sync", {**peak, **sync}), Phase("training", peak))
-    awake = _vllm_awake(capacity)
-    asleep = _vllm_asleep(capacity)
-    if sleep_mode:
-        # vLLM starts awake (it profiles and allocates its whole budget) and only then sleeps,
-        # so the load phase counts it awake either way (as solver._search does)
-        return (Phase("load", {**load, **awake}), Phase("weight_sync", {**steady, **awake, **sync}),
-                Phase("generation", {**steady, **awake}), Phase("training", {**peak, **asleep}))
-    return (Phase("load", {**load, **awake}), Phase("weight_sync", {**peak, **awake, **sync}),
-            Phase("generation", {**peak, **awake}), Phase("training", {**peak, **awake}))
-
-
-def server_gpu_components(capacity, spec: ModelSpec) -> dict:
+def server_gpu_components(capacity: VllmCapacity, spec: ModelSpec) -> dict[str, int]:
     """One server GPU: vLLM's footprint (``vllm_process_bytes``: baseline + budget + graph
     overshoot) plus the weight-transfer group: its NCCL buffers and the largest tensor received
     whole before it is loaded (``update_named_params`` streams tensors one at a time)."""
-    from ..phases import _vllm_awake
-
-    parts = _vllm_awake(capacity)
+    parts = dict(vllm_blocks(capacity)["vllm_awake"])
     parts["vllm.weight_transfer_nccl"] = NCCL_BUFFER_BYTES_PER_RANK
     parts["vllm.weight_transfer_tensor"] = largest_parameter_params(spec) * 2
     return parts

@@ -1,13 +1,11 @@
-"""What the ``plan`` / ``plan estimate`` commands call: the topology flags, the plan from parsed
-arguments, and the text output (``render``)."""
+"""The multi-GPU flags of ``plan`` / ``plan estimate`` and the text output of a plan with more than
+one GPU (``render``)."""
 
 from __future__ import annotations
 
+from ..distributed.topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DEFAULT_PORT
+from ..results import Plan
 from ..units import format_gib
-from .layout import DistributedPlan, estimate_distributed, plan_distributed
-from .topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DEFAULT_PORT
-
-# -- CLI hooks (the lead's planner/commands/plan.py calls these) --------------------------------
 
 def add_topology_arguments(parser) -> None:
     """``--num-gpus``, ``--num-nodes``, ``--layout``, ``--engine``, ``--server-gpus``,
@@ -33,48 +31,16 @@ def add_topology_arguments(parser) -> None:
                        help="colocated vLLM TP size (default: searched)")
 
 
-def _gpu_arg(gpu):
-    if isinstance(gpu, str) and "," in gpu:
+def gpu_arg(gpu: str) -> str | list[str]:
+    """``--gpu A,B`` (GPUs of different sizes) as a list, else the name."""
+    if "," in gpu:
         return [g.strip() for g in gpu.split(",") if g.strip()]
     return gpu
 
 
-def plan_from_topology_args(args, **plan_kwargs) -> DistributedPlan:
-    """``plan_distributed`` from parsed arguments: ``args.model``, ``args.gpu`` and the topology
-    flags; ``plan_kwargs`` are passed through (trainer and vLLM options the caller parsed)."""
-    kw = dict(plan_kwargs)
-    for name in ("engine", "server_gpus", "server_host", "server_port"):
-        if getattr(args, name, None) is not None:
-            kw.setdefault(name, getattr(args, name))
-    tp = getattr(args, "vllm_tensor_parallel_size", None)
-    if tp is not None:
-        kw.setdefault("vllm_tensor_parallel_size", tp)
-    return plan_distributed(kw.pop("model", args.model), _gpu_arg(kw.pop("gpu", args.gpu)),
-                            num_gpus=getattr(args, "num_gpus", 1), num_nodes=getattr(args, "num_nodes", 1),
-                            layout=getattr(args, "layout", "auto"), **kw)
-
-
-def estimate_from_topology_args(args, **estimate_kwargs) -> DistributedPlan:
-    """``estimate_distributed`` from ``plan estimate``'s parsed arguments plus the topology flags:
-    ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset TP 1, an unset
-    ``--server-gpus`` 1; ``estimate_kwargs`` (trainer / vLLM options) pass through."""
-    kw = dict(estimate_kwargs)
-    layout = getattr(args, "layout", "auto")
-    kw.setdefault("layout", "colocate" if layout == "auto" else layout)
-    engine = getattr(args, "engine", "auto")
-    kw.setdefault("engine", "ddp" if engine in (None, "auto") else engine)
-    for name in ("vllm_tensor_parallel_size", "server_gpus", "server_host", "server_port", "batch_size",
-                 "steps_per_generation", "prompt_length", "completion_length", "vllm_gpu_memory_utilization",
-                 "sleep_mode", "num_generations"):
-        if getattr(args, name, None) is not None:
-            kw.setdefault(name, getattr(args, name))
-    return estimate_distributed(kw.pop("model", args.model), _gpu_arg(kw.pop("gpu", args.gpu)),
-                                num_gpus=getattr(args, "num_gpus", 1), num_nodes=getattr(args, "num_nodes", 1), **kw)
-
-
 # -- text output ----------------------------------------------------------------------------
 
-def layouts_table(plan: DistributedPlan) -> list[str]:
+def layouts_table(plan: Plan) -> list[str]:
     """The layout comparison as markdown-style table lines."""
     head = ["| layout | engine | fits | per-rank peak | server GPU peak | completions/step in one wave | "
             "micro-batch | utilisation | |",
@@ -92,7 +58,7 @@ def layouts_table(plan: DistributedPlan) -> list[str]:
     return head + out
 
 
-def render(plan: DistributedPlan) -> str:
+def render(plan: Plan) -> str:
     """Human-readable plan: layout, config, per-role memory by phase, layouts compared, reasons."""
     t, spec = plan.topology, plan.model
     cards = sorted({g.name for g in plan.gpus})
