@@ -114,7 +114,7 @@ def detect_gpu(index: int = 0) -> GpuSpec:
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
-        raise NoGpuError(f"--gpu auto needs NVML (pip install nvidia-ml-py) and an NVIDIA driver; "
+        raise NoGpuError(f"--gpu auto needs NVML (pip install 'grpo-vram-planner[nvml]') and an NVIDIA driver; "
                          f"plan for a named card instead with --gpu NAME (e.g. {names})") from None
     try:
         pynvml.nvmlInit()

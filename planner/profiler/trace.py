@@ -379,7 +379,7 @@ def _hf_config(spec: ModelSpec):
         from transformers import AutoConfig
     except ImportError:
         raise MissingDependencyError("plan profile --trace needs transformers to build the model from "
-                                     "its config: pip install 'planner[train]'") from None
+                                     "its config: pip install 'grpo-vram-planner[train]'") from None
     raw = {k: v for k, v in dict(spec.raw_config).items() if k not in _DROP_CONFIG_KEYS}
     model_type = raw.pop("model_type", None) or spec.model_type
     try:
@@ -563,7 +563,7 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
         import torch  # noqa: F401
     except ImportError:
         raise MissingDependencyError("plan profile --trace needs torch (CPU build is enough): "
-                                     "pip install 'planner[train]'") from None
+                                     "pip install 'grpo-vram-planner[train]'") from None
     settings = (gradient_checkpointing,) if isinstance(gradient_checkpointing, bool) else tuple(gradient_checkpointing)
     shapes = tuple(shapes)
     notes: list[str] = []
