@@ -5,7 +5,7 @@ live tensor bytes the way the CUDA caching allocator would count them.
     result = trace_steps(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), [Shape(4, 256, 1024)])
     result.steps[0].activation_peak_bytes
 
-How (the same step as shared/calibration/README.md, op for op):
+How (the same step as data/calibration/README.md, op for op):
 - The model is built from its config with transformers (``AutoModelForCausalLM.from_config``,
   bf16, ``attn_implementation="sdpa"``) on the **meta** device: tensors carry shape, dtype and
   strides, kernels compute nothing and no memory is touched, so an 8B model traces in seconds.
