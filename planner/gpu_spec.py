@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .errors import NoGpuError, UnknownGpuError
-from .shipped import PROFILES_DIR
+from .shipped import PROFILES_DIR, require
 from .units import MIB
 
 GPUS_FILE = PROFILES_DIR.joinpath("gpus.json")
@@ -63,7 +63,7 @@ def margin_budget_bytes(gpu: GpuSpec, margin: float) -> int:
 
 @lru_cache(maxsize=1)
 def _gpu_table() -> tuple[dict, ...]:
-    with GPUS_FILE.open() as f:
+    with require(GPUS_FILE).open() as f:
         return tuple(json.load(f)["gpus"])
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import ConfigError, UnknownModelError
-from .shipped import PROFILES_DIR, json_files
+from .shipped import PROFILES_DIR, json_files, require
 
 MODELS_DIR = PROFILES_DIR.joinpath("models")
 
@@ -412,7 +412,7 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
 def _shipped_index() -> dict:
     """Lower-cased id and alias -> profile path for every shipped model profile."""
     index: dict = {}
-    for path in json_files(MODELS_DIR):
+    for path in json_files(require(MODELS_DIR)):
         with path.open() as f:
             prof = json.load(f)
         index[prof["id"].lower()] = path

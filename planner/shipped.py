@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def profiles_dir():
     """The shipped profiles folder: ``gpus.json``, ``models/``, ``calibration/``."""
@@ -22,6 +24,14 @@ def profiles_dir():
 
 
 PROFILES_DIR = profiles_dir()
+
+
+def require(path):
+    """``path`` (a shipped file or folder) itself; a ``ConfigError`` when the installation lacks it."""
+    if not (path.is_file() or path.is_dir()):
+        raise ConfigError(f"shipped profiles not found at {path}: the installation is incomplete "
+                          f"(reinstall grpo-vram-planner, or run from a full source checkout)")
+    return path
 
 
 def json_files(folder) -> list:

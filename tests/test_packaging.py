@@ -36,3 +36,21 @@ def test_a_checkout_reads_the_profiles_of_its_own_tree():
     assert len(names) == len(list((ROOT / "profiles" / "models").glob("*.json"))) >= 25
     assert names == sorted(names)
     assert json_files(PROFILES_DIR.joinpath("no-such-folder")) == []
+
+
+def test_an_installation_without_profiles_is_a_one_line_error(tmp_path, monkeypatch):
+    from planner import gpu_spec, model_spec
+    from planner.errors import ConfigError
+
+    monkeypatch.setattr(model_spec, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(gpu_spec, "GPUS_FILE", tmp_path / "gpus.json")
+    model_spec._shipped_index.cache_clear()
+    gpu_spec._gpu_table.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"shipped profiles not found at .*models: the installation is incomplete"):
+            model_spec.shipped_model_ids()
+        with pytest.raises(ConfigError, match=r"shipped profiles not found at .*gpus.json"):
+            gpu_spec.shipped_gpu_names()
+    finally:
+        model_spec._shipped_index.cache_clear()
+        gpu_spec._gpu_table.cache_clear()
