@@ -1,69 +1,28 @@
 """Predicted vs measured device-level trainer peak for every row of the H100 calibration data.
 
 Measured = ``peak_reserved_step_mib + (device_used_mib_after_load - reserved_mib_after_load)``
-(shared/calibration/README.md). Predicted = ``planner.estimate(...).trainer.peak_bytes`` with the
+(data/calibration/README.md). Predicted = ``planner.estimate(...).trainer.peak_bytes`` with the
 row's model, weights, mode, rank, optimizer, checkpointing and shape on the H100-80GB profile.
-Rows that ran out of memory must be predicted above the card.
+Rows that ran out of memory must be predicted above the card. The evaluation itself is
+``planner.calibration_data.evaluate_calibration`` (tests/test_accuracy.py asserts on it).
 
 Run: python benchmarks/accuracy_trainer.py   (writes benchmarks/results/accuracy_trainer.txt)
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration_data import load_rows, measured_setup  # noqa: E402
-
-from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.memory.trainer import trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
+from planner.calibration_data import evaluate_calibration  # noqa: E402
 
 MIB = 1024**2
 
 
-def predict(row: dict) -> int:
-    setup = measured_setup(row)  # one isolated step per shape, as measured
-    return trainer_memory(resolve_model(row["model"]), setup).peak_bytes
-
-
-def evaluate(rows=None) -> dict:
-    """Per-row errors and the summary the accuracy test asserts on."""
-    rows = rows if rows is not None else load_rows()
-    card = resolve_gpu("H100-80GB").total_bytes
-    ran, oom = [], []
-    for r in rows:
-        pred = predict(r)
-        if r["ok"]:
-            err = (pred - r["measured_peak_bytes"]) / r["measured_peak_bytes"]
-            ran.append((r, pred, err))
-        else:
-            oom.append((r, pred, pred > card))
-    errs = [e for _, _, e in ran]
-    # The same rows against device_used_mib_end, the process's device-level peak as the README defines
-    # it: equal to the formula above (within 4 MiB) for every model but the first of the measuring
-    # process, whose non-PyTorch memory was read after load, before CUDA's lazy kernel loading added
-    # ~150 MiB (every fresh process in benchmarks/results/h100_heldout shows 619 -> 767-771 MiB).
-    device_errs = [(pred - r["device_used_mib_end"] * MIB) / (r["device_used_mib_end"] * MIB) for r, pred, _ in ran]
-    return {
-        "device_median_abs_error": statistics.median(abs(e) for e in device_errs),
-        "device_max_abs_error": max(abs(e) for e in device_errs),
-        "device_worst_under": min(device_errs),
-        "ran": ran, "oom": oom,
-        "median_abs_error": statistics.median(abs(e) for e in errs),
-        "max_abs_error": max(abs(e) for e in errs),
-        "worst_under": min(errs),
-        "oom_predicted_above_card": all(ok for _, _, ok in oom),
-        "card_bytes": card,
-    }
-
-
 def main() -> None:
-    res = evaluate()
+    res = evaluate_calibration()
     lines = [f"{'model':34s} {'w':4s} {'mode':4s} {'gc':3s} {'B':>3s} {'P':>4s} {'C':>5s} "
              f"{'measured MiB':>12s} {'predicted MiB':>13s} {'error':>7s}"]
     for r, pred, err in res["ran"]:

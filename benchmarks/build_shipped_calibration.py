@@ -1,4 +1,4 @@
-"""Turn the measured H100 rows in shared/calibration/ into shipped calibration profiles.
+"""Turn the measured H100 rows in data/calibration/ into shipped calibration profiles.
 
 One profile per model in profiles/calibration/, in the schema `plan profile --gpu auto` writes,
 fitted with the profiler's own code (planner.profiler.fit). The source of every number is named in
@@ -13,17 +13,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from calibration_data import calibration_path, env_row  # noqa: E402
 
 from planner.calibration import SCHEMA_VERSION, fingerprint  # noqa: E402
+from planner.calibration_data import calibration_path, env_row  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler.fit import fit_rows  # noqa: E402
 from planner.profiler.measure import profile_path  # noqa: E402
 
 MIB = 1024**2
-# Library versions of the measurement (shared/calibration/README.md and its env row)
+# Library versions of the measurement (data/calibration/README.md and its env row)
 VERSIONS = {"torch": "2.11.0+cu130", "transformers": "5.17.0", "peft": "0.21.0", "trl": "1.16.0",
             "bitsandbytes": "0.50.2"}
 
@@ -43,7 +41,7 @@ def main() -> None:
         profile = {
             "schema": SCHEMA_VERSION,
             "created": "2026-11-26",
-            "source": (f"fitted by benchmarks/build_shipped_calibration.py from shared/calibration/"
+            "source": (f"fitted by benchmarks/build_shipped_calibration.py from data/calibration/"
                        f"h100-trl1.16-train.jsonl ({len(mrows)} rows of {model_id}, measured on one "
                        f"{env.get('gpu')} with torch {env.get('torch')}, transformers 5.17.0, peft 0.21.0, "
                        f"trl 1.16.0, bitsandbytes {env.get('bnb')})"),

@@ -1,6 +1,6 @@
-"""What a lent GPU machine has, for the device scripts (gpu_profile.sh, gpu_heldout.sh): the versions
+"""What a GPU machine has, for the measuring scripts (gpu_profile.sh, gpu_heldout.sh): the versions
 of every package a measured step imports, CUDA, and whether TRL's fused head imports. A missing
-package prints ``MISSING``; the scripts stop on it and name the wheel to carry."""
+package prints ``MISSING``; the scripts stop on it and say which package to install."""
 
 import importlib
 

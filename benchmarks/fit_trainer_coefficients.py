@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration_data import load_rows, measured_setup  # noqa: E402
-
+from planner.calibration_data import load_rows, measured_setup  # noqa: E402
 from planner.memory import activations as act  # noqa: E402
 from planner.memory.trainer import trainer_memory  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# Held-out measurements on a lent H100: models, ranks, shapes and an allocator setting that
-# shared/calibration does not have, each model in its own fresh process. The results test the
+# Held-out measurements on an H100: models, ranks, shapes and an allocator setting that
+# data/calibration does not have, each model in its own fresh process. The results test the
 # trainer memory model (benchmarks/heldout_accuracy.py reads them back from
 # benchmarks/results/h100_heldout/).
 #
-# Here, once (TRL, bitsandbytes and TRL's own needs travel as wheels; see gpu_profile.sh):
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
-#     -d .whl trl==1.16.0 bitsandbytes==0.50.2 datasets dill multiprocess
-# On the device (carry .whl):  bash benchmarks/gpu_heldout.sh
+# Needs the same as gpu_profile.sh (an NVIDIA GPU; torch, transformers, peft, accelerate, trl==1.16.0,
+# bitsandbytes installed, or TRL and bitsandbytes as wheels in .whl/). Run from the repository root:
+#   bash benchmarks/gpu_heldout.sh
 #
 # Writes under $OUT: env.txt, heldout.log, and one calibration profile per group:
 #   fresh.json       Qwen2.5-0.5B on the calibration shapes, first model of a fresh process
@@ -21,7 +18,7 @@ OUT="${OUT:-$(pwd)/gpu_heldout_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 BUDGET_S="${BUDGET_S:-400}"  # stop starting new models after this many seconds
-CAL="1:256:512,4:256:1024,8:256:1792,16:128:896,2:512:3584"   # shared/calibration's shapes
+CAL="1:256:512,4:256:1024,8:256:1792,16:128:896,2:512:3584"   # data/calibration's shapes
 HELD="1:128:384,2:256:768,4:512:1536,8:128:1024,3:1024:3072"  # shapes it does not have
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"

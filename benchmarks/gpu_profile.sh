@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Measure the trainer's memory on a lent GPU machine and bring back calibration profiles.
+# Measure the trainer's memory on an NVIDIA GPU and write calibration profiles.
 #
-# Run from the repository root on the GPU machine (torch, transformers, peft, accelerate are
-# installed there; TRL and bitsandbytes are not and travel as wheels in .whl/, with TRL's own
-# needs that the image lacks: datasets, dill, multiprocess). Here, once:
-#   echo /.whl/ >> .git/info/exclude
+# Needs: a machine with an NVIDIA GPU and CUDA build of torch, transformers, peft, accelerate,
+# trl==1.16.0, bitsandbytes (and TRL's datasets, dill, multiprocess). Run from the repository root:
+#   bash benchmarks/gpu_profile.sh
+# A machine without network access can take TRL and bitsandbytes as wheels in .whl/ (installed into
+# /tmp/site before anything runs); download them elsewhere with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl trl==1.16.0 bitsandbytes==0.50.2 datasets dill multiprocess
-# then, on the device (carry .whl):
-#   bash benchmarks/gpu_profile.sh
 #
-# Writes under $OUT (at most 8 files come back): env.txt, profile.log, the two calibration
+# Writes under $OUT (default ./gpu_profile_out): env.txt, profile.log, the two calibration
 # profiles (qwen2.5-0.5b-bf16.json, qwen3-4b-nf4.json) and the CPU trace of the same shapes with
 # the same library versions (trace-*.json) for a like-for-like comparison.
 # Each measured model takes well under a minute on an H100; the whole script about 3-4 minutes.
@@ -28,7 +27,7 @@ LOG="$OUT/profile.log"
 
 log() { echo "$*" | tee -a "$LOG"; }
 
-# 1. The carried wheels (TRL, bitsandbytes and what TRL imports), into a private site folder.
+# 1. Wheels in .whl/ (TRL, bitsandbytes and what TRL imports), if any, into a private site folder.
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     2>&1 | tee -a "$LOG" || { log "pip install of .whl/ failed"; exit 1; }
@@ -44,7 +43,7 @@ fi
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | tee -a "$LOG"
 if grep -q "MISSING\|Traceback" "$OUT/env.txt"; then
-  log "a package is missing on the device (see env.txt): carry its wheel in .whl/"
+  log "a package is missing (see env.txt): install it, or put its wheel in .whl/"
   exit 1
 fi
 

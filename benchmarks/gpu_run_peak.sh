@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run-level peaks on a lent GPU (benchmarks/gpu_run_peak.py), one model per fresh process.
-# Carry .whl (see gpu_heldout.sh). Writes $OUT/run_peak.jsonl and $OUT/run_peak.log.
+# Run-level peaks on an NVIDIA GPU (benchmarks/gpu_run_peak.py), one model per fresh process.
+# Needs the same as gpu_profile.sh. Writes $OUT/run_peak.jsonl and $OUT/run_peak.log.
 set -uo pipefail
 OUT="${OUT:-$(pwd)/gpu_run_peak_out}"
 mkdir -p "$OUT"

@@ -1,5 +1,5 @@
 """The trainer model on held-out H100 measurements: models, ranks, shapes and an allocator setting
-that shared/calibration does not have (benchmarks/gpu_heldout.sh, each model in a fresh process,
+that data/calibration does not have (benchmarks/gpu_heldout.sh, each model in a fresh process,
 torch 2.11.0+cu130, transformers 5.17.0, peft 0.21.0, TRL 1.16.0, bitsandbytes 0.50.2).
 
 Measured = ``device_used_mib_end``: device-wide used memory right after the step, i.e. the
@@ -7,74 +7,26 @@ process's device-level peak (the reserved pool does not shrink and non-PyTorch m
 In a fresh process this differs from the calibration README's formula (reserved peak + non-PyTorch
 memory *after load*): CUDA loads kernels lazily during the first step, so non-PyTorch memory grows
 from 619 MiB after load to 767-771 MiB after it. Both are printed. Predicted = the analytic model
-(``trainer_memory``, no calibration profile) with the row's setup and allocator setting.
+(``trainer_memory``, no calibration profile) with the row's setup and allocator setting. The evaluation
+itself is ``planner.calibration_data.evaluate_heldout`` (tests/test_heldout_accuracy.py asserts on it).
 
 Run: python benchmarks/heldout_accuracy.py   (writes benchmarks/results/heldout_accuracy.txt)
 """
 
 from __future__ import annotations
 
-import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration_data import measured_setup  # noqa: E402
-
-from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.memory.trainer import trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
+from planner.calibration_data import evaluate_heldout  # noqa: E402
 
 MIB = 1024**2
-DATA = Path(__file__).resolve().parent / "results" / "h100_heldout"
-FILES = ("fresh.json", "expandable.json", "heldout.json")
-
-
-def load_rows(folder: Path = DATA) -> list[dict]:
-    """Step rows of every profile in ``folder`` (ok and OOM)."""
-    rows = []
-    for name in FILES:
-        profile = json.loads((folder / name).read_text())
-        for model in profile["models"]:
-            steps = [r for r in model["rows"] if r.get("stage") == "step"]
-            # the first step of a model also creates the optimizer state, after backward: its peak
-            # lacks the state that every later step holds through backward (what is predicted)
-            rows += [{**r, "transformers": profile["versions"]["transformers"], "first_step": i == 0}
-                     for i, r in enumerate(steps)]
-    return rows
-
-
-def predict(row: dict) -> int:
-    setup = measured_setup(row)
-    return trainer_memory(resolve_model(row["model"]), setup).peak_bytes
-
-
-def evaluate(rows=None) -> dict:
-    rows = rows if rows is not None else load_rows()
-    card = resolve_gpu("H100-80GB").total_bytes
-    ran, oom = [], []
-    for r in rows:
-        pred = predict(r)
-        if not r["ok"]:
-            oom.append((r, pred, pred > card))
-            continue
-        device = r["device_used_mib_end"] * MIB
-        readme = (r["peak_reserved_step_mib"] + r["device_used_mib_after_load"] - r["reserved_mib_after_load"]) * MIB
-        ran.append((r, pred, (pred - device) / device, (pred - readme) / readme))
-    errs = [e for *_, e, _ in ran]
-    return {"ran": ran, "oom": oom, "card_bytes": card,
-            "median_abs_error": statistics.median(abs(e) for e in errs),
-            "max_abs_error": max(abs(e) for e in errs), "worst_under": min(errs),
-            "max_abs_error_after_first_step": max(abs(e) for r, _, e, _ in ran if not r["first_step"]),
-            "readme_median_abs_error": statistics.median(abs(e) for *_, e in ran),
-            "readme_max_abs_error": max(abs(e) for *_, e in ran),
-            "oom_predicted_above_card": all(ok for *_, ok in oom)}
 
 
 def main() -> None:
-    res = evaluate()
+    res = evaluate_heldout()
     lines = [f"{'model':34s} {'w':4s} {'mode':4s} {'r':>3s} {'alloc':5s} {'gc':3s} {'B':>2s} {'P':>4s} {'C':>4s} "
              f"{'device MiB':>10s} {'predicted':>9s} {'error':>7s} {'README fig.':>11s}"]
     for r, pred, err, err_readme in res["ran"]:

@@ -8,67 +8,26 @@ Predicted = ``trainer_memory`` at the longest completion length, ``completion_le
 the six runs of run_peak.jsonl (a fit check); heldout_runs.jsonl holds two runs measured after the
 fractions were fixed and their predictions committed (heldout_predictions.txt). The single-step prediction
 (``completion_lengths="fixed"``, one accumulation step) is printed beside it to show what a planner
-calibrated on isolated steps alone would have missed.
+calibrated on isolated steps alone would have missed. The evaluation itself is
+``planner.calibration_data.evaluate_runs`` (tests/test_run_peak.py asserts on it).
 
 Run: python benchmarks/run_peak_accuracy.py   (writes benchmarks/results/run_peak_accuracy.txt)
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration_data import measured_setup  # noqa: E402
-
-from planner.memory.trainer import trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
+from planner.calibration_data import evaluate_runs  # noqa: E402
 
 MIB = 1024**2
-FOLDER = Path(__file__).resolve().parent / "results" / "h100_run_peak"
-DATA = FOLDER / "run_peak.jsonl"
-HELDOUT = FOLDER / "heldout_runs.jsonl"
-
-
-def load_runs(path: Path = DATA) -> list[dict]:
-    """The ``run`` rows, each with its largest micro-step and its library versions."""
-    runs, micro = [], []
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        if r["stage"] == "load":
-            micro = []
-        elif r["stage"] == "micro":
-            micro.append(r)
-        elif r["stage"] == "run":
-            runs.append({**r, "micro_steps": len(micro),
-                         "longest_completion": max(m["completion"] for m in micro)})
-    return runs
-
-
-def predict(run: dict, run_level: bool = True) -> int:
-    setup = measured_setup(run, transformers_version=run["versions"]["transformers"],
-                           gradient_accumulation_steps=run["accumulation"] if run_level else 1,
-                           completion_lengths="varied" if run_level else "fixed")
-    return trainer_memory(resolve_model(run["model"]), setup).peak_bytes
-
-
-def evaluate(runs=None) -> dict:
-    runs = runs if runs is not None else load_runs() + [{**r, "heldout": True} for r in load_runs(HELDOUT)]
-    out = []
-    for r in runs:
-        measured = r["device_peak_mib"] * MIB
-        out.append((r, predict(r), predict(r, run_level=False), measured))
-    errs = [(p - m) / m for _, p, _, m in out]
-    single = [(s - m) / m for _, _, s, m in out]
-    held = [e for (r, *_), e in zip(out, errs) if r.get("heldout")]
-    return {"runs": out, "max_abs_error": max(map(abs, errs)), "worst_under": min(errs), "heldout_errors": held,
-            "single_step_worst_under": min(single)}
 
 
 def main() -> None:
-    res = evaluate()
+    res = evaluate_runs()
     lines = [f"{'model':34s} {'w':4s} {'gc':3s} {'B':>2s} {'P':>4s} {'C':>5s} {'run peak MiB':>12s} "
              f"{'predicted':>9s} {'error':>7s} {'one fixed step':>14s} {'error':>7s}"]
     for r, pred, single, measured in res["runs"]:

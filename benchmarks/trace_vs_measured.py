@@ -1,6 +1,6 @@
 """Traced vs measured activation peak for every step row of the H100 calibration data.
 
-Measured (allocator level, shared/calibration/README.md): ``peak_alloc_step_mib - before_mib``,
+Measured (allocator level, data/calibration/README.md): ``peak_alloc_step_mib - before_mib``,
 the most the caching allocator held over forward, backward and optimizer step, above what was
 allocated before the step (weights, adapters and, after a model's first step, optimizer state).
 Traced: ``planner.profiler.trace.trace_steps(...)`` on the CPU (meta tensors, no GPU), the peak of
@@ -31,10 +31,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration_data import load_rows  # noqa: E402
-
+from planner.calibration_data import load_rows  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
 
@@ -92,7 +90,7 @@ def run(gc_only: bool = False, out=print) -> dict:
               f"{'measured MiB':>12} {'traced MiB':>11} {'error':>7}  flag")
     out("Traced (CPU, meta tensors) vs measured (H100) activation peak, allocator level:")
     out("measured = peak_alloc_step_mib - before_mib; traced = live-tensor peak over forward+backward")
-    out("minus weights/adapters. Source: shared/calibration/h100-trl1.16-train.jsonl "
+    out("minus weights/adapters. Source: data/calibration/h100-trl1.16-train.jsonl "
         "(torch 2.11, transformers 5.17, TRL 1.16).")
     import torch
     import transformers

@@ -7,10 +7,10 @@ card they were measured on.
         components, label, warnings = apply_calibration(estimate.trainer.components, cal, setup)
         # label: "calibrated (H100-80GB, trl 1.16.0, torch 2.11.0)"
 
-Where profiles are looked up, in order (the first match wins, newest file first in each folder):
+Where profiles are looked up, in order (the first match wins):
 1. ``$PLANNER_CALIBRATION_DIR`` if set, else ``~/.cache/planner/calibration/`` (what
-   ``plan profile --gpu auto`` writes);
-2. ``profiles/calibration/`` shipped with the planner.
+   ``plan profile --gpu auto`` writes), newest file first;
+2. ``profiles/calibration/`` shipped with the planner (``planner.shipped``), by file name.
 
 A profile matches a model by its architecture fingerprint (model_type, hidden size, layers,
 attention and KV heads, intermediate size, vocabulary), not by name, so a fine-tune of a measured
@@ -32,11 +32,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model_spec import PROFILES_DIR, ModelSpec
+from .model_spec import ModelSpec
 from .profiler.fit import ModelFit, gc_key
+from .shipped import PROFILES_DIR, json_files
 
 SCHEMA_VERSION = 1
-SHIPPED_DIR = PROFILES_DIR / "calibration"
+SHIPPED_DIR = PROFILES_DIR.joinpath("calibration")  # a Traversable (importlib.resources)
 USER_DIR = Path("~/.cache/planner/calibration")
 ENV_DIR = "PLANNER_CALIBRATION_DIR"
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes")
@@ -105,8 +106,8 @@ class Calibration:
 
 # -- the store ------------------------------------------------------------------------------------
 
-def search_dirs() -> list[Path]:
-    """Folders searched for calibration profiles, in order."""
+def search_dirs() -> list:
+    """Folders searched for calibration profiles, in order (the user's, then the shipped one)."""
     env = os.environ.get(ENV_DIR)
     first = Path(env).expanduser() if env else USER_DIR.expanduser()
     return [first, SHIPPED_DIR]
@@ -146,16 +147,19 @@ def _gpu_names(gpu) -> set:
     return names
 
 
-def _profile_files(folder: Path) -> list[Path]:
+def _profile_files(folder) -> list:
+    if folder is SHIPPED_DIR:
+        return json_files(folder)
     if not folder.is_dir():
         return []
     return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def load_profile(path: Path) -> dict | None:
-    """A calibration profile's JSON, or None when the file is not one (bad JSON, other schema)."""
+def load_profile(path) -> dict | None:
+    """A calibration profile's JSON, or None when the file is not one (bad JSON, other schema).
+    ``path``: a file path or a shipped ``Traversable``."""
     try:
-        with open(path) as f:
+        with (path if hasattr(path, "open") else Path(path)).open() as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError):
         return None

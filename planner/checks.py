@@ -40,7 +40,7 @@ from .units import format_gib
 from .versions import installed_version as _installed  # read live (tests fake it here)
 
 SEVERITIES = ("error", "warning", "info")
-_INSTALL_HINT = "pip install 'planner[train]'"
+_INSTALL_HINT = "pip install 'grpo-vram-planner[train]'"
 
 
 @dataclass(frozen=True)
@@ -431,7 +431,7 @@ def _alloc_conf(ctx: _Context) -> list:
 # -- vLLM start-up ----------------------------------------------------------------------------
 
 def _vllm_startup(ctx: _Context) -> list:
-    """vLLM refuses to start when free memory < ceil(total x utilization) (vllm-memory.md §2)."""
+    """vLLM refuses to start when free memory < ceil(total x utilization) (docs/vllm-memory.md §2)."""
     if not ctx.colocate:
         return []
     cap = ctx.plan.training_rank.vllm

@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .errors import NoGpuError, UnknownGpuError
-from .model_spec import PROFILES_DIR
+from .shipped import PROFILES_DIR, require
 from .units import MIB
 
-GPUS_FILE = PROFILES_DIR / "gpus.json"
+GPUS_FILE = PROFILES_DIR.joinpath("gpus.json")
 
 # NVML's total includes memory the driver keeps for itself; CUDA reports this much less
 # on the cards we have both figures for (H100 80GB: 81,559 MiB NVML vs 81,079 MiB CUDA).
@@ -63,7 +63,7 @@ def margin_budget_bytes(gpu: GpuSpec, margin: float) -> int:
 
 @lru_cache(maxsize=1)
 def _gpu_table() -> tuple[dict, ...]:
-    with open(GPUS_FILE) as f:
+    with require(GPUS_FILE).open() as f:
         return tuple(json.load(f)["gpus"])
 
 
@@ -114,7 +114,7 @@ def detect_gpu(index: int = 0) -> GpuSpec:
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
-        raise NoGpuError(f"--gpu auto needs NVML (pip install nvidia-ml-py) and an NVIDIA driver; "
+        raise NoGpuError(f"--gpu auto needs NVML (pip install 'grpo-vram-planner[nvml]') and an NVIDIA driver; "
                          f"plan for a named card instead with --gpu NAME (e.g. {names})") from None
     try:
         pynvml.nvmlInit()

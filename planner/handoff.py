@@ -16,7 +16,7 @@ Two facts of TRL 1.16 the hand-off takes care of:
 Where the plan cannot run as planned (no CUDA GPU, or no vllm package: vLLM needs both), the
 real config falls back to ``use_vllm=False`` and ``bf16=False`` where the device lacks bf16, with
 a warning. :func:`write_grpo_yaml` writes the plan unchanged: it is meant for the training machine.
-torch, transformers, trl and peft are imported inside the functions (``pip install 'planner[train]'``).
+torch, transformers, trl and peft are imported inside the functions (``pip install 'grpo-vram-planner[train]'``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .errors import MissingDependencyError
 from .units import GIB
 
 DEFAULT_OUTPUT_DIR = "grpo-output"
-_TRAIN_HINT = "pip install 'planner[train]'"
+_TRAIN_HINT = "pip install 'grpo-vram-planner[train]'"
 # planner weight format -> the dtype from_pretrained gets (4/8-bit: the compute dtype)
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 

@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import ConfigError, UnknownModelError
+from .shipped import PROFILES_DIR, json_files, require
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-MODELS_DIR = PROFILES_DIR / "models"
+MODELS_DIR = PROFILES_DIR.joinpath("models")
 
 # model_type -> architecture facts that config.json does not spell out.
 # norms_per_layer: RMSNorms per decoder layer (Gemma 2/3 add pre/post feed-forward norms).
@@ -411,9 +411,9 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
 @lru_cache(maxsize=1)
 def _shipped_index() -> dict:
     """Lower-cased id and alias -> profile path for every shipped model profile."""
-    index: dict[str, Path] = {}
-    for path in sorted(MODELS_DIR.glob("*.json")):
-        with open(path) as f:
+    index: dict = {}
+    for path in json_files(require(MODELS_DIR)):
+        with path.open() as f:
             prof = json.load(f)
         index[prof["id"].lower()] = path
         for alias in prof.get("aliases", ()):
@@ -425,14 +425,14 @@ def shipped_model_ids() -> list[str]:
     """The Hugging Face ids of every shipped model profile."""
     ids = set()
     for path in _shipped_index().values():
-        with open(path) as f:
+        with path.open() as f:
             ids.add(json.load(f)["id"])
     return sorted(ids)
 
 
 @lru_cache(maxsize=64)
-def _load_shipped(path: Path) -> ModelSpec:
-    with open(path) as f:
+def _load_shipped(path) -> ModelSpec:
+    with path.open() as f:
         prof = json.load(f)
     return spec_from_config(prof["config"], prof["id"], source=f"shipped profile {path.name}")
 

@@ -7,7 +7,7 @@ Bars: load, weight_sync, generation, training, stacked by component (``trainer.*
 greens, ``vllm.*`` in oranges and reds, from ``estimate.phases[phase].components``). Lines: the
 card's total, the card less the plan's margin (the budget every phase must stay under) and, for a
 live card (``--gpu auto``), what is free now. Numbers in GiB. matplotlib is imported here only,
-with the Agg canvas (no display, no global backend switch): ``pip install 'planner[plot]'``.
+with the Agg canvas (no display, no global backend switch): ``pip install 'grpo-vram-planner[plot]'``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: flo
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingDependencyError("plotting needs matplotlib: pip install 'planner[plot]'") from None
+        raise MissingDependencyError("plotting needs matplotlib: pip install 'grpo-vram-planner[plot]'") from None
     est = plan_or_estimate
     if margin is None:
         margin = getattr(plan_or_estimate, "margin", 0.05)

@@ -15,7 +15,7 @@ How the tables were built. vLLM facts were read from the release wheels (``pip d
 0.30, 0.32) inherits the facts of the release read just before it, and each row says so.
 ``path:line`` citations are for the release named. TRL facts come from the installed trl 1.16.0,
 the 0.28.0, 1.9.0, 1.9.2, 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels, and
-shared/docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
+docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class VllmFacts:
     # bytes per (sampled row x vocab entry) live at the sampler's peak: bf16 logits (2 B) plus
     # three fp32 logits-sized buffers (temperature/top-k/top-p pipeline: fp32 copy, sort
     # values, softmax) = 2 + 3 x 4 = 14 B. Fitted to the v0.19 H100 profile numbers in
-    # shared/docs/vllm-memory.md §1.3/§8.4 at max_num_batched_tokens 8192, 1024 rows:
+    # docs/vllm-memory.md §1.3/§8.4 at max_num_batched_tokens 8192, 1024 rows:
     # Llama-3.1-8B 1.93 GiB predicted (1.9-2.2 measured), Qwen2.5-7B 2.24 (~2.2),
     # Gemma-2-9B 3.62 (3.65-3.99), Gemma-3-27B 3.76 (3.65-3.99). Later releases are assumed
     # the same: the V2 runner (0.33.0 v1/worker/gpu/model_runner.py:993-1016) samples twice
@@ -136,7 +136,7 @@ class VllmFacts:
     sampler_bytes_per_logit: float = 14.0
     # workspace and metadata on top of the larger phase; calibration slack of the same fit
     activation_fixed_bytes: int = 100 * MIB
-    # -- memory outside the model (H100 numbers of v0.19 logs, vllm-memory.md §8.2 and §8.5) --
+    # -- memory outside the model (H100 numbers of v0.19 logs, docs/vllm-memory.md §8.2 and §8.5) --
     # allocated before vLLM's init snapshot: CUDA context, cuBLAS handles, NCCL communicators
     baseline_bytes_tp1: int = 512 * MIB
     baseline_bytes_tp_multi: int = 1536 * MIB
@@ -304,7 +304,7 @@ class TrlFacts:
 
 
 # What changed at each TRL release, oldest first; each row inherits every earlier change.
-# (first release, changes). Sources: trl-grpo.md §1, §3 and §6 for 0.14-1.9, the wheels named in
+# (first release, changes). Sources: docs/trl-grpo.md §1, §3 and §6 for 0.14-1.9, the wheels named in
 # the notes, and the installed 1.16.0.
 _TRL_CHANGES = (
     ("0.14.0", dict(colocate_supported=False, sleep_mode_supported=False, sleep_level=None,

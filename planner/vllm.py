@@ -5,7 +5,7 @@
     cap.kv_cache_tokens, cap.max_concurrency, cap.errors
 
 One small pure function per term, each following the vLLM source it cites. Line numbers are for
-the 0.33.0 release wheel (the reference, see shared/docs/vllm-memory.md) unless another release
+the 0.33.0 release wheel (the reference, see docs/vllm-memory.md) unless another release
 is named; what differs between releases is looked up in :mod:`planner.versions`, never here.
 The arithmetic vLLM does itself (budget, page sizes, block counts, concurrency, the token line and
 the start-up errors) is reproduced exactly. Three terms vLLM *measures* are estimates here:
@@ -275,7 +275,7 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
     plus ``activation_fixed_bytes`` (100 MiB). Calibration (``VllmFacts.sampler_bytes_per_logit``):
     at mnbt 8192 and 1024 rows this gives 1.93 GiB for Llama-3.1-8B, 2.24 for Qwen2.5-7B, 3.62 for
     Gemma-2-9B and 3.76 for Gemma-3-27B, against 1.9-2.2 and 3.65-3.99 GiB measured on v0.19
-    (vllm-memory.md §1.3, §8.4). It does not depend on ``max_model_len`` (chunked prefill).
+    (docs/vllm-memory.md §1.3, §8.4). It does not depend on ``max_model_len`` (chunked prefill).
     The forward phase is physically shaped but not calibrated (no data at small ``max_num_seqs``).
     """
     facts = vllm_facts(version)
@@ -294,7 +294,7 @@ def non_torch_bytes(tp: int = 1, version: str | None = None) -> int:
 
     vLLM measures it as the part of the free-memory drop that torch did not allocate
     (utils/mem_utils.py:305-321, ``non_torch_increase``). Here: ~0.25 GiB at TP1 and ~2.1 GiB at
-    TP2 on H100 in v0.19 logs (vllm-memory.md §8.5); TP > 2 is assumed equal to TP2.
+    TP2 on H100 in v0.19 logs (docs/vllm-memory.md §8.5); TP > 2 is assumed equal to TP2.
     """
     facts = vllm_facts(version)
     return facts.non_torch_bytes_tp1 if tp == 1 else facts.non_torch_bytes_tp_multi
@@ -304,7 +304,7 @@ def baseline_bytes(tp: int = 1, version: str | None = None) -> int:
     """What vLLM allocates *before* its init snapshot, outside the budget: CUDA context, cuBLAS
     handles, NCCL communicators (Worker.init_device, v1/worker/gpu_worker.py:449-541).
 
-    ~0.5 GiB at TP1, ~1.5 GiB at TP>1 for a fresh process on H100 (vllm-memory.md §1.1, §8.2).
+    ~0.5 GiB at TP1, ~1.5 GiB at TP>1 for a fresh process on H100 (docs/vllm-memory.md §1.1, §8.2).
     In TRL's colocate mode vLLM runs inside the trainer's process and shares its CUDA context, so
     callers that already count the trainer's context pass a smaller ``baseline_bytes``.
     """
@@ -356,7 +356,7 @@ def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: 
     and 280 KiB per graph per layer fitted to Llama-3.1-8B on H100 (51+51 graphs, 0.91 GiB
     actual, v0.19). Reported pools are 0.5-1.9 GiB on H100 for 2-30B models at default sizes,
     and vLLM's own estimate differs from the captured pool by up to ~2x either way
-    (vllm-memory.md §1.4, §4.3): treat this term as +-50%.
+    (docs/vllm-memory.md §1.4, §4.3): treat this term as +-50%.
     """
     if enforce_eager:
         return 0
@@ -886,7 +886,7 @@ def vllm_process_bytes(capacity: VllmCapacity, include_baseline: bool = True) ->
 def sleep_freed_bytes(capacity: VllmCapacity, level: int = 2) -> int:
     """Bytes ``LLM.sleep(level)`` gives back: the CuMem pools tagged ``weights`` and ``kv_cache``.
 
-    vllm-memory.md §5: ``CuMemAllocator.sleep`` (device_allocator/cumem.py:233-298) unmaps every
+    docs/vllm-memory.md §5: ``CuMemAllocator.sleep`` (device_allocator/cumem.py:233-298) unmaps every
     tagged allocation; level 1 first copies ``weights`` to pinned host RAM, level 2 discards them.
     Both free the same device memory.
     """
@@ -897,7 +897,7 @@ def sleep_freed_bytes(capacity: VllmCapacity, level: int = 2) -> int:
 def sleep_resident_bytes(capacity: VllmCapacity, level: int = 2, include_baseline: bool = True) -> int:
     """What stays on the GPU while vLLM sleeps (level 1 and level 2 alike).
 
-    vllm-memory.md §5: the CUDA context and cuBLAS handles, NCCL / custom all-reduce buffers
+    docs/vllm-memory.md §5: the CUDA context and cuBLAS handles, NCCL / custom all-reduce buffers
     (unless the experimental ``enable_nccl_comm_suspend``), the CUDA-graph pool (unless
     ``sleep_mode_offload_cudagraph``; TRL sets neither), and non-tagged runtime allocations
     (attention workspaces; modelled by ``non_torch_bytes``). The activation headroom goes back to

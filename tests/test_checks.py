@@ -278,7 +278,7 @@ def test_cli_check_for_training_fails_with_exit_1(env, capsys):
     assert report["ok"] is False and report["errors"] == 4
     assert {"id": "trl-installed", "severity": "error",
             "message": "TRL is not installed: GRPOTrainer and GRPOConfig are unavailable here",
-            "fix": "pip install 'trl>=0.18.0' (or pip install 'planner[train]')"} in report["checks"]
+            "fix": "pip install 'trl>=0.18.0' (or pip install 'grpo-vram-planner[train]')"} in report["checks"]
 
 
 def test_cli_check_bad_input_exits_2(env, capsys):

@@ -373,7 +373,7 @@ def test_colocated_tp_splits_weights_and_kv():
     assert c2.kv_bytes_per_token == 32 * 4 * 128 * 2 * 2 == 65_536
     assert c2.weights_bytes == vllm.weights_bytes(spec, tp=2) < 0.55 * c1.weights_bytes
     # TP > 1 costs ~1.5 GiB more outside the weights per GPU (NCCL / custom all-reduce buffers,
-    # vllm-memory.md §8): baseline + non-torch growth
+    # docs/vllm-memory.md §8): baseline + non-torch growth
     extra = (c2.baseline_bytes + c2.non_torch_bytes) - (c1.baseline_bytes + c1.non_torch_bytes)
     assert extra > 1.5 * GIB
     # TRL passes max_num_seqs = B x TP x S to each engine

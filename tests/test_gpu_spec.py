@@ -9,7 +9,7 @@ MIB = 1024**2
 
 
 def test_h100_total_is_what_cuda_reports():
-    # shared/calibration: "NVIDIA H100 80GB HBM3 (CUDA reports 81079 MiB total)"
+    # data/calibration: "NVIDIA H100 80GB HBM3 (CUDA reports 81079 MiB total)"
     assert resolve_gpu("H100-80GB").total_bytes == 81_079 * MIB
 
 

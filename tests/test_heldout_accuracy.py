@@ -1,18 +1,18 @@
-"""The trainer model (fitted on shared/calibration only) against held-out H100 measurements:
+"""The trainer model (fitted on data/calibration only) against held-out H100 measurements:
 models, LoRA ranks, shapes, full fine-tuning and ``expandable_segments`` the fit never saw
 (benchmarks/results/h100_heldout, measured by benchmarks/gpu_heldout.sh, one fresh process per model).
 """
 
 import pytest
 
-from heldout_accuracy import DATA, evaluate, predict
+from planner.calibration_data import HELDOUT_DIR, evaluate_heldout, predict_step
 
 MIB = 1024**2
 
 
 @pytest.fixture(scope="module")
 def result():
-    return evaluate()
+    return evaluate_heldout()
 
 
 def test_the_held_out_data_is_what_was_measured(result):
@@ -20,7 +20,7 @@ def test_the_held_out_data_is_what_was_measured(result):
     models = {r["model"] for r, *_ in result["ran"]}
     assert {"Qwen/Qwen3-0.6B", "meta-llama/Llama-3.2-3B-Instruct", "microsoft/Phi-4-mini-instruct",
             "google/gemma-2-2b-it", "mistralai/Mistral-7B-Instruct-v0.3"} <= models
-    assert (DATA / "env.txt").read_text().startswith("NVIDIA H100 80GB HBM3")
+    assert (HELDOUT_DIR / "env.txt").read_text().startswith("NVIDIA H100 80GB HBM3")
 
 
 def test_median_error_against_the_device_level_peak_at_most_3_percent(result):
@@ -54,6 +54,6 @@ def test_gemma2_measured_with_transformers_5_17_ran_sdpa(result):
     rows = [r for r, *_ in result["ran"] if r["model"] == "google/gemma-2-2b-it" and not r["grad_ckpt"]]
     longest = max(rows, key=lambda r: r["batch"] * (r["prompt_len"] + r["completion_len"]))
     assert longest["transformers"] == "5.17.0"
-    assert abs(predict(longest) / MIB - longest["device_used_mib_end"]) / longest["device_used_mib_end"] < 0.03
-    eager = predict({**longest, "transformers": "5.24.0"})
+    assert abs(predict_step(longest) / MIB - longest["device_used_mib_end"]) / longest["device_used_mib_end"] < 0.03
+    eager = predict_step({**longest, "transformers": "5.24.0"})
     assert eager > 2 * longest["device_used_mib_end"] * MIB

@@ -43,9 +43,10 @@ def test_tied_embeddings_have_no_separate_head():
 
 def test_every_shipped_profile_matches_its_recorded_total():
     from planner.model_spec import MODELS_DIR
+    from planner.shipped import json_files
 
     checked = 0
-    for path in MODELS_DIR.glob("*.json"):
+    for path in json_files(MODELS_DIR):
         prof = json.loads(path.read_text())
         if prof.get("params_total"):
             assert resolve_model(prof["id"]).n_params == prof["params_total"], prof["id"]

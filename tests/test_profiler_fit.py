@@ -1,6 +1,6 @@
 """Fitting (planner/profiler/fit.py) on recorded H100 measurements.
 
-The rows below are copied, field subset only, from shared/calibration/h100-trl1.16-train.jsonl
+The rows below are copied, field subset only, from data/calibration/h100-trl1.16-train.jsonl
 (H100 80GB HBM3, torch 2.11, transformers 5.17, TRL 1.16, bitsandbytes 0.50.2): every LoRA step
 of Qwen2.5-0.5B-Instruct (bf16) and Llama-3.1-8B-Instruct (NF4), OOM rows included.
 """

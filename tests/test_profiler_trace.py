@@ -93,7 +93,7 @@ def test_full_finetuning_of_nf4_is_refused(tiny):
 
 
 def test_trace_matches_a_measured_h100_step():
-    """Golden row from shared/calibration/h100-trl1.16-train.jsonl: Llama-3.2-1B-Instruct, bf16,
+    """Golden row from data/calibration/h100-trl1.16-train.jsonl: Llama-3.2-1B-Instruct, bf16,
     LoRA r16, gradient checkpointing, batch 4 x (256 + 1024): peak_alloc_step_mib - before_mib
     = 3862.6 - 2489.7 = 1372.9 MiB. benchmarks/trace_vs_measured.py shows 1372.9 traced; the
     tolerance allows for allocator effects the trace does not model."""

@@ -3,15 +3,15 @@ gradient accumulation raise the device-level peak above one isolated step; the m
 
 import pytest
 
+from planner.calibration_data import evaluate_runs
 from planner.errors import InvalidSetupError
 from planner.memory.trainer import TrainerSetup, trainer_memory
 from planner.model_spec import resolve_model
-from run_peak_accuracy import evaluate
 
 
 @pytest.fixture(scope="module")
 def result():
-    return evaluate()
+    return evaluate_runs()
 
 
 def test_eight_runs_of_sixteen_micro_steps(result):

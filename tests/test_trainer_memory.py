@@ -34,7 +34,7 @@ def test_nf4_without_double_quant_is_larger():
 
 
 def test_lora_parameters_match_peft_count():
-    # anchors.md: Llama-3.1-8B, r=16, all 7 projections -> 41,943,040 (= calibration n_trainable)
+    # docs/anchors.md: Llama-3.1-8B, r=16, all 7 projections -> 41,943,040 (= calibration n_trainable)
     assert lora_params(resolve_model("meta-llama/Llama-3.1-8B-Instruct"), 16) == 41_943_040
     assert lora_params(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), 16) == 8_798_208
 

@@ -78,7 +78,7 @@ def test_budget_is_ceil_of_total_times_utilization():
 
 
 def test_startup_error_reproduces_a_real_vllm_log():
-    # pytorch/pytorch#175666 (vllm-memory.md §2): "Free memory on device cuda:1 (19.77/22.05 GiB) on startup
+    # pytorch/pytorch#175666 (docs/vllm-memory.md §2): "Free memory on device cuda:1 (19.77/22.05 GiB) on startup
     # is less than desired GPU memory utilization (0.9, 19.84 GiB)". An L4 reports 22.0498 GiB; at 0.9 vLLM
     # requests ceil(23,675,797,504 x 0.9) = 21,308,217,754 B = 19.845 GiB -> "19.84" (round(x, 2), mem_utils.py:30).
     l4 = resolve_gpu("L4").total_bytes
@@ -166,7 +166,7 @@ def test_kv_bytes_per_token_gqa_and_tp_and_fp8():
 
 
 def test_kv_bytes_per_token_mla_worked_check(mla):
-    # vllm-memory.md §3.4: DeepSeek-V2-Lite 27 layers x (512 + 64) latent x 2 B = 31,104 B/token,
+    # docs/vllm-memory.md §3.4: DeepSeek-V2-Lite 27 layers x (512 + 64) latent x 2 B = 31,104 B/token,
     # one latent head (no V) replicated on every TP rank (MLAAttentionSpec, get_num_kv_heads -> 1)
     assert kv_bytes_per_token(mla) == 27 * 576 * 2 == 31_104
     assert kv_bytes_per_token(mla, tp=2) == 31_104
@@ -268,7 +268,7 @@ def test_gemma3_sliding_window_blocks_tokens_and_concurrency():
 
 
 def test_gemma3_27b_pads_eight_layers():
-    # vllm-memory.md §3.3: "Add 8 padding layers, may waste at most 15.38% KV cache memory" (8 / 52)
+    # docs/vllm-memory.md §3.3: "Add 8 padding layers, may waste at most 15.38% KV cache memory" (8 / 52)
     lay = kv_layout(resolve_model("google/gemma-3-27b-it"), 8192, 8192)
     assert (lay.group_size, lay.padding_layers, len(lay.groups)) == (10, 8, 7)
     assert round(8 / 52 * 100, 2) == 15.38
@@ -389,7 +389,7 @@ def test_cudagraph_pool_estimate_range():
 
 
 @pytest.mark.parametrize("model,lo,hi", [
-    (LLAMA, 1.9, 2.2),                       # vllm-memory.md §1.3: Llama/Qwen ~1.9-2.2 GiB
+    (LLAMA, 1.9, 2.2),                       # docs/vllm-memory.md §1.3: Llama/Qwen ~1.9-2.2 GiB
     ("Qwen/Qwen2.5-7B-Instruct", 1.9, 2.3),
     ("google/gemma-2-9b-it", 3.55, 4.0),     # 256k vocab: 3.65-3.99 GiB
     ("google/gemma-3-27b-it", 3.65, 4.0),
@@ -412,7 +412,7 @@ def test_activation_sampler_rows_are_min_of_tokens_and_seqs():
 def test_sleep_terms():
     cap = vllm_capacity(LLAMA, "H100-80GB", gpu_memory_utilization=0.3, max_model_len=4096,
                         max_num_seqs=16, max_num_batched_tokens=4096)
-    # vllm-memory.md §5: weights and KV cache are unmapped; context, NCCL, graph pool and untagged runtime stay
+    # docs/vllm-memory.md §5: weights and KV cache are unmapped; context, NCCL, graph pool and untagged runtime stay
     assert sleep_freed_bytes(cap, 2) == sleep_freed_bytes(cap, 1) == cap.weights_bytes + cap.kv_cache_bytes
     assert sleep_resident_bytes(cap, 1) == sleep_resident_bytes(cap, 2) == (
         cap.baseline_bytes + cap.cudagraph_bytes + cap.non_torch_bytes)

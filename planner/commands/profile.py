@@ -8,7 +8,7 @@
 (planner/profiler/trace.py): it reports the step's activation peak per shape and the trainer peak
 with the analytic estimate's activation terms replaced by the traced one. ``--gpu auto`` runs the
 same step on the GPU (planner/profiler/measure.py), records every memory figure of
-shared/calibration/README.md and writes a calibration profile that ``plan estimate`` then uses.
+data/calibration/README.md and writes a calibration profile that ``plan estimate`` then uses.
 """
 
 from __future__ import annotations

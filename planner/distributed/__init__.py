@@ -44,7 +44,7 @@ own phase here. Without PEFT, ZeRO-3 gathers one parameter at a time; FSDP2 call
 
 **vLLM.** Colocated: every TP group of training ranks runs one engine; each rank holds 1/TP of
 its weights and KV cache (``planner.vllm.vllm_capacity(tensor_parallel_size=TP)``, including the
-~1.5 GiB of NCCL/custom all-reduce buffers per GPU at TP > 1, vllm-memory.md §8). Server mode:
+~1.5 GiB of NCCL/custom all-reduce buffers per GPU at TP > 1, docs/vllm-memory.md §8). Server mode:
 training ranks hold no vLLM memory; the server GPUs run ``trl vllm-serve`` (trl 1.16
 ``trl/scripts/vllm_serve.py``: defaults ``--gpu-memory-utilization 0.9``, ``--tensor-parallel-size 1``,
 ``--data-parallel-size 1``, ``--port 8000``; it execs ``vllm serve``, so vLLM's

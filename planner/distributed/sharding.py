@@ -279,7 +279,7 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     c["gather_working_set"] = gather_working_set_bytes(spec, engine, s, setup.finetune)
     c["nccl"] = nccl_bytes_per_rank(N, topology.vllm_mode)
     # When a colocated vLLM starts (GRPOTrainer.__init__), DDP runs have the model on the GPU;
-    # DeepSpeed and FSDP place it at accelerator.prepare() (trl-grpo.md §3), except ZeRO-3's
+    # DeepSpeed and FSDP place it at accelerator.prepare() (docs/trl-grpo.md §3), except ZeRO-3's
     # zero.Init (zero3_init_flag), which loads the shards straight to the GPU.
     # No matmul has run yet, so no cuBLAS workspace exists.
     start = c["non_torch"] + c["nccl"]

@@ -29,7 +29,7 @@ tensors plus the backward working set.
 The backward working set (gradient of the residual stream, the final norm and LM-head inputs,
 and the fp32 gradient of the widest LoRA input) is the one fitted term:
 ``BACKWARD_BYTES_PER_HIDDEN * h + BACKWARD_BYTES_PER_INTERMEDIATE * I`` per token, fitted by
-benchmarks/fit_trainer_coefficients.py on the LoRA rows of shared/calibration (H100, TRL 1.16).
+benchmarks/fit_trainer_coefficients.py on the LoRA rows of data/calibration (H100, TRL 1.16).
 The derived per-layer bytes above were checked against the same data's no-checkpointing rows:
 within 2-6% for all eight models (Qwen2.5, Qwen3, Llama 3, Gemma 3; bf16 and NF4).
 """
@@ -47,7 +47,7 @@ from .lora import ADAPTER_BYTES_PER_PARAM, lora_targets
 EAGER_SAVED_BYTES_PER_SCORE = 8
 EAGER_BACKWARD_BYTES_PER_SCORE = 4
 
-# Fitted on shared/calibration/h100-trl1.16-train.jsonl (benchmarks/fit_trainer_coefficients.py).
+# Fitted on data/calibration/h100-trl1.16-train.jsonl (benchmarks/fit_trainer_coefficients.py).
 BACKWARD_BYTES_PER_HIDDEN = 12.02  # per token per hidden unit
 BACKWARD_BYTES_PER_INTERMEDIATE = 4.01  # per token per MLP unit
 FUSED_GATE_UP_BACKWARD_BYTES = 6  # derived: 2 (bf16) + 4 (fp32) per MLP unit, checked by the trace

@@ -28,7 +28,7 @@ RESERVE_FRACTION_NOT_CHECKPOINTED = 0.01
 # that a persistent gradient pins. Fitted the same safety-first way on the full fine-tuning rows
 # (one model, Qwen2.5-0.5B); on held-out Qwen3-1.7B full fine-tuning it over-predicts by 0.2-6%.
 RESERVE_FRACTION_CHECKPOINTED_FULL = 0.30
-# Expandable segments: not measured yet (no rows in shared/calibration use it). Blocks inside an
+# Expandable segments: not measured yet (no rows in data/calibration use it). Blocks inside an
 # expandable segment can still fragment, so we keep half of the default fractions as a conservative
 # allowance rather than assuming fragmentation disappears; `plan profile --gpu auto` calibrates it.
 EXPANDABLE_FRACTION_FACTOR = 0.5

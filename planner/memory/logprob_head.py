@@ -8,7 +8,7 @@
   set). When ``lm_head`` trains (full fine-tuning), backward accumulates its gradient in fp32: V*h*4.
 - ``plain`` (older TRL): the model returns ``(batch, C+1, vocab)`` logits; bf16 logits (2 B), the
   fp32 log-softmax kept for backward (4 B) and the fp32 gradient in backward (4 B) are alive
-  together: about 10 bytes per logit (shared/docs/trl-grpo.md §4, derived, not measured).
+  together: about 10 bytes per logit (docs/trl-grpo.md §4, derived, not measured).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 PEFT's ``LoraLayer`` adds ``lora_A`` (r x in) and ``lora_B`` (out x r) per wrapped linear, so
 ``r * (in + out)`` trainable parameters each. With ``autocast_adapter_dtype=True`` (PEFT's
 default) adapters of a bf16/fp16 model are kept in **fp32**: 4 bytes per parameter.
-Example (anchors.md §5): Llama-3.1-8B, r=16, all 7 projections -> 41,943,040 parameters,
+Example (docs/anchors.md §5): Llama-3.1-8B, r=16, all 7 projections -> 41,943,040 parameters,
 the calibration's ``n_trainable`` for that model.
 
 Default targets are all linear projections of the decoder (q,k,v,o,gate,up,down; Phi-3's fused

@@ -4,7 +4,7 @@
   block-wise since 0.44.0 with blocksize 256): tensors with at least ``min_8bit_size`` = 4096
   elements keep two uint8 states plus two fp32 absmax per 256 elements (2 + 8/256 = 2.031 B per
   parameter); smaller tensors fall back to two fp32 states (8 B per parameter). Source:
-  ``bitsandbytes/optim/optimizer.py::Optimizer2State.init_state`` (anchors.md §5).
+  ``bitsandbytes/optim/optimizer.py::Optimizer2State.init_state`` (docs/anchors.md §5).
 - ``adamw_torch`` / ``paged_adamw_32bit``: two fp32 states, 8 B per parameter (plus, in
   mixed-precision full fine-tuning of a bf16 model, no master copy: TRL trains the loaded dtype).
 - Paged variants allocate tensors of >= 1e5 elements with cudaMallocManaged: same bytes, but

@@ -1,7 +1,7 @@
 """Non-PyTorch memory of the trainer process: what cudaMemGetInfo counts that the caching
 allocator does not (CUDA context, loaded kernel modules, cuBLAS/cuBLASLt handles, NCCL).
 
-Source: shared/calibration/h100-trl1.16-train.jsonl (H100, torch 2.11, CUDA 13.0). The bare
+Source: data/calibration/h100-trl1.16-train.jsonl (H100, torch 2.11, CUDA 13.0). The bare
 context after ``torch.cuda.init()`` is 527 MiB (``used_mib_at_init``); once a model has run a
 training step (kernel modules loaded lazily for SDPA, cuBLASLt, bitsandbytes) the process holds
 771-787 MiB outside the allocator (``device_used_mib_after_load - reserved_mib_after_load`` of

@@ -1,7 +1,7 @@
 """The trainer process's device memory during a GRPO training step: every term, summed.
 
 ``trainer_memory(spec, setup)`` returns the **device-level peak** of one training micro-step
-(what nvidia-smi shows for the process; the figure shared/calibration/README.md defines as
+(what nvidia-smi shows for the process; the figure data/calibration/README.md defines as
 ``peak_reserved_step + non-PyTorch``) and the **steady state** between steps (weights, adapters,
 optimizer state, non-PyTorch memory and the allocator's retained reserve).
 

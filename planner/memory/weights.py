@@ -1,6 +1,6 @@
 """Weights held by the trainer, per storage format.
 
-Facts (shared/docs/anchors.md §5, bitsandbytes ``functional.quantize_4bit`` / ``Params4bit``):
+Facts (docs/anchors.md §5, bitsandbytes ``functional.quantize_4bit`` / ``Params4bit``):
 - bf16/fp16: 2 bytes per parameter, fp32: 4.
 - NF4 (bitsandbytes ``Linear4bit``, blocksize 64): 0.5 byte per weight + one fp32 absmax per 64
   weights; with double quantisation (HF ``bnb_4bit_use_double_quant``, the QLoRA default) the

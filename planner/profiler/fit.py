@@ -1,6 +1,6 @@
 """Fit per-model coefficients of the trainer memory model from measured training steps.
 
-Input rows have the fields of shared/calibration/h100-trl1.16-train.jsonl (and of what
+Input rows have the fields of data/calibration/h100-trl1.16-train.jsonl (and of what
 ``planner.profiler.measure`` writes): ``stage == "step"`` rows with ``grad_ckpt``, ``batch``,
 ``prompt_len``, ``completion_len``, ``before_mib``, ``peak_alloc_step_mib``,
 ``peak_reserved_step_mib``, ``device_used_mib_end`` ...; OOM rows (``ok`` false) are skipped.

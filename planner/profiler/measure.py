@@ -1,4 +1,4 @@
-"""Measure the trainer's memory on this machine's GPU, the way shared/calibration/README.md did,
+"""Measure the trainer's memory on this machine's GPU, the way data/calibration/README.md did,
 and write a calibration profile (``planner.calibration``) with the rows and fitted coefficients.
 
     plan profile --model Qwen/Qwen2.5-0.5B-Instruct --gpu auto
@@ -234,7 +234,7 @@ def _state_bytes(optimizer) -> int:
 
 
 def grpo_forward_backward(model, torch, batch: int, prompt: int, completion: int, vocab: int, device) -> None:
-    """Forward and backward of one GRPO-shaped micro-batch (shared/calibration/README.md): random
+    """Forward and backward of one GRPO-shaped micro-batch (data/calibration/README.md): random
     tokens, labels masked to the completion, TRL's fused head, the policy-gradient loss. Every
     tensor it made is freed on return; the gradients stay."""
     input_ids = torch.randint(0, vocab, (batch, prompt + completion), device=device)

@@ -5,7 +5,7 @@ live tensor bytes the way the CUDA caching allocator would count them.
     result = trace_steps(resolve_model("Qwen/Qwen2.5-0.5B-Instruct"), [Shape(4, 256, 1024)])
     result.steps[0].activation_peak_bytes
 
-How (the same step as shared/calibration/README.md, op for op):
+How (the same step as data/calibration/README.md, op for op):
 - The model is built from its config with transformers (``AutoModelForCausalLM.from_config``,
   bf16, ``attn_implementation="sdpa"``) on the **meta** device: tensors carry shape, dtype and
   strides, kernels compute nothing and no memory is touched, so an 8B model traces in seconds.
@@ -379,7 +379,7 @@ def _hf_config(spec: ModelSpec):
         from transformers import AutoConfig
     except ImportError:
         raise MissingDependencyError("plan profile --trace needs transformers to build the model from "
-                                     "its config: pip install 'planner[train]'") from None
+                                     "its config: pip install 'grpo-vram-planner[train]'") from None
     raw = {k: v for k, v in dict(spec.raw_config).items() if k not in _DROP_CONFIG_KEYS}
     model_type = raw.pop("model_type", None) or spec.model_type
     try:
@@ -563,7 +563,7 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
         import torch  # noqa: F401
     except ImportError:
         raise MissingDependencyError("plan profile --trace needs torch (CPU build is enough): "
-                                     "pip install 'planner[train]'") from None
+                                     "pip install 'grpo-vram-planner[train]'") from None
     settings = (gradient_checkpointing,) if isinstance(gradient_checkpointing, bool) else tuple(gradient_checkpointing)
     shapes = tuple(shapes)
     notes: list[str] = []
