@@ -89,7 +89,7 @@ _VARIANT_WORDS = frozenset({"ti", "super", "ada", "blackwell", "pro", "max", "q"
 
 def _gpu_words(name: str) -> tuple[str, ...]:
     """Lower-case words of a GPU name, separators and vendor words dropped, sizes as ``<n>gb``."""
-    text = re.sub(r"(\d+)\s*g(?:b|ib)?\b", r"\1gb", name.strip().lower())
+    text = re.sub(r"(?<![a-z0-9])(\d+)\s*g(?:b|ib)?\b", r"\1gb", name.strip().lower())
     return tuple(w for w in re.split(r"[^a-z0-9.]+", text) if w and w not in _NOISE_WORDS)
 
 

@@ -101,7 +101,7 @@ def test_every_spelling_belongs_to_one_profile():
     ("rtx_3060_12gb", "RTX-3060-12GB"), ("4060 Ti 16GB", "RTX-4060-Ti-16GB"), ("rtx pro 6000", "RTX-PRO-6000-Blackwell"),
     ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTX-PRO-6000-Blackwell"), ("gh200 96gb", "GH200-96GB"),
     ("NVIDIA GH200 480GB", "GH200-96GB"), ("h20", "H20-96GB"), ("a40", "A40"), ("L20", "L20"),
-    ("l40 48gb", "L40"), ("b200 sxm", "B200"),
+    ("l40 48gb", "L40"), ("b200 sxm", "B200"), ("A10G 24GB", "A10G"), ("a10 24 GB", "A10"), ("a100 80 GB", "A100-80GB"),
 ])
 def test_case_and_separators_are_forgiven(spelling, name):
     assert resolve_gpu(spelling).name == name
