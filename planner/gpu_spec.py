@@ -156,7 +156,7 @@ def _family_members(name: str) -> tuple[list[dict], list[tuple[dict, frozenset]]
 
 def _closest_gpu_names(name: str, n: int = 3) -> list[str]:
     """Shipped profile names whose spellings are closest to ``name`` (typos)."""
-    by_key = {}
+    by_key: dict[str, str] = {}
     for e in _gpu_table():
         for alias in _entry_names(e):
             by_key.setdefault(_gpu_key(alias), e["name"])

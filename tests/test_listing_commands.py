@@ -23,7 +23,7 @@ def _cells(line: str, header: str) -> list[str]:
         starts.append(i)
         i += len(name)
     bounds = [*starts, None]
-    return [line[a:b].strip() for a, b in zip(bounds, bounds[1:])]
+    return [line[a:b].strip() for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def test_columns_aligns_and_right_aligns_numbers():
