@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -78,30 +79,129 @@ def shipped_gpu_names() -> list[str]:
     return [e["name"] for e in _gpu_table()]
 
 
+# Words that name no card ("NVIDIA GeForce RTX 4090" is the RTX 4090), and words that make a
+# different card of a name ("RTX 4060 Ti" is not the RTX 4060; "L40S" is one word, so not here).
+# A size is such a word too when the profile's own name carries one (A100-40GB vs A100-80GB,
+# RTX-3060-12GB vs the 8 GB card): ``A100`` or ``3060`` alone is asked about, never guessed.
+_NOISE_WORDS = frozenset({"nvidia", "geforce", "tesla"})
+_VARIANT_WORDS = frozenset({"ti", "super", "ada", "blackwell", "pro", "max", "q", "nvl", "laptop", "mobile"})
+
+
+def _gpu_words(name: str) -> tuple[str, ...]:
+    """Lower-case words of a GPU name, separators and vendor words dropped, sizes as ``<n>gb``."""
+    text = re.sub(r"(?<![a-z0-9])(\d+)\s*g(?:b|ib)?\b", r"\1gb", name.strip().lower())
+    return tuple(w for w in re.split(r"[^a-z0-9.]+", text) if w and w not in _NOISE_WORDS)
+
+
+def _gpu_key(name: str) -> str:
+    """One key per spelling: ``h100_80gb``, ``H100 80GB`` and ``H100-80G`` all give ``h10080gb``."""
+    return "".join(_gpu_words(name)).replace(".", "")
+
+
+def _entry_names(e: dict) -> list[str]:
+    return [e["name"], *e.get("aliases", ()), *e.get("nvml_names", ())]
+
+
 def _lookup(name: str) -> dict | None:
-    key = name.strip().lower()
+    """The profile one of whose names or aliases spells ``name`` (case and separators forgiven)."""
+    key = _gpu_key(name)
     for e in _gpu_table():
-        names = [e["name"], *e.get("aliases", ()), *e.get("nvml_names", ())]
-        if key in (n.lower() for n in names):
+        if key in (_gpu_key(n) for n in _entry_names(e)):
             return e
     return None
 
 
+def _family_match(words: tuple[str, ...], name: str) -> frozenset | None:
+    """The words of ``name`` that ``words`` leave over, or None when some word is not in ``name``.
+
+    A bare number stands for a size (``A100 40`` -> ``a100 40gb``).
+    """
+    theirs = list(_gpu_words(name))
+    for w in words:
+        hit = next((t for t in theirs if t == w or (w.isdigit() and t == f"{w}gb")), None)
+        if hit is None:
+            return None
+        theirs.remove(hit)
+    return frozenset(theirs)
+
+
+def _is_size(word: str) -> bool:
+    return re.fullmatch(r"\d+gb", word) is not None
+
+
+def _identifying(extras: frozenset, entry: dict) -> frozenset:
+    """The leftover words that make ``entry`` a card of its own: variant words, and sizes when
+    the profile's name carries one."""
+    sized = any(_is_size(w) for w in _gpu_words(entry["name"]))
+    return frozenset(w for w in extras if w in _VARIANT_WORDS or (sized and _is_size(w)))
+
+
+def _family_members(name: str) -> tuple[list[dict], list[tuple[dict, frozenset]]]:
+    """Profiles whose names contain every word of ``name``: those whose other words only say a
+    form factor (``A100 40`` -> A100-40GB), and, with the words ``name`` lacks, those that need a
+    word identifying a card (``A100`` -> A100-80GB and A100-40GB; ``4060`` -> RTX-4060-Ti-16GB)."""
+    words = _gpu_words(name)
+    same: list[dict] = []
+    others: list[tuple[dict, frozenset]] = []
+    if not words:
+        return same, others
+    for e in _gpu_table():
+        missing = [_identifying(x, e) for x in (_family_match(words, n) for n in _entry_names(e)) if x is not None]
+        if any(not m for m in missing):
+            same.append(e)
+        elif missing:
+            others.append((e, min(missing, key=len)))
+    return same, others
+
+
+def _closest_gpu_names(name: str, n: int = 3) -> list[str]:
+    """Shipped profile names whose spellings are closest to ``name`` (typos)."""
+    by_key: dict[str, str] = {}
+    for e in _gpu_table():
+        for alias in _entry_names(e):
+            by_key.setdefault(_gpu_key(alias), e["name"])
+    close = difflib.get_close_matches(_gpu_key(name), list(by_key), n=3 * n, cutoff=0.6)
+    return list(dict.fromkeys(by_key[k] for k in close))[:n]
+
+
+def _entry_for(gpu: str) -> dict:
+    """The one profile ``gpu`` names: an exact name or alias, else the only family member that
+    needs no identifying word ``gpu`` lacks.
+
+    Several candidates -> one error line listing them; one that needs a word -> the profile and
+    that word; none -> the closest spellings.
+    """
+    entry = _lookup(gpu)
+    if entry is not None:
+        return entry
+    same, others = _family_members(gpu)
+    if len(same) == 1:
+        return same[0]
+    shown = gpu.strip()
+    candidates = same or [e for e, _ in others]
+    if len(candidates) > 1:
+        raise UnknownGpuError(f"GPU '{shown}' is ambiguous: it matches "
+                              f"{', '.join(e['name'] for e in candidates)}; pass one of them to --gpu")
+    if others:
+        e, missing = others[0]
+        raise UnknownGpuError(f"GPU '{shown}' is not specific enough: the closest shipped profile is {e['name']} "
+                              f"({', '.join(sorted(missing))}); pass --gpu {e['name']} if that is your card")
+    close = _closest_gpu_names(gpu)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownGpuError(f"unknown GPU '{shown}': {hint}`plan gpus` lists the "
+                          f"{len(_gpu_table())} shipped profiles; --gpu auto reads the card itself")
+
+
 def resolve_gpu(gpu: "str | GpuSpec") -> GpuSpec:
-    """``auto`` -> the real card through NVML; a shipped name or alias -> its profile."""
+    """``auto`` -> the real card through NVML; a shipped name, alias or unambiguous family name
+    (``GH200``, ``h100_80gb``) -> its profile."""
     if isinstance(gpu, GpuSpec):
         return gpu
     if not isinstance(gpu, str) or not gpu.strip():
         raise UnknownGpuError(f"no GPU given: pass --gpu auto or one of {', '.join(shipped_gpu_names()[:6])}, ...")
     if gpu.strip().lower() == "auto":
         return detect_gpu()
-    entry = _lookup(gpu)
-    if entry is None:
-        all_names = [n for e in _gpu_table() for n in (e["name"], *e.get("aliases", ()))]
-        close = difflib.get_close_matches(gpu.strip(), all_names, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UnknownGpuError(f"unknown GPU '{gpu}': {hint}known GPUs: {', '.join(shipped_gpu_names())}")
-    return _spec_from_entry(entry)
+    return _spec_from_entry(_entry_for(gpu))
 
 
 def detect_gpu(index: int = 0) -> GpuSpec:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -447,8 +448,84 @@ def _read_config_file(path: Path, model: str) -> dict:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 
+# Words by which a model name says it is instruction-tuned or a base (pretrained) checkpoint.
+_TUNED_WORDS = frozenset({"instruct", "it", "chat"})
+_BASE_WORDS = frozenset({"base", "pt"})
+
+
+def _name_words(name: str) -> list[str]:
+    """Lower-case words of a model name without its organisation (``Qwen/Qwen2.5-3B`` -> qwen2, 5, 3b)."""
+    return [w for w in re.split(r"[^a-z0-9]+", name.strip().lower().rsplit("/", 1)[-1]) if w]
+
+
+def _is_tuned(name: str) -> bool:
+    return bool(set(_name_words(name)) & _TUNED_WORDS)
+
+
+def _is_base(name: str) -> bool:
+    return bool(set(_name_words(name)) & _BASE_WORDS)
+
+
+def _family_key(name: str) -> str:
+    """A name with its tuned/base words and separators dropped: Qwen2.5-3B, qwen2.5-3b-instruct and
+    Qwen/Qwen2.5-3B-Instruct share ``qwen253b``; Mistral-Small-24B-Base-2501 and its Instruct too."""
+    return "".join(w for w in _name_words(name) if w not in _TUNED_WORDS | _BASE_WORDS)
+
+
+def _swaps_checkpoint(name: str, profile_id: str) -> bool:
+    """Whether resolving ``name`` to ``profile_id`` would plan another checkpoint than the one named:
+    a name without an instruct word for an Instruct profile, or a base name for a tuned one."""
+    return (_is_tuned(profile_id) and not _is_tuned(name)) or (_is_base(name) and not _is_base(profile_id))
+
+
+def _relatives(name: str) -> list[str]:
+    """Shipped ids of the same family as ``name`` (the Instruct model of a base name, say)."""
+    key = _family_key(name)
+    return sorted({_load_shipped(h).model_id for h in _shipped_index().values()
+                   if _family_key(_load_shipped(h).model_id) == key})
+
+
+def _hub_offline_reason() -> str | None:
+    """Why the Hub cannot be asked: offline mode set, or huggingface.co unreachable; None if it can."""
+    import os
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"this machine is offline ({var}={os.environ[var]})"
+    if not _hub_reachable():
+        return "the Hub (huggingface.co) is unreachable from this machine"
+    return None
+
+
+_PASS_CONFIG = ("pass its config.json (downloaded where the Hub is reachable) or the model's local directory "
+                "to --model")
+
+
+def _not_this_checkpoint(name: str, relatives: list[str], why: str) -> UnknownModelError:
+    """``name`` names a base model we do not ship: say so and name the shipped relatives, never swap one in."""
+    shown = " or ".join(relatives)
+    use = f"--model {relatives[0]}" if len(relatives) == 1 else "--model with one of them"
+    return UnknownModelError(
+        f"'{name}' names a base model that is not shipped{why}; the planner does not plan it as {shown}, "
+        f"another checkpoint: pass {use} to plan for that one, or for the base model {_PASS_CONFIG}")
+
+
+def _close_model_ids(name: str) -> list[str]:
+    """Shipped ids spelled like ``name`` (typos), compared with and without the organisation."""
+    spellings: dict[str, str] = {}
+    for model_id in shipped_model_ids():
+        spellings.setdefault(model_id.lower(), model_id)
+        spellings.setdefault(model_id.lower().rsplit("/", 1)[-1], model_id)
+    close = difflib.get_close_matches(name.lower(), list(spellings), n=6, cutoff=0.5)
+    return list(dict.fromkeys(spellings[c] for c in close))[:3]
+
+
 def resolve_model(model: "str | ModelSpec") -> ModelSpec:
-    """Resolve a model name, alias, local path or Hub id to a :class:`ModelSpec`."""
+    """Resolve a model name, alias, local path or Hub id to a :class:`ModelSpec`.
+
+    A name is never resolved to another checkpoint than the one it names: ``qwen2.5-3b`` (the base
+    model) is not planned as Qwen2.5-3B-Instruct. Base models are planned from their config.json.
+    """
     if isinstance(model, ModelSpec):
         return model
     if not isinstance(model, str) or not model.strip():
@@ -456,7 +533,10 @@ def resolve_model(model: "str | ModelSpec") -> ModelSpec:
     key = model.strip()
     path = _shipped_index().get(key.lower())
     if path is not None:
-        return _load_shipped(path)
+        spec = _load_shipped(path)
+        if _swaps_checkpoint(key, spec.model_id):
+            raise _not_this_checkpoint(key, [spec.model_id], "")
+        return spec
     local = Path(key).expanduser()
     if local.is_dir() and (local / "config.json").is_file():
         return spec_from_config(_read_config_file(local / "config.json", key), key, source=f"local {local}")
@@ -464,29 +544,42 @@ def resolve_model(model: "str | ModelSpec") -> ModelSpec:
         return spec_from_config(_read_config_file(local, key), key, source=f"local {local}")
     if local.suffix == ".json" or key.startswith(("/", "./", "../", "~")):
         raise UnknownModelError(f"no such file: {key}")
-    cfg = _autoconfig_dict(key)
-    if cfg is not None:
-        return spec_from_config(cfg, key, source="transformers AutoConfig (Hub or HF cache)")
-    close = difflib.get_close_matches(key.lower(), list(_shipped_index()), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; run `plan models` to list shipped models"
-    raise UnknownModelError(f"unknown model '{key}': not a shipped profile, a local config.json, "
-                            f"or a Hub id the Hub or HF cache can serve{hint}")
+    offline = None
+    if "/" in key:
+        offline = _hub_offline_reason()
+        cfg = _autoconfig_dict(key, ask_hub=offline is None)
+        if cfg is not None:
+            return spec_from_config(cfg, key, source="transformers AutoConfig (Hub or HF cache)")
+    relatives = [r for r in _relatives(key) if _swaps_checkpoint(key, r)]
+    if "/" not in key:
+        why = ""
+    elif offline:
+        why = f" and not in the HF cache, and the Hub cannot be asked: {offline}"
+    else:
+        why = ", and neither the Hub nor the HF cache serves it"
+    if relatives:
+        raise _not_this_checkpoint(key, relatives, why)
+    close = _close_model_ids(key)
+    hint = f"did you mean {', '.join(close)}? " if close else "`plan models` lists the shipped models; "
+    if "/" not in key:
+        raise UnknownModelError(f"unknown model '{key}': not a shipped profile, a local config.json, or a Hub id "
+                                f"(org/name); {hint}otherwise {_PASS_CONFIG}")
+    served = (f"not in the HF cache, and the Hub cannot be asked: {offline}" if offline
+              else "and neither the Hub nor the HF cache serves it (missing, gated or private)")
+    raise UnknownModelError(f"unknown model '{key}': not a shipped profile or a local path, {served}; "
+                            f"{hint}otherwise {_PASS_CONFIG}")
 
 
-def _autoconfig_dict(model_id: str) -> dict | None:
-    """config.json through transformers' AutoConfig, or None when neither Hub nor cache serve it."""
+def _autoconfig_dict(model_id: str, ask_hub: bool = True) -> dict | None:
+    """config.json through transformers' AutoConfig from the local HF cache, then (``ask_hub``) the
+    Hub; None when neither serves it."""
     if "/" not in model_id:
         return None
     try:
         from transformers import AutoConfig  # lazy: only for ids we do not ship
     except ImportError:
         return None
-    import os
-
-    attempts = [True]  # the local HF cache first
-    if not os.environ.get("HF_HUB_OFFLINE") and _hub_reachable():
-        attempts.append(False)
-    for local_only in attempts:
+    for local_only in (True, False) if ask_hub else (True,):
         try:
             return AutoConfig.from_pretrained(model_id, local_files_only=local_only).to_dict()
         except Exception:  # noqa: BLE001 - offline, gated, missing: all mean "cannot serve it"

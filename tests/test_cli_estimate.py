@@ -56,12 +56,12 @@ def test_oversized_setup_does_not_fit(capsys):
 @pytest.mark.parametrize("argv,line", [
     (["--model", "Qwen/Qwen2.5-0.5B-Instrct", "--gpu", "H100-80GB"],
      "plan: error: unknown model 'Qwen/Qwen2.5-0.5B-Instrct': not a shipped profile"),
-    (["--model", "qwen2.5-0.5b", "--gpu", "H1000"], "plan: error: unknown GPU 'H1000': "),
-    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--batch-size", "0"],
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H1000"], "plan: error: unknown GPU 'H1000': "),
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--batch-size", "0"],
      "plan: error: --batch-size must be a positive integer, got 0"),
-    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--completion-length", "-3"],
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--completion-length", "-3"],
      "plan: error: --completion-length must be a positive integer, got -3"),
-    (["--model", "qwen2.5-0.5b", "--gpu", "H100-80GB", "--lora-rank", "4096"],
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--lora-rank", "4096"],
      "plan: error: --lora-rank 4096 is larger than the hidden size (896) of Qwen/Qwen2.5-0.5B-Instruct"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, line):

@@ -64,7 +64,116 @@ def test_issue_models_are_shipped():
 
 def test_lookup_is_case_insensitive_and_accepts_aliases():
     assert resolve_model("qwen/QWEN2.5-0.5b-instruct").model_id == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert resolve_model("qwen2.5-0.5b").model_id == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert resolve_model("qwen2.5-0.5b-instruct").model_id == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert resolve_model("Gemma-3-1B-IT").model_id == "google/gemma-3-1b-it"
+    assert resolve_model("qwen3-30b").model_id == "Qwen/Qwen3-30B-A3B"
+
+
+def _shipped_aliases() -> list[tuple[str, str]]:
+    from planner.model_spec import MODELS_DIR
+
+    return sorted((alias, prof["id"]) for path in MODELS_DIR.glob("*.json")
+                  for prof in [json.loads(path.read_text())] for alias in prof.get("aliases", ()))
+
+
+def test_no_alias_resolves_to_another_checkpoint():
+    """An alias without 'instruct'/'it' names the base model: it never resolves to the Instruct profile."""
+    from planner.model_spec import _is_tuned
+
+    swapped = resolved = 0
+    for alias, model_id in _shipped_aliases():
+        if _is_tuned(model_id) and not _is_tuned(alias):
+            with pytest.raises(UnknownModelError, match=rf"^'{alias}' names a base model that is not shipped"):
+                resolve_model(alias)
+            swapped += 1
+        else:
+            assert resolve_model(alias).model_id == model_id, alias
+            resolved += 1
+    assert swapped >= 15 and resolved >= 25  # both kinds are exercised
+
+
+def test_base_alias_names_the_shipped_instruct_model_and_how_to_pass_the_base():
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model("qwen2.5-3b")
+    assert str(err.value) == (
+        "'qwen2.5-3b' names a base model that is not shipped; the planner does not plan it as "
+        "Qwen/Qwen2.5-3B-Instruct, another checkpoint: pass --model Qwen/Qwen2.5-3B-Instruct to plan for that one, "
+        "or for the base model pass its config.json (downloaded where the Hub is reachable) or the model's local "
+        "directory to --model")
+
+
+def test_base_hub_id_offline_says_offline_and_names_the_instruct_relative():
+    # conftest sets HF_HUB_OFFLINE=1: the Hub is never asked, and this id is in no HF cache here
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model("Qwen/Qwen3-4B-Base")
+    assert str(err.value) == (
+        "'Qwen/Qwen3-4B-Base' names a base model that is not shipped and not in the HF cache, and the Hub cannot be "
+        "asked: this machine is offline (HF_HUB_OFFLINE=1); the planner does not plan it as Qwen/Qwen3-4B, another "
+        "checkpoint: pass --model Qwen/Qwen3-4B to plan for that one, or for the base model pass its config.json "
+        "(downloaded where the Hub is reachable) or the model's local directory to --model")
+
+
+def test_offline_hub_id_says_offline_and_how_to_pass_a_config():
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model("acme/not-a-model-7b")
+    assert str(err.value) == (
+        "unknown model 'acme/not-a-model-7b': not a shipped profile or a local path, not in the HF cache, and the Hub "
+        "cannot be asked: this machine is offline (HF_HUB_OFFLINE=1); `plan models` lists the shipped models; "
+        "otherwise pass its config.json (downloaded where the Hub is reachable) or the model's local directory "
+        "to --model")
+
+
+def test_unreachable_hub_is_named_as_such(monkeypatch):
+    import planner.model_spec as ms
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(ms, "_hub_reachable", lambda timeout_s=2.0: False)
+    asked = []
+    monkeypatch.setattr(ms, "_autoconfig_dict", lambda model_id, ask_hub=True: asked.append(ask_hub))
+    with pytest.raises(UnknownModelError, match=r"^unknown model 'acme/x': not a shipped profile or a local path, "
+                                                r"not in the HF cache, and the Hub cannot be asked: the Hub "
+                                                r"\(huggingface\.co\) is unreachable from this machine; "):
+        resolve_model("acme/x")
+    assert asked == [False]  # the HF cache is still tried, the Hub is not
+
+
+def test_hub_that_does_not_serve_an_id_is_not_called_offline(monkeypatch):
+    import planner.model_spec as ms
+
+    monkeypatch.setattr(ms, "_hub_offline_reason", lambda: None)
+    monkeypatch.setattr(ms, "_autoconfig_dict", lambda model_id, ask_hub=True: None)
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model("acme/x")
+    assert "offline" not in str(err.value)
+    assert str(err.value).startswith("unknown model 'acme/x': not a shipped profile or a local path, and neither "
+                                     "the Hub nor the HF cache serves it (missing, gated or private); ")
+
+
+def test_a_base_model_the_hub_serves_is_planned_from_its_own_config(monkeypatch):
+    """Qwen/Qwen2.5-3B from the Hub or cache is planned as itself, not as the shipped Instruct profile."""
+    import planner.model_spec as ms
+
+    base_cfg = {**json.loads((ms.MODELS_DIR / "Qwen__Qwen2.5-3B-Instruct.json").read_text())["config"],
+                "vocab_size": 151_936 + 64}  # any difference shows which config was used
+    monkeypatch.setattr(ms, "_hub_offline_reason", lambda: None)
+    monkeypatch.setattr(ms, "_autoconfig_dict", lambda model_id, ask_hub=True: base_cfg)
+    spec = resolve_model("Qwen/Qwen2.5-3B")
+    assert spec.model_id == "Qwen/Qwen2.5-3B" and spec.vocab_size == 151_936 + 64
+    assert spec.source.startswith("transformers AutoConfig")
+
+
+@pytest.mark.parametrize("env,value,offline", [("HF_HUB_OFFLINE", "1", True), ("HF_HUB_OFFLINE", "true", True),
+                                               ("TRANSFORMERS_OFFLINE", "1", True), ("HF_HUB_OFFLINE", "0", False)])
+def test_offline_environment_values(monkeypatch, env, value, offline):
+    import planner.model_spec as ms
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv(env, value)
+    monkeypatch.setattr(ms, "_hub_reachable", lambda timeout_s=2.0: True)
+    reason = ms._hub_offline_reason()
+    assert (reason == f"this machine is offline ({env}={value})") if offline else reason is None
 
 
 def test_local_directory_and_config_path(tmp_path):

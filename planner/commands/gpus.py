@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ..gpu_spec import resolve_gpu, shipped_gpu_names
+from ._columns import columns
 from ._common import print_json
+
+HEADERS = ("gpu", "memory (GiB)", "total from", "bf16", "fp8", "compute", "bandwidth (GB/s)")
 
 
 def add_parser(sub) -> None:
@@ -16,7 +19,10 @@ def run(args) -> int:
     if args.json:
         print_json([g.to_dict() for g in gpus])
         return 0
-    for g in gpus:
-        print(f"{g.name:18s} {g.total_bytes / 2**30:8.2f} GiB  bf16={'yes' if g.bf16 else 'no '}  "
-              f"{g.memory_bandwidth_gbs:6.0f} GB/s")
+    # "memory" is what CUDA reports (the figure vLLM multiplies by gpu_memory_utilization);
+    # "total from" says whether it was read on a card or estimated (see the profile's total_source)
+    rows = [(g.name, f"{g.total_bytes / 2**30:.2f}", "estimate" if "(estimated" in g.source else "reading",
+             "yes" if g.bf16 else "no", "yes" if g.fp8 else "no", g.compute_capability,
+             f"{g.memory_bandwidth_gbs:,.0f}") for g in gpus]
+    print(columns(HEADERS, rows, right=frozenset({1, 6})))
     return 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ..model_spec import resolve_model, shipped_model_ids
+from ._columns import columns
 from ._common import print_json
+
+HEADERS = ("model", "params (B)", "type", "layers", "hidden", "context")
 
 
 def add_parser(sub) -> None:
@@ -16,6 +19,7 @@ def run(args) -> int:
     if args.json:
         print_json([s.summary() for s in specs])
         return 0
-    for s in specs:
-        print(f"{s.model_id:45s} {s.n_params / 1e9:7.2f} B  {s.model_type}")
+    rows = [(s.model_id, f"{s.n_params / 1e9:.2f}", s.model_type + (" (MoE)" if s.is_moe else ""),
+             str(s.num_layers), str(s.hidden_size), f"{s.max_position_embeddings:,}") for s in specs]
+    print(columns(HEADERS, rows, right=frozenset({1, 3, 4, 5})))
     return 0
