@@ -215,8 +215,8 @@ class VllmFacts:
 # What changed at each release, oldest first; each row inherits every earlier change.
 # (first release of the range, newest release it covers, what was read, changes)
 _VLLM_CHANGES = (
-    ("0.8.5", "0.8.5.x", "read: 0.8.5 wheel (V1 engine; Unsloth and VLLM_USE_V1=0 runs use the V0 "
-                         "worker.py arithmetic, which is not modelled)",
+    ("0.8.5", "0.8.5.x", ("read: 0.8.5 wheel (V1 engine; Unsloth and VLLM_USE_V1=0 runs use the V0 "
+                          "worker.py arithmetic, which is not modelled)"),
      dict(gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
           kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
           kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,

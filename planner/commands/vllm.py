@@ -66,11 +66,10 @@ def _g(n_bytes: float) -> str:
 
 def format_capacity(cap) -> str:
     """The human-readable report: each term in GiB, then the vLLM log lines it predicts."""
-    from ..vllm import vllm_process_bytes
     from ..versions import vllm_facts
+    from ..vllm import vllm_process_bytes
 
     facts = vllm_facts(cap.version)
-
     lay = cap.layout
     graphs = (f"CUDA graphs ({len(cap.cudagraph_sizes)} sizes, estimate"
               + (", subtracted)" if cap.cudagraph_subtracted else ", NOT in the budget)"))
