@@ -403,18 +403,28 @@ _TRL_CHANGES = (
                     vllm_gpu_memory_utilization_default=0.9, max_completion_length_default=256,
                     fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server",
                     note="no colocate mode (vLLM on a dedicated GPU)")),
-    ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, note="")),
+    # vllm_min from the wheels' METADATA `Requires-Dist: vllm>=0.8.3; extra == "vllm"` (0.18.0-0.20.0) and
+    # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
+    ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, vllm_min="0.8.3",
+                    note="read: 0.18.0 wheel (METADATA vllm>=0.8.3)")),
     ("0.19.0", dict(max_num_batched_tokens=4096)),
     ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation")),
+    ("0.21.0", dict(vllm_min="0.10.0", note="read: 0.21.0-0.23.0 wheels (METADATA vllm>=0.10.0)")),
     ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
-    ("0.25.0", dict(sleep_level=2, vllm_min="0.10.2", vllm_max="0.10.2")),
-    ("0.26.0", dict(max_model_len_rule="vllm_max_model_length")),
+    # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
+    ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", note="read: 0.24.0 wheel (import_utils.py:90)")),
+    ("0.25.0", dict(sleep_level=2, note="read: 0.25.0 wheel (import_utils.py:90)")),
+    # 0.26.0 import_utils.py:97: 0.10.2 <= vLLM <= 0.11.2 (METADATA vllm<0.12.0,>=0.10.2)
+    ("0.26.0", dict(max_model_len_rule="vllm_max_model_length", vllm_max="0.11.2",
+                    note="read: 0.26.0 wheel (import_utils.py:97)")),
     ("0.27.0", dict(default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0")),
     ("0.28.0", dict(sleep_weight_sync_broken=True, note="read: 0.28.0 wheel")),
     ("1.0.0", dict(vllm_mode_default="colocate", vllm_min=None, vllm_max="0.17.1", note="")),
-    ("1.1.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    # 1.1.0 import_utils.py:112: 0.11.0 <= vLLM <= 0.17.1
+    ("1.1.0", dict(vllm_min="0.11.0", vllm_max="0.17.1", note="read: 1.1.0 wheel (import_utils.py:112)")),
     ("1.4.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="")),
-    ("1.5.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    # 1.5.0 import_utils.py:112: 0.12.0 <= vLLM <= 0.18.0 (the same as 1.4.0)
+    ("1.5.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="read: 1.5.0 wheel (import_utils.py:112)")),
     ("1.8.0", dict(vllm_min="0.16.0", vllm_max="0.23.0", note="")),
     ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels")),
     ("1.10.0", dict(sleep_weight_sync_broken=False, max_completion_length_default=512, vllm_max="0.26.0",
@@ -538,8 +548,10 @@ def colocate_vllm_version(trl_version: str | None = None, needs_bitsandbytes: bo
         best = first
     if best is None:
         return VLLM_NEWEST_KNOWN
-    # the newest patch release of that row we know is the row's first; a ceiling inside the row wins
-    return _fmt(min(ceiling, best))
+    # a ceiling inside the chosen row is what pip resolves (TRL 0.24-0.25 pin 0.10.2, not the row's 0.10.1);
+    # otherwise the newest release of that row we know is the row's first
+    in_row = _vllm_row(ceiling)
+    return _fmt(ceiling) if in_row is not None and in_row[0] == best else _fmt(best)
 
 
 # -- transformers -----------------------------------------------------------------------------
