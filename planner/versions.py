@@ -10,9 +10,10 @@ package is not installed, the newest release in the table.
     transformers_eager_attention("gemma2", "5.17.0")       # False: SDPA until 5.21
 
 How the tables were built. vLLM facts were read from the release wheels (``pip download
---no-deps vllm==X``) of 0.19.0, 0.20.0, 0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0,
-0.28.0, 0.29.0, 0.31.0 and 0.33.0; a range that starts at a release we did not read (0.23,
-0.30, 0.32) inherits the facts of the release read just before it, and each row says so.
+--no-deps vllm==X``) of 0.8.5, 0.9.0, 0.9.1, 0.9.2, 0.10.0, 0.10.1.1, 0.10.2, 0.11.0, 0.12.0,
+0.13.0, 0.14.0, 0.15.0, 0.16.0, 0.17.0, 0.18.0 (the V1 engine before 0.19), 0.19.0, 0.20.0, 0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0,
+0.28.0, 0.29.0, 0.31.0 and 0.33.0; a range that starts at a release we did not read (0.10.1,
+0.23, 0.30, 0.32) inherits the facts of the release read just before it, and each row says so.
 ``path:line`` citations are for the release named. TRL facts come from the installed trl 1.16.0,
 the 0.28.0, 1.9.0, 1.9.2, 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels, and
 docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
@@ -80,6 +81,59 @@ class VllmFacts:
     # vllm/config/cache.py `gpu_memory_utilization: float = Field(default=...)`
     # (0.19.0 cache.py:41 -> 0.9; 0.20.0 cache.py:66 and 0.33.0 cache.py:215 -> 0.92)
     gpu_memory_utilization_default: float
+    # How "Available KV cache memory" is computed (v1/worker/gpu_worker.py determine_available_memory):
+    # "whole_device" (0.8.5-0.9.0; 0.8.5 gpu_worker.py:180-212): total x util - (torch's
+    # allocated peak in the process + every non-torch byte on the device), so whatever a colocated
+    # trainer or another process holds comes out of the KV cache, and there is no start-up check;
+    # "profiled" (0.9.1 on; 0.9.2 gpu_worker.py:206, 0.10.2 gpu_worker.py:259-280 with
+    # utils/__init__.py:2795-2797): requested - (weights + torch peak increase + non-torch increase
+    # since vLLM's init snapshot); memory held before the snapshot is outside the budget.
+    kv_budget_formula: str
+    # requested memory: "float" = total x util, truncated only by the final int()
+    # (0.9.1 gpu_worker.py:136, 0.10.2 gpu_worker.py:176-177); "ceil" = math.ceil(total x util)
+    # (0.14.0 v1/worker/utils.py:258, 0.19.0 utils.py:408-410).
+    budget_rounding: str
+    # the start-up ValueError "Free memory on device ... on startup is less than desired GPU memory
+    # utilization": "none" (0.8.5, 0.9.0: no check), "no_device_name" (0.9.1-0.13:
+    # "Free memory on device (F/T GiB)", 0.10.2 gpu_worker.py:178-188), "device_name"
+    # (0.14.0 v1/worker/utils.py:264: "Free memory on device cuda:0 (F/T GiB)")
+    startup_check: str
+    # the init snapshot is taken after NCCL / custom all-reduce set-up (0.11.0 gpu_worker.py:169
+    # then :182); before it in 0.9.1-0.10.x (0.10.2 gpu_worker.py:175 then :193), so there the
+    # communicators' memory is measured as non-torch growth inside the budget.
+    snapshot_after_distributed_init: bool
+    # default CUDA-graph capture sizes (VllmConfig._set_cudagraph_sizes), all capped at
+    # max_num_batched_tokens: "every8_to_512" = 1, 2, 4, 8..512 step 8 whatever max_num_seqs is
+    # (0.8.5 config.py:4031-4045; 0.9.2 cuda_graph_sizes=[512], config.py:2133, 4727-4744);
+    # "every8_to_2x_seqs" = 1, 2, 4, 8..min(2 x max_num_seqs, 512) step 8 (0.10.0 config.py:2456,
+    # 0.10.2 config/scheduler.py:244); "grid_8_16" = every 8 below 256 then every 16
+    # (0.12.0 config/vllm.py:1039, 1069-1074; 0.19.0 config/vllm.py:1343).
+    cudagraph_sizes_rule: str
+    # FULL decode graphs are captured besides the PIECEWISE ones (default cudagraph_mode
+    # FULL_AND_PIECEWISE from 0.11.0, config/__init__.py:361-366; PIECEWISE only in 0.10.2
+    # config/__init__.py:3389-3393; 0.8.5-0.9.x V1 captures piecewise graphs only).
+    cudagraph_full_decode: bool
+    # sliding-window layers get their own KV groups (hybrid allocator: 0.9.1 on,
+    # 0.9.2 kv_cache_utils.py:740, 826). Before (0.8.5 kv_cache_utils.py:699-708,
+    # unify_hybrid_kv_cache_specs) every sliding layer is turned into a full-attention layer.
+    hybrid_kv_groups: bool
+    # hybrid group size: the smaller layer bucket, or the larger one when it is < ratio x the
+    # smaller: 1.0 (never; 0.9.2 kv_cache_utils.py:826 `group_size = min(...)`, to 0.11),
+    # 1.25 (0.12.0 kv_cache_utils.py:1015-1023 to 0.17.0 :1041-1049), 1.5 (0.18.0 :1043).
+    hybrid_group_max_ratio: float
+    # "Maximum concurrency": "tokens_over_len" = num_blocks x block_size / max_model_len
+    # (0.8.5 kv_cache_utils.py:632-639, 0.9.0 :639); "blocks_over_request" = num_blocks /
+    # blocks per request (0.9.2 kv_cache_utils.py:626-640 get_max_concurrency_for_kv_cache_config).
+    concurrency_formula: str
+    # A100s stay on the small batch-default tier although they have >= 70 GiB (PR #17885):
+    # not in 0.8.5 (engine/arg_utils.py:1596), from 0.9.0 (arg_utils.py:1495).
+    batch_defaults_a100_small: bool
+    # a defaulted max_num_seqs is capped at max_num_batched_tokens (0.10.1.1 arg_utils.py:1711,
+    # 0.10.2 :1742; not in 0.10.0)
+    batch_defaults_cap_seqs: bool
+    # a defaulted max_num_batched_tokens is capped at max_num_seqs x max_model_len
+    # (0.12.0 arg_utils.py:2004, 0.18.0 :2183; not in 0.11.0)
+    batch_defaults_cap_tokens: bool
     # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default (0.19.0 envs.py:1654-1656 -> "0";
     # 0.20.0 envs.py:1724-1726 and 0.33.0 envs.py:2219 -> "1"): when on, the profiled CUDA-graph
     # estimate is subtracted from the KV budget (0.33.0 v1/worker/gpu_worker.py:753-757);
@@ -112,9 +166,12 @@ class VllmFacts:
     # gone from the method list in 0.28.0 (0.33.0 config/model.py:1464-1469 then raises
     # "Unknown quantization method: bitsandbytes").
     bitsandbytes_supported: bool
-    # wording of the KV-cache startup errors: "v0.19" ("models's max seq len", 0.19.0
-    # kv_cache_utils.py:619-652) or "v0.22" (adds the CPU-backend remarks, 0.22.0 and
-    # 0.33.0 v1/core/kv_cache_planning.py:50-87)
+    # wording of the KV-cache startup errors: "v0.8" (no docs link, GiB as :.2f, and the estimated
+    # length lost to a dropped f-string: 0.8.5 kv_cache_utils.py:526-551), "v0.9" (estimate kept,
+    # 0.9.2 kv_cache_utils.py:554-579 to 0.11/0.12), "v0.13" (docs link added, still :.2f,
+    # 0.13.0 kv_cache_utils.py:688-719), "v0.19" (GiB via format_gib, 0.14.0 kv_cache_utils.py:616-643;
+    # "models's max seq len", 0.19.0 kv_cache_utils.py:619-652) or "v0.22" (adds the CPU-backend
+    # remarks, 0.22.0 and 0.33.0 v1/core/kv_cache_planning.py:50-87)
     kv_error_wording: str
     # GB10 (cc 12.1) kept on the small batch-default tier (0.33.0 engine/arg_utils.py:2963, 2984-2986;
     # not in the 0.31.0 wheel)
@@ -158,12 +215,38 @@ class VllmFacts:
 # What changed at each release, oldest first; each row inherits every earlier change.
 # (first release of the range, newest release it covers, what was read, changes)
 _VLLM_CHANGES = (
-    ("0.19.0", "0.19.1", "read: 0.19.0 wheel",
+    ("0.8.5", "0.8.5.x", ("read: 0.8.5 wheel (V1 engine; Unsloth and VLLM_USE_V1=0 runs use the V0 "
+                          "worker.py arithmetic, which is not modelled)"),
      dict(gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
           kv_tokens_formula="blocks_per_group", capacity_log_lines=2, sliding_window_in_flight_batches=1,
           kv_check_reserves_null_block=False, cudagraph_appends_mnbt=False, cudagraph_blackwell_1024=False,
-          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.19",
-          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1")),
+          cudagraph_appends_max_num_seqs=False, bitsandbytes_supported=True, kv_error_wording="v0.8",
+          batch_defaults_gb10_small=False, batch_defaults_160gib_tier=False, default_model_runner="v1",
+          kv_budget_formula="whole_device", budget_rounding="float", startup_check="none",
+          snapshot_after_distributed_init=False, cudagraph_sizes_rule="every8_to_512",
+          cudagraph_full_decode=False, hybrid_kv_groups=False, hybrid_group_max_ratio=1.0,
+          concurrency_formula="tokens_over_len", batch_defaults_a100_small=False,
+          batch_defaults_cap_seqs=False, batch_defaults_cap_tokens=False)),
+    ("0.9.0", "0.9.0.1", "read: 0.9.0 wheel",
+     dict(batch_defaults_a100_small=True)),
+    ("0.9.1", "0.9.2", "read: 0.9.1 and 0.9.2 wheels",
+     dict(kv_budget_formula="profiled", startup_check="no_device_name", hybrid_kv_groups=True,
+          concurrency_formula="blocks_over_request", kv_error_wording="v0.9")),
+    ("0.10.0", "0.10.0", "read: 0.10.0 wheel",
+     dict(cudagraph_sizes_rule="every8_to_2x_seqs")),
+    ("0.10.1", "0.10.2", "read: 0.10.1.1 and 0.10.2 wheels; 0.10.1 assumed the same as 0.10.1.1",
+     dict(batch_defaults_cap_seqs=True)),
+    ("0.11.0", "0.11.2", "read: 0.11.0 wheel; 0.11.1-0.11.2 assumed the same",
+     dict(snapshot_after_distributed_init=True, cudagraph_full_decode=True)),
+    ("0.12.0", "0.12.0", "read: 0.12.0 wheel",
+     dict(cudagraph_sizes_rule="grid_8_16", batch_defaults_cap_tokens=True, hybrid_group_max_ratio=1.25)),
+    ("0.13.0", "0.13.0", "read: 0.13.0 wheel",
+     dict(kv_error_wording="v0.13")),
+    ("0.14.0", "0.17.1", "read: 0.14.0, 0.15.0, 0.16.0, 0.17.0 wheels; 0.14.1, 0.15.1, 0.17.1 assumed the same",
+     dict(budget_rounding="ceil", startup_check="device_name", kv_error_wording="v0.19")),
+    ("0.18.0", "0.18.1", "read: 0.18.0 wheel; 0.18.1 assumed the same",
+     dict(hybrid_group_max_ratio=1.5)),
+    ("0.19.0", "0.19.1", "read: 0.19.0 wheel", {}),
     ("0.20.0", "0.20.2", "read: 0.20.0 wheel (the graph estimate is on by default, though its log says "
                          "'default since v0.21.0')",
      dict(gpu_memory_utilization_default=0.92, cudagraph_estimate_subtracted=True)),
@@ -197,7 +280,7 @@ def _cumulative(changes) -> tuple:
 _VLLM_ROWS = _cumulative(_VLLM_CHANGES)
 _VLLM_END = (0, 34, 0)  # first release the table does not cover
 VLLM_NEWEST_KNOWN = "0.33.0"
-VLLM_OLDEST_KNOWN = "0.19.0"
+VLLM_OLDEST_KNOWN = "0.8.5"
 
 
 def _vllm_row(v: tuple[int, int, int]) -> tuple | None:
@@ -213,11 +296,16 @@ def _vllm_row(v: tuple[int, int, int]) -> tuple | None:
 def vllm_facts(version: str | None = None) -> VllmFacts:
     """Facts for a vLLM release; ``None`` = the installed vLLM, else the newest known (0.33.0).
 
-    Raises VersionError for a string that is not a version or a release outside 0.19.0-0.33.x.
+    Raises VersionError for a string that is not a version or a release outside 0.8.5-0.33.x;
+    below 0.8.5 the V0 engine's arithmetic (worker/worker.py) applies, which is not modelled.
     """
     if version is None:
         version = _installed("vllm") or VLLM_NEWEST_KNOWN
     v = parse_version(version, "vLLM")
+    if v < parse_version(VLLM_OLDEST_KNOWN, "vLLM"):
+        raise VersionError(f"vLLM {str(version).strip()} is not covered: releases before {VLLM_OLDEST_KNOWN} size "
+                           f"the KV cache with the V0 engine, which the planner does not model (it knows vLLM "
+                           f"{VLLM_OLDEST_KNOWN} to 0.33.x; pass --vllm-version to plan for one of those)")
     found = _vllm_row(v)
     if found is None:
         raise VersionError(f"vLLM {str(version).strip()} is not covered: the planner knows vLLM "
@@ -315,18 +403,28 @@ _TRL_CHANGES = (
                     vllm_gpu_memory_utilization_default=0.9, max_completion_length_default=256,
                     fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server",
                     note="no colocate mode (vLLM on a dedicated GPU)")),
-    ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, note="")),
+    # vllm_min from the wheels' METADATA `Requires-Dist: vllm>=0.8.3; extra == "vllm"` (0.18.0-0.20.0) and
+    # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
+    ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, vllm_min="0.8.3",
+                    note="read: 0.18.0 wheel (METADATA vllm>=0.8.3)")),
     ("0.19.0", dict(max_num_batched_tokens=4096)),
     ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation")),
+    ("0.21.0", dict(vllm_min="0.10.0", note="read: 0.21.0-0.23.0 wheels (METADATA vllm>=0.10.0)")),
     ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
-    ("0.25.0", dict(sleep_level=2, vllm_min="0.10.2", vllm_max="0.10.2")),
-    ("0.26.0", dict(max_model_len_rule="vllm_max_model_length")),
+    # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
+    ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", note="read: 0.24.0 wheel (import_utils.py:90)")),
+    ("0.25.0", dict(sleep_level=2, note="read: 0.25.0 wheel (import_utils.py:90)")),
+    # 0.26.0 import_utils.py:97: 0.10.2 <= vLLM <= 0.11.2 (METADATA vllm<0.12.0,>=0.10.2)
+    ("0.26.0", dict(max_model_len_rule="vllm_max_model_length", vllm_max="0.11.2",
+                    note="read: 0.26.0 wheel (import_utils.py:97)")),
     ("0.27.0", dict(default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0")),
     ("0.28.0", dict(sleep_weight_sync_broken=True, note="read: 0.28.0 wheel")),
     ("1.0.0", dict(vllm_mode_default="colocate", vllm_min=None, vllm_max="0.17.1", note="")),
-    ("1.1.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    # 1.1.0 import_utils.py:112: 0.11.0 <= vLLM <= 0.17.1
+    ("1.1.0", dict(vllm_min="0.11.0", vllm_max="0.17.1", note="read: 1.1.0 wheel (import_utils.py:112)")),
     ("1.4.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="")),
-    ("1.5.0", dict(vllm_min=None, vllm_max=None, note="supported vLLM range not read")),
+    # 1.5.0 import_utils.py:112: 0.12.0 <= vLLM <= 0.18.0 (the same as 1.4.0)
+    ("1.5.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="read: 1.5.0 wheel (import_utils.py:112)")),
     ("1.8.0", dict(vllm_min="0.16.0", vllm_max="0.23.0", note="")),
     ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels")),
     ("1.10.0", dict(sleep_weight_sync_broken=False, max_completion_length_default=512, vllm_max="0.26.0",
@@ -450,8 +548,10 @@ def colocate_vllm_version(trl_version: str | None = None, needs_bitsandbytes: bo
         best = first
     if best is None:
         return VLLM_NEWEST_KNOWN
-    # the newest patch release of that row we know is the row's first; a ceiling inside the row wins
-    return _fmt(min(ceiling, best))
+    # a ceiling inside the chosen row is what pip resolves (TRL 0.24-0.25 pin 0.10.2, not the row's 0.10.1);
+    # otherwise the newest release of that row we know is the row's first
+    in_row = _vllm_row(ceiling)
+    return _fmt(ceiling) if in_row is not None and in_row[0] == best else _fmt(best)
 
 
 # -- transformers -----------------------------------------------------------------------------

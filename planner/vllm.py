@@ -13,12 +13,18 @@ the activation peak, the non-torch growth and the CUDA-graph pool; each says wha
 calibrated on.
 
     budget      = ceil(total * util)                                    v1/worker/utils.py:724
+                  (before 0.14: total * util, truncated at the end)
     available   = budget - weights - activation_peak - non_torch        v1/worker/gpu_worker.py:753
                   - cudagraph (when the release subtracts its estimate)
+                  (0.8.5-0.9.0: also minus everything else on the GPU, see kv_budget_formula)
     num_blocks  = available // bytes_per_block                          v1/core/kv_cache_planning.py:681
     concurrency = num_blocks / blocks_per_request                       v1/core/kv_cache_utils.py:1087
     tokens      = int(concurrency * max_model_len)                      v1/core/kv_cache_utils.py:1128
-                  (0.19-0.20: num_blocks // len(groups) * block_size)
+                  (0.8.5-0.20: num_blocks // len(groups) * block_size)
+
+Releases 0.8.5 to 0.18 (the V1 engine before 0.19) differ in the facts ``planner.versions``
+lists per range (budget formula and rounding, start-up check, capture sizes, graph modes,
+hybrid grouping, batch defaults, error wording); below 0.8.5 the V0 engine is refused.
 
 No torch, transformers or vLLM import anywhere in this module.
 """
@@ -65,28 +71,37 @@ def vllm_gib(n_bytes: float) -> str:
 
 # -- budget and the start-up check ----------------------------------------------------------------
 
-def budget_bytes(total_bytes: int, gpu_memory_utilization: float) -> int:
+def budget_bytes(total_bytes: int, gpu_memory_utilization: float, version: str | None = None) -> int:
     """Memory vLLM requests per GPU: ``math.ceil(total * gpu_memory_utilization)``.
 
     ``request_memory``, v1/worker/utils.py:716-772 (formula L724-726; the same in 0.19.0
-    utils.py:408-410). ``total`` is what cudaMemGetInfo reports (``GpuSpec.total_bytes``), so the
-    budget is a fraction of the whole card, not of what is free.
+    utils.py:408-410 and from 0.14.0, utils.py:258). Before 0.14 the request is the float
+    ``total * util`` (0.10.2 gpu_worker.py:176-177; 0.8.5 gpu_worker.py:208-212) and the KV budget
+    is truncated by ``int()`` at the end, which is the floor of it here. ``total`` is what
+    cudaMemGetInfo reports (``GpuSpec.total_bytes``), so the budget is a fraction of the whole
+    card, not of what is free.
     """
     _check_utilization(gpu_memory_utilization)
+    if vllm_facts(version).budget_rounding == "float":
+        return math.floor(total_bytes * gpu_memory_utilization)
     return math.ceil(total_bytes * gpu_memory_utilization)
 
 
 def startup_error(free_at_init_bytes: int, total_bytes: int, gpu_memory_utilization: float,
-                  requested_bytes: int, device: str = "cuda:0") -> str | None:
+                  requested_bytes: float, device: str = "cuda:0", version: str | None = None) -> str | None:
     """vLLM's start-up ValueError text when ``free_at_init < requested``, else None.
 
-    v1/worker/utils.py:761-770 (identical in 0.19.0 utils.py:412-421). ``free_at_init`` is the
-    free memory at vLLM's init snapshot, i.e. after its own CUDA context, cuBLAS handles and NCCL
-    communicators (gpu_worker.py:541) and after everything a colocated trainer already holds.
+    v1/worker/utils.py:761-770 (identical in 0.19.0 utils.py:412-421 and 0.14.0 utils.py:264).
+    ``free_at_init`` is the free memory at vLLM's init snapshot, i.e. after its own CUDA context,
+    cuBLAS handles and NCCL communicators (gpu_worker.py:541) and after everything a colocated
+    trainer already holds. 0.9.1-0.13 print no device name and compare with the float request
+    (0.10.2 gpu_worker.py:176-188); 0.8.5-0.9.0 have no such check (``VllmFacts.startup_check``).
     """
-    if free_at_init_bytes >= requested_bytes:
+    check = vllm_facts(version).startup_check
+    if check == "none" or free_at_init_bytes >= requested_bytes:
         return None
-    return (f"Free memory on device {device} ({vllm_gib(free_at_init_bytes)}/{vllm_gib(total_bytes)} GiB) "
+    where = f"{device} " if check == "device_name" else ""
+    return (f"Free memory on device {where}({vllm_gib(free_at_init_bytes)}/{vllm_gib(total_bytes)} GiB) "
             f"on startup is less than desired GPU memory utilization ({gpu_memory_utilization}, "
             f"{vllm_gib(requested_bytes)} GiB). Decrease GPU memory utilization or reduce GPU memory "
             f"used by other processes.")
@@ -294,10 +309,16 @@ def non_torch_bytes(tp: int = 1, version: str | None = None) -> int:
 
     vLLM measures it as the part of the free-memory drop that torch did not allocate
     (utils/mem_utils.py:305-321, ``non_torch_increase``). Here: ~0.25 GiB at TP1 and ~2.1 GiB at
-    TP2 on H100 in v0.19 logs (docs/vllm-memory.md §8.5); TP > 2 is assumed equal to TP2.
+    TP2 on H100 in v0.19 logs (docs/vllm-memory.md §8.5); TP > 2 is assumed equal to TP2. Releases
+    that snapshot before NCCL set-up (0.9.1-0.10.x, ``VllmFacts.snapshot_after_distributed_init``)
+    also measure the communicators here: the TP>1 baseline minus the TP1 one is moved inside
+    (an assumption from the v0.19 numbers; no pre-0.19 log measured it).
     """
     facts = vllm_facts(version)
-    return facts.non_torch_bytes_tp1 if tp == 1 else facts.non_torch_bytes_tp_multi
+    if tp == 1:
+        return facts.non_torch_bytes_tp1
+    moved = 0 if facts.snapshot_after_distributed_init else facts.baseline_bytes_tp_multi - facts.baseline_bytes_tp1
+    return facts.non_torch_bytes_tp_multi + moved
 
 
 def baseline_bytes(tp: int = 1, version: str | None = None) -> int:
@@ -307,9 +328,13 @@ def baseline_bytes(tp: int = 1, version: str | None = None) -> int:
     ~0.5 GiB at TP1, ~1.5 GiB at TP>1 for a fresh process on H100 (docs/vllm-memory.md §1.1, §8.2).
     In TRL's colocate mode vLLM runs inside the trainer's process and shares its CUDA context, so
     callers that already count the trainer's context pass a smaller ``baseline_bytes``.
+    Before 0.11 the snapshot precedes NCCL set-up (0.10.2 gpu_worker.py:175 then :193), so the
+    TP1 figure is used for every TP size (see ``non_torch_bytes``).
     """
     facts = vllm_facts(version)
-    return facts.baseline_bytes_tp1 if tp == 1 else facts.baseline_bytes_tp_multi
+    if tp == 1 or not facts.snapshot_after_distributed_init:
+        return facts.baseline_bytes_tp1
+    return facts.baseline_bytes_tp_multi
 
 
 # -- CUDA graphs ----------------------------------------------------------------------------------
@@ -324,8 +349,15 @@ def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, vers
     ``max_capture`` (L2579-2590); plus ``max_num_batched_tokens`` when it fits (L2592-2596, from
     0.21.0) and ``max_num_seqs`` as the uniform-decode size (L2549-2550, L2597-2601, from 0.31.0).
     0.19.0 (config/vllm.py:1343) has only the grid. ``max_num_seqs`` >= 256 gives 51 sizes.
+    Older rules (``VllmFacts.cudagraph_sizes_rule``): 0.8.5-0.9.x ``[1, 2, 4] + range(8, 513, 8)``
+    whatever ``max_num_seqs`` is (67 sizes; 0.8.5 config.py:4031-4045); 0.10-0.11 ``[1, 2, 4] +
+    range(8, min(2 x max_num_seqs, 512) + 1, 8)`` (0.10.2 config/scheduler.py:244,
+    config/__init__.py:3640-3660); both filtered to ``<= max_num_batched_tokens`` only.
     """
     facts = vllm_facts(version)
+    if facts.cudagraph_sizes_rule in ("every8_to_512", "every8_to_2x_seqs"):
+        top = 512 if facts.cudagraph_sizes_rule == "every8_to_512" else min(max_num_seqs * 2, 512)
+        return tuple(s for s in [1, 2, 4] + list(range(8, top + 1, 8)) if s <= max_num_batched_tokens)
     ceiling = 1024 if (blackwell and facts.cudagraph_blackwell_1024) else 512
     max_capture = min(max_num_seqs * 2, ceiling)
     uniform = [max_num_seqs] if facts.cudagraph_appends_max_num_seqs and max_num_seqs <= max_capture else []
@@ -352,7 +384,8 @@ def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: 
         graphs x num_layers x cudagraph_bytes_per_graph_layer + largest_size x forward_bytes_per_token
 
     with ``graphs`` = one PIECEWISE graph per capture size plus one FULL decode graph per size
-    <= max_num_seqs (the default FULL_AND_PIECEWISE mode, v1/cudagraph_dispatcher.py:185-224)
+    <= max_num_seqs (the default FULL_AND_PIECEWISE mode, v1/cudagraph_dispatcher.py:185-224;
+    PIECEWISE only before 0.11, ``VllmFacts.cudagraph_full_decode``)
     and 280 KiB per graph per layer fitted to Llama-3.1-8B on H100 (51+51 graphs, 0.91 GiB
     actual, v0.19). Reported pools are 0.5-1.9 GiB on H100 for 2-30B models at default sizes,
     and vLLM's own estimate differs from the captured pool by up to ~2x either way
@@ -364,7 +397,8 @@ def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: 
     sizes = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, version, blackwell)
     if not sizes:
         return 0
-    graphs = len(sizes) + sum(1 for s in sizes if s <= max_num_seqs)
+    full = sum(1 for s in sizes if s <= max_num_seqs) if facts.cudagraph_full_decode else 0
+    graphs = len(sizes) + full
     return (graphs * spec.num_layers * facts.cudagraph_bytes_per_graph_layer
             + max(sizes) * forward_bytes_per_token(spec, tp))
 
@@ -472,10 +506,16 @@ def kv_layout(spec: ModelSpec, max_model_len: int, max_num_batched_tokens: int, 
       bucket becomes ``cdiv(len, group_size)`` groups and short buckets count padding layers
       (L534-541: Gemma-3-27B, 52 sliding / 10 full: 8 padding layers, 15.38%).
     A block then holds one page of each of ``group_size`` layers.
+
+    Version differences (``VllmFacts``): before 0.9.1 there are no hybrid groups and sliding
+    layers are sized as full attention (0.8.5 kv_cache_utils.py:699-708); the "larger bucket"
+    threshold is 1.5 from 0.18, 1.25 in 0.12-0.17 and never taken in 0.9.1-0.11 (the smaller
+    bucket always).
     """
+    facts = vllm_facts(version)
     page = kv_page_bytes(spec, kv_cache_dtype, tp, block_size)
     full_blocks = full_attention_blocks_per_request(max_model_len, block_size)
-    n_sliding = spec.num_sliding_layers if spec.sliding_window else 0
+    n_sliding = spec.num_sliding_layers if spec.sliding_window and facts.hybrid_kv_groups else 0
     n_full = spec.num_layers - n_sliding
     sliding_blocks = (sliding_window_blocks_per_request(spec.sliding_window, max_model_len, max_num_batched_tokens,
                                                         version, block_size) if n_sliding else 0)
@@ -486,7 +526,7 @@ def kv_layout(spec: ModelSpec, max_model_len: int, max_num_batched_tokens: int, 
     buckets = [(full_kind, n_full, full_blocks), ("sliding_attention", n_sliding, sliding_blocks)]
     smallest = min(n for _, n, _ in buckets)
     largest = max(n for _, n, _ in buckets)
-    group_size = largest if largest < smallest * 1.5 else smallest
+    group_size = largest if largest < smallest * facts.hybrid_group_max_ratio else smallest
     groups: list[KvGroup] = []
     padding = 0
     for kind, n, blocks in buckets:
@@ -503,9 +543,15 @@ def num_blocks(available_kv_bytes: int, bytes_per_block: int) -> int:
     return max(0, available_kv_bytes // bytes_per_block)
 
 
-def max_concurrency(n_blocks: int, blocks_per_request: int) -> float:
-    """``num_blocks / blocks_per_request`` (kv_cache_utils.py:1087; 0.20.0 L872-890 computes the same
-    ratio). The null block is included in ``num_blocks``, as vLLM does."""
+def max_concurrency(n_blocks: int, blocks_per_request: int, version: str | None = None, block_size: int = 16,
+                    max_model_len: int | None = None) -> float:
+    """``num_blocks / blocks_per_request`` (kv_cache_utils.py:1087; 0.20.0 L872-890 and 0.9.2
+    L626-640 compute the same ratio). The null block is included in ``num_blocks``, as vLLM does.
+    0.8.5-0.9.0: ``num_blocks x block_size / max_model_len`` (0.8.5 kv_cache_utils.py:632-639)."""
+    if vllm_facts(version).concurrency_formula == "tokens_over_len":
+        if max_model_len is None:
+            raise ValueError("max_model_len is needed for this release's concurrency formula")
+        return n_blocks * block_size / max_model_len
     return n_blocks / blocks_per_request
 
 
@@ -524,8 +570,13 @@ def kv_cache_tokens(n_blocks: int, n_groups: int, block_size: int, concurrency: 
 
 
 def no_kv_memory_error(version: str | None = None) -> str:
-    """vLLM's text when nothing is left for KV blocks (kv_cache_planning.py:56-65; 0.19.0 kv_cache_utils.py:625-631)."""
-    if vllm_facts(version).kv_error_wording == "v0.19":
+    """vLLM's text when nothing is left for KV blocks (kv_cache_planning.py:56-65; 0.19.0 kv_cache_utils.py:625-631;
+    without the docs link before 0.13: 0.8.5 kv_cache_utils.py:526-529, 0.9.2 :554-557)."""
+    wording = vllm_facts(version).kv_error_wording
+    if wording in ("v0.8", "v0.9"):
+        return ("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+                "initializing the engine.")
+    if wording in ("v0.13", "v0.19"):
         return ("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
                 "initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ "
                 "for more details.")
@@ -538,13 +589,34 @@ def no_kv_memory_error(version: str | None = None) -> str:
 def max_seq_len_error(max_model_len: int, needed_bytes: int, available_bytes: int, estimated_max_len: int,
                       version: str | None = None) -> str:
     """vLLM's text when one ``max_model_len`` request does not fit (kv_cache_planning.py:67-87;
-    0.19.0 kv_cache_utils.py:633-652, with its "models's" typo)."""
+    0.19.0 kv_cache_utils.py:633-652, with its "models's" typo).
+
+    Older wordings: 0.8.5-0.9.0 lose the estimated length to an f-string on its own line (only
+    "Based on the available memory," survives, kv_cache_utils.py:541-551) and print GiB with
+    ``:.2f``; 0.9.1-0.12 keep it (0.9.2 :565-579); 0.13 adds the docs link (0.13.0 :705-719).
+    """
+    wording = vllm_facts(version).kv_error_wording
+    if wording in ("v0.8", "v0.9", "v0.13"):
+        head = (f"To serve at least one request with the models's max seq len ({max_model_len}), "
+                f"({needed_bytes / GIB:.2f} GiB KV cache is needed, which is larger than the available KV cache "
+                f"memory ({available_bytes / GIB:.2f} GiB).")
+        if wording == "v0.8":
+            est_old = " Based on the available memory," if estimated_max_len > 0 else ""
+            return (f"{head}{est_old}  Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
+                    f"when initializing the engine.")
+        est_old = (f"Based on the available memory, the estimated maximum model length is {estimated_max_len}."
+                   if estimated_max_len > 0 else "")
+        text = (f"{head} {est_old} Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
+                f"when initializing the engine.")
+        if wording == "v0.13":
+            text += " See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
+        return text
     est = (f"Based on the available memory, the estimated maximum model length is {estimated_max_len}. "
            if estimated_max_len > 0 else "")
     head = (f"({max_model_len}), ({vllm_gib(needed_bytes)} GiB KV cache is needed, which is larger than the "
             f"available KV cache memory ({vllm_gib(available_bytes)} GiB). {est}")
     tail = "when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
-    if vllm_facts(version).kv_error_wording == "v0.19":
+    if wording == "v0.19":
         return (f"To serve at least one request with the models's max seq len {head}"
                 f"Try increasing `gpu_memory_utilization` or decreasing `max_model_len` {tail}")
     return (f"To serve at least one request with the model's max seq len {head}"
@@ -607,6 +679,11 @@ def default_batch_limits(gpu: GpuSpec, max_model_len: int, usage_context: str = 
     defaulted ``max_num_seqs`` at ``max_num_batched_tokens`` (L3234). vLLM reads NVML's total
     for the tier (platforms/cuda.py:804-808); ``GpuSpec.total_bytes`` (CUDA's, 480 MiB less on
     H100) lands in the same tier for every shipped card.
+
+    Older releases (``VllmFacts``): 0.8.5 puts an A100 80GB on the large tier (engine/arg_utils.py:1596);
+    a defaulted ``max_num_seqs`` is capped at ``max_num_batched_tokens`` only from 0.10.1
+    (0.10.2 arg_utils.py:1742) and a defaulted ``max_num_batched_tokens`` at ``max_num_seqs x
+    max_model_len`` only from 0.12.0 (arg_utils.py:2004).
     """
     facts = vllm_facts(version)
     if usage_context not in USAGE_CONTEXTS:
@@ -617,7 +694,7 @@ def default_batch_limits(gpu: GpuSpec, max_model_len: int, usage_context: str = 
     if facts.batch_defaults_160gib_tier and total >= 160 * GIB:
         tokens = {"LLM_CLASS": 16384, "OPENAI_API_SERVER": 16384}
         seqs = {"LLM_CLASS": 1024, "OPENAI_API_SERVER": 1024}
-    elif total >= 70 * GIB and "a100" not in name and not gb10:
+    elif total >= 70 * GIB and not (facts.batch_defaults_a100_small and "a100" in name) and not gb10:
         tokens = {"LLM_CLASS": 16384, "OPENAI_API_SERVER": 8192}
         seqs = {"LLM_CLASS": 1024, "OPENAI_API_SERVER": 1024}
     else:
@@ -626,8 +703,10 @@ def default_batch_limits(gpu: GpuSpec, max_model_len: int, usage_context: str = 
     mns = seqs[usage_context] if max_num_seqs is None else max_num_seqs
     mnbt = max_num_batched_tokens
     if mnbt is None:
-        mnbt = min(mns * max_model_len, tokens[usage_context])
-    if max_num_seqs is None:
+        mnbt = tokens[usage_context]
+        if facts.batch_defaults_cap_tokens:
+            mnbt = min(mns * max_model_len, mnbt)
+    if max_num_seqs is None and facts.batch_defaults_cap_seqs:
         mns = min(mns, mnbt)
     return mns, mnbt
 
@@ -724,6 +803,11 @@ class VllmCapacity:
         return self.num_blocks * self.layout.bytes_per_block
 
     @property
+    def held_outside_budget_bytes(self) -> int:
+        """Memory vLLM did not size that still comes out of its budget (0.8.5-0.9.0 only)."""
+        return held_outside_budget_bytes(self.total_bytes, self.free_bytes, self.baseline_bytes, self.version)
+
+    @property
     def free_at_init_bytes(self) -> int:
         """Free memory at vLLM's init snapshot, what the start-up check compares with the budget."""
         return max(0, self.free_bytes - self.baseline_bytes)
@@ -760,6 +844,7 @@ class VllmCapacity:
             "baseline_bytes": self.baseline_bytes,
             "free_at_init_bytes": self.free_at_init_bytes,
             "budget_bytes": self.budget_bytes,
+            "held_outside_budget_bytes": self.held_outside_budget_bytes,
             "weights_bytes": self.weights_bytes,
             "activation_peak_bytes": self.activation_peak_bytes,
             "non_torch_bytes": self.non_torch_bytes,
@@ -838,9 +923,10 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     blackwell = card.compute_capability.startswith("10.")
     block = default_block_size(spec, card)
 
-    budget = budget_bytes(total, util)
+    budget = budget_bytes(total, util, version)
+    requested = budget if facts.budget_rounding == "ceil" else total * util
     errors: list[str] = []
-    start_err = startup_error(max(0, free_bytes - base), total, util, budget)
+    start_err = startup_error(max(0, free_bytes - base), total, util, requested, version=version)
     if start_err:
         errors.append(start_err)
     weights = weights_bytes(spec, quantization, tp, version)
@@ -848,13 +934,14 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     non_torch = non_torch_bytes(tp, version)
     sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
     graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)
-    available = budget - weights - activation - non_torch - (graphs if facts.cudagraph_estimate_subtracted else 0)
+    available = (budget - weights - activation - non_torch - (graphs if facts.cudagraph_estimate_subtracted else 0)
+                 - held_outside_budget_bytes(total, free_bytes, base, version))
     layout = kv_layout(spec, max_model_len, mnbt, kv_cache_dtype, tp, version, block)
     kv_err, est = kv_check_error(spec, layout, available, max_model_len, mnbt, kv_cache_dtype, tp, version)
     if kv_err:
         errors.append(kv_err)
     blocks = num_blocks(available, layout.bytes_per_block)
-    conc = max_concurrency(blocks, layout.blocks_per_request)
+    conc = max_concurrency(blocks, layout.blocks_per_request, version, block, max_model_len)
     tokens = kv_cache_tokens(blocks, len(layout.groups), block, conc, max_model_len, version)
     return VllmCapacity(
         model=spec, gpu=card, version=version, gpu_memory_utilization=util, tensor_parallel_size=tp,
@@ -868,6 +955,21 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
         startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est)
 
 
+def held_outside_budget_bytes(total_bytes: int, free_bytes: int, baseline: int, version: str | None = None) -> int:
+    """What the budget loses to memory vLLM did not size itself: 0 from 0.9.1; in 0.8.5-0.9.0
+    everything on the GPU at profiling (``kv_budget_formula == "whole_device"``).
+
+    0.8.5 gpu_worker.py:180-212: ``available = total x util - peak``, where ``peak`` is torch's
+    allocated peak in the process (a colocated trainer's tensors included, it shares the process)
+    plus every non-torch byte on the device (``total - free - torch allocated``: CUDA contexts,
+    other processes). So the memory held before vLLM starts (``total - free_bytes``) and vLLM's own
+    baseline come out of the KV cache, and utilization is a cap on the whole GPU's use.
+    """
+    if vllm_facts(version).kv_budget_formula != "whole_device":
+        return 0
+    return (total_bytes - free_bytes) + baseline
+
+
 # -- the device footprint the colocated phases add to the trainer ---------------------------------
 
 def vllm_process_bytes(capacity: VllmCapacity, include_baseline: bool = True) -> int:
@@ -878,9 +980,14 @@ def vllm_process_bytes(capacity: VllmCapacity, include_baseline: bool = True) ->
     baseline allocated before the snapshot (``include_baseline=False`` when the caller already
     counts a shared CUDA context) and, in releases that do not subtract the estimate (0.19), the
     whole graph pool, captured after the KV cache has taken the budget (gpu_worker.py:933-1004).
+    In 0.8.5-0.9.0 the budget also covers what was on the GPU before vLLM and its baseline
+    (``held_outside_budget_bytes``); only vLLM's own part is counted here.
     """
     overshoot = 0 if capacity.cudagraph_subtracted else capacity.cudagraph_bytes
-    return (capacity.baseline_bytes if include_baseline else 0) + capacity.budget_bytes + overshoot
+    held = held_outside_budget_bytes(capacity.total_bytes, capacity.free_bytes, capacity.baseline_bytes,
+                                     capacity.version)
+    own = max(0, capacity.budget_bytes - held)
+    return (capacity.baseline_bytes if include_baseline else 0) + own + overshoot
 
 
 def sleep_freed_bytes(capacity: VllmCapacity, level: int = 2) -> int:

@@ -37,10 +37,19 @@ def test_unparseable_versions(bad):
         vllm_facts(bad)
 
 
-@pytest.mark.parametrize("bad", ["0.1", "0.18.9", "0.34.0", "1.0"])
+@pytest.mark.parametrize("bad", ["0.34.0", "1.0"])
 def test_vllm_versions_outside_the_table(bad):
-    with pytest.raises(VersionError, match=rf"^vLLM {bad} is not covered: the planner knows vLLM 0\.19\.0 to 0\.33\.x"):
+    with pytest.raises(VersionError, match=rf"^vLLM {bad} is not covered: the planner knows vLLM 0\.8\.5 to 0\.33\.x"):
         vllm_facts(bad)
+
+
+@pytest.mark.parametrize("bad", ["0.1", "0.7.3", "0.8.4", "0.8.3.dev162+g8af5a5c4"])
+def test_v0_engine_releases_are_refused_in_one_line(bad):
+    with pytest.raises(VersionError) as e:
+        vllm_facts(bad)
+    text = str(e.value)
+    assert "\n" not in text
+    assert text.startswith(f"vLLM {bad} is not covered: releases before 0.8.5 size the KV cache with the V0 engine")
 
 
 @pytest.mark.parametrize("bad", ["0.1", "0.13.0", "1.17.0"])
@@ -181,3 +190,48 @@ def test_modules_import_without_torch():
             "bad = [m for m in ('torch', 'transformers', 'vllm', 'trl') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- vLLM 0.8.5-0.18 and the TRL releases that pair with them -------------------------------------
+
+def test_old_vllm_rows_follow_the_wheels():
+    # 0.8.5 gpu_worker.py:180-212 (whole device, no start-up check); 0.9.1/0.9.2 memory_profiling + check;
+    # 0.14.0 v1/worker/utils.py:258 math.ceil; 0.11.0 FULL_AND_PIECEWISE; 0.12.0 capture grid 8/16
+    assert vllm_facts("0.8.5.post1").kv_budget_formula == "whole_device"
+    assert vllm_facts("0.9.0").startup_check == "none"
+    assert vllm_facts("0.9.1").kv_budget_formula == "profiled" and vllm_facts("0.9.1").startup_check == "no_device_name"
+    assert vllm_first_release("kv_budget_formula", "profiled") == "0.9.1"
+    assert vllm_first_release("budget_rounding", "ceil") == "0.14.0"
+    assert vllm_first_release("startup_check", "device_name") == "0.14.0"
+    assert vllm_first_release("cudagraph_full_decode") == "0.11.0"
+    assert vllm_first_release("cudagraph_sizes_rule", "grid_8_16") == "0.12.0"
+    assert vllm_first_release("snapshot_after_distributed_init") == "0.11.0"
+    assert vllm_first_release("hybrid_kv_groups") == "0.9.1"
+    assert [vllm_facts(v).hybrid_group_max_ratio for v in ("0.11.2", "0.12.0", "0.17.1", "0.18.0")] == [1.0, 1.25, 1.25, 1.5]
+    # utilization default 0.9 and the graph estimate off through 0.19 (0.18.0 envs.py:1635-1636 default "0")
+    assert all(vllm_facts(v).gpu_memory_utilization_default == 0.9 and not vllm_facts(v).cudagraph_estimate_subtracted
+               for v in ("0.8.5", "0.10.2", "0.14.0", "0.18.1"))
+    assert "0.10.1 assumed" in vllm_facts("0.10.1").note
+
+
+def test_trl_vllm_pairing_from_the_wheels():
+    from planner.versions import colocate_vllm_version
+
+    # METADATA extras: trl 0.18-0.20 vllm>=0.8.3, 0.21-0.23 vllm>=0.10.0; import_utils.py pins from 0.24
+    assert (trl_facts("0.18.0").vllm_min, trl_facts("0.18.0").vllm_max) == ("0.8.3", None)
+    assert trl_facts("0.23.1").vllm_min == "0.10.0"
+    assert (trl_facts("0.24.0").vllm_min, trl_facts("0.24.0").vllm_max) == ("0.10.2", "0.10.2")
+    assert trl_facts("0.26.2").vllm_max == "0.11.2"
+    assert (trl_facts("1.1.0").vllm_min, trl_facts("1.1.0").vllm_max) == ("0.11.0", "0.17.1")
+    assert (trl_facts("1.5.1").vllm_min, trl_facts("1.5.1").vllm_max) == ("0.12.0", "0.18.0")
+    # with no vLLM installed, a colocated run is planned for what pip resolves
+    try:
+        from importlib.metadata import version
+
+        version("vllm")
+        pytest.skip("vllm installed: colocate_vllm_version returns it")
+    except Exception:  # noqa: BLE001 - not installed, as on CI
+        pass
+    assert colocate_vllm_version("0.24.0") == "0.10.2"
+    assert colocate_vllm_version("0.26.0") == "0.11.2"
+    assert colocate_vllm_version("1.5.0") == "0.18.0"

@@ -458,3 +458,181 @@ def test_cli_bad_utilization_is_one_line_exit_2(capsys):
 def test_cli_unknown_version_exit_2(capsys):
     assert main(CLI + ["--vllm-version", "0.1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# -- vLLM 0.8.5-0.18 (the V1 engine before 0.19) ----------------------------------------------------
+# Each expected number is derived from the older wheels' code, cited as release file:line.
+
+def test_v0_10_budget_is_not_rounded_up():
+    # 0.10.2 gpu_worker.py:176-177: requested = total x util (a float); the KV budget is int()-ed at the end
+    # (gpu_worker.py:301), so 85,017,493,504 x 0.9 = 76,515,744,153.6 counts as ...153, not ...154 (0.14+ ceil)
+    assert budget_bytes(H100_TOTAL, 0.9, "0.10.2") == 76_515_744_153
+    assert budget_bytes(H100_TOTAL, 0.9, "0.13.0") == 76_515_744_153
+    assert budget_bytes(H100_TOTAL, 0.9, "0.14.0") == 76_515_744_154
+
+
+def test_v0_9_to_v0_13_startup_error_has_no_device_name():
+    # 0.10.2 gpu_worker.py:178-188 (no device name); 0.14.0 v1/worker/utils.py:264 adds it; 0.8.5 has no check
+    l4 = resolve_gpu("L4").total_bytes
+    free = int(19.77 * GIB)
+    old = startup_error(free, l4, 0.9, l4 * 0.9, version="0.10.2")
+    assert old == ("Free memory on device (19.77/22.05 GiB) on startup is less than desired GPU memory "
+                   "utilization (0.9, 19.84 GiB). Decrease GPU memory utilization or reduce GPU memory used by "
+                   "other processes.")
+    assert startup_error(free, l4, 0.9, math.ceil(l4 * 0.9), version="0.14.0").startswith(
+        "Free memory on device cuda:0 (19.77/22.05 GiB)")
+    assert startup_error(free, l4, 0.9, l4 * 0.9, version="0.8.5") is None
+
+
+def test_v0_8_5_whole_device_budget_worked_example():
+    # 0.8.5 gpu_worker.py:180-212: available = total x util - (torch peak + all non-torch memory on the device).
+    # A trainer holding 20 GiB before vLLM starts and vLLM's 0.5 GiB context both come out of the KV cache.
+    held = 20 * GIB
+    cap = vllm_capacity(LLAMA, "H100-80GB", gpu_memory_utilization=0.5, max_model_len=4096,
+                        vllm_version="0.8.5", free_bytes=H100_TOTAL - held)
+    assert cap.budget_bytes == H100_TOTAL // 2 == 42_508_746_752
+    weights = 8_030_261_248 * 2 + 131_072 * 128 * 2  # "Model loading took 14.99 GiB"
+    assert cap.weights_bytes == weights
+    expected = (42_508_746_752 - held - 512 * MIB - weights - cap.activation_peak_bytes - 256 * MIB)
+    assert cap.available_kv_bytes == expected
+    # defaults on a >= 70 GiB card (0.8.5 engine/arg_utils.py:1596-1621): 1024 seqs, 16384 tokens
+    assert (cap.max_num_seqs, cap.max_num_batched_tokens) == (1024, 16_384)
+    blocks = expected // (2 * MIB)
+    assert cap.num_blocks == blocks
+    # 0.8.5 kv_cache_utils.py:632-639: tokens = num_blocks x 16, concurrency = tokens / max_model_len
+    assert cap.kv_cache_tokens == blocks * 16
+    assert cap.max_concurrency == blocks * 16 / 4096
+    # the same start on 0.10.2: memory held before the snapshot is outside the budget
+    new = vllm_capacity(LLAMA, "H100-80GB", gpu_memory_utilization=0.5, max_model_len=4096,
+                        vllm_version="0.10.2", free_bytes=H100_TOTAL - held)
+    assert new.available_kv_bytes - cap.available_kv_bytes == held + 512 * MIB
+    # vLLM's own footprint is the same either way: baseline + weights + activation + non-torch + KV + graphs
+    assert vllm_process_bytes(cap) == H100_TOTAL // 2 - held + cap.cudagraph_bytes
+    assert vllm_process_bytes(new) == 512 * MIB + H100_TOTAL // 2 + new.cudagraph_bytes
+
+
+def test_v0_8_5_has_no_startup_check_but_runs_out_of_kv_memory():
+    # free 30 GiB at 0.5 of an H100: 0.10.2 refuses at start-up (free 29.5 GiB at the snapshot < 39.59 GiB);
+    # 0.8.5 starts, then finds 39.59 - 49.18 (held) - 0.5 - ... < 0 and raises kv_cache_utils.py:526-529.
+    free = 30 * GIB
+    old = vllm_capacity(LLAMA, "H100-80GB", gpu_memory_utilization=0.5, max_model_len=4096,
+                        vllm_version="0.8.5", free_bytes=free)
+    assert old.available_kv_bytes < 0 and old.num_blocks == 0
+    assert old.errors == ("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+                          "when initializing the engine.",)
+    new = vllm_capacity(LLAMA, "H100-80GB", gpu_memory_utilization=0.5, max_model_len=4096,
+                        vllm_version="0.10.2", free_bytes=free)
+    assert new.errors[0].startswith("Free memory on device (29.5/79.18 GiB) on startup is less than desired GPU "
+                                    "memory utilization (0.5, 39.59 GiB).")
+
+
+def test_old_max_seq_len_error_wordings():
+    from planner.vllm import max_seq_len_error
+
+    need, avail = 16 * GIB, int(3.456 * GIB)
+    # 0.8.5 kv_cache_utils.py:541-551: the estimated length is lost (its f-string stands on its own line)
+    assert max_seq_len_error(131072, need, avail, 27_000, "0.8.5") == (
+        "To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, "
+        "which is larger than the available KV cache memory (3.46 GiB). Based on the available memory,  Try "
+        "increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.")
+    # 0.9.2 kv_cache_utils.py:565-579
+    assert max_seq_len_error(131072, need, avail, 27_000, "0.10.2") == (
+        "To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, "
+        "which is larger than the available KV cache memory (3.46 GiB). Based on the available memory, the "
+        "estimated maximum model length is 27000. Try increasing `gpu_memory_utilization` or decreasing "
+        "`max_model_len` when initializing the engine.")
+    assert max_seq_len_error(131072, need, avail, 0, "0.10.2").endswith("(3.46 GiB).  Try increasing "
+                                                                       "`gpu_memory_utilization` or decreasing "
+                                                                       "`max_model_len` when initializing the engine.")
+    # 0.13.0 kv_cache_utils.py:705-719 adds the docs link; 0.14.0 prints GiB with format_gib ("16.0")
+    assert max_seq_len_error(131072, need, avail, 27_000, "0.13.0").endswith(
+        "when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ "
+        "for more details.")
+    assert "(16.0 GiB KV cache is needed" in max_seq_len_error(131072, need, avail, 27_000, "0.14.0")
+
+
+def test_old_batch_defaults():
+    h100, a100, l4 = (resolve_gpu(n) for n in ("H100-80GB", "A100-80GB", "L4"))
+    # 0.8.5 engine/arg_utils.py:1596: any >= 70 GiB card is on the big tier; 0.9.0 :1495 excludes A100s
+    assert default_batch_limits(a100, 4096, version="0.8.5") == (1024, 16_384)
+    assert default_batch_limits(a100, 4096, version="0.9.0") == (256, 8192)
+    assert default_batch_limits(h100, 4096, "OPENAI_API_SERVER", version="0.8.5") == (1024, 8192)
+    # no cap of the defaulted tokens at max_num_seqs x max_model_len before 0.12.0 (arg_utils.py:2004)
+    assert default_batch_limits(l4, 8, version="0.11.0") == (256, 8192)
+    assert default_batch_limits(l4, 8, version="0.12.0") == (256, 2048)
+    # a defaulted max_num_seqs is capped at max_num_batched_tokens from 0.10.1 (0.10.2 arg_utils.py:1742)
+    assert default_batch_limits(l4, 4096, max_num_batched_tokens=128, version="0.10.2") == (128, 128)
+    assert default_batch_limits(l4, 4096, max_num_batched_tokens=128, version="0.10.0") == (256, 128)
+    with pytest.raises(InvalidSetupError, match=r"max_num_batched_tokens \(128\) must be greater than or equal"):
+        vllm_capacity(LLAMA, "L4", max_model_len=4096, max_num_batched_tokens=128, vllm_version="0.10.0")
+
+
+def test_old_cudagraph_capture_sizes_and_graph_modes():
+    from planner.vllm import forward_bytes_per_token
+
+    # 0.8.5 config.py:4031-4045: [1, 2, 4] + 8..512 step 8 (67 sizes) whatever max_num_seqs is
+    assert cudagraph_capture_sizes(16, 4096, "0.8.5") == (1, 2, 4) + tuple(range(8, 513, 8))
+    assert len(cudagraph_capture_sizes(16, 4096, "0.9.2")) == 67
+    # ... filtered to <= max_num_batched_tokens only
+    assert cudagraph_capture_sizes(16, 100, "0.8.5") == (1, 2, 4) + tuple(range(8, 97, 8))
+    # 0.10.2 config/scheduler.py:244: 8..min(2 x seqs, 512) step 8; 1, 2, 4 kept even above it
+    assert cudagraph_capture_sizes(16, 4096, "0.10.2") == (1, 2, 4, 8, 16, 24, 32)
+    assert cudagraph_capture_sizes(1, 4096, "0.10.2") == (1, 2, 4)
+    assert len(cudagraph_capture_sizes(200, 8192, "0.11.0")) == 3 + 400 // 8 == 53
+    # 0.12.0 config/vllm.py:1069-1074: every 8 below 256, every 16 up to 400 -> 3 + 31 + 10
+    assert len(cudagraph_capture_sizes(200, 8192, "0.12.0")) == 3 + 31 + 10 == 44
+    # PIECEWISE graphs only before 0.11.0 (0.10.2 config/__init__.py:3389-3393); FULL decode graphs added after
+    spec = resolve_model(LLAMA)
+    tail = 32 * forward_bytes_per_token(spec)
+    assert cudagraph_bytes(spec, 16, 4096, version="0.10.2") == 7 * 32 * 280 * 1024 + tail
+    assert cudagraph_bytes(spec, 16, 4096, version="0.11.0") == (7 + 5) * 32 * 280 * 1024 + tail
+
+
+def _twelve_sliding_thirteen_full():
+    cfg = dict(MHA_7B, num_hidden_layers=25, num_key_value_heads=8, sliding_window=1024, max_position_embeddings=8192,
+               layer_types=["sliding_attention"] * 12 + ["full_attention"] * 13)
+    return spec_from_config(cfg, "12-sliding-13-full")
+
+
+def test_old_hybrid_grouping():
+    # 0.8.5 kv_cache_utils.py:699-708: no hybrid groups; sliding layers are sized as full attention
+    gemma2 = resolve_model("google/gemma-2-2b-it")
+    old = kv_layout(gemma2, 8192, 4096, version="0.8.5")
+    assert len(old.groups) == 1 and old.group_size == 26 and old.blocks_per_request == 8192 // 16
+    # 12 sliding + 13 full: 0.9.2-0.11 take the smaller bucket (kv_cache_utils.py:826), so 13 full -> 2 groups
+    # of 12 with 11 padding layers; 0.12-0.17 take 13 since 13 < 1.25 x 12 (0.12.0 :1015-1023): 1 padding layer
+    spec = _twelve_sliding_thirteen_full()
+    v011 = kv_layout(spec, 8192, 4096, version="0.11.0")
+    assert (v011.group_size, len(v011.groups), v011.padding_layers) == (12, 3, 11)
+    v012 = kv_layout(spec, 8192, 4096, version="0.12.0")
+    assert (v012.group_size, len(v012.groups), v012.padding_layers) == (13, 2, 1)
+    # sliding blocks per request: cdiv(min(1023 + 4096, 8192), 16) + 1 = 321 (0.9.2 kv_interface.py:148-155)
+    assert sorted(g.blocks_per_request for g in v012.groups) == [math.ceil(5119 / 16) + 1, 512]
+
+
+@pytest.mark.parametrize("version", ["0.8.5", "0.10.2"])
+def test_cli_plans_old_releases(version, capsys):
+    assert main(CLI + ["--vllm-version", version, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["vllm"]
+    assert d["version"] == version and d["startup_ok"]
+    assert d["gpu_memory_utilization"] == 0.5
+    assert d["log_lines"][-2].startswith("GPU KV cache size: ")
+    assert d["held_outside_budget_bytes"] == (512 * MIB if version == "0.8.5" else 0)
+
+
+def test_cli_refuses_v0_engine_releases_in_one_line(capsys):
+    assert main(CLI + ["--vllm-version", "0.8.4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("plan: error: vLLM 0.8.4 is not covered: releases before 0.8.5 size the KV cache "
+                          "with the V0 engine")
+
+
+def test_vllm_capacity_takes_old_versions():
+    cap = vllm_capacity(LLAMA, "L4", gpu_memory_utilization=0.9, max_model_len=2048, vllm_version="0.10.2")
+    # 0.10.2: L4 on the small tier, 256 seqs and 8192 tokens; float budget
+    assert (cap.max_num_seqs, cap.max_num_batched_tokens) == (256, 8192)
+    assert cap.budget_bytes == math.floor(23_675_797_504 * 0.9)
+    assert cap.version == "0.10.2" and not cap.cudagraph_subtracted
+    with pytest.raises(VersionError, match="V0 engine"):
+        vllm_capacity(LLAMA, "L4", vllm_version="0.7.3")

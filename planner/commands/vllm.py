@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
                    help="default: vLLM's for the GPU and usage context (TRL passes 4096); sets the activation peak")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (TRL does not set it)")
     p.add_argument("--vllm-version", default=None, metavar="X",
-                   help="vLLM release to plan for (default: the installed vllm, else 0.33.0)")
+                   help="vLLM release to plan for, 0.8.5 to 0.33.x (default: the installed vllm, else 0.33.0)")
     p.add_argument("--free-bytes", type=int, default=None, metavar="N",
                    help="free memory before vLLM starts (default: the whole card, or NVML free with --gpu auto)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -66,13 +66,18 @@ def _g(n_bytes: float) -> str:
 
 def format_capacity(cap) -> str:
     """The human-readable report: each term in GiB, then the vLLM log lines it predicts."""
+    from ..versions import vllm_facts
     from ..vllm import vllm_process_bytes
 
+    facts = vllm_facts(cap.version)
     lay = cap.layout
     graphs = (f"CUDA graphs ({len(cap.cudagraph_sizes)} sizes, estimate"
               + (", subtracted)" if cap.cudagraph_subtracted else ", NOT in the budget)"))
     rows = [
-        ("budget = ceil(total x util)", cap.budget_bytes, f"{cap.total_bytes / GIB:.2f} GiB x {cap.gpu_memory_utilization}"),
+        ("budget = ceil(total x util)" if facts.budget_rounding == "ceil" else "budget = total x util",
+         cap.budget_bytes, f"{cap.total_bytes / GIB:.2f} GiB x {cap.gpu_memory_utilization}"),
+        *([("- held before vLLM + baseline", cap.held_outside_budget_bytes,
+            "the whole GPU's use counts (0.8.5-0.9.0)")] if cap.held_outside_budget_bytes else []),
         ("- weights", cap.weights_bytes, cap.weight_scheme),
         ("- activation peak", cap.activation_peak_bytes, f"estimate, {cap.max_num_batched_tokens:,} tokens"),
         ("- non-torch", cap.non_torch_bytes, "estimate"),
@@ -87,7 +92,8 @@ def format_capacity(cap) -> str:
     if not cap.cudagraph_subtracted:
         rows.append((graphs, cap.cudagraph_bytes, "captured after the KV cache"))
     rows += [
-        ("baseline (context, cuBLAS, NCCL)", cap.baseline_bytes, "outside the budget"),
+        ("baseline (context, cuBLAS, NCCL)", cap.baseline_bytes,
+         "inside the budget" if facts.kv_budget_formula == "whole_device" else "outside the budget"),
         ("vLLM process while awake", vllm_process_bytes(cap), "baseline + budget + graph overshoot"),
     ]
     width = max(len(r[0]) for r in rows)
