@@ -35,6 +35,7 @@ def add_arguments(p) -> None:
     from ..distributed import add_topology_arguments
 
     add_topology_arguments(p)
+    p.add_argument("--force", action="store_true", help="--output-dir: replace files that exist (default: refuse)")
 
 
 def add_parser(sub) -> None:
@@ -69,15 +70,17 @@ def run(args) -> int:
 def _run_distributed(args) -> int:
     from ..distributed import estimate_from_topology_args, render as render_distributed
 
-    d = estimate_from_topology_args(args, **trainer_kwargs(args))
-    if args.output_dir:
-        from ..emit import write_configs
+    from ..files import check_outputs, write_outputs
 
-        write_configs(d, args.output_dir)
+    check_outputs(output_dir=args.output_dir, force=args.force)
+    d = estimate_from_topology_args(args, **trainer_kwargs(args))
+    written = write_outputs(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())
     else:
         print(render_distributed(d))
+        for path in written:
+            print(f"wrote {path}")
     return 0
 
 

@@ -45,7 +45,9 @@ def add_arguments(p) -> None:
     add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
-    o.add_argument("--plot", default=None, help="draw the per-phase memory picture to this PNG")
+    o.add_argument("--plot", default=None,
+                   help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
+    o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
 
 
 def is_multi_gpu(args) -> bool:
@@ -74,49 +76,34 @@ def plan_from_args(args):
 
 
 def run(args) -> int:
+    from ..files import check_outputs, write_outputs
+
+    outputs = dict(output=args.output, plot=args.plot, output_dir=getattr(args, "output_dir", None))
+    check_outputs(**outputs, force=args.force)  # before any planning: formats, packages, targets
     p = plan_from_args(args)
+    written = write_outputs(p, **outputs, force=args.force)
     if is_multi_gpu(args):
-        return _run_distributed(args, p)
-    write_outputs(args, p)
+        return _run_distributed(args, p, written)
     if args.json:
         print_json(p.to_dict())
     else:
         print(render(p))
-        if args.output:
-            print(f"wrote {args.output}")
-        if args.plot:
-            print(f"wrote {args.plot}")
+        for path in written:
+            print(f"wrote {path}")
     return 0
 
 
-def write_outputs(args, p) -> None:
-    """``--output grpo.yaml`` (TRL's parser reads it) and ``--plot memory.png``."""
-    if args.output:
-        from ..handoff import write_grpo_yaml
-
-        write_grpo_yaml(p, args.output)
-    if args.plot:
-        from ..plot import plot_phases
-
-        plot_phases(p, args.plot)
-
-
-def _run_distributed(args, p) -> int:
+def _run_distributed(args, p, written) -> int:
     from ..distributed import render as render_distributed
 
-    written = {}
-    if args.output_dir:
-        from ..emit import write_configs
-
-        written = write_configs(p, args.output_dir)
     if args.json:
         d = p.to_dict()
         if written:
-            d["written"] = {k: str(v) for k, v in written.items()}
+            d["written"] = {path.name: str(path) for path in written}
         print_json(d)
     else:
         print(render_distributed(p))
-        for path in written.values():
+        for path in written:
             print(f"wrote {path}")
     return 0
 
