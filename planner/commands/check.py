@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    plan_command.check_outputs(args)
     p = plan_command.plan_from_args(args)
     if plan_command.is_multi_gpu(args):
         return _run_distributed(args, p)

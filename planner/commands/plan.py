@@ -75,13 +75,30 @@ def plan_from_args(args):
                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1)
 
 
-def run(args) -> int:
-    from ..files import check_outputs, write_outputs
+def _outputs(args) -> dict:
+    return dict(output=getattr(args, "output", None), plot=getattr(args, "plot", None),
+                output_dir=getattr(args, "output_dir", None), force=bool(getattr(args, "force", False)))
 
-    outputs = dict(output=args.output, plot=args.plot, output_dir=getattr(args, "output_dir", None))
-    check_outputs(**outputs, force=args.force)  # before any planning: formats, packages, targets
+
+def check_outputs(args) -> None:
+    """Before any planning: the --plot format, the packages the writers need, existing targets."""
+    from ..files import check_outputs as check
+
+    check(**_outputs(args))
+
+
+def write_outputs(args, p) -> list:
+    """``--output grpo.yaml``, ``--plot memory.png`` and ``--output-dir``, all or none (planner.files);
+    returns the paths written."""
+    from ..files import write_outputs as write
+
+    return write(p, **_outputs(args))
+
+
+def run(args) -> int:
+    check_outputs(args)
     p = plan_from_args(args)
-    written = write_outputs(p, **outputs, force=args.force)
+    written = write_outputs(args, p)
     if is_multi_gpu(args):
         return _run_distributed(args, p, written)
     if args.json:
