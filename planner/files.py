@@ -116,7 +116,7 @@ def check_outputs(*, output=None, plot=None, output_dir=None, force: bool = Fals
     """Everything about the requested files that can be checked before planning: the plot format,
     the packages the writers need, and every target the planner always writes. Raises OutputError
     / MissingDependencyError; writes nothing."""
-    new = ()
+    new: tuple = ()
     if output_dir is not None:
         d = check_dir(output_dir)
         new = () if os.path.isdir(d) else (d,)

@@ -413,3 +413,16 @@ def test_check_outputs_needs_no_plan(tmp_path):
     assert _listing(tmp_path) == set()  # checking writes nothing
     with pytest.raises(OutputError, match="it is a folder"):
         check_outputs(output=tmp_path)
+
+
+def test_estimate_output_dir_refuses_then_forces(tmp_path, capsys):
+    argv = ["estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "H100-80GB", "--num-gpus", "2",
+            "--vllm-gpu-memory-utilization", "0.4", "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'run' / 'launch.sh'}" in out
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"plan: error: {tmp_path / 'run' / 'grpo.yaml'} exists: pass --force")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    assert main(argv + ["--force"]) == 0

@@ -69,7 +69,6 @@ def run(args) -> int:
 
 def _run_distributed(args) -> int:
     from ..distributed import estimate_from_topology_args, render as render_distributed
-
     from ..files import check_outputs, write_outputs
 
     check_outputs(output_dir=args.output_dir, force=args.force)
