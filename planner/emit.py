@@ -1,16 +1,26 @@
-"""Write the files the engines read for a multi-GPU plan (``planner.distributed``).
+"""The text of every file the planner writes for TRL and the engines (``planner.files`` writes them).
 
     dp = plan_distributed("Qwen/Qwen2.5-32B-Instruct", "H100-80GB", num_gpus=8)
     write_configs(dp, "run/")
-    # run/grpo.yaml        GRPOConfig fields (TRL's HfArgumentParser / TrlParser --config)
+    # run/grpo.yaml        GRPOConfig + ModelConfig fields (trl grpo --config, TrlParser)
     # run/accelerate.yaml  accelerate launch --config_file (MULTI_GPU, DEEPSPEED or FSDP)
     # run/deepspeed.json   when a ZeRO stage is planned (DeepSpeed config, "auto" batch sizes)
-    # run/vllm_serve.sh    server mode: CUDA_VISIBLE_DEVICES=... trl vllm-serve ...
-    # run/launch.sh        CUDA_VISIBLE_DEVICES=... accelerate launch --config_file accelerate.yaml ...
+    # run/vllm_serve.sh    server mode: trl vllm-serve on the server GPUs
+    # run/launch.sh        accelerate launch --config_file accelerate.yaml ... --config grpo.yaml
 
-Every value comes from the plan; nothing is re-decided here. YAML is written by a small emitter
-for flat and nested mappings of scalars (no pyyaml needed to plan); strings are double-quoted
-JSON strings, which YAML reads unchanged.
+Every value comes from the plan; nothing is re-decided here. What goes through which door:
+
+- YAML through PyYAML, every string on one line (non-printable characters escaped in a
+  double-quoted scalar), so any value reads back unchanged; ``grpo_yaml_text`` is the one grpo.yaml
+  writer (``plan --output`` and ``plan --output-dir`` write the same file).
+- Comments hold no raw user text: model ids, GPU names and the like pass through ``one_line``
+  (printable ASCII, everything else backslash-escaped).
+- The shell scripts contain no user text at all except through ``shlex.quote`` (vllm_serve.sh's
+  model and host); the model, LoRA and quantisation settings reach TRL's script through grpo.yaml.
+  Each script finds its folder itself (``$HERE``), so the folder can be moved; accelerate.yaml
+  names ``deepspeed.json`` relative to the folder and launch.sh passes its full path.
+- GPUs: the planned indices (``0,1`` for the server, ``2,...`` for the trainers) count within a
+  ``CUDA_VISIBLE_DEVICES`` the user already set (a scheduler's allocation), else they are used as is.
 """
 
 from __future__ import annotations
@@ -26,88 +36,133 @@ ACCELERATE_YAML = "accelerate.yaml"
 DEEPSPEED_JSON = "deepspeed.json"
 VLLM_SERVE_SH = "vllm_serve.sh"
 LAUNCH_SH = "launch.sh"
+ALWAYS_WRITTEN = (GRPO_YAML, ACCELERATE_YAML, LAUNCH_SH)
 
 
-# -- YAML ------------------------------------------------------------------------------------
+# -- text that reaches a comment or YAML ------------------------------------------------------------
 
-def _scalar(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))
+def one_line(value) -> str:
+    """``value`` as one line of printable ASCII for a comment: every other character (newlines,
+    control characters, DEL, non-ASCII, YAML's NEL and line separators) backslash-escaped."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in str(value))
 
 
-def to_yaml(d: dict, indent: int = 0) -> str:
-    """YAML for a mapping of scalars, lists of scalars and nested mappings."""
-    pad = " " * indent
-    lines = []
+def _yaml():
+    from .handoff import _require
+
+    return _require("yaml", "writing YAML", "pip install 'planner[yaml]'")
+
+
+def _dumper():
+    yaml = _yaml()
+
+    class OneLineDumper(yaml.SafeDumper):
+        """SafeDumper whose strings are always one line: plain or quoted as PyYAML picks, and
+        double-quoted with escapes when they hold anything but printable ASCII."""
+
+    def str_scalar(dumper, s):
+        style = '"' if any(not (" " <= c <= "~") for c in s) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", s, style=style)
+
+    OneLineDumper.add_representer(str, str_scalar)
+    return OneLineDumper
+
+
+def to_yaml(d: dict, comments: dict | None = None) -> str:
+    """YAML for a mapping (PyYAML, key order kept, no line folding); ``comments``: text written
+    after a top-level key whose value fits on its line."""
+    yaml, dumper = _yaml(), _dumper()
+    out = []
     for k, v in d.items():
-        if isinstance(v, dict):
-            if v:
-                lines.append(f"{pad}{k}:")
-                lines.append(to_yaml(v, indent + 2).rstrip("\n"))
-            else:
-                lines.append(f"{pad}{k}: {{}}")
-        elif isinstance(v, (list, tuple)):
-            lines.append(f"{pad}{k}: [{', '.join(_scalar(x) for x in v)}]")
-        else:
-            lines.append(f"{pad}{k}: {_scalar(v)}")
-    return "\n".join(lines) + "\n"
+        chunk = yaml.dump({k: v}, Dumper=dumper, sort_keys=False, default_flow_style=False,
+                          width=float("inf"), allow_unicode=False)
+        note = (comments or {}).get(k)
+        if note and chunk.count("\n") == 1:
+            chunk = chunk.rstrip("\n") + f"  # {one_line(note)}\n"
+        out.append(chunk)
+    return "".join(out)
 
 
-def _header(plan, what: str) -> list[str]:
+def header_lines(plan, what: str) -> list[str]:
+    """Comment lines naming the planner, model, card, layout and predicted peaks (sanitised)."""
     from . import __version__
 
+    m, g, s = plan.model, plan.gpu, plan.setup
+    lines = [f"# Generated by planner {one_line(__version__)}: {what}",
+             f"# model: {one_line(m.model_id)} ({m.n_params / 1e9:.2f} B parameters), "
+             f"{one_line(s.weights)} {one_line(s.finetune)}",
+             f"# GPU: {one_line(g.name)} ({g.total_bytes / GIB:.2f} GiB), margin {plan.margin:.0%}, "
+             f"budget {plan.budget_bytes / GIB:.2f} GiB; memory model: {one_line(plan.memory_model)}"]
     t = plan.topology
-    tr = plan.roles["training_rank"]
-    lines = [f"# Generated by planner {__version__}: {what}",
-             f"# {plan.model.model_id} on {t.total_gpus} x {plan.gpu.name} ({t.num_nodes} node(s)); "
-             f"layout {t.label}, {t.engine}, {t.world_size} training rank(s)",
-             f"# predicted per-GPU peak: training rank {tr.peak_bytes / GIB:.2f} GiB ({tr.binding_phase})"
-             + (f", server GPU {plan.roles['server_gpu'].peak_bytes / GIB:.2f} GiB" if "server_gpu" in plan.roles
-                else "") + f" of {tr.budget_bytes / GIB:.2f} GiB budget"]
+    lines.append(f"# layout: {one_line(t.label)}, {one_line(t.engine)}, {t.world_size} training rank(s) on "
+                 f"{t.total_gpus} GPU(s), {t.num_nodes} node(s)")
+    if plan.multi_gpu:
+        for name, r in plan.roles.items():
+            lines.append(f"# predicted peak, {one_line(name)} x {r.count}: {r.peak_bytes / GIB:.2f} GiB "
+                         f"({one_line(r.binding_phase)}) of {r.budget_bytes / GIB:.2f} GiB budget")
+    else:
+        role = plan.training_rank
+        peaks = ", ".join(f"{one_line(p.name)} {p.peak_bytes / GIB:.2f}" for p in role.phases)
+        lines.append(f"# predicted peak per phase (GiB): {peaks}; binding: {one_line(role.binding_phase)}")
+    lines.append(f"# check on the training machine: plan check --model {shlex.quote(one_line(m.model_id))} "
+                 f"--gpu auto")
     return lines
 
 
-# -- file contents ---------------------------------------------------------------------------
+# -- grpo.yaml ----------------------------------------------------------------------------------
 
-def grpo_config_body(plan) -> dict:
-    """GRPOConfig fields: the plan's config, ``output_dir``/``report_to`` defaults and the planned
-    ``model_init_kwargs.dtype`` (TRL loads a model given by name in float32 otherwise), as
-    ``planner.handoff`` writes them for one GPU."""
-    from .handoff import _config_kwargs, model_init_kwargs_from_plan
+def grpo_config_body(plan, *, model_config: bool = True, transformers_version: str | None = None,
+                     **overrides) -> dict:
+    """What grpo.yaml holds: GRPOConfig fields (the plan's config, ``output_dir``/``report_to``
+    defaults, ``model_init_kwargs.dtype``: TRL loads a model given by name in float32 otherwise),
+    the checkpointing field under the name this transformers release reads, and with
+    ``model_config`` trl.ModelConfig's model, dtype, LoRA and 4-bit keys; ``overrides`` win."""
+    from .handoff import _config_kwargs, _model_config_keys, checkpointing_renamed, model_init_kwargs_from_plan
 
-    body = _config_kwargs(plan, {}, runtime=False)
+    body = checkpointing_renamed(_config_kwargs(plan, overrides, runtime=False), transformers_version)
     body.setdefault("model_init_kwargs", {"dtype": model_init_kwargs_from_plan(plan, quantization=False)["dtype"]})
+    if model_config:
+        body.update({k: v for k, v in _model_config_keys(plan).items() if k not in overrides})
     return body
 
 
-def grpo_yaml(plan) -> str:
-    from .handoff import _with_comments
+def grpo_yaml_text(plan, *, model_config: bool = True, transformers_version: str | None = None,
+                   **overrides) -> str:
+    """grpo.yaml: comments, then :func:`grpo_config_body` as YAML. With ``model_config`` it loads
+    with ``trl grpo --config`` and ``TrlParser((GRPOConfig, ModelConfig))``; without, with
+    ``HfArgumentParser(GRPOConfig).parse_yaml_file``."""
+    from .handoff import YAML_COMMENTS
 
-    head = _header(plan, "GRPOConfig for TRL (HfArgumentParser(GRPOConfig).parse_yaml_file, or --config)")
-    head.append("# generation_batch_size is global: TRL derives steps_per_generation = generation_batch_size / "
-                "(per_device_train_batch_size x world size)")
-    return "\n".join(head) + "\n" + _with_comments(to_yaml(grpo_config_body(plan)))
+    what = ("GRPOConfig and ModelConfig for TRL (trl grpo --config grpo.yaml; TrlParser((GRPOConfig, ModelConfig)))"
+            if model_config else "GRPOConfig for TRL (HfArgumentParser(GRPOConfig).parse_yaml_file)")
+    head = header_lines(plan, what)
+    if "generation_batch_size" in plan.config:
+        head.append("# generation_batch_size is global: TRL derives steps_per_generation = generation_batch_size / "
+                    "(per_device_train_batch_size x world size)")
+    body = grpo_config_body(plan, model_config=model_config, transformers_version=transformers_version, **overrides)
+    return "\n".join(head) + "\n" + to_yaml(body, YAML_COMMENTS)
 
 
-def accelerate_config(plan, deepspeed_path: str | Path | None = None) -> dict:
-    """The plan's accelerate settings with the DeepSpeed JSON path filled in."""
-    d = json.loads(json.dumps(plan.accelerate))  # deep copy
-    if "deepspeed_config" in d and deepspeed_path is not None:
-        d["deepspeed_config"]["deepspeed_config_file"] = str(deepspeed_path)
+# -- accelerate.yaml, deepspeed.json ----------------------------------------------------------------
+
+def accelerate_config(plan) -> dict:
+    """The plan's accelerate settings (a deep copy); ``deepspeed_config_file`` stays relative to
+    the folder (``deepspeed.json``): launch.sh passes its full path on the command line, which
+    accelerate prefers to the file's value."""
+    d = json.loads(json.dumps(plan.accelerate))
+    if "deepspeed_config" in d:
+        d["deepspeed_config"]["deepspeed_config_file"] = DEEPSPEED_JSON
     return d
 
 
-def accelerate_yaml(plan, deepspeed_path: str | Path | None = None) -> str:
-    head = _header(plan, "accelerate config (accelerate launch --config_file)")
+def accelerate_yaml(plan) -> str:
+    head = header_lines(plan, "accelerate config (accelerate launch --config_file)")
     if plan.accelerate.get("distributed_type") == "DEEPSPEED":
         head.append("# no mixed_precision here: with a DeepSpeed config file accelerate refuses it; bf16 is set "
                     "in deepspeed.json")
-    return "\n".join(head) + "\n" + to_yaml(accelerate_config(plan, deepspeed_path))
+        head.append("# deepspeed_config_file is relative to the working directory: launch.sh passes "
+                    "--deepspeed_config_file with this folder's path")
+    return "\n".join(head) + "\n" + to_yaml(accelerate_config(plan))
 
 
 def deepspeed_json(plan) -> str | None:
@@ -116,20 +171,56 @@ def deepspeed_json(plan) -> str | None:
     return json.dumps(plan.deepspeed, indent=2) + "\n"
 
 
+# -- the shell scripts ------------------------------------------------------------------------------
+
+_SCRIPT_START = ["set -euo pipefail",
+                 'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"']
+
+# the planned GPU indices, counted within CUDA_VISIBLE_DEVICES when the user (or a scheduler) set it
+_SELECT_GPUS = r'''select_gpus() {  # $1: the planned GPU indices; prints the devices to use
+  if [ -z "${CUDA_VISIBLE_DEVICES:-}" ]; then printf '%s\n' "$1"; return 0; fi
+  local -a visible want picked=()
+  local i
+  IFS=, read -r -a visible <<< "$CUDA_VISIBLE_DEVICES"
+  IFS=, read -r -a want <<< "$1"
+  for i in "${want[@]}"; do
+    if [ "$i" -ge "${#visible[@]}" ]; then
+      printf '%s: the plan uses GPU index %s, but CUDA_VISIBLE_DEVICES=%s lists %s GPU(s)\n' \
+        "$(basename "$0")" "$i" "$CUDA_VISIBLE_DEVICES" "${#visible[@]}" >&2
+      return 1
+    fi
+    picked+=("${visible[$i]}")
+  done
+  (IFS=,; printf '%s\n' "${picked[*]}")
+}'''
+
+
+def _gpu_lines(devices: str) -> list[str]:
+    return ["# GPUs: the planned indices, counted within CUDA_VISIBLE_DEVICES when it is already set",
+            *_SELECT_GPUS.splitlines(),
+            f"CUDA_VISIBLE_DEVICES=\"$(select_gpus {shlex.quote(str(devices))})\"",
+            "export CUDA_VISIBLE_DEVICES"]
+
+
+def _here(name: str) -> str:
+    """A file of the script's own folder, as a shell word."""
+    return '"$HERE"/' + shlex.quote(name)
+
+
 def vllm_serve_argv(plan) -> list[str]:
     """``trl vllm-serve`` arguments (flag names from trl 1.16 trl/scripts/vllm_serve.py
     ``ScriptArguments``; HfArgumentParser accepts the dashed spelling of each field)."""
     s = plan.server
     if s is None:
         return []
-    argv = ["trl", "vllm-serve", "--model", s["model"],
+    argv = ["trl", "vllm-serve", "--model", str(s["model"]),
             "--tensor-parallel-size", str(s["tensor_parallel_size"]),
             "--data-parallel-size", str(s["data_parallel_size"]),
             "--gpu-memory-utilization", str(s["gpu_memory_utilization"]),
             "--max-model-len", str(s["max_model_len"]),
-            "--host", s["host"], "--port", str(s["port"])]
+            "--host", str(s["host"]), "--port", str(s["port"])]
     if s.get("kv_cache_dtype", "auto") != "auto":
-        argv += ["--kv-cache-dtype", s["kv_cache_dtype"]]
+        argv += ["--kv-cache-dtype", str(s["kv_cache_dtype"])]
     return argv
 
 
@@ -138,47 +229,32 @@ def vllm_serve_sh(plan) -> str | None:
         return None
     t = plan.topology
     where = "on node 0 (the server node)" if t.num_nodes > 1 else "on this node"
-    lines = ["#!/usr/bin/env bash"] + _header(plan, "the vLLM server for TRL's server mode")
+    lines = ["#!/usr/bin/env bash"] + header_lines(plan, "the vLLM server for TRL's server mode")
     lines += [f"# Start it first, {where}; launch.sh's trainer connects to it (vllm_server_host/port in grpo.yaml).",
-              "set -euo pipefail",
-              f"CUDA_VISIBLE_DEVICES={t.server_devices} " + shlex.join(vllm_serve_argv(plan)) + ' "$@"', ""]
-    return "\n".join(lines)
+              *_SCRIPT_START, *_gpu_lines(t.server_devices),
+              shlex.join(vllm_serve_argv(plan)) + ' "$@"']
+    return "\n".join(lines) + "\n"
 
 
-def model_arguments(plan) -> list[str]:
-    """trl.ModelConfig flags for TRL's own GRPO script (model, dtype, LoRA, 4-bit), as
-    ``planner.handoff`` maps them."""
-    from .handoff import _model_config_keys
-
-    argv = []
-    for k, v in _model_config_keys(plan).items():
-        if isinstance(v, (list, tuple)):
-            argv += [f"--{k}", *[str(x) for x in v]]
-        else:
-            argv += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
-    return argv
-
-
-def launch_argv(plan, config_dir: str = ".", train_script: str = "$TRAIN_SCRIPT") -> list[str]:
-    """``accelerate launch`` arguments (before the script's own)."""
+def launch_words(plan) -> list[str]:
+    """``accelerate launch ...`` as shell words (already quoted): the folder's files by ``$HERE``,
+    the multi-node settings from the environment, then TRL's (or ``$TRAIN_SCRIPT``) with
+    ``--config grpo.yaml`` and the script's own arguments."""
     t = plan.topology
-    argv = ["accelerate", "launch", "--config_file", f"{config_dir}/{ACCELERATE_YAML}"]
+    words = ["accelerate", "launch", "--config_file", _here(ACCELERATE_YAML)]
+    if plan.deepspeed is not None and plan.accelerate.get("distributed_type") == "DEEPSPEED":
+        words += ["--deepspeed_config_file", _here(DEEPSPEED_JSON)]
     if t.training_nodes > 1:
-        argv += ["--machine_rank", "$NODE_RANK", "--main_process_ip", "$MAIN_PROCESS_IP",
-                 "--main_process_port", "$MAIN_PROCESS_PORT"]
-    return argv + [train_script, "--config", f"{config_dir}/{GRPO_YAML}"]
-
-
-def _sh_join(argv: list[str]) -> str:
-    """shlex.join, but ``$VAR`` words stay expandable (double-quoted)."""
-    return " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in argv)
+        words += ["--machine_rank", '"$NODE_RANK"', "--main_process_ip", '"$MAIN_PROCESS_IP"',
+                  "--main_process_port", '"$MAIN_PROCESS_PORT"']
+    return words + ['"$TRAIN_SCRIPT"', "--config", _here(GRPO_YAML), '"$@"']
 
 
 def launch_sh(plan) -> str:
     t = plan.topology
-    lines = ["#!/usr/bin/env bash"] + _header(plan, "the training launch")
-    lines.append("# TRAIN_SCRIPT: your GRPO script (it must read --config like TrlParser); default: TRL's own "
-                 "(trl/scripts/grpo.py), which also takes the model flags below and --dataset_name/--reward_funcs.")
+    lines = ["#!/usr/bin/env bash"] + header_lines(plan, "the training launch")
+    lines.append("# TRAIN_SCRIPT: your GRPO script (it must read --config with TrlParser, model keys included); "
+                 "default: TRL's own (trl/scripts/grpo.py), which also takes --dataset_name/--reward_funcs.")
     if t.vllm_mode == "server":
         lines.append("# Start vllm_serve.sh first: the trainer waits for the server (vllm_server_timeout).")
     if t.training_nodes > 1:
@@ -188,43 +264,39 @@ def launch_sh(plan) -> str:
                         if t.vllm_mode == "server" else "."))
     elif t.vllm_mode == "server" and t.num_nodes > 1:
         lines.append("# Run on cluster node 1 (node 0 serves vLLM).")
-    lines += ["set -euo pipefail",
-              'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-              'TRAIN_SCRIPT="${TRAIN_SCRIPT:-$(python -c \'import trl.scripts.grpo as m; print(m.__file__)\')}"',
-              "MODEL_ARGS=(" + _sh_join(model_arguments(plan)) + ")",
-              'if [ -n "${NO_MODEL_ARGS:-}" ]; then MODEL_ARGS=(); fi']
+    lines += [*_SCRIPT_START,
+              'TRAIN_SCRIPT="${TRAIN_SCRIPT:-$(python -c \'import trl.scripts.grpo as m; print(m.__file__)\')}"']
     if t.training_nodes > 1:
-        lines += ['NODE_RANK="${NODE_RANK:?set NODE_RANK}"', 'MAIN_PROCESS_IP="${MAIN_PROCESS_IP:?set MAIN_PROCESS_IP}"',
+        lines += ['NODE_RANK="${NODE_RANK:?set NODE_RANK}"',
+                  'MAIN_PROCESS_IP="${MAIN_PROCESS_IP:?set MAIN_PROCESS_IP}"',
                   'MAIN_PROCESS_PORT="${MAIN_PROCESS_PORT:-29500}"']
-    lines.append(f"CUDA_VISIBLE_DEVICES={t.training_devices} " + _sh_join(launch_argv(plan, "$HERE"))
-                 + ' "${MODEL_ARGS[@]}" "$@"')
+    lines += _gpu_lines(t.training_devices)
+    lines.append(" ".join(launch_words(plan)))
     return "\n".join(lines) + "\n"
 
 
-# -- writing ---------------------------------------------------------------------------------
+# -- the set ------------------------------------------------------------------------------------
 
-def write_configs(plan, out_dir) -> dict:
-    """Write every file the plan needs into ``out_dir`` (created if missing); returns name -> Path.
-
-    ``accelerate.yaml`` points at ``deepspeed.json`` by absolute path, so ``accelerate launch``
-    finds it from any working directory; the shell scripts locate their siblings themselves."""
-    out = Path(out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-
-    def put(name: str, text: str | None, executable: bool = False):
-        if text is None:
-            return
-        path = out / name
-        path.write_text(text)
-        if executable:
-            path.chmod(0o755)
-        written[name] = path
-
-    put(GRPO_YAML, grpo_yaml(plan))
+def config_files(plan) -> dict:
+    """name -> (text, executable) for every file the plan needs in its folder."""
+    out = {GRPO_YAML: (grpo_yaml_text(plan), False)}
     ds = deepspeed_json(plan)
-    put(DEEPSPEED_JSON, ds)
-    put(ACCELERATE_YAML, accelerate_yaml(plan, out / DEEPSPEED_JSON if ds else None))
-    put(VLLM_SERVE_SH, vllm_serve_sh(plan), executable=True)
-    put(LAUNCH_SH, launch_sh(plan), executable=True)
-    return written
+    if ds is not None:
+        out[DEEPSPEED_JSON] = (ds, False)
+    out[ACCELERATE_YAML] = (accelerate_yaml(plan), False)
+    serve = vllm_serve_sh(plan)
+    if serve is not None:
+        out[VLLM_SERVE_SH] = (serve, True)
+    out[LAUNCH_SH] = (launch_sh(plan), True)
+    return out
+
+
+def write_configs(plan, out_dir, *, force: bool = False) -> dict:
+    """Write every file the plan needs into ``out_dir`` (created if missing), all or none; returns
+    name -> Path. An existing file is refused unless ``force`` (see ``planner.files``)."""
+    from .files import FileOut, write_files
+
+    out = Path(out_dir)
+    files = [FileOut(out / name, text.encode(), executable) for name, (text, executable) in config_files(plan).items()]
+    paths = write_files(files, force=force, make_dirs=(out,))
+    return {p.name: p for p in paths}

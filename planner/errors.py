@@ -12,7 +12,9 @@ the base class once, prints ``<message>`` on one line of stderr and exits with 2
     ├── InfeasibleError         nothing fits; names the component and the closest plan
     ├── VersionError            unknown or unsupported library version
     ├── PreflightError          one or more pre-flight checks failed (severity error)
-    └── MissingDependencyError  an optional extra (torch, trl, ...) is needed for this path
+    ├── MissingDependencyError  an optional extra (torch, trl, ...) is needed for this path
+    └── OutputError             a file cannot be written (missing or read-only folder, a folder in
+                                its place, disk full, exists without --force, unsupported --plot format)
 """
 
 from __future__ import annotations
@@ -62,3 +64,8 @@ class PreflightError(PlannerError):
 
 class MissingDependencyError(PlannerError):
     pass
+
+
+class OutputError(PlannerError):
+    """A file the planner was asked to write cannot be written; the message names the path.
+    Nothing is left behind: see :mod:`planner.files`."""

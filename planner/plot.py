@@ -1,7 +1,8 @@
 """The per-phase memory picture: one stacked bar per phase of a colocated GRPO step.
 
     >>> plot_phases(planner.plan("Qwen/Qwen2.5-7B-Instruct", "H100-80GB"), "memory.png")
-    plan --model ... --gpu L4 --plot memory.png
+    >>> render_phases(plan, "svg")          # the bytes, written by planner.files
+    plan --model ... --gpu L4 --plot memory.png     # .png, .pdf or .svg; a bare name gets .png
 
 Bars: load, weight_sync, generation, training, stacked by component (``trainer.*`` in blues and
 greens, ``vllm.*`` in oranges and reds, from ``estimate.phases[phase].components``). Lines: the
@@ -12,9 +13,10 @@ with the Agg canvas (no display, no global backend switch): ``pip install 'grpo-
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from .errors import InvalidSetupError, MissingDependencyError
+from .errors import InvalidSetupError, MissingDependencyError, OutputError
 from .units import GIB
 
 PHASE_ORDER = ("load", "weight_sync", "generation", "training")
@@ -33,25 +35,58 @@ def _colours(names: list[str]) -> dict:
     return out
 
 
-def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: float | None = None) -> Path:
-    """Draw the stacked per-phase memory of a Plan (or a colocated Estimate) to ``path`` (PNG, SVG, ...).
+def _text(value) -> str:
+    """User text for a label: one line, and ``$`` escaped (matplotlib reads ``$...$`` as mathtext)."""
+    from .emit import one_line
+
+    return one_line(value).replace("$", r"\$")
+
+
+def _phases_of(plan_or_estimate):
+    """(phases, binding phase, sleep mode, card, model) of a Plan or an Estimate (a plan whose vLLM
+    runs as a server elsewhere: its training rank's); InvalidSetupError when nothing is per phase."""
+    x = plan_or_estimate
+    if x.phases is not None:
+        return x.phases.phases, x.phases.binding_phase, x.phases.sleep_mode, x.gpu, x.model
+    roles = getattr(x, "roles", None) or {}
+    if "training_rank" in roles:
+        role = roles["training_rank"]
+        return role.phases, role.binding_phase, role.sleep_mode, x.gpu, x.model
+    raise InvalidSetupError("nothing to plot: the estimate has no colocated phases "
+                            "(give it a vllm_gpu_memory_utilization)")
+
+
+def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: float | None = None,
+                force: bool = False) -> Path:
+    """Draw the stacked per-phase memory of a Plan (or a colocated Estimate) to ``path`` (.png,
+    .pdf or .svg; a name without extension gets .png), atomically; an existing file is refused
+    unless ``force``. Returns the path written.
 
     ``margin``: for the budget line; default the plan's margin, 0.05 for a bare Estimate.
-    Returns the path written.
     """
+    from .files import plot_format, plot_path, write_file
+
+    target = plot_path(path)
+    data = render_phases(plan_or_estimate, plot_format(target), title=title, margin=margin)
+    return write_file(target, data, force=force)
+
+
+def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = None,
+                  margin: float | None = None) -> bytes:
+    """The picture :func:`plot_phases` draws, as the bytes of a ``fmt`` file (png, pdf, svg)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise MissingDependencyError("plotting needs matplotlib: pip install 'grpo-vram-planner[plot]'") from None
-    est = plan_or_estimate
+    from .files import PLOT_FORMATS
+
+    if fmt not in PLOT_FORMATS:
+        raise OutputError(f"cannot draw the plot as '{fmt}': supported formats are {', '.join(PLOT_FORMATS)}")
     if margin is None:
         margin = getattr(plan_or_estimate, "margin", 0.05)
-    phases = est.phases
-    if phases is None:
-        raise InvalidSetupError("nothing to plot: the estimate has no colocated phases "
-                                "(give it a vllm_gpu_memory_utilization)")
-    present = {p.name: p for p in phases.phases}
+    phase_list, binding, sleep_mode, gpu, model = _phases_of(plan_or_estimate)
+    present = {p.name: p for p in phase_list}
     order = [n for n in PHASE_ORDER if n in present] + [n for n in present if n not in PHASE_ORDER]
     names: list[str] = []
     for n in order:
@@ -60,7 +95,6 @@ def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: flo
                 names.append(k)
     names.sort(key=lambda k: (not k.startswith("trainer."), not k.startswith("vllm.")))  # stable: trainer first
     colour = _colours(names)
-    gpu = est.gpu
     total = gpu.total_bytes / GIB
 
     fig = Figure(figsize=(9, 5.5))
@@ -74,8 +108,8 @@ def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: flo
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     for i, n in enumerate(order):
         ax.text(i, bottoms[i] + total * 0.01, f"{present[n].peak_bytes / GIB:.2f} GiB", ha="center", va="bottom",
-                fontsize=9, fontweight="bold" if n == phases.binding_phase else "normal")
-    ax.axhline(total, color="black", linewidth=1.2, label=f"{gpu.name} total {total:.2f} GiB")
+                fontsize=9, fontweight="bold" if n == binding else "normal")
+    ax.axhline(total, color="black", linewidth=1.2, label=f"{_text(gpu.name)} total {total:.2f} GiB")
     budget = total * (1 - margin)
     ax.axhline(budget, color="black", linestyle="--", linewidth=1,
                label=f"budget: total - {margin:.0%} = {budget:.2f} GiB")
@@ -87,13 +121,14 @@ def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: flo
     ax.set_ylabel("GiB")
     ax.set_ylim(0, max(total, max(bottoms)) * 1.08)
     ax.set_xlim(-0.5, len(order) - 0.5)
-    sleep = "on" if phases.sleep_mode else "off"
-    ax.set_title(title or f"{est.model.model_id} on {gpu.name}: memory per phase (sleep mode {sleep})", fontsize=10)
+    sleep = "on" if sleep_mode else "off"
+    ax.set_title(_text(title) if title else f"{_text(model.model_id)} on {_text(gpu.name)}: memory per phase "
+                 f"(sleep mode {sleep})", fontsize=10)
     by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))
     labels = [lb for lb in by_label if lb not in colour] + names[::-1]  # lines, then the stack top-down
     ax.legend([by_label[lb] for lb in labels], labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
               frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight")
+    return buf.getvalue()

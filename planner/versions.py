@@ -573,3 +573,22 @@ def transformers_eager_attention(model_type: str, version: str | None = None) ->
     if version is None:
         version = _installed("transformers") or TRANSFORMERS_NEWEST_KNOWN
     return parse_version(version, "transformers") >= first
+
+
+# ``TrainingArguments.activation_checkpointing`` first appears in transformers 5.23.0
+# (transformers/training_args.py:908); ``gradient_checkpointing`` stays as its deprecated alias and
+# warns on every config that sets it (training_args.py:1541, "will be removed in v6"). 5.22.0 has
+# only ``gradient_checkpointing`` (training_args.py:900), so a config that names the new field is
+# refused there (HfArgumentParser: unknown key). Read from the 5.20.0-5.24.0 wheels.
+_TRANSFORMERS_ACTIVATION_CHECKPOINTING_FROM = (5, 23, 0)
+
+
+def transformers_checkpointing_field(version: str | None = None) -> str:
+    """The ``TrainingArguments`` field that turns on activation (gradient) checkpointing in this
+    transformers release: ``"activation_checkpointing"`` from 5.23.0, ``"gradient_checkpointing"``
+    before (``None``: the installed one, else the newest we read)."""
+    if version is None:
+        version = _installed("transformers") or TRANSFORMERS_NEWEST_KNOWN
+    if parse_version(version, "transformers") >= _TRANSFORMERS_ACTIVATION_CHECKPOINTING_FROM:
+        return "activation_checkpointing"
+    return "gradient_checkpointing"

@@ -1,7 +1,7 @@
 """planner.emit: every file must load with the parser or schema of the engine that reads it.
 
-- grpo.yaml: TRL's ``HfArgumentParser(GRPOConfig).parse_yaml_file`` (and TRL's own GRPO script
-  parser with the model flags from launch.sh);
+- grpo.yaml: TRL's ``TrlParser((GRPOConfig, ModelConfig))`` (what ``trl grpo --config`` reads; the
+  same file ``plan --output`` writes) and TRL's own GRPO script parser with launch.sh's arguments;
 - accelerate.yaml: accelerate's ``ClusterConfig.from_yaml_file``, then ``accelerate launch``'s own
   validation, environment and plugin (``DeepSpeedPlugin`` / ``FullyShardedDataParallelPlugin``);
 - deepspeed.json: transformers' ``HfTrainerDeepSpeedConfig`` (fills the "auto" values from the
@@ -26,8 +26,7 @@ pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
-from trl import GRPOConfig  # noqa: E402
+from trl import GRPOConfig, ModelConfig, TrlParser  # noqa: E402
 
 from planner import plan as plan_distributed  # noqa: E402
 from planner.distributed import DEEPSPEED_DEFAULTS  # noqa: E402
@@ -87,14 +86,14 @@ def test_files_per_layout(plans, written):
 # -- grpo.yaml -----------------------------------------------------------------------------------
 
 def _parse_grpo(path: Path, tmp_path: Path) -> GRPOConfig:
-    # transformers refuses bf16=True without a bf16 device; a CPU test machine adds use_cpu to a
-    # copy (the written file keeps bf16: true for the training GPUs)
-    if CPU:
-        copy = tmp_path / "grpo_cpu.yaml"
-        copy.write_text(path.read_text() + "use_cpu: true\n")
-        path = copy
-    (args,) = HfArgumentParser(GRPOConfig).parse_yaml_file(str(path))
-    return args
+    return _parse_grpo_and_model(path)[0]
+
+
+def _parse_grpo_and_model(path: Path):
+    # transformers refuses bf16=True without a bf16 device; a CPU test machine adds --use_cpu
+    # (the written file keeps bf16: true for the training GPUs)
+    return TrlParser((GRPOConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(path)] + (["--use_cpu", "true"] if CPU else []))
 
 
 @pytest.mark.parametrize("name", list(PLANS))
@@ -104,6 +103,9 @@ def test_grpo_yaml_loads_with_trls_parser(plans, written, name, tmp_path):
     for key, value in dp.config.items():
         assert getattr(args, key) == value, key
     assert args.model_init_kwargs == {"dtype": "bfloat16"}
+    _, model_args = _parse_grpo_and_model(written[name]["grpo.yaml"])
+    assert model_args.model_name_or_path == dp.model.model_id and model_args.dtype == "bfloat16"
+    assert model_args.use_peft is True and model_args.lora_r == dp.setup.lora_rank
     # TRL's rule at the real world size (grpo_config.py __post_init__): steps_per_generation =
     # generation_batch_size / (B x world) = the planned accumulation, and divisible by G
     cfg, world = dp.config, dp.topology.world_size
@@ -141,7 +143,8 @@ def test_accelerate_yaml_loads_with_accelerates_config_class(plans, written, nam
     assert c.num_processes == t.world_size and c.num_machines == t.training_nodes
     if expected == "DEEPSPEED":
         assert c.mixed_precision is None  # accelerate refuses it beside a DeepSpeed config file
-        assert Path(c.deepspeed_config["deepspeed_config_file"]) == files["deepspeed.json"]
+        # relative to the folder (it can be moved); launch.sh passes the full path
+        assert c.deepspeed_config["deepspeed_config_file"] == "deepspeed.json"
         assert c.deepspeed_config["zero3_init_flag"] == (t.engine == "zero3")
     else:
         assert c.mixed_precision == "bf16"
@@ -159,6 +162,7 @@ def _launch_args(config_file):
 @pytest.mark.parametrize("name", ["32b-server-zero2", "8b-colocate-zero3"])
 def test_accelerate_launch_builds_the_deepspeed_plugin(plans, written, name, monkeypatch):
     pytest.importorskip("deepspeed")
+    monkeypatch.chdir(written[name]["accelerate.yaml"].parent)  # accelerate.yaml names deepspeed.json relatively
     from accelerate.utils import DeepSpeedPlugin
     from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
@@ -242,6 +246,8 @@ def test_deepspeed_json_loads_with_deepspeeds_config(plans, written, name, tmp_p
 
 def _stub_bin(tmp_path: Path) -> Path:
     """`trl` and `accelerate` stand-ins that print their argv and CUDA_VISIBLE_DEVICES as JSON."""
+    if (tmp_path / "bin").is_dir():
+        return tmp_path / "bin"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for name in ("trl", "accelerate"):
@@ -253,8 +259,9 @@ def _stub_bin(tmp_path: Path) -> Path:
 
 
 def _run(script: Path, tmp_path: Path, **env) -> dict:
-    full = dict(os.environ, PATH=f"{_stub_bin(tmp_path)}{os.pathsep}{os.environ['PATH']}", TRAIN_SCRIPT="train.py",
-                **env)
+    full = dict(os.environ, PATH=f"{_stub_bin(tmp_path)}{os.pathsep}{os.environ['PATH']}", TRAIN_SCRIPT="train.py")
+    full.pop("CUDA_VISIBLE_DEVICES", None)
+    full.update(env)
     out = subprocess.run([BASH, str(script)], capture_output=True, text=True, env=full, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -295,6 +302,8 @@ def test_launch_sh_parses_with_accelerate_launch(plans, written, name, tmp_path)
     assert got["argv"][0] == "launch" and got["cuda"] == dp.topology.training_devices
     args = launch_command_parser().parse_args(got["argv"][1:])
     assert Path(args.config_file) == files["accelerate.yaml"]
+    if "deepspeed.json" in files:  # the full path on the command line wins over accelerate.yaml's relative one
+        assert Path(args.deepspeed_config_file) == files["deepspeed.json"]
     assert args.training_script == "train.py"
     rest = args.training_script_args
     assert Path(rest[rest.index("--config") + 1]) == files["grpo.yaml"]
@@ -305,6 +314,7 @@ def test_launch_sh_parses_with_accelerate_launch(plans, written, name, tmp_path)
     # the script arguments go through TRL's own GRPO script parser (model flags + --config)
     from trl.scripts.grpo import make_parser
 
+    assert "--model_name_or_path" not in rest  # the model settings come from grpo.yaml, not the shell
     script_args = [a for a in rest]
     if CPU:
         script_args += ["--use_cpu", "true"]

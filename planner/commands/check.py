@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """One or many GPUs alike: the layout's checks and every pre-flight check."""
+    plan_command.check_outputs(args)
     for_training = True if args.for_training else None
     p = plan_from_request(plan_command.request_from_args(args), for_training=for_training)
     report = CheckReport(checks=p.checks, for_training=bool(for_training) or p.gpu.free_bytes is not None)

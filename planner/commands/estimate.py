@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..api import estimate_layout
 from ..estimation import estimate
+from ..files import check_outputs, write_outputs
 from ..memory.trainer import COMPLETION_LENGTHS
 from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
                       trainer_kwargs)
@@ -36,6 +37,7 @@ def add_arguments(p) -> None:
     add_vllm_args(p)
     g.add_argument("--num-generations", type=int, default=None, help="group size (multi-GPU rules only)")
     add_topology_arguments(p)
+    p.add_argument("--force", action="store_true", help="--output-dir: replace files that exist (default: refuse)")
 
 
 def add_parser(sub) -> None:
@@ -74,6 +76,7 @@ def run(args) -> int:
 def _run_layout(args) -> int:
     """One fixed multi-GPU setup: ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset
     TP 1, an unset ``--server-gpus`` 1."""
+    check_outputs(output_dir=args.output_dir, force=args.force)
     kw = dict(trainer_kwargs(args), vllm_version=args.vllm_version, trl_version=args.trl_version,
               kv_cache_dtype=args.vllm_kv_cache_dtype)
     for name in ("server_gpus", "server_host"):
@@ -88,16 +91,12 @@ def _run_layout(args) -> int:
                         completion_length=args.completion_length,
                         vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization or 0.3,
                         sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
-    written = {}
-    if args.output_dir:
-        from ..emit import write_configs
-
-        written = write_configs(d, args.output_dir)
+    written = write_outputs(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())
     else:
         print(render_layout(d))
-        for path in written.values():
+        for path in written:
             print(f"wrote {path}")
     return 0
 

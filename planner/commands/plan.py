@@ -47,7 +47,9 @@ def add_arguments(p) -> None:
     add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
-    o.add_argument("--plot", default=None, help="draw the per-phase memory picture to this PNG")
+    o.add_argument("--plot", default=None,
+                   help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
+    o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
 
 
 def request_from_args(args) -> PlanRequest:
@@ -67,38 +69,40 @@ def plan_from_args(args) -> Plan:
     return plan_from_request(request_from_args(args))
 
 
+def _outputs(args) -> dict:
+    return dict(output=getattr(args, "output", None), plot=getattr(args, "plot", None),
+                output_dir=getattr(args, "output_dir", None), force=bool(getattr(args, "force", False)))
+
+
+def check_outputs(args) -> None:
+    """Before any planning: the --plot format, the packages the writers need, existing targets."""
+    from ..files import check_outputs as check
+
+    check(**_outputs(args))
+
+
+def write_outputs(args, p) -> list:
+    """``--output grpo.yaml``, ``--plot memory.png`` and ``--output-dir``, all or none (planner.files);
+    returns the paths written."""
+    from ..files import write_outputs as write
+
+    return write(p, **_outputs(args))
+
+
 def run(args) -> int:
+    check_outputs(args)
     p = plan_from_args(args)
     written = write_outputs(args, p)
     if args.json:
         d = p.to_dict()
         if written:
-            d["written"] = [str(w) for w in written]
+            d["written"] = {path.name: str(path) for path in written}
         print_json(d)
     else:
         print(render(p))
         for path in written:
             print(f"wrote {path}")
     return 0
-
-
-def write_outputs(args, p: Plan) -> list:
-    """``--output grpo.yaml`` (TRL's parser reads it), ``--output-dir`` (every config file) and
-    ``--plot memory.png``; the paths written."""
-    written = []
-    if args.output:
-        from ..handoff import write_grpo_yaml
-
-        written.append(write_grpo_yaml(p, args.output))
-    if getattr(args, "output_dir", None):
-        from ..emit import write_configs
-
-        written += list(write_configs(p, args.output_dir).values())
-    if args.plot:
-        from ..plot import plot_phases
-
-        written.append(plot_phases(p, args.plot))
-    return written
 
 
 def render(p: Plan) -> str:
