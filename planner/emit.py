@@ -300,3 +300,21 @@ def write_configs(plan, out_dir, *, force: bool = False) -> dict:
     files = [FileOut(out / name, text.encode(), executable) for name, (text, executable) in config_files(plan).items()]
     paths = write_files(files, force=force, make_dirs=(out,))
     return {p.name: p for p in paths}
+
+
+def write_grpo_yaml(plan, path, *, model_config: bool = True, force: bool = False,
+                    transformers_version: str | None = None, **overrides) -> Path:
+    """Write the plan as YAML that TRL's parser reads, atomically, and return the path.
+
+    The file ``plan --output`` and ``plan --output-dir`` write. ``model_config=True`` adds
+    trl.ModelConfig keys (model, dtype, LoRA, 4-bit) so that ``trl grpo --config`` /
+    ``TrlParser((GRPOConfig, ModelConfig))`` load it; with False only GRPOConfig fields are written
+    (``HfArgumentParser(GRPOConfig).parse_yaml_file``). The dtype is always in
+    ``model_init_kwargs``. Checkpointing is named as ``transformers_version`` reads it (default:
+    the installed release). The plan is written as planned (vLLM on, bf16 as the card allows),
+    for the training machine; ``overrides`` win. An existing file is refused unless ``force``.
+    """
+    from .files import write_file
+
+    text = grpo_yaml_text(plan, model_config=model_config, transformers_version=transformers_version, **overrides)
+    return write_file(path, text, force=force)

@@ -1,14 +1,6 @@
 """Every file the planner writes goes through here: atomic, all or nothing, never over a file unasked.
-
-    check_outputs(output="grpo.yaml", plot="memory.png", output_dir="run/")   # before any planning
-    write_outputs(plan, output="grpo.yaml", plot="memory.png", output_dir="run/", force=False)
-    # -> [Path("grpo.yaml"), Path("memory.png"), Path("run/grpo.yaml"), Path("run/accelerate.yaml"), ...]
-
-- ``--output``: grpo.yaml (``planner.handoff.grpo_yaml_text``, the one grpo.yaml writer);
-- ``--plot``: the per-phase picture (``planner.plot.render_phases``), PNG, PDF or SVG; a name with
-  no extension gets ``.png`` (and the returned path says so);
-- ``--output-dir``: the engine files of ``planner.emit.config_files`` (grpo.yaml, accelerate.yaml,
-  deepspeed.json, launch.sh, vllm_serve.sh); the folder is created when missing.
+What is written is rendered elsewhere (planner.emit, planner.plot; planner.outputs puts the CLI's
+requests together); this module knows only paths and bytes.
 
 :func:`write_files` renders nothing itself: it gets every file's bytes first, checks every target
 (its folder exists and is a folder, the target is not a folder, it does not exist unless
@@ -110,59 +102,6 @@ def check_dir(path) -> Path:
     if os.path.lexists(found) and not os.path.isdir(found):
         raise OutputError(f"cannot write into {path}: {found} is a file, not a folder")
     return path
-
-
-def check_outputs(*, output=None, plot=None, output_dir=None, force: bool = False) -> None:
-    """Everything about the requested files that can be checked before planning: the plot format,
-    the packages the writers need, and every target the planner always writes. Raises OutputError
-    / MissingDependencyError; writes nothing."""
-    new: tuple = ()
-    if output_dir is not None:
-        d = check_dir(output_dir)
-        new = () if os.path.isdir(d) else (d,)
-    if plot is not None:
-        target = plot_path(plot)
-        _require_module("matplotlib", "--plot", "pip install 'planner[plot]'")
-        check_target(target, force, new)
-    if output is not None or output_dir is not None:
-        _require_module("yaml", "writing grpo.yaml", "pip install 'planner[yaml]'")
-    if output is not None:
-        check_target(output, force, new)
-    if output_dir is not None:
-        from .emit import ALWAYS_WRITTEN
-
-        for name in ALWAYS_WRITTEN:
-            check_target(Path(output_dir) / name, force, new)
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-def render_outputs(plan, *, output=None, plot=None, output_dir=None) -> list[FileOut]:
-    """Every requested file's bytes (nothing is written)."""
-    files = []
-    if output is not None:
-        from .handoff import grpo_yaml_text
-
-        files.append(FileOut(Path(output), grpo_yaml_text(plan).encode()))
-    if plot is not None:
-        from .plot import render_phases
-
-        target = plot_path(plot)
-        files.append(FileOut(target, render_phases(plan, plot_format(target))))
-    if output_dir is not None:
-        from .emit import config_files
-
-        for name, (text, executable) in config_files(plan).items():
-            files.append(FileOut(Path(output_dir) / name, text.encode(), executable))
-    return files
-
-
-def write_outputs(plan, *, output=None, plot=None, output_dir=None, force: bool = False) -> list[Path]:
-    """``plan --output/--plot/--output-dir``: render every file, then write them all or none.
-    Returns the paths written (``--plot name`` -> ``name.png``)."""
-    check_outputs(output=output, plot=plot, output_dir=output_dir, force=force)
-    files = render_outputs(plan, output=output, plot=plot, output_dir=output_dir)
-    return write_files(files, force=force, make_dirs=() if output_dir is None else (Path(output_dir),))
 
 
 # -- writing ------------------------------------------------------------------------------------

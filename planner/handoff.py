@@ -6,7 +6,7 @@
     >>> model = AutoModelForCausalLM.from_pretrained(p.model.model_id, **p.model_init_kwargs())
     >>> trainer = GRPOTrainer(model, reward_funcs, args=args, train_dataset=ds, peft_config=p.peft_config())
     >>> planner.train("Qwen/Qwen2.5-3B-Instruct", reward_funcs, ds, gpu="auto")   # all of the above
-    >>> write_grpo_yaml(p, "grpo.yaml")    # then: trl grpo --config grpo.yaml --dataset_name ...
+    >>> planner.emit.write_grpo_yaml(p, "grpo.yaml")   # then: trl grpo --config grpo.yaml ...
 
 Two facts of TRL 1.16 the hand-off takes care of:
 - a model given as a string loads in **float32** unless ``model_init_kwargs`` has a ``dtype``
@@ -15,7 +15,7 @@ Two facts of TRL 1.16 the hand-off takes care of:
 
 Where the plan cannot run as planned (no CUDA GPU, or no vllm package: vLLM needs both), the
 real config falls back to ``use_vllm=False`` and ``bf16=False`` where the device lacks bf16, with
-a warning. :func:`write_grpo_yaml` writes the plan unchanged: it is meant for the training machine.
+a warning. ``planner.emit.write_grpo_yaml`` writes the plan unchanged: it is meant for the training machine.
 torch, transformers, trl and peft are imported inside the functions (``pip install 'grpo-vram-planner[train]'``).
 """
 
@@ -168,32 +168,6 @@ YAML_COMMENTS = {
     "dtype": "TRL loads float32 when no dtype is given",
     "lora_r": "higher: more adapter, gradient and optimizer memory",
 }
-
-
-def grpo_yaml_text(plan, *, model_config: bool = True, transformers_version: str | None = None,
-                   **overrides) -> str:
-    """The text of grpo.yaml (``planner.emit.grpo_yaml_text``: the one grpo.yaml writer)."""
-    from .emit import grpo_yaml_text as text
-
-    return text(plan, model_config=model_config, transformers_version=transformers_version, **overrides)
-
-
-def write_grpo_yaml(plan, path, *, model_config: bool = True, force: bool = False,
-                    transformers_version: str | None = None, **overrides) -> Path:
-    """Write the plan as YAML that TRL's parser reads, atomically, and return the path.
-
-    The file ``plan --output`` and ``plan --output-dir`` write. ``model_config=True`` adds
-    trl.ModelConfig keys (model, dtype, LoRA, 4-bit) so that ``trl grpo --config`` /
-    ``TrlParser((GRPOConfig, ModelConfig))`` load it; with False only GRPOConfig fields are written
-    (``HfArgumentParser(GRPOConfig).parse_yaml_file``). The dtype is always in
-    ``model_init_kwargs``. Checkpointing is named as ``transformers_version`` reads it (default:
-    the installed release). The plan is written as planned (vLLM on, bf16 as the card allows),
-    for the training machine; ``overrides`` win. An existing file is refused unless ``force``.
-    """
-    from .files import write_file
-
-    text = grpo_yaml_text(plan, model_config=model_config, transformers_version=transformers_version, **overrides)
-    return write_file(path, text, force=force)
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -28,13 +28,14 @@ import yaml  # noqa: E402
 
 import planner.files as files_mod  # noqa: E402
 from planner.cli import main  # noqa: E402
-from planner.distributed import plan_distributed  # noqa: E402
+from planner import plan as plan_distributed  # noqa: E402
 from planner.emit import config_files, grpo_yaml_text, one_line, write_configs  # noqa: E402
 from planner.errors import OutputError  # noqa: E402
-from planner.files import FileOut, check_outputs, plot_path, write_file, write_files, write_outputs  # noqa: E402
-from planner.handoff import write_grpo_yaml  # noqa: E402
+from planner.files import FileOut, plot_path, write_file, write_files  # noqa: E402
+from planner.outputs import check_outputs, write_outputs  # noqa: E402
+from planner.emit import write_grpo_yaml  # noqa: E402
 from planner.model_spec import resolve_model  # noqa: E402
-from planner.solver import plan  # noqa: E402
+from planner import plan  # noqa: E402
 from planner.versions import transformers_checkpointing_field  # noqa: E402
 
 BASH = shutil.which("bash")
@@ -53,8 +54,13 @@ SPEC = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
 
 
 def _hostile_plan(model_id: str, **kw):
-    return plan_distributed(replace(SPEC, model_id=model_id), "H100-80GB", num_gpus=2, layout="server",
-                            server_host=model_id, lora_target_modules=("q_proj", model_id), **kw)
+    """A plan carrying ``model_id`` as its model name (a local folder may have any name), server host
+    and a LoRA target. The request refuses such a host, so it is put into the plan afterwards: the
+    writers must be safe whatever a plan holds."""
+    p = plan_distributed(replace(SPEC, model_id=model_id), "H100-80GB", num_gpus=2, layout="server", **kw)
+    return replace(p, config={**p.config, "vllm_server_host": model_id}, server={**p.server, "host": model_id},
+                   extra={**p.extra, "server_host": model_id},
+                   setup=replace(p.setup, lora_target_modules=("q_proj", model_id)))
 
 
 def _stub_bin(root: Path) -> Path:

@@ -9,7 +9,7 @@ import torch  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 from trl import GRPOConfig, ModelConfig, TrlParser  # noqa: E402
 
-from planner.handoff import write_grpo_yaml  # noqa: E402
+from planner.emit import write_grpo_yaml  # noqa: E402
 from planner.results import Plan  # noqa: E402
 from plans import fixed_plan  # noqa: E402
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..api import estimate_layout
 from ..estimation import estimate
-from ..files import check_outputs, write_outputs
+from ..outputs import check_outputs, write_outputs
 from ..memory.trainer import COMPLETION_LENGTHS
 from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
                       trainer_kwargs)

@@ -76,7 +76,7 @@ def _outputs(args) -> dict:
 
 def check_outputs(args) -> None:
     """Before any planning: the --plot format, the packages the writers need, existing targets."""
-    from ..files import check_outputs as check
+    from ..outputs import check_outputs as check
 
     check(**_outputs(args))
 
@@ -84,7 +84,7 @@ def check_outputs(args) -> None:
 def write_outputs(args, p) -> list:
     """``--output grpo.yaml``, ``--plot memory.png`` and ``--output-dir``, all or none (planner.files);
     returns the paths written."""
-    from ..files import write_outputs as write
+    from ..outputs import write_outputs as write
 
     return write(p, **_outputs(args))
 
