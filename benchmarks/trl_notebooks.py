@@ -32,15 +32,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.errors import VersionError  # noqa: E402
-from planner.estimation import colocated_vllm  # noqa: E402
-from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.phases import colocated_phases  # noqa: E402
-from planner.units import GIB  # noqa: E402
-from planner.versions import (VLLM_OLDEST_KNOWN, VLLM_TORCH_PINS, default_optimizer,  # noqa: E402
-                              default_weights_format, trl_facts, vllm_facts)
+from planner.errors import VersionError
+from planner.estimation import colocated_vllm
+from planner.gpu_spec import resolve_gpu
+from planner.memory.trainer import TrainerSetup, trainer_memory
+from planner.model_spec import resolve_model
+from planner.phases import colocated_phases
+from planner.units import GIB
+from planner.versions import (
+    VLLM_OLDEST_KNOWN,
+    VLLM_TORCH_PINS,
+    default_optimizer,
+    default_weights_format,
+    trl_facts,
+    vllm_facts,
+)
 
 GPU = "A100-40GB"
 TRL = "0.26.0"  # git main, November 2025 (0.26.0.dev0)

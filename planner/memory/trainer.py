@@ -19,7 +19,8 @@ own component (0 in the setups the calibration measured, so those predictions ar
 - ``optimizer_step``: the optimizer's step temporaries (``adamw_torch``'s foreach ``sqrt`` buffer,
   one parameter-sized tensor; optimizer.optimizer_step_transient_bytes), on top of the end of
   backward (every gradient alive, the activations' blocks still cached: no reuse is assumed,
-  the safe side), plus ``max_grad_norm`` clipping's per-tensor norms (optimizer.clip_grad_norm_bytes).
+  the safe side); ``max_grad_norm`` clipping's per-tensor norms (optimizer.clip_grad_norm_bytes) fit in
+  the small pool the backward cached and add nothing.
 - ``autocast_cache``: fp32 weights under bf16 autocast keep a bf16 copy of every trainable matrix
   until the forward ends (amp.autocast_weight_cache_bytes); it counts only where that forward moment
   (earlier micro-batches' gradients + saved activations + the cache) is above the backward's.
@@ -43,8 +44,17 @@ from .allocator import allocator_reserve_bytes, run_reserve_bytes
 from .amp import autocast_weight_cache_bytes
 from .gradients import gradient_bytes
 from .logprob_head import LOGPROB_HEADS, logprob_head_bytes
-from .lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
-from .optimizer import OPTIMIZERS, clip_grad_norm_bytes, optimizer_state_bytes, optimizer_step_transient_bytes
+from .lora import (
+    ADAPTER_BYTES_PER_PARAM,
+    adapter_bytes,
+    lora_params,
+    lora_tensor_numels,
+)
+from .optimizer import (
+    OPTIMIZERS,
+    optimizer_state_bytes,
+    optimizer_step_transient_bytes,
+)
 from .process import cublas_workspace_bytes, non_torch_bytes
 from .rollout import rollout_buffer_bytes
 from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
@@ -225,8 +235,10 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
     # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
     param_bytes = ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights]
-    step = optimizer_step_transient_bytes(trainable, setup.optim, param_bytes) + \
-        clip_grad_norm_bytes(sum(c for _, c in tensors))
+    # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
+    # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
+    # the step: no reserved bytes on top, so they are not added.
+    step = optimizer_step_transient_bytes(trainable, setup.optim, param_bytes)
     # The forward of a later micro-batch under autocast: earlier gradients alive (accumulation), the
     # saved activations built up, and autocast's 16-bit weight copies until the forward returns.
     cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trainable, setup.mixed_precision)
