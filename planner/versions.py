@@ -369,8 +369,13 @@ class TrlFacts:
     # (trl/trainer/utils.py add_fused_lm_head; absent in the 1.14.2 wheel, present in 1.15.0;
     # 1.16.0 grpo_trainer.py:1068-1078): no full (batch, seq, vocab) logits.
     fused_lm_head: bool
-    # policy dtype when the model is a string and no dtype is given: "float32" from 0.27.0
-    # (#4778; 1.16.0 trl/trainer/utils.py:1332), "auto" before
+    # what TRL itself passes to from_pretrained when the model is a string and model_init_kwargs
+    # names no dtype: "float32" from 0.27.0 (#4778; 0.27.0 trl/trainer/utils.py:1154
+    # `kwargs.get("dtype", "float32")`, written back as torch.float32; 1.16.0 utils.py:1332).
+    # "auto" before means TRL passes *no* dtype and transformers decides (0.24.0
+    # grpo_trainer.py:240-254 and 0.25.0 :264-278 pass None through; 0.26.0 utils.py:2007-2021
+    # reads "auto" as a local default but never writes it into kwargs): float32 under
+    # transformers 4.x, the checkpoint's dtype under 5.x. See trl_default_model_dtype().
     default_model_dtype: str
     # GRPOConfig.vllm_mode default: "server" before 1.0.0, "colocate" from 1.0.0 (#5255)
     vllm_mode_default: str
@@ -592,3 +597,68 @@ def transformers_checkpointing_field(version: str | None = None) -> str:
     if parse_version(version, "transformers") >= _TRANSFORMERS_ACTIVATION_CHECKPOINTING_FROM:
         return "activation_checkpointing"
     return "gradient_checkpointing"
+
+
+# -- what a run gets when it names no dtype or optimizer -----------------------------------------
+# transformers' ``from_pretrained`` with no ``dtype``/``torch_dtype``:
+# - 4.x: ``dtype=None`` -> ``torch.get_default_dtype()``, float32 ("set fp32 as the default dtype for
+#   BC", 4.57.3 modeling_utils.py:1288-1294 with ``dtype = kwargs.pop("dtype", None)`` at :4628);
+# - 5.x: ``if dtype is None: dtype = "auto"`` -> the config's dtype (5.0.0 modeling_utils.py:3901,
+#   3935; installed 5.24.0 :4155, 4186-4187).
+_TRANSFORMERS_AUTO_DTYPE_FROM = (5, 0, 0)
+# ``TrainingArguments.optim`` default: ``"adamw_torch_fused"`` when torch >= 2.8, else ``"adamw_torch"``
+# (4.54.1 training_args.py:1286-1291, 4.55.4 :1286-1291, 4.56.0 :1296-1301, 4.57.3 :1292-1297,
+# 5.0.0 :1175-1180, installed 5.24.0 :806-811; ``is_torch_greater_or_equal("2.8", accept_dev=True)``,
+# 4.57.3 pytorch_utils.py:37). Releases before 4.54 were not read: they are assumed to default to
+# ``adamw_torch`` (torch 2.8 did not exist before them), and ``optimizer_default_read`` says so.
+_TRANSFORMERS_FUSED_DEFAULT_READ_FROM = (4, 54, 0)
+_TORCH_FUSED_DEFAULT_FROM = (2, 8, 0)
+# vLLM 0.10.2 pins torch==2.8.0 and transformers>=4.55.2 (its wheel metadata, Requires-Dist).
+VLLM_TORCH_PINS = {"0.10.2": "2.8.0"}
+
+
+def _transformers_version(version: str | None) -> str:
+    return version if version is not None else (_installed("transformers") or TRANSFORMERS_NEWEST_KNOWN)
+
+
+def trl_default_model_dtype(trl_version: str | None = None, transformers_version: str | None = None) -> str:
+    """The dtype a ``GRPOTrainer(model="org/name")`` run loads the policy in when ``model_init_kwargs``
+    names none: ``"float32"`` or ``"auto"`` (the checkpoint's own dtype, usually bf16).
+
+    TRL >= 0.27 passes float32 itself. Older TRL passes nothing and transformers decides: float32 in
+    4.x, ``"auto"`` from 5.0. So the TRL git main of November 2025 (0.26.0.dev) with transformers
+    4.57 loads a 1.7B model in float32: 6.4 GiB of weights where bf16 would be 3.2.
+    """
+    if trl_facts(trl_version).default_model_dtype == "float32":
+        return "float32"
+    tf = parse_version(_transformers_version(transformers_version), "transformers")
+    return "auto" if tf >= _TRANSFORMERS_AUTO_DTYPE_FROM else "float32"
+
+
+def default_weights_format(trl_version: str | None = None, transformers_version: str | None = None,
+                           checkpoint_dtype: str = "bfloat16") -> str:
+    """:func:`trl_default_model_dtype` as a planner weight format (``"fp32"``, ``"bf16"``, ``"fp16"``);
+    ``checkpoint_dtype`` is the config's ``torch_dtype`` (``ModelSpec.dtype``), used for ``"auto"``."""
+    if trl_default_model_dtype(trl_version, transformers_version) == "float32":
+        return "fp32"
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(checkpoint_dtype), "bf16")
+
+
+def default_optimizer(transformers_version: str | None = None, torch_version: str | None = None) -> str:
+    """``TrainingArguments.optim``'s default: ``"adamw_torch_fused"`` with torch >= 2.8 (transformers
+    >= 4.54 read), else ``"adamw_torch"`` (torch's AdamW with ``foreach``, which allocates one
+    parameter-sized temporary in its step). ``None``: the installed package, else the newest known
+    transformers and torch 2.8."""
+    tf = parse_version(_transformers_version(transformers_version), "transformers")
+    if torch_version is None:
+        torch_version = _installed("torch") or "2.8.0"
+    tv = parse_version(torch_version, "torch")
+    return "adamw_torch_fused" if tf >= _TRANSFORMERS_FUSED_DEFAULT_READ_FROM and tv >= _TORCH_FUSED_DEFAULT_FROM \
+        else "adamw_torch"
+
+
+def optimizer_default_read(transformers_version: str | None = None) -> bool:
+    """Whether :func:`default_optimizer`'s rule was read from this transformers release's wheel (4.54+)
+    rather than assumed."""
+    return parse_version(_transformers_version(transformers_version), "transformers") >= \
+        _TRANSFORMERS_FUSED_DEFAULT_READ_FROM

@@ -141,3 +141,34 @@ def test_unknown_transformers_version_is_one_clear_error():
     line = r"^unknown transformers version 'five': expected a release number like 5\.17\.0$"
     with pytest.raises(VersionError, match=line):
         trainer_memory(resolve_model("google/gemma-2-2b-it"), TrainerSetup(transformers_version="five"))
+
+def test_real_step_terms():
+    from planner.memory.optimizer import optimizer_step_transient_bytes
+    from planner.memory.rollout import rollout_buffer_bytes
+
+    spec = resolve_model("Qwen/Qwen3-1.7B")
+    base = dict(weights="fp32", finetune="full", gradient_accumulation_steps=4, batch_size=1,
+                prompt_length=512, completion_length=64)
+    foreach = trainer_memory(spec, TrainerSetup(optim="adamw_torch", **base))
+    fused = trainer_memory(spec, TrainerSetup(optim="adamw_torch_fused", **base))
+    # foreach AdamW's sqrt temporary: one fp32 copy of every trainable parameter
+    assert foreach.components["optimizer_step"] - fused.components["optimizer_step"] == \
+        optimizer_step_transient_bytes(foreach.trainable_params, "adamw_torch", 4) == foreach.trainable_params * 4
+    # fused: the forward's autocast cache (bf16 copies, earlier gradients alive) is the peak moment
+    assert fused.components["autocast_cache"] > 0 and foreach.components["autocast_cache"] == 0
+    # today's default setups keep their numbers; clipping's 0-d norms stay below one small-pool segment
+    from planner.memory.optimizer import clip_grad_norm_bytes
+
+    d = trainer_memory(spec, TrainerSetup()).components
+    assert d["autocast_cache"] == d["rollout_buffers"] == d["optimizer_step"] == 0
+    assert clip_grad_norm_bytes(len(spec.linear_shapes()) * spec.num_layers * 3) < 2 * 2**20
+    assert rollout_buffer_bytes(64, 1400, 8) == 64 * (16 * 1408 + 4 * 8 * 3 + 4)
+
+
+def test_coverage_margin():
+    from planner.coverage import coverage_margin
+
+    assert coverage_margin(TrainerSetup(), "1.16.0") == (0.0, ())
+    m, reasons = coverage_margin(TrainerSetup(weights="fp32", finetune="full", optim="adamw_torch_fused",
+                                              logprob_head="plain"), "0.26.0")
+    assert m > 0.2 and len(reasons) == 3

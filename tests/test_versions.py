@@ -235,3 +235,22 @@ def test_trl_vllm_pairing_from_the_wheels():
     assert colocate_vllm_version("0.24.0") == "0.10.2"
     assert colocate_vllm_version("0.26.0") == "0.11.2"
     assert colocate_vllm_version("1.5.0") == "0.18.0"
+
+
+def test_trl_default_model_dtype_is_the_product_of_trl_and_transformers():
+    from planner.versions import default_weights_format, trl_default_model_dtype
+
+    assert trl_default_model_dtype("0.26.0", "4.57.3") == "float32"  # TRL passes none, transformers 4: fp32
+    assert trl_default_model_dtype("0.24.0", "5.0.0") == "auto"  # transformers 5: the config's dtype
+    assert trl_default_model_dtype("0.27.0", "5.0.0") == "float32"  # TRL passes float32 itself
+    assert default_weights_format("0.26.0", "5.1.0", "bfloat16") == "bf16"
+    assert default_weights_format("0.26.0", "4.57.1", "bfloat16") == "fp32"
+
+
+def test_default_optimizer_follows_torch():
+    from planner.versions import default_optimizer, optimizer_default_read
+
+    assert default_optimizer("4.57.1", "2.8.0") == "adamw_torch_fused"
+    assert default_optimizer("4.57.1", "2.7.1") == "adamw_torch"
+    assert default_optimizer("4.50.0", "2.8.0") == "adamw_torch"  # before the rule was read: assumed
+    assert not optimizer_default_read("4.50.0") and optimizer_default_read("5.0.0")

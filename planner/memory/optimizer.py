@@ -7,6 +7,9 @@
   ``bitsandbytes/optim/optimizer.py::Optimizer2State.init_state`` (docs/anchors.md §5).
 - ``adamw_torch`` / ``paged_adamw_32bit``: two fp32 states, 8 B per parameter (plus, in
   mixed-precision full fine-tuning of a bf16 model, no master copy: TRL trains the loaded dtype).
+- ``adamw_torch_fused`` (``torch.optim.AdamW(fused=True)``, transformers' default with torch >= 2.8,
+  versions.default_optimizer): the same two fp32 states; its step is one fused kernel over every
+  tensor, with no temporaries.
 - Paged variants allocate tensors of >= 1e5 elements with cudaMallocManaged: same bytes, but
   invisible to torch's allocator and evictable to host under pressure; we count them on the GPU
   (the worst case, and what happens when nothing else competes).
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from ..units import MIB
 
-OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
+OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
 MIN_8BIT_SIZE = 4096
 BLOCKWISE_8BIT_BLOCK = 256
 STATE_OVERHEAD_BYTES = 8 * MIB  # quantisation maps, step counters, per-tensor bookkeeping
@@ -34,7 +37,7 @@ def optimizer_state_bytes_per_tensor(numel: int, optim: str) -> float:
         if numel < MIN_8BIT_SIZE:
             return 8.0 * numel
         return 2.0 * numel + 8.0 * -(-numel // BLOCKWISE_8BIT_BLOCK)
-    if optim in ("adamw_torch", "paged_adamw_32bit"):
+    if optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
         return 8.0 * numel
     raise ValueError(f"unknown optimizer {optim!r}")
 
@@ -43,3 +46,38 @@ def optimizer_state_bytes(tensors: list[tuple[int, int]], optim: str) -> int:
     """Total optimizer state for ``tensors`` given as (numel, copies) pairs."""
     total = sum(optimizer_state_bytes_per_tensor(n, optim) * c for n, c in tensors)
     return int(total) + STATE_OVERHEAD_BYTES
+
+
+def optimizer_step_transient_bytes(trainable_params: int, optim: str, param_bytes: int) -> int:
+    """Bytes the optimizer's ``step()`` allocates on top of parameters, gradients and state.
+
+    - ``adamw_torch``: transformers builds ``torch.optim.AdamW`` without ``foreach``/``fused``
+      (4.57.3 trainer.py:1500-1506), so on CUDA torch takes ``_multi_tensor_adamw``, which computes
+      ``exp_avg_sq_sqrt = torch._foreach_sqrt(device_exp_avg_sqs)`` for *every* tensor of the group
+      at once before ``_foreach_addcdiv_`` (torch/optim/adam.py, the non-capturable branch): one
+      parameter-sized temporary in the state's dtype (the parameter's), ``param_bytes`` per
+      trainable parameter. ``_foreach_lerp_``/``_foreach_mul_``/``_foreach_addcmul_`` work in place.
+    - ``adamw_torch_fused``: ``torch._fused_adamw_`` updates in place in one kernel: 0.
+    - bitsandbytes 8-bit and 32-bit (paged) optimizers update in place per tensor: 0.
+    """
+    if optim == "adamw_torch":
+        return trainable_params * param_bytes
+    if optim in OPTIMIZERS:
+        return 0
+    raise ValueError(f"unknown optimizer {optim!r}")
+
+
+# torch's caching allocator rounds every allocation up to a 512-byte block
+ALLOCATOR_MIN_BLOCK_BYTES = 512
+
+
+def clip_grad_norm_bytes(num_trainable_tensors: int) -> int:
+    """Bytes ``max_grad_norm`` clipping allocates (transformers' default ``max_grad_norm=1.0``,
+    4.57.3 training_args.py:920; the Trainer calls ``accelerator.clip_grad_norm_``, trainer.py:2697-2715).
+
+    ``torch.nn.utils.clip_grad_norm_`` with foreach: ``torch._foreach_norm`` returns one 0-d fp32 norm
+    per gradient (a 512-byte block each), ``torch.stack`` of them and the total norm; the scaling is
+    ``_foreach_mul_`` in place. A few hundred KiB at most: kept as a term so that the table shows
+    that clipping was counted, not forgotten.
+    """
+    return (2 * num_trainable_tensors + 2) * ALLOCATOR_MIN_BLOCK_BYTES

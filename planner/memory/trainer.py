@@ -14,8 +14,22 @@ Two facts of a real run change that peak, and both are setup fields:
 ``completion_lengths="fixed"`` with one accumulation step is one isolated step of one shape: the
 protocol of the calibration data.
 
+A real GRPOTrainer step holds three things a synthetic forward/backward/step does not, each its
+own component (0 in the setups the calibration measured, so those predictions are unchanged):
+- ``optimizer_step``: the optimizer's step temporaries (``adamw_torch``'s foreach ``sqrt`` buffer,
+  one parameter-sized tensor; optimizer.optimizer_step_transient_bytes), on top of the end of
+  backward (every gradient alive, the activations' blocks still cached: no reuse is assumed,
+  the safe side); ``max_grad_norm`` clipping's per-tensor norms (optimizer.clip_grad_norm_bytes) fit in
+  the small pool the backward cached and add nothing.
+- ``autocast_cache``: fp32 weights under bf16 autocast keep a bf16 copy of every trainable matrix
+  until the forward ends (amp.autocast_weight_cache_bytes); it counts only where that forward moment
+  (earlier micro-batches' gradients + saved activations + the cache) is above the backward's.
+- ``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
+  between generation and training (rollout.rollout_buffer_bytes), with ``rollout_sequences`` set.
+
     peak = non_torch + cublas_workspace + weights + adapters + optimizer_state + gradients
-         + activations + logprob_head + allocator_reserve
+         + activations + logprob_head + optimizer_step + autocast_cache + rollout_buffers
+         + allocator_reserve
 """
 
 from __future__ import annotations
@@ -27,14 +41,26 @@ from ..model_spec import ModelSpec
 from ..versions import transformers_eager_attention
 from . import activations as act
 from .allocator import allocator_reserve_bytes, run_reserve_bytes
+from .amp import autocast_weight_cache_bytes
 from .gradients import gradient_bytes
 from .logprob_head import LOGPROB_HEADS, logprob_head_bytes
-from .lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
-from .optimizer import OPTIMIZERS, optimizer_state_bytes
+from .lora import (
+    ADAPTER_BYTES_PER_PARAM,
+    adapter_bytes,
+    lora_params,
+    lora_tensor_numels,
+)
+from .optimizer import (
+    OPTIMIZERS,
+    optimizer_state_bytes,
+    optimizer_step_transient_bytes,
+)
 from .process import cublas_workspace_bytes, non_torch_bytes
+from .rollout import rollout_buffer_bytes
 from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
 
 FINETUNE_MODES = ("lora", "full")
+MIXED_PRECISION = ("bf16", "fp16", "no")
 COMPLETION_LENGTHS = ("varied", "fixed")
 
 
@@ -58,6 +84,13 @@ class TrainerSetup:
     transformers_version: str | None = None  # None: the installed transformers, else the newest known
     gradient_accumulation_steps: int = 1  # > 1: earlier micro-batches' gradients are alive
     completion_lengths: str = "varied"  # varied (GRPO) | fixed (one shape, as the calibration steps)
+    # autocast over the weights: bf16 (TRL's GRPOConfig default unless fp16) | fp16 | no; matters for
+    # fp32 weights (autocast's weight cache, memory/amp.py)
+    mixed_precision: str = "bf16"
+    # sequences of the generation batch TRL holds between generation and training
+    # (per_device_train_batch_size x steps_per_generation); 0 = not counted (a synthetic step)
+    rollout_sequences: int = 0
+    reference_logps: bool = False  # beta != 0: TRL also keeps the reference model's log-probs
 
     def __post_init__(self):
         validate_setup(self)
@@ -82,6 +115,11 @@ def validate_setup(s: TrainerSetup) -> None:
         raise InvalidSetupError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got '{s.optim}'")
     if s.logprob_head not in LOGPROB_HEADS:
         raise InvalidSetupError(f"--logprob-head must be one of {', '.join(LOGPROB_HEADS)}, got '{s.logprob_head}'")
+    if s.mixed_precision not in MIXED_PRECISION:
+        raise InvalidSetupError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
+                                f"got '{s.mixed_precision}'")
+    if not isinstance(s.rollout_sequences, int) or isinstance(s.rollout_sequences, bool) or s.rollout_sequences < 0:
+        raise InvalidSetupError(f"--rollout-sequences must be a non-negative integer, got {s.rollout_sequences}")
     if s.completion_lengths not in COMPLETION_LENGTHS:
         raise InvalidSetupError(f"--completion-lengths must be one of {', '.join(COMPLETION_LENGTHS)}, "
                                 f"got '{s.completion_lengths}'")
@@ -179,6 +217,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
             layer = max(layer, grads + head_grad)
         return layer, head_
 
+    grads_all = grads
     layer_moment, head_moment = moments(setup.gradient_accumulation_steps > 1)
     accumulated = max(layer_moment, head_moment) - max(moments(False))
     activations = saved + transient
@@ -193,6 +232,21 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     if setup.completion_lengths == "varied":
         run_reserve = run_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
         reserve = max(reserve, run_reserve)
+    # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
+    # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
+    param_bytes = ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights]
+    # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
+    # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
+    # the step: no reserved bytes on top, so they are not added.
+    step = optimizer_step_transient_bytes(trainable, setup.optim, param_bytes)
+    # The forward of a later micro-batch under autocast: earlier gradients alive (accumulation), the
+    # saved activations built up, and autocast's 16-bit weight copies until the forward returns.
+    cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trainable, setup.mixed_precision)
+    forward = (grads_all if setup.gradient_accumulation_steps > 1 else 0) + saved + cache if cache else 0
+    backward = grads + activations + head
+    autocast = max(0, forward - (backward + step))
+    rollout = rollout_buffer_bytes(setup.rollout_sequences, setup.prompt_length, setup.completion_length,
+                                   reference_logps=setup.reference_logps)
     non_torch = non_torch_bytes(setup.world_size)
     components = {
         "non_torch": non_torch,
@@ -203,9 +257,12 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         "gradients": grads,
         "activations": activations,
         "logprob_head": head,
+        "optimizer_step": step,
+        "autocast_cache": autocast,
+        "rollout_buffers": rollout,
         "allocator_reserve": reserve,
     }
-    resident = weights + adapters + optimizer + components["cublas_workspace"]
+    resident = weights + adapters + optimizer + components["cublas_workspace"] + rollout
     return TrainerMemory(components=components,
                          steady_bytes=non_torch + resident,  # TRL empties the cache before generation
                          resident_bytes=resident,

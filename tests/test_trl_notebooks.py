@@ -1,0 +1,31 @@
+"""Issue 15: the two official TRL colocate notebooks, predicted from their stated settings alone."""
+
+import pytest
+
+from benchmarks import trl_notebooks as nb
+from planner.units import GIB
+
+NAMES = list(nb.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reserved_after_init_within_3_percent(name):
+    # trainer weights (fp32 for the model given by id: TRL 0.26 + transformers 4.x) plus vLLM at u=0.1
+    r = nb.predict(name)
+    assert abs(r["init_reserved"] / (r["reported_init"] * GIB) - 1) <= 0.03
+
+
+def test_full_finetuning_notebook_loads_fp32_and_uses_the_fused_default():
+    r = nb.predict(NAMES[0])
+    assert (r["weights"], r["optim"], r["setup"].logprob_head) == ("fp32", "adamw_torch_fused", "plain")
+    # a bf16 load (what the planner assumed before) would be ~3.2 GiB lower after init
+    assert r["init_reserved"] > 9.5 * GIB
+
+
+@pytest.mark.xfail(strict=True, reason="miss: full FT notebook predicted -8.1% (33.70 vs 36.68 GiB reserved) with "
+                   "transformers' torch-2.8 default adamw_torch_fused; ~3 GiB unexplained (an adamw_torch foreach "
+                   "step would give +3.8%), QLoRA notebook -17.2% (5.29 vs 6.39 GiB): ~1.1 GiB unexplained")
+@pytest.mark.parametrize("name", NAMES)
+def test_peak_reserved_within_issue_bounds(name):
+    r = nb.predict(name)
+    assert nb.LOWER <= r["error"] <= nb.UPPER
