@@ -37,7 +37,7 @@ from planner.estimation import colocated_vllm
 from planner.gpu_spec import resolve_gpu
 from planner.memory.trainer import TrainerSetup, trainer_memory
 from planner.model_spec import resolve_model
-from planner.phases import colocated_phases
+from planner.phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
 from planner.units import GIB
 from planner.versions import (
     VLLM_OLDEST_KNOWN,
@@ -99,13 +99,11 @@ def predict(name: str) -> dict:
                               weights=weights, max_model_len=COMMON["prompt_length"] + COMMON["completion_length"],
                               max_num_seqs=COMMON["batch_size"] * steps_per_generation,
                               vllm_version=version, trl_version=TRL)
-    phases = colocated_phases(spec, card, setup, trainer, capacity, trl_version=TRL)
+    blocks = {**trainer_blocks(trainer.components, {"merge_transient": merge_transient_bytes(spec, setup)}),
+              **vllm_blocks(capacity)}
+    phases = colocated_phases(blocks, sleep_mode=False)
     by_name = {p.name: p for p in phases.phases}
-    # planner/phases.py lists the trainer's components by name and does not know the new ones yet
-    # (optimizer_step, autocast_cache, rollout_buffers): add what the peak phase left out.
-    top = max(phases.phases, key=lambda p: p.peak_bytes)
-    missing = sum(v for k, v in trainer.components.items() if f"trainer.{k}" not in top.components)
-    peak_device = phases.peak_bytes + missing
+    peak_device = phases.peak_bytes
     non_torch = trainer.components["non_torch"] + capacity.non_torch_bytes
     peak_reserved = peak_device - non_torch
     init_reserved = by_name["load"].peak_bytes - non_torch

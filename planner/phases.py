@@ -45,8 +45,8 @@ from .model_spec import ModelSpec
 from .vllm import VllmCapacity, sleep_resident_bytes, vllm_process_bytes
 
 # Trainer terms alive only during a training step; every other term is resident between steps.
-STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve",
-                   "fp32_gradient_partition", "gather_working_set")
+STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve", "optimizer_step",
+                   "autocast_cache", "fp32_gradient_partition", "gather_working_set")
 
 # where vLLM runs relative to this GPU: "colocate" (in the same process) or "none" (a server elsewhere)
 PLACEMENTS = ("colocate", "none")
