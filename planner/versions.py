@@ -536,6 +536,11 @@ class UnslothFacts:
     #   "ga_world" if (ga x world x batch) % G != 0: batch = G, with a TRL that has
     #              steps_per_generation (2026.10.9 rl.py:3595-3601)
     divisibility_rule: str
+    # the KV estimate counts 4-bit weights only for a checkpoint that is already quantised
+    # (``load_in_4bit = "quantization_config" in config``, 2025.2.4 vllm_utils.py:710, 2025.8.1
+    # :1130): a 16-bit checkpoint loaded with load_in_4bit=True is estimated at 16 bits. From
+    # 2025.9.7 the estimate takes the load_in_4bit argument.
+    estimate_4bit_from_checkpoint: bool
     note: str = ""
 
     @property
@@ -576,9 +581,9 @@ _UNSLOTH_CHANGES = (
      dict(gpu_memory_utilization_default=0.5, max_lora_rank_default=64, standby_rule="none",
           standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
           rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
-          divisibility_rule="batch")),
+          divisibility_rule="batch", estimate_4bit_from_checkpoint=True)),
     ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.10.1 (standby raises to 0.9, :1371)",
-     dict(standby_rule="floor", standby_floor=0.9)),
+     dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False)),
     ("2025.10.8", "2025.11.2", "read: 2025.10.8 (standby raises to 0.8, :1466)",
      dict(standby_floor=0.8)),
     ("2025.11.3", "2025.11.x", "read: 2025.11.3 (card-size tiers, :1541-1546; rank rounding)",
