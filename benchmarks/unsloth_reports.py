@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from planner.errors import PlannerError  # noqa: E402
-from planner.unsloth import unsloth_estimate  # noqa: E402
-from planner.units import GIB  # noqa: E402
+from planner.errors import PlannerError
+from planner.units import GIB
+from planner.unsloth import unsloth_estimate
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "unsloth" / "unsloth-reports.jsonl"
 if not DATA.exists():

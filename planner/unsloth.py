@@ -25,14 +25,25 @@ from .memory.activations import checkpoint_bytes_per_token, transient_bytes_per_
 from .memory.allocator import allocator_reserve_bytes
 from .memory.gradients import gradient_bytes
 from .memory.logprob_head import fused_head_bytes
-from .memory.lora import ADAPTER_BYTES_PER_PARAM, adapter_bytes, lora_params, lora_tensor_numels
+from .memory.lora import (
+    ADAPTER_BYTES_PER_PARAM,
+    adapter_bytes,
+    lora_params,
+    lora_tensor_numels,
+)
 from .memory.optimizer import optimizer_state_bytes
 from .memory.process import cublas_workspace_bytes
 from .model_spec import ModelSpec, resolve_model
 from .units import GIB, MIB
 from .versions import (
-    UNSLOTH_4BIT_WEIGHT_FACTOR, UNSLOTH_ACTIVATION_BATCH, UNSLOTH_ACTIVATION_SLACK, UNSLOTH_CUDAGRAPH_GRAPHS,
-    UNSLOTH_KV_ESTIMATE_FRACTION, UNSLOTH_LORA_RANKS, UNSLOTH_RL_DEFAULTS, UnslothFacts, parse_version,
+    UNSLOTH_4BIT_WEIGHT_FACTOR,
+    UNSLOTH_ACTIVATION_BATCH,
+    UNSLOTH_ACTIVATION_SLACK,
+    UNSLOTH_CUDAGRAPH_GRAPHS,
+    UNSLOTH_LORA_RANKS,
+    UNSLOTH_RL_DEFAULTS,
+    UnslothFacts,
+    parse_version,
     unsloth_facts,
 )
 

@@ -6,8 +6,13 @@ from planner.errors import InvalidSetupError, VersionError
 from planner.model_spec import resolve_model
 from planner.units import GIB
 from planner.unsloth import (
-    adjusted_batch_size, requested_utilization, standby_target, unsloth_batch_limits, unsloth_estimate,
-    vllm_lora_rank, vllm_utilization,
+    adjusted_batch_size,
+    requested_utilization,
+    standby_target,
+    unsloth_batch_limits,
+    unsloth_estimate,
+    vllm_lora_rank,
+    vllm_utilization,
 )
 from planner.versions import unsloth_facts
 
