@@ -662,3 +662,156 @@ def optimizer_default_read(transformers_version: str | None = None) -> bool:
     rather than assumed."""
     return parse_version(_transformers_version(transformers_version), "transformers") >= \
         _TRANSFORMERS_FUSED_DEFAULT_READ_FROM
+
+
+# -- Unsloth ----------------------------------------------------------------------------------
+# ``FastLanguageModel.from_pretrained(..., fast_inference=True)``: vLLM in the training process,
+# sharing its weights with the trainer. The memory rules live in unsloth_zoo/vllm_utils.py
+# (``load_vllm``, ``approximate_vllm_memory_usage``, ``determine_max_lora_rank``) and
+# unsloth/models/{loader,rl}.py. unsloth and unsloth_zoo are released in lock-step with the same
+# calendar version numbers, so one version string keys both (the zoo's when a log gives it).
+# Read from the unsloth_zoo wheels 2025.2.4, 2025.3.8, 2025.4.1, 2025.5.7, 2025.6.8, 2025.7.1,
+# 2025.8.1, 2025.9.7, 2025.10.1, 2025.10.8, 2025.11.3, 2025.12.1, 2026.1.1, 2026.3.1, 2026.5.1,
+# 2026.7.1, 2026.9.1, 2026.10.9 and the unsloth wheels 2025.2.4, 2025.3.8, 2025.5.7, 2025.9.6,
+# 2025.11.3, 2026.10.9 (``pip download --no-deps``). A range starts at the first wheel read with
+# the change; releases between two wheels read are assumed to behave like the earlier one.
+# ``vllm_utils.py:N`` citations are for the row's first wheel unless another release is named.
+
+@dataclass(frozen=True)
+class UnslothFacts:
+    """What one Unsloth release does to vLLM's share of the card and to the trainer."""
+
+    release: str
+    first: str
+    last: str
+    # from_pretrained(gpu_memory_utilization=0.5, max_lora_rank=64) (unsloth 2025.3.8
+    # models/loader.py:90, 93; 2025.9.6 loader.py:111, 114; 2026.10.9 loader.py:1263, 1266)
+    gpu_memory_utilization_default: float
+    max_lora_rank_default: int
+    # What UNSLOTH_VLLM_STANDBY=1 does to the requested utilisation:
+    #   "none"      no override (2025.2.4-2025.8.x);
+    #   "floor"     raised to ``standby_floor`` when below it (2025.9.7 vllm_utils.py:1371-1372: 0.9;
+    #               2025.10.8 :1466-1468: 0.8);
+    #   "tiers"     raised to a card-size tier when below it (2025.11.3 :1538-1550), then
+    #               2025.12.1 :1686 multiplies the tier by 0.95 for vLLM >= 0.11;
+    #   "tiers_set" replaced by the tier whether below or above (2026.3.1 :1786-1820 "your setting
+    #               of gpu_memory_utilization will OOM. Changing ..."), separate tiers for vLLM < 0.11.
+    standby_rule: str
+    standby_floor: float | None
+    # tiers as ((min ten_percent GiB, utilisation), ...), ten_percent = 0.1 x CUDA total in GiB;
+    # the first row whose minimum the card reaches wins, the last row (min 0) otherwise.
+    standby_tiers: tuple
+    standby_tiers_pre_0_11: tuple  # used with vLLM < 0.11 where the release splits (2026.3.1 on)
+    standby_factor_0_11: float     # x0.95 for vLLM >= 0.11 (2025.12.1 :1686; 2026.10.9 :4480)
+    # max_lora_rank rounded up to a rank vLLM accepts: determine_max_lora_rank (2025.11.3
+    # vllm_utils.py:1469 fallback list [8, 16, 32, 64, 128, 256, 320, 512], read from
+    # vllm.config.lora when importable; 2026.10.9 :2744, 2765-2775). Before 2025.11.3 the rank
+    # goes to vLLM unchanged (vLLM itself rejects other ranks).
+    rounds_lora_rank: bool
+    # max_num_seqs / chunked-prefill tokens from Unsloth's own KV estimate (GiB):
+    #   "v2025" table 128/160/192/224/256/288/320/226/368 seqs at <= 2/4/8/12/16/24/40/48/80 GiB
+    #           (2025.2.4 vllm_utils.py:896-905; the 226 at <= 48 GiB is in the source), and
+    #           max_num_batched_tokens = max_seq_length (2025.2.4 :922-925; 2025.9.7 :1537);
+    #   "v2026" (mnbt, seqs) = (2048, 8), (2048, 16), (4096, 32), (4096, 48), (6144, 64), (6144, 80),
+    #           (8192, 96), (8192, 112), (8192, 128), (8192, 256) at the same GiB steps (2025.12.1
+    #           vllm_utils.py:1867; 2026.10.9 :4807-4816), mnbt capped at seqs x max_seq_length
+    #           (2026.10.9 :4853-4855).
+    batch_table: str
+    # approximate_vllm_memory_usage subtracts a CUDA-graph allowance 172 x hidden x layers x 4 B,
+    # clamped to [0.15, 1.0] GiB, from its KV estimate (2026.3.1 vllm_utils.py:1577; 2026.10.9 :2694-2699)
+    estimate_subtracts_cudagraphs: bool
+    # GRPO batch auto-adjust, unsloth/models/rl.py:
+    #   "batch"    if batch % G != 0: batch = G (2025.9.6 rl.py:649-652; 2025.11.3 rl.py:828)
+    #   "ga_world" if (ga x world x batch) % G != 0: batch = G, with a TRL that has
+    #              steps_per_generation (2026.10.9 rl.py:3595-3601)
+    divisibility_rule: str
+    # the KV estimate counts 4-bit weights only for a checkpoint that is already quantised
+    # (``load_in_4bit = "quantization_config" in config``, 2025.2.4 vllm_utils.py:710, 2025.8.1
+    # :1130): a 16-bit checkpoint loaded with load_in_4bit=True is estimated at 16 bits. From
+    # 2025.9.7 the estimate takes the load_in_4bit argument.
+    estimate_4bit_from_checkpoint: bool
+    note: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.release
+
+
+# Facts every release read shares (unsloth_zoo vllm_utils.py, each wheel read):
+# the utilisation vLLM receives is ``util x free / total`` (free, total = torch.cuda.mem_get_info()
+# at load_vllm; 2025.2.4 :712, 763; 2026.10.9 :2587, 2670), lowered to ``1 - activation / total``
+# when ``total - util x free`` is below Unsloth's training-activation estimate (2025.2.4 :750-762;
+# 2026.10.9 :2656-2670); that value is what load_vllm passes as vLLM's gpu_memory_utilization
+# (2025.2.4 :957; 2026.10.9 :5013) and prints as "actual GPU utilization".
+UNSLOTH_ACTIVATION_BATCH = 2          # "assume bsz=2" (2025.2.4 :750; 2026.10.9 :2656)
+UNSLOTH_ACTIVATION_SLACK = 1.25       # "2 bytes with 25% extra" (2025.2.4 :758; 2026.10.9 :2666)
+UNSLOTH_KV_ESTIMATE_FRACTION = 0.95   # 0.95 x memory left for the KV cache (2025.2.4 :779)
+UNSLOTH_4BIT_WEIGHT_FACTOR = 16 / 5   # quantised linears / 3.2 in its weight estimate (2025.2.4 :769)
+UNSLOTH_CUDAGRAPH_GRAPHS = 172        # 2026.10.9 :2694
+UNSLOTH_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # 2025.11.3 :1469; 2026.10.9 :2744
+# RL defaults Unsloth writes into GRPOConfig: batch 4, accumulation 2, 8 generations, adamw_8bit
+# (unsloth 2025.9.6 rl.py:504-516; 2026.10.9 rl.py:3313-3325)
+UNSLOTH_RL_DEFAULTS = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+                       "num_generations": 8, "optim": "adamw_8bit"}
+# use_gradient_checkpointing="unsloth": each decoder layer's input goes to CPU memory in the
+# forward and comes back for the recomputation (unsloth_zoo 2025.3.8
+# gradient_checkpointing.py:137-160, ``hidden_states.to("cpu", non_blocking=True)``).
+# GRPO loss: UnslothEfficientGRPO computes log-probs chunk by chunk, never the full
+# (batch, seq, vocab) logits (unsloth_zoo 2025.3.8 rl_replacements.py:100-190).
+# Standby sleep: Unsloth's CuMemAllocator.sleep skips the "weights" tag (shared with training)
+# and releases the rest, i.e. the KV cache (unsloth_zoo 2026.10.9 vllm_utils.py:838-840).
+
+_TIERS_A = ((4.0, 0.925), (2.5, 0.9), (2.0, 0.875), (1.4, 0.85), (1.0, 0.8), (0.0, 0.75))
+_TIERS_C = ((4.0, 0.925), (2.5, 0.9), (2.0, 0.825), (1.4, 0.8), (1.0, 0.775), (0.0, 0.75))
+_TIERS_PRE_0_11 = ((9.0, 0.9), (4.0, 0.875), (2.5, 0.85), (2.0, 0.825), (1.4, 0.8), (1.0, 0.75), (0.0, 0.7))
+
+_UNSLOTH_CHANGES = (
+    ("2025.2.4", "2025.9.6", "read: 2025.2.4, 2025.3.8, 2025.4.1, 2025.5.7, 2025.6.8, 2025.7.1, 2025.8.1",
+     dict(gpu_memory_utilization_default=0.5, max_lora_rank_default=64, standby_rule="none",
+          standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
+          rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
+          divisibility_rule="batch", estimate_4bit_from_checkpoint=True)),
+    ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.10.1 (standby raises to 0.9, :1371)",
+     dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False)),
+    ("2025.10.8", "2025.11.2", "read: 2025.10.8 (standby raises to 0.8, :1466)",
+     dict(standby_floor=0.8)),
+    ("2025.11.3", "2025.11.x", "read: 2025.11.3 (card-size tiers, :1541-1546; rank rounding)",
+     dict(standby_rule="tiers", standby_floor=None, standby_tiers=_TIERS_A, rounds_lora_rank=True)),
+    ("2025.12.1", "2026.2.x", "read: 2025.12.1, 2026.1.1 (x0.95 with vLLM >= 0.11, :1686; new batch table :1867)",
+     dict(standby_factor_0_11=0.95, batch_table="v2026")),
+    ("2026.3.1", "2026.4.x", "read: 2026.3.1 (tiers replace the request, :1814; vLLM < 0.11 tiers :1787)",
+     dict(standby_rule="tiers_set", standby_tiers_pre_0_11=_TIERS_PRE_0_11, estimate_subtracts_cudagraphs=True)),
+    ("2026.5.1", "2026.10.x", "read: 2026.5.1, 2026.7.1, 2026.9.1, 2026.10.9 (lower tiers <= 24 GB, "
+                              "2026.10.9 :4471-4476; ga x world divisibility, rl.py:3598)",
+     dict(standby_tiers=_TIERS_C, divisibility_rule="ga_world")),
+)
+
+_UNSLOTH_ROWS = tuple((parse_version(first, "Unsloth"), last, {**kw, "note": note})
+                      for first, last, note, kw in (
+                          (f, l, n, {k: v for c in _UNSLOTH_CHANGES[:i + 1] for k, v in c[3].items()})
+                          for i, (f, l, n, _) in enumerate(_UNSLOTH_CHANGES)))
+_UNSLOTH_END = (2026, 11, 0)
+UNSLOTH_NEWEST_KNOWN = "2026.10.9"
+UNSLOTH_OLDEST_KNOWN = "2025.2.4"
+
+
+def unsloth_facts(version: str | None = None) -> UnslothFacts:
+    """Facts for an Unsloth (unsloth_zoo) release; ``None`` = the installed unsloth_zoo (else
+    unsloth), else the newest read (2026.10.9). VersionError outside 2025.2.4-2026.10.x."""
+    if version is None:
+        version = _installed("unsloth_zoo") or _installed("unsloth") or UNSLOTH_NEWEST_KNOWN
+    v = parse_version(version, "Unsloth")
+    row = None
+    if parse_version(UNSLOTH_OLDEST_KNOWN, "Unsloth") <= v < _UNSLOTH_END:
+        for first, last, kw in _UNSLOTH_ROWS:
+            if v >= first:
+                row = (first, last, kw)
+    if row is None:
+        raise VersionError(f"Unsloth {str(version).strip()} is not covered: the planner knows Unsloth "
+                           f"{UNSLOTH_OLDEST_KNOWN} to 2026.10.x (pass --unsloth-version)")
+    first, last, kw = row
+    return UnslothFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)
+
+
+def known_unsloth_ranges() -> list[str]:
+    return [f"{_fmt(f)}-{last}" for f, last, _ in _UNSLOTH_ROWS]
