@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .checks import CheckReport, preflight as preflight_plan, with_checks
+from .checks import CheckReport, with_checks
+from .checks import preflight as preflight_plan
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .errors import InvalidSetupError, VersionError
 from .estimation import default_logprob_head

@@ -176,7 +176,8 @@ def evaluate_heldout(rows=None) -> dict:
 
 def load_runs(path: Path = RUN_PEAK_DIR / "run_peak.jsonl") -> list[dict]:
     """The ``run`` rows, each with its number of micro-steps and its longest completion."""
-    runs, micro = [], []
+    runs: list[dict] = []
+    micro: list[dict] = []
     for line in _require(path).read_text().splitlines():
         r = json.loads(line)
         if r["stage"] == "load":

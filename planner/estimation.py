@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .calibration import Calibration, apply_calibration, find_calibration
+from .calibration import apply_calibration, find_calibration
 from .errors import VersionError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.process import CUDA_CONTEXT_BYTES
-from .memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
+from .memory.trainer import TrainerSetup, trainer_memory
 from .model_spec import ModelSpec, resolve_model
 from .phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
 from .results import Estimate
 from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
-from .vllm import VllmCapacity, baseline_bytes, vllm_capacity
+from .vllm import baseline_bytes, vllm_capacity
 
 
 def default_logprob_head(trl_version: str | None = None) -> str:
@@ -37,7 +37,7 @@ def default_logprob_head(trl_version: str | None = None) -> str:
         return "fused"
 
 
-def estimate(model: "str | ModelSpec", gpu: "str | GpuSpec" = "H100-80GB", *, weights: str = "bf16",
+def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weights: str = "bf16",
              finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None,
              optim: str = "adamw_8bit", gradient_checkpointing: bool = True, batch_size: int = 1,
              prompt_length: int = 256, completion_length: int = 512, logprob_head: str | None = None,

@@ -192,7 +192,7 @@ def _entry_for(gpu: str) -> dict:
                           f"{len(_gpu_table())} shipped profiles; --gpu auto reads the card itself")
 
 
-def resolve_gpu(gpu: "str | GpuSpec") -> GpuSpec:
+def resolve_gpu(gpu: str | GpuSpec) -> GpuSpec:
     """``auto`` -> the real card through NVML; a shipped name, alias or unambiguous family name
     (``GH200``, ``h100_80gb``) -> its profile."""
     if isinstance(gpu, GpuSpec):

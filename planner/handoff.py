@@ -25,7 +25,6 @@ import importlib
 import importlib.util
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 from .checks import preflight
 from .errors import MissingDependencyError

@@ -383,10 +383,10 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
         max_position_embeddings=max_pos,
         dtype=dtype.replace("torch.", ""),
         norms_per_layer=facts.get("norms_per_layer", 2),
-        qkv_bias=facts.get("qkv_bias", False),
-        qk_norm=facts.get("qk_norm", False),
-        fused_qkv=facts.get("fused_qkv", False),
-        fused_gate_up=facts.get("fused_gate_up", False),
+        qkv_bias=bool(facts.get("qkv_bias", False)),
+        qk_norm=bool(facts.get("qk_norm", False)),
+        fused_qkv=bool(facts.get("fused_qkv", False)),
+        fused_gate_up=bool(facts.get("fused_gate_up", False)),
         layer_types=_layer_types(text, n_layers, model_type),
         sliding_window=int(text["sliding_window"]) if text.get("sliding_window") else None,
         final_logit_softcapping=text.get("final_logit_softcapping"),
@@ -520,7 +520,7 @@ def _close_model_ids(name: str) -> list[str]:
     return list(dict.fromkeys(spellings[c] for c in close))[:3]
 
 
-def resolve_model(model: "str | ModelSpec") -> ModelSpec:
+def resolve_model(model: str | ModelSpec) -> ModelSpec:
     """Resolve a model name, alias, local path or Hub id to a :class:`ModelSpec`.
 
     A name is never resolved to another checkpoint than the one it names: ``qwen2.5-3b`` (the base

@@ -257,7 +257,8 @@ def request_problems(req: PlanRequest) -> list[str]:
     _range(p, "server_utilization_range", o.server_utilization_range)
     if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
         p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
-    if _is_int(v.tensor_parallel_size) and _is_int(o.num_gpus) and v.tensor_parallel_size > o.num_gpus:
+    tp = v.tensor_parallel_size
+    if isinstance(tp, int) and _is_int(tp) and _is_int(o.num_gpus) and tp > o.num_gpus:
         p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
                  f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
     if not isinstance(req.relax, bool):

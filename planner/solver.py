@@ -38,10 +38,18 @@ from typing import Any
 from .distributed.checks import _check, topology_checks, tp_problem
 from .distributed.engines import accelerate_settings, deepspeed_settings
 from .distributed.sharding import (
-    RankMemory, largest_parameter_params, rank_trainer_memory, server_gpu_components,
+    RankMemory,
+    largest_parameter_params,
+    rank_trainer_memory,
+    server_gpu_components,
 )
 from .distributed.topology import (
-    _COMMUNICATION_RANK, AUTO_ENGINES, ENGINE_LABELS, TRL_SERVE_DEFAULT_HOST, TRL_SERVE_DEFAULT_UTILIZATION, Topology,
+    _COMMUNICATION_RANK,
+    AUTO_ENGINES,
+    ENGINE_LABELS,
+    TRL_SERVE_DEFAULT_HOST,
+    TRL_SERVE_DEFAULT_UTILIZATION,
+    Topology,
     resolve_gpus,
 )
 from .errors import InfeasibleError, InvalidSetupError
@@ -323,7 +331,7 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
             step = steps[B - 1]
             n = max(step, n_cap // step * step)
             waves = waves_for(topo, n, conc)
-            k = (waves == 1, n if waves == 1 else -waves, B)
+            k: tuple = (waves == 1, n if waves == 1 else -waves, B)
             consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
         if best is None:
             return _Found(None, "no micro-batch fits beside the weight sync")
@@ -338,7 +346,7 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
         err = startup_error(usable - start_bytes - cap.baseline_bytes, total, u, cap.budget_bytes)
         if err:
             start_why = (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
-                         f"even at utilisation {u}: {err}")
+                         f"even at utilisation {u}: {_first_sentence(err)}")
             continue
         if not cap.startup_ok or cap.max_concurrency < 1:
             kv_why = kv_why or (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per "

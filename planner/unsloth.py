@@ -232,7 +232,7 @@ class UnslothEstimate:
     num_generations: int
     max_prompt_length: int
     max_completion_length: int
-    capacity: object | None          # planner.vllm.VllmCapacity, None when vLLM's release is not modelled
+    capacity: _vllm.VllmCapacity | None  # None when vLLM's release is not modelled
     vllm_not_modelled: str | None
     lora_slot_bytes: int
     kv_cache_bytes: int | None

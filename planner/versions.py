@@ -11,9 +11,10 @@ package is not installed, the newest release in the table.
 
 How the tables were built. vLLM facts were read from the release wheels (``pip download
 --no-deps vllm==X``) of 0.8.5, 0.9.0, 0.9.1, 0.9.2, 0.10.0, 0.10.1.1, 0.10.2, 0.11.0, 0.12.0,
-0.13.0, 0.14.0, 0.15.0, 0.16.0, 0.17.0, 0.18.0 (the V1 engine before 0.19), 0.19.0, 0.20.0, 0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0,
-0.28.0, 0.29.0, 0.31.0 and 0.33.0; a range that starts at a release we did not read (0.10.1,
-0.23, 0.30, 0.32) inherits the facts of the release read just before it, and each row says so.
+0.13.0, 0.14.0, 0.15.0, 0.16.0, 0.17.0, 0.18.0 (the V1 engine before 0.19), 0.19.0, 0.20.0,
+0.21.0, 0.22.0, 0.24.0, 0.25.0, 0.26.0, 0.27.0, 0.28.0, 0.29.0, 0.31.0 and 0.33.0; a range that
+starts at a release we did not read (0.10.1, 0.23, 0.30, 0.32) inherits the facts of the release
+read just before it, and each row says so.
 ``path:line`` citations are for the release named. TRL facts come from the installed trl 1.16.0,
 the 0.28.0, 1.9.0, 1.9.2, 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels, and
 docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 from .errors import VersionError
 from .units import MIB
@@ -59,7 +61,7 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _installed(dist: str) -> str | None:
     """:func:`installed_version`, read once per process: the facts below are looked up for every
     setup the solvers evaluate, and a metadata read costs milliseconds."""
@@ -214,7 +216,7 @@ class VllmFacts:
 
 # What changed at each release, oldest first; each row inherits every earlier change.
 # (first release of the range, newest release it covers, what was read, changes)
-_VLLM_CHANGES = (
+_VLLM_CHANGES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("0.8.5", "0.8.5.x", ("read: 0.8.5 wheel (V1 engine; Unsloth and VLLM_USE_V1=0 runs use the V0 "
                           "worker.py arithmetic, which is not modelled)"),
      dict(gpu_memory_utilization_default=0.9, cudagraph_estimate_subtracted=False,
@@ -269,7 +271,8 @@ _VLLM_CHANGES = (
 
 
 def _cumulative(changes) -> tuple:
-    rows, facts = [], {}
+    rows: list = []
+    facts: dict[str, Any] = {}
     for first, last, note, change in changes:
         facts = {**facts, **change}
         rows.append((parse_version(first, "vLLM"), last, {**facts, "note": note}))
@@ -444,7 +447,8 @@ _TRL_CHANGES = (
 
 
 def _trl_cumulative(changes) -> tuple:
-    rows, facts = [], {}
+    rows: list = []
+    facts: dict[str, Any] = {}
     for first, change in changes:
         facts = {**facts, **change}
         rows.append((parse_version(first, "TRL"), facts))
@@ -810,7 +814,7 @@ def unsloth_facts(version: str | None = None) -> UnslothFacts:
         raise VersionError(f"Unsloth {str(version).strip()} is not covered: the planner knows Unsloth "
                            f"{UNSLOTH_OLDEST_KNOWN} to 2026.10.x (pass --unsloth-version)")
     first, last, kw = row
-    return UnslothFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)
+    return UnslothFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)  # type: ignore[arg-type]
 
 
 def known_unsloth_ranges() -> list[str]:

@@ -517,7 +517,7 @@ def kv_layout(spec: ModelSpec, max_model_len: int, max_num_batched_tokens: int, 
     full_blocks = full_attention_blocks_per_request(max_model_len, block_size)
     n_sliding = spec.num_sliding_layers if spec.sliding_window and facts.hybrid_kv_groups else 0
     n_full = spec.num_layers - n_sliding
-    sliding_blocks = (sliding_window_blocks_per_request(spec.sliding_window, max_model_len, max_num_batched_tokens,
+    sliding_blocks = (sliding_window_blocks_per_request(spec.sliding_window or 0, max_model_len, max_num_batched_tokens,
                                                         version, block_size) if n_sliding else 0)
     full_kind = "mla" if spec.is_mla else "full_attention"
     if n_sliding == 0 or n_full == 0:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
-def columns(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: frozenset = frozenset()) -> str:
+
+def columns(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset = frozenset()) -> str:
     """Header, a rule, then the rows; each column as wide as its widest cell. Columns whose
     index is in ``right`` (numbers) are right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]

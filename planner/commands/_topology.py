@@ -7,6 +7,7 @@ from ..distributed.topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DE
 from ..results import Plan
 from ..units import format_gib
 
+
 def add_topology_arguments(parser) -> None:
     """``--num-gpus``, ``--num-nodes``, ``--layout``, ``--engine``, ``--server-gpus``,
     ``--server-host``, ``--server-port``, ``--output-dir``. ``--gpu`` may be a comma-separated list
@@ -70,7 +71,7 @@ def render(plan: Plan) -> str:
         out.append(f"layout: colocate, {t.world_size} training rank(s), {eng}, vLLM TP {t.vllm_tensor_parallel_size} "
                    f"({t.num_engines} engine(s))")
     else:
-        sv = plan.server
+        sv = plan.server or {}
         out.append(f"layout: server, `trl vllm-serve` on GPU(s) {t.server_devices}"
                    + (" of node 0" if t.num_nodes > 1 else "")
                    + f" (TP {sv['tensor_parallel_size']}, DP {sv['data_parallel_size']}, utilisation "

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from ..api import estimate_layout
 from ..estimation import estimate
-from ..outputs import check_outputs, write_outputs
 from ..memory.trainer import COMPLETION_LENGTHS
-from ._common import (add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table,
-                      trainer_kwargs)
+from ..outputs import check_outputs, write_outputs
+from ._common import add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table, trainer_kwargs
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 

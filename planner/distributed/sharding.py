@@ -16,10 +16,13 @@ from ..model_spec import ModelSpec
 from ..phases import STEP_COMPONENTS, merge_transient_bytes, trainer_blocks, vllm_blocks
 from ..vllm import VllmCapacity
 from .topology import (
-    DEEPSPEED_ENGINES, SHARDED_PARAM_ENGINES, ZERO3_PARAM_PERSISTENCE_THRESHOLD, ZERO_OVERLAP_COMM,
-    ZERO_REDUCE_BUCKET_SIZE, Topology,
+    DEEPSPEED_ENGINES,
+    SHARDED_PARAM_ENGINES,
+    ZERO3_PARAM_PERSISTENCE_THRESHOLD,
+    ZERO_OVERLAP_COMM,
+    ZERO_REDUCE_BUCKET_SIZE,
+    Topology,
 )
-
 
 # -- model structure the sharded terms need ----------------------------------------------------
 

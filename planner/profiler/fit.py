@@ -54,7 +54,7 @@ class LinearFit:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LinearFit":
+    def from_dict(cls, d: dict) -> LinearFit:
         return cls(slope=float(d["slope"]), intercept=float(d["intercept"]), n=int(d["n"]),
                    x_min=int(d["x_min"]), x_max=int(d["x_max"]),
                    max_rel_residual=float(d.get("max_rel_residual", 0.0)))
@@ -121,7 +121,7 @@ class ModelFit:
                 "rows_used": self.rows_used, "rows_skipped": self.rows_skipped}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelFit":
+    def from_dict(cls, d: dict) -> ModelFit:
         return cls(model=d["model"], weights=d["weights"], finetune=d["finetune"],
                    lora_rank=d.get("lora_rank"),
                    activation={k: LinearFit.from_dict(v) for k, v in d.get("activation", {}).items()},

@@ -286,7 +286,7 @@ def _progress(total: int):
         return update, bar.close
     state = {"i": 0}
 
-    def update(label: str, done: bool = False) -> None:
+    def update(label: str, done: bool = False) -> None:  # type: ignore[no-redef]
         if not done:
             state["i"] += 1
             print(f"[{state['i']}/{total}] {label}", file=sys.stderr, flush=True)
@@ -414,7 +414,7 @@ def write_profile(spec: ModelSpec, result: MeasureResult, *, device_name: str, t
     name = _planner_gpu_name(device_name)
     path = Path(output).expanduser() if output else profile_path(default_output_dir(), name, spec.model_id)
     data = load_profile(path) if path.exists() else None
-    entry = {"model_id": spec.model_id, "fingerprint": fingerprint(spec),
+    entry: dict = {"model_id": spec.model_id, "fingerprint": fingerprint(spec),
              "fits": [f.to_dict() for f in result.fits], "rows": result.rows}
     if data is not None:
         kept = []

@@ -476,7 +476,7 @@ def _emulate_nf4(model) -> int:
         leaf = name.rsplit(".", 1)[-1]
         if type(module) is torch.nn.Linear and leaf != "lm_head" and ".lora_" not in f".{name}" \
                 and not module.weight.requires_grad:
-            module.forward = types.MethodType(forward, module)
+            module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
             swapped += 1
     return swapped
 
