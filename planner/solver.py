@@ -160,7 +160,9 @@ class Search:
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
         self.budget = margin_budget_bytes(card, g.margin)
-        self.sleeps = {"auto": [False, True], "on": [True], "off": [False]}[g.sleep_mode]
+        # vLLM's sleep mode (CuMem allocator) refuses PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+        sleep_ok = not t.expandable_segments
+        self.sleeps = {"auto": [False, True] if sleep_ok else [False], "on": [True], "off": [False]}[g.sleep_mode]
         self.G_options = [g.num_generations] if g.num_generations else list(GENERATION_CHOICES)
         self.utils = utilizations(*g.utilization_range)
         self.calibration = resolve_calibration(spec, card, req.calibration)
@@ -395,6 +397,10 @@ def solve(req: PlanRequest) -> Plan:
     must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults)."""
     if req.targets.max_completion_length is None:
         raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
+    if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
+        raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem allocator "
+                                "refuses it ('Expandable segments are not compatible with memory pool.'); unset "
+                                "expandable_segments or use --sleep-mode off/auto")
     spec, card, cards = _resolve(req)
     s = Search(req, spec, card)
     topos, rejected = candidate_topologies(spec, req)

@@ -174,3 +174,12 @@ def test_checks_and_handoff_never_import_the_solver():
         assert "planner.api" not in reach(low), low
     for low in ("planner.checks", "planner.handoff", "planner.results"):
         assert "planner.solver" not in reach(low), low
+
+
+def test_expandable_segments_never_get_sleep_mode(monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    p = planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", max_completion_length=1024)
+    assert p.config["vllm_enable_sleep_mode"] is False
+    assert not [c for c in p.checks if c.severity == "error" and c.id == "alloc-conf-sleep-mode"]
+    with pytest.raises(planner.PlannerError, match="--sleep-mode on cannot run with expandable_segments:True"):
+        planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", sleep_mode="on")
