@@ -19,5 +19,5 @@ def mib(n_bytes: float) -> float:
 
 
 def format_gib(n_bytes: float, digits: int = 2) -> str:
-    """``12.34 GiB`` (vLLM logs use the same unit and rounding)."""
+    """``12.34 GiB``: two decimals, always (vLLM's own log rounding differs: ``planner.vllm.vllm_gib``)."""
     return f"{n_bytes / GIB:.{digits}f} GiB"

@@ -114,7 +114,9 @@ def render(e) -> str:
     rows = [(name, gib_str(v)) for name, v in t.components.items()]
     rows += [("= trainer peak (device level)", gib_str(t.peak_bytes)),
              ("  trainer steady (between steps)", gib_str(t.steady_bytes))]
-    out = [head, table(rows, "trainer, one training step:")]
+    what = ("a run's peak" if s.completion_lengths == "varied" or s.gradient_accumulation_steps > 1
+            else "one isolated step")
+    out = [head, table(rows, f"trainer ({what}):")]
     if e.phases is not None:
         v = e.vllm
         out.append(table([("budget (ceil(total x util))", gib_str(v.budget_bytes)),
