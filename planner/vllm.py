@@ -416,7 +416,7 @@ def kv_bytes_per_token_per_layer(spec: ModelSpec, kv_cache_dtype: str = "auto", 
     """
     dtype_bytes = _kv_dtype_bytes(kv_cache_dtype)
     if spec.is_mla:
-        return (spec.kv_lora_rank + spec.qk_rope_head_dim) * dtype_bytes
+        return spec.mla_latent_dim * dtype_bytes
     return kv_heads_per_rank(spec, tp) * 2 * spec.head_dim * dtype_bytes
 
 
