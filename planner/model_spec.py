@@ -44,6 +44,16 @@ _ARCH_FACTS = {
     "phi3": dict(norms_per_layer=2, fused_qkv=True, fused_gate_up=True),
     "deepseek_v2": dict(norms_per_layer=2),
     "deepseek_v3": dict(norms_per_layer=2),
+    # gpt-oss (transformers models/gpt_oss/modeling_gpt_oss.py): attention_bias on q/k/v *and* o_proj,
+    # one learned sink logit per head and layer (``sinks``), a router with bias, expert biases
+    # (gate_up_proj_bias, down_proj_bias)
+    "gpt_oss": dict(norms_per_layer=2, o_bias=True, attention_sinks=True, router_bias=True, expert_bias=True),
+    # Qwen3-Next (models/qwen3_next/modeling_qwen3_next.py): full-attention layers have an output
+    # gate (q_proj is 2 x heads x head_dim wide) and q/k norms; the others are gated delta-net layers
+    "qwen3_next": dict(norms_per_layer=2, qk_norm=True, attn_output_gate=True),
+    # Qwen2.5-VL's text decoder is Qwen2 (q/k/v bias)
+    "qwen2_5_vl": dict(norms_per_layer=2, qkv_bias=True),
+    "qwen2_5_vl_text": dict(norms_per_layer=2, qkv_bias=True),
 }
 
 
@@ -142,6 +152,21 @@ class ModelSpec:
     qk_rope_head_dim: int = 0
     qk_nope_head_dim: int = 0
     v_head_dim: int = 0
+    # gpt-oss: o_proj bias, per-head attention sinks, router and expert biases
+    o_bias: bool = False
+    attention_sinks: bool = False
+    router_bias: bool = False
+    expert_bias: bool = False
+    # Qwen3-Next: gated output (q_proj doubled) on the full-attention layers
+    attn_output_gate: bool = False
+    # gated delta-net (linear attention) layers, layer_types "linear_attention" (Qwen3-Next)
+    linear_num_key_heads: int = 0
+    linear_num_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel_dim: int = 0
+    # experts stored in a 4-bit checkpoint format (gpt-oss: "mxfp4"); the rest of the model is 16-bit
+    expert_quantization: str | None = None
     vision_params: int = 0
     source: str = ""
     quantization: str | None = None  # checkpoint's own quantisation (awq, gptq, fp8, bitsandbytes)
@@ -158,21 +183,73 @@ class ModelSpec:
 
     @property
     def q_dim(self) -> int:
-        """Width of the concatenated query heads (not always ``hidden_size``: Mistral-Small, Gemma)."""
+        """Width of the concatenated query heads (not always ``hidden_size``: Mistral-Small, Gemma).
+
+        MLA: ``heads x (qk_nope_head_dim + qk_rope_head_dim)`` (``head_dim`` is that query/key head
+        width there; the cached latent is ``mla_latent_dim``)."""
         return self.num_attention_heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
-        """Width of the keys (= values) of all KV heads."""
+        """Width of the keys of all KV heads (= the values, except MLA: see ``v_dim``).
+
+        MLA: transformers' DeepSeek-V2/V3 attention expands the latent into per-head keys of
+        ``qk_nope + qk_rope`` for every query head (``num_kv_heads = num_attention_heads``)."""
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def v_dim(self) -> int:
+        """Width of the values of all KV heads (MLA: ``heads x v_head_dim``; else ``kv_dim``)."""
+        if self.is_mla:
+            return self.num_kv_heads * self.v_head_dim
+        return self.kv_dim
+
+    @property
+    def attn_out_dim(self) -> int:
+        """Width of the attention output (o_proj's input): ``q_dim``; MLA ``heads x v_head_dim``."""
+        if self.is_mla:
+            return self.num_attention_heads * self.v_head_dim
+        return self.q_dim
+
+    @property
+    def mla_latent_dim(self) -> int:
+        """MLA's cached latent per token and layer: ``kv_lora_rank + qk_rope_head_dim`` (0 otherwise)."""
+        return self.kv_lora_rank + self.qk_rope_head_dim if self.is_mla else 0
 
     @property
     def num_sliding_layers(self) -> int:
         return sum(1 for t in self.layer_types if t == "sliding_attention")
 
     @property
+    def num_linear_attention_layers(self) -> int:
+        """Gated delta-net layers (Qwen3-Next): a recurrent state per sequence, no KV per token."""
+        return sum(1 for t in self.layer_types if t == "linear_attention")
+
+    @property
+    def is_hybrid_linear(self) -> bool:
+        return self.num_linear_attention_layers > 0
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Layers with softmax attention (full or sliding): the ones holding a KV cache."""
+        return self.num_layers - self.num_linear_attention_layers
+
+    @property
     def num_full_attention_layers(self) -> int:
-        return self.num_layers - self.num_sliding_layers
+        return self.num_layers - self.num_sliding_layers - self.num_linear_attention_layers
+
+    @property
+    def linear_key_dim(self) -> int:
+        return self.linear_num_key_heads * self.linear_key_head_dim
+
+    @property
+    def linear_value_dim(self) -> int:
+        return self.linear_num_value_heads * self.linear_value_head_dim
+
+    @property
+    def linear_conv_dim(self) -> int:
+        """Channels of the gated delta-net's depthwise conv1d: q, k and v (``2 x key_dim + value_dim``)."""
+        return 2 * self.linear_key_dim + self.linear_value_dim
 
     @property
     def num_dense_mlp_layers(self) -> int:
@@ -180,7 +257,7 @@ class ModelSpec:
 
     def linear_shapes(self) -> tuple[LinearShape, ...]:
         """Every ``nn.Linear`` of the decoder except ``lm_head``, grouped by kind."""
-        h, L = self.hidden_size, self.num_layers
+        h, L = self.hidden_size, self.num_attention_layers
         shapes: list[LinearShape] = []
         if self.is_mla:
             qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
@@ -199,10 +276,18 @@ class ModelSpec:
             shapes += [LinearShape("qkv_proj", h, self.q_dim + 2 * self.kv_dim, "attention", L, bias=self.qkv_bias),
                        LinearShape("o_proj", self.q_dim, h, "attention", L)]
         else:
-            shapes += [LinearShape("q_proj", h, self.q_dim, "attention", L, bias=self.qkv_bias),
+            q_out = self.q_dim * (2 if self.attn_output_gate else 1)
+            shapes += [LinearShape("q_proj", h, q_out, "attention", L, bias=self.qkv_bias),
                        LinearShape("k_proj", h, self.kv_dim, "attention", L, bias=self.qkv_bias),
                        LinearShape("v_proj", h, self.kv_dim, "attention", L, bias=self.qkv_bias),
-                       LinearShape("o_proj", self.q_dim, h, "attention", L)]
+                       LinearShape("o_proj", self.q_dim, h, "attention", L, bias=self.o_bias)]
+        gdn = self.num_linear_attention_layers
+        if gdn:
+            # Qwen3NextGatedDeltaNet: in_proj_qkvz (q, k, v, z), in_proj_ba (beta, a per value head), out_proj
+            shapes += [LinearShape("in_proj_qkvz", h, 2 * self.linear_key_dim + 2 * self.linear_value_dim,
+                                   "attention", gdn),
+                       LinearShape("in_proj_ba", h, 2 * self.linear_num_value_heads, "attention", gdn),
+                       LinearShape("out_proj", self.linear_value_dim, h, "attention", gdn)]
         dense = self.num_dense_mlp_layers
         if dense:
             I = self.intermediate_size
@@ -216,16 +301,17 @@ class ModelSpec:
         moe = len(self.moe_layers)
         if moe:
             E, Im = self.num_experts, self.moe_intermediate_size
-            shapes += [LinearShape("router", h, E, "router", moe),
-                       LinearShape("experts.gate_proj", h, Im, "experts", moe, count=E),
-                       LinearShape("experts.up_proj", h, Im, "experts", moe, count=E),
-                       LinearShape("experts.down_proj", Im, h, "experts", moe, count=E)]
+            eb = self.expert_bias
+            shapes += [LinearShape("router", h, E, "router", moe, bias=self.router_bias),
+                       LinearShape("experts.gate_proj", h, Im, "experts", moe, count=E, bias=eb),
+                       LinearShape("experts.up_proj", h, Im, "experts", moe, count=E, bias=eb),
+                       LinearShape("experts.down_proj", Im, h, "experts", moe, count=E, bias=eb)]
             Is = self.shared_expert_intermediate_size
             if Is:
                 shapes += [LinearShape("shared_expert.gate_proj", h, Is, "mlp", moe),
                            LinearShape("shared_expert.up_proj", h, Is, "mlp", moe),
                            LinearShape("shared_expert.down_proj", Is, h, "mlp", moe)]
-                if self.model_type == "qwen2_moe":
+                if self.model_type in ("qwen2_moe", "qwen3_next"):
                     shapes.append(LinearShape("shared_expert_gate", h, 1, "router", moe))
         return tuple(shapes)
 
@@ -237,9 +323,18 @@ class ModelSpec:
             by_group[s.group] += s.weight_params + s.bias_params
         norms = L * self.norms_per_layer * h + h  # per-layer norms + final norm
         if self.qk_norm:
-            norms += L * 2 * self.head_dim
+            norms += self.num_attention_layers * 2 * self.head_dim
         if self.is_mla:
             norms += L * self.kv_lora_rank + (L * self.q_lora_rank if self.q_lora_rank else 0)
+        gdn = self.num_linear_attention_layers
+        if gdn:
+            # per GDN layer: conv1d weight (conv_dim x kernel, no bias), dt_bias and A_log (one per
+            # value head), and the gated RMSNorm over one value head
+            norms += gdn * self.linear_value_head_dim
+            by_group["attention"] += gdn * (self.linear_conv_dim * self.linear_conv_kernel_dim
+                                            + 2 * self.linear_num_value_heads)
+        if self.attention_sinks:
+            by_group["attention"] += self.num_attention_layers * self.num_attention_heads
         embeddings = V * h
         lm_head = 0 if self.tie_word_embeddings else V * h
         return ParamCounts(embeddings=embeddings, attention=by_group["attention"], mlp=by_group["mlp"],
@@ -279,14 +374,54 @@ def _siglip_params(vc: dict, text_hidden: int) -> int:
     return embed + n * layer + post + projector
 
 
+def _qwen2_5_vl_vision_params(vc: dict) -> int:
+    """Parameters of Qwen2.5-VL's vision tower and patch merger (transformers
+    models/qwen2_5_vl/modeling_qwen2_5_vl.py: ``Qwen2_5_VisionPatchEmbed`` is a bias-free Conv3d over
+    ``temporal_patch_size x patch_size^2`` pixels; each block has two RMSNorms, ``qkv`` and ``proj``
+    with bias and a gated MLP with bias; the merger is an RMSNorm and two biased linears over
+    ``spatial_merge_size^2`` concatenated patches)."""
+    d = int(vc.get("hidden_size", 1280))
+    ff = int(vc.get("intermediate_size", 3420))
+    depth = int(vc.get("depth", 32))
+    patch = int(vc.get("patch_size", 14))
+    temporal = int(vc.get("temporal_patch_size", 2))
+    ch = int(vc.get("in_chans", vc.get("in_channels", 3)))
+    out = int(vc.get("out_hidden_size", 3584))
+    merge = int(vc.get("spatial_merge_size", 2)) ** 2 * d
+    embed = ch * temporal * patch * patch * d
+    block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * (d * ff + ff) + (ff * d + d)
+    merger = d + (merge * merge + merge) + (merge * out + out)
+    return embed + depth * block + merger
+
+
+def _vision_params(cfg: dict, text_hidden: int) -> int:
+    """Parameters of a multimodal checkpoint's vision tower (both the trainer and vLLM load it)."""
+    vc = cfg.get("vision_config")
+    if not isinstance(vc, dict):
+        return 0
+    kind = str(vc.get("model_type") or cfg.get("model_type") or "")
+    if kind.startswith("qwen2_5_vl"):
+        return _qwen2_5_vl_vision_params(vc)
+    return _siglip_params(vc, text_hidden)
+
+
 def _layer_types(cfg: dict, n_layers: int, model_type: str) -> tuple:
-    """Per-layer attention kind from ``layer_types`` or the architecture's fixed pattern."""
+    """Per-layer attention kind from ``layer_types`` or the architecture's fixed pattern:
+    "full_attention", "sliding_attention" or "linear_attention" (gated delta-net)."""
     lt = cfg.get("layer_types")
     if lt:
         if len(lt) != n_layers:
             raise ConfigError(f"config.json: layer_types has {len(lt)} entries for {n_layers} layers")
-        return tuple("sliding_attention" if "sliding" in str(t) or "local" in str(t) else "full_attention"
+        return tuple("linear_attention" if "linear" in str(t)
+                     else "sliding_attention" if "sliding" in str(t) or "local" in str(t) else "full_attention"
                      for t in lt)
+    if model_type == "qwen3_next":
+        # Qwen3NextConfig: every full_attention_interval-th layer is full attention, the rest linear
+        interval = int(cfg.get("full_attention_interval", 4))
+        return tuple("full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n_layers))
+    if model_type == "gpt_oss" and cfg.get("sliding_window"):
+        # GptOssConfig default: even layers slide, odd layers attend fully
+        return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers))
     window = cfg.get("sliding_window")
     if model_type == "gemma2" and window:
         # Gemma 2 alternates local (even layers) and global attention.
@@ -315,14 +450,13 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: expected a JSON object")
     top = cfg
-    vision = 0
     text = cfg
     if isinstance(cfg.get("text_config"), dict):
         text = dict(cfg["text_config"])
         text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
         text.setdefault("torch_dtype", cfg.get("torch_dtype") or cfg.get("dtype"))
-        if isinstance(cfg.get("vision_config"), dict):
-            vision = _siglip_params(cfg["vision_config"], int(text.get("hidden_size", 0) or 0))
+    # a vision tower next to text_config (Gemma 3) or next to top-level text fields (Qwen2.5-VL)
+    vision = _vision_params(cfg, int(text.get("hidden_size", 0) or 0))
     model_type = str(text.get("model_type") or top.get("model_type") or "")
     if not model_type:
         raise ConfigError(f"{where}: missing required field 'model_type'")
@@ -366,8 +500,13 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
     dtype = str(text.get("torch_dtype") or text.get("dtype") or top.get("torch_dtype") or "bfloat16")
     qcfg = top.get("quantization_config") or {}
     quant = None
+    expert_quant = None
     if qcfg:
         quant = str(qcfg.get("quant_method") or "").lower() or None
+    if quant == "mxfp4":
+        # gpt-oss: only the expert weights are MXFP4 (modules_to_not_convert: attention, router,
+        # embeddings, lm_head); everything else is bf16
+        quant, expert_quant = None, "mxfp4"
 
     return ModelSpec(
         model_id=model_id,
@@ -377,8 +516,12 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
         intermediate_size=inter,
         num_layers=n_layers,
         num_attention_heads=n_heads,
-        num_kv_heads=1 if kv_lora else n_kv,
-        head_dim=(kv_lora + int(text.get("qk_rope_head_dim") or 0)) if kv_lora else head_dim,
+        # MLA: every query head gets its own expanded key/value (the config's num_key_value_heads,
+        # = num_attention_heads); head_dim is the query/key head width qk_nope + qk_rope. The cached
+        # latent (kv_lora_rank + qk_rope_head_dim) is ModelSpec.mla_latent_dim, never head_dim.
+        num_kv_heads=n_kv,
+        head_dim=(int(text.get("qk_nope_head_dim") or 0) + int(text.get("qk_rope_head_dim") or 0)) if kv_lora
+        else head_dim,
         tie_word_embeddings=bool(text.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
         max_position_embeddings=max_pos,
         dtype=dtype.replace("torch.", ""),
@@ -400,6 +543,17 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
         qk_rope_head_dim=int(text.get("qk_rope_head_dim") or 0),
         qk_nope_head_dim=int(text.get("qk_nope_head_dim") or 0),
         v_head_dim=int(text.get("v_head_dim") or 0),
+        o_bias=bool(facts.get("o_bias", False)) and bool(text.get("attention_bias", False)),
+        attention_sinks=bool(facts.get("attention_sinks", False)),
+        router_bias=bool(facts.get("router_bias", False)),
+        expert_bias=bool(facts.get("expert_bias", False)),
+        attn_output_gate=bool(facts.get("attn_output_gate", False)),
+        linear_num_key_heads=int(text.get("linear_num_key_heads") or 0),
+        linear_num_value_heads=int(text.get("linear_num_value_heads") or 0),
+        linear_key_head_dim=int(text.get("linear_key_head_dim") or 0),
+        linear_value_head_dim=int(text.get("linear_value_head_dim") or 0),
+        linear_conv_kernel_dim=int(text.get("linear_conv_kernel_dim") or 0),
+        expert_quantization=expert_quant,
         vision_params=vision,
         source=source,
         quantization=quant,

@@ -38,7 +38,7 @@ from .errors import InvalidSetupError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .model_spec import ModelSpec, resolve_model
 from .units import GIB
-from .versions import VllmFacts, vllm_facts
+from .versions import VllmFacts, parse_version, vllm_facts
 
 USAGE_CONTEXTS = ("LLM_CLASS", "OPENAI_API_SERVER")
 
@@ -159,6 +159,11 @@ def _matrix_bytes(in_f: int, out_f: int, scheme: str) -> int:
         return n * 2
     if scheme == "fp8":
         return n + 4
+    if scheme == "mxfp4":
+        # Mxfp4MoEMethod.create_weights (0.19.0 model_executor/layers/quantization/mxfp4.py:138-226):
+        # uint8 packed pairs (n/2 B) and one uint8 E8M0 scale per 32 elements; on Hopper the
+        # Triton backend pads the intermediate size to a multiple of 64 only (oracle/mxfp4.py:398-399)
+        return n // 2 + n // 32
     if scheme == "nf4":
         blocks = _cdiv(n, 64)
         return n // 2 + blocks + 4 * _cdiv(blocks, 256) + 4 * (16 + 256)
@@ -221,9 +226,15 @@ def weights_bytes(spec: ModelSpec, quantization: str | None = None, tp: int = 1,
     _check_tp(spec, tp)
     scheme = weight_scheme(spec, quantization, version)
     total = 0
+    linear_attention_params = 0
     for s in spec.linear_shapes():
+        if s.group == "attention":
+            linear_attention_params += s.weight_params + s.bias_params
         in_r, out_r = _linear_rank_shape(s.name, s.in_features, s.out_features, spec, tp)
-        per = _matrix_bytes(in_r, out_r, "bf16" if s.name in _NEVER_QUANTIZED else scheme)
+        s_scheme = "bf16" if s.name in _NEVER_QUANTIZED else scheme
+        if s.group == "experts" and spec.expert_quantization == "mxfp4":
+            s_scheme = "mxfp4"
+        per = _matrix_bytes(in_r, out_r, s_scheme)
         total += per * s.count * s.layers
         if s.bias:
             total += out_r * 2 * s.count * s.layers
@@ -233,6 +244,9 @@ def weights_bytes(spec: ModelSpec, quantization: str | None = None, tp: int = 1,
     total += vocab_rank * spec.hidden_size * 2 * (1 if spec.tie_word_embeddings else 2)
     total += spec.param_counts().norms * 2
     total += spec.vision_params * 2 // tp
+    # attention parameters outside the linears (gpt-oss sinks, gated delta-net conv1d / dt_bias /
+    # A_log), 16-bit and split over TP with the heads they belong to
+    total += (spec.param_counts().attention - linear_attention_params) * 2 // tp
     rotary_dim = spec.qk_rope_head_dim if spec.is_mla else spec.head_dim
     n_ropes = 2 if spec.model_type.startswith("gemma3") and spec.num_sliding_layers else 1
     total += n_ropes * spec.max_position_embeddings * rotary_dim * _ACT_BYTES
@@ -301,6 +315,39 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
     sampler = (math.ceil(rows * spec.vocab_size * facts.sampler_bytes_per_logit)
                + max_num_batched_tokens * spec.hidden_size * _ACT_BYTES * 2)
     return max(forward, sampler) + facts.activation_fixed_bytes
+
+
+def moe_workspace_bytes(spec: ModelSpec, max_num_batched_tokens: int, tp: int = 1,
+                        version: str | None = None) -> int:
+    """The fused-MoE workspace ``profile_run`` leaves allocated: a PERSISTENT buffer, not a transient.
+
+    0.19.0 ``FusedMoEModularKernel._allocate_buffers`` (model_executor/layers/fused_moe/
+    modular_kernel.py:1009-1071) takes its buffers from the worker's ``WorkspaceManager``
+    (v1/worker/workspace.py:90-128, created in gpu_worker.py:291-293), which grows one tensor to the
+    largest request and keeps it (locked after warm-up, gpu_model_runner.py:6038-6040). Sized for
+    ``M = max_num_batched_tokens`` (one chunk, L1189-1200) with ``TritonExperts.workspace_shapes``
+    (fused_moe.py:1976-1991): ``workspace13 = M x top_k x max(N/2, K)`` (shared with the ``M x K``
+    output) and ``workspace2 = M x top_k x max(N, K)``, ``N = 2 x moe_intermediate / tp`` (w13),
+    ``K = hidden``, 16-bit, each rounded up to 256 B. ``memory_profiling`` therefore sees it in
+    ``total_consumed`` (weights-like), and the sampler's transient peak comes on top of it. Qwen3-30B-A3B
+    on H100 at utilisation 0.95 (default mnbt 16384): 16384 x 8 x 2048 x 2 B x 2 = 1.0 GiB of a
+    ~15.8 GiB KV budget, which the planner did not count (its +2.8% KV-token error, issue 13; the
+    start-up log behind that figure is not in the repository, so the size is read from the code,
+    not checked against it).
+
+    Releases before 0.19 are not read (0 here: their chunked fused-MoE caches are transients, which
+    ``forward_bytes_per_token`` covers); MXFP4 experts (gpt-oss) use another kernel family whose
+    workspace is not read either (0).
+    """
+    if not spec.is_moe or spec.expert_quantization:
+        return 0
+    if parse_version(vllm_facts(version).release, "vLLM") < (0, 19, 0):
+        return 0
+    m, k, top_k = max_num_batched_tokens, spec.hidden_size, spec.num_experts_per_tok
+    n = 2 * spec.moe_intermediate_size // tp
+    ws13 = max(m * top_k * max(n // 2, k), m * k) * _ACT_BYTES
+    ws2 = m * top_k * max(n, k) * _ACT_BYTES
+    return _cdiv(ws13, 256) * 256 + _cdiv(ws2, 256) * 256
 
 
 def non_torch_bytes(tp: int = 1, version: str | None = None) -> int:
@@ -416,16 +463,48 @@ def kv_bytes_per_token_per_layer(spec: ModelSpec, kv_cache_dtype: str = "auto", 
     """
     dtype_bytes = _kv_dtype_bytes(kv_cache_dtype)
     if spec.is_mla:
-        return (spec.kv_lora_rank + spec.qk_rope_head_dim) * dtype_bytes
+        return spec.mla_latent_dim * dtype_bytes
     return kv_heads_per_rank(spec, tp) * 2 * spec.head_dim * dtype_bytes
 
 
 def kv_bytes_per_token(spec: ModelSpec, kv_cache_dtype: str = "auto", tp: int = 1) -> int:
     """KV bytes one token needs across all layers on one rank (DeepSeek-V2-Lite: 27 x 576 x 2 = 31,104).
 
-    For sliding-window layers this is the cost of a token that is still inside the window.
+    For sliding-window layers this is the cost of a token that is still inside the window. Gated
+    delta-net layers (Qwen3-Next) hold no per-token KV: their state is per sequence
+    (``linear_attention_state_bytes``).
     """
-    return spec.num_layers * kv_bytes_per_token_per_layer(spec, kv_cache_dtype, tp)
+    return spec.num_attention_layers * kv_bytes_per_token_per_layer(spec, kv_cache_dtype, tp)
+
+
+def linear_attention_state_bytes(spec: ModelSpec, tp: int = 1, state_bytes: int = _ACT_BYTES) -> int:
+    """One gated delta-net layer's recurrent state for one sequence on one rank (the unpadded
+    ``MambaSpec.page_size_bytes``, 0.19.0 v1/kv_cache_interface.py:283-291).
+
+    ``MambaStateShapeCalculator.gated_delta_net_state_shape`` (0.19.0
+    model_executor/layers/mamba/mamba_utils.py:177-200): a conv state of ``(kernel - 1) x conv_dim / tp``
+    and a temporal state of ``value_heads / tp x value_head_dim x key_head_dim``, both in the model
+    dtype by default (``_mamba_state_dtype``, L55-67: ``mamba_ssm_cache_dtype="auto"``).
+    """
+    if not spec.is_hybrid_linear:
+        return 0
+    conv = (spec.linear_conv_kernel_dim - 1) * (spec.linear_conv_dim // tp)
+    temporal = (spec.linear_num_value_heads // tp) * spec.linear_value_head_dim * spec.linear_key_head_dim
+    return (conv + temporal) * state_bytes
+
+
+def hybrid_block_size(spec: ModelSpec, kv_cache_dtype: str = "auto", tp: int = 1, block_size: int = 16) -> int:
+    """Attention block size of a gated delta-net hybrid: the smallest multiple of 16 tokens whose
+    attention page holds one layer's recurrent state (``HybridAttentionMambaModelConfig``, 0.19.0
+    model_executor/models/config.py:266-281, prefix caching off: hybrids do not support it by
+    default, config/model.py:1785-1790, so ``mamba_cache_mode`` stays "none"); the state page is then
+    padded to the attention page (L297-308). Qwen3-Next-80B at TP1: 1,097,728 B of state over
+    2,048 B per token -> 544 tokens. Unchanged for models without linear-attention layers."""
+    state = linear_attention_state_bytes(spec, tp)
+    if not state:
+        return block_size
+    per_token = kv_bytes_per_token_per_layer(spec, kv_cache_dtype, tp)
+    return max(block_size, 16 * _cdiv(state, 16 * per_token))
 
 
 def kv_page_bytes(spec: ModelSpec, kv_cache_dtype: str = "auto", tp: int = 1, block_size: int = 16) -> int:
@@ -516,14 +595,19 @@ def kv_layout(spec: ModelSpec, max_model_len: int, max_num_batched_tokens: int, 
     page = kv_page_bytes(spec, kv_cache_dtype, tp, block_size)
     full_blocks = full_attention_blocks_per_request(max_model_len, block_size)
     n_sliding = spec.num_sliding_layers if spec.sliding_window and facts.hybrid_kv_groups else 0
-    n_full = spec.num_layers - n_sliding
+    n_linear = spec.num_linear_attention_layers
+    n_full = spec.num_layers - n_sliding - n_linear
     sliding_blocks = (sliding_window_blocks_per_request(spec.sliding_window or 0, max_model_len, max_num_batched_tokens,
                                                         version, block_size) if n_sliding else 0)
     full_kind = "mla" if spec.is_mla else "full_attention"
-    if n_sliding == 0 or n_full == 0:
+    if not n_linear and (n_sliding == 0 or n_full == 0):
         kind, blocks = (full_kind, full_blocks) if n_sliding == 0 else ("sliding_attention", sliding_blocks)
         return KvLayout(block_size, page, spec.num_layers, (KvGroup(kind, spec.num_layers, blocks),), 0)
     buckets = [(full_kind, n_full, full_blocks), ("sliding_attention", n_sliding, sliding_blocks)]
+    if n_linear:
+        # gated delta-net layers: one (padded) state page per request (MambaSpec.max_memory_usage_bytes,
+        # 0.19.0 kv_cache_interface.py:293-300, mamba_cache_mode "none": 1 + num_speculative_blocks)
+        buckets = [b for b in buckets if b[1]] + [("linear_attention", n_linear, 1)]
     smallest = min(n for _, n, _ in buckets)
     largest = max(n for _, n, _ in buckets)
     group_size = largest if largest < smallest * facts.hybrid_group_max_ratio else smallest
@@ -796,6 +880,7 @@ class VllmCapacity:
     startup_ok: bool
     errors: tuple
     estimated_max_model_len: int | None = None
+    moe_workspace_bytes: int = 0  # persistent fused-MoE workspace (0.19+), inside the budget
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -847,6 +932,7 @@ class VllmCapacity:
             "held_outside_budget_bytes": self.held_outside_budget_bytes,
             "weights_bytes": self.weights_bytes,
             "activation_peak_bytes": self.activation_peak_bytes,
+            "moe_workspace_bytes": self.moe_workspace_bytes,
             "non_torch_bytes": self.non_torch_bytes,
             "cudagraph_bytes": self.cudagraph_bytes,
             "cudagraph_subtracted": self.cudagraph_subtracted,
@@ -921,7 +1007,7 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     free_bytes = max(0, free_bytes)  # a trainer that overfills the card leaves nothing (start-up error below)
     base = baseline_bytes(tp, version) if baseline is None else baseline
     blackwell = card.compute_capability.startswith("10.")
-    block = default_block_size(spec, card)
+    block = hybrid_block_size(spec, kv_cache_dtype, tp, default_block_size(spec, card))
 
     budget = budget_bytes(total, util, version)
     requested = budget if facts.budget_rounding == "ceil" else total * util
@@ -934,7 +1020,9 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     non_torch = non_torch_bytes(tp, version)
     sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
     graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)
-    available = (budget - weights - activation - non_torch - (graphs if facts.cudagraph_estimate_subtracted else 0)
+    moe_ws = moe_workspace_bytes(spec, mnbt, tp, version)
+    available = (budget - weights - moe_ws - activation - non_torch
+                 - (graphs if facts.cudagraph_estimate_subtracted else 0)
                  - held_outside_budget_bytes(total, free_bytes, base, version))
     layout = kv_layout(spec, max_model_len, mnbt, kv_cache_dtype, tp, version, block)
     kv_err, est = kv_check_error(spec, layout, available, max_model_len, mnbt, kv_cache_dtype, tp, version)
@@ -952,7 +1040,7 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
         cudagraph_subtracted=facts.cudagraph_estimate_subtracted, cudagraph_sizes=sizes,
         available_kv_bytes=available, kv_bytes_per_token=kv_bytes_per_token(spec, kv_cache_dtype, tp),
         layout=layout, num_blocks=blocks, max_concurrency=conc, kv_cache_tokens=tokens,
-        startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est)
+        startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est, moe_workspace_bytes=moe_ws)
 
 
 def held_outside_budget_bytes(total_bytes: int, free_bytes: int, baseline: int, version: str | None = None) -> int:
@@ -1013,7 +1101,7 @@ def sleep_resident_bytes(capacity: VllmCapacity, level: int = 2, include_baselin
     """
     _check_level(level)
     return ((capacity.baseline_bytes if include_baseline else 0) + capacity.cudagraph_bytes
-            + capacity.non_torch_bytes)
+            + capacity.non_torch_bytes + capacity.moe_workspace_bytes)
 
 
 def sleep_host_bytes(capacity: VllmCapacity, level: int = 2) -> int:

@@ -69,7 +69,8 @@ def layer_saved_bytes_per_token(spec: ModelSpec, finetune: str = "lora", lora_ra
     h, q, kv, I = spec.hidden_size, spec.q_dim, spec.kv_dim, mlp_width_per_token(spec)
     norms = spec.norms_per_layer * 4 * h
     qk = 4 * (q + kv) if spec.qk_norm else 0
-    attention = s * (2 * q + 2 * kv) + 4 * spec.num_attention_heads
+    # q, k, v and the output (MLA: v and the output are v_head_dim wide, q and k qk_nope + qk_rope)
+    attention = s * (q + kv + spec.v_dim + spec.attn_out_dim) + 4 * spec.num_attention_heads
     if spec.fused_qkv:
         # Phi-3: q, k, v are views of one qkv_proj output; SDPA's saved v keeps all of it alive
         attention += s * (q + kv)
