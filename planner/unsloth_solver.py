@@ -301,7 +301,7 @@ def _reasons(e: UnslothEstimate, defaults: UnslothEstimate, gen_batch: int, budg
            f"the weights live once, inside vLLM's share ({(e.capacity.weights_bytes if e.capacity else 0) / GIB:.2f} "
            f"GiB); the trainer adds {e.trainer_peak_bytes / GIB:.2f} GiB",
            f"{gen_batch} completions per generation in {'one wave' if _concurrency(e) >= gen_batch else 'several waves'}"
-           f" (vLLM runs {_concurrency(e):.1f} of {e.max_prompt_length + e.max_completion_length} tokens at once)",
+           f" (vLLM runs {_concurrency(e):.1f} sequences of {e.max_prompt_length + e.max_completion_length} tokens at once)",
            f"peak {max(e.phases.values()) / GIB:.2f} GiB of a {budget / GIB:.2f} GiB budget"
            + (" (standby frees the KV cache while training)" if e.standby else "")]
     if defaults.fits is False:
