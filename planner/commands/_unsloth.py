@@ -67,6 +67,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _mark_defaults(p, ("weights", "batch_size", "gradient_accumulation_steps", "completion_length"))
 
 
+def dispatch(args, command: str) -> int | None:
+    """The command's first line: run ``--runtime unsloth`` here (its exit code), or give the TRL
+    runtime its arguments back as plain values (None: the command goes on)."""
+    if getattr(args, "runtime", "trl") == "unsloth":
+        return {"plan": run_plan, "estimate": run_estimate, "check": run_check}[command](args)
+    for name, v in vars(args).items():
+        if isinstance(v, _DefaultInt):
+            setattr(args, name, int(v))
+        elif isinstance(v, _DefaultStr):
+            setattr(args, name, str(v))
+    return None
+
+
 def _refuse(args, plan: bool) -> None:
     problems = []
     if getattr(args, "finetune", "lora") != "lora":

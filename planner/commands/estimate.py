@@ -53,8 +53,8 @@ def is_multi_gpu(args) -> bool:
 
 
 def run(args) -> int:
-    if args.runtime == "unsloth":
-        return _unsloth.run_estimate(args)
+    if (rc := _unsloth.dispatch(args, "estimate")) is not None:
+        return rc
     if is_multi_gpu(args):
         return _run_layout(args)
     e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,

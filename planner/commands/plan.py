@@ -92,8 +92,8 @@ def write_outputs(args, p) -> list:
 
 
 def run(args) -> int:
-    if args.runtime == "unsloth":
-        return _unsloth.run_plan(args)
+    if (rc := _unsloth.dispatch(args, "plan")) is not None:
+        return rc
     check_outputs(args)
     p = plan_from_args(args)
     written = write_outputs(args, p)
