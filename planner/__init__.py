@@ -10,6 +10,8 @@ Public API (imports are lazy so `import planner` stays fast and torch-free):
     planner.train(model, reward_funcs, train_dataset, plan=None, **overrides)
     planner.plan_request(model, gpu, **options)    -> PlanRequest   the typed, validated request
     planner.resolve_model(name) / planner.resolve_gpu(name)
+    planner.plan(model, gpu, runtime="unsloth", ...) -> UnslothPlan  Unsloth's fast_inference=True
+    planner.unsloth_estimate(model, gpu, ...)      -> UnslothEstimate one fixed Unsloth setup
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ _EXPORTS = {
     "resolve_gpu": "planner.gpu_spec",
     "GpuSpec": "planner.gpu_spec",
     "PlannerError": "planner.errors",
+    "unsloth_plan": "planner.unsloth_solver",
+    "UnslothPlan": "planner.unsloth_solver",
+    "unsloth_estimate": "planner.unsloth",
+    "UnslothEstimate": "planner.unsloth",
 }
 
 __all__ = sorted(_EXPORTS)

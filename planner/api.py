@@ -14,7 +14,7 @@ handoff; checks and the hand-off take a plan and never import the solver.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from .checks import CheckReport, with_checks
 from .checks import preflight as preflight_plan
@@ -25,6 +25,7 @@ from .memory.allocator import expandable_segments_from_env
 from .request import PlanRequest, plan_request
 from .results import Plan
 from .solver import evaluate, solve
+from .unsloth_solver import UnslothPlan
 from .versions import trl_facts
 
 
@@ -46,20 +47,42 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     return replace(req, trainer=trainer, targets=targets)
 
 
+@overload
+def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ...,
+         runtime: Literal["trl"] = ..., **options: Any) -> Plan: ...
+@overload
+def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ..., *,
+         runtime: Literal["unsloth"], **options: Any) -> UnslothPlan: ...
 def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: str = "auto",
-         **options: Any) -> Plan:
+         runtime: str = "trl", **options: Any) -> Plan | UnslothPlan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`.
 
     ``options``: any field of the request (planner.request: ``weights``, ``lora_rank``,
     ``num_generations``, ``max_completion_length``, ``prompt_length``, ``utilization_range``,
     ``margin``, ``sleep_mode``, ``engine``, ``server_gpus``, ...). When nothing fits, the
-    InfeasibleError names what breaks and carries the closest plan that fits (``.closest``)."""
+    InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
+
+    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.unsloth_solver.unsloth_plan and its
+    keyword arguments) -> :class:`UnslothPlan` with its runtime checks."""
+    if runtime != "trl":
+        return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **options)
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
     return plan_from_request(req)
 
 
 _plan = plan  # train() takes a parameter named plan
+
+
+def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
+                  **options: Any) -> UnslothPlan:
+    from .unsloth_solver import unsloth_plan, with_unsloth_checks
+
+    if runtime != "unsloth":
+        raise InvalidSetupError(f"runtime must be 'trl' or 'unsloth', got {runtime!r}")
+    if num_gpus * num_nodes != 1 or layout != "auto":
+        raise InvalidSetupError("runtime='unsloth' plans one GPU (no num_gpus, num_nodes or layout)")
+    return with_unsloth_checks(unsloth_plan(model, gpu, **options))
 
 
 def plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
@@ -120,12 +143,18 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     return preflight_plan(plan_or_options, **kwargs)
 
 
-def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | None = None, *, gpu: Any = "auto",
-          checks: bool = True, dry_run: bool = False, processing_class: Any = None,
-          plan_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Any:
+def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | UnslothPlan | None = None, *,
+          gpu: Any = "auto", checks: bool = True, dry_run: bool = False, processing_class: Any = None,
+          plan_kwargs: dict[str, Any] | None = None, runtime: str = "trl", **overrides: Any) -> Any:
     """Build TRL's GRPOTrainer as planned, run the pre-flight checks, train, return the trainer
     (planner.handoff.train_with_plan). ``plan``: a Plan, or None to solve for ``gpu``
-    (``plan_kwargs`` go to :func:`plan`)."""
+    (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or an UnslothPlan): Unsloth's
+    FastLanguageModel and GRPOTrainer (planner.unsloth_handoff; needs a GPU and unsloth)."""
+    if runtime == "unsloth" or isinstance(plan, UnslothPlan):
+        from .unsloth_handoff import train_unsloth
+
+        return train_unsloth(model, reward_funcs, train_dataset, plan if isinstance(plan, UnslothPlan) else None,
+                             gpu=gpu, checks=checks, dry_run=dry_run, plan_kwargs=plan_kwargs, **overrides)
     from .handoff import spec_of, train_with_plan
 
     if plan is None:

@@ -45,6 +45,8 @@ from .versions import (
     UnslothFacts,
     parse_version,
     unsloth_facts,
+    unsloth_vision_turns_standby_off,
+    unsloth_vllm_version,
 )
 
 # Memory already in use on the card when load_vllm reads torch.cuda.mem_get_info(): the process's
@@ -241,6 +243,8 @@ class UnslothEstimate:
     phases: dict
     fits: bool | None
     pre_vllm_used_bytes: int
+    vllm_version_reason: str = "given"
+    standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
 
     @property
     def trainer_peak_bytes(self) -> int:
@@ -268,7 +272,8 @@ class UnslothEstimate:
 
     def to_dict(self) -> dict:
         cap = self.capacity
-        v = {"version": self.vllm_version, "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+        v = {"version": self.vllm_version, "version_reason": self.vllm_version_reason,
+             "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
              "utilization_reason": self.utilization_reason, "max_lora_rank": self.max_lora_rank,
              "max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
              "unsloth_kv_estimate_bytes": int(self.unsloth_kv_estimate_bytes),
@@ -338,6 +343,12 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
                    or UNSLOTH_RL_DEFAULTS["gradient_accumulation_steps"])
     gens = _positive("num_generations", num_generations or UNSLOTH_RL_DEFAULTS["num_generations"])
     completion = max_completion_length or max(1, max_seq_length - max_prompt_length)
+    vllm_reason = "given"
+    if vllm_version is None:
+        vllm_version, vllm_reason = unsloth_vllm_version(facts.release, card.compute_capability, load_in_4bit)
+    standby_requested = standby
+    if standby and spec.vision_params and unsloth_vision_turns_standby_off(facts.release):
+        standby = False
     total = card.total_bytes
     free = (card.usable_bytes - PRE_VLLM_USED_BYTES) if free_bytes is None else free_bytes
     pre_used = total - free
@@ -388,4 +399,158 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         requested_batch_size=batch, gradient_accumulation_steps=ga, num_generations=gens,
         max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
         vllm_not_modelled=not_modelled, lora_slot_bytes=slots, kv_cache_bytes=kv_bytes, kv_cache_tokens=kv_tokens,
-        trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used)
+        trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason,
+        standby_requested=standby_requested)
+
+
+# -- the hand-off: a script --------------------------------------------------------------------
+
+def _kwargs_src(kw: dict, indent: str = "    ") -> str:
+    return "".join(f"{indent}{k}={v!r},\n" for k, v in kw.items())
+
+
+def unsloth_snippet(kwargs: dict) -> str:
+    """A complete Python script from ``UnslothPlan.unsloth_kwargs()``: the environment variables
+    (set before ``import unsloth``, which reads them), ``FastLanguageModel.from_pretrained``,
+    ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer`` (a stand-in reward and dataset to replace)."""
+    fp = dict(kwargs["from_pretrained"])
+    model_name = fp.pop("model_name")
+    lines = ["import os", ""]
+    lines += [f"os.environ[{k!r}] = {v!r}" for k, v in kwargs.get("env", {}).items()]
+    lines += ["", "from unsloth import FastLanguageModel  # import unsloth before trl", "from datasets import Dataset",
+              "from trl import GRPOConfig, GRPOTrainer", "",
+              f"model, tokenizer = FastLanguageModel.from_pretrained(\n    model_name={model_name!r},\n"
+              f"{_kwargs_src(fp)})",
+              f"model = FastLanguageModel.get_peft_model(\n    model,\n{_kwargs_src(kwargs['get_peft_model'])})",
+              "", "def reward_len(completions, **kwargs):  # replace with your reward functions",
+              "    return [-abs(100 - len(c)) / 100 for c in completions]", "",
+              'dataset = Dataset.from_dict({"prompt": ["Write a haiku about memory."] * 64})  # replace', "",
+              f"args = GRPOConfig(\n{_kwargs_src(kwargs['grpo_config'])}    output_dir='outputs',\n)",
+              "trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward_len],",
+              "                      args=args, train_dataset=dataset)", "trainer.train()", ""]
+    return "\n".join(lines)
+
+
+# -- pre-flight checks of the runtime ------------------------------------------------------------
+
+def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_training: bool | None = None,
+                   alloc_conf: str | None = None) -> list:
+    """planner.checks.Check objects for an Unsloth setup: packages and pairings, the card, standby's
+    requirements, the 4-bit plugin and what Unsloth will use instead of what was asked.
+
+    Missing packages are warnings on a machine that only plans, errors with ``for_training``.
+    ``alloc_conf``: the allocator settings (default: PYTORCH_CUDA_ALLOC_CONF and PYTORCH_ALLOC_CONF
+    from the environment)."""
+    import os
+
+    from .checks import Check
+    from .versions import (
+        UNSLOTH_BNB_PLUGIN,
+        UNSLOTH_STANDBY_MIN_TRL,
+        unsloth_trl_ceiling,
+        vllm_first_release,
+    )
+    from .versions import installed_version as installed
+
+    env = "error" if for_training else "warning"
+    out = []
+    facts = e.facts
+    unsloth_v, zoo_v = installed("unsloth"), installed("unsloth_zoo")
+    if unsloth_v is None or zoo_v is None:
+        missing = " and ".join(n for n, v in (("unsloth", unsloth_v), ("unsloth_zoo", zoo_v)) if v is None)
+        out.append(Check("unsloth-installed", env, f"{missing} not installed (planned for Unsloth {facts.release})",
+                         f"pip install 'unsloth=={facts.release}' 'unsloth_zoo=={facts.release}'"))
+    else:
+        try:
+            have = unsloth_facts(zoo_v)
+        except VersionError as err:
+            out.append(Check("unsloth-installed", "warning", str(err), "pass --unsloth-version"))
+        else:
+            same = have.first == facts.first
+            out.append(Check("unsloth-installed", "info" if same else "warning",
+                             f"unsloth {unsloth_v}, unsloth_zoo {zoo_v} installed"
+                             + ("" if same else f"; the plan is for Unsloth {facts.release}, whose rules differ"),
+                             "" if same else f"plan with --unsloth-version {zoo_v}"))
+        if parse_version(zoo_v, "Unsloth") < parse_version(unsloth_v, "Unsloth")[:2] + (0,):
+            out.append(Check("unsloth-zoo-pairing", env, f"unsloth_zoo {zoo_v} is older than unsloth {unsloth_v} "
+                             "(unsloth requires unsloth_zoo of its own release or newer)",
+                             f"pip install -U 'unsloth_zoo>={unsloth_v}'"))
+    # TRL
+    trl_installed = installed("trl")
+    trl = trl_installed or trl_version
+    ceiling = unsloth_trl_ceiling(facts.release)
+    if trl_installed is None:
+        out.append(Check("unsloth-trl", env, "TRL is not installed",
+                         f"pip install 'trl<={ceiling}'" if ceiling else "pip install trl"))
+    elif ceiling and parse_version(trl_installed, "TRL") > parse_version(ceiling, "TRL"):
+        out.append(Check("unsloth-trl", env, f"TRL {trl_installed} is newer than Unsloth {facts.release} accepts "
+                         f"(trl<={ceiling} in its requirements)", f"pip install 'trl<={ceiling}'"))
+    else:
+        out.append(Check("unsloth-trl", "info", f"TRL {trl_installed} installed"))
+    if e.standby_requested and trl and parse_version(trl, "TRL") < parse_version(UNSLOTH_STANDBY_MIN_TRL, "TRL"):
+        out.append(Check("unsloth-standby-trl", "error", f"standby needs TRL >= {UNSLOTH_STANDBY_MIN_TRL} (Unsloth "
+                         f"hands TRL vllm_enable_sleep_mode only from there); TRL {trl}",
+                         f"pip install -U 'trl>={UNSLOTH_STANDBY_MIN_TRL}' or --no-standby"))
+    # vLLM
+    vllm_installed = installed("vllm")
+    if vllm_installed is None:
+        out.append(Check("unsloth-vllm-installed", env, "vLLM is not installed: fast_inference=True needs it "
+                         f"(planned for vLLM {e.vllm_version or 'unknown'}, {e.vllm_version_reason})",
+                         f"pip install 'vllm=={e.vllm_version}'" if e.vllm_version else "pip install vllm"))
+    elif e.vllm_version and parse_version(vllm_installed, "vLLM") != parse_version(e.vllm_version, "vLLM"):
+        out.append(Check("unsloth-vllm-installed", "warning", f"vLLM {vllm_installed} installed, the plan is for "
+                         f"vLLM {e.vllm_version}", f"plan with --vllm-version {vllm_installed}"))
+    vllm_v = vllm_installed or e.vllm_version
+    no_bnb = vllm_first_release("bitsandbytes_supported", False)
+    if e.load_in_4bit and vllm_v and no_bnb and parse_version(vllm_v, "vLLM") >= parse_version(no_bnb, "vLLM"):
+        plugin = installed(UNSLOTH_BNB_PLUGIN)
+        out.append(Check("unsloth-bnb-plugin", "info" if plugin else env,
+                         f"load_in_4bit with vLLM {vllm_v} (>= {no_bnb}, bitsandbytes out of tree): "
+                         + (f"{UNSLOTH_BNB_PLUGIN} {plugin} installed" if plugin else f"needs {UNSLOTH_BNB_PLUGIN}"),
+                         "" if plugin else f"pip install {UNSLOTH_BNB_PLUGIN}"))
+    # the card
+    cc = e.gpu.compute_capability
+    if cc:
+        if float(cc) < 7.0:
+            out.append(Check("unsloth-gpu-capability", "error", f"vLLM needs compute capability >= 7.0; "
+                             f"{e.gpu.name} has {cc}", "use a newer card or fast_inference=False"))
+        if e.float8_kv_cache and float(cc) < 8.0:
+            out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
+                             f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))
+    # standby
+    if e.standby_requested:
+        conf = alloc_conf if alloc_conf is not None else ",".join(
+            os.environ.get(k, "") for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
+        if "expandable_segments:True" in conf:
+            out.append(Check("unsloth-standby-alloc-conf", "warning", "standby refuses expandable_segments:True "
+                             "(vLLM's CuMemAllocator asserts); Unsloth strips it from the environment at import",
+                             "unset PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF's expandable_segments:True"))
+        if not e.standby:
+            out.append(Check("unsloth-vision-standby", "warning", f"{e.model.model_id} is a vision model: Unsloth "
+                             f"{facts.release} turns standby off (planned without it)",
+                             "set UNSLOTH_VLLM_STANDBY_VISION=1 to force it"))
+    # what vLLM receives
+    asked = e.requested_gpu_memory_utilization
+    kept, why = requested_utilization(facts, asked, e.standby, e.gpu.total_bytes, e.vllm_version)
+    changed = round(kept, 4) != round(asked, 4)
+    out.append(Check("unsloth-utilization", "warning" if changed else "info",
+                     f"gpu_memory_utilization={asked} asked; Unsloth gives vLLM "
+                     f"{e.vllm_gpu_memory_utilization:.4f} ({e.utilization_reason})",
+                     f"pass {kept:.4g} (what Unsloth uses) or plan without --standby" if changed else ""))
+    if e.max_lora_rank != e.lora_rank:
+        out.append(Check("unsloth-lora-rank", "info", f"max_lora_rank {e.lora_rank} goes to vLLM as "
+                         f"{e.max_lora_rank} (a rank vLLM accepts)"))
+    if e.per_device_train_batch_size != e.requested_batch_size:
+        out.append(Check("unsloth-batch-adjust", "warning", f"Unsloth changes per_device_train_batch_size "
+                         f"{e.requested_batch_size} -> {e.per_device_train_batch_size} (= num_generations)",
+                         "pick a batch whose gradient_accumulation_steps x batch is a multiple of num_generations"))
+    if e.fits is None:
+        out.append(Check("unsloth-memory", "warning", f"vLLM side not modelled: {e.vllm_not_modelled}",
+                         "pass a --vllm-version the planner models"))
+    else:
+        peak = max(e.phases.values()) if e.phases else 0
+        out.append(Check("unsloth-memory", "info" if e.fits else "error",
+                         f"peak {peak / GIB:.2f} GiB of {e.gpu.total_bytes / GIB:.2f} GiB"
+                         + ("" if e.fits else "; vLLM: " + "; ".join(e.capacity.errors if e.capacity else [])),
+                         "" if e.fits else "plan with `plan --runtime unsloth` for a setup that fits"))
+    return out

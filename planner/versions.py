@@ -819,3 +819,86 @@ def unsloth_facts(version: str | None = None) -> UnslothFacts:
 
 def known_unsloth_ranges() -> list[str]:
     return [f"{_fmt(f)}-{last}" for f, last, _ in _UNSLOTH_ROWS]
+
+
+# What an Unsloth release installs beside it (the unsloth wheels' METADATA ``Requires-Dist: trl``;
+# unsloth pins no vLLM). A release between two wheels read takes the earlier one's pin.
+_UNSLOTH_TRL_PINS = (
+    ("2025.2.4", None),       # trl>=0.7.9, no ceiling (unsloth 2025.2.4 METADATA:233)
+    ("2025.3.8", "0.15.2"),   # trl<=0.15.2 (unsloth 2025.3.8 METADATA:233; 2025.5.7 METADATA:33)
+    ("2025.9.6", None),       # no ceiling (unsloth 2025.9.6 METADATA)
+    ("2025.11.3", "0.23.0"),  # trl<=0.23.0 (unsloth 2025.11.3 METADATA)
+    ("2026.3.1", "0.24.0"),   # trl<=0.24.0 (unsloth 2026.3.1 METADATA)
+    ("2026.10.9", "1.15.0"),  # trl<=1.15.0 (unsloth 2026.10.9 METADATA:43; unsloth_zoo 2026.10.9 the same)
+)
+# Standby hands TRL vllm_enable_sleep_mode only for TRL >= 0.23 (unsloth 2026.10.9 models/rl.py:4179);
+# standby refuses expandable_segments:True (unsloth_zoo 2026.10.9 vllm_utils.py:803, __init__.py:335-343);
+# standby is switched off for vision models unless UNSLOTH_VLLM_STANDBY_VISION=1 (2026.10.9 vllm_utils.py:4430-4441).
+UNSLOTH_STANDBY_MIN_TRL = "0.23.0"
+# vLLM >= 0.28 moved bitsandbytes out of tree: load_in_4bit needs ``pip install vllm-bnb-plugin``
+# (unsloth_zoo 2026.10.9 vllm_utils.py:349-366; the vLLM side: VllmFacts.bitsandbytes_supported)
+UNSLOTH_BNB_PLUGIN = "vllm-bnb-plugin"
+# Cards below compute capability 8.0 (T4, V100): Unsloth's notebooks install vllm==0.9.2 there
+# ("whose T4 branch installs vllm==0.9.2", unsloth 2026.10.9 import_fixes.py:5802).
+UNSLOTH_PRE_AMPERE_VLLM = "0.9.2"
+
+
+def unsloth_trl_ceiling(version: str | None = None) -> str | None:
+    """The newest TRL an Unsloth release accepts (None: no ceiling)."""
+    v = parse_version(unsloth_facts(version).release, "Unsloth")
+    pin = None
+    for first, ceiling in _UNSLOTH_TRL_PINS:
+        if v >= parse_version(first, "Unsloth"):
+            pin = ceiling
+    return pin
+
+
+def unsloth_vllm_version(unsloth_version: str | None = None, compute_capability: str | float | None = None,
+                         load_in_4bit: bool = False) -> tuple[str, str]:
+    """(the vLLM release to plan an Unsloth run for, why) when the user names none.
+
+    The installed vLLM; else, below compute capability 8.0, the 0.9.2 Unsloth's notebooks install
+    there; else what the TRL release Unsloth pins resolves to (:func:`colocate_vllm_version`; for
+    4-bit one with bitsandbytes in tree, before vllm-bnb-plugin).
+    """
+    installed = _installed("vllm")
+    if installed:
+        return installed, "installed"
+    if compute_capability is not None and float(compute_capability) < 8.0:
+        return UNSLOTH_PRE_AMPERE_VLLM, (f"assumed: Unsloth's notebooks install vllm=={UNSLOTH_PRE_AMPERE_VLLM} "
+                                         f"on cards below compute capability 8.0")
+    ceiling = unsloth_trl_ceiling(unsloth_version)
+    v = colocate_vllm_version(ceiling, needs_bitsandbytes=load_in_4bit)
+    trl = f"TRL <= {ceiling}" if ceiling else "the newest TRL"
+    return v, (f"assumed: the newest vLLM {trl} (Unsloth {unsloth_facts(unsloth_version).release}'s pin) accepts"
+               + (", with bitsandbytes in tree (no vllm-bnb-plugin)" if load_in_4bit else ""))
+
+
+# GRPOConfig(max_prompt_length=...) exists up to TRL 0.27 (0.27.0 trl/trainer/grpo_config.py:852)
+# and is gone in 1.0.0 (1.0.0 grpo_config.py has no such field).
+TRL_MAX_PROMPT_LENGTH_UNTIL = (1, 0, 0)
+
+
+def unsloth_trl_version(unsloth_version: str | None = None) -> tuple[str, str]:
+    """(the TRL release an Unsloth run gets, why): installed, else Unsloth's ceiling, else the newest."""
+    installed = _installed("trl")
+    if installed:
+        return installed, "installed"
+    ceiling = unsloth_trl_ceiling(unsloth_version)
+    if ceiling:
+        return ceiling, f"assumed: the newest TRL Unsloth {unsloth_facts(unsloth_version).release} accepts"
+    return TRL_NEWEST_KNOWN, "assumed: the newest TRL known (Unsloth sets no ceiling)"
+
+
+def grpo_config_has_max_prompt_length(trl_version: str) -> bool:
+    return parse_version(trl_version, "TRL") < TRL_MAX_PROMPT_LENGTH_UNTIL
+
+
+# Standby is switched off for a vision model unless UNSLOTH_VLLM_STANDBY_VISION=1: first in the
+# 2026.7.1 zoo wheel (not in 2026.5.1; 2026.10.9 vllm_utils.py:4430-4441).
+UNSLOTH_VISION_STANDBY_OFF_FROM = "2026.7.1"
+
+
+def unsloth_vision_turns_standby_off(unsloth_version: str | None = None) -> bool:
+    return parse_version(unsloth_facts(unsloth_version).release, "Unsloth") >= \
+        parse_version(UNSLOTH_VISION_STANDBY_OFF_FROM, "Unsloth")

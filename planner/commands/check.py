@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..api import plan_from_request
 from ..checks import CheckReport
+from . import _unsloth
 from . import plan as plan_command
 from ._common import print_json
 
@@ -31,6 +32,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """One or many GPUs alike: the layout's checks and every pre-flight check."""
+    if (rc := _unsloth.dispatch(args, "check")) is not None:
+        return rc
     plan_command.check_outputs(args)
     for_training = True if args.for_training else None
     p = plan_from_request(plan_command.request_from_args(args), for_training=for_training)

@@ -11,6 +11,7 @@ from ..api import estimate_layout
 from ..estimation import estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..outputs import check_outputs, write_outputs
+from . import _unsloth
 from ._common import add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table, trainer_kwargs
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
@@ -37,6 +38,7 @@ def add_arguments(p) -> None:
     g.add_argument("--num-generations", type=int, default=None, help="group size (multi-GPU rules only)")
     add_topology_arguments(p)
     p.add_argument("--force", action="store_true", help="--output-dir: replace files that exist (default: refuse)")
+    _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
 
 
 def add_parser(sub) -> None:
@@ -51,6 +53,8 @@ def is_multi_gpu(args) -> bool:
 
 
 def run(args) -> int:
+    if (rc := _unsloth.dispatch(args, "estimate")) is not None:
+        return rc
     if is_multi_gpu(args):
         return _run_layout(args)
     e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,

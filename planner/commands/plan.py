@@ -11,6 +11,7 @@ from ..api import plan_from_request
 from ..errors import InvalidSetupError
 from ..request import PlanRequest, plan_request
 from ..results import OBJECTIVE, Plan
+from . import _unsloth
 from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, table, trainer_kwargs
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
@@ -50,6 +51,7 @@ def add_arguments(p) -> None:
     o.add_argument("--plot", default=None,
                    help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
     o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
+    _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
 
 
 def request_from_args(args) -> PlanRequest:
@@ -90,6 +92,8 @@ def write_outputs(args, p) -> list:
 
 
 def run(args) -> int:
+    if (rc := _unsloth.dispatch(args, "plan")) is not None:
+        return rc
     check_outputs(args)
     p = plan_from_args(args)
     written = write_outputs(args, p)
