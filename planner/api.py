@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .checks import CheckReport, with_checks
+from .checks import CheckReport, architecture_warnings, with_checks
 from .checks import preflight as preflight_plan
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .errors import InvalidSetupError, VersionError
@@ -62,12 +62,15 @@ def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, l
 _plan = plan  # train() takes a parameter named plan
 
 
-def plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
+def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
-    checks are the layout's own and every pre-flight check (``for_training``: see planner.checks)."""
+    checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
+    planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
     result = solve(complete_request(req))
-    checked = with_checks(result, for_training=for_training)
-    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks))
+    checked = with_checks(result, for_training=for_training, strict=strict)
+    warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
+    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
+                   warnings=tuple(result.warnings) + warnings)
 
 
 def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
@@ -117,6 +120,9 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     if not isinstance(plan_or_options, Plan):
         raise InvalidSetupError(f"preflight takes a Plan (planner.plan(...)) or a dict of its options, "
                                 f"got {type(plan_or_options).__name__}")
+    unknown = sorted(set(kwargs) - {"live_gpu", "for_training", "strict"})
+    if unknown:
+        raise InvalidSetupError(f"preflight takes live_gpu, for_training and strict, not {', '.join(unknown)}")
     return preflight_plan(plan_or_options, **kwargs)
 
 
