@@ -100,7 +100,10 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
                        num_generations=num_generations, max_completion_length=completion_length,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
-                       sleep_mode="on" if sleep_mode else "off", server_port=server_port, **options)
+                       sleep_mode="on" if sleep_mode is True else "off" if sleep_mode is False else sleep_mode,
+                       server_port=server_port,
+                       **({"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}),
+                       **options)
     req = complete_request(req)
     if layout == "colocate":
         topo = Topology(num_gpus, num_nodes, engine, "colocate", vllm_tensor_parallel_size=vllm_tensor_parallel_size)

@@ -273,7 +273,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
         p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
     tp = v.tensor_parallel_size
-    if isinstance(tp, int) and _is_int(tp) and _is_int(o.num_gpus) and tp > o.num_gpus:
+    if _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
         p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
                  f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
     if not isinstance(req.relax, bool):
@@ -319,14 +319,15 @@ def module_names(spec: ModelSpec) -> list[str]:
 
 
 def target_problems(targets: tuple, spec: ModelSpec) -> list[str]:
-    """One line naming the LoRA targets that wrap nothing in ``spec`` (PEFT would give fewer or no
-    trainable parameters), and the names the architecture has."""
-    unmatched = [m for m in targets if not lora_targets(spec, (m,))]
-    if not unmatched:
+    """One line when no LoRA target wraps a module of ``spec`` (PEFT raises "Target modules ... not
+    found in the base model"; the plan would have 0 trainable parameters), naming the targets and
+    the names the architecture has. As in PEFT, a list of which some match wraps those (and the
+    memory counts those)."""
+    if any(lora_targets(spec, (m,)) for m in targets):
         return []
-    quoted = ", ".join(repr(m) for m in unmatched)
-    hint = f" ('{ALL_LINEAR}' alone means every one)" if ALL_LINEAR in unmatched else f" or '{ALL_LINEAR}'"
-    return [f"--lora-target-modules {quoted} match{'es' * (len(unmatched) == 1)} no module of {spec.model_id}; "
+    quoted = ", ".join(repr(m) for m in targets)
+    hint = f" ('{ALL_LINEAR}' alone means every one)" if ALL_LINEAR in targets else f" or '{ALL_LINEAR}'"
+    return [f"--lora-target-modules {quoted} match{'es' * (len(targets) == 1)} no module of {spec.model_id}; "
             f"its linear modules are {', '.join(module_names(spec))}{hint}"]
 
 

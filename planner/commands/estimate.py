@@ -51,8 +51,13 @@ def add_parser(sub) -> None:
 
 def is_multi_gpu(args) -> bool:
     """Whether the options describe more than one GPU (or a server, or engine config files)."""
-    return (args.num_gpus * args.num_nodes > 1 or "," in str(args.gpu) or args.layout == "server"
-            or bool(args.output_dir))
+    return (args.num_gpus != 1 or args.num_nodes != 1 or "," in str(args.gpu) or args.layout == "server"
+            or bool(args.output_dir))  # --num-gpus 0 goes where it is validated, not ignored
+
+
+def _given(value, default):
+    """The flag's value, or ``default`` when it was not given (0 is given: it is rejected, not replaced)."""
+    return default if value is None else value
 
 
 def run(args) -> int:
@@ -62,7 +67,7 @@ def run(args) -> int:
                  prompt_length=args.prompt_length, completion_length=args.completion_length,
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                  vllm_max_model_len=args.vllm_max_model_len,
-                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
+                 vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                  vllm_kv_cache_dtype=args.vllm_kv_cache_dtype, vllm_quantization=args.vllm_quantization,
                  vllm_max_num_seqs=args.vllm_max_num_seqs,
                  vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
@@ -89,11 +94,11 @@ def _run_layout(args) -> int:
     d = estimate_layout(args.model, gpu_arg(args.gpu), num_gpus=args.num_gpus, num_nodes=args.num_nodes,
                         layout="colocate" if args.layout == "auto" else args.layout,
                         engine="ddp" if args.engine == "auto" else args.engine,
-                        vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
+                        vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                         batch_size=args.batch_size, steps_per_generation=args.steps_per_generation,
                         num_generations=args.num_generations or 8, prompt_length=args.prompt_length,
                         completion_length=args.completion_length,
-                        vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization or 0.3,
+                        vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
                         sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
