@@ -22,7 +22,7 @@ from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTIL
 from .errors import InvalidSetupError, VersionError
 from .estimation import default_logprob_head
 from .memory.allocator import expandable_segments_from_env
-from .request import PlanRequest, plan_request
+from .request import PlanRequest, fixed_setup_problems, plan_request
 from .results import Plan
 from .solver import evaluate, solve
 from .versions import trl_facts
@@ -88,11 +88,8 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
     GPU stays under the margin. ``options``: trainer and vLLM options as for :func:`plan`."""
     if layout not in ("colocate", "server"):
         raise InvalidSetupError(f"--layout must be colocate or server for an estimate, got {layout!r}")
-    problems = []
-    for name, v in (("batch_size", batch_size), ("steps_per_generation", steps_per_generation),
-                    ("completion_length", completion_length)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    problems = fixed_setup_problems(batch_size=batch_size, steps_per_generation=steps_per_generation,
+                                    completion_length=completion_length, sleep_mode=sleep_mode)
     if problems:
         raise InvalidSetupError("\n".join(problems))
     u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
@@ -100,7 +97,7 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
                        num_generations=num_generations, max_completion_length=completion_length,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
-                       sleep_mode="on" if sleep_mode is True else "off" if sleep_mode is False else sleep_mode,
+                       sleep_mode="on" if sleep_mode else "off",
                        server_port=server_port,
                        **({"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}),
                        **options)

@@ -97,6 +97,10 @@ def _section_problems(cfg: dict, kinds: dict[str, str], where: str, prefix: str 
             continue
         if not _ok(kind, cfg[key]):
             out.append(f"{where}: field '{prefix}{key}' must be {_KIND_WORDS[kind]}, got {_shown(cfg[key])}")
+    types, layers = cfg.get("layer_types"), cfg.get("num_hidden_layers")
+    if kinds is FIELDS and types and _ok("list", types) and _ok("positive", layers) and len(types) != layers:
+        out.append(f"{where}: field '{prefix}layer_types' has {len(types)} entries for {layers} layers "
+                   f"('{prefix}num_hidden_layers')")
     return out
 
 

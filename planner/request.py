@@ -273,7 +273,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
         p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
     tp = v.tensor_parallel_size
-    if _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
+    if tp is not None and _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
         p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
                  f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
     if not isinstance(req.relax, bool):
@@ -331,10 +331,12 @@ def target_problems(targets: tuple, spec: ModelSpec) -> list[str]:
             f"its linear modules are {', '.join(module_names(spec))}{hint}"]
 
 
-def fixed_setup_problems(*, batch_size: Any, prompt_length: Any, completion_length: Any, steps_per_generation: Any,
-                         gradient_accumulation_steps: Any, completion_lengths: Any, sleep_mode: Any,
-                         vllm_gpu_memory_utilization: Any, vllm_max_model_len: Any, vllm_max_num_seqs: Any,
-                         vllm_max_num_batched_tokens: Any, vllm_enforce_eager: Any, vllm_quantization: Any) -> list[str]:
+def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, completion_length: Any = 1,
+                         steps_per_generation: Any = 1, gradient_accumulation_steps: Any = 1,
+                         completion_lengths: Any = "varied", sleep_mode: Any = False,
+                         vllm_gpu_memory_utilization: Any = None, vllm_max_model_len: Any = None,
+                         vllm_max_num_seqs: Any = None, vllm_max_num_batched_tokens: Any = None,
+                         vllm_enforce_eager: Any = False, vllm_quantization: Any = None) -> list[str]:
     """What ``planner.estimate`` takes beyond the request's fields (one fixed setup), with the same
     rules and messages; and the relations a fixed setup adds (vLLM's max_model_len vs the lengths)."""
     p: list[str] = []
