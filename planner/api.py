@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from .checks import CheckReport, with_checks
+from .checks import CheckReport, architecture_warnings, with_checks
 from .checks import preflight as preflight_plan
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .errors import InvalidSetupError, VersionError
 from .estimation import default_logprob_head
 from .memory.allocator import expandable_segments_from_env
-from .request import PlanRequest, plan_request
+from .request import PlanRequest, fixed_setup_problems, plan_request
 from .results import Plan
 from .solver import evaluate, solve
 from .unsloth_solver import UnslothPlan
@@ -85,12 +85,15 @@ def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: s
     return with_unsloth_checks(unsloth_plan(model, gpu, **options))
 
 
-def plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
+def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
-    checks are the layout's own and every pre-flight check (``for_training``: see planner.checks)."""
+    checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
+    planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
     result = solve(complete_request(req))
-    checked = with_checks(result, for_training=for_training)
-    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks))
+    checked = with_checks(result, for_training=for_training, strict=strict)
+    warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
+    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
+                   warnings=tuple(result.warnings) + warnings)
 
 
 def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
@@ -108,11 +111,8 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
     GPU stays under the margin. ``options``: trainer and vLLM options as for :func:`plan`."""
     if layout not in ("colocate", "server"):
         raise InvalidSetupError(f"--layout must be colocate or server for an estimate, got {layout!r}")
-    problems = []
-    for name, v in (("batch_size", batch_size), ("steps_per_generation", steps_per_generation),
-                    ("completion_length", completion_length)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            problems.append(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+    problems = fixed_setup_problems(batch_size=batch_size, steps_per_generation=steps_per_generation,
+                                    completion_length=completion_length, sleep_mode=sleep_mode)
     if problems:
         raise InvalidSetupError("\n".join(problems))
     u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
@@ -120,7 +120,10 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
                        num_generations=num_generations, max_completion_length=completion_length,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
-                       sleep_mode="on" if sleep_mode else "off", server_port=server_port, **options)
+                       sleep_mode="on" if sleep_mode else "off",
+                       server_port=server_port,
+                       **({"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}),
+                       **options)
     req = complete_request(req)
     if layout == "colocate":
         topo = Topology(num_gpus, num_nodes, engine, "colocate", vllm_tensor_parallel_size=vllm_tensor_parallel_size)
@@ -140,6 +143,9 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     if not isinstance(plan_or_options, Plan):
         raise InvalidSetupError(f"preflight takes a Plan (planner.plan(...)) or a dict of its options, "
                                 f"got {type(plan_or_options).__name__}")
+    unknown = sorted(set(kwargs) - {"live_gpu", "for_training", "strict"})
+    if unknown:
+        raise InvalidSetupError(f"preflight takes live_gpu, for_training and strict, not {', '.join(unknown)}")
     return preflight_plan(plan_or_options, **kwargs)
 
 

@@ -18,6 +18,13 @@ base model uses the base model's profile. It matches a GPU by name (the planner'
 device name CUDA reported). Library versions that differ from the installed ones (major.minor)
 come back as warnings: activation memory follows the transformers/TRL/torch code, not the weights.
 
+A profile read from disk is checked before use (:func:`profile_problems`): a schema-1 profile
+with a value of the wrong type (a string or ``NaN`` slope, a fit that is not an object, a missing
+key) is an error, one line per problem naming the file and the key (``ConfigError``: exit 2),
+never a traceback: a profile silently skipped would silently change the plan. Fix or delete the
+file, or re-run ``plan profile --gpu auto``. A file that is not JSON at all (or not UTF-8), or JSON
+with another ``schema``, cannot be told from another program's file in the folder and is skipped.
+
 Profile file (JSON, written by ``planner.profiler.measure``)::
 
     {"schema": 1, "created": "...", "gpu": {"name": "H100-80GB", "device_name": "NVIDIA H100 80GB HBM3",
@@ -32,6 +39,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
 from .model_spec import ModelSpec
 from .profiler.fit import ModelFit, gc_key
 from .shipped import PROFILES_DIR, json_files
@@ -156,16 +164,81 @@ def _profile_files(folder) -> list:
 
 
 def load_profile(path) -> dict | None:
-    """A calibration profile's JSON, or None when the file is not one (bad JSON, other schema).
-    ``path``: a file path or a shipped ``Traversable``."""
+    """A calibration profile's JSON; None when the file is not one (unreadable, not JSON, no
+    ``schema`` 1); a :class:`ConfigError` naming the file and the key when a schema-1 profile is
+    malformed (:func:`profile_problems`). ``path``: a file path or a shipped ``Traversable``."""
     try:
-        with (path if hasattr(path, "open") else Path(path)).open() as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        with (path if hasattr(path, "open") else Path(path)).open("rb") as f:
+            data = json.loads(f.read().decode("utf-8"))  # NaN parses: profile_problems names its key
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or "models" not in data:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         return None
+    problems = profile_problems(data)
+    if problems:
+        raise ConfigError("\n".join(f"calibration profile {path}: {p}; fix or delete it" for p in problems))
     return data
+
+
+_FIT_NUMBERS = ("slope", "intercept", "n", "x_min", "x_max")
+
+
+def _finite(v) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def profile_problems(data: dict) -> list[str]:
+    """What keeps a schema-1 profile from being used, one line per problem, naming the key."""
+    out: list[str] = []
+    if not isinstance(data.get("gpu", {}), dict):
+        out.append("'gpu' must be an object")
+    if not isinstance(data.get("versions", {}), dict):
+        out.append("'versions' must be an object")
+    models = data.get("models")
+    if not isinstance(models, list):
+        return out + [f"'models' must be a list, got {type(models).__name__}"]
+    for i, entry in enumerate(models):
+        where = f"models[{i}]"
+        if not isinstance(entry, dict):
+            out.append(f"'{where}' must be an object")
+            continue
+        if not isinstance(entry.get("fingerprint", {}), dict):
+            out.append(f"'{where}.fingerprint' must be an object")
+        fits = entry.get("fits", [])
+        if not isinstance(fits, list):
+            out.append(f"'{where}.fits' must be a list")
+            continue
+        for j, fit in enumerate(fits):
+            out += _fit_problems(fit, f"{where}.fits[{j}]")
+    return out
+
+
+def _fit_problems(fit, where: str) -> list[str]:
+    if not isinstance(fit, dict):
+        return [f"'{where}' must be an object"]
+    out = [f"'{where}.{k}' must be a string" for k in ("model", "weights", "finetune")
+           if not isinstance(fit.get(k), str)]
+    rank = fit.get("lora_rank")
+    if rank is not None and not (_finite(rank) and rank >= 1):
+        out.append(f"'{where}.lora_rank' must be a positive integer or null")
+    for k in ("non_torch_bytes", "weights_bytes", "adapter_bytes", "optimizer_state_bytes"):
+        if k in fit and not (_finite(fit[k]) and fit[k] >= 0):
+            out.append(f"'{where}.{k}' must be a non-negative number")
+    for part in ("activation", "reserve"):
+        lines = fit.get(part, {})
+        if not isinstance(lines, dict):
+            out.append(f"'{where}.{part}' must be an object")
+            continue
+        for key, line in lines.items():
+            if not isinstance(line, dict):
+                out.append(f"'{where}.{part}.{key}' must be an object")
+                continue
+            bad = [k for k in _FIT_NUMBERS if not _finite(line.get(k))]
+            if bad:
+                out.append(f"'{where}.{part}.{key}' needs finite numbers for {', '.join(bad)}")
+    return out
 
 
 def find_calibration(model_spec: ModelSpec, gpu_spec, versions: dict | None = None) -> Calibration | None:

@@ -22,6 +22,10 @@ What is checked, and where each rule comes from:
   messages quote TRL's.
 - lengths (``context-length``) and ``PYTORCH_CUDA_ALLOC_CONF`` with sleep mode
   (``alloc-conf-sleep-mode``).
+- the architecture (``model-architecture``): a ``model_type`` the planner does not model is
+  planned with a Llama-like decoder's facts; the check names the nearest modelled family and
+  suggests ``plan profile --trace``. ``strict`` (pre-flight proper: ``planner.preflight``,
+  ``plan check``) makes it an error; a plan carries it as a warning (``with_checks``).
 
 Severity of environment checks (a missing or wrong package, no GPU to read): a machine that only
 plans does not need TRL, vLLM or bitsandbytes, so there they are warnings. They are errors when
@@ -90,14 +94,14 @@ class CheckReport:
             raise PreflightError(f"{n} pre-flight check{'s' if n > 1 else ''} failed: {parts}", checks=self.errors)
 
 
-def preflight(plan, *, live_gpu=None, for_training: bool | None = None) -> CheckReport:
+def preflight(plan, *, live_gpu=None, for_training: bool | None = None, strict: bool = True) -> CheckReport:
     """Run every check on a :class:`~planner.results.Plan` (``planner.preflight`` also takes the
     options of ``planner.plan``).
 
     ``live_gpu``: ``None`` uses the plan's card when it is a live reading (``--gpu auto``);
     ``True`` reads card 0 through NVML now; a ``GpuSpec`` is used as the live card; ``False``
     skips the live checks. ``for_training``: see the module docstring (``None`` = the plan's card
-    is live).
+    is live). ``strict``: an unmodelled architecture is an error (else a warning).
     """
     live, live_error = _live_card(plan, live_gpu)
     if for_training is None:
@@ -109,6 +113,7 @@ def preflight(plan, *, live_gpu=None, for_training: bool | None = None) -> Check
                             "install nvidia-ml-py and run on the training machine, or plan for a named card"))
     for rule in (_gpu, _trl_rules, _context, _alloc_conf, _vllm_startup):
         checks += rule(ctx)
+    checks += _architecture(plan.model, "error" if strict else "warning")
     return CheckReport(checks=tuple(checks), for_training=ctx.for_training)
 
 
@@ -462,6 +467,25 @@ def _vllm_startup(ctx: _Context) -> list:
     return out
 
 
+# -- the architecture ---------------------------------------------------------------------------
+
+def _architecture(spec, severity: str) -> list:
+    from .model_spec import unmodelled_architecture
+
+    why = unmodelled_architecture(spec)
+    if why is None:
+        return [Check("model-architecture", "info", f"model_type '{spec.model_type}' is modelled")]
+    return [Check("model-architecture", severity, why,
+                  f"run `plan profile --model {spec.model_id} --trace` to trace its activation memory")]
+
+
+def architecture_warnings(spec) -> list[str]:
+    """The plan's warning line for an architecture the planner does not model (none otherwise)."""
+    return [str(c.message) + f"; {c.fix}" for c in _architecture(spec, "warning") if c.severity == "warning"]
+
+
 def with_checks(plan, **kwargs):
-    """``plan`` with its ``checks`` field filled by :func:`preflight` (keyword arguments pass through)."""
+    """``plan`` with its ``checks`` field filled by :func:`preflight` (keyword arguments pass through;
+    ``strict`` defaults to False here: a plan carries an unmodelled architecture as a warning)."""
+    kwargs.setdefault("strict", False)
     return replace(plan, checks=preflight(plan, **kwargs).checks)

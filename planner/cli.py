@@ -9,7 +9,21 @@
 
 Each subcommand lives in ``planner/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``. Errors: every :class:`~planner.errors.PlannerError` is caught here, once,
-and printed as one line on stderr with exit code 2. No torch import on these paths.
+and printed as ``plan: error: <line>``, one line per problem. No torch import on these paths.
+
+Exit codes (the same for every command; README "Exit codes"):
+
+    0    the printed configuration fits and no pre-flight check is rated an error
+    1    the printed configuration has an error-level check (plan, plan estimate, plan check alike);
+         with --output/--output-dir/--plot nothing is written
+    2    bad input: a usage error, an unknown model or GPU, a malformed config.json or calibration
+         profile, an invalid setup, a file that cannot be written (every PlannerError but the next)
+    3    nothing fits (InfeasibleError): the input is valid, the GPUs are too small for it
+    130  interrupted (Ctrl-C), "plan: interrupted" on stderr
+    141  stdout closed early (``plan ... | head -1``): ends quietly, as a process killed by SIGPIPE
+
+Messages never fail on a terminal that cannot encode them (``PYTHONIOENCODING=ascii``, LANG=C):
+characters it lacks are written as backslash escapes.
 """
 
 from __future__ import annotations
@@ -18,7 +32,14 @@ import argparse
 import importlib
 import sys
 
-from .errors import PlannerError
+from .errors import InfeasibleError, PlannerError
+
+EXIT_OK = 0
+EXIT_CHECKS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFEASIBLE = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 # subcommand name -> module under planner.commands
 SUBCOMMANDS = ("estimate", "vllm", "check", "profile", "models", "gpus")
@@ -49,19 +70,60 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _safe_streams() -> None:
+    """Characters the terminal's encoding lacks become backslash escapes instead of a
+    UnicodeEncodeError (PYTHONIOENCODING=ascii, LANG=C with a non-ASCII model name)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def error_lines(e: BaseException) -> list[str]:
+    """``plan: error: <line>`` for each problem a PlannerError names (one per line of its message)."""
+    lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    return [f"plan: error: {line}" for line in lines]
+
+
+def _quiet_stdout() -> None:
+    """stdout is gone (its reader exited): point it at /dev/null so the interpreter's final flush
+    does not raise BrokenPipeError again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     module = _load("plan" if args.command == "plan" else args.command)
+    return int(module.run(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _safe_streams()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(module.run(args) or 0)
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except InfeasibleError as e:
+        print("\n".join(error_lines(e)), file=sys.stderr)
+        return EXIT_INFEASIBLE
     except PlannerError as e:
-        print(f"plan: error: {e}", file=sys.stderr)
-        return 2
+        print("\n".join(error_lines(e)), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("plan: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

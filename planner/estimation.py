@@ -17,13 +17,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .calibration import apply_calibration, find_calibration
-from .errors import VersionError
+from .errors import InvalidSetupError, VersionError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.process import CUDA_CONTEXT_BYTES
 from .memory.trainer import TrainerSetup, trainer_memory
-from .model_spec import ModelSpec, resolve_model
+from .model_spec import ModelSpec, resolve_model, unmodelled_architecture
 from .phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
+from .request import (
+    PlanRequest,
+    fixed_model_problems,
+    fixed_setup_problems,
+    model_problems,
+    normalise_targets,
+    request_problems,
+)
 from .results import Estimate
 from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
 from .vllm import baseline_bytes, vllm_capacity
@@ -50,8 +58,36 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
              steps_per_generation: int = 1, sleep_mode: bool = False, gradient_accumulation_steps: int = 1,
              completion_lengths: str = "varied", transformers_version: str | None = None) -> Estimate:
     """Memory of one GRPO setup. Sizes are per device; ``batch_size`` is
-    ``per_device_train_batch_size`` (sequences per micro-batch)."""
+    ``per_device_train_batch_size`` (sequences per micro-batch).
+
+    The inputs are checked once, with the request's rules and messages (planner.request): an
+    InvalidSetupError names every problem, one line each, including setups that cannot run at all
+    (prompt + completion beyond the context, ``vllm_max_model_len`` below the sequence or beyond the
+    context, int8 weights with colocated vLLM). ``sleep_mode`` is True or False."""
+    colocated = vllm_gpu_memory_utilization is not None
+    req = _request(model, gpu, colocated, calibration=calibration, weights=weights, finetune=finetune,
+                   lora_rank=lora_rank, lora_target_modules=lora_target_modules, optim=optim,
+                   gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+                   expandable_segments=expandable_segments, transformers_version=transformers_version,
+                   kv_cache_dtype=vllm_kv_cache_dtype, tensor_parallel_size=vllm_tensor_parallel_size,
+                   vllm_version=vllm_version, trl_version=trl_version, prompt_length=prompt_length,
+                   # checked below as --completion-length, once
+                   max_completion_length=completion_length if _positive(completion_length) else None)
+    problems = fixed_setup_problems(
+        batch_size=batch_size, prompt_length=prompt_length, completion_length=completion_length,
+        steps_per_generation=steps_per_generation, gradient_accumulation_steps=gradient_accumulation_steps,
+        completion_lengths=completion_lengths, sleep_mode=sleep_mode,
+        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_max_model_len=vllm_max_model_len,
+        vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
+        vllm_enforce_eager=vllm_enforce_eager, vllm_quantization=vllm_quantization)
+    problems = request_problems(req, colocated=colocated) + problems
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
+    lora_target_modules = req.trainer.lora_target_modules  # "all-linear" -> None
     spec = resolve_model(model)
+    problems = model_problems(req, spec) + fixed_model_problems(spec, vllm_max_model_len, colocated)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
     card = resolve_gpu(gpu)
     if expandable_segments is None:
         expandable_segments = expandable_segments_from_env()
@@ -64,6 +100,9 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
                          gradient_accumulation_steps=gradient_accumulation_steps,
                          completion_lengths=completion_lengths, transformers_version=transformers_version)
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
+    arch = unmodelled_architecture(spec)
+    if arch is not None:
+        warnings.append(f"{arch}; run `plan profile --model {spec.model_id} --trace` to trace its activation memory")
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings))
@@ -80,6 +119,17 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     warnings += list(phases.warnings)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
                     phases=phases, warnings=tuple(warnings))
+
+
+def _positive(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _request(model, gpu, colocated: bool, **fields) -> PlanRequest:
+    """The estimate's fields as a (not yet validated) request, so the request's rules check them."""
+    if "lora_target_modules" in fields:
+        fields["lora_target_modules"] = normalise_targets(fields["lora_target_modules"])
+    return PlanRequest(model=model, gpu=gpu).with_options(**fields)
 
 
 def sleep_warnings(trl_version: str | None) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from .config_contract import check_config, read_config_json
 from .errors import ConfigError, UnknownModelError
 from .shipped import PROFILES_DIR, json_files, require
 
@@ -351,6 +352,17 @@ class ModelSpec:
                 "vocab_size": self.vocab_size, "source": self.source}
 
 
+def unmodelled_architecture(spec: ModelSpec) -> str | None:
+    """Why ``spec``'s numbers are a guess: its ``model_type`` has no entry in the architecture
+    facts (it is planned as a Llama-like decoder); None when the family is modelled."""
+    if spec.model_type in _ARCH_FACTS:
+        return None
+    near = difflib.get_close_matches(spec.model_type, sorted(_ARCH_FACTS), n=1, cutoff=0.0)
+    return (f"model_type '{spec.model_type}' of {spec.model_id} is not modelled: it is planned as a Llama-like "
+            f"decoder (2 norms per layer, no q/k/v bias), which its code may not be; the nearest modelled "
+            f"family is '{near[0] if near else 'llama'}'")
+
+
 # -- parsing config.json ---------------------------------------------------------------------
 
 def _siglip_params(vc: dict, text_hidden: int) -> int:
@@ -444,11 +456,12 @@ def _int(cfg: dict, key: str, where: str, default=None) -> int:
     return int(value)
 
 
-def spec_from_config(cfg: dict, model_id: str, source: str = "") -> ModelSpec:
-    """Build a :class:`ModelSpec` from a config.json dict (multimodal configs: the text part)."""
-    where = f"config.json of {model_id}"
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: expected a JSON object")
+def spec_from_config(cfg: dict, model_id: str, source: str = "", where: str | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a config.json dict (multimodal configs: the text part).
+    Every value read is checked first (planner.config_contract); ``where`` names the file in
+    messages (default: ``config.json of <model_id>``)."""
+    where = where or f"config.json of {model_id}"
+    check_config(cfg, where)
     top = cfg
     text = cfg
     if isinstance(cfg.get("text_config"), dict):
@@ -593,13 +606,19 @@ def _load_shipped(path) -> ModelSpec:
 
 
 def _read_config_file(path: Path, model: str) -> dict:
+    return read_config_json(path)  # strict JSON, UTF-8; ConfigError naming the file
+
+
+def _local_config(key: str) -> tuple[Path | None, Path | None]:
+    """(the path ``key`` names, its config.json when there is one). A name the file system cannot
+    take (too long, ``~nosuchuser``) is no local path: (None, None)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"malformed config.json at {path}: {e.msg} (line {e.lineno})") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        local = Path(key).expanduser()
+        if local.is_dir() and (local / "config.json").is_file():
+            return local, local / "config.json"
+        return local, (local if local.is_file() else None)
+    except (OSError, RuntimeError, ValueError):  # ENAMETOOLONG, unknown user, embedded NUL
+        return None, None
 
 
 # Words by which a model name says it is instruction-tuned or a base (pretrained) checkpoint.
@@ -691,14 +710,14 @@ def resolve_model(model: str | ModelSpec) -> ModelSpec:
         if _swaps_checkpoint(key, spec.model_id):
             raise _not_this_checkpoint(key, [spec.model_id], "")
         return spec
-    local = Path(key).expanduser()
-    if local.is_dir() and (local / "config.json").is_file():
-        return spec_from_config(_read_config_file(local / "config.json", key), key, source=f"local {local}")
-    if local.is_file():
-        return spec_from_config(_read_config_file(local, key), key, source=f"local {local}")
-    if local.suffix == ".json" or key.startswith(("/", "./", "../", "~")):
+    local, config = _local_config(key)
+    if config is not None:
+        return spec_from_config(_read_config_file(config, key), key, source=f"local {local}", where=str(config))
+    if (local is not None and local.suffix == ".json") or key.startswith(("/", "./", "../", "~")):
         raise UnknownModelError(f"no such file: {key}")
     offline = None
+    if len(key) > 1024 or "\0" in key:
+        raise UnknownModelError(f"unknown model: {len(key)} characters is not a model id, alias or path")
     if "/" in key:
         offline = _hub_offline_reason()
         cfg = _autoconfig_dict(key, ask_hub=offline is None)

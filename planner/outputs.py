@@ -9,7 +9,8 @@
   no extension gets ``.png`` (and the returned path says so);
 - ``--output-dir``: the engine files of ``planner.emit.config_files`` (grpo.yaml, accelerate.yaml,
   deepspeed.json, launch.sh, vllm_serve.sh); the folder is created when missing.
-Writing goes through planner.files (atomic, all or nothing, ``force`` to replace).
+Writing goes through planner.files (atomic, all or nothing, ``force`` to replace). A plan rated an
+error (an error-level check, or it does not fit) is never written: :func:`write_if_ok` (exit code 1).
 """
 
 from __future__ import annotations
@@ -67,3 +68,35 @@ def write_outputs(plan, *, output=None, plot=None, output_dir=None, force: bool 
     return write_files(files, force=force, make_dirs=() if output_dir is None else (Path(output_dir),))
 
 
+
+
+def rating_errors(plan) -> list[str]:
+    """Why ``plan`` must not be run (or written): its error-level checks, and not fitting. Empty
+    when it fits and no check is an error."""
+    out = [f"{c.id}: {c.message}" for c in getattr(plan, "checks", ()) if c.severity == "error"]
+    if not getattr(plan, "fits", True):
+        out.append("the configuration does not fit the GPU(s) under the margin")
+    return out
+
+
+def write_if_ok(plan, *, output=None, plot=None, output_dir=None, force: bool = False) -> tuple[list[Path], list[str]]:
+    """:func:`write_outputs` for a plan that fits and passes its checks; for one rated an error,
+    nothing is written. Returns (paths written, why the plan is rated an error)."""
+    errors = rating_errors(plan)
+    if errors:
+        return [], errors
+    return write_outputs(plan, output=output, plot=plot, output_dir=output_dir, force=force), []
+
+
+def report_rating(errors: list[str], requested_files: bool) -> int:
+    """The exit code of a command that printed a plan rated by ``errors`` (planner.cli): 0 or 1,
+    with one line on stderr saying why, and that nothing was written when files were asked for."""
+    if not errors:
+        return 0
+    import sys
+
+    n = len(errors)
+    what = "; no file written" if requested_files else ""
+    print(f"plan: checks failed: {n} error{'s' * (n != 1)} in the printed configuration{what} "
+          f"({'; '.join(errors)})", file=sys.stderr)
+    return 1

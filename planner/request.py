@@ -22,8 +22,9 @@ from typing import Any
 from .errors import InvalidSetupError
 from .gpu_spec import GpuSpec
 from .memory.logprob_head import LOGPROB_HEADS
+from .memory.lora import lora_targets
 from .memory.optimizer import OPTIMIZERS
-from .memory.trainer import FINETUNE_MODES
+from .memory.trainer import COMPLETION_LENGTHS, FINETUNE_MODES
 from .memory.weights import WEIGHT_FORMATS
 from .model_spec import ModelSpec
 
@@ -33,6 +34,7 @@ LAYOUTS = ("auto", "colocate", "server")
 ENGINES = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
 MAX_GPUS_PER_NODE = 64  # a sanity bound: the largest NVLink domains have 72 GPUs in 18 nodes
 MAX_NODES = 1024
+ALL_LINEAR = "all-linear"  # PEFT's own spelling of "every linear projection" (= None here)
 
 
 @dataclass(frozen=True)
@@ -148,14 +150,25 @@ def plan_request(model: Any, gpu: Any = "auto", **options: Any) -> PlanRequest:
     if problems:
         raise InvalidSetupError("\n".join(problems))
     options = {ALIASES.get(k, k): v for k, v in options.items()}
-    if isinstance(options.get("lora_target_modules"), list):
-        options["lora_target_modules"] = tuple(options["lora_target_modules"])
+    if "lora_target_modules" in options:
+        options["lora_target_modules"] = normalise_targets(options["lora_target_modules"])
     for key in ("utilization_range", "server_utilization_range"):
         if isinstance(options.get(key), list):
             options[key] = tuple(options[key])
     req = PlanRequest(model=model, gpu=tuple(gpu) if isinstance(gpu, list) else gpu).with_options(**options)
     validate_request(req)
     return req
+
+
+def normalise_targets(mods: Any) -> Any:
+    """LoRA targets as the request holds them: a list becomes a tuple, PEFT's ``"all-linear"``
+    (alone, as a string or a one-item list) becomes None (every linear projection). Anything else
+    is left for :func:`request_problems` to reject (a string like ``"q_proj,v_proj"`` is not a list)."""
+    if isinstance(mods, list):
+        mods = tuple(mods)
+    if mods == ALL_LINEAR or mods == (ALL_LINEAR,):
+        return None
+    return mods
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -207,8 +220,9 @@ def _version(problems: list[str], name: str, v: Any) -> None:
         problems.append(f"{_flag(name)} must be a release number like '1.16.0', got {v!r}")
 
 
-def request_problems(req: PlanRequest) -> list[str]:
-    """Every problem of the request that needs no model, one line each."""
+def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
+    """Every problem of the request that needs no model, one line each. ``colocated``: vLLM shares
+    the trainer's GPU (a plan always may; an estimate only with a vLLM utilisation)."""
     p: list[str] = []
     t, v, g, o = req.trainer, req.vllm, req.targets, req.topology
     _choice(p, "weights", t.weights, WEIGHT_FORMATS)
@@ -217,7 +231,8 @@ def request_problems(req: PlanRequest) -> list[str]:
     mods = t.lora_target_modules
     if mods is not None and (not isinstance(mods, tuple) or not mods
                              or not all(isinstance(m, str) and m.strip() for m in mods)):
-        p.append(f"--lora-target-modules must be a list of module names (e.g. ['q_proj', 'v_proj']), got {mods!r}")
+        p.append(f"--lora-target-modules must be a list of module names (e.g. ['q_proj', 'v_proj']) or "
+                 f"'{ALL_LINEAR}', got {mods!r}")
     _choice(p, "optim", t.optim, OPTIMIZERS)
     _bool(p, "gradient_checkpointing", t.gradient_checkpointing)
     _choice(p, "logprob_head", t.logprob_head, LOGPROB_HEADS, optional=True)
@@ -225,7 +240,7 @@ def request_problems(req: PlanRequest) -> list[str]:
     _version(p, "transformers_version", t.transformers_version)
     if t.finetune == "full" and t.weights in ("nf4", "int8"):
         p.append(f"full fine-tuning of {t.weights} weights is not possible; use --finetune lora")
-    if t.weights == "int8":
+    if t.weights == "int8" and colocated:
         p.append("--weights int8 cannot be colocated with vLLM: TRL raises 'vLLM does not support in-flight "
                  "8-bit quantization'; use --weights nf4 or bf16")
     _choice(p, "vllm_kv_cache_dtype", v.kv_cache_dtype, KV_CACHE_DTYPES)
@@ -258,11 +273,14 @@ def request_problems(req: PlanRequest) -> list[str]:
     if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
         p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
     tp = v.tensor_parallel_size
-    if isinstance(tp, int) and _is_int(tp) and _is_int(o.num_gpus) and tp > o.num_gpus:
+    if tp is not None and _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
         p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
                  f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
     if not isinstance(req.relax, bool):
         p.append(f"relax must be True or False, got {req.relax!r}")
+    if not (req.calibration is None or (isinstance(req.calibration, str) and req.calibration == "auto")
+            or type(req.calibration).__name__ == "Calibration"):
+        p.append(f"calibration must be 'auto', None or a Calibration (planner.calibration), got {req.calibration!r}")
     if not (isinstance(req.model, (str, ModelSpec)) and (not isinstance(req.model, str) or req.model.strip())):
         p.append(f"--model must be a model id, a path or a ModelSpec, got {req.model!r}")
     gpus = req.gpu if isinstance(req.gpu, tuple) else (req.gpu,)
@@ -288,4 +306,66 @@ def model_problems(req: PlanRequest, spec: ModelSpec) -> list[str]:
                  f"{spec.max_position_embeddings} tokens")
     if t.finetune == "lora" and t.lora_rank > spec.hidden_size:
         p.append(f"--lora-rank {t.lora_rank} is larger than the hidden size ({spec.hidden_size}) of {spec.model_id}")
+    if t.finetune == "lora" and t.lora_target_modules:
+        p += target_problems(t.lora_target_modules, spec)
     return p
+
+
+def module_names(spec: ModelSpec) -> list[str]:
+    """The LoRA target names the architecture has: its linear modules, ``experts`` and ``router``
+    for a mixture of experts (planner.memory.lora matches them)."""
+    names = [s.group if s.group in ("experts", "router") else s.name for s in spec.linear_shapes()]
+    return list(dict.fromkeys(names))
+
+
+def target_problems(targets: tuple, spec: ModelSpec) -> list[str]:
+    """One line when no LoRA target wraps a module of ``spec`` (PEFT raises "Target modules ... not
+    found in the base model"; the plan would have 0 trainable parameters), naming the targets and
+    the names the architecture has. As in PEFT, a list of which some match wraps those (and the
+    memory counts those)."""
+    if any(lora_targets(spec, (m,)) for m in targets):
+        return []
+    quoted = ", ".join(repr(m) for m in targets)
+    hint = f" ('{ALL_LINEAR}' alone means every one)" if ALL_LINEAR in targets else f" or '{ALL_LINEAR}'"
+    return [f"--lora-target-modules {quoted} match{'es' * (len(targets) == 1)} no module of {spec.model_id}; "
+            f"its linear modules are {', '.join(module_names(spec))}{hint}"]
+
+
+def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, completion_length: Any = 1,
+                         steps_per_generation: Any = 1, gradient_accumulation_steps: Any = 1,
+                         completion_lengths: Any = "varied", sleep_mode: Any = False,
+                         vllm_gpu_memory_utilization: Any = None, vllm_max_model_len: Any = None,
+                         vllm_max_num_seqs: Any = None, vllm_max_num_batched_tokens: Any = None,
+                         vllm_enforce_eager: Any = False, vllm_quantization: Any = None) -> list[str]:
+    """What ``planner.estimate`` takes beyond the request's fields (one fixed setup), with the same
+    rules and messages; and the relations a fixed setup adds (vLLM's max_model_len vs the lengths)."""
+    p: list[str] = []
+    _positive_int(p, "batch_size", batch_size, upper=4096)
+    _positive_int(p, "completion_length", completion_length)
+    _positive_int(p, "steps_per_generation", steps_per_generation, upper=1 << 16)
+    _positive_int(p, "gradient_accumulation_steps", gradient_accumulation_steps, upper=1 << 16)
+    _choice(p, "completion_lengths", completion_lengths, COMPLETION_LENGTHS)
+    _bool(p, "sleep_mode", sleep_mode)
+    u = vllm_gpu_memory_utilization
+    if u is not None and (not _is_number(u) or not 0 < u <= 1):
+        p.append(f"--vllm-gpu-memory-utilization must be a number in (0, 1], got {u!r}")
+    _positive_int(p, "vllm_max_model_len", vllm_max_model_len, optional=True)
+    _positive_int(p, "vllm_max_num_seqs", vllm_max_num_seqs, optional=True)
+    _positive_int(p, "vllm_max_num_batched_tokens", vllm_max_num_batched_tokens, optional=True)
+    _bool(p, "vllm_enforce_eager", vllm_enforce_eager)
+    if vllm_quantization is not None and (not isinstance(vllm_quantization, str) or not vllm_quantization.strip()):
+        p.append(f"--vllm-quantization must be a vLLM quantization name, got {vllm_quantization!r}")
+    mml, P, C = vllm_max_model_len, prompt_length, completion_length
+    if u is not None and _is_int(mml) and _is_int(P) and _is_int(C) and 0 < mml < P + C:
+        p.append(f"--vllm-max-model-len {mml} is shorter than prompt + completion ({P} + {C} = {P + C}): vLLM "
+                 f"rejects longer prompts and cuts completions")
+    return p
+
+
+def fixed_model_problems(spec: ModelSpec, vllm_max_model_len: int | None, colocated: bool) -> list[str]:
+    """The fixed setup's relations that need the model: vLLM refuses a max_model_len beyond the
+    context (unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)."""
+    if colocated and vllm_max_model_len is not None and vllm_max_model_len > spec.max_position_embeddings:
+        return [f"--vllm-max-model-len {vllm_max_model_len} exceeds {spec.model_id}'s context of "
+                f"{spec.max_position_embeddings} tokens; vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"]
+    return []

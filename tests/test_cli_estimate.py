@@ -49,7 +49,7 @@ def test_table_output_names_every_component(capsys):
 
 def test_oversized_setup_does_not_fit(capsys):
     assert main(["estimate", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--batch-size", "16",
-                 "--completion-length", "4096", "--json"]) == 0
+                 "--completion-length", "4096", "--json"]) == 1  # printed, rated not fitting: exit 1
     assert json.loads(capsys.readouterr().out)["fits"] is False
 
 

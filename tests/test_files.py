@@ -422,7 +422,9 @@ def test_check_outputs_needs_no_plan(tmp_path):
 
 
 def test_estimate_output_dir_refuses_then_forces(tmp_path, capsys):
+    # 4 x 2 steps x 2 ranks = 16 completions, a multiple of 8 generations: no error-level check
     argv = ["estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "H100-80GB", "--num-gpus", "2",
+            "--batch-size", "4", "--steps-per-generation", "2",
             "--vllm-gpu-memory-utilization", "0.4", "--output-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     out = capsys.readouterr().out

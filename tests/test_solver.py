@@ -124,7 +124,7 @@ def test_gpu_auto_without_a_driver_is_one_line(capsys):
 
 
 def test_infeasible_cli_is_one_line(capsys):
-    assert main(["--model", "meta-llama/Llama-3.3-70B-Instruct", "--gpu", "L4"]) == 2
+    assert main(["--model", "meta-llama/Llama-3.3-70B-Instruct", "--gpu", "L4"]) == 3  # nothing fits: exit 3
     err = capsys.readouterr().err
     assert err.startswith("plan: error: no configuration fits:") and err.count("\n") == 1
 

@@ -4,8 +4,11 @@
     plan check --model Qwen/Qwen2.5-7B-Instruct --gpu L4 --json        # on a planning machine
     plan check --model ... --gpu L4 --for-training                     # missing packages are errors
 
-Takes every option of `plan`. Exit code 1 when a check fails with severity error, 0 otherwise
-(warnings do not fail); bad input (unknown model, infeasible setup) exits 2 like every command.
+Takes every option of `plan`. Exit code 1 when a check fails with severity error (then no file
+asked for with --output/--output-dir/--plot is written), 0 otherwise (warnings do not fail); bad
+input (unknown model, invalid setup) exits 2 and nothing fitting exits 3, like every command.
+An architecture the planner does not model (an unknown ``model_type``) is an error here and a
+warning in `plan` (``strict``, planner.checks).
 A missing package is a warning on a machine that only plans; `--for-training`, or `--gpu auto`
 (this machine is the training machine), makes it an error (planner/checks.py).
 """
@@ -36,14 +39,17 @@ def run(args) -> int:
         return rc
     plan_command.check_outputs(args)
     for_training = True if args.for_training else None
-    p = plan_from_request(plan_command.request_from_args(args), for_training=for_training)
+    p = plan_from_request(plan_command.request_from_args(args), for_training=for_training, strict=True)
     report = CheckReport(checks=p.checks, for_training=bool(for_training) or p.gpu.free_bytes is not None)
-    plan_command.write_outputs(args, p)
+    written, errors = plan_command.write_if_ok(p, **plan_command._outputs(args))
     if args.json:
         print_json(report.to_dict())
     else:
         print(render(report, p))
-    return 1 if report.errors else 0
+        for path in written:
+            print(f"wrote {path}")
+    requested = any(v for k, v in plan_command._outputs(args).items() if k != "force")
+    return plan_command.report_rating(errors, requested)
 
 
 def render(report, p) -> str:

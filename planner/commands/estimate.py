@@ -3,6 +3,11 @@
     plan estimate --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --weights bf16 --lora-rank 16 \\
         --batch-size 8 --prompt-length 256 --completion-length 1792 --json
     plan estimate ... --vllm-gpu-memory-utilization 0.5      # add the colocated vLLM engine
+
+Exit code 0 when the setup fits, 1 when it does not (or, with several GPUs, a check is an error:
+then --output-dir writes nothing), 2 for a setup that cannot run at all (prompt + completion
+beyond the context, --vllm-max-model-len below the sequence, int8 weights with colocated vLLM:
+one line each, the request's own rules, planner.request.estimate_problems).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from ..api import estimate_layout
 from ..estimation import estimate
 from ..memory.trainer import COMPLETION_LENGTHS
-from ..outputs import check_outputs, write_outputs
+from ..outputs import check_outputs, report_rating, write_if_ok
 from . import _unsloth
 from ._common import add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table, trainer_kwargs
 from ._topology import add_topology_arguments, gpu_arg
@@ -48,8 +53,13 @@ def add_parser(sub) -> None:
 
 def is_multi_gpu(args) -> bool:
     """Whether the options describe more than one GPU (or a server, or engine config files)."""
-    return (args.num_gpus * args.num_nodes > 1 or "," in str(args.gpu) or args.layout == "server"
-            or bool(args.output_dir))
+    return (args.num_gpus != 1 or args.num_nodes != 1 or "," in str(args.gpu) or args.layout == "server"
+            or bool(args.output_dir))  # --num-gpus 0 goes where it is validated, not ignored
+
+
+def _given(value, default):
+    """The flag's value, or ``default`` when it was not given (0 is given: it is rejected, not replaced)."""
+    return default if value is None else value
 
 
 def run(args) -> int:
@@ -61,7 +71,7 @@ def run(args) -> int:
                  prompt_length=args.prompt_length, completion_length=args.completion_length,
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                  vllm_max_model_len=args.vllm_max_model_len,
-                 vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
+                 vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                  vllm_kv_cache_dtype=args.vllm_kv_cache_dtype, vllm_quantization=args.vllm_quantization,
                  vllm_max_num_seqs=args.vllm_max_num_seqs,
                  vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
@@ -71,9 +81,9 @@ def run(args) -> int:
                  completion_lengths=args.completion_lengths, transformers_version=args.transformers_version)
     if args.json:
         print_json(e.to_dict())
-        return 0
-    print(render(e))
-    return 0
+    else:
+        print(render(e))
+    return report_rating([] if e.fits else ["the setup does not fit the GPU"], False)
 
 
 def _run_layout(args) -> int:
@@ -88,20 +98,20 @@ def _run_layout(args) -> int:
     d = estimate_layout(args.model, gpu_arg(args.gpu), num_gpus=args.num_gpus, num_nodes=args.num_nodes,
                         layout="colocate" if args.layout == "auto" else args.layout,
                         engine="ddp" if args.engine == "auto" else args.engine,
-                        vllm_tensor_parallel_size=args.vllm_tensor_parallel_size or 1,
+                        vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                         batch_size=args.batch_size, steps_per_generation=args.steps_per_generation,
                         num_generations=args.num_generations or 8, prompt_length=args.prompt_length,
                         completion_length=args.completion_length,
-                        vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization or 0.3,
+                        vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
                         sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
-    written = write_outputs(d, output_dir=args.output_dir, force=args.force)
+    written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())
     else:
         print(render_layout(d))
         for path in written:
             print(f"wrote {path}")
-    return 0
+    return report_rating(errors, bool(args.output_dir))
 
 
 def render(e) -> str:

@@ -91,12 +91,25 @@ def write_outputs(args, p) -> list:
     return write(p, **_outputs(args))
 
 
+def write_if_ok(p, **outputs) -> tuple:
+    """:func:`write_outputs` unless the plan is rated an error (planner.outputs.write_if_ok)."""
+    from ..outputs import write_if_ok as write
+
+    return write(p, **outputs)
+
+
+def report_rating(errors: list, requested_files: bool) -> int:
+    from ..outputs import report_rating as report
+
+    return report(errors, requested_files)
+
+
 def run(args) -> int:
     if (rc := _unsloth.dispatch(args, "plan")) is not None:
         return rc
     check_outputs(args)
     p = plan_from_args(args)
-    written = write_outputs(args, p)
+    written, errors = write_if_ok(p, **_outputs(args))
     if args.json:
         d = p.to_dict()
         if written:
@@ -106,7 +119,7 @@ def run(args) -> int:
         print(render(p))
         for path in written:
             print(f"wrote {path}")
-    return 0
+    return report_rating(errors, any(v for k, v in _outputs(args).items() if k != "force"))
 
 
 def render(p: Plan) -> str:
