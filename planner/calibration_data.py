@@ -23,6 +23,9 @@ import os
 import statistics
 from pathlib import Path
 
+from .estimation import estimate
+from .units import GIB
+
 MIB = 1024**2
 REPO = Path(__file__).resolve().parents[1]
 CALIBRATION_ROWS = REPO / "data" / "calibration" / "h100-trl1.16-train.jsonl"
@@ -215,3 +218,46 @@ def evaluate_runs(runs=None) -> dict:
     held = [e for (r, *_), e in zip(out, errs) if r.get("heldout")]
     return {"runs": out, "max_abs_error": max(map(abs, errs)), "worst_under": min(errs), "heldout_errors": held,
             "single_step_worst_under": min(single)}
+
+
+# -- the two official TRL colocate notebooks (issue 15) -------------------------------------------
+# Both ran on an A100-SXM4-40GB with vLLM 0.10.2 and TRL from git main in November 2025 (0.26.0.dev0,
+# modelled as 0.26.0) with that month's transformers (4.57.1); reported figures are
+# torch.cuda.memory_reserved after init and torch.cuda.max_memory_reserved (GiB). Only what the
+# notebooks state is given: the dtype and the optimizer are left to the releases ("trl-default").
+NOTEBOOK_STACK = {"gpu": "A100-40GB", "trl_version": "0.26.0", "transformers_version": "4.57.1",
+                  "vllm_version": "0.10.2"}
+TRL_NOTEBOOKS = {
+    "openenv_wordle_grpo (Qwen3-1.7B full FT, dtype not given)": dict(
+        model="Qwen/Qwen3-1.7B", finetune="full", weights="trl-default",
+        reported_init_gib=10.516, reported_peak_gib=36.68),
+    "openenv_wordle_grpo_qlora (Qwen2.5-0.5B NF4, LoRA r=32)": dict(
+        model="Qwen/Qwen2.5-0.5B-Instruct", finetune="lora", weights="nf4", lora_rank=32,
+        reported_init_gib=4.57, reported_peak_gib=6.387),
+}
+NOTEBOOK_SETTINGS = dict(batch_size=1, gradient_accumulation_steps=64, steps_per_generation=64, num_generations=2,
+                         prompt_length=1400, completion_length=8, vllm_gpu_memory_utilization=0.1)
+
+
+def predict_notebook(name: str) -> dict:
+    """One notebook predicted by ``planner.estimate`` from its stated settings: the estimate, the
+    predicted reserved memory after init and at the peak (device-level less the predicted
+    non-PyTorch memory: the notebooks reported the allocator's figures), and the error at the peak."""
+    nb = TRL_NOTEBOOKS[name]
+    s = NOTEBOOK_SETTINGS
+    e = estimate(nb["model"], NOTEBOOK_STACK["gpu"], weights=nb["weights"], optim="trl-default",
+                 finetune=nb["finetune"], lora_rank=nb.get("lora_rank", 16), batch_size=s["batch_size"],
+                 prompt_length=s["prompt_length"], completion_length=s["completion_length"],
+                 gradient_accumulation_steps=s["gradient_accumulation_steps"],
+                 steps_per_generation=s["steps_per_generation"],
+                 vllm_gpu_memory_utilization=s["vllm_gpu_memory_utilization"],
+                 vllm_max_model_len=s["prompt_length"] + s["completion_length"],
+                 trl_version=NOTEBOOK_STACK["trl_version"], vllm_version=NOTEBOOK_STACK["vllm_version"],
+                 transformers_version=NOTEBOOK_STACK["transformers_version"])
+    assert e.phases is not None and e.vllm is not None
+    non_torch = e.trainer.components["non_torch"] + e.vllm.non_torch_bytes
+    peak_reserved = e.peak_bytes - non_torch
+    init_reserved = e.phases["load"].peak_bytes - non_torch
+    return dict(name=name, estimate=e, init_reserved=init_reserved, peak_reserved=peak_reserved,
+                reported_init=nb["reported_init_gib"], reported_peak=nb["reported_peak_gib"],
+                error=peak_reserved / (nb["reported_peak_gib"] * GIB) - 1)

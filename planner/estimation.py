@@ -33,8 +33,14 @@ from .request import (
     request_problems,
 )
 from .results import Estimate
-from .versions import colocate_vllm_version, trl_facts, trl_max_model_len
+from .versions import (
+    colocate_vllm_version, default_optimizer, default_weights_format, trl_default_model_dtype, trl_facts,
+    trl_max_model_len,
+)
 from .vllm import baseline_bytes, vllm_capacity
+
+
+TRL_DEFAULT = "trl-default"  # weights/optim: what the TRL/transformers release does when the user names none
 
 
 def default_logprob_head(trl_version: str | None = None) -> str:
@@ -63,10 +69,18 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     The inputs are checked once, with the request's rules and messages (planner.request): an
     InvalidSetupError names every problem, one line each, including setups that cannot run at all
     (prompt + completion beyond the context, ``vllm_max_model_len`` below the sequence or beyond the
-    context, int8 weights with colocated vLLM). ``sleep_mode`` is True or False."""
+    context, int8 weights with colocated vLLM). ``sleep_mode`` is True or False.
+
+    ``weights="trl-default"`` models a run that names no dtype (``GRPOTrainer(model="org/name")``
+    without ``model_init_kwargs``): what that TRL and transformers release loads (float32 in TRL
+    0.24-0.26 with transformers 4.x, and in TRL >= 0.27; the checkpoint's dtype otherwise).
+    ``optim="trl-default"`` is ``TrainingArguments.optim``'s default for the transformers release
+    (``adamw_torch_fused`` with torch >= 2.8). The estimate's ``assumptions`` say what was chosen."""
     colocated = vllm_gpu_memory_utilization is not None
-    req = _request(model, gpu, colocated, calibration=calibration, weights=weights, finetune=finetune,
-                   lora_rank=lora_rank, lora_target_modules=lora_target_modules, optim=optim,
+    weights_unset, optim_unset = weights == TRL_DEFAULT, optim == TRL_DEFAULT
+    req = _request(model, gpu, colocated, calibration=calibration, weights="bf16" if weights_unset else weights,
+                   finetune=finetune, lora_rank=lora_rank, lora_target_modules=lora_target_modules,
+                   optim="adamw_torch" if optim_unset else optim,
                    gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
                    expandable_segments=expandable_segments, transformers_version=transformers_version,
                    kv_cache_dtype=vllm_kv_cache_dtype, tensor_parallel_size=vllm_tensor_parallel_size,
@@ -91,6 +105,15 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     card = resolve_gpu(gpu)
     if expandable_segments is None:
         expandable_segments = expandable_segments_from_env()
+    assumptions: dict = {}
+    if weights_unset:
+        dtype = trl_default_model_dtype(trl_version, transformers_version)
+        weights = default_weights_format(trl_version, transformers_version, spec.dtype)
+        assumptions["weights"] = {"value": weights, "source": f"no dtype given: TRL and transformers load {dtype}"
+                                  + (f" (the checkpoint's {spec.dtype})" if dtype == "auto" else "")}
+    if optim_unset:
+        optim = default_optimizer(transformers_version)
+        assumptions["optim"] = {"value": optim, "source": "TrainingArguments.optim's default for this transformers"}
     setup = TrainerSetup(weights=weights, finetune=finetune, lora_rank=lora_rank,
                          lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None,
                          optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
@@ -103,9 +126,10 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     arch = unmodelled_architecture(spec)
     if arch is not None:
         warnings.append(f"{arch}; run `plan profile --model {spec.model_id} --trace` to trace its activation memory")
+    extra = {"assumptions": assumptions} if assumptions else {}
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), extra=extra)
     capacity = colocated_vllm(spec, card, trainer.load_bytes, vllm_gpu_memory_utilization,
                               weights=weights, max_model_len=vllm_max_model_len,
                               max_num_seqs=vllm_max_num_seqs or batch_size * steps_per_generation
@@ -118,7 +142,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     phases = colocated_phases(blocks, sleep_mode, tuple(sleep_warnings(trl_version) if sleep_mode else ()))
     warnings += list(phases.warnings)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
-                    phases=phases, warnings=tuple(warnings))
+                    phases=phases, warnings=tuple(warnings), extra=extra)
 
 
 def _positive(v) -> bool:

@@ -2,10 +2,11 @@
 
 import pytest
 
-from benchmarks import trl_notebooks as nb
+from planner.calibration_data import TRL_NOTEBOOKS, predict_notebook
 from planner.units import GIB
 
-NAMES = list(nb.NOTEBOOKS)
+NAMES = list(TRL_NOTEBOOKS)
+LOWER, UPPER = -0.02, 0.10  # issue 15's bounds on the peak reserved
 
 
 @pytest.mark.parametrize("name", [NAMES[0], pytest.param(NAMES[1], marks=pytest.mark.xfail(
@@ -14,13 +15,15 @@ NAMES = list(nb.NOTEBOOKS)
     "0.24 GiB in the notebook's log)"))])
 def test_reserved_after_init_within_3_percent(name):
     # trainer weights (fp32 for the model given by id: TRL 0.26 + transformers 4.x) plus vLLM at u=0.1
-    r = nb.predict(name)
+    r = predict_notebook(name)
     assert abs(r["init_reserved"] / (r["reported_init"] * GIB) - 1) <= 0.03
 
 
 def test_full_finetuning_notebook_loads_fp32_and_uses_the_fused_default():
-    r = nb.predict(NAMES[0])
-    assert (r["weights"], r["optim"], r["setup"].logprob_head) == ("fp32", "adamw_torch_fused", "plain")
+    r = predict_notebook(NAMES[0])
+    e = r["estimate"]
+    assert (e.setup.weights, e.setup.optim, e.setup.logprob_head) == ("fp32", "adamw_torch_fused", "plain")
+    assert e.extra["assumptions"]["weights"]["value"] == "fp32"
     # a bf16 load (what the planner assumed before) would be ~3.2 GiB lower after init
     assert r["init_reserved"] > 9.5 * GIB
 
@@ -30,5 +33,5 @@ def test_full_finetuning_notebook_loads_fp32_and_uses_the_fused_default():
                    "step would give about +4%), QLoRA notebook -18.3% (5.22 vs 6.39 GiB): ~1.2 GiB unexplained")
 @pytest.mark.parametrize("name", NAMES)
 def test_peak_reserved_within_issue_bounds(name):
-    r = nb.predict(name)
-    assert nb.LOWER <= r["error"] <= nb.UPPER
+    r = predict_notebook(name)
+    assert LOWER <= r["error"] <= UPPER

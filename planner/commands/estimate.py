@@ -13,7 +13,7 @@ one line each, the request's own rules, planner.request.estimate_problems).
 from __future__ import annotations
 
 from ..api import estimate_layout
-from ..estimation import estimate
+from ..estimation import TRL_DEFAULT, estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..outputs import check_outputs, report_rating, write_if_ok
 from . import _unsloth
@@ -25,6 +25,12 @@ from ._topology import render as render_layout
 def add_arguments(p) -> None:
     add_model_gpu_args(p)
     add_trainer_args(p)
+    # an estimate may describe the user's own run, which may name no dtype or optimizer
+    for flag, what in (("--weights", "what TRL and transformers load when no dtype is given"),
+                       ("--optim", "TrainingArguments' default optimizer")):
+        action = p._option_string_actions[flag]
+        action.choices = (*action.choices, TRL_DEFAULT)
+        action.help = f"{action.help or ''} ({TRL_DEFAULT}: {what})".strip()
     g = p.add_argument_group("shape")
     g.add_argument("--batch-size", type=int, default=1, help="per_device_train_batch_size (sequences)")
     g.add_argument("--prompt-length", type=int, default=256, help="prompt tokens per sequence")
@@ -148,5 +154,6 @@ def render(e) -> str:
     verdict = "fits" if e.fits else "DOES NOT FIT"
     out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict} "
                f"(headroom {gib_str(e.headroom_bytes).strip()})")
+    out += [f"assumed: {k} {a['value']} ({a['source']})" for k, a in e.extra.get("assumptions", {}).items()]
     out += [f"warning: {w}" for w in e.warnings]
     return "\n".join(out)
