@@ -34,11 +34,14 @@ from .request import (
 )
 from .results import Estimate
 from .versions import (
-    colocate_vllm_version, default_optimizer, default_weights_format, trl_default_model_dtype, trl_facts,
+    colocate_vllm_version,
+    default_optimizer,
+    default_weights_format,
+    trl_default_model_dtype,
+    trl_facts,
     trl_max_model_len,
 )
 from .vllm import baseline_bytes, vllm_capacity
-
 
 TRL_DEFAULT = "trl-default"  # weights/optim: what the TRL/transformers release does when the user names none
 
