@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
 from .estimation import estimate
 from .units import GIB
@@ -227,7 +228,7 @@ def evaluate_runs(runs=None) -> dict:
 # notebooks state is given: the dtype and the optimizer are left to the releases ("trl-default").
 NOTEBOOK_STACK = {"gpu": "A100-40GB", "trl_version": "0.26.0", "transformers_version": "4.57.1",
                   "vllm_version": "0.10.2"}
-TRL_NOTEBOOKS = {
+TRL_NOTEBOOKS: dict[str, dict[str, Any]] = {
     "openenv_wordle_grpo (Qwen3-1.7B full FT, dtype not given)": dict(
         model="Qwen/Qwen3-1.7B", finetune="full", weights="trl-default",
         reported_init_gib=10.516, reported_peak_gib=36.68),
@@ -235,8 +236,9 @@ TRL_NOTEBOOKS = {
         model="Qwen/Qwen2.5-0.5B-Instruct", finetune="lora", weights="nf4", lora_rank=32,
         reported_init_gib=4.57, reported_peak_gib=6.387),
 }
-NOTEBOOK_SETTINGS = dict(batch_size=1, gradient_accumulation_steps=64, steps_per_generation=64, num_generations=2,
-                         prompt_length=1400, completion_length=8, vllm_gpu_memory_utilization=0.1)
+NOTEBOOK_SETTINGS: dict[str, Any] = dict(
+    batch_size=1, gradient_accumulation_steps=64, steps_per_generation=64, num_generations=2, prompt_length=1400,
+    completion_length=8, vllm_gpu_memory_utilization=0.1)
 
 
 def predict_notebook(name: str) -> dict:
