@@ -263,6 +263,10 @@ class Plan:
     deepspeed: dict[str, Any] | None = None  # deepspeed.json content when a ZeRO stage is chosen
     server: dict[str, Any] | None = None  # `trl vllm-serve` settings in server mode
     extra: dict[str, Any] = field(default_factory=dict)
+    pinned: tuple[str, ...] = ()  # the TRL keys the user fixed (request.Pins)
+    binding: dict[str, Any] = field(default_factory=dict)  # what stopped a larger plan (solver._binding)
+    assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {value, source}
+    next_steps: dict[str, Any] = field(default_factory=dict)  # the command and Python to run next
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -348,6 +352,10 @@ class Plan:
             "memory_model": self.memory_model,
             "warnings": list(self.warnings),
             "checks": [c.to_dict() for c in self.checks],
+            "pinned": list(self.pinned),
+            "assumptions": {k: dict(v) for k, v in self.assumptions.items()},
+            "binding": dict(self.binding),
+            "next_steps": dict(self.next_steps),
         }
         if self.multi_gpu:
             d.update(gpus=[g.name for g in self.gpus], layout=self.layout,
