@@ -16,23 +16,48 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from .assumptions import assumptions
 from .checks import CheckReport, with_checks
 from .checks import preflight as preflight_plan
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
-from .errors import InvalidSetupError, VersionError
+from .errors import InvalidSetupError, PlannerError, VersionError
 from .estimation import default_logprob_head
+from .gpu_spec import GpuSpec
+from .hints import to_python
 from .memory.allocator import expandable_segments_from_env
+from .next_steps import next_steps
 from .request import PlanRequest, plan_request
 from .results import Plan
-from .solver import evaluate, solve
-from .versions import trl_facts
+from .solver import DEFAULT_OPTIM, evaluate, solve
+from .versions import _transformers_version, installed_version, trl_facts
+
+
+def for_this_machine(req: PlanRequest) -> bool:
+    """Whether the plan is for this machine's card (``gpu="auto"`` or a live reading)."""
+    gpus = req.gpu if isinstance(req.gpu, tuple) else (req.gpu,)
+    return any(g == "auto" or (isinstance(g, GpuSpec) and g.free_bytes is not None) for g in gpus)
+
+
+def choose_optim(req: PlanRequest) -> tuple[str, str, str]:
+    """(optim, source, note): the user's, else ``adamw_8bit``; planning for this machine without
+    bitsandbytes, ``adamw_torch`` (what the run can use here), saying what 8-bit would have bought."""
+    if req.pins.optim or req.trainer.optim:
+        return req.pins.optim or req.trainer.optim or DEFAULT_OPTIM, "option", ""
+    if for_this_machine(req) and installed_version("bitsandbytes") is None:
+        return "adamw_torch", "installed package", (
+            "bitsandbytes is not installed here, so adamw_torch (8 B of optimizer state per trainable parameter); "
+            "adamw_8bit (pip install bitsandbytes) would keep ~2 B, a quarter of it")
+    return DEFAULT_OPTIM, "default", ""
 
 
 def complete_request(req: PlanRequest) -> PlanRequest:
     """Fill what the user left to the environment: the TRL release's default completion length
-    and log-prob head, and the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``."""
+    and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, and the optimizer
+    (from the installed packages when planning for this machine)."""
     t, g, v = req.trainer, req.targets, req.vllm
     trainer = t
+    if t.optim is None and req.pins.optim is None:
+        trainer = replace(trainer, optim=choose_optim(req)[0])
     if t.logprob_head is None:
         trainer = replace(trainer, logprob_head=default_logprob_head(v.trl_version))
     if t.expandable_segments is None:
@@ -46,6 +71,27 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     return replace(req, trainer=trainer, targets=targets)
 
 
+def _speak_python(fn):
+    """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.hints), not flags."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PlannerError as e:
+            e.args = tuple(to_python(a) if isinstance(a, str) else a for a in e.args)
+            raise
+    return wrapper
+
+
+def python_checks(p: Plan) -> Plan:
+    """The plan with its checks' messages and fixes in Python's words."""
+    checks = tuple(replace(c, message=to_python(c.message), fix=to_python(c.fix)) for c in p.checks)
+    return replace(p, checks=checks, reasons=tuple(to_python(r) for r in p.reasons))
+
+
+@_speak_python
 def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: str = "auto",
          **options: Any) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
@@ -54,9 +100,15 @@ def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, l
     ``options``: any field of the request (planner.request: ``weights``, ``lora_rank``,
     ``num_generations``, ``max_completion_length``, ``prompt_length``, ``utilization_range``,
     ``margin``, ``sleep_mode``, ``engine``, ``server_gpus``, ...). When nothing fits, the
-    InfeasibleError names what breaks and carries the closest plan that fits (``.closest``)."""
+    InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
+
+    Pins: ``pin={"per_device_train_batch_size": 8, "max_completion_length": 2048, ...}`` (TRL's
+    names, planner.request.Pins) holds those settings and the solver chooses only the rest; the
+    TRL-named pins that are not also options may be keywords (``per_device_train_batch_size=8``).
+    ``max_completion_length=`` as a keyword is a target (cut if it does not fit); pinned it is exact.
+    Fix hints in errors and checks name keyword arguments."""
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
-    return plan_from_request(req)
+    return python_checks(plan_from_request(req))
 
 
 _plan = plan  # train() takes a parameter named plan
@@ -65,11 +117,30 @@ _plan = plan  # train() takes a parameter named plan
 def plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
     checks are the layout's own and every pre-flight check (``for_training``: see planner.checks)."""
-    result = solve(complete_request(req))
+    completed = complete_request(req)
+    result = solve(completed)
     checked = with_checks(result, for_training=for_training)
-    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks))
+    checked = replace(checked, checks=tuple(result.checks) + tuple(checked.checks))
+    return describe(req, completed, checked)
 
 
+def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
+    """The plan with its assumptions (values and sources, versions assumed vs installed) and the
+    next steps (planner.next_steps)."""
+    _, optim_source, optim_note = choose_optim(req)
+    notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {})}
+    for dist, facts in (("trl", trl_facts), ("transformers", None)):
+        try:
+            notes[f"{dist}_assumed"] = (facts(req.vllm.trl_version).release if facts is not None
+                                        else _transformers_version(req.trainer.transformers_version))
+        except VersionError:
+            pass
+    installed = {d: installed_version(d) for d in ("trl", "vllm", "transformers", "bitsandbytes")}
+    p = replace(p, assumptions=assumptions(req, completed, p, installed, notes))
+    return replace(p, next_steps=next_steps(p))
+
+
+@_speak_python
 def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
                     layout: str = "colocate", engine: str = "ddp", vllm_tensor_parallel_size: int = 1,
                     server_gpus: int = 1, server_tensor_parallel_size: int | None = None,
@@ -110,6 +181,7 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
                     num_generations=num_generations)
 
 
+@_speak_python
 def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     """Pre-flight checks of a :class:`Plan`, or of ``plan(**options)`` when given a dict."""
     if isinstance(plan_or_options, dict):
@@ -117,9 +189,12 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     if not isinstance(plan_or_options, Plan):
         raise InvalidSetupError(f"preflight takes a Plan (planner.plan(...)) or a dict of its options, "
                                 f"got {type(plan_or_options).__name__}")
-    return preflight_plan(plan_or_options, **kwargs)
+    report = preflight_plan(plan_or_options, **kwargs)
+    return replace(report, checks=tuple(replace(c, message=to_python(c.message), fix=to_python(c.fix))
+                                        for c in report.checks))
 
 
+@_speak_python
 def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | None = None, *, gpu: Any = "auto",
           checks: bool = True, dry_run: bool = False, processing_class: Any = None,
           plan_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Any:

@@ -43,7 +43,7 @@ class TrainerOptions:
     finetune: str = "lora"  # lora | full
     lora_rank: int = 16  # higher: more adapter, gradient and optimizer bytes
     lora_target_modules: tuple[str, ...] | None = None  # None: every linear projection
-    optim: str = "adamw_8bit"
+    optim: str | None = None  # None: adamw_8bit, or adamw_torch when planning for this machine without bitsandbytes
     gradient_checkpointing: bool = True  # TRL's default; reduces memory
     logprob_head: str | None = None  # None: what the TRL release planned for uses
     expandable_segments: bool | None = None  # None: read PYTORCH_CUDA_ALLOC_CONF
@@ -314,7 +314,7 @@ def request_problems(req: PlanRequest) -> list[str]:
     if mods is not None and (not isinstance(mods, tuple) or not mods
                              or not all(isinstance(m, str) and m.strip() for m in mods)):
         p.append(f"--lora-target-modules must be a list of module names (e.g. ['q_proj', 'v_proj']), got {mods!r}")
-    _choice(p, "optim", t.optim, OPTIMIZERS)
+    _choice(p, "optim", t.optim, OPTIMIZERS, optional=True)
     _bool(p, "gradient_checkpointing", t.gradient_checkpointing)
     _choice(p, "logprob_head", t.logprob_head, LOGPROB_HEADS, optional=True)
     _bool(p, "expandable_segments", t.expandable_segments, optional=True)

@@ -328,6 +328,22 @@ class Plan:
         """LoRA alpha for the hand-off: 2 x rank."""
         return 2 * self.setup.lora_rank if self.setup.finetune == "lora" else None
 
+    def pin_value(self, name: str) -> Any:
+        """The plan's value for a pinnable TRL key (planner.request.Pins)."""
+        c = self.config
+        if name in ("gradient_accumulation_steps", "steps_per_generation"):
+            return c["gradient_accumulation_steps"]
+        if name in ("generation_batch_size", "completions_per_step"):
+            return c["generation_batch_size"]
+        if name == "max_prompt_length":
+            return self.setup.prompt_length
+        if name == "lora_r":
+            return self.setup.lora_rank
+        if name == "lora_target_modules":
+            mods = self.setup.lora_target_modules
+            return list(mods) if mods is not None else "all-linear"
+        return c.get(name)
+
     # -- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         tr = self.training_rank

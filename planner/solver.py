@@ -67,6 +67,7 @@ from .vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
 
+DEFAULT_OPTIM = "adamw_8bit"  # the best optimizer when the machine that trains is not this one
 GENERATION_CHOICES = (8, 16, 4, 2)  # num_generations the solver may pick when the user does not
 
 
@@ -169,8 +170,9 @@ class Search:
         self.calibration = resolve_calibration(spec, card, req.calibration)
         self.base: dict[str, Any] = dict(
             weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, lora_target_modules=t.lora_target_modules,
-            optim=t.optim, gradient_checkpointing=t.gradient_checkpointing, logprob_head=t.logprob_head or "fused",
-            expandable_segments=bool(t.expandable_segments), transformers_version=t.transformers_version)
+            optim=t.optim or DEFAULT_OPTIM, gradient_checkpointing=t.gradient_checkpointing,
+            logprob_head=t.logprob_head or "fused", expandable_segments=bool(t.expandable_segments),
+            transformers_version=t.transformers_version)
         self.labels: list[str] = []
         self.warnings: list[str] = []
         self._tm: dict = {}
@@ -533,23 +535,6 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     return InfeasibleError(msg, closest=closest)
 
 
-def pin_value(plan: Plan, name: str) -> Any:
-    """The value a plan has for a pinnable TRL key."""
-    c = plan.config
-    if name in ("gradient_accumulation_steps", "steps_per_generation"):
-        return c["gradient_accumulation_steps"]
-    if name in ("generation_batch_size", "completions_per_step"):
-        return c["generation_batch_size"]
-    if name == "max_prompt_length":
-        return plan.setup.prompt_length
-    if name == "lora_r":
-        return plan.setup.lora_rank
-    if name == "lora_target_modules":
-        mods = plan.setup.lora_target_modules
-        return list(mods) if mods is not None else "all-linear"
-    return c.get(name)
-
-
 def _nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
     """For each pin, the value the solver chooses with that pin released (the others held): the
     nearest change that fits. A released ``max_completion_length`` becomes a target (cut only as far
@@ -565,7 +550,7 @@ def _nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
         except (InfeasibleError, InvalidSetupError):
             out.append(f"{name} {_show(value)}: nothing fits even with it released")
             continue
-        got = pin_value(p, name)
+        got = p.pin_value(name)
         out.append(f"{name} {_show(value)} -> {_show(got)} fits (with the other pins held)")
         if closest is None:
             closest = replace(p, extra={**p.extra, "relaxation": f"{name} released: {_show(got)}"})
@@ -629,7 +614,9 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     else:
         config.update({"vllm_server_host": host, "vllm_server_port": o.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
-                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": t_opts.optim})
+                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
+    config.update(passthrough)
     checks = []
     if topo.total_gpus > 1:
         checks = topology_checks(spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
@@ -663,7 +650,8 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                 roles=roles, margin=g.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
                 accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
-                server=server, extra={"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {},
+                server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
+                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {})},
                 pinned=req.pinned, binding=binding)
 
 
