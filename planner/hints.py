@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 
 # words that follow a flag used as the subject of a sentence, not its value
-_NOT_VALUES = frozenset("""must is are cannot can needs need leaves differ differs and or with to of for on in
-at as the a an only does do was were would will should may be has have larger smaller shorter exceeds""".split())
+_NOT_VALUES = frozenset("""must is are cannot can needs need leaves differ differs and or with to of for
+as the a an only does do was were would will should may be has have larger smaller shorter exceeds""".split())
 _FLAG = re.compile(r"(?<![\w-])--(no-)?([a-z][a-z0-9]*(?:[-_][a-z0-9]+)*)(?:[ =]([^\s;)]+))?")
 
 

@@ -461,7 +461,7 @@ def solve(req: PlanRequest) -> Plan:
     if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
         raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem allocator "
                                 "refuses it ('Expandable segments are not compatible with memory pool.'); unset "
-                                "expandable_segments or use --sleep-mode off/auto")
+                                "expandable_segments or use --sleep-mode off or auto")
     spec, card, cards = _resolve(req)
     s = Search(req, spec, card)
     topos, rejected = candidate_topologies(spec, req)

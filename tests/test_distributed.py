@@ -462,9 +462,9 @@ def test_nothing_fits_names_the_layouts():
 
 
 def test_bad_layout_arguments():
-    with pytest.raises(InvalidSetupError, match="--layout must be one of"):
+    with pytest.raises(InvalidSetupError, match="^layout must be one of"):
         plan_distributed("Qwen/Qwen2.5-0.5B-Instruct", "L4", 2, layout="pipeline")
-    with pytest.raises(InvalidSetupError, match="--server-gpus 2 leaves no training GPU"):
+    with pytest.raises(InvalidSetupError, match="server_gpus=2 leaves no training GPU"):
         plan_distributed("Qwen/Qwen2.5-0.5B-Instruct", "L4", 2, layout="server", server_gpus=2)
 
 

@@ -64,7 +64,8 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
 
 def add_vllm_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("colocated vLLM")
-    g.add_argument("--vllm-max-model-len", type=int, default=None,
+    g.add_argument("--vllm-max-model-len", *spellings("vllm_max_model_length"), dest="vllm_max_model_len", type=int,
+                   default=None,
                    help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
     g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
     g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")

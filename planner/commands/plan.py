@@ -178,9 +178,9 @@ def run(args) -> int:
         print_json(d)
     else:
         print(render(p))
+        print(render_next_steps(p))
         for path in written:
             print(f"wrote {path}")
-        print(render_next_steps(p))
     return 0
 
 
