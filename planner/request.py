@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidSetupError
 from .gpu_spec import GpuSpec
@@ -256,7 +256,7 @@ def plan_request(model: Any, gpu: Any = "auto", pin: dict[str, Any] | None = Non
 
 # -- validation --------------------------------------------------------------------------------
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
