@@ -1,8 +1,8 @@
 """`plan` (no subcommand): solve for the GRPO + colocated vLLM configuration that fits.
 
     plan --model Qwen/Qwen2.5-3B-Instruct --gpu L4 --max-completion-length 1024
-    plan --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --per_device_train_batch_size 8 \
-        --gradient_accumulation_steps 4 --num_generations 8 --max_completion_length 2048 --json
+    plan --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --per_device_train_batch_size 8 --num_generations 8
+    plan --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --max-completion-length 2048 --json
     plan --config grpo.yaml --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --output run.yaml
     plan --model meta-llama/Llama-3.1-8B-Instruct --gpu A100-40GB --output grpo.yaml --plot memory.png
 
@@ -231,7 +231,7 @@ def render_next_steps(p: Plan) -> str:
 
 def render(p: Plan) -> str:
     if p.multi_gpu:
-        return render_layout(p)
+        return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
     cfg = p.config
     role = p.training_rank
     pinned = set(p.pinned)
