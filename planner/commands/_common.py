@@ -20,8 +20,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" not in text and "default:" not in text and default not in (None, False, argparse.SUPPRESS)
-                and action.option_strings):
+        said = any(w in text for w in ("%(default)", "(default", "default:"))
+        if not said and default not in (None, False, argparse.SUPPRESS) and action.option_strings:
             text += " (default: %(default)s)"
         return text
 
@@ -91,6 +91,13 @@ def trainer_kwargs(args) -> dict:
               gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
               expandable_segments=args.expandable_segments)
     return {k: v for k, v in kw.items() if v is not None or k in ("logprob_head", "expandable_segments")}
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (stdout stays the result, JSON or table), for work that takes seconds."""
+    import sys
+
+    print(f"plan: {message}", file=sys.stderr, flush=True)
 
 
 def print_json(obj) -> None:
