@@ -822,7 +822,10 @@ def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict
              f"{'one wave' if opt.waves == 1 else f'{opt.waves} waves'}")
     b_max = _largest_fitting_batch(s, opt)
     where = "beside vLLM" if topo.vllm_mode == "colocate" else "with the weight sync"
-    if b_max > opt.batch_size:
+    batch_limit = binding["limits"]["per_device_train_batch_size"]
+    if batch_limit["constraint"] in ("cap", "pin"):
+        r.append(batch_limit["detail"])
+    elif b_max > opt.batch_size:
         r.append(f"micro-batch {opt.batch_size}: up to {b_max} fits {where}, but B x S must be a multiple of B "
                  f"(and B x S x {topo.world_size} of {G}); {opt.batch_size} reaches the most completions in one wave")
     else:
