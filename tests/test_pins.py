@@ -280,3 +280,19 @@ def test_to_python():
     assert to_python("(--utilization-range 0.1,0.9)") == "(utilization_range=(0.1, 0.9))"
     assert to_python("--model must be a model id") == "model must be a model id"
     assert to_python("run `plan check --gpu auto` here") == "run `plan check --gpu auto` here"
+
+
+def test_passed_through_keys_reach_grpo_config_where_trl_has_them(tmp_path):
+    pytest.importorskip("trl")
+    from planner.trl_config import read_grpo_config
+
+    path = tmp_path / "in.yaml"
+    path.write_text(yaml.safe_dump({"learning_rate": 3e-6, "beta": 0.02, "lora_alpha": 64,
+                                    "reward_funcs": ["accuracy_reward"], "per_device_train_batch_size": 4}))
+    cfg = read_grpo_config(path)
+    assert cfg.pins == {"per_device_train_batch_size": 4} and "lora_alpha" in cfg.passthrough
+    p = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", pin=cfg.pins, passthrough=cfg.passthrough, **cfg.options)
+    with pytest.warns(UserWarning):  # no CUDA here: use_vllm off, said once
+        g = p.grpo_config()
+    assert (g.learning_rate, g.beta, g.per_device_train_batch_size) == (3e-6, 0.02, 4)
+    assert not hasattr(g, "lora_alpha")  # a ModelConfig key: grpo.yaml's, not GRPOConfig's
