@@ -9,6 +9,8 @@ Public API (imports are lazy so `import planner` stays fast and torch-free):
     planner.preflight(plan_or_options)             -> CheckReport   pre-flight checks
     planner.train(model, reward_funcs, train_dataset, plan=None, **overrides)
     planner.plan_request(model, gpu, **options)    -> PlanRequest   the typed, validated request
+    planner.plan(model, gpu, pin={...})            -> Plan          TRL settings held as given (Pins)
+    planner.read_grpo_config("grpo.yaml")          -> TrlConfig     a TRL config: pins, options, pass-through
     planner.resolve_model(name) / planner.resolve_gpu(name)
     planner.plan(model, gpu, runtime="unsloth", ...) -> UnslothPlan  Unsloth's fast_inference=True
     planner.unsloth_estimate(model, gpu, ...)      -> UnslothEstimate one fixed Unsloth setup
@@ -31,6 +33,8 @@ _EXPORTS = {
     "Plan": "planner.results",
     "PlanRequest": "planner.request",
     "plan_request": "planner.request",
+    "Pins": "planner.request",
+    "read_grpo_config": "planner.trl_config",
     "preflight": "planner.api",
     "CheckReport": "planner.checks",
     "train": "planner.api",

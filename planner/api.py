@@ -16,24 +16,49 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal, overload
 
+from .assumptions import assumptions
 from .checks import CheckReport, architecture_warnings, with_checks
 from .checks import preflight as preflight_plan
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
-from .errors import InvalidSetupError, VersionError
+from .errors import InvalidSetupError, PlannerError, VersionError
 from .estimation import default_logprob_head
+from .gpu_spec import GpuSpec
+from .hints import to_python
 from .memory.allocator import expandable_segments_from_env
+from .next_steps import next_steps
 from .request import PlanRequest, fixed_setup_problems, plan_request
 from .results import Plan
-from .solver import evaluate, solve
+from .solver import DEFAULT_OPTIM, evaluate, solve
 from .unsloth_solver import UnslothPlan
-from .versions import trl_facts
+from .versions import _transformers_version, installed_version, trl_facts
+
+
+def for_this_machine(req: PlanRequest) -> bool:
+    """Whether the plan is for this machine's card (``gpu="auto"`` or a live reading)."""
+    gpus = req.gpu if isinstance(req.gpu, tuple) else (req.gpu,)
+    return any(g == "auto" or (isinstance(g, GpuSpec) and g.free_bytes is not None) for g in gpus)
+
+
+def choose_optim(req: PlanRequest) -> tuple[str, str, str]:
+    """(optim, source, note): the user's, else ``adamw_8bit``; planning for this machine without
+    bitsandbytes, ``adamw_torch`` (what the run can use here), saying what 8-bit would have bought."""
+    if req.pins.optim or req.trainer.optim:
+        return req.pins.optim or req.trainer.optim or DEFAULT_OPTIM, "option", ""
+    if for_this_machine(req) and installed_version("bitsandbytes") is None:
+        return "adamw_torch", "installed package", (
+            "bitsandbytes is not installed here, so adamw_torch (8 B of optimizer state per trainable parameter); "
+            "adamw_8bit (pip install bitsandbytes) would keep ~2 B, a quarter of it")
+    return DEFAULT_OPTIM, "default", ""
 
 
 def complete_request(req: PlanRequest) -> PlanRequest:
     """Fill what the user left to the environment: the TRL release's default completion length
-    and log-prob head, and the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``."""
+    and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, and the optimizer
+    (from the installed packages when planning for this machine)."""
     t, g, v = req.trainer, req.targets, req.vllm
     trainer = t
+    if t.optim is None and req.pins.optim is None:
+        trainer = replace(trainer, optim=choose_optim(req)[0])
     if t.logprob_head is None:
         trainer = replace(trainer, logprob_head=default_logprob_head(v.trl_version))
     if t.expandable_segments is None:
@@ -47,12 +72,33 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     return replace(req, trainer=trainer, targets=targets)
 
 
+def _speak_python(fn):
+    """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.hints), not flags."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PlannerError as e:
+            e.args = tuple(to_python(a) if isinstance(a, str) else a for a in e.args)
+            raise
+    return wrapper
+
+
+def python_checks(p: Plan) -> Plan:
+    """The plan with its checks' messages and fixes in Python's words."""
+    checks = tuple(replace(c, message=to_python(c.message), fix=to_python(c.fix)) for c in p.checks)
+    return replace(p, checks=checks, reasons=tuple(to_python(r) for r in p.reasons))
+
+
 @overload
 def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ...,
          runtime: Literal["trl"] = ..., **options: Any) -> Plan: ...
 @overload
 def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ..., *,
          runtime: Literal["unsloth"], **options: Any) -> UnslothPlan: ...
+@_speak_python
 def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: str = "auto",
          runtime: str = "trl", **options: Any) -> Plan | UnslothPlan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
@@ -63,12 +109,18 @@ def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, l
     ``margin``, ``sleep_mode``, ``engine``, ``server_gpus``, ...). When nothing fits, the
     InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
 
+    Pins: ``pin={"per_device_train_batch_size": 8, "max_completion_length": 2048, ...}`` (TRL's
+    names, planner.request.Pins) holds those settings and the solver chooses only the rest; the
+    TRL-named pins that are not also options may be keywords (``per_device_train_batch_size=8``).
+    ``max_completion_length=`` as a keyword is a target (cut if it does not fit); pinned it is exact.
+    Fix hints in errors and checks name keyword arguments.
+
     ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.unsloth_solver.unsloth_plan and its
     keyword arguments) -> :class:`UnslothPlan` with its runtime checks."""
     if runtime != "trl":
         return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **options)
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
-    return plan_from_request(req)
+    return python_checks(plan_from_request(req))
 
 
 _plan = plan  # train() takes a parameter named plan
@@ -89,13 +141,32 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
     checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
     planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
-    result = solve(complete_request(req))
+    completed = complete_request(req)
+    result = solve(completed)
     checked = with_checks(result, for_training=for_training, strict=strict)
     warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
-    return replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
-                   warnings=tuple(result.warnings) + warnings)
+    checked = replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
+                      warnings=tuple(result.warnings) + warnings)
+    return describe(req, completed, checked)
 
 
+def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
+    """The plan with its assumptions (values and sources, versions assumed vs installed) and the
+    next steps (planner.next_steps)."""
+    _, optim_source, optim_note = choose_optim(req)
+    notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {})}
+    for dist, facts in (("trl", trl_facts), ("transformers", None)):
+        try:
+            notes[f"{dist}_assumed"] = (facts(req.vllm.trl_version).release if facts is not None
+                                        else _transformers_version(req.trainer.transformers_version))
+        except VersionError:
+            pass
+    installed = {d: installed_version(d) for d in ("trl", "vllm", "transformers", "bitsandbytes")}
+    p = replace(p, assumptions=assumptions(req, completed, p, installed, notes))
+    return replace(p, next_steps=next_steps(p))
+
+
+@_speak_python
 def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
                     layout: str = "colocate", engine: str = "ddp", vllm_tensor_parallel_size: int = 1,
                     server_gpus: int = 1, server_tensor_parallel_size: int | None = None,
@@ -116,14 +187,14 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
     if problems:
         raise InvalidSetupError("\n".join(problems))
     u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
+    tp: dict[str, Any] = {"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, engine=engine,
                        num_generations=num_generations, max_completion_length=completion_length,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
                        sleep_mode="on" if sleep_mode else "off",
                        server_port=server_port,
-                       **({"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}),
-                       **options)
+                       **options, **tp)
     req = complete_request(req)
     if layout == "colocate":
         topo = Topology(num_gpus, num_nodes, engine, "colocate", vllm_tensor_parallel_size=vllm_tensor_parallel_size)
@@ -136,6 +207,7 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
                     num_generations=num_generations)
 
 
+@_speak_python
 def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     """Pre-flight checks of a :class:`Plan`, or of ``plan(**options)`` when given a dict."""
     if isinstance(plan_or_options, dict):
@@ -146,9 +218,12 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
     unknown = sorted(set(kwargs) - {"live_gpu", "for_training", "strict"})
     if unknown:
         raise InvalidSetupError(f"preflight takes live_gpu, for_training and strict, not {', '.join(unknown)}")
-    return preflight_plan(plan_or_options, **kwargs)
+    report = preflight_plan(plan_or_options, **kwargs)
+    return replace(report, checks=tuple(replace(c, message=to_python(c.message), fix=to_python(c.fix))
+                                        for c in report.checks))
 
 
+@_speak_python
 def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | UnslothPlan | None = None, *,
           gpu: Any = "auto", checks: bool = True, dry_run: bool = False, processing_class: Any = None,
           plan_kwargs: dict[str, Any] | None = None, runtime: str = "trl", **overrides: Any) -> Any:

@@ -122,7 +122,8 @@ def grpo_config_body(plan, *, model_config: bool = True, transformers_version: s
     body = checkpointing_renamed(_config_kwargs(plan, overrides, runtime=False), transformers_version)
     body.setdefault("model_init_kwargs", {"dtype": model_init_kwargs_from_plan(plan, quantization=False)["dtype"]})
     if model_config:
-        body.update({k: v for k, v in _model_config_keys(plan).items() if k not in overrides})
+        passed = set(plan.extra.get("passthrough", ()))  # a TRL config file's own keys win (lora_alpha, ...)
+        body.update({k: v for k, v in _model_config_keys(plan).items() if k not in overrides and k not in passed})
     return body
 
 

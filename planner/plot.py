@@ -5,7 +5,9 @@
     plan --model ... --gpu L4 --plot memory.png     # .png, .pdf or .svg; a bare name gets .png
 
 Bars: load, weight_sync, generation, training, stacked by component (``trainer.*`` in blues and
-greens, ``vllm.*`` in oranges and reds, from ``estimate.phases[phase].components``). Lines: the
+greens, ``vllm.*`` in oranges and reds, from ``estimate.phases[phase].components``), named for a
+reader (:data:`HUMAN_NAMES`), GiB on each segment tall enough, components under 1% of the card
+summed into "other", none of zero size; the title names the chosen configuration. Lines: the
 card's total, the card less the plan's margin (the budget every phase must stay under) and, for a
 live card (``--gpu auto``), what is free now. Numbers in GiB. matplotlib is imported here only,
 with the Agg canvas (no display, no global backend switch): ``pip install 'grpo-vram-planner[plot]'``.
@@ -24,6 +26,56 @@ _TRAINER_COLOURS = ("#08306b", "#2171b5", "#6baed6", "#9ecae1", "#006d2c", "#31a
                     "#c7e9c0", "#4a1486", "#807dba")
 _VLLM_COLOURS = ("#7f2704", "#d94801", "#fd8d3c", "#fdae6b", "#a50f15", "#ef3b2c", "#fc9272", "#fdd0a2")
 _OTHER_COLOURS = ("#525252", "#969696", "#d9d9d9")
+_DARK = frozenset(_TRAINER_COLOURS[:2] + _TRAINER_COLOURS[4:6] + _TRAINER_COLOURS[9:] + _VLLM_COLOURS[:2]
+                  + _VLLM_COLOURS[4:6] + _OTHER_COLOURS[:1])
+
+
+# component -> the name a reader of the plot knows (the legend); unknown ones get their own name
+HUMAN_NAMES = {
+    "non_torch": "CUDA context, NCCL (outside PyTorch)", "cublas_workspace": "cuBLAS workspace",
+    "weights": "weights", "adapters": "LoRA adapters", "optimizer_state": "optimizer state",
+    "gradients": "gradients", "activations": "activations", "logprob_head": "log-prob head",
+    "optimizer_step": "optimizer step (transient)", "autocast_cache": "autocast cache",
+    "rollout_buffers": "rollout buffers", "allocator_reserve": "allocator reserve",
+    "merge_transient": "LoRA merge for the weight sync", "kv_cache": "KV cache",
+    "activation_peak": "activations (profiling peak)", "cudagraph": "CUDA graphs", "asleep": "asleep (kept)",
+    "other": "other",
+}
+SMALL_FRACTION = 0.01  # components under 1% of the card in every phase are drawn together as "other"
+
+
+def human_name(component: str) -> str:
+    """``trainer.optimizer_state`` -> ``trainer: optimizer state``; ``vllm.kv_cache`` -> ``vLLM: KV cache``."""
+    side, _, name = component.partition(".")
+    if not name:
+        return HUMAN_NAMES.get(side, side.replace("_", " "))
+    who = {"trainer": "trainer", "vllm": "vLLM"}.get(side, side)
+    return f"{who}: {HUMAN_NAMES.get(name, name.replace('_', ' '))}"
+
+
+def _grouped(components: dict, small: set) -> dict:
+    """Components with the small ones of each side summed into ``<side>.other``."""
+    out: dict = {}
+    for k, v in components.items():
+        key = f"{k.split('.')[0]}.other" if k in small else k
+        out[key] = out.get(key, 0) + max(0, v)
+    return out
+
+
+def config_line(plan_or_estimate) -> str:
+    """The chosen configuration in a few words (a Plan's config, or an Estimate's setup)."""
+    c = getattr(plan_or_estimate, "config", None)
+    if c:
+        B, gbs = c["per_device_train_batch_size"], c["generation_batch_size"]
+        parts = [f"batch {B} x {c['gradient_accumulation_steps']} steps", f"{gbs} completions/step",
+                 f"G {c['num_generations']}", f"completion {c['max_completion_length']}"]
+        if "vllm_gpu_memory_utilization" in c:
+            parts.append(f"vLLM {c['vllm_gpu_memory_utilization']}")
+        parts.append(c.get("optim", ""))
+        return ", ".join(p for p in parts if p)
+    s = plan_or_estimate.setup
+    return (f"batch {s.batch_size}, {s.prompt_length} + {s.completion_length} tokens, {s.weights} {s.finetune}, "
+            f"{s.optim}")
 
 
 def _colours(names: list[str]) -> dict:
@@ -88,10 +140,16 @@ def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = Non
     phase_list, binding, sleep_mode, gpu, model = _phases_of(plan_or_estimate)
     present = {p.name: p for p in phase_list}
     order = [n for n in PHASE_ORDER if n in present] + [n for n in present if n not in PHASE_ORDER]
-    names: list[str] = []
+    largest: dict = {}
     for n in order:
         for k, v in present[n].components.items():
-            if k not in names and v > 0:
+            largest[k] = max(largest.get(k, 0), v)
+    small = {k for k, v in largest.items() if v < SMALL_FRACTION * gpu.total_bytes}
+    parts = {n: _grouped(present[n].components, small) for n in order}
+    names: list[str] = []
+    for n in order:
+        for k, v in parts[n].items():
+            if k not in names and v > 0:  # no zero-size entries
                 names.append(k)
     names.sort(key=lambda k: (not k.startswith("trainer."), not k.startswith("vllm.")))  # stable: trainer first
     colour = _colours(names)
@@ -103,8 +161,13 @@ def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = Non
     x = range(len(order))
     bottoms = [0.0] * len(order)
     for k in names:
-        heights = [max(0, present[n].components.get(k, 0)) / GIB for n in order]
-        ax.bar(x, heights, bottom=bottoms, color=colour[k], label=k, width=0.6, edgecolor="white", linewidth=0.5)
+        heights = [parts[n].get(k, 0) / GIB for n in order]
+        ax.bar(x, heights, bottom=bottoms, color=colour[k], label=human_name(k), width=0.6, edgecolor="white",
+               linewidth=0.5)
+        for i, h in enumerate(heights):
+            if h >= total * 0.04:  # GiB on each segment tall enough to hold it
+                ax.text(i, bottoms[i] + h / 2, f"{h:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if colour[k] in _DARK else "black")
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     for i, n in enumerate(order):
         ax.text(i, bottoms[i] + total * 0.01, f"{present[n].peak_bytes / GIB:.2f} GiB", ha="center", va="bottom",
@@ -123,9 +186,10 @@ def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = Non
     ax.set_xlim(-0.5, len(order) - 0.5)
     sleep = "on" if sleep_mode else "off"
     ax.set_title(_text(title) if title else f"{_text(model.model_id)} on {_text(gpu.name)}: memory per phase "
-                 f"(sleep mode {sleep})", fontsize=10)
+                 f"(sleep mode {sleep}, GiB)\n{_text(config_line(plan_or_estimate))}", fontsize=10)
     by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))
-    labels = [lb for lb in by_label if lb not in colour] + names[::-1]  # lines, then the stack top-down
+    stack = [human_name(k) for k in names]
+    labels = [lb for lb in by_label if lb not in stack] + stack[::-1]  # lines, then the stack top-down
     ax.legend([by_label[lb] for lb in labels], labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
               frameon=False)
     fig.tight_layout()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidSetupError
 from .gpu_spec import GpuSpec
@@ -45,7 +45,7 @@ class TrainerOptions:
     finetune: str = "lora"  # lora | full
     lora_rank: int = 16  # higher: more adapter, gradient and optimizer bytes
     lora_target_modules: tuple[str, ...] | None = None  # None: every linear projection
-    optim: str = "adamw_8bit"
+    optim: str | None = None  # None: adamw_8bit, or adamw_torch when planning for this machine without bitsandbytes
     gradient_checkpointing: bool = True  # TRL's default; reduces memory
     logprob_head: str | None = None  # None: what the TRL release planned for uses
     expandable_segments: bool | None = None  # None: read PYTORCH_CUDA_ALLOC_CONF
@@ -91,6 +91,53 @@ class TopologyOptions:
 
 
 @dataclass(frozen=True)
+class Pins:
+    """GRPO settings the user fixed, under TRL's own names (``None``: the solver chooses).
+
+    The solver then chooses only the rest: a pinned micro-batch is the only B tried, a pinned
+    utilisation the only one on the grid, a pinned ``max_completion_length`` is exact (never cut),
+    a pinned ``vllm_enable_sleep_mode`` the only sleep setting. The planner models
+    ``steps_per_generation = gradient_accumulation_steps``, so the completions per optimizer step
+    (``completions_per_step``, global) equal ``generation_batch_size``. ``max_prompt_length`` is the
+    planner's prompt length (TRL 1.x has no such field: it is not written back)."""
+
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    steps_per_generation: int | None = None
+    generation_batch_size: int | None = None  # global: B x S x world
+    completions_per_step: int | None = None  # the effective batch, global (= generation_batch_size here)
+    num_generations: int | None = None
+    max_prompt_length: int | None = None
+    max_completion_length: int | None = None
+    lora_r: int | None = None
+    lora_target_modules: tuple[str, ...] | None = None
+    optim: str | None = None
+    vllm_gpu_memory_utilization: float | None = None
+    vllm_enable_sleep_mode: bool | None = None
+    vllm_max_model_length: int | None = None
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The pinned (name, value) pairs, in field order."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+    @property
+    def accumulation(self) -> int | None:
+        """The pinned steps per generation (= gradient accumulation), from either name."""
+        return self.gradient_accumulation_steps or self.steps_per_generation
+
+    @property
+    def completions(self) -> int | None:
+        """The pinned completions per optimizer step (global), from either name."""
+        return self.generation_batch_size or self.completions_per_step
+
+
+PIN_NAMES = tuple(f.name for f in fields(Pins))
+# TRL / trl.ModelConfig spellings accepted for a pin
+PIN_ALIASES = {"lora_rank": "lora_r", "prompt_length": "max_prompt_length",
+               "vllm_max_model_len": "vllm_max_model_length", "effective_batch_size": "completions_per_step"}
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     """Everything ``planner.plan`` takes."""
 
@@ -102,6 +149,15 @@ class PlanRequest:
     topology: TopologyOptions = TopologyOptions()
     calibration: Any = "auto"  # "auto", None (analytic) or a Calibration
     relax: bool = True  # when nothing fits, search for the closest plan that does
+    pins: Pins = Pins()
+    # TRL keys the planner does not model (read from a --config file): written to the plan's config untouched
+    passthrough: tuple[tuple[str, Any], ...] = ()
+    sources: tuple[tuple[str, str], ...] = ()  # pin name -> where it came from ("pinned", "config file")
+
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        """The TRL keys the user fixed."""
+        return tuple(k for k, _ in self.pins.items())
 
     def with_options(self, **changes: Any) -> PlanRequest:
         """A copy with flat field changes (``weights="nf4"``), each routed to its section."""
@@ -133,23 +189,63 @@ FIELDS: dict[str, str] = {
     **{f.name: "vllm" for f in fields(VllmOptions)},
     **{f.name: "targets" for f in fields(Targets)},
     **{f.name: "topology" for f in fields(TopologyOptions)},
-    "calibration": "", "relax": "",
+    **{f.name: "pins" for f in fields(Pins) if f.name not in ("num_generations", "max_completion_length",
+                                                              "lora_target_modules", "optim")},
+    "calibration": "", "relax": "", "passthrough": "", "pins": "", "sources": "",
 }
 # the Python API also takes TRL's spelling of the vLLM options
 ALIASES = {"vllm_kv_cache_dtype": "kv_cache_dtype", "vllm_tensor_parallel_size": "tensor_parallel_size"}
 
 
-def _unknown(name: str) -> str:
-    close = difflib.get_close_matches(name, list(FIELDS) + list(ALIASES), n=1)
-    return f"unknown option '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+def _unknown(name: str, names: list[str] | None = None, what: str = "option") -> str:
+    close = difflib.get_close_matches(name, names if names is not None else list(FIELDS) + list(ALIASES), n=1)
+    return f"unknown {what} '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
 
 
-def plan_request(model: Any, gpu: Any = "auto", **options: Any) -> PlanRequest:
-    """A validated :class:`PlanRequest` from ``planner.plan``'s flat keyword arguments."""
+def make_pins(pin: dict[str, Any] | None, source: str = "pinned") -> tuple[Pins, dict[str, str], list[str]]:
+    """:class:`Pins` from a ``{TRL name: value}`` dict, where each came from, and the unknown names."""
+    if not pin:
+        return Pins(), {}, []
+    if not isinstance(pin, dict):
+        return Pins(), {}, [f"pin must be a dict of TRL settings (e.g. {{'per_device_train_batch_size': 8}}), "
+                            f"got {pin!r}"]
+    problems, kw = [], {}
+    for k, v in pin.items():
+        name = PIN_ALIASES.get(k, k)
+        if name not in PIN_NAMES:
+            problems.append(_unknown(str(k), list(PIN_NAMES), "pin"))
+            continue
+        if name == "lora_target_modules" and isinstance(v, list):
+            v = tuple(v)
+        if v is not None:
+            kw[name] = v
+    return Pins(**kw), {k: source for k in kw}, problems
+
+
+def plan_request(model: Any, gpu: Any = "auto", pin: dict[str, Any] | None = None, **options: Any) -> PlanRequest:
+    """A validated :class:`PlanRequest` from ``planner.plan``'s flat keyword arguments.
+
+    ``pin``: TRL settings to hold fixed (:class:`Pins`); the TRL-named ones that are not also
+    options (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
+    as keyword arguments too. ``num_generations``, ``optim``, ``lora_target_modules`` as keyword
+    arguments are options as before; ``max_completion_length`` as a keyword is a target the
+    solver may shorten, in ``pin`` it is exact."""
     problems = [_unknown(k) for k in options if k not in FIELDS and k not in ALIASES]
+    pins, sources, pin_problems = make_pins(pin)
+    problems += pin_problems
     if problems:
         raise InvalidSetupError("\n".join(problems))
     options = {ALIASES.get(k, k): v for k, v in options.items()}
+    flat_pins = {k: options.pop(k) for k in list(options) if FIELDS.get(k) == "pins"}
+    if flat_pins:
+        pins = replace(pins, **{k: v for k, v in flat_pins.items() if v is not None})
+        sources.update({k: "pinned" for k, v in flat_pins.items() if v is not None})
+    if "sources" in options:
+        sources.update(dict(options.pop("sources")))
+    if isinstance(options.get("passthrough"), dict):
+        options["passthrough"] = tuple(options["passthrough"].items())
+    options["pins"] = pins
+    options["sources"] = tuple(sources.items())
     if "lora_target_modules" in options:
         options["lora_target_modules"] = normalise_targets(options["lora_target_modules"])
     for key in ("utilization_range", "server_utilization_range"):
@@ -173,7 +269,7 @@ def normalise_targets(mods: Any) -> Any:
 
 # -- validation --------------------------------------------------------------------------------
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -233,7 +329,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
                              or not all(isinstance(m, str) and m.strip() for m in mods)):
         p.append(f"--lora-target-modules must be a list of module names (e.g. ['q_proj', 'v_proj']) or "
                  f"'{ALL_LINEAR}', got {mods!r}")
-    _choice(p, "optim", t.optim, OPTIMIZERS)
+    _choice(p, "optim", t.optim, OPTIMIZERS, optional=True)
     _bool(p, "gradient_checkpointing", t.gradient_checkpointing)
     _choice(p, "logprob_head", t.logprob_head, LOGPROB_HEADS, optional=True)
     _bool(p, "expandable_segments", t.expandable_segments, optional=True)
@@ -276,6 +372,11 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if tp is not None and _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
         p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
                  f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
+    _pin_problems(p, req.pins)
+    L, P = req.pins.vllm_max_model_length, req.pins.max_prompt_length
+    P = P if P is not None else g.prompt_length
+    if _is_int(L) and _is_int(P) and L <= P:
+        p.append(f"--vllm-max-model-length {L} leaves no room for a completion after the {P}-token prompt")
     if not isinstance(req.relax, bool):
         p.append(f"relax must be True or False, got {req.relax!r}")
     if not (req.calibration is None or (isinstance(req.calibration, str) and req.calibration == "auto")
@@ -287,6 +388,72 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if not gpus or not all(isinstance(x, GpuSpec) or (isinstance(x, str) and x.strip()) for x in gpus):
         p.append(f"--gpu must be a GPU name, 'auto' or a GpuSpec, got {req.gpu!r}")
     return p
+
+
+def _pin_problems(p: list[str], pins: Pins) -> None:
+    """Every problem of the pins on their own (the relations with the layout are the solver's)."""
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+                 "generation_batch_size", "completions_per_step", "max_completion_length", "vllm_max_model_length"):
+        _positive_int(p, name, getattr(pins, name), upper=1 << 20, optional=True)
+    _positive_int(p, "lora_r", pins.lora_r, upper=65536, optional=True)
+    if pins.max_prompt_length is not None and (not _is_int(pins.max_prompt_length) or pins.max_prompt_length < 0):
+        p.append(f"--max-prompt-length must be a non-negative integer, got {pins.max_prompt_length!r}")
+    G = pins.num_generations
+    if G is not None and (not _is_int(G) or G < 2):
+        p.append(f"--num-generations must be at least 2 (GRPO needs a group to compute advantages), got {G!r}")
+    mods = pins.lora_target_modules
+    if mods is not None and (not isinstance(mods, tuple) or not mods
+                             or not all(isinstance(m, str) and m.strip() for m in mods)):
+        p.append(f"--lora-target-modules must be a list of module names (e.g. ['q_proj', 'v_proj']), got {mods!r}")
+    _choice(p, "optim", pins.optim, OPTIMIZERS, optional=True)
+    u = pins.vllm_gpu_memory_utilization
+    if u is not None and (not _is_number(u) or not 0 < u <= 1):
+        p.append(f"--vllm-gpu-memory-utilization must be in (0, 1], got {u!r}")
+    _bool(p, "vllm_enable_sleep_mode", pins.vllm_enable_sleep_mode, optional=True)
+    ga, spg = pins.gradient_accumulation_steps, pins.steps_per_generation
+    if _is_int(ga) and _is_int(spg) and ga != spg:
+        p.append(f"--gradient-accumulation-steps {ga} and --steps-per-generation {spg} differ: the planner models "
+                 f"one generation per optimizer step (steps_per_generation = gradient_accumulation_steps); pin one")
+    gbs, cps = pins.generation_batch_size, pins.completions_per_step
+    if _is_int(gbs) and _is_int(cps) and gbs != cps:
+        p.append(f"--generation-batch-size {gbs} and --completions-per-step {cps} differ: with one generation per "
+                 f"optimizer step they are the same number; pin one")
+    n = gbs if _is_int(gbs) else cps if _is_int(cps) else None
+    if n is not None and _is_int(G) and G >= 2 and n % G:
+        p.append(f"{n} completions per step is not a multiple of num_generations {G} (TRL's rule: whole groups)")
+    B, S = pins.per_device_train_batch_size, pins.accumulation
+    if n is not None and _is_int(B) and _is_int(S) and B >= 1 and S >= 1 and n % (B * S):
+        p.append(f"{n} completions per step is not a multiple of per_device_train_batch_size x "
+                 f"gradient_accumulation_steps = {B} x {S} (one per training GPU)")
+    L, C, P = pins.vllm_max_model_length, pins.max_completion_length, pins.max_prompt_length
+    if _is_int(L) and _is_int(C) and L < (P if _is_int(P) else 0) + C:
+        p.append(f"--vllm-max-model-length {L} is shorter than prompt + completion "
+                 f"({P if _is_int(P) else 0} + {C})")
+
+
+def apply_pins(req: PlanRequest) -> PlanRequest:
+    """The request with its pins written into the sections the solver reads: the LoRA rank and
+    targets, the optimizer, the group size, the prompt and completion lengths, a one-point
+    utilisation range, the sleep setting. The pins stay on the request (the search reads the batch,
+    accumulation and completions pins, and ``max_completion_length``'s exactness, from them)."""
+    pins = req.pins
+    if not pins.items():
+        return req
+    t, g = req.trainer, req.targets
+    trainer = replace(t, lora_rank=pins.lora_r if pins.lora_r is not None else t.lora_rank,
+                      lora_target_modules=(pins.lora_target_modules if pins.lora_target_modules is not None
+                                           else t.lora_target_modules),
+                      optim=pins.optim or t.optim)
+    P = pins.max_prompt_length if pins.max_prompt_length is not None else g.prompt_length
+    C = pins.max_completion_length
+    if C is None and pins.vllm_max_model_length is not None:
+        C = pins.vllm_max_model_length - P  # the longest completion the engine's length allows
+    u = pins.vllm_gpu_memory_utilization
+    sleep = {True: "on", False: "off", None: g.sleep_mode}[pins.vllm_enable_sleep_mode]
+    targets = replace(g, num_generations=pins.num_generations or g.num_generations, prompt_length=P,
+                      max_completion_length=C if C is not None else g.max_completion_length,
+                      utilization_range=(u, u) if u is not None else g.utilization_range, sleep_mode=sleep)
+    return replace(req, trainer=trainer, targets=targets)
 
 
 def validate_request(req: PlanRequest) -> None:

@@ -263,6 +263,10 @@ class Plan:
     deepspeed: dict[str, Any] | None = None  # deepspeed.json content when a ZeRO stage is chosen
     server: dict[str, Any] | None = None  # `trl vllm-serve` settings in server mode
     extra: dict[str, Any] = field(default_factory=dict)
+    pinned: tuple[str, ...] = ()  # the TRL keys the user fixed (request.Pins)
+    binding: dict[str, Any] = field(default_factory=dict)  # what stopped a larger plan (solver._binding)
+    assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {value, source}
+    next_steps: dict[str, Any] = field(default_factory=dict)  # the command and Python to run next
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -324,6 +328,22 @@ class Plan:
         """LoRA alpha for the hand-off: 2 x rank."""
         return 2 * self.setup.lora_rank if self.setup.finetune == "lora" else None
 
+    def pin_value(self, name: str) -> Any:
+        """The plan's value for a pinnable TRL key (planner.request.Pins)."""
+        c = self.config
+        if name in ("gradient_accumulation_steps", "steps_per_generation"):
+            return c["gradient_accumulation_steps"]
+        if name in ("generation_batch_size", "completions_per_step"):
+            return c["generation_batch_size"]
+        if name == "max_prompt_length":
+            return self.setup.prompt_length
+        if name == "lora_r":
+            return self.setup.lora_rank
+        if name == "lora_target_modules":
+            mods = self.setup.lora_target_modules
+            return list(mods) if mods is not None else "all-linear"
+        return c.get(name)
+
     # -- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         tr = self.training_rank
@@ -348,6 +368,10 @@ class Plan:
             "memory_model": self.memory_model,
             "warnings": list(self.warnings),
             "checks": [c.to_dict() for c in self.checks],
+            "pinned": list(self.pinned),
+            "assumptions": {k: dict(v) for k, v in self.assumptions.items()},
+            "binding": dict(self.binding),
+            "next_steps": dict(self.next_steps),
         }
         if self.multi_gpu:
             d.update(gpus=[g.name for g in self.gpus], layout=self.layout,

@@ -59,7 +59,7 @@ from .memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from .memory.trainer import TrainerMemory, TrainerSetup
 from .model_spec import ModelSpec, resolve_model
 from .phases import block_totals, phase_peak_bytes, vllm_blocks
-from .request import PlanRequest, model_problems
+from .request import PlanRequest, apply_pins, model_problems
 from .results import OBJECTIVE, LayoutResult, Option, Plan, RoleMemory, waves_for
 from .units import GIB
 from .vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
@@ -67,6 +67,7 @@ from .vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
 
+DEFAULT_OPTIM = "adamw_8bit"  # the best optimizer when the machine that trains is not this one
 GENERATION_CHOICES = (8, 16, 4, 2)  # num_generations the solver may pick when the user does not
 
 
@@ -159,6 +160,7 @@ class Search:
         self.req, self.spec, self.card = req, spec, card
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
+        self.pins = req.pins
         self.budget = margin_budget_bytes(card, g.margin)
         # vLLM's sleep mode (CuMem allocator) refuses PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
         sleep_ok = not t.expandable_segments
@@ -168,8 +170,9 @@ class Search:
         self.calibration = resolve_calibration(spec, card, req.calibration)
         self.base: dict[str, Any] = dict(
             weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, lora_target_modules=t.lora_target_modules,
-            optim=t.optim, gradient_checkpointing=t.gradient_checkpointing, logprob_head=t.logprob_head or "fused",
-            expandable_segments=bool(t.expandable_segments), transformers_version=t.transformers_version)
+            optim=t.optim or DEFAULT_OPTIM, gradient_checkpointing=t.gradient_checkpointing,
+            logprob_head=t.logprob_head or "fused", expandable_segments=bool(t.expandable_segments),
+            transformers_version=t.transformers_version)
         self.labels: list[str] = []
         self.warnings: list[str] = []
         self._tm: dict = {}
@@ -179,6 +182,15 @@ class Search:
         self._server: dict = {}
 
     # trainer side
+    def model_len(self, C: int) -> int:
+        """vLLM's max_model_len: a pinned ``vllm_max_model_length``, else prompt + completion."""
+        return self.pins.vllm_max_model_length or self.P + C
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest micro-batch tried: the cap, or a pinned batch above it."""
+        return max(self.req.targets.max_batch, self.pins.per_device_train_batch_size or 0)
+
     def setup(self, B: int, C: int, ga: int = 2, world: int = 1) -> TrainerSetup:
         """The trainer setup for micro-batch B of P + C tokens. ``ga`` 2 stands for any accumulation
         (later micro-batches hold the earlier ones' gradients; more steps add nothing more)."""
@@ -209,7 +221,7 @@ class Search:
         key = (topo.engine, topo.world_size, topo.vllm_mode, C)
         if key not in self._rows:
             rows = []
-            for B in range(1, self.req.targets.max_batch + 1):
+            for B in range(1, self.batch_limit + 1):
                 tot = block_totals(self.rank(topo, B, C).blocks())
                 if max(tot["step"], tot["resident"] + tot["sync"]) > self.budget:
                     break
@@ -225,7 +237,7 @@ class Search:
         if key not in self._cap:
             v = self.req.vllm
             self._cap[key] = colocated_vllm(self.spec, self.card, trainer_load, u, weights=self.base["weights"],
-                                            max_model_len=self.P + C, max_num_seqs=max_num_seqs,
+                                            max_model_len=self.model_len(C), max_num_seqs=max_num_seqs,
                                             tensor_parallel_size=tp, kv_cache_dtype=v.kv_cache_dtype,
                                             vllm_version=v.vllm_version, trl_version=v.trl_version)
         return self._cap[key]
@@ -260,7 +272,7 @@ class Search:
         u = min(hi, math.floor(ceiling * 100) / 100)
         result: tuple = (None, f"the server's weights and buffers leave no room at utilisation >= {lo}")
         while u >= lo - 1e-9:
-            cap = vllm_capacity(spec, card, gpu_memory_utilization=round(u, 2), max_model_len=self.P + C,
+            cap = vllm_capacity(spec, card, gpu_memory_utilization=round(u, 2), max_model_len=self.model_len(C),
                                 tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype,
                                 vllm_version=v.vllm_version, usage_context="OPENAI_API_SERVER")
             peak = sum(server_gpu_components(cap, spec).values())
@@ -288,10 +300,47 @@ def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, s
     return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
 
 
+def _completions(s: Search, B: int, step: int, n_cap: int, N: int) -> int | None:
+    """Completions per device at micro-batch B: fixed by a pinned accumulation or completions per
+    step (a pin beats the cap), else the most up to the cap; None when the pins exclude B or TRL's
+    rules (whole micro-batches, whole groups) reject the pinned numbers."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is not None and B != pins.per_device_train_batch_size:
+        return None
+    if pins.accumulation is not None:
+        n = B * pins.accumulation
+    elif pins.completions is not None:
+        if pins.completions % N:
+            return None
+        n = pins.completions // N
+    else:
+        return max(step, n_cap // step * step)
+    return n if n % step == 0 else None
+
+
+def _pin_rule_why(s: Search, G: int, N: int) -> str:
+    """Why the pinned batch numbers break TRL's rules on this layout."""
+    pins = s.pins
+    B = pins.per_device_train_batch_size
+    parts = [f"{k} {v}" for k, v in (("per_device_train_batch_size", B),
+                                     ("gradient_accumulation_steps", pins.accumulation),
+                                     ("generation_batch_size", pins.completions)) if v is not None]
+    return (f"pinned {', '.join(parts)} on {N} training GPU(s): the completions per step must be whole micro-batches "
+            f"on every GPU and whole groups of num_generations {G}")
+
+
 def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
     """The best option of one layout at completion length C and group size G, or why none fits."""
     rows = s.rows(topo, C)
     budget = s.budget
+    B_pin = s.pins.per_device_train_batch_size
+    if rows and B_pin is not None and B_pin > len(rows):
+        r = s.rank(topo, B_pin, C)
+        need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
+        per = " per rank" if topo.world_size > 1 else ""
+        return _Found(None, f"per_device_train_batch_size {B_pin} (pinned): the training step needs "
+                            f"{need / GIB:.1f} GiB{per} before vLLM's share, over the {budget / GIB:.1f} GiB budget; "
+                            f"micro-batch {len(rows)} is the largest whose step fits")
     if not rows:
         r = s.rank(topo, 1, C)
         c = r.components
@@ -330,18 +379,21 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
         for B, tot in enumerate(rows, start=1):
             if phase_peak_bytes(tot, "none", False) > budget:
                 break
-            step = steps[B - 1]
-            n = max(step, n_cap // step * step)
+            got_n = _completions(s, B, steps[B - 1], n_cap, N)
+            if got_n is None:
+                continue
+            n = got_n
             waves = waves_for(topo, n, conc)
             k: tuple = (waves == 1, n if waves == 1 else -waves, B)
             consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
         if best is None:
-            return _Found(None, "no micro-batch fits beside the weight sync")
+            return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
         return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
     tp = topo.vllm_tensor_parallel_size
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
     total, usable = s.card.total_bytes, s.card.usable_bytes
     kv_why = start_why = ""
+    ruled_out = False  # a micro-batch fitted but the pinned batch numbers broke TRL's rules
     lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
     for u in s.utils:
         cap, vtot = s.probe(tp, u, C)
@@ -362,18 +414,25 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
             for B, tot in enumerate(rows, start=1):
                 if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > budget:
                     break  # larger B only grows
-                step = steps[B - 1]
-                n = max(step, n_cap // step * step)
+                got_n = _completions(s, B, steps[B - 1], n_cap, N)
+                if got_n is None:
+                    ruled_out = ruled_out or B_pin is None or B == B_pin
+                    continue
+                n = got_n
                 waves = waves_for(topo, n, conc)
                 k = (waves == 1, n if waves == 1 else -waves, B, not sleep, u)
                 consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
                          _exact_option(s, topo, C, B, n, u, sleep, conc))
     if best is None:
+        if ruled_out:
+            return _Found(None, _pin_rule_why(s, G, N))
         if lowest_started is not None:
             _, vtot = s.probe(tp, lowest_started, C)
-            need = min(phase_peak_bytes({**rows[0], **vtot}, "colocate", sl) for sl in s.sleeps)
+            B0 = B_pin or 1
+            need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
             per = "a training rank needs" if topo.world_size > 1 else "the process needs"
-            return _Found(None, f"{per} {need / GIB:.1f} GiB at batch 1 with vLLM at utilisation {lowest_started} "
+            at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
+            return _Found(None, f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {lowest_started} "
                                 f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {budget / GIB:.1f} GiB budget")
         # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
         return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
@@ -394,20 +453,24 @@ def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]
 
 def solve(req: PlanRequest) -> Plan:
     """The configuration that fits and makes the most of the GPUs (module docstring). The request
-    must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults)."""
+    must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults). Pinned
+    settings (``req.pins``) are held; the search chooses only the rest."""
+    req = apply_pins(req)
     if req.targets.max_completion_length is None:
         raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
     if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
         raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem allocator "
                                 "refuses it ('Expandable segments are not compatible with memory pool.'); unset "
-                                "expandable_segments or use --sleep-mode off/auto")
+                                "expandable_segments or use --sleep-mode off or auto")
     spec, card, cards = _resolve(req)
     s = Search(req, spec, card)
     topos, rejected = candidate_topologies(spec, req)
     results: list[LayoutResult] = []
     found: dict[Topology, _Found] = {}
     G = s.G_options[0]
-    for C in completion_ladder(req.targets.max_completion_length):
+    ladder = ([req.targets.max_completion_length] if req.pins.max_completion_length is not None
+              else completion_ladder(req.targets.max_completion_length))
+    for C in ladder:
         for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
             found = {t: _search_layout(s, t, C, G) for t in topos}
             if any(f.option is not None for f in found.values()):
@@ -436,7 +499,10 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
         msg = f"no configuration fits: {results[0].why}" if results else "no configuration fits"
     closest = None
     tried = []
-    if req.relax:
+    if req.relax and req.pins.items():
+        nearest, closest = _nearest_pins(req)
+        msg += "; " + "; ".join(nearest)
+    if req.relax and closest is None:
         t, g = req.trainer, req.targets
         relaxations: list[tuple[str, dict[str, Any]]] = []
         if t.weights in ("bf16", "fp16", "fp32") and t.finetune == "lora":
@@ -455,7 +521,9 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
                 continue
             closest = replace(closest, extra={**closest.extra, "relaxation": label})
             break
-    if closest is not None:
+    if closest is not None and "released" in closest.extra.get("relaxation", ""):
+        pass  # the pin's nearest value is in the message already
+    elif closest is not None:
         c = closest.config
         layout = (f" with {closest.topology.label}, {ENGINE_LABELS[closest.topology.engine]}"
                   if closest.multi_gpu else "")
@@ -465,6 +533,32 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     elif req.relax:
         msg += "; nothing close fits either (tried " + ", ".join(tried or ["shorter completions"]) + ")"
     return InfeasibleError(msg, closest=closest)
+
+
+def _nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
+    """For each pin, the value the solver chooses with that pin released (the others held): the
+    nearest change that fits. A released ``max_completion_length`` becomes a target (cut only as far
+    as needed). The first release that fits is the closest plan."""
+    out: list[str] = []
+    closest = None
+    for name, value in req.pins.items():
+        changes: dict[str, Any] = {"pins": replace(req.pins, **{name: None}), "relax": False}
+        if name == "max_completion_length":
+            changes["max_completion_length"] = value
+        try:
+            p = solve(req.with_options(**changes))
+        except (InfeasibleError, InvalidSetupError):
+            out.append(f"{name} {_show(value)}: nothing fits even with it released")
+            continue
+        got = p.pin_value(name)
+        out.append(f"{name} {_show(value)} -> {_show(got)} fits (with the other pins held)")
+        if closest is None:
+            closest = replace(p, extra={**p.extra, "relaxation": f"{name} released: {_show(got)}"})
+    return out, closest
+
+
+def _show(v: Any) -> str:
+    return ",".join(v) if isinstance(v, (list, tuple)) else str(v)
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -490,14 +584,14 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
         roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
                                             s.budget, rank)
         v = req.vllm
-        scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=P + C,
+        scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=s.model_len(C),
                              tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
                              usage_context="OPENAI_API_SERVER")
         roles["server_gpu"] = RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
                                          {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
                                          s.budget, None, scap)
         server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
-                  "gpu_memory_utilization": opt.utilization, "max_model_len": P + C,
+                  "gpu_memory_utilization": opt.utilization, "max_model_len": s.model_len(C),
                   "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": o.server_port,
                   "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
                   "max_num_batched_tokens": scap.max_num_batched_tokens}
@@ -515,12 +609,14 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
         "vllm_mode": topo.vllm_mode,
     }
     if topo.vllm_mode == "colocate":
-        config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": P + C,
+        config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": s.model_len(C),
                        "vllm_enable_sleep_mode": opt.sleep, "vllm_tensor_parallel_size": topo.vllm_tensor_parallel_size})
     else:
         config.update({"vllm_server_host": host, "vllm_server_port": o.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
-                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": t_opts.optim})
+                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
+    config.update(passthrough)
     checks = []
     if topo.total_gpus > 1:
         checks = topology_checks(spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
@@ -537,13 +633,15 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                    prompt_length=P, utilization_range=list(g.utilization_range), margin=g.margin,
                    sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
                    num_nodes=o.num_nodes)
+    binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
     if evaluated:
         reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch {B} x "
                    f"{S} steps per generation x {N} ranks, completion length {C}"]
     elif topo.total_gpus == 1:
-        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep or {})
+        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep or {}, binding)
     else:
-        reasons = _reasons(s, opt, results, roles, G)
+        reasons = _reasons(s, opt, results, roles, G, binding)
+    reasons = [f"{k} {_show(v)}: pinned" for k, v in req.pins.items()] + reasons
     warnings = list(s.warnings)
     label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
                                                     if s.labels else "analytic")
@@ -552,11 +650,96 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                 roles=roles, margin=g.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
                 accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
-                server=server, extra={"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {})
+                server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
+                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {})},
+                pinned=req.pinned, binding=binding)
+
+
+def _limit(constraint: str, name: str, value: Any, detail: str) -> dict[str, Any]:
+    return {"constraint": constraint, "name": name, "value": value, "detail": detail}
+
+
+def _binding(s: Search, opt: Option, role: RoleMemory, G: int) -> dict[str, Any]:
+    """What stopped a larger plan, per objective term: the completion length, the completions per
+    step, the micro-batch, the utilisation. Each is a pin, a cap (a search bound with a flag) or a
+    memory phase; ``constraint``/``name``/``detail`` at the top are the first term in the
+    objective's order that a larger plan would have improved."""
+    pins, g = s.pins, s.req.targets
+    topo, B, C, n = opt.topology, opt.batch_size, opt.completion_length, opt.completions_per_device
+    colocated = topo.vllm_mode == "colocate"
+    lo, hi = g.utilization_range
+    phase = role.binding_phase
+    # utilisation (colocated vLLM's share; the server's is its own search)
+    if pins.vllm_gpu_memory_utilization is not None:
+        util = _limit("pin", "vllm_gpu_memory_utilization", opt.utilization, f"vllm_gpu_memory_utilization "
+                      f"{opt.utilization} is pinned")
+    elif colocated and opt.utilization >= hi - 1e-9:
+        util = _limit("cap", "utilization_range", hi, f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the top "
+                      f"of the range searched (--utilization-range {lo},{hi})")
+    else:
+        util = _limit("memory", phase, opt.utilization, f"vllm_gpu_memory_utilization {opt.utilization:.2f}: a "
+                      f"higher share does not fit the {phase} phase")
+    # micro-batch
+    if pins.per_device_train_batch_size is not None:
+        batch = _limit("pin", "per_device_train_batch_size", B, f"per_device_train_batch_size {B} is pinned")
+    elif B >= g.max_batch:
+        batch = _limit("cap", "max_batch", g.max_batch, f"micro-batch {B}: the largest tried (--max-batch "
+                       f"{g.max_batch})")
+    elif _largest_fitting_batch(s, opt) > B:
+        batch = _limit("rule", "num_generations", G, f"micro-batch {B}: larger ones fit but B x S x ranks must "
+                       f"make whole groups of {G} within the completions per step")
+    else:
+        batch = _limit("memory", "training" if colocated else phase, B, f"micro-batch {B}: the largest whose "
+                       f"training step fits" + (" beside vLLM" if colocated else ""))
+    # completions per step
+    N = topo.world_size
+    if pins.accumulation is not None:
+        comp = _limit("pin", "gradient_accumulation_steps", opt.completions, f"{opt.completions} completions per "
+                      f"step: gradient_accumulation_steps {pins.accumulation} is pinned")
+    elif pins.completions is not None:
+        comp = _limit("pin", "generation_batch_size", opt.completions, f"{opt.completions} completions per step "
+                      f"are pinned")
+    else:
+        step = generation_step(B, G, N)
+        cap_n = g.max_completions_per_step
+        if n + step > cap_n:
+            comp = _limit("cap", "max_completions_per_step", cap_n, f"{opt.completions} completions per step: "
+                          f"the most allowed (--max-completions-per-step {cap_n} per GPU)")
+        else:
+            comp = dict(util) if util["constraint"] != "memory" else _limit(
+                "memory", phase, opt.completions, f"{opt.completions} completions per step: as many as vLLM's KV "
+                f"cache generates in one wave at utilisation {opt.utilization:.2f}, and a higher share does not fit "
+                f"the {phase} phase")
+            if util["constraint"] != "memory":
+                comp["detail"] = (f"{opt.completions} completions per step: as many as vLLM's KV cache generates "
+                                  f"in one wave at {util['detail']}")
+    tgt = g.max_completion_length
+    if pins.max_completion_length is not None:
+        length = _limit("pin", "max_completion_length", C, f"max_completion_length {C} is pinned")
+    elif C < (tgt or C):
+        length = _limit("memory", phase, C, f"completion length cut to {C} (requested {tgt}): longer does not fit")
+    else:
+        length = _limit("target", "max_completion_length", C, f"completion length {C} reached as requested")
+    limits = {"max_completion_length": length, "completions_per_step": comp, "per_device_train_batch_size": batch,
+              "vllm_gpu_memory_utilization": util}
+    top = length if length["constraint"] == "memory" else comp
+    return {**{k: top[k] for k in ("constraint", "name", "value", "detail")}, "limits": limits}
+
+
+def _util_reason(s: Search, opt: Option, role: RoleMemory, binding: dict[str, Any], whose: str = "") -> str:
+    """Why this utilisation: the top of the range (a cap), a pin, or the phase that a higher one breaks."""
+    card, margin = s.card, s.req.targets.margin
+    util = binding["limits"]["vllm_gpu_memory_utilization"]
+    under = f"under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB"
+    if util["constraint"] == "memory":
+        return (f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest in the range that keeps every "
+                f"phase{whose} {under} (binding phase: {role.binding_phase})")
+    return (f"{util['detail']}; every phase{whose} fits {under} with {role.headroom_bytes / GIB:.1f} GiB to spare "
+            f"(largest: {role.binding_phase})")
 
 
 def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: VllmCapacity | None,
-                     by_sleep: dict[bool, Option]) -> list[str]:
+                     by_sleep: dict[bool, Option], binding: dict[str, Any]) -> list[str]:
     card, margin = s.card, s.req.targets.margin
     tgt = s.req.targets.max_completion_length
     C, B, n = opt.completion_length, opt.batch_size, opt.completions_per_device
@@ -572,9 +755,8 @@ def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: Vllm
     r.append(f"{n} completions per step ({n // G} prompts x {G} generations) = batch {B} x {S} steps per "
              f"generation; vLLM holds {conc} full-length sequences at once, so "
              f"{'one wave' if waves == 1 else f'{waves} waves'}")
-    r.append(f"micro-batch {B}: the largest whose training step fits beside vLLM")
-    r.append(f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest in the range that keeps every "
-             f"phase under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB (binding phase: {role.binding_phase})")
+    r.append(binding["limits"]["per_device_train_batch_size"]["detail"])
+    r.append(_util_reason(s, opt, role, binding))
     alternative = by_sleep.get(not opt.sleep)
     if opt.sleep:
         if alternative is None:
@@ -588,7 +770,8 @@ def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: Vllm
     return r
 
 
-def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict[str, RoleMemory], G: int) -> list[str]:
+def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict[str, RoleMemory], G: int,
+             binding: dict[str, Any]) -> list[str]:
     topo, card, margin = opt.topology, s.card, s.req.targets.margin
     tgt = s.req.targets.max_completion_length
     S = opt.steps_per_generation
@@ -639,16 +822,17 @@ def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict
              f"{'one wave' if opt.waves == 1 else f'{opt.waves} waves'}")
     b_max = _largest_fitting_batch(s, opt)
     where = "beside vLLM" if topo.vllm_mode == "colocate" else "with the weight sync"
-    if b_max > opt.batch_size:
+    batch_limit = binding["limits"]["per_device_train_batch_size"]
+    if batch_limit["constraint"] in ("cap", "pin"):
+        r.append(batch_limit["detail"])
+    elif b_max > opt.batch_size:
         r.append(f"micro-batch {opt.batch_size}: up to {b_max} fits {where}, but B x S must be a multiple of B "
                  f"(and B x S x {topo.world_size} of {G}); {opt.batch_size} reaches the most completions in one wave")
     else:
         r.append(f"micro-batch {opt.batch_size}: the largest whose training step fits {where}")
     tr = roles["training_rank"]
     if topo.vllm_mode == "colocate":
-        r.append(f"vllm_gpu_memory_utilization {opt.utilization:.2f}: the highest that keeps every phase of a training "
-                 f"rank under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB (binding phase: "
-                 f"{tr.binding_phase})")
+        r.append(_util_reason(s, opt, tr, binding, " of a training rank"))
         r.append("sleep mode on: without it the training step does not fit beside vLLM's budget"
                  if opt.sleep else "sleep mode off: everything fits awake (no wake-up latency)")
     else:
@@ -696,7 +880,7 @@ def evaluate(req: PlanRequest, *, topology: Topology, batch_size: int, steps_per
         opt = _exact_option(s, topology, C, B, B * S, utilization, sleep_mode, conc)
     else:
         v = req.vllm
-        scap = vllm_capacity(spec, card, gpu_memory_utilization=utilization, max_model_len=s.P + C,
+        scap = vllm_capacity(spec, card, gpu_memory_utilization=utilization, max_model_len=s.model_len(C),
                              tensor_parallel_size=topology.server_tensor_parallel_size,
                              kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
                              usage_context="OPENAI_API_SERVER")

@@ -48,3 +48,22 @@ def test_plot_needs_colocated_phases(tmp_path):
     e = estimate("Qwen/Qwen2.5-0.5B-Instruct", "L4")  # no vLLM: the trainer alone
     with pytest.raises(InvalidSetupError, match=r"^nothing to plot: the estimate has no colocated phases"):
         plot_phases(e, tmp_path / "x.png")
+
+
+def test_legend_names_are_human_and_the_title_names_the_config():
+    from planner.plot import _grouped, config_line, human_name
+
+    assert human_name("trainer.optimizer_state") == "trainer: optimizer state"
+    assert human_name("vllm.kv_cache") == "vLLM: KV cache"
+    assert human_name("trainer.something_new") == "trainer: something new"
+    p = plan("Qwen/Qwen2.5-7B-Instruct", "L40S", max_completion_length=1024)
+    c = p.config
+    line = config_line(p)
+    assert f"batch {c['per_device_train_batch_size']} x {c['gradient_accumulation_steps']} steps" in line
+    assert f"{c['generation_batch_size']} completions/step" in line and f"completion {c['max_completion_length']}" in line
+    # small components are summed per side, nothing is lost
+    comps = p.training_rank.phases[-1].components
+    small = {k for k, v in comps.items() if v < 2**30}
+    grouped = _grouped(comps, small)
+    assert sum(grouped.values()) == sum(max(0, v) for v in comps.values())
+    assert not small & set(grouped)

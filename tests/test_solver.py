@@ -75,7 +75,7 @@ def test_too_long_a_target_is_shortened_with_a_reason():
 
 def test_nothing_fits_names_the_term_and_the_closest_plan():
     with pytest.raises(InfeasibleError, match=r"vLLM cannot start beside the trainer's .* closest plan that fits: "
-                                              r"4-bit weights \(--weights nf4\)") as info:
+                                              r"4-bit weights \(weights='nf4'\)") as info:
         plan("meta-llama/Llama-3.1-8B-Instruct", "L4", max_completion_length=2048)
     assert info.value.closest is not None and info.value.closest.config["max_completion_length"] == 2048
 
@@ -87,11 +87,11 @@ def test_a_model_bigger_than_the_card():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(num_generations=1), r"^--num-generations must be at least 2"),
-    (dict(utilization_range=(0.8, 0.3)), r"^--utilization-range must satisfy 0 < LO <= HI <= 1, got 0.8,0.3"),
-    (dict(margin=0.7), r"^--margin must be in \[0, 0.5\), got 0.7"),
+    (dict(num_generations=1), r"^num_generations must be at least 2"),
+    (dict(utilization_range=(0.8, 0.3)), r"^utilization_range must satisfy 0 < LO <= HI <= 1, got 0.8,0.3"),
+    (dict(margin=0.7), r"^margin must be in \[0, 0.5\), got 0.7"),
     (dict(max_completion_length=40000), r"exceeds Qwen/Qwen2.5-0.5B-Instruct's context of 32768 tokens"),
-    (dict(weights="int8"), r"^--weights int8 cannot be colocated with vLLM"),
+    (dict(weights="int8"), r"^weights='int8' cannot be colocated with vLLM"),
 ])
 def test_bad_targets(kwargs, message):
     with pytest.raises(InvalidSetupError, match=message):

@@ -181,5 +181,5 @@ def test_expandable_segments_never_get_sleep_mode(monkeypatch):
     p = planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", max_completion_length=1024)
     assert p.config["vllm_enable_sleep_mode"] is False
     assert not [c for c in p.checks if c.severity == "error" and c.id == "alloc-conf-sleep-mode"]
-    with pytest.raises(planner.PlannerError, match="--sleep-mode on cannot run with expandable_segments:True"):
+    with pytest.raises(planner.PlannerError, match="sleep_mode='on' cannot run with expandable_segments:True"):
         planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", sleep_mode="on")

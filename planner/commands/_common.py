@@ -13,9 +13,32 @@ from ..memory.weights import WEIGHT_FORMATS
 from ..units import GIB
 
 
-def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = None) -> None:
-    p.add_argument("--model", required=True, help="Hugging Face id or alias of a shipped profile, a local "
-                                                   "directory or config.json, or a Hub id AutoConfig can serve")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their line breaks; an option's default is shown when it has one (a None
+    default means "chosen": its help says by whom)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        said = any(w in text for w in ("%(default)", "(default", "default:"))
+        if not said and default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def spellings(name: str) -> tuple[str, ...]:
+    """A flag in both spellings: ``--per-device-train-batch-size`` and TRL's ``--per_device_train_batch_size``."""
+    dashed, under = "--" + name.replace("_", "-"), "--" + name.replace("-", "_")
+    return (dashed, under) if dashed != under else (dashed,)
+
+
+def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = None, model_required: bool = True) -> None:
+    p.formatter_class = HelpFormatter
+    p.add_argument("--model", *(("--model_name_or_path",) if not model_required else ()), dest="model",
+                   required=model_required, default=None,
+                   help="Hugging Face id or alias of a shipped profile, a local directory or config.json, or a Hub "
+                        "id AutoConfig can serve" + ("" if model_required else
+                                                     " (default: model_name_or_path from --config)"))
     p.add_argument("--gpu", default=gpu_default, required=gpu_default is None,
                    help="GPU name from profiles/gpus.json (e.g. H100-80GB, A100-40GB, L4) or 'auto' (NVML)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -23,14 +46,16 @@ def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = Non
 
 def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trainer")
-    g.add_argument("--weights", choices=WEIGHT_FORMATS, default="bf16", help="trainer weight format")
-    g.add_argument("--finetune", choices=FINETUNE_MODES, default="lora")
-    g.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (higher: more memory)")
-    g.add_argument("--lora-target-modules", default=None,
+    g.add_argument("--weights", choices=WEIGHT_FORMATS, default=None, help="trainer weight format (default: bf16)")
+    g.add_argument("--finetune", choices=FINETUNE_MODES, default=None, help="lora or full (default: lora)")
+    g.add_argument("--lora-rank", *spellings("lora_r"), dest="lora_rank", type=int, default=None,
+                   help="LoRA rank, trl.ModelConfig's lora_r (default: 16; higher: more memory)")
+    g.add_argument(*spellings("lora_target_modules"), default=None,
                    help="comma-separated module names (default: all linear projections)")
-    g.add_argument("--optim", choices=OPTIMIZERS, default="adamw_8bit")
-    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
-                   help="recompute activations in backward (TRL default: on; reduces memory)")
+    g.add_argument("--optim", choices=OPTIMIZERS, default=None,
+                   help="optimizer (default: adamw_8bit; with --gpu auto and no bitsandbytes installed, adamw_torch)")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations in backward (default: on, TRL's default; reduces memory)")
     g.add_argument("--logprob-head", choices=LOGPROB_HEADS, default=None,
                    help="TRL's log-prob head (default: what the installed TRL does, else fused)")
     g.add_argument("--expandable-segments", action=argparse.BooleanOptionalAction, default=None,
@@ -39,7 +64,8 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
 
 def add_vllm_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("colocated vLLM")
-    g.add_argument("--vllm-max-model-len", type=int, default=None,
+    g.add_argument("--vllm-max-model-len", *spellings("vllm_max_model_length"), dest="vllm_max_model_len", type=int,
+                   default=None,
                    help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
     g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
     g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")
@@ -59,10 +85,19 @@ def target_modules(args) -> tuple | None:
 
 
 def trainer_kwargs(args) -> dict:
-    return dict(weights=args.weights, finetune=args.finetune, lora_rank=args.lora_rank,
-                lora_target_modules=target_modules(args), optim=args.optim,
-                gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
-                expandable_segments=args.expandable_segments)
+    """The trainer options the user gave (unset ones are left to the API's defaults)."""
+    kw = dict(weights=args.weights, finetune=args.finetune, lora_rank=args.lora_rank,
+              lora_target_modules=target_modules(args), optim=args.optim,
+              gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
+              expandable_segments=args.expandable_segments)
+    return {k: v for k, v in kw.items() if v is not None or k in ("logprob_head", "expandable_segments")}
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (stdout stays the result, JSON or table), for work that takes seconds."""
+    import sys
+
+    print(f"plan: {message}", file=sys.stderr, flush=True)
 
 
 def print_json(obj) -> None:

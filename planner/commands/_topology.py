@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..distributed.topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DEFAULT_PORT
 from ..results import Plan
 from ..units import format_gib
+from ._columns import columns
 
 
 def add_topology_arguments(parser) -> None:
@@ -42,21 +43,23 @@ def gpu_arg(gpu: str) -> str | list[str]:
 # -- text output ----------------------------------------------------------------------------
 
 def layouts_table(plan: Plan) -> list[str]:
-    """The layout comparison as markdown-style table lines."""
-    head = ["| layout | engine | fits | per-rank peak | server GPU peak | completions/step in one wave | "
-            "micro-batch | utilisation | |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    out = []
+    """The layout comparison as an aligned table (a header, a rule, one row per layout), then why
+    each layout that does not fit does not."""
+    headers = ("layout", "engine", "fits", "per-rank peak", "server GPU peak", "in one wave", "micro-batch",
+               "utilisation", "chosen")
+    rows, why_not = [], []
     for row in plan.layouts:
         t, o = row.topology, row.option
         eng = "-" if t.world_size == 1 else ENGINE_LABELS[t.engine]
         if o is None:
-            out.append(f"| {t.label} | {eng} | no: {row.why} | | | | | | |")
+            rows.append((t.label, eng, "no", "", "", "", "", "", ""))
+            why_not.append(f"{t.label}, {eng}: {row.why}")
         else:
             sp = format_gib(o.server_peak_bytes) if o.server_peak_bytes else ""
-            out.append(f"| {t.label} | {eng} | yes | {format_gib(o.peak_bytes)} | {sp} | {o.one_wave} | {o.batch_size} | "
-                       f"{o.utilization:.2f}{' +sleep' if o.sleep else ''} | {'**chosen**' if row.chosen else ''} |")
-    return head + out
+            rows.append((t.label, eng, "yes", format_gib(o.peak_bytes), sp, str(o.one_wave), str(o.batch_size),
+                         f"{o.utilization:.2f}{' +sleep' if o.sleep else ''}", "chosen" if row.chosen else ""))
+    out = columns(headers, rows, right=frozenset({3, 4, 5, 6})).split("\n")
+    return out + [f"not fitting: {w}" for w in why_not]
 
 
 def render(plan: Plan) -> str:

@@ -17,7 +17,16 @@ from ..estimation import TRL_DEFAULT, estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..outputs import check_outputs, report_rating, write_if_ok
 from . import _unsloth
-from ._common import add_model_gpu_args, add_trainer_args, add_vllm_args, gib_str, print_json, table, trainer_kwargs
+from ._common import (
+    add_model_gpu_args,
+    add_trainer_args,
+    add_vllm_args,
+    gib_str,
+    print_json,
+    spellings,
+    table,
+    trainer_kwargs,
+)
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 
@@ -32,21 +41,25 @@ def add_arguments(p) -> None:
         action.choices = (*action.choices, TRL_DEFAULT)
         action.help = f"{action.help or ''} ({TRL_DEFAULT}: {what})".strip()
     g = p.add_argument_group("shape")
-    g.add_argument("--batch-size", type=int, default=1, help="per_device_train_batch_size (sequences)")
-    g.add_argument("--prompt-length", type=int, default=256, help="prompt tokens per sequence")
-    g.add_argument("--completion-length", type=int, default=512, help="completion tokens per sequence")
-    g.add_argument("--steps-per-generation", type=int, default=1)
-    g.add_argument("--gradient-accumulation-steps", type=int, default=1,
+    g.add_argument("--batch-size", *spellings("per_device_train_batch_size"), dest="batch_size", type=int, default=1,
+                   help="per_device_train_batch_size (sequences)")
+    g.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="prompt_length", type=int, default=256,
+                   help="prompt tokens per sequence")
+    g.add_argument("--completion-length", *spellings("max_completion_length"), dest="completion_length", type=int,
+                   default=512, help="completion tokens per sequence")
+    g.add_argument(*spellings("steps_per_generation"), type=int, default=1)
+    g.add_argument(*spellings("gradient_accumulation_steps"), type=int, default=1,
                    help="> 1: later micro-batches hold the earlier ones' gradients")
     g.add_argument("--completion-lengths", choices=COMPLETION_LENGTHS, default="varied",
                    help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
     g.add_argument("--transformers-version", default=None,
                    help="transformers release to model (default: installed, else newest known)")
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
-    v.add_argument("--vllm-gpu-memory-utilization", type=float, default=None)
+    v.add_argument(*spellings("vllm_gpu_memory_utilization"), type=float, default=None,
+                   help="vLLM's share of the card (default: no vLLM)")
     v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
-    g.add_argument("--num-generations", type=int, default=None, help="group size (multi-GPU rules only)")
+    g.add_argument(*spellings("num_generations"), type=int, default=None, help="group size (multi-GPU rules only)")
     add_topology_arguments(p)
     p.add_argument("--force", action="store_true", help="--output-dir: replace files that exist (default: refuse)")
     _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
@@ -120,6 +133,19 @@ def _run_layout(args) -> int:
     return report_rating(errors, bool(args.output_dir))
 
 
+def verdict(e) -> str:
+    """"fits" or "does not fit", with the reason in the same direction as the numbers."""
+    usable = e.gpu.usable_bytes
+    spare = usable - e.peak_bytes
+    if e.fits:
+        return f"fits, {gib_str(spare).strip()} to spare"
+    if spare < 0:
+        where = "the card" if usable == e.gpu.total_bytes else "the free memory"
+        return f"does not fit, {gib_str(-spare).strip()} over {where}"
+    return "does not fit: vLLM does not start (" + "; ".join(e.vllm.errors) + ")" if e.vllm is not None \
+        else "does not fit"
+
+
 def render(e) -> str:
     t = e.trainer
     s = e.setup
@@ -151,9 +177,7 @@ def render(e) -> str:
                          "colocated vLLM:"))
         out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases],
                          f"phases (sleep mode {'on' if e.phases.sleep_mode else 'off'}):"))
-    verdict = "fits" if e.fits else "DOES NOT FIT"
-    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict} "
-               f"(headroom {gib_str(e.headroom_bytes).strip()})")
+    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict(e)}")
     out += [f"assumed: {k} {a['value']} ({a['source']})" for k, a in e.extra.get("assumptions", {}).items()]
     out += [f"warning: {w}" for w in e.warnings]
     return "\n".join(out)

@@ -19,7 +19,7 @@ from ..errors import InvalidSetupError
 from ..memory.logprob_head import LOGPROB_HEADS
 from ..memory.trainer import FINETUNE_MODES
 from ..units import MIB
-from ._common import print_json
+from ._common import HelpFormatter, print_json, progress
 
 DEFAULT_TRACE_GPU = "H100-80GB"  # the card the analytic comparison is evaluated on, unless --gpu NAME
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     from ..profiler.trace import DEFAULT_SHAPES
 
     p = sub.add_parser("profile", help="trace (CPU) or measure (GPU) one training step", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="Hugging Face id or alias, local directory or config.json")
     p.add_argument("--trace", action="store_true",
                    help="trace the step on the CPU with meta tensors (no GPU, no weights)")
@@ -92,10 +92,14 @@ def trace_report(spec, args, shapes) -> dict:
     from ..profiler.trace import trace_steps
 
     settings = (True,) if args.gradient_checkpointing is None else (bool(args.gradient_checkpointing),)
+    n = len(shapes) * len(settings)
+    progress(f"tracing {n} step{'s' * (n != 1)} of {spec.model_id} on the CPU (meta tensors; about 5-15 s per "
+             f"model) ...")
     t0 = time.perf_counter()
     result = trace_steps(spec, shapes, weights=args.weights, finetune=args.finetune, lora_rank=args.lora_rank,
                          gradient_checkpointing=settings, logprob_head=args.logprob_head)
     seconds = time.perf_counter() - t0
+    progress(f"traced in {seconds:.1f} s")
     gpu = args.gpu or DEFAULT_TRACE_GPU
     notes = list(result.notes)
     rows = []

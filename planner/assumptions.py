@@ -1,0 +1,86 @@
+"""Every assumption a plan rests on, with its value and where it came from.
+
+    assumptions(req, completed, plan, installed={"trl": "1.16.0", "vllm": None, ...})
+    # {"prompt_length": {"value": 256, "source": "default"}, "vllm_version": {"value": "0.33.0",
+    #  "source": "default", "installed": None, "note": "..."}, ...}
+
+Sources: ``pinned`` (a TRL setting the user fixed), ``config file`` (read from ``--config``),
+``option`` (a planner option set to a value other than its default), ``installed package`` (read
+from this machine's packages or environment), ``default`` (the planner's default). Pure: the
+caller (planner.api) reads the installed versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .request import PlanRequest, Targets, TrainerOptions
+
+# the memory model's expected error, from the README's measurements (section "Accuracy (measured)")
+EXPECTED_ERROR = {
+    "analytic": "held-out H100 steps: median |error| 1.7%, worst under-prediction -0.96%, max 6.2% on peaks above "
+                "8 GiB (19% over-prediction on sub-1B models); whole runs -1.6% to +9.2% (README, Accuracy)",
+    "calibrated": "calibration rows: median |error| 1.7%, worst under-prediction -2.99% (README, Accuracy)",
+}
+_TARGET_DEFAULTS = {f.name: f.default for f in fields(Targets)}
+_TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerOptions)}
+
+
+def _entry(value: Any, source: str, **more: Any) -> dict[str, Any]:
+    return {"value": list(value) if isinstance(value, tuple) else value, "source": source, **more}
+
+
+def _option_source(value: Any, default: Any) -> str:
+    return "default" if value == default else "option"
+
+
+def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: dict[str, str | None],
+                notes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """``req``: the request as the user gave it; ``completed``: with the environment's defaults
+    filled in (planner.api.complete_request); ``installed``: dist -> installed version or None."""
+    notes = notes or {}
+    sources = dict(req.sources)
+    out: dict[str, dict[str, Any]] = {}
+    for name, _ in req.pins.items():
+        out[name] = _entry(plan.pin_value(name), sources.get(name, "pinned"))
+    g = req.targets
+    if "max_prompt_length" not in out:
+        out["prompt_length"] = _entry(plan.setup.prompt_length, _option_source(g.prompt_length, 256),
+                                      note="sets vllm_max_model_length with the completion length")
+    if "max_completion_length" not in out:
+        src = "option" if g.max_completion_length is not None else "installed package" \
+            if installed.get("trl") else "default"
+        out["max_completion_length"] = _entry(completed.targets.max_completion_length, src,
+                                              note="a target: cut when it does not fit (pin it to hold it)")
+    for name in ("max_batch", "max_completions_per_step", "utilization_range", "margin", "sleep_mode"):
+        value = getattr(g, name)
+        out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
+    if "optim" not in out:
+        src = "option" if req.trainer.optim is not None else notes.get("optim_source", "default")
+        out["optim"] = _entry(plan.config["optim"], src, **({"note": notes["optim"]} if "optim" in notes else {}))
+    t = req.trainer
+    for name in ("weights", "finetune", "gradient_checkpointing"):
+        out[name] = _entry(getattr(t, name), _option_source(getattr(t, name), _TRAINER_DEFAULTS[name]))
+    out["logprob_head"] = _entry(completed.trainer.logprob_head, "option" if t.logprob_head else "installed package"
+                                 if installed.get("trl") else "default")
+    out["expandable_segments"] = _entry(completed.trainer.expandable_segments, "option"
+                                        if t.expandable_segments is not None else "installed package",
+                                        note="PYTORCH_CUDA_ALLOC_CONF")
+    v = req.vllm
+    vllm = plan.vllm
+    for dist, asked, assumed in (("trl", v.trl_version, notes.get("trl_assumed")),
+                                 ("vllm", v.vllm_version, vllm.version if vllm is not None else None),
+                                 ("transformers", t.transformers_version, notes.get("transformers_assumed"))):
+        have = installed.get(dist)
+        src = "option" if asked else "installed package" if have else "default"
+        entry = _entry(asked or assumed, src, installed=have)
+        if have and (asked or assumed) and (asked or assumed) != have:
+            entry["note"] = f"planned for {dist} {asked or assumed}, but {have} is installed"
+        elif not have:
+            entry["note"] = f"{dist} is not installed: planned for {asked or assumed}"
+        out[f"{dist}_version"] = entry
+    kind = "calibrated" if plan.memory_model.startswith("calibrated") else "analytic"
+    out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
+                                 expected_error=EXPECTED_ERROR[kind])
+    return out
