@@ -82,9 +82,9 @@ def dispatch(args, command: str) -> int | None:
 
 def _refuse(args, plan: bool) -> None:
     problems = []
-    if getattr(args, "finetune", "lora") != "lora":
+    if getattr(args, "finetune", None) not in (None, "lora"):
         problems.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
-    if getattr(args, "optim", "adamw_8bit") != "adamw_8bit":
+    if getattr(args, "optim", None) not in (None, "adamw_8bit"):
         problems.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
     if getattr(args, "weights", None) == "int8" or getattr(args, "weights", None) == "fp32":
         problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
@@ -108,9 +108,12 @@ def plan_from_args(args, for_training: bool | None = None) -> UnslothPlan:
     p = unsloth_plan(
         args.model, gpu_arg(args.gpu), unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
         standby=args.standby, max_seq_length=args.max_seq_length, gpu_memory_utilization=args.gpu_memory_utilization,
-        float8_kv_cache=args.float8_kv_cache, lora_rank=args.lora_rank, num_generations=args.num_generations,
-        max_prompt_length=args.prompt_length, max_completion_length=args.max_completion_length,
-        margin=args.margin, **_weights(args))
+        float8_kv_cache=args.float8_kv_cache, num_generations=args.num_generations,
+        **{k: getattr(args, k) for k in ("lora_rank", "per_device_train_batch_size", "gradient_accumulation_steps")
+           if getattr(args, k, None) is not None},
+        max_prompt_length=args.max_prompt_length if args.max_prompt_length is not None else 256,
+        max_completion_length=args.max_completion_length or args.target_completion_length,
+        **({"margin": args.margin} if args.margin is not None else {}), **_weights(args))
     return with_unsloth_checks(p, for_training=for_training)
 
 
