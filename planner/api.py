@@ -19,12 +19,14 @@ from typing import Any, Literal, overload
 from .assumptions import assumptions
 from .checks import CheckReport, architecture_warnings, with_checks
 from .checks import preflight as preflight_plan
+from .coverage import coverage_margin
 from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .errors import InvalidSetupError, PlannerError, VersionError
 from .estimation import default_logprob_head
 from .gpu_spec import GpuSpec
 from .hints import to_python
 from .memory.allocator import expandable_segments_from_env
+from .memory.trainer import TrainerSetup
 from .next_steps import next_steps
 from .request import PlanRequest, fixed_setup_problems, plan_request
 from .results import Plan
@@ -142,12 +144,28 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
     planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
     completed = complete_request(req)
+    extra, why = unmodelled_margin(completed)
+    if extra:  # the margin grows where the model covers less than a real run may hold (planner.coverage)
+        completed = completed.with_options(margin=round(min(0.45, completed.targets.margin + extra), 4))
     result = solve(completed)
     checked = with_checks(result, for_training=for_training, strict=strict)
     warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
     checked = replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
-                      warnings=tuple(result.warnings) + warnings)
+                      warnings=tuple(result.warnings) + warnings + why)
     return describe(req, completed, checked)
+
+
+def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
+    """What planner.coverage adds to the margin for this request (TRL release, optimizer, weights),
+    and why, as warnings the plan carries; (0.0, ()) for what the model was measured on."""
+    t = req.trainer
+    setup = TrainerSetup(weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, optim=t.optim or DEFAULT_OPTIM,
+                         logprob_head=t.logprob_head or "fused", transformers_version=t.transformers_version)
+    try:
+        extra, reasons = coverage_margin(setup, req.vllm.trl_version)
+    except VersionError:
+        return 0.0, ()
+    return extra, tuple(f"safety margin +{extra:.0%}: {r}" if i == 0 else r for i, r in enumerate(reasons))
 
 
 def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:

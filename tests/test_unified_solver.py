@@ -183,3 +183,12 @@ def test_expandable_segments_never_get_sleep_mode(monkeypatch):
     assert not [c for c in p.checks if c.severity == "error" and c.id == "alloc-conf-sleep-mode"]
     with pytest.raises(planner.PlannerError, match="sleep_mode='on' cannot run with expandable_segments:True"):
         planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", sleep_mode="on")
+
+
+def test_the_margin_grows_where_the_model_covers_less():
+    base = planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", max_completion_length=1024, optim="adamw_8bit")
+    assert base.margin == 0.05 and not [w for w in base.warnings if w.startswith("safety margin")]
+    old = planner.plan("Qwen/Qwen2.5-3B-Instruct", "L4", max_completion_length=1024, trl_version="0.23.0",
+                       optim="adamw_8bit")
+    assert old.margin > 0.2 and any("no fused log-prob head" in w for w in old.warnings)
+    assert old.peak_bytes <= old.budget_bytes < base.budget_bytes
