@@ -30,7 +30,7 @@ def coverage_margin(setup: TrainerSetup, trl_version: str | None = None) -> tupl
     """(extra margin as a fraction of the predicted peak, reasons); (0.0, ()) when covered."""
     margin, reasons = 0.0, []
     facts = trl_facts(trl_version)
-    if not facts.fused_lm_head or setup.logprob_head == "plain":
+    if not facts.fused_lm_head or setup.logprob_head != "fused":
         margin += OLD_TRL_MISS
         reasons.append(f"TRL {facts.release} (no fused log-prob head) is not measured: real TRL 0.26 colocate "
                        f"runs held up to {OLD_TRL_MISS:.1%} more than modelled; margin +{OLD_TRL_MISS:.0%}")

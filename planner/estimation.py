@@ -20,6 +20,7 @@ from .calibration import apply_calibration, find_calibration
 from .errors import InvalidSetupError, VersionError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
+from .memory.logprob_head import trl_logprob_head
 from .memory.process import CUDA_CONTEXT_BYTES
 from .memory.trainer import TrainerSetup, trainer_memory
 from .model_spec import ModelSpec, resolve_model, unmodelled_architecture
@@ -46,12 +47,15 @@ from .vllm import baseline_bytes, vllm_capacity
 TRL_DEFAULT = "trl-default"  # weights/optim: what the TRL/transformers release does when the user names none
 
 
-def default_logprob_head(trl_version: str | None = None) -> str:
-    """The log-prob head the TRL release uses (fused tiled head in current releases)."""
+def default_logprob_head(trl_version: str | None = None, engine: str = "amp") -> str:
+    """The log-prob head the TRL release uses (fused tiled head in current releases; before, the
+    full-logits path: ``plain`` under accelerate's native AMP, a bf16 variant under DeepSpeed;
+    memory/logprob_head.py)."""
     try:
-        return "fused" if trl_facts(trl_version).fused_logprob_head else "plain"
+        facts = trl_facts(trl_version)
     except VersionError:  # an installed TRL outside the table: assume the current release
         return "fused"
+    return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine)
 
 
 def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weights: str = "bf16",

@@ -382,6 +382,19 @@ class TrlFacts:
     default_model_dtype: str
     # GRPOConfig.vllm_mode default: "server" before 1.0.0, "colocate" from 1.0.0 (#5255)
     vllm_mode_default: str
+    # How the full-logits head (no fused head) divides by the temperature before
+    # selective_log_softmax: "copy" = `logits = logits / self.temperature` (0.18.0
+    # trl/trainer/grpo_trainer.py:854, 0.23.0 :834, 0.26.0 :974, 0.27.0 :1018, 0.28.0 :1022, 0.29.0 :1078,
+    # 1.10.0 :1532), "inplace" = `logits.div_(self.temperature)` (1.0.0 :1068, 1.1.0 :1088, 1.5.0
+    # :1113, 1.8.0 :1375, 1.9.0 :1519), "kernel" = selective_log_softmax(..., temperature=,
+    # row_mask=) which on CUDA runs TRL's Triton `_fused_logprob_entropy` (1.14.0 :1573-1583,
+    # trl/trainer/utils.py `_supports_trl_loss_kernel`: cuda/xpu only); memory/logprob_head.py.
+    logprob_temperature: str = "copy"
+    # compute_loss asks for the entropy (compute_entropy=True, computed under torch.no_grad by
+    # entropy_from_logits in chunks of rows): from 0.20.0 (grpo_trainer.py:1832; 0.23.0 :1638,
+    # :840-842; chunk_size=128 from 0.23.0 utils.py:1480, 1 in 0.20.0-0.22.0 utils.py:1464/1476);
+    # 0.18.0 computes log-probs only (grpo_trainer.py:1332).
+    logprob_entropy: bool = False
     note: str = ""
 
     @property
@@ -410,13 +423,14 @@ _TRL_CHANGES = (
                     passes_kv_cache_dtype=False, quantization_for_4bit="bitsandbytes",
                     vllm_gpu_memory_utilization_default=0.9, max_completion_length_default=256,
                     fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server",
+                    logprob_temperature="copy", logprob_entropy=False,
                     note="no colocate mode (vLLM on a dedicated GPU)")),
     # vllm_min from the wheels' METADATA `Requires-Dist: vllm>=0.8.3; extra == "vllm"` (0.18.0-0.20.0) and
     # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
     ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, vllm_min="0.8.3",
                     note="read: 0.18.0 wheel (METADATA vllm>=0.8.3)")),
     ("0.19.0", dict(max_num_batched_tokens=4096)),
-    ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation")),
+    ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation", logprob_entropy=True)),
     ("0.21.0", dict(vllm_min="0.10.0", note="read: 0.21.0-0.23.0 wheels (METADATA vllm>=0.10.0)")),
     ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
     # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
@@ -427,7 +441,8 @@ _TRL_CHANGES = (
                     note="read: 0.26.0 wheel (import_utils.py:97)")),
     ("0.27.0", dict(default_model_dtype="float32", vllm_min="0.10.2", vllm_max="0.12.0")),
     ("0.28.0", dict(sleep_weight_sync_broken=True, note="read: 0.28.0 wheel")),
-    ("1.0.0", dict(vllm_mode_default="colocate", vllm_min=None, vllm_max="0.17.1", note="")),
+    ("1.0.0", dict(vllm_mode_default="colocate", vllm_min=None, vllm_max="0.17.1", logprob_temperature="inplace",
+                   note="")),
     # 1.1.0 import_utils.py:112: 0.11.0 <= vLLM <= 0.17.1
     ("1.1.0", dict(vllm_min="0.11.0", vllm_max="0.17.1", note="read: 1.1.0 wheel (import_utils.py:112)")),
     ("1.4.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="")),
@@ -436,10 +451,12 @@ _TRL_CHANGES = (
     ("1.8.0", dict(vllm_min="0.16.0", vllm_max="0.23.0", note="")),
     ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels")),
     ("1.10.0", dict(sleep_weight_sync_broken=False, max_completion_length_default=512, vllm_max="0.26.0",
+                    logprob_temperature="copy",
                     note="read: 1.10.0 wheel")),
     ("1.11.0", dict(vllm_min="0.19.0", vllm_max="0.27.1", note="read: 1.11.0 and 1.12.0 wheels")),
     ("1.13.0", dict(vllm_min="0.19.1", vllm_max="0.28.0", note="read: 1.13.0 wheel")),
-    ("1.14.0", dict(vllm_min="0.20.0", vllm_max="0.30.0", note="read: 1.14.0 and 1.14.2 wheels")),
+    ("1.14.0", dict(vllm_min="0.20.0", vllm_max="0.30.0", logprob_temperature="kernel",
+                    note="read: 1.14.0 and 1.14.2 wheels")),
     ("1.15.0", dict(fused_lm_head=True, vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel")),
     ("1.16.0", dict(vllm_min="0.22.0", vllm_max="0.31.0",
                     note="read: installed 1.16.0 (trl/import_utils.py:107)")),

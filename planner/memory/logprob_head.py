@@ -1,24 +1,56 @@
 """TRL's per-token log-prob head during the training forward/backward.
 
-- ``fused`` (TRL with ``add_fused_lm_head``, 1.16): ``_ChunkedLogProbFunction`` projects the
+- ``fused`` (TRL with ``add_fused_lm_head``, 1.15+): ``_ChunkedLogProbFunction`` projects the
   completion positions through ``lm_head`` in tiles of ``TOKEN_CHUNK_SIZE`` (4096) tokens by
   ``_CHUNKED_LOGPROB_CHUNK_SIZE`` (32768) vocabulary columns into one reused buffer in the compute
   dtype (trl/kernels/chunked_logprob.py, trl/trainer/utils.py). The full logits never exist: the
   head costs one tile buffer plus per-token fp32 statistics (in the activations' backward working
   set). When ``lm_head`` trains (full fine-tuning), backward accumulates its gradient in fp32: V*h*4.
-- ``plain`` (older TRL): the model returns ``(batch, C+1, vocab)`` logits; bf16 logits (2 B), the
-  fp32 log-softmax kept for backward (4 B) and the fp32 gradient in backward (4 B) are alive
-  together: about 10 bytes per logit (docs/trl-grpo.md §4, derived, not measured).
+- The full-logits heads (TRL 0.18-1.14, ``_get_per_token_logps(_and_entropies)``; the per-release
+  facts are in versions.py, ``TrlFacts.logprob_temperature`` / ``logprob_entropy``). The model
+  returns ``(B, C+1, V)`` logits; TRL slices ``[:, :-1]`` to ``B x C x V`` (N logits below),
+  divides by the temperature and calls ``selective_log_softmax``, whose branch is the logits' dtype:
+
+  ``plain`` (accelerate's native AMP, the default single-process/DDP setup): ``prepare_model`` wraps
+  ``forward`` in ``convert_outputs_to_fp32`` (accelerate 1.15.0 accelerator.py:1824-1835,
+  utils/operations.py:901-902 ``tensor.float()``), so the logits are fp32 and the fp32 branch runs
+  (0.23.0 trl/trainer/utils.py:1464-1468): ``gather`` and a per-row ``logsumexp`` over the
+  divided logits, which stay saved for backward (4 B). In backward, ``gather``'s gradient is a
+  full fp32 scatter (4 B), each row's ``logsumexp`` gradient is a full row (4 B over all rows)
+  and ``unbind``'s backward stacks those rows into one more fp32 tensor (4 B) before any is
+  freed: **16 B per logit** (PLAIN_AMP_BYTES_PER_LOGIT). The forward's peak (fp32 logits and
+  their divided copy, 8 B) is lower, so the temperature kind and the no-grad entropy do not move it.
+  Traced on the CPU with the real code of TRL 0.18.0, 0.23.0, 0.26.0 and 1.1.0
+  (benchmarks/old_trl_head.py).
+  ``plain-bf16*`` (DeepSpeed: the engine casts the model to bf16 and accelerate applies no output
+  conversion; or no mixed precision over bf16 weights): the logits stay bf16 and the bf16 branch
+  runs a per-row ``log_softmax`` whose outputs are saved (0.23.0 utils.py:1469-1476):
+  ``plain-bf16`` (out-of-place ``logits / T``: 0.20-0.29, 1.10-1.13): the forward holds the
+  divided copy and every row's log-softmax: 4 B per logit, plus the no-grad entropy's chunk
+  (``entropy_from_logits``, 128 rows: its log-softmax, ``exp`` and their product, 3 x 128 x V x 2 B)
+  when TRL computes the entropy (0.20+).
+  ``plain-bf16-inplace`` (``logits.div_(T)``: 1.0-1.9): the in-place division on a slice of the
+  model's output makes backward rebuild the whole output's gradient through ``CopySlices``:
+  the stacked row gradients, the slice's zero-padded gradient, its clone and the division's
+  gradient, 2 B each: 8 B per logit.
+  ``plain-bf16-noentropy`` (0.18-0.19: out-of-place division, no entropy): 4 B per logit.
+- ``plain-legacy``: the earlier derived figure (10 B per logit; docs/trl-grpo.md §4), kept only for
+  comparison.
 """
 
 from __future__ import annotations
 
 from ..model_spec import ModelSpec
 
-LOGPROB_HEADS = ("fused", "plain")
+LOGPROB_HEADS = ("fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy")
 FUSED_TOKEN_TILE = 4096
 FUSED_VOCAB_TILE = 32768
-PLAIN_BYTES_PER_LOGIT = 10
+PLAIN_AMP_BYTES_PER_LOGIT = 16  # fp32 branch backward: saved logits + gather grad + row grads + stacked
+PLAIN_BF16_BYTES_PER_LOGIT = 4  # bf16 branch forward: divided copy + saved per-row log-softmax
+PLAIN_BF16_INPLACE_BYTES_PER_LOGIT = 8  # bf16 branch, div_: CopySlices backward over the model output
+LEGACY_BYTES_PER_LOGIT = 10
+ENTROPY_CHUNK_ROWS = 128  # entropy_from_logits(chunk_size=128) (0.23.0 trl/trainer/utils.py:1480)
+ENTROPY_CHUNK_TEMPORARIES = 3  # log_softmax(chunk), exp(logps), exp(logps) * logps
 
 
 def fused_head_bytes(spec: ModelSpec, completion_tokens: int, compute_bytes: int = 2,
@@ -33,9 +65,69 @@ def fused_head_bytes(spec: ModelSpec, completion_tokens: int, compute_bytes: int
     return tile + completion_tokens * per_token + head_grad
 
 
-def plain_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
-    """Peak bytes of the full-logits head: ``batch x (C+1) x vocab`` logits at ~10 B each."""
-    return batch_size * (completion_length + 1) * spec.vocab_size * PLAIN_BYTES_PER_LOGIT
+def completion_logits(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """Logits TRL scores per micro-batch: ``B x C x V`` (the model's ``C+1`` positions sliced ``[:, :-1]``)."""
+    return batch_size * completion_length * spec.vocab_size
+
+
+def plain_amp_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """Full-logits head under accelerate's native AMP (fp32 logits, ``selective_log_softmax``'s fp32
+    branch): the backward's 16 B per logit (module docstring)."""
+    return completion_logits(spec, batch_size, completion_length) * PLAIN_AMP_BYTES_PER_LOGIT
+
+
+def entropy_chunk_bytes(spec: ModelSpec, batch_size: int, completion_length: int, logit_bytes: int = 2) -> int:
+    """``entropy_from_logits`` under no_grad: one chunk of up to 128 rows, three full-vocabulary temporaries."""
+    rows = min(ENTROPY_CHUNK_ROWS, batch_size * completion_length)
+    return ENTROPY_CHUNK_TEMPORARIES * rows * spec.vocab_size * logit_bytes
+
+
+def plain_bf16_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, entropy: bool = True) -> int:
+    """Full-logits head with bf16 logits (DeepSpeed, no output conversion), ``logits / T`` out of place:
+    the forward's divided copy and saved per-row log-softmax (4 B per logit), plus the entropy chunk."""
+    n = completion_logits(spec, batch_size, completion_length)
+    chunk = entropy_chunk_bytes(spec, batch_size, completion_length) if entropy else 0
+    return n * PLAIN_BF16_BYTES_PER_LOGIT + chunk
+
+
+def plain_bf16_inplace_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """Full-logits head with bf16 logits and ``logits.div_(T)`` (TRL 1.0-1.9): the ``CopySlices``
+    backward over the model's output, 8 B per logit."""
+    return completion_logits(spec, batch_size, completion_length) * PLAIN_BF16_INPLACE_BYTES_PER_LOGIT
+
+
+def plain_legacy_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """The earlier derived figure: ``batch x (C+1) x vocab`` logits at ~10 B each (not measured)."""
+    return batch_size * (completion_length + 1) * spec.vocab_size * LEGACY_BYTES_PER_LOGIT
+
+
+def plain_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, head: str = "plain") -> int:
+    """Peak bytes of one full-logits head kind for one micro-batch (the lm_head weight gradient excluded)."""
+    if head == "plain":
+        return plain_amp_head_bytes(spec, batch_size, completion_length)
+    if head == "plain-bf16":
+        return plain_bf16_head_bytes(spec, batch_size, completion_length, entropy=True)
+    if head == "plain-bf16-noentropy":
+        return plain_bf16_head_bytes(spec, batch_size, completion_length, entropy=False)
+    if head == "plain-bf16-inplace":
+        return plain_bf16_inplace_head_bytes(spec, batch_size, completion_length)
+    if head == "plain-legacy":
+        return plain_legacy_head_bytes(spec, batch_size, completion_length)
+    raise ValueError(f"unknown full-logits head {head!r}")
+
+
+def trl_logprob_head(fused_lm_head: bool, temperature: str, entropy: bool, engine: str = "amp") -> str:
+    """The head a TRL release's facts give: ``fused``; else ``plain`` under accelerate's native AMP
+    (``engine="amp"``), or the bf16 variant under DeepSpeed (``engine="deepspeed"``)."""
+    if fused_lm_head:
+        return "fused"
+    if engine == "amp":
+        return "plain"
+    if engine != "deepspeed":
+        raise ValueError(f"unknown engine {engine!r}")
+    if temperature == "inplace":
+        return "plain-bf16-inplace"
+    return "plain-bf16" if entropy else "plain-bf16-noentropy"
 
 
 def logprob_head_bytes(spec: ModelSpec, head: str, batch_size: int, completion_length: int,
@@ -43,8 +135,8 @@ def logprob_head_bytes(spec: ModelSpec, head: str, batch_size: int, completion_l
     """Peak bytes of the log-prob head for one micro-batch, by head kind."""
     if head == "fused":
         return fused_head_bytes(spec, batch_size * completion_length, compute_bytes, lm_head_trainable)
-    if head == "plain":
+    if head in LOGPROB_HEADS:
         # nn.Linear's backward writes the weight gradient in the compute dtype (the new .grad)
         grad = spec.vocab_size * spec.hidden_size * compute_bytes if lm_head_trainable else 0
-        return plain_head_bytes(spec, batch_size, completion_length) + grad
+        return plain_head_bytes(spec, batch_size, completion_length, head) + grad
     raise ValueError(f"unknown log-prob head {head!r}")
