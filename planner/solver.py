@@ -174,7 +174,7 @@ class Search:
             logprob_head=t.logprob_head or "fused", expandable_segments=bool(t.expandable_segments),
             transformers_version=t.transformers_version)
         self.labels: list[str] = []
-        self.warnings: list[str] = []
+        self.warnings: dict[tuple, list[str]] = {}  # per trainer setup tried: the plan reports its own
         self._tm: dict = {}
         self._rank: dict = {}
         self._rows: dict = {}
@@ -204,7 +204,7 @@ class Search:
             tm, label, warnings = calibrated_trainer_memory(self.spec, self.setup(B, C, ga), self.calibration)
             if label not in self.labels:
                 self.labels.append(label)
-            self.warnings += [w for w in warnings if w not in self.warnings]
+            self.warnings[key] = list(warnings)
             self._tm[key] = tm
         return self._tm[key]
 
@@ -642,7 +642,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     else:
         reasons = _reasons(s, opt, results, roles, G, binding)
     reasons = [f"{k} {_show(v)}: pinned" for k, v in req.pins.items()] + reasons
-    warnings = list(s.warnings)
+    warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
     label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
                                                     if s.labels else "analytic")
     setup = replace(s.setup(B, C, S, N), gradient_accumulation_steps=S)
