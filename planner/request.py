@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeGuard
 
+from .distributed.topology import ENGINES as TOPOLOGY_ENGINES
+from .distributed.topology import LAYOUTS
 from .errors import InvalidSetupError
 from .gpu_spec import GpuSpec
 from .memory.logprob_head import LOGPROB_HEADS
@@ -30,8 +32,7 @@ from .model_spec import ModelSpec
 
 SLEEP_MODES = ("auto", "on", "off")
 KV_CACHE_DTYPES = ("auto", "fp8")
-LAYOUTS = ("auto", "colocate", "server")
-ENGINES = ("auto", "ddp", "zero1", "zero2", "zero3", "fsdp")
+ENGINES = ("auto", *TOPOLOGY_ENGINES)
 MAX_GPUS_PER_NODE = 64  # a sanity bound: the largest NVLink domains have 72 GPUs in 18 nodes
 MAX_NODES = 1024
 ALL_LINEAR = "all-linear"  # PEFT's own spelling of "every linear projection" (= None here)

@@ -10,6 +10,7 @@ from ..memory.lora import DEFAULT_TARGETS  # noqa: F401 - re-exported for help t
 from ..memory.optimizer import OPTIMIZERS
 from ..memory.trainer import FINETUNE_MODES
 from ..memory.weights import WEIGHT_FORMATS
+from ..request import KV_CACHE_DTYPES
 from ..units import GIB
 
 
@@ -68,7 +69,7 @@ def add_vllm_args(p: argparse.ArgumentParser) -> None:
                    default=None,
                    help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
     g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
-    g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
     g.add_argument("--vllm-quantization", default=None, help="vLLM quantization (default: bitsandbytes for nf4)")
     g.add_argument("--vllm-max-num-seqs", type=int, default=None,
                    help="default: per-device batch x steps per generation x TP, as TRL passes it")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from ..api import plan_from_request
 from ..errors import InvalidSetupError
 from ..next_steps import next_steps
-from ..request import PlanRequest, plan_request
+from ..request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..results import OBJECTIVE, Plan
 from . import _unsloth
 from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, spellings, table, trainer_kwargs
@@ -87,9 +87,9 @@ def add_arguments(p) -> None:
     g.add_argument("--max-completions-per-step", type=int, default=None,
                    help="the most completions per GPU per optimizer step (default: 512)")
     g.add_argument("--margin", type=float, default=None, help="safety margin as a fraction of the card (default: 0.05)")
-    g.add_argument("--sleep-mode", choices=("auto", "on", "off"), default=None,
+    g.add_argument("--sleep-mode", choices=SLEEP_MODES, default=None,
                    help="vLLM sleep mode while training (default: auto, the solver chooses)")
-    g.add_argument("--vllm-kv-cache-dtype", choices=("auto", "fp8"), default=None, help="(default: auto)")
+    g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None, help="(default: auto)")
     g.add_argument("--vllm-version", default=None, help="vLLM release to plan for (default: installed, else the "
                                                         "newest the TRL release supports)")
     g.add_argument("--trl-version", default=None, help="TRL release to plan for (default: installed, else newest)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from ..request import KV_CACHE_DTYPES
 from ..units import GIB, MIB
 
 
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-model-len", type=int, default=None, metavar="L",
                    help="context length (default: the model's max_position_embeddings)")
     p.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N", help="TP size; figures are per rank")
-    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto",
+    p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto",
                    help="fp8 halves the KV bytes per token")
     p.add_argument("--quantization", default=None, metavar="Q",
                    help="fp8, bitsandbytes (what TRL passes for a 4-bit trainer model), awq, gptq "
