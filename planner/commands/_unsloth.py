@@ -19,7 +19,7 @@ from ..checks import CheckReport
 from ..errors import InvalidSetupError
 from ..unsloth import unsloth_checks, unsloth_estimate
 from ..unsloth_solver import UnslothPlan, unsloth_plan, with_unsloth_checks
-from ._common import gib_str, print_json, table
+from ._common import check_lines, gib_str, print_json, table
 from ._topology import gpu_arg
 
 RUNTIMES = ("trl", "unsloth")
@@ -155,14 +155,7 @@ def run_check(args) -> int:
     else:
         out = [f"pre-flight checks for {p.model.model_id} on {p.gpu.name}, Unsloth {p.estimate.facts.release} "
                f"(fast_inference=True, vLLM {p.estimate.vllm_version})"]
-        width = max(len(c.id) for c in report.checks)
-        for c in report.checks:
-            out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
-            if c.fix and c.severity != "info":
-                out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
-        n_err, n_warn = len(report.errors), len(report.warnings)
-        out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
-        print("\n".join(out))
+        print("\n".join(out + check_lines(report)))
     return 1 if report.errors else 0
 
 

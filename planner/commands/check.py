@@ -19,7 +19,7 @@ from ..api import plan_from_request
 from ..checks import CheckReport
 from . import _unsloth
 from . import plan as plan_command
-from ._common import print_json
+from ._common import check_lines, print_json
 
 
 def add_arguments(p) -> None:
@@ -61,12 +61,7 @@ def render(report, p) -> str:
     out = [f"pre-flight checks for {p.model.model_id} on {gpus} (batch {cfg['per_device_train_batch_size']} x "
            f"{p.option.steps_per_generation} steps, {cfg['num_generations']} generations, completion "
            f"{cfg['max_completion_length']}, {vllm}; {mode})"]
-    width = max(len(c.id) for c in report.checks)
-    for c in report.checks:
-        out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
-        if c.fix and c.severity != "info":
-            out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
-    n_err, n_warn = len(report.errors), len(report.warnings)
-    out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}"
-               + ("" if report.ok else ": fix the errors before training"))
+    out += check_lines(report)
+    if not report.ok:
+        out[-1] += ": fix the errors before training"
     return "\n".join(out)
