@@ -13,6 +13,7 @@ handoff; checks and the hand-off take a plan and never import the solver.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, Literal, overload
 
@@ -76,8 +77,6 @@ def complete_request(req: PlanRequest) -> PlanRequest:
 
 def _speak_python(fn):
     """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.hints), not flags."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .errors import NoGpuError, PreflightError, VersionError
+from .model_spec import unmodelled_architecture
 from .units import format_gib
 from .versions import installed_version as _installed  # read live (tests fake it here)
 
@@ -470,8 +471,6 @@ def _vllm_startup(ctx: _Context) -> list:
 # -- the architecture ---------------------------------------------------------------------------
 
 def _architecture(spec, severity: str) -> list:
-    from .model_spec import unmodelled_architecture
-
     why = unmodelled_architecture(spec)
     if why is None:
         return [Check("model-architecture", "info", f"model_type '{spec.model_type}' is modelled")]

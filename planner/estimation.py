@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .calibration import apply_calibration, find_calibration
+from .checks import architecture_warnings
 from .errors import InvalidSetupError, VersionError
 from .gpu_spec import GpuSpec, resolve_gpu
 from .memory.allocator import expandable_segments_from_env
 from .memory.logprob_head import trl_logprob_head
 from .memory.process import CUDA_CONTEXT_BYTES
 from .memory.trainer import TrainerSetup, trainer_memory
-from .model_spec import ModelSpec, resolve_model, unmodelled_architecture
+from .model_spec import ModelSpec, resolve_model
 from .phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
 from .request import (
     PlanRequest,
@@ -130,9 +131,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
                          gradient_accumulation_steps=gradient_accumulation_steps,
                          completion_lengths=completion_lengths, transformers_version=transformers_version)
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
-    arch = unmodelled_architecture(spec)
-    if arch is not None:
-        warnings.append(f"{arch}; run `plan profile --model {spec.model_id} --trace` to trace its activation memory")
+    warnings += architecture_warnings(spec)
     extra = {"assumptions": assumptions} if assumptions else {}
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,

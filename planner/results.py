@@ -20,7 +20,7 @@ from .distributed.topology import _COMMUNICATION_RANK, DEEPSPEED_DEFAULTS, Topol
 from .gpu_spec import GpuSpec, margin_budget_bytes
 from .memory.trainer import TrainerMemory, TrainerSetup
 from .model_spec import ModelSpec
-from .phases import ColocatedPhases, Phase, PhasePeaks, build_phases
+from .phases import ColocatedPhases, Phase, PhasePeaks, build_phases, colocated_phases
 from .vllm import VllmCapacity
 
 if TYPE_CHECKING:
@@ -212,8 +212,6 @@ class RoleMemory(PhasePeaks):
     def colocated_phases(self) -> ColocatedPhases | None:
         if self.placement != "colocate":
             return None
-        from .phases import colocated_phases
-
         return colocated_phases(self.blocks, self.sleep_mode)
 
     def phases_dict(self) -> dict[str, Any]:

@@ -645,7 +645,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
     label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
                                                     if s.labels else "analytic")
-    setup = replace(s.setup(B, C, S, N), gradient_accumulation_steps=S)
+    setup = s.setup(B, C, S, N)
     return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
                 roles=roles, margin=g.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
