@@ -15,6 +15,7 @@ A missing package is a warning on a machine that only plans; `--for-training`, o
 
 from __future__ import annotations
 
+from .. import outputs
 from ..api import plan_from_request
 from ..checks import CheckReport
 from . import _unsloth
@@ -41,7 +42,7 @@ def run(args) -> int:
     for_training = True if args.for_training else None
     p = plan_from_request(plan_command.request_from_args(args), for_training=for_training, strict=True)
     report = CheckReport(checks=p.checks, for_training=bool(for_training) or p.gpu.free_bytes is not None)
-    written, errors = plan_command.write_if_ok(p, **plan_command._outputs(args))
+    written, errors = outputs.write_if_ok(p, **plan_command._outputs(args))
     if args.json:
         print_json(report.to_dict())
     else:
@@ -49,7 +50,7 @@ def run(args) -> int:
         for path in written:
             print(f"wrote {path}")
     requested = any(v for k, v in plan_command._outputs(args).items() if k != "force")
-    return plan_command.report_rating(errors, requested)
+    return outputs.report_rating(errors, requested)
 
 
 def render(report, p) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .. import outputs
 from ..api import plan_from_request
 from ..errors import InvalidSetupError
 from ..next_steps import next_steps
@@ -153,30 +154,7 @@ def _outputs(args) -> dict:
 
 def check_outputs(args) -> None:
     """Before any planning: the --plot format, the packages the writers need, existing targets."""
-    from ..outputs import check_outputs as check
-
-    check(**_outputs(args))
-
-
-def write_outputs(args, p) -> list:
-    """``--output grpo.yaml``, ``--plot memory.png`` and ``--output-dir``, all or none (planner.files);
-    returns the paths written."""
-    from ..outputs import write_outputs as write
-
-    return write(p, **_outputs(args))
-
-
-def write_if_ok(p, **outputs) -> tuple:
-    """:func:`write_outputs` unless the plan is rated an error (planner.outputs.write_if_ok)."""
-    from ..outputs import write_if_ok as write
-
-    return write(p, **outputs)
-
-
-def report_rating(errors: list, requested_files: bool) -> int:
-    from ..outputs import report_rating as report
-
-    return report(errors, requested_files)
+    outputs.check_outputs(**_outputs(args))
 
 
 def run(args) -> int:
@@ -184,7 +162,7 @@ def run(args) -> int:
         return rc
     check_outputs(args)
     p = plan_from_args(args)
-    written, errors = write_if_ok(p, **_outputs(args))
+    written, errors = outputs.write_if_ok(p, **_outputs(args))
     files = {path.name: str(path) for path in written}
     if written:
         p = replace(p, next_steps=next_steps(p, files))
@@ -198,7 +176,7 @@ def run(args) -> int:
         print(render_next_steps(p))
         for path in written:
             print(f"wrote {path}")
-    return report_rating(errors, any(v for k, v in _outputs(args).items() if k != "force"))
+    return outputs.report_rating(errors, any(v for k, v in _outputs(args).items() if k != "force"))
 
 
 def _value(v) -> str:
