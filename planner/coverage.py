@@ -18,7 +18,7 @@ what was actually seen, not a guess where a measurement exists:
 from __future__ import annotations
 
 from .memory.trainer import TrainerSetup
-from .versions import parse_version, trl_facts
+from .versions import trl_facts
 
 MEASURED_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 OLD_TRL_MISS = 0.172  # worst notebook under-prediction, benchmarks/results/trl_notebooks.txt
@@ -43,8 +43,3 @@ def coverage_margin(setup: TrainerSetup, trl_version: str | None = None) -> tupl
         reasons.append(f"optimizer {setup.optim}: step temporaries read from torch's code, not measured; "
                        f"margin +{UNMEASURED_OPTIMIZER_MARGIN:.0%}")
     return round(margin, 4), tuple(reasons)
-
-
-def trl_release_measured(trl_version: str | None = None) -> bool:
-    """Whether the trainer model was measured with this TRL release (1.16.x)."""
-    return parse_version(trl_facts(trl_version).release, "TRL")[:2] == (1, 16)

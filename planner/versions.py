@@ -834,10 +834,6 @@ def unsloth_facts(version: str | None = None) -> UnslothFacts:
     return UnslothFacts(release=_fmt(v), first=_fmt(first), last=last, **kw)  # type: ignore[arg-type]
 
 
-def known_unsloth_ranges() -> list[str]:
-    return [f"{_fmt(f)}-{last}" for f, last, _ in _UNSLOTH_ROWS]
-
-
 # What an Unsloth release installs beside it (the unsloth wheels' METADATA ``Requires-Dist: trl``;
 # unsloth pins no vLLM). A release between two wheels read takes the earlier one's pin.
 _UNSLOTH_TRL_PINS = (
