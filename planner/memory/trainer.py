@@ -201,20 +201,29 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
     layer_grads = (grads - head_grad) // L
 
+    # A tied embedding (full fine-tuning) has two gradient edges into one parameter: the LM head's and
+    # the embedding lookup's (embedding_dense_backward, at the very end of backward). Autograd keeps
+    # the head's V x h gradient in the engine's input buffer until the lookup's arrives, sums the two
+    # and only then accumulates into .grad. On a later micro-batch, whose .grad already exists, that
+    # pending gradient is alive on top of every gradient through the layers' backward. Seen in a real
+    # TRL 0.26 GRPOTrainer run (benchmarks/results/real_grpo_trace.txt: at the peak, three fp32 V x h
+    # tensors besides Adam's two: the accumulated .grad, the pending head gradient, the lookup's).
+    pending = head_grad if spec.tie_word_embeddings else 0
+
     def moments(accumulating: bool) -> tuple[int, int]:
         """(layers' peak, head's peak) in bytes above the resident state."""
         if accumulating:  # a later micro-batch: earlier micro-batches' gradients alive from the start
-            layer = transient + saved + grads
+            layer = transient + saved + grads + pending
         else:
             layer = transient + max(saved + head_grad + layer_grads, grads + saved // L)
         # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
         # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
         head_ = saved + head_peak + (grads if accumulating else 0)
-        # A tied embedding (full fine-tuning) gets a second, dense V x h gradient at the very end of
-        # backward (embedding_dense_backward), added into the .grad the head already made: one more
-        # V*h*s transient while every gradient is alive.
-        if head_grad and spec.tie_word_embeddings:
-            layer = max(layer, grads + head_grad)
+        # The end of backward with a tied embedding: the lookup's dense V x h gradient on top of every
+        # gradient and the pending head gradient (which is the new .grad on the first micro-batch, so
+        # already in ``grads``; one more V x h on a later one).
+        if pending:
+            layer = max(layer, grads + head_grad + (pending if accumulating else 0))
         return layer, head_
 
     grads_all = grads

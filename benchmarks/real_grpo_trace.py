@@ -1,0 +1,306 @@
+"""Trace a real ``trl.GRPOTrainer`` run on the CPU and count the tensor bytes it holds (issue 15).
+
+Every accuracy figure before this compared the planner with GRPO-shaped steps written here; a real
+``GRPOTrainer`` also holds its rollout buffers, the optimizer ``TrainingArguments`` picks, clipping,
+autocast over the dtype TRL loads, and whatever else its code keeps. This script runs the real
+trainer (whatever TRL and transformers the Python running it has: a scratch venv with TRL 0.26.0
+and transformers 4.57.1 is the stack of the official notebooks) for a few optimizer steps on a
+randomly initialised model built from a shrunken config of a shipped architecture (real vocabulary,
+so the vocabulary-sized terms are as large relative to the layers as in the real model), and
+records live storage bytes with a ``TorchDispatchMode`` (every new storage once, rounded up to the
+CUDA caching allocator's 512-byte blocks, dropped when it dies; autograd's in-place gradient sum
+restored as in planner/profiler/trace.py), per phase of TRL's loop, and the largest live tensors at
+the peak. No GPU, no network (a word-level tokenizer with the model's vocabulary size is built here).
+
+    # measure (any venv with trl; prints one JSON line per case)
+    /tmp/trl026/bin/python benchmarks/real_grpo_trace.py measure --out benchmarks/results/real_grpo_trace.jsonl
+    # compare with the planner (the project's venv)
+    python benchmarks/real_grpo_trace.py compare benchmarks/results/real_grpo_trace.jsonl
+
+What a CPU run cannot show: CUDA kernels' own workspaces (cuBLAS, flash attention's backward
+buffers; the CPU SDPA kernel saves what the CUDA flash kernel saves: output and log-sum-exp), the
+caching allocator's reserve, bitsandbytes NF4 (the LoRA case uses a bf16 base) and vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+import weakref
+from pathlib import Path
+
+BLOCK_BYTES = 512
+
+# Shrunken Qwen3 (the full fine-tuning notebook's family) and Qwen2 (the QLoRA notebook's): real
+# vocabulary and tying, real head_dim/GQA ratios, few and narrow layers so a CPU runs it in seconds.
+QWEN3_SMALL = dict(model_type="qwen3", vocab_size=151936, hidden_size=256, intermediate_size=768,
+                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                   tie_word_embeddings=True, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                   rope_theta=1000000.0)
+QWEN2_SMALL = dict(model_type="qwen2", vocab_size=151936, hidden_size=256, intermediate_size=768,
+                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                   tie_word_embeddings=True, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                   rope_theta=1000000.0)
+
+# name -> (config, finetune, dtype, lora rank, settings); the GRPO settings are the notebooks' (batch 1,
+# 2 generations, steps_per_generation = accumulation, checkpointing with use_reentrant=False, bf16
+# autocast on (GRPOConfig's default), the default optimizer, completion 8) at a CPU-sized length and
+# accumulation (2 optimizer steps: the second has Adam's state and accumulated gradients).
+SETTINGS = dict(per_device_train_batch_size=1, gradient_accumulation_steps=4, num_generations=2,
+                max_completion_length=8, prompt_length=512, max_steps=2)
+QWEN3_06B = dict(QWEN3_SMALL, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)  # Qwen/Qwen3-0.6B
+CASES = {
+    "qwen3-full-fp32": (QWEN3_SMALL, "full", "float32", 0, SETTINGS),
+    "qwen2-lora32-bf16": (QWEN2_SMALL, "lora", "bfloat16", 32, SETTINGS),
+    # the full fine-tuning notebook's path at a real model's size: Qwen3-0.6B, fp32, its prompt length
+    "qwen3-0.6b-full-fp32": (QWEN3_06B, "full", "float32", 0,
+                             dict(SETTINGS, gradient_accumulation_steps=2, prompt_length=1400)),
+}
+
+
+def _round(n: int) -> int:
+    return max(BLOCK_BYTES, -(-n // BLOCK_BYTES) * BLOCK_BYTES) if n else 0
+
+
+def make_tracker():
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    aten = torch.ops.aten
+    try:
+        from torch.autograd.graph import _engine_run_backward
+        engine_code = _engine_run_backward.__code__
+    except ImportError:
+        engine_code = None
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live: dict[int, tuple] = {}
+            self.current = 0
+            self.phase = "start"
+            self.peaks: dict[str, int] = {}
+            self.peak = 0
+            self.at_peak: list = []
+            self._next_snapshot = 0
+
+        def register_resident(self, tensors) -> int:
+            """Count what exists before the run (weights, adapters, buffers) once, so that a view
+            of a weight (``t()`` in ``F.linear``) is not taken for a new storage."""
+            phase, self.phase = self.phase, "resident"
+            for t in tensors:
+                self.track(t, "resident")
+            self.phase = phase
+            return self.current
+
+        def _free(self, key, n):
+            if self.live.pop(key, None) is not None:
+                self.current -= n
+
+        def track(self, t, op):
+            if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+                return
+            st = t.untyped_storage()
+            key = st._cdata
+            if key in self.live:
+                return
+            n = _round(st.nbytes())
+            fin = weakref.finalize(st, self._free, key, n)
+            fin.atexit = False
+            self.live[key] = (fin, n, tuple(t.shape), str(t.dtype).replace("torch.", ""), op, self.phase)
+            self.current += n
+            if self.current > self.peaks.get(self.phase, 0):
+                self.peaks[self.phase] = self.current
+            if self.current > self.peak:
+                self.peak = self.current
+                if self.current >= self._next_snapshot:  # the largest live tensors, near the peak
+                    self.at_peak = sorted(((v[1], v[2], v[3], v[4], v[5]) for v in self.live.values()),
+                                          reverse=True)[:25]
+                    self.at_peak_phase = self.phase
+                    self._next_snapshot = self.current + (1 << 20)
+
+        def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
+                old, new = args[0], args[1]
+                if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
+                        and old.dtype == new.dtype and not old._is_view() and old.is_contiguous()):
+                    return aten.add_.Tensor(old, new)
+            out = func(*args, **kwargs)
+            for t in tree_leaves(out):
+                self.track(t, func.__name__)
+            return out
+
+    return LiveBytes()
+
+
+def _caller_code():
+    import os
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_name in ("_fn", "inner") \
+            and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+        frame = frame.f_back
+    return frame.f_code if frame is not None else None
+
+
+def _tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(vocab_size - 4)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>", padding_side="left",
+                                   model_input_names=["input_ids", "attention_mask"])
+
+
+def _phase(tracker, name, fn):
+    def wrapped(*a, **k):
+        before = tracker.phase
+        tracker.phase = name
+        try:
+            return fn(*a, **k)
+        finally:
+            tracker.phase = before
+    return wrapped
+
+
+def measure(case: str) -> dict:
+    import torch
+    import transformers
+    import trl
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg, finetune, dtype, rank, s = CASES[case]
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(**{**cfg, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3})
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=getattr(torch, dtype), attn_implementation="sdpa")
+    tokenizer = _tokenizer(cfg["vocab_size"])
+    words = [f"w{i}" for i in range(4, 4 + 997)]
+    n_prompts = 64
+    prompts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(s["prompt_length"])) for i in range(n_prompts)]
+    peft_config = None
+    if finetune == "lora":
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"])
+
+    def reward(completions, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    out_dir = tempfile.mkdtemp()
+    args = GRPOConfig(output_dir=out_dir, per_device_train_batch_size=s["per_device_train_batch_size"],
+                      gradient_accumulation_steps=s["gradient_accumulation_steps"],
+                      num_generations=s["num_generations"], max_completion_length=s["max_completion_length"],
+                      max_steps=s["max_steps"], gradient_checkpointing=True,
+                      gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=True, bf16=True,
+                      report_to="none", save_strategy="no", logging_steps=1, use_vllm=False,
+                      generation_kwargs={"min_new_tokens": s["max_completion_length"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
+                              train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+                              peft_config=peft_config)
+    tracker = make_tracker()
+    resident = tracker.register_resident([*trainer.model.parameters(), *trainer.model.buffers()])
+    trainer._generate_and_score_completions = _phase(tracker, "rollout", trainer._generate_and_score_completions)
+    trainer.compute_loss = _phase(tracker, "forward", trainer.compute_loss)
+    acc = trainer.accelerator
+    acc.backward = _phase(tracker, "backward", acc.backward)
+    orig_create = trainer.create_optimizer
+
+    def create_optimizer(*a, **k):
+        opt = orig_create(*a, **k)
+        opt.register_step_pre_hook(lambda *_: setattr(tracker, "phase", "optimizer_step"))
+        opt.register_step_post_hook(lambda *_: setattr(tracker, "phase", "between"))
+        return opt
+    trainer.create_optimizer = create_optimizer
+    acc.clip_grad_norm_ = _phase(tracker, "clip_grad_norm", acc.clip_grad_norm_)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker:
+            trainer.train()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return dict(case=case, config=cfg, finetune=finetune, dtype=dtype, lora_rank=rank, settings=s,
+                versions=dict(trl=trl.__version__, transformers=transformers.__version__, torch=torch.__version__),
+                optim=str(trainer.args.optim), optimizer=type(trainer.optimizer.optimizer
+                                                              if hasattr(trainer.optimizer, "optimizer")
+                                                              else trainer.optimizer).__name__,
+                mixed_precision=str(acc.mixed_precision), resident_bytes=resident, trainable_params=trainable,
+                peak_bytes=tracker.peak, peak_phase=tracker.at_peak_phase, phase_peaks=tracker.peaks,
+                largest_at_peak=[list(x) for x in tracker.at_peak], seconds=round(time.perf_counter() - t0, 1))
+
+
+# the planner's tensor terms (what a live-bytes count can see: no CUDA context, cuBLAS or allocator reserve)
+TENSOR_TERMS = ("weights", "adapters", "optimizer_state", "gradients", "activations", "logprob_head",
+                "optimizer_step", "autocast_cache", "rollout_buffers")
+
+
+def predict(row: dict) -> dict:
+    """The planner's trainer terms for the measured case (its optimizer, head and versions)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from planner.memory.trainer import TrainerSetup, trainer_memory
+    from planner.model_spec import spec_from_config
+
+    s = row["settings"]
+    spec = spec_from_config(row["config"], model_id=row["case"], source="real_grpo_trace")
+    weights = {"float32": "fp32", "bfloat16": "bf16"}[row["dtype"]]
+    setup = TrainerSetup(weights=weights, finetune=row["finetune"], lora_rank=row["lora_rank"] or 16,
+                         optim=row["optim"].replace("OptimizerNames.", "").lower(),
+                         batch_size=s["per_device_train_batch_size"], prompt_length=s["prompt_length"],
+                         completion_length=s["max_completion_length"], logprob_head="plain",
+                         gradient_accumulation_steps=s["gradient_accumulation_steps"], completion_lengths="fixed",
+                         mixed_precision=row["mixed_precision"],
+                         rollout_sequences=s["per_device_train_batch_size"] * s["gradient_accumulation_steps"],
+                         transformers_version=row["versions"]["transformers"])
+    return trainer_memory(spec, setup).components
+
+
+def compare(path: Path) -> None:
+    gib = 2**30
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        comp = predict(row)
+        predicted = sum(comp[k] for k in TENSOR_TERMS)
+        measured = row["peak_bytes"]  # absolute: the resident weights are counted from the start
+        print(f"{row['case']} (trl {row['versions']['trl']}, transformers {row['versions']['transformers']}, "
+              f"{row['optimizer']}, autocast {row['mixed_precision']}): measured peak {measured / gib:.4f} GiB "
+              f"in {row['peak_phase']}, planner {predicted / gib:.4f} GiB ({predicted / measured - 1:+.1%})")
+        print("  planner terms (MiB): " + ", ".join(f"{k} {comp[k] / 2**20:.1f}" for k in TENSOR_TERMS))
+        print("  measured phase peaks (MiB): "
+              + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in row["phase_peaks"].items()))
+        print("  largest live tensors at the peak: " + "; ".join(
+            f"{n / 2**20:.1f} MiB {dt}{shape} ({op}, {ph})" for n, shape, dt, op, ph in row["largest_at_peak"][:12]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--case", choices=sorted(CASES), action="append")
+    m.add_argument("--out", type=Path, required=True, help="JSON lines, one per case, appended")
+    c = sub.add_parser("compare")
+    c.add_argument("path", type=Path)
+    a = ap.parse_args()
+    if a.cmd == "measure":
+        for case in a.case or CASES:
+            row = json.dumps(measure(case))  # the trainer logs to stdout: results go to --out
+            with a.out.open("a") as f:
+                f.write(row + "\n")
+    else:
+        compare(a.path)
+
+
+if __name__ == "__main__":
+    main()
