@@ -117,6 +117,19 @@ def table(rows: list[tuple[str, str]], title: str | None = None) -> str:
     return "\n".join(out)
 
 
+def margin_text(p) -> str:
+    """The margin a plan used and where it came from (its ``margin`` assumption), for the header:
+    ``margin 3%, the calibrated model's error band`` or ``margin 7%: 4% the analytic model's error
+    band + 3% unmodelled``."""
+    a = p.assumptions.get("margin")
+    if not a:
+        return f"margin {p.margin:.0%}"
+    why = "given (--margin)" if a["source"] == "option" else f"the {a['memory_model']} model's error band"
+    if a.get("unmodelled"):
+        return f"margin {p.margin:.0%}: {a['base']:.0%} {why} + {a['unmodelled']:.0%} unmodelled"
+    return f"margin {p.margin:.0%}, {why}"
+
+
 def check_lines(report) -> list[str]:
     """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line."""
     width = max(len(c.id) for c in report.checks)

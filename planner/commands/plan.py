@@ -16,12 +16,22 @@ from dataclasses import replace
 
 from .. import outputs
 from ..api import plan_from_request
+from ..coverage import MEMORY_MODEL_MARGIN
 from ..errors import InvalidSetupError
 from ..next_steps import next_steps
 from ..request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..results import OBJECTIVE, Plan
 from . import _unsloth
-from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, spellings, table, trainer_kwargs
+from ._common import (
+    add_model_gpu_args,
+    add_trainer_args,
+    gib_str,
+    margin_text,
+    print_json,
+    spellings,
+    table,
+    trainer_kwargs,
+)
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 
@@ -87,7 +97,10 @@ def add_arguments(p) -> None:
     g.add_argument("--max-batch", type=int, default=None, help="the largest micro-batch tried (default: 64)")
     g.add_argument("--max-completions-per-step", type=int, default=None,
                    help="the most completions per GPU per optimizer step (default: 512)")
-    g.add_argument("--margin", type=float, default=None, help="safety margin as a fraction of the card (default: 0.05)")
+    g.add_argument("--margin", type=float, default=None,
+                   help=f"safety margin as a fraction of the card (default: from the memory model: "
+                        f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
+                        f"analytic, their measured error bands; more for setups the measurements do not cover)")
     g.add_argument("--sleep-mode", choices=SLEEP_MODES, default=None,
                    help="vLLM sleep mode while training (default: auto, the solver chooses)")
     g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None, help="(default: auto)")
@@ -230,7 +243,7 @@ def render(p: Plan) -> str:
     cfg = p.config
     role = p.training_rank
     pinned = set(p.pinned)
-    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB, margin {p.margin:.0%}); "
+    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB); {margin_text(p)}; "
            f"memory model: {p.memory_model}",
            table([(k, _value(v) + ("  (pinned)" if k in pinned else "")) for k, v in cfg.items()], "GRPOConfig:")]
     phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]
