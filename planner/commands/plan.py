@@ -23,11 +23,14 @@ from ..request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..results import OBJECTIVE, Plan
 from . import _unsloth
 from ._common import (
+    add_config_arg,
     add_model_gpu_args,
     add_trainer_args,
     gib_str,
     margin_text,
+    model_arg,
     print_json,
+    read_config,
     spellings,
     table,
     trainer_kwargs,
@@ -80,9 +83,7 @@ def add_arguments(p) -> None:
     add_model_gpu_args(p, gpu_default="auto", model_required=False)
     if not p.description or "Pins:" not in p.description:
         p.description = ((p.description + "\n\n") if p.description else "") + __doc__.split("\n", 2)[2]
-    p.add_argument("--config", default=None, metavar="GRPO_YAML",
-                   help="a TRL GRPO config (trl grpo --config): its modelled keys become pins, the others pass "
-                        "through to the output config; flags win over the file")
+    add_config_arg(p, "its modelled keys become pins, the others pass through to the output config")
     add_trainer_args(p)
     pins = p.add_argument_group("pins (TRL's names, either spelling; each held as given)")
     for name, kind, text in PIN_FLAGS:
@@ -119,9 +120,7 @@ def add_arguments(p) -> None:
 def request_from_args(args) -> PlanRequest:
     """The one request the options describe (validated: every problem at once): the --config
     file's pins and options, then the flags (a flag wins over the file)."""
-    from ..trl_config import read_grpo_config
-
-    cfg = read_grpo_config(args.config) if getattr(args, "config", None) else None
+    cfg = read_config(args)
     pins: dict = dict(cfg.pins) if cfg else {}
     sources = {k: "config file" for k in pins}
     options: dict = dict(cfg.options) if cfg else {}
@@ -148,10 +147,7 @@ def request_from_args(args) -> PlanRequest:
     for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
         if getattr(args, name) != "auto" or name not in options:
             options[name] = getattr(args, name)
-    model = args.model or (cfg.model if cfg else None)
-    if not model:
-        raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")
-    return plan_request(model, gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
+    return plan_request(model_arg(args, cfg), gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
                         passthrough=dict(cfg.passthrough) if cfg else {}, **options)
 
 
