@@ -33,6 +33,13 @@ def main() -> None:
     for r, pred, err in cal["runs"]:
         lines.append(f"  {r['model']:32s} run peak {r['device_peak_mib']:.0f} MiB, predicted {pred / MIB:.0f} MiB, "
                      f"{err * 100:+.2f}%")
+    lines.append("  check, the calibration rows each profile's fit left out (each family's first step; data/calibration):")
+    card = cal["card_bytes"]  # the H100-80GB, the only card the shipped profiles apply to
+    for r, pred, err in cal["left_out"]:
+        lines.append(f"  {r['model']:32s} {r['mode']:4s} {'on' if r['grad_ckpt'] else 'off':3s} {r['batch']:2d} "
+                     f"{r['prompt_len']:4d} {r['completion_len']:4d} {r['measured_peak_bytes'] / MIB:10.0f} "
+                     f"{pred / MIB:9.0f} {err * 100:+6.2f}%  ({(pred - r['measured_peak_bytes']) / card * 100:+.2f}% "
+                     f"of the card)")
     b = margin_bands()
     c, a = b["calibrated"], b["analytic"]
     lines += ["",

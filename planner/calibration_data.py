@@ -282,7 +282,29 @@ def evaluate_calibrated(heldout_rows=None, runs=None) -> dict:
             measured = r["device_peak_mib"] * MIB
             checked.append((r, pred, (pred - measured) / measured))
     return {"steps": steps, "runs": checked, "worst_under": min(e for *_, e in steps),
-            "runs_worst_under": min(e for *_, e in checked)}
+            "runs_worst_under": min(e for *_, e in checked), "left_out": evaluate_left_out(),
+            "card_bytes": _card_bytes()}
+
+
+def evaluate_left_out(rows=None) -> list[tuple[dict, int, float]]:
+    """The calibration rows each shipped profile's fit left out (planner.profiler.fit.steady_rows:
+    each family's first step, which also creates the optimizer state), predicted with the profile:
+    (row, prediction, error against the calibration README's device-level peak)."""
+    from .profiler.fit import family_key, steady_rows
+
+    rows = rows if rows is not None else load_rows()
+    families: dict[tuple, list[dict]] = {}
+    for r in rows:
+        families.setdefault(family_key(r), []).append(r)
+    out = []
+    for fam in families.values():
+        steady, _ = steady_rows(fam)
+        for r in fam:
+            if r["ok"] and not any(r is x for x in steady):
+                pred, label = predict_calibrated(r["model"], measured_setup(r))
+                if label.startswith("calibrated"):
+                    out.append((r, pred, (pred - r["measured_peak_bytes"]) / r["measured_peak_bytes"]))
+    return out
 
 
 # -- the analytic activation peak against the trace (benchmarks/results/trace_vs_analytic.txt) ------

@@ -30,6 +30,12 @@ def test_calibrated_margin_covers_the_profiles_worst_held_out_under_prediction()
     assert MEMORY_MODEL_MARGIN["calibrated"] == ceil_percent(-worst)
     # the whole runs of calibrated models (a check, not the basis) stay inside the band too
     assert len(cal["runs"]) == 5 and MEMORY_MODEL_MARGIN["calibrated"] >= -cal["runs_worst_under"]
+    # each family's first step, which the fits leave out, is under-predicted by more (-6.6% at worst), but at
+    # 2-16 GB peaks: the bytes missed stay well inside the band's share of the H100 the profiles apply to
+    left = cal["left_out"]
+    assert len(left) == 9 and min(e for *_, e in left) < -MEMORY_MODEL_MARGIN["calibrated"]
+    worst_bytes = max(r["measured_peak_bytes"] - pred for r, pred, _ in left)
+    assert 0 < worst_bytes < 0.005 * cal["card_bytes"] < MEMORY_MODEL_MARGIN["calibrated"] * cal["card_bytes"]
 
 
 def test_analytic_margin_covers_held_out_under_prediction_plus_the_trace_band():
