@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from planner.cli import main
+from planner.versions import trl_facts
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 RUN = """\
@@ -15,6 +16,8 @@ RUN = """\
     lora_r: 32
     dtype: bfloat16
     optim: adamw_8bit
+    use_vllm: true
+    vllm_mode: colocate
     per_device_train_batch_size: 8
     gradient_accumulation_steps: 4
     num_generations: 8
@@ -91,10 +94,39 @@ def test_estimate_generation_batch_size_sets_steps_per_generation(tmp_path, caps
     cfg = _write(tmp_path, """\
         per_device_train_batch_size: 4
         generation_batch_size: 24
+        use_vllm: true
+        vllm_mode: colocate
         vllm_gpu_memory_utilization: 0.3
         """)
     d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--json"])
     assert d["vllm"]["max_num_seqs"] == 24  # TRL: steps_per_generation = 24 / (4 x 1 GPU) = 6
+
+
+def test_estimate_runs_vllm_as_trl_does(tmp_path, capsys):
+    # use_vllm: true without a utilisation: colocated (1.16's default mode) at the release's default
+    cfg = _write(tmp_path, "use_vllm: true\nper_device_train_batch_size: 4\n")
+    d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--trl-version",
+                       "1.16.0", "--json"])
+    assert d["vllm"]["gpu_memory_utilization"] == trl_facts("1.16.0").vllm_gpu_memory_utilization_default == 0.3
+    # without use_vllm: true TRL starts no engine, whatever utilisation the file names; the output says so
+    cfg = _write(tmp_path, "vllm_gpu_memory_utilization: 0.5\nper_device_train_batch_size: 4\n", "no_vllm.yaml")
+    d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--json"])
+    assert d.get("vllm") is None and d.get("phases") is None
+    assert f"--config {cfg} does not set use_vllm: true, so TRL starts no vLLM engine and its " \
+           f"vllm_gpu_memory_utilization is not used (--vllm-gpu-memory-utilization adds one)" in d["warnings"]
+    # a flag adds it back
+    d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB",
+                       "--vllm-gpu-memory-utilization", "0.4", "--json"])
+    assert d["vllm"]["gpu_memory_utilization"] == 0.4
+    # vllm_mode: server puts vLLM on GPUs of its own: a layout, which one GPU cannot hold
+    cfg = _write(tmp_path, "use_vllm: true\nvllm_mode: server\n", "server.yaml")
+    code, _, err = _run(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB"])
+    # (the line speaks Python: plan estimate's layouts go through planner.estimate_layout, as before)
+    assert code == 2 and err == ("plan: error: layout='server' needs at least 2 GPUs (one serves, one trains); use "
+                                 "num_gpus=2 or more\n")
+    d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--num-gpus", "2",
+                       "--batch-size", "8", "--json"])
+    assert d["topology"]["vllm_mode"] == "server"
 
 
 def test_estimate_names_the_defaults_that_are_not_trls(tmp_path, capsys):

@@ -13,8 +13,10 @@ one line each, the request's own rules, planner.request.estimate_problems).
 --config reads a TRL GRPO config (planner.trl_config, as `plan --config` does): the keys an estimate
 models set its shape, trainer and vLLM options (CONFIG_ARGS), a flag wins over the file, other keys
 (learning_rate, beta, ...) are ignored. As in TRL, steps_per_generation follows
-generation_batch_size, else gradient_accumulation_steps. What neither sets keeps the estimate's
-defaults, which are not TRL's for use_peft, dtype and optim: the output says so in one warning.
+generation_batch_size, else gradient_accumulation_steps, and a vLLM engine runs only with
+use_vllm: true (colocated at the release's default utilisation unless the file gives one, or as a
+server when vllm_mode says so). What neither sets keeps the estimate's defaults, which are not TRL's
+for use_peft, dtype and optim: the output says so in one warning.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..errors import InvalidSetupError
 from ..estimation import TRL_DEFAULT, estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..outputs import check_outputs, report_rating, write_if_ok
+from ..versions import trl_facts
 from . import _unsloth
 from ._common import (
     add_config_arg,
@@ -119,12 +122,15 @@ def _given(value, default):
 
 def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
     """The options with the --config file's values where no flag was given (a flag wins), TRL's
-    steps_per_generation, then the estimate's defaults; and the warning a file that leaves
-    use_peft, dtype or optim to defaults gets (the estimate's are not TRL's)."""
+    vLLM engine and steps_per_generation, then the estimate's defaults; and the notes for the
+    output (a file's utilisation TRL does not use; defaults of the estimate that are not TRL's)."""
     cfg = read_config(args)
     out = argparse.Namespace(**vars(args))
     out.model = model_arg(args, cfg)
-    values = {**cfg.pins, **cfg.options} if cfg else {}
+    values: dict = {}
+    notes: list[str] = []
+    if cfg is not None:
+        values, notes = _trl_vllm({**cfg.pins, **cfg.options}, cfg, args.trl_version)
     for key, dest in CONFIG_ARGS.items():
         unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
         if key in values and unset:
@@ -138,11 +144,29 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
         return out, ()
     left = [(keys[0], ours, trl) for keys, flag, ours, trl in NOT_TRL_DEFAULTS
             if not set(keys) & set(cfg.keys) and getattr(args, flag) is None]
-    if not left:
-        return out, ()
-    return out, (f"--config {cfg.path} sets no {', '.join(k for k, _, _ in left)}: estimated with "
-                 f"{', '.join(o for _, o, _ in left)} (plan estimate's defaults); for TRL's own: "
-                 f"{' '.join(f for _, _, f in left)}",)
+    if left:
+        notes.append(f"--config {cfg.path} sets no {', '.join(k for k, _, _ in left)}: estimated with "
+                     f"{', '.join(o for _, o, _ in left)} (plan estimate's defaults); for TRL's own: "
+                     f"{' '.join(f for _, _, f in left)}")
+    return out, tuple(notes)
+
+
+def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[str]]:
+    """The file's settings with vLLM as TRL runs it: no engine unless ``use_vllm: true``; with it,
+    ``vllm_mode`` and (colocated) ``vllm_gpu_memory_utilization`` default to the TRL release's."""
+    values = dict(values)
+    if cfg.use_vllm is not True:
+        for key in ("layout", "vllm_enable_sleep_mode"):
+            values.pop(key, None)
+        if values.pop("vllm_gpu_memory_utilization", None) is None:
+            return values, []
+        return values, [f"--config {cfg.path} does not set use_vllm: true, so TRL starts no vLLM engine and its "
+                        f"vllm_gpu_memory_utilization is not used (--vllm-gpu-memory-utilization adds one)"]
+    facts = trl_facts(trl_version)
+    values.setdefault("layout", facts.vllm_mode_default)
+    if values["layout"] == "colocate":
+        values.setdefault("vllm_gpu_memory_utilization", facts.vllm_gpu_memory_utilization_default)
+    return values, []
 
 
 def _steps_per_generation(args, values: dict):
