@@ -67,7 +67,7 @@ def main() -> None:
                     cfg = (f"**plan**: u={c['vllm_gpu_memory_utilization']} B={c['per_device_train_batch_size']} "
                            f"GA={c['gradient_accumulation_steps']} G={c['num_generations']} "
                            f"C={c['max_completion_length']}{' sleep' if c['vllm_enable_sleep_mode'] else ''}")
-                    cells = _row(p.estimate, c["per_device_train_batch_size"] * c["steps_per_generation"])
+                    cells = _row(p, c["generation_batch_size"])  # one GPU: B x steps per generation
                 except PlannerError as err:
                     cfg, cells = "**plan**", ("no plan: " + str(err).split(":")[1][:50], "-", "-", "-")
                 lines.append(f"| {model.split('/')[1]} | {weights} | {gpu} | {cfg} | " + " | ".join(cells) + " |")

@@ -6,7 +6,8 @@
     trainer = planner.train("Qwen/Qwen2.5-0.5B-Instruct", reward_funcs, dataset, gpu="auto")
 
 This is the only module that reads the environment for defaults (the installed TRL's log-prob
-head and default completion length, ``PYTORCH_CUDA_ALLOC_CONF``); the solver below it is pure.
+head and default completion length, ``PYTORCH_CUDA_ALLOC_CONF``, the calibration profiles that decide
+the default margin); the solver below it is pure.
 Imports go one way: api -> solver -> (phases, sharding, estimation, results) and api -> checks,
 handoff; checks and the hand-off take a plan and never import the solver.
 """
@@ -18,18 +19,20 @@ from dataclasses import replace
 from typing import Any, Literal, overload
 
 from .assumptions import assumptions
+from .calibration import calibration_gap
 from .checks import CheckReport, architecture_warnings, with_checks
 from .checks import preflight as preflight_plan
-from .coverage import coverage_margin
-from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
+from .coverage import MEMORY_MODEL_MARGIN, coverage_margin
+from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
 from .errors import InvalidSetupError, PlannerError, VersionError
-from .estimation import default_logprob_head
+from .estimation import default_logprob_head, resolve_calibration
 from .gpu_spec import GpuSpec
 from .hints import to_python
 from .memory.allocator import expandable_segments_from_env
 from .memory.trainer import TrainerSetup
+from .model_spec import ModelSpec, resolve_model
 from .next_steps import next_steps
-from .request import PlanRequest, fixed_setup_problems, plan_request
+from .request import PlanRequest, apply_pins, fixed_setup_problems, plan_request
 from .results import Plan
 from .solver import DEFAULT_OPTIM, evaluate, solve
 from .unsloth_solver import UnslothPlan
@@ -56,8 +59,10 @@ def choose_optim(req: PlanRequest) -> tuple[str, str, str]:
 
 def complete_request(req: PlanRequest) -> PlanRequest:
     """Fill what the user left to the environment: the TRL release's default completion length
-    and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, and the optimizer
-    (from the installed packages when planning for this machine)."""
+    and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, the optimizer
+    (from the installed packages when planning for this machine), and the margin (the band of the
+    memory model the plan will use, planner.coverage). The model and the GPUs are resolved here,
+    once (``--gpu auto`` reads the card once): the completed request holds their specs."""
     t, g, v = req.trainer, req.targets, req.vllm
     trainer = t
     if t.optim is None and req.pins.optim is None:
@@ -72,7 +77,34 @@ def complete_request(req: PlanRequest) -> PlanRequest:
             targets = replace(g, max_completion_length=trl_facts(v.trl_version).max_completion_length_default)
         except VersionError:
             targets = replace(g, max_completion_length=512)
-    return replace(req, trainer=trainer, targets=targets)
+    completed = replace(req, trainer=trainer, targets=targets)
+    spec = resolve_model(req.model)
+    o = req.topology
+    card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
+    completed = replace(completed, model=spec, gpu=cards if isinstance(req.gpu, tuple) else card)
+    if g.margin is None:
+        margin = MEMORY_MODEL_MARGIN[memory_model_kind(completed, spec, card)]
+        completed = replace(completed, targets=replace(completed.targets, margin=margin))
+    return completed
+
+
+def trainer_setup(req: PlanRequest) -> TrainerSetup:
+    """The trainer options of a completed request, pins applied (``--lora-r``, ``--optim`` from a
+    flag or a --config file), as the setup the coverage and calibration rules read (no shape)."""
+    t = apply_pins(req).trainer
+    return TrainerSetup(weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, optim=t.optim or DEFAULT_OPTIM,
+                        gradient_checkpointing=t.gradient_checkpointing, logprob_head=t.logprob_head or "fused",
+                        transformers_version=t.transformers_version)
+
+
+def memory_model_kind(req: PlanRequest, spec: ModelSpec, card: GpuSpec) -> str:
+    """``"calibrated"`` when a calibration profile covers the request's trainer setup on ``card``
+    (the solver then uses it: planner.calibration.calibration_gap), else ``"analytic"``: whose
+    measured band the default margin is."""
+    calibration = resolve_calibration(spec, card, req.calibration)
+    if calibration is not None and calibration_gap(calibration, trainer_setup(req)) is None:
+        return "calibrated"
+    return "analytic"
 
 
 def _speak_python(fn):
@@ -144,9 +176,10 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
     completed = complete_request(req)
     extra, why = unmodelled_margin(completed)
+    solving = completed
     if extra:  # the margin grows where the model covers less than a real run may hold (planner.coverage)
-        completed = completed.with_options(margin=round(min(0.45, completed.targets.margin + extra), 4))
-    result = solve(completed)
+        solving = completed.with_options(margin=round(min(0.45, (completed.targets.margin or 0.0) + extra), 4))
+    result = solve(solving)
     checked = with_checks(result, for_training=for_training, strict=strict)
     warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
     checked = replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
@@ -157,21 +190,19 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
 def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
     """What planner.coverage adds to the margin for this request (TRL release, optimizer, weights),
     and why, as warnings the plan carries; (0.0, ()) for what the model was measured on."""
-    t = req.trainer
-    setup = TrainerSetup(weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, optim=t.optim or DEFAULT_OPTIM,
-                         logprob_head=t.logprob_head or "fused", transformers_version=t.transformers_version)
     try:
-        extra, reasons = coverage_margin(setup, req.vllm.trl_version)
+        extra, reasons = coverage_margin(trainer_setup(req), req.vllm.trl_version)
     except VersionError:
         return 0.0, ()
     return extra, tuple(f"safety margin +{extra:.0%}: {r}" if i == 0 else r for i, r in enumerate(reasons))
 
 
 def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
-    """The plan with its assumptions (values and sources, versions assumed vs installed) and the
-    next steps (planner.next_steps)."""
+    """The plan with its assumptions (values and sources, versions assumed vs installed, the margin
+    and the memory model it follows) and the next steps (planner.next_steps)."""
     _, optim_source, optim_note = choose_optim(req)
-    notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {})}
+    notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {}),
+             "memory_model_kind": memory_model_kind(completed, p.model, p.gpu)}
     for dist, facts in (("trl", trl_facts), ("transformers", None)):
         try:
             notes[f"{dist}_assumed"] = (facts(req.vllm.trl_version).release if facts is not None

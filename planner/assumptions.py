@@ -6,8 +6,9 @@
 
 Sources: ``pinned`` (a TRL setting the user fixed), ``config file`` (read from ``--config``),
 ``option`` (a planner option set to a value other than its default), ``installed package`` (read
-from this machine's packages or environment), ``default`` (the planner's default). Pure: the
-caller (planner.api) reads the installed versions.
+from this machine's packages or environment), ``memory model`` (the margin: the measured band of
+the memory model the plan uses, planner.coverage), ``default`` (the planner's default). Pure: the
+caller (planner.api) reads the installed versions and which memory model the margin followed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from .request import PlanRequest, Targets, TrainerOptions
 EXPECTED_ERROR = {
     "analytic": "held-out H100 steps: median |error| 1.7%, worst under-prediction -0.96%, max 6.2% on peaks above "
                 "8 GiB (19% over-prediction on sub-1B models); whole runs -1.6% to +9.2% (README, Accuracy)",
-    "calibrated": "calibration rows: median |error| 1.7%, worst under-prediction -2.99% (README, Accuracy)",
+    "calibrated": "held-out H100 steps of a calibrated family: worst under-prediction -2.99%, worst over-prediction "
+                  "+8.2% (a first step); whole runs of calibrated models -0.02% to +9.2% "
+                  "(benchmarks/results/margin_bands.txt)",
 }
 _TARGET_DEFAULTS = {f.name: f.default for f in fields(Targets)}
 _TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerOptions)}
@@ -33,6 +36,19 @@ def _entry(value: Any, source: str, **more: Any) -> dict[str, Any]:
 
 def _option_source(value: Any, default: Any) -> str:
     return "default" if value == default else "option"
+
+
+def margin_entry(given: float | None, base: float | None, used: float, kind: str) -> dict[str, Any]:
+    """The margin a plan used and where it came from: ``given`` by the user (None: the memory
+    model's band), ``base`` after the defaults (the band, or what was given), ``used`` with what
+    planner.coverage adds for a setup the measurements do not cover (``unmodelled``)."""
+    base = used if base is None else base
+    extra = round(used - base, 4)
+    why = "given (--margin)" if given is not None else f"the {kind} memory model's measured error band (planner/coverage.py)"
+    if extra:
+        why += f", +{extra:.0%} for what the measurements do not cover (see the warnings)"
+    return _entry(used, "option" if given is not None else "memory model", memory_model=kind, base=base,
+                  unmodelled=extra, note=why)
 
 
 def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: dict[str, str | None],
@@ -53,9 +69,12 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
             if installed.get("trl") else "default"
         out["max_completion_length"] = _entry(completed.targets.max_completion_length, src,
                                               note="a target: cut when it does not fit (pin it to hold it)")
-    for name in ("max_batch", "max_completions_per_step", "utilization_range", "margin", "sleep_mode"):
+    for name in ("max_batch", "max_completions_per_step", "utilization_range", "sleep_mode"):
         value = getattr(g, name)
         out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
+    kind = notes.get("memory_model_kind") or ("calibrated" if plan.memory_model.startswith("calibrated")
+                                              else "analytic")
+    out["margin"] = margin_entry(g.margin, completed.targets.margin, plan.margin, kind)
     if "optim" not in out:
         src = "option" if req.trainer.optim is not None else notes.get("optim_source", "default")
         out["optim"] = _entry(plan.config["optim"], src, **({"note": notes["optim"]} if "optim" in notes else {}))
@@ -80,7 +99,6 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
         elif not have:
             entry["note"] = f"{dist} is not installed: planned for {asked or assumed}"
         out[f"{dist}_version"] = entry
-    kind = "calibrated" if plan.memory_model.startswith("calibrated") else "analytic"
     out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
                                  expected_error=EXPECTED_ERROR[kind])
     return out

@@ -241,15 +241,18 @@ def _fit_problems(fit, where: str) -> list[str]:
     return out
 
 
-def find_calibration(model_spec: ModelSpec, gpu_spec, versions: dict | None = None) -> Calibration | None:
+def find_calibration(model_spec: ModelSpec, gpu_spec, versions: dict | None = None,
+                     folders: list | None = None) -> Calibration | None:
     """The newest calibration profile for this model architecture on this GPU, or None.
 
     ``versions`` (package -> version) are compared with the profile's; by default the installed
     versions (read from package metadata, nothing imported). Differences are in ``.warnings``.
+    ``folders``: where to look (default :func:`search_dirs`; ``[SHIPPED_DIR]`` for the shipped
+    profiles alone, as the accuracy evaluations do).
     """
     want = fingerprint(model_spec)
     gpu_names = _gpu_names(gpu_spec)
-    for folder in search_dirs():
+    for folder in search_dirs() if folders is None else folders:
         for path in _profile_files(folder):
             data = load_profile(path)
             if data is None:
@@ -268,6 +271,31 @@ def find_calibration(model_spec: ModelSpec, gpu_spec, versions: dict | None = No
                                    fits=tuple(ModelFit.from_dict(f) for f in entry["fits"]),
                                    path=str(path), created=str(data.get("created", "")),
                                    warnings=tuple(version_warnings(measured, have)))
+    return None
+
+
+def calibration_gap(calibration: Calibration, setup) -> str | None:
+    """Why ``calibration`` does not cover ``setup`` (the warning line: its analytic terms are kept),
+    or None when it does: a measured family (weights, fine-tuning mode, LoRA rank within the
+    measured ranks), a fit with the setup's gradient checkpointing, TRL's fused log-prob head.
+    ``setup`` needs ``weights``, ``finetune``, ``lora_rank``, ``gradient_checkpointing`` and
+    optionally ``logprob_head`` (a ``TrainerSetup`` has them). Whether a plan's memory model is
+    calibrated, and so its default margin (planner.coverage), is decided here before any solving."""
+    weights = getattr(setup, "weights", "bf16")
+    finetune = getattr(setup, "finetune", "lora")
+    rank = getattr(setup, "lora_rank", None) if finetune == "lora" else None
+    gc = bool(getattr(setup, "gradient_checkpointing", True))
+    fit = calibration.fit_for(weights, finetune, rank)
+    if fit is None:
+        measured = ", ".join(f"{f.weights}/{f.finetune}" + (f" r{f.lora_rank}" if f.lora_rank else "")
+                             for f in calibration.fits)
+        return (f"calibration for {calibration.model_id} on {calibration.gpu_name} covers {measured}, "
+                f"not {weights}/{finetune}" + (f" r{rank}" if rank else "") + "; analytic terms kept")
+    if fit.activation.get(gc_key(gc)) is None:
+        return (f"calibration has no measurement {'with' if gc else 'without'} gradient checkpointing; "
+                f"analytic terms kept")
+    if getattr(setup, "logprob_head", "fused") != "fused":
+        return "calibration was measured with TRL's fused log-prob head, not the plain head; analytic terms kept"
     return None
 
 
@@ -290,27 +318,15 @@ def apply_calibration(estimate_components: dict, calibration: Calibration | None
     if calibration is None:
         return components, None, []
     warnings = list(calibration.warnings)
-    weights = getattr(setup, "weights", "bf16")
+    gap = calibration_gap(calibration, setup)
+    if gap is not None:
+        return components, None, warnings + [gap]
     finetune = getattr(setup, "finetune", "lora")
-    rank = getattr(setup, "lora_rank", None) if finetune == "lora" else None
     gc = bool(getattr(setup, "gradient_checkpointing", True))
-    head = getattr(setup, "logprob_head", "fused")
-    fit = calibration.fit_for(weights, finetune, rank)
-    if fit is None:
-        measured = ", ".join(f"{f.weights}/{f.finetune}" + (f" r{f.lora_rank}" if f.lora_rank else "")
-                             for f in calibration.fits)
-        warnings.append(f"calibration for {calibration.model_id} on {calibration.gpu_name} covers {measured}, "
-                        f"not {weights}/{finetune}" + (f" r{rank}" if rank else "") + "; analytic terms kept")
-        return components, None, warnings
-    line = fit.activation.get(gc_key(gc))
-    if line is None:
-        warnings.append(f"calibration has no measurement {'with' if gc else 'without'} gradient checkpointing; "
-                        f"analytic terms kept")
-        return components, None, warnings
-    if head != "fused":
-        warnings.append("calibration was measured with TRL's fused log-prob head, not the plain head; "
-                        "analytic terms kept")
-        return components, None, warnings
+    fit = calibration.fit_for(getattr(setup, "weights", "bf16"), finetune,
+                              getattr(setup, "lora_rank", None) if finetune == "lora" else None)
+    assert fit is not None  # calibration_gap said the profile covers the setup
+    line = fit.activation[gc_key(gc)]
     tokens = int(setup.batch_size) * (int(setup.prompt_length) + int(setup.completion_length))
     if tokens > EXTRAPOLATION_WARN_FACTOR * line.x_max:
         warnings.append(f"{tokens} tokens per micro-batch is beyond {EXTRAPOLATION_WARN_FACTOR:g}x the largest "

@@ -10,6 +10,11 @@ Three sets, all measured with torch 2.11, transformers 5.17, peft 0.21, TRL 1.16
   setting the calibration rows do not have.
 - ``benchmarks/results/h100_run_peak/``: whole runs of 16 micro-steps (benchmarks/gpu_run_peak.py).
 
+Beside them, ``benchmarks/results/trace_vs_analytic.txt``: the analytic activation peak against the
+CPU trace of the real model code on architectures nobody measured (tracing needs torch, transformers
+and about a minute per model, so the committed output is the data). :func:`margin_bands` turns all of
+it into each memory model's safety margin (the constants in planner/coverage.py).
+
 The data is part of the source repository, not of the wheel: the paths below are the checkout's,
 and a missing file raises ``FileNotFoundError`` naming it (the accuracy tests fail, never skip).
 ``measured_setup`` turns one measured row (these field names, also what ``plan profile --gpu auto``
@@ -19,6 +24,7 @@ writes) into the ``TrainerSetup`` it describes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -33,6 +39,7 @@ CALIBRATION_ROWS = REPO / "data" / "calibration" / "h100-trl1.16-train.jsonl"
 HELDOUT_DIR = REPO / "benchmarks" / "results" / "h100_heldout"
 HELDOUT_FILES = ("fresh.json", "expandable.json", "heldout.json")
 RUN_PEAK_DIR = REPO / "benchmarks" / "results" / "h100_run_peak"
+TRACE_VS_ANALYTIC = REPO / "benchmarks" / "results" / "trace_vs_analytic.txt"
 CALIBRATION_TRANSFORMERS = "5.17.0"  # the release data/calibration/README.md names
 CARD = "H100-80GB"
 
@@ -194,22 +201,32 @@ def load_runs(path: Path = RUN_PEAK_DIR / "run_peak.jsonl") -> list[dict]:
     return runs
 
 
+def run_setup(run: dict, run_level: bool = True):
+    """The ``TrainerSetup`` of a whole run (varied lengths, its accumulation), or of one isolated
+    step of its shape (``run_level=False``)."""
+    return measured_setup(run, transformers_version=run["versions"]["transformers"],
+                          gradient_accumulation_steps=run["accumulation"] if run_level else 1,
+                          completion_lengths="varied" if run_level else "fixed")
+
+
 def predict_run(run: dict, run_level: bool = True) -> int:
     """The run's peak (varied lengths, its accumulation), or one isolated step's (``run_level=False``)."""
     from .memory.trainer import trainer_memory
     from .model_spec import resolve_model
 
-    setup = measured_setup(run, transformers_version=run["versions"]["transformers"],
-                           gradient_accumulation_steps=run["accumulation"] if run_level else 1,
-                           completion_lengths="varied" if run_level else "fixed")
-    return trainer_memory(resolve_model(run["model"]), setup).peak_bytes
+    return trainer_memory(resolve_model(run["model"]), run_setup(run, run_level)).peak_bytes
+
+
+def all_runs() -> list[dict]:
+    """The six runs the run-level reserve was read off, then the two held-out runs (``heldout``)."""
+    return load_runs() + [{**r, "heldout": True} for r in load_runs(RUN_PEAK_DIR / "heldout_runs.jsonl")]
 
 
 def evaluate_runs(runs=None) -> dict:
     """Run peaks: the six runs the run-level reserve was read off, then the two held-out runs
     (``heldout_runs.jsonl``, predictions committed before they were measured)."""
     if runs is None:
-        runs = load_runs() + [{**r, "heldout": True} for r in load_runs(RUN_PEAK_DIR / "heldout_runs.jsonl")]
+        runs = all_runs()
     out = []
     for r in runs:
         measured = r["device_peak_mib"] * MIB
@@ -219,6 +236,129 @@ def evaluate_runs(runs=None) -> dict:
     held = [e for (r, *_), e in zip(out, errs) if r.get("heldout")]
     return {"runs": out, "max_abs_error": max(map(abs, errs)), "worst_under": min(errs), "heldout_errors": held,
             "single_step_worst_under": min(single)}
+
+
+# -- the calibrated model: the shipped profiles on what they were not fitted on ------------------------
+
+def shipped_calibration(model: str):
+    """The shipped H100 calibration profile of ``model`` (profiles/calibration alone: a user's own
+    profiles never enter an evaluation), or None."""
+    from .calibration import SHIPPED_DIR, find_calibration
+    from .gpu_spec import resolve_gpu
+    from .model_spec import resolve_model
+
+    return find_calibration(resolve_model(model), resolve_gpu(CARD), versions={}, folders=[SHIPPED_DIR])
+
+
+def predict_calibrated(model: str, setup) -> tuple[int, str]:
+    """(trainer peak, memory-model label) with the shipped profile where it covers ``setup``, the
+    analytic terms elsewhere (what a plan on the H100 uses)."""
+    from .estimation import calibrated_trainer_memory
+    from .model_spec import resolve_model
+
+    tm, label, _ = calibrated_trainer_memory(resolve_model(model), setup, shipped_calibration(model))
+    return tm.peak_bytes, label
+
+
+def evaluate_calibrated(heldout_rows=None, runs=None) -> dict:
+    """The shipped calibration profiles (fitted on data/calibration's steady rows alone) against
+    the measurements they were not fitted on, where they apply: the held-out steps of a calibrated
+    family (benchmarks/results/h100_heldout, against ``device_used_mib_end``), and, as a check, the
+    whole runs of calibrated models (the profiles never saw them, but the run-level reserve they
+    are raised to was read off them). ``worst_under`` is the held-out steps' worst error."""
+    heldout_rows = heldout_rows if heldout_rows is not None else load_heldout_rows()
+    steps = []
+    for r in heldout_rows:
+        if not r["ok"]:
+            continue
+        pred, label = predict_calibrated(r["model"], measured_setup(r))
+        if label.startswith("calibrated"):
+            device = r["device_used_mib_end"] * MIB
+            steps.append((r, pred, (pred - device) / device))
+    checked = []
+    for r in runs if runs is not None else all_runs():
+        pred, label = predict_calibrated(r["model"], run_setup(r))
+        if label.startswith("calibrated"):
+            measured = r["device_peak_mib"] * MIB
+            checked.append((r, pred, (pred - measured) / measured))
+    return {"steps": steps, "runs": checked, "worst_under": min(e for *_, e in steps),
+            "runs_worst_under": min(e for *_, e in checked), "left_out": evaluate_left_out(),
+            "card_bytes": _card_bytes()}
+
+
+def evaluate_left_out(rows=None) -> list[tuple[dict, int, float]]:
+    """The calibration rows each shipped profile's fit left out (planner.profiler.fit.steady_rows:
+    each family's first step, which also creates the optimizer state), predicted with the profile:
+    (row, prediction, error against the calibration README's device-level peak)."""
+    from .profiler.fit import family_key, steady_rows
+
+    rows = rows if rows is not None else load_rows()
+    families: dict[tuple, list[dict]] = {}
+    for r in rows:
+        families.setdefault(family_key(r), []).append(r)
+    out = []
+    for fam in families.values():
+        steady, _ = steady_rows(fam)
+        for r in fam:
+            if r["ok"] and not any(r is x for x in steady):
+                pred, label = predict_calibrated(r["model"], measured_setup(r))
+                if label.startswith("calibrated"):
+                    out.append((r, pred, (pred - r["measured_peak_bytes"]) / r["measured_peak_bytes"]))
+    return out
+
+
+# -- the analytic activation peak against the trace (benchmarks/results/trace_vs_analytic.txt) ------
+
+def load_trace_vs_analytic(path: Path = TRACE_VS_ANALYTIC) -> list[dict]:
+    """The rows benchmarks/trace_vs_analytic.py wrote: model, LoRA rank, shape, traced and analytic MiB."""
+    rows = []
+    for line in _require(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 8 and parts[1].isdigit():
+            rows.append({"model": parts[0], "rank": int(parts[1]), "batch": int(parts[2]),
+                         "prompt_len": int(parts[3]), "completion_len": int(parts[4]),
+                         "traced_mib": float(parts[5]), "analytic_mib": float(parts[6])})
+    return rows
+
+
+def evaluate_trace_vs_analytic(rows=None) -> dict:
+    """The analytic activation peak's error against the trace, per row and at worst."""
+    rows = rows if rows is not None else load_trace_vs_analytic()
+    errs = [(r["analytic_mib"] - r["traced_mib"]) / r["traced_mib"] for r in rows]
+    return {"rows": list(zip(rows, errs)), "max_abs_error": max(map(abs, errs)), "worst_under": min(errs)}
+
+
+# -- each memory model's safety margin (planner/coverage.py, MEMORY_MODEL_MARGIN) --------------------
+
+def ceil_percent(fraction: float) -> float:
+    """``fraction`` rounded up to a whole percent (0.0299 -> 0.03, 0.0331 -> 0.04)."""
+    return math.ceil(round(fraction * 100, 6)) / 100
+
+
+def margin_bands() -> dict:
+    """Each memory model's margin from the measurements, by the rule planner/coverage.py states:
+    a plan that fits must not run out of memory, so what counts is under-prediction on data the
+    model's numbers were not fitted on, rounded up to a whole percent.
+
+    - calibrated: the worst under-prediction of the shipped profiles on the held-out steps of a
+      calibrated family (:func:`evaluate_calibrated`);
+    - analytic: the worst under-prediction on the held-out steps and the held-out runs
+      (:func:`evaluate_heldout`, :func:`evaluate_runs`), plus the widest disagreement of the
+      analytic activation peak with the trace of the real model code on architectures nobody
+      measured (:func:`evaluate_trace_vs_analytic`, either direction: the trace is not a measurement).
+    """
+    cal = evaluate_calibrated()
+    held, runs, trace = evaluate_heldout(), evaluate_runs(), evaluate_trace_vs_analytic()
+    cal_under = max(0.0, -cal["worst_under"])
+    an_under = max(0.0, -held["worst_under"], -min(runs["heldout_errors"]))
+    analytic = an_under + trace["max_abs_error"]
+    return {
+        "calibrated": {"band": ceil_percent(cal_under), "worst_under": -cal_under, "rows": len(cal["steps"]),
+                       "runs_worst_under": cal["runs_worst_under"]},
+        "analytic": {"band": ceil_percent(analytic), "worst_under": -an_under,
+                     "heldout_steps_worst_under": held["worst_under"], "heldout_runs": runs["heldout_errors"],
+                     "trace_max_abs_error": trace["max_abs_error"], "trace_rows": len(trace["rows"])},
+    }
 
 
 # -- the two official TRL colocate notebooks (issue 15) -------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from .coverage import MEMORY_MODEL_MARGIN
 from .errors import InvalidSetupError, MissingDependencyError, OutputError
 from .units import GIB
 
@@ -108,13 +109,24 @@ def _phases_of(plan_or_estimate):
                             "(give it a vllm_gpu_memory_utilization)")
 
 
+def budget_margin(plan_or_estimate) -> float:
+    """The margin the budget line is drawn at: a plan's own, else (an Estimate keeps no margin) the
+    default a plan with its memory model would have (planner.coverage.MEMORY_MODEL_MARGIN)."""
+    margin = getattr(plan_or_estimate, "margin", None)
+    if margin is not None:
+        return margin
+    kind = "calibrated" if str(plan_or_estimate.memory_model).startswith("calibrated") else "analytic"
+    return MEMORY_MODEL_MARGIN[kind]
+
+
 def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: float | None = None,
                 force: bool = False) -> Path:
     """Draw the stacked per-phase memory of a Plan (or a colocated Estimate) to ``path`` (.png,
     .pdf or .svg; a name without extension gets .png), atomically; an existing file is refused
     unless ``force``. Returns the path written.
 
-    ``margin``: for the budget line; default the plan's margin, 0.05 for a bare Estimate.
+    ``margin``: for the budget line; default the plan's margin, for a bare Estimate (which keeps
+    none) its memory model's band (:func:`budget_margin`).
     """
     from .files import plot_format, plot_path, write_file
 
@@ -136,7 +148,7 @@ def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = Non
     if fmt not in PLOT_FORMATS:
         raise OutputError(f"cannot draw the plot as '{fmt}': supported formats are {', '.join(PLOT_FORMATS)}")
     if margin is None:
-        margin = getattr(plan_or_estimate, "margin", 0.05)
+        margin = budget_margin(plan_or_estimate)
     phase_list, binding, sleep_mode, gpu, model = _phases_of(plan_or_estimate)
     present = {p.name: p for p in phase_list}
     order = [n for n in PHASE_ORDER if n in present] + [n for n in present if n not in PHASE_ORDER]

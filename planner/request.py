@@ -71,7 +71,7 @@ class Targets:
     max_completion_length: int | None = None  # None: the TRL release's default
     prompt_length: int = 256  # longest prompt (tokens); sets vllm_max_model_length with the completion
     utilization_range: tuple[float, float] = (0.3, 0.7)  # vllm_gpu_memory_utilization searched
-    margin: float = 0.05  # safety margin, a fraction of the card
+    margin: float | None = None  # safety margin, a fraction of the card; None: the memory model's band (planner.coverage)
     sleep_mode: str = "auto"  # auto | on | off
     max_batch: int = 64  # the largest per_device_train_batch_size tried
     max_completions_per_step: int = 512  # the most completions per device per optimizer step
@@ -351,7 +351,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if not _is_int(g.prompt_length) or g.prompt_length < 0:
         p.append(f"--prompt-length must be a non-negative integer, got {g.prompt_length!r}")
     _range(p, "utilization_range", g.utilization_range)
-    if not _is_number(g.margin) or not 0 <= g.margin < 0.5:
+    if g.margin is not None and (not _is_number(g.margin) or not 0 <= g.margin < 0.5):
         p.append(f"--margin must be in [0, 0.5), got {g.margin!r}")
     _choice(p, "sleep_mode", g.sleep_mode, SLEEP_MODES)
     _positive_int(p, "max_batch", g.max_batch, upper=4096)

@@ -161,6 +161,9 @@ class Search:
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
         self.pins = req.pins
+        if g.margin is None:
+            raise InvalidSetupError("margin must be set (planner.plan fills the memory model's band)")
+        self.margin: float = g.margin
         self.budget = margin_budget_bytes(card, g.margin)
         # vLLM's sleep mode (CuMem allocator) refuses PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
         sleep_ok = not t.expandable_segments
@@ -351,7 +354,7 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
         per = " per rank" if topo.world_size > 1 else ""
         return _Found(None, f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: "
                             f"{big} {c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a "
-                            f"{s.req.targets.margin:.0%} margin")
+                            f"{s.margin:.0%} margin")
     N = topo.world_size
     steps = [generation_step(B, G, N) for B in range(1, len(rows) + 1)]
     cap_n = s.req.targets.max_completions_per_step
@@ -630,7 +633,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                                  f"vllm_generation.py); counted in the weight_sync phase"))
     g = req.targets
     targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                   prompt_length=P, utilization_range=list(g.utilization_range), margin=g.margin,
+                   prompt_length=P, utilization_range=list(g.utilization_range), margin=s.margin,
                    sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
                    num_nodes=o.num_nodes)
     binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
@@ -647,7 +650,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                                                     if s.labels else "analytic")
     setup = s.setup(B, C, S, N)
     return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
-                roles=roles, margin=g.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
+                roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
                 accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
                 server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
@@ -728,7 +731,7 @@ def _binding(s: Search, opt: Option, role: RoleMemory, G: int) -> dict[str, Any]
 
 def _util_reason(s: Search, opt: Option, role: RoleMemory, binding: dict[str, Any], whose: str = "") -> str:
     """Why this utilisation: the top of the range (a cap), a pin, or the phase that a higher one breaks."""
-    card, margin = s.card, s.req.targets.margin
+    card, margin = s.card, s.margin
     util = binding["limits"]["vllm_gpu_memory_utilization"]
     under = f"under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB"
     if util["constraint"] == "memory":
@@ -740,7 +743,7 @@ def _util_reason(s: Search, opt: Option, role: RoleMemory, binding: dict[str, An
 
 def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: VllmCapacity | None,
                      by_sleep: dict[bool, Option], binding: dict[str, Any]) -> list[str]:
-    card, margin = s.card, s.req.targets.margin
+    card, margin = s.card, s.margin
     tgt = s.req.targets.max_completion_length
     C, B, n = opt.completion_length, opt.batch_size, opt.completions_per_device
     S = n // B
@@ -772,7 +775,7 @@ def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: Vllm
 
 def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict[str, RoleMemory], G: int,
              binding: dict[str, Any]) -> list[str]:
-    topo, card, margin = opt.topology, s.card, s.req.targets.margin
+    topo, card, margin = opt.topology, s.card, s.margin
     tgt = s.req.targets.max_completion_length
     S = opt.steps_per_generation
     r = []

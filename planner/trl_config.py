@@ -39,6 +39,8 @@ class TrlConfig:
     pins: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     passthrough: dict[str, Any] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()  # every key the file sets, as written
+    use_vllm: Any = None  # the file's use_vllm (TRL's default is False: no vLLM engine)
 
 
 def parse_grpo_config(data: Any, path: str = "<config>") -> TrlConfig:
@@ -76,7 +78,7 @@ def parse_grpo_config(data: Any, path: str = "<config>") -> TrlConfig:
         options["layout"] = data["vllm_mode"]
     model = data.get("model_name_or_path")
     return TrlConfig(path=path, model=model if isinstance(model, str) else None, pins=pins, options=options,
-                     passthrough=passthrough)
+                     passthrough=passthrough, keys=tuple(str(k) for k in data), use_vllm=data.get("use_vllm"))
 
 
 def read_grpo_config(path: str | Path) -> TrlConfig:

@@ -169,7 +169,7 @@ def test_plan_with_an_error_level_check_exits_1_and_writes_nothing(tmp_path, mon
 # -- the Python API -----------------------------------------------------------------------------
 
 API_CASES = [  # (function, kwargs, number of problems)
-    ("plan", dict(margin="0.05"), 1), ("plan", dict(margin=None), 1), ("plan", dict(margin=0.9), 1),
+    ("plan", dict(margin="0.05"), 1), ("plan", dict(margin=True), 1), ("plan", dict(margin=0.9), 1),
     ("plan", dict(margin=math.nan), 1), ("plan", dict(lora_rank=True), 1), ("plan", dict(lora_rank=1.5), 1),
     ("plan", dict(lora_rank="16"), 1), ("plan", dict(num_gpus=0), 1), ("plan", dict(num_gpus=True), 1),
     ("plan", dict(lora_target_modules="q_proj,v_proj"), 1), ("plan", dict(lora_target_modules=["nonexistent"]), 1),

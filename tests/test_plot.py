@@ -67,3 +67,16 @@ def test_legend_names_are_human_and_the_title_names_the_config():
     grouped = _grouped(comps, small)
     assert sum(grouped.values()) == sum(max(0, v) for v in comps.values())
     assert not small & set(grouped)
+
+
+def test_the_budget_line_follows_the_margin():
+    from planner.coverage import MEMORY_MODEL_MARGIN
+    from planner.plot import budget_margin
+
+    # an estimate keeps no margin: the line is drawn at its memory model's band
+    assert budget_margin(colocated_estimate()) == MEMORY_MODEL_MARGIN["analytic"]  # no profile for an L4
+    calibrated = estimate("Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB", batch_size=4, vllm_gpu_memory_utilization=0.5)
+    assert calibrated.memory_model.startswith("calibrated")
+    assert budget_margin(calibrated) == MEMORY_MODEL_MARGIN["calibrated"]
+    # a plan's own margin, whatever it is
+    assert budget_margin(plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", margin=0.1)) == 0.1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import InvalidSetupError
 from ..memory.logprob_head import LOGPROB_HEADS
 from ..memory.lora import DEFAULT_TARGETS  # noqa: F401 - re-exported for help text
 from ..memory.optimizer import OPTIMIZERS
@@ -80,9 +81,34 @@ def add_vllm_args(p: argparse.ArgumentParser) -> None:
 
 
 def target_modules(args) -> tuple | None:
-    if not getattr(args, "lora_target_modules", None):
+    """The flag's comma-separated names, or a --config file's list (checked by the request)."""
+    mods = getattr(args, "lora_target_modules", None)
+    if not mods:
         return None
-    return tuple(m.strip() for m in args.lora_target_modules.split(",") if m.strip())
+    if isinstance(mods, (list, tuple)):
+        return tuple(mods)
+    return tuple(m.strip() for m in str(mods).split(",") if m.strip())
+
+
+def add_config_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--config GRPO_YAML``: a TRL GRPO config file (planner.trl_config reads it); flags win over it."""
+    p.add_argument("--config", default=None, metavar="GRPO_YAML",
+                   help=f"a TRL GRPO config (trl grpo --config): {what}; flags win over the file")
+
+
+def read_config(args):
+    """The ``--config`` file's :class:`~planner.trl_config.TrlConfig`, or None without one."""
+    from ..trl_config import read_grpo_config
+
+    return read_grpo_config(args.config) if getattr(args, "config", None) else None
+
+
+def model_arg(args, cfg) -> str:
+    """``--model``, else the --config file's ``model_name_or_path``."""
+    model = args.model or (cfg.model if cfg else None)
+    if not model:
+        raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")
+    return model
 
 
 def trainer_kwargs(args) -> dict:
@@ -115,6 +141,19 @@ def table(rows: list[tuple[str, str]], title: str | None = None) -> str:
     out = [title] if title else []
     out += [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(out)
+
+
+def margin_text(p) -> str:
+    """The margin a plan used and where it came from (its ``margin`` assumption), for the header:
+    ``margin 3%, the calibrated model's error band`` or ``margin 7%: 4% the analytic model's error
+    band + 3% unmodelled``."""
+    a = p.assumptions.get("margin")
+    if not a:
+        return f"margin {p.margin:.0%}"
+    why = "given (--margin)" if a["source"] == "option" else f"the {a['memory_model']} model's error band"
+    if a.get("unmodelled"):
+        return f"margin {p.margin:.0%}: {a['base']:.0%} {why} + {a['unmodelled']:.0%} unmodelled"
+    return f"margin {p.margin:.0%}, {why}"
 
 
 def check_lines(report) -> list[str]:

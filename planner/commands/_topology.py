@@ -7,6 +7,7 @@ from ..distributed.topology import ENGINE_LABELS, ENGINES, LAYOUTS, TRL_SERVE_DE
 from ..results import Plan
 from ..units import format_gib
 from ._columns import columns
+from ._common import margin_text
 
 
 def add_topology_arguments(parser) -> None:
@@ -68,7 +69,7 @@ def render(plan: Plan) -> str:
     cards = sorted({g.name for g in plan.gpus})
     out = [f"{spec.model_id} ({spec.n_params / 1e9:.2f} B params) on {t.total_gpus} x {'/'.join(cards)}"
            f" ({t.num_nodes} node{'s' if t.num_nodes > 1 else ''}); planned for {plan.gpu.name} "
-           f"({format_gib(plan.gpu.total_bytes)}), margin {plan.margin:.0%}; memory model: {plan.memory_model}"]
+           f"({format_gib(plan.gpu.total_bytes)}); {margin_text(plan)}; memory model: {plan.memory_model}"]
     eng = "single process" if t.world_size == 1 else ENGINE_LABELS[t.engine]
     if t.vllm_mode == "colocate":
         out.append(f"layout: colocate, {t.world_size} training rank(s), {eng}, vLLM TP {t.vllm_tensor_parallel_size} "

@@ -90,6 +90,8 @@ def _refuse(args, plan: bool) -> None:
         problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
     if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
         problems.append("--runtime unsloth plans one GPU")
+    if getattr(args, "config", None):
+        problems.append("--config is read for the TRL runtime; with --runtime unsloth give its settings as flags")
     for flag in ("output", "plot", "output_dir"):
         if getattr(args, flag, None):
             problems.append(f"--{flag.replace('_', '-')} is not written for --runtime unsloth (the plan prints "
@@ -135,7 +137,8 @@ def run_estimate(args) -> int:
         standby=bool(args.standby), float8_kv_cache=args.float8_kv_cache, lora_rank=args.lora_rank,
         per_device_train_batch_size=_given(args, "batch_size"),
         gradient_accumulation_steps=_given(args, "gradient_accumulation_steps"),
-        num_generations=args.num_generations, max_prompt_length=args.prompt_length,
+        num_generations=args.num_generations,
+        max_prompt_length=args.prompt_length if args.prompt_length is not None else 256,
         max_completion_length=completion, unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
         **_weights(args))
     if args.json:

@@ -3,26 +3,43 @@
     plan estimate --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --weights bf16 --lora-rank 16 \\
         --batch-size 8 --prompt-length 256 --completion-length 1792 --json
     plan estimate ... --vllm-gpu-memory-utilization 0.5      # add the colocated vLLM engine
+    plan estimate --config grpo.yaml --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB   # a TRL config's run
 
 Exit code 0 when the setup fits, 1 when it does not (or, with several GPUs, a check is an error:
 then --output-dir writes nothing), 2 for a setup that cannot run at all (prompt + completion
 beyond the context, --vllm-max-model-len below the sequence, int8 weights with colocated vLLM:
 one line each, the request's own rules, planner.request.estimate_problems).
+
+--config reads a TRL GRPO config (planner.trl_config, as `plan --config` does): the keys an estimate
+models set its shape, trainer and vLLM options (CONFIG_ARGS), a flag wins over the file, other keys
+(learning_rate, beta, ...) are ignored. As in TRL, steps_per_generation follows
+generation_batch_size, else gradient_accumulation_steps, and a vLLM engine runs only with
+use_vllm: true (colocated at the release's default utilisation unless the file gives one, or as a
+server when vllm_mode says so). What neither sets keeps the estimate's defaults, which are not TRL's
+for use_peft, dtype and optim: the output says so in one warning.
 """
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import replace
+
 from ..api import estimate_layout
+from ..errors import InvalidSetupError
 from ..estimation import TRL_DEFAULT, estimate
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..outputs import check_outputs, report_rating, write_if_ok
+from ..versions import trl_facts
 from . import _unsloth
 from ._common import (
+    add_config_arg,
     add_model_gpu_args,
     add_trainer_args,
     add_vllm_args,
     gib_str,
+    model_arg,
     print_json,
+    read_config,
     spellings,
     table,
     trainer_kwargs,
@@ -30,9 +47,29 @@ from ._common import (
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 
+# what neither a flag nor the --config file sets
+DEFAULTS = {"batch_size": 1, "prompt_length": 256, "completion_length": 512, "gradient_accumulation_steps": 1,
+            "sleep_mode": False}
+# a --config file's keys (TRL's names, sorted by planner.trl_config) -> the estimate's arguments
+CONFIG_ARGS = {
+    "per_device_train_batch_size": "batch_size", "max_prompt_length": "prompt_length",
+    "max_completion_length": "completion_length", "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "steps_per_generation": "steps_per_generation", "num_generations": "num_generations",
+    "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode": "sleep_mode",
+    "vllm_max_model_length": "vllm_max_model_len", "tensor_parallel_size": "vllm_tensor_parallel_size",
+    "lora_r": "lora_rank", "lora_target_modules": "lora_target_modules", "optim": "optim", "weights": "weights",
+    "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
+}
+# settings whose default here is not TRL's: (the file's keys, the flag, the estimate's default, the flags for TRL's)
+NOT_TRL_DEFAULTS = ((("use_peft",), "finetune", "LoRA", "--finetune full"),
+                    (("dtype", "torch_dtype", "load_in_4bit", "load_in_8bit"), "weights", "bf16",
+                     f"--weights {TRL_DEFAULT}"),
+                    (("optim",), "optim", "adamw_8bit", f"--optim {TRL_DEFAULT}"))
+
 
 def add_arguments(p) -> None:
-    add_model_gpu_args(p)
+    add_model_gpu_args(p, model_required=False)
+    add_config_arg(p, "the keys an estimate models set its shape, trainer and vLLM options, the others are ignored")
     add_trainer_args(p)
     # an estimate may describe the user's own run, which may name no dtype or optimizer
     for flag, what in (("--weights", "what TRL and transformers load when no dtype is given"),
@@ -41,15 +78,17 @@ def add_arguments(p) -> None:
         action.choices = (*action.choices, TRL_DEFAULT)
         action.help = f"{action.help or ''} ({TRL_DEFAULT}: {what})".strip()
     g = p.add_argument_group("shape")
-    g.add_argument("--batch-size", *spellings("per_device_train_batch_size"), dest="batch_size", type=int, default=1,
-                   help="per_device_train_batch_size (sequences)")
-    g.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="prompt_length", type=int, default=256,
-                   help="prompt tokens per sequence")
+    g.add_argument("--batch-size", *spellings("per_device_train_batch_size"), dest="batch_size", type=int,
+                   default=None, help="per_device_train_batch_size (sequences; default: 1)")
+    g.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="prompt_length", type=int, default=None,
+                   help="prompt tokens per sequence (default: 256)")
     g.add_argument("--completion-length", *spellings("max_completion_length"), dest="completion_length", type=int,
-                   default=512, help="completion tokens per sequence")
-    g.add_argument(*spellings("steps_per_generation"), type=int, default=1)
-    g.add_argument(*spellings("gradient_accumulation_steps"), type=int, default=1,
-                   help="> 1: later micro-batches hold the earlier ones' gradients")
+                   default=None, help="completion tokens per sequence (default: 512)")
+    g.add_argument(*spellings("steps_per_generation"), type=int, default=None,
+                   help="(default: 1; with --config, TRL's: generation_batch_size / (batch x GPUs), else "
+                        "gradient_accumulation_steps)")
+    g.add_argument(*spellings("gradient_accumulation_steps"), type=int, default=None,
+                   help="> 1: later micro-batches hold the earlier ones' gradients (default: 1)")
     g.add_argument("--completion-lengths", choices=COMPLETION_LENGTHS, default="varied",
                    help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
     g.add_argument("--transformers-version", default=None,
@@ -57,7 +96,7 @@ def add_arguments(p) -> None:
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
     v.add_argument(*spellings("vllm_gpu_memory_utilization"), type=float, default=None,
                    help="vLLM's share of the card (default: no vLLM)")
-    v.add_argument("--sleep-mode", action="store_true", help="vllm_enable_sleep_mode=True")
+    v.add_argument("--sleep-mode", action="store_true", default=None, help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
     g.add_argument(*spellings("num_generations"), type=int, default=None, help="group size (multi-GPU rules only)")
     add_topology_arguments(p)
@@ -81,11 +120,76 @@ def _given(value, default):
     return default if value is None else value
 
 
+def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
+    """The options with the --config file's values where no flag was given (a flag wins), TRL's
+    vLLM engine and steps_per_generation, then the estimate's defaults; and the notes for the
+    output (a file's utilisation TRL does not use; defaults of the estimate that are not TRL's)."""
+    cfg = read_config(args)
+    out = argparse.Namespace(**vars(args))
+    out.model = model_arg(args, cfg)
+    values: dict = {}
+    notes: list[str] = []
+    if cfg is not None:
+        values, notes = _trl_vllm({**cfg.pins, **cfg.options}, cfg, args.trl_version)
+    for key, dest in CONFIG_ARGS.items():
+        unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
+        if key in values and unset:
+            setattr(out, dest, values[key])
+    for name, default in DEFAULTS.items():
+        if getattr(out, name) is None:
+            setattr(out, name, default)
+    if out.steps_per_generation is None:
+        out.steps_per_generation = _steps_per_generation(out, values) if cfg else 1
+    if cfg is None:
+        return out, ()
+    left = [(keys[0], ours, trl) for keys, flag, ours, trl in NOT_TRL_DEFAULTS
+            if not set(keys) & set(cfg.keys) and getattr(args, flag) is None]
+    if left:
+        notes.append(f"--config {cfg.path} sets no {', '.join(k for k, _, _ in left)}: estimated with "
+                     f"{', '.join(o for _, o, _ in left)} (plan estimate's defaults); for TRL's own: "
+                     f"{' '.join(f for _, _, f in left)}")
+    return out, tuple(notes)
+
+
+def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[str]]:
+    """The file's settings with vLLM as TRL runs it: no engine unless ``use_vllm: true``; with it,
+    ``vllm_mode`` and (colocated) ``vllm_gpu_memory_utilization`` default to the TRL release's."""
+    values = dict(values)
+    if cfg.use_vllm is not True:
+        for key in ("layout", "vllm_enable_sleep_mode"):
+            values.pop(key, None)
+        if values.pop("vllm_gpu_memory_utilization", None) is None:
+            return values, []
+        return values, [f"--config {cfg.path} does not set use_vllm: true, so TRL starts no vLLM engine and its "
+                        f"vllm_gpu_memory_utilization is not used (--vllm-gpu-memory-utilization adds one)"]
+    facts = trl_facts(trl_version)
+    values.setdefault("layout", facts.vllm_mode_default)
+    if values["layout"] == "colocate":
+        values.setdefault("vllm_gpu_memory_utilization", facts.vllm_gpu_memory_utilization_default)
+    return values, []
+
+
+def _steps_per_generation(args, values: dict):
+    """TRL's rule (GRPOConfig): generation_batch_size / (per-device batch x training GPUs) when the
+    file gives a generation batch, else gradient_accumulation_steps."""
+    n = values.get("generation_batch_size") or values.get("completions_per_step")
+    B, world = args.batch_size, args.num_gpus * args.num_nodes
+    if args.layout == "server":
+        world -= args.server_gpus or 1
+    if n is None or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (n, B, world)):
+        return args.gradient_accumulation_steps
+    if n % (B * world):
+        raise InvalidSetupError(f"--config {args.config}: generation_batch_size {n} is not a multiple of "
+                                f"per_device_train_batch_size {B} x {world} training GPU(s) (TRL's rule)")
+    return n // (B * world)
+
+
 def run(args) -> int:
     if (rc := _unsloth.dispatch(args, "estimate")) is not None:
         return rc
+    args, notes = with_config(args)
     if is_multi_gpu(args):
-        return _run_layout(args)
+        return _run_layout(args, notes)
     e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,
                  prompt_length=args.prompt_length, completion_length=args.completion_length,
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
@@ -98,6 +202,7 @@ def run(args) -> int:
                  trl_version=args.trl_version, steps_per_generation=args.steps_per_generation,
                  sleep_mode=args.sleep_mode, gradient_accumulation_steps=args.gradient_accumulation_steps,
                  completion_lengths=args.completion_lengths, transformers_version=args.transformers_version)
+    e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
     else:
@@ -105,7 +210,7 @@ def run(args) -> int:
     return report_rating([] if e.fits else ["the setup does not fit the GPU"], False)
 
 
-def _run_layout(args) -> int:
+def _run_layout(args, notes: tuple[str, ...] = ()) -> int:
     """One fixed multi-GPU setup: ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset
     TP 1, an unset ``--server-gpus`` 1."""
     check_outputs(output_dir=args.output_dir, force=args.force)
@@ -123,6 +228,7 @@ def _run_layout(args) -> int:
                         completion_length=args.completion_length,
                         vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
                         sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
+    d = replace(d, warnings=d.warnings + notes)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())

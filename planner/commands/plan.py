@@ -16,12 +16,25 @@ from dataclasses import replace
 
 from .. import outputs
 from ..api import plan_from_request
+from ..coverage import MEMORY_MODEL_MARGIN
 from ..errors import InvalidSetupError
 from ..next_steps import next_steps
 from ..request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..results import OBJECTIVE, Plan
 from . import _unsloth
-from ._common import add_model_gpu_args, add_trainer_args, gib_str, print_json, spellings, table, trainer_kwargs
+from ._common import (
+    add_config_arg,
+    add_model_gpu_args,
+    add_trainer_args,
+    gib_str,
+    margin_text,
+    model_arg,
+    print_json,
+    read_config,
+    spellings,
+    table,
+    trainer_kwargs,
+)
 from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 
@@ -70,9 +83,7 @@ def add_arguments(p) -> None:
     add_model_gpu_args(p, gpu_default="auto", model_required=False)
     if not p.description or "Pins:" not in p.description:
         p.description = ((p.description + "\n\n") if p.description else "") + __doc__.split("\n", 2)[2]
-    p.add_argument("--config", default=None, metavar="GRPO_YAML",
-                   help="a TRL GRPO config (trl grpo --config): its modelled keys become pins, the others pass "
-                        "through to the output config; flags win over the file")
+    add_config_arg(p, "its modelled keys become pins, the others pass through to the output config")
     add_trainer_args(p)
     pins = p.add_argument_group("pins (TRL's names, either spelling; each held as given)")
     for name, kind, text in PIN_FLAGS:
@@ -87,7 +98,10 @@ def add_arguments(p) -> None:
     g.add_argument("--max-batch", type=int, default=None, help="the largest micro-batch tried (default: 64)")
     g.add_argument("--max-completions-per-step", type=int, default=None,
                    help="the most completions per GPU per optimizer step (default: 512)")
-    g.add_argument("--margin", type=float, default=None, help="safety margin as a fraction of the card (default: 0.05)")
+    g.add_argument("--margin", type=float, default=None,
+                   help=f"safety margin as a fraction of the card (default: from the memory model: "
+                        f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
+                        f"analytic, their measured error bands; more for setups the measurements do not cover)")
     g.add_argument("--sleep-mode", choices=SLEEP_MODES, default=None,
                    help="vLLM sleep mode while training (default: auto, the solver chooses)")
     g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None, help="(default: auto)")
@@ -106,9 +120,7 @@ def add_arguments(p) -> None:
 def request_from_args(args) -> PlanRequest:
     """The one request the options describe (validated: every problem at once): the --config
     file's pins and options, then the flags (a flag wins over the file)."""
-    from ..trl_config import read_grpo_config
-
-    cfg = read_grpo_config(args.config) if getattr(args, "config", None) else None
+    cfg = read_config(args)
     pins: dict = dict(cfg.pins) if cfg else {}
     sources = {k: "config file" for k in pins}
     options: dict = dict(cfg.options) if cfg else {}
@@ -135,10 +147,7 @@ def request_from_args(args) -> PlanRequest:
     for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
         if getattr(args, name) != "auto" or name not in options:
             options[name] = getattr(args, name)
-    model = args.model or (cfg.model if cfg else None)
-    if not model:
-        raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")
-    return plan_request(model, gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
+    return plan_request(model_arg(args, cfg), gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
                         passthrough=dict(cfg.passthrough) if cfg else {}, **options)
 
 
@@ -230,7 +239,7 @@ def render(p: Plan) -> str:
     cfg = p.config
     role = p.training_rank
     pinned = set(p.pinned)
-    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB, margin {p.margin:.0%}); "
+    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB); {margin_text(p)}; "
            f"memory model: {p.memory_model}",
            table([(k, _value(v) + ("  (pinned)" if k in pinned else "")) for k, v in cfg.items()], "GRPOConfig:")]
     phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]

@@ -1,0 +1,60 @@
+"""Each memory model's default safety margin, recomputed from the committed measurements by the rule
+planner/coverage.py states (worst under-prediction on data the model was not fitted on, rounded up to
+a whole percent; for the analytic model plus its widest disagreement with the trace on architectures
+nobody measured). The evaluation itself is ``planner.calibration_data.margin_bands``
+(tests/test_margin_bands.py asserts the constants in planner/coverage.py equal it).
+
+Run: python benchmarks/margin_bands.py   (writes benchmarks/results/margin_bands.txt)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from planner.calibration_data import MIB, evaluate_calibrated, margin_bands  # noqa: E402
+from planner.coverage import MEMORY_MODEL_MARGIN  # noqa: E402
+
+
+def main() -> None:
+    cal = evaluate_calibrated()
+    lines = ["calibrated (shipped H100 profiles) on the held-out steps of a calibrated family "
+             "(benchmarks/results/h100_heldout):",
+             f"  {'model':32s} {'mode':4s} {'gc':3s} {'B':>2s} {'P':>4s} {'C':>4s} {'device MiB':>10s} "
+             f"{'predicted':>9s} {'error':>7s}"]
+    for r, pred, err in cal["steps"]:
+        lines.append(f"  {r['model']:32s} {r['mode']:4s} {'on' if r['grad_ckpt'] else 'off':3s} {r['batch']:2d} "
+                     f"{r['prompt_len']:4d} {r['completion_len']:4d} {r['device_used_mib_end']:10.0f} "
+                     f"{pred / MIB:9.0f} {err * 100:+6.2f}%" + ("  (first step)" if r["first_step"] else ""))
+    lines.append("  check, whole runs of calibrated models (benchmarks/results/h100_run_peak; their run-level "
+                 "reserve floor was read off them):")
+    for r, pred, err in cal["runs"]:
+        lines.append(f"  {r['model']:32s} run peak {r['device_peak_mib']:.0f} MiB, predicted {pred / MIB:.0f} MiB, "
+                     f"{err * 100:+.2f}%")
+    lines.append("  check, the calibration rows each profile's fit left out (each family's first step; data/calibration):")
+    card = cal["card_bytes"]  # the H100-80GB, the only card the shipped profiles apply to
+    for r, pred, err in cal["left_out"]:
+        lines.append(f"  {r['model']:32s} {r['mode']:4s} {'on' if r['grad_ckpt'] else 'off':3s} {r['batch']:2d} "
+                     f"{r['prompt_len']:4d} {r['completion_len']:4d} {r['measured_peak_bytes'] / MIB:10.0f} "
+                     f"{pred / MIB:9.0f} {err * 100:+6.2f}%  ({(pred - r['measured_peak_bytes']) / card * 100:+.2f}% "
+                     f"of the card)")
+    b = margin_bands()
+    c, a = b["calibrated"], b["analytic"]
+    lines += ["",
+              f"calibrated: worst under-prediction {c['worst_under'] * 100:+.2f}% over {c['rows']} held-out steps "
+              f"(runs checked: worst {c['runs_worst_under'] * 100:+.2f}%) -> band {c['band']:.0%} "
+              f"(planner/coverage.py: {MEMORY_MODEL_MARGIN['calibrated']:.0%})",
+              f"analytic: worst under-prediction {a['heldout_steps_worst_under'] * 100:+.2f}% on the held-out steps, "
+              f"held-out runs " + ", ".join(f"{e * 100:+.2f}%" for e in a["heldout_runs"])
+              + f"; trace vs analytic on {a['trace_rows']} shapes: max |error| {a['trace_max_abs_error'] * 100:.2f}%"
+              f" -> {-a['worst_under'] * 100:.2f}% + {a['trace_max_abs_error'] * 100:.2f}% -> band {a['band']:.0%} "
+              f"(planner/coverage.py: {MEMORY_MODEL_MARGIN['analytic']:.0%})"]
+    text = "\n".join(lines)
+    print(text)
+    (Path(__file__).resolve().parent / "results" / "margin_bands.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
