@@ -164,6 +164,9 @@ def test_plan_with_an_error_level_check_exits_1_and_writes_nothing(tmp_path, mon
     d = json.loads(capsys.readouterr().out)
     assert any("model_type 'foobar'" in w and "plan profile" in w for w in d["warnings"])
     assert (tmp_path / "grpo.yaml").exists()
+    # the text says it once (it is both a plan warning and a flagged check)
+    assert main(["--model", str(config), "--gpu", "H100-80GB"]) == 0
+    assert capsys.readouterr().out.count("model_type 'foobar'") == 1
 
 
 # -- the Python API -----------------------------------------------------------------------------

@@ -254,8 +254,9 @@ def render(p: Plan) -> str:
     out.append("objective: " + " > ".join(OBJECTIVE))
     out += [x for x in (render_binding(p), render_assumptions(p)) if x]
     out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))
-    out += [f"warning: {w}" for w in p.warnings]
     flagged = [c for c in p.checks if c.severity != "info"]
+    # a warning that is also a flagged check (an unmodelled architecture) is printed once, as the check
+    out += [f"warning: {w}" for w in p.warnings if not any(w.startswith(c.message) for c in flagged)]
     if flagged:
         out.append("pre-flight (`plan check` for all):")
         out += [f"  {c.severity}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in flagged]
