@@ -52,14 +52,15 @@ QWEN2_SMALL = dict(model_type="qwen2", vocab_size=151936, hidden_size=256, inter
 # accumulation (2 optimizer steps: the second has Adam's state and accumulated gradients).
 SETTINGS = dict(per_device_train_batch_size=1, gradient_accumulation_steps=4, num_generations=2,
                 max_completion_length=8, prompt_length=512, max_steps=2)
-QWEN3_06B = dict(QWEN3_SMALL, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)  # Qwen/Qwen3-0.6B
 CASES = {
     "qwen3-full-fp32": (QWEN3_SMALL, "full", "float32", 0, SETTINGS),
     "qwen2-lora32-bf16": (QWEN2_SMALL, "lora", "bfloat16", 32, SETTINGS),
-    # the full fine-tuning notebook's path at a real model's size: Qwen3-0.6B, fp32, its prompt length
-    "qwen3-0.6b-full-fp32": (QWEN3_06B, "full", "float32", 0,
-                             dict(SETTINGS, gradient_accumulation_steps=2, prompt_length=1400)),
+    # the full fine-tuning notebook's binding moment (the forward under autocast: every linear's bf16
+    # copy cached, earlier gradients and the checkpoints alive) needs linear weights large against
+    # the vocabulary, as in Qwen3-1.7B; a small vocabulary and wide MLP give that at a size this
+    # CPU can run (bf16 matmuls here are ~0.3 GFLOP/s: a real 0.6B model would take hours)
+    "qwen3-wide-full-fp32": (dict(QWEN3_SMALL, vocab_size=4096, intermediate_size=2048), "full", "float32", 0,
+                             dict(SETTINGS, gradient_accumulation_steps=2, prompt_length=256)),
 }
 
 
@@ -242,46 +243,26 @@ def measure(case: str) -> dict:
                 largest_at_peak=[list(x) for x in tracker.at_peak], seconds=round(time.perf_counter() - t0, 1))
 
 
-# the planner's tensor terms (what a live-bytes count can see: no CUDA context, cuBLAS or allocator reserve)
-TENSOR_TERMS = ("weights", "adapters", "optimizer_state", "gradients", "activations", "logprob_head",
-                "optimizer_step", "autocast_cache", "rollout_buffers")
-
-
-def predict(row: dict) -> dict:
-    """The planner's trainer terms for the measured case (its optimizer, head and versions)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from planner.memory.trainer import TrainerSetup, trainer_memory
-    from planner.model_spec import spec_from_config
-
-    s = row["settings"]
-    spec = spec_from_config(row["config"], model_id=row["case"], source="real_grpo_trace")
-    weights = {"float32": "fp32", "bfloat16": "bf16"}[row["dtype"]]
-    setup = TrainerSetup(weights=weights, finetune=row["finetune"], lora_rank=row["lora_rank"] or 16,
-                         optim=row["optim"].replace("OptimizerNames.", "").lower(),
-                         batch_size=s["per_device_train_batch_size"], prompt_length=s["prompt_length"],
-                         completion_length=s["max_completion_length"], logprob_head="plain",
-                         gradient_accumulation_steps=s["gradient_accumulation_steps"], completion_lengths="fixed",
-                         mixed_precision=row["mixed_precision"],
-                         rollout_sequences=s["per_device_train_batch_size"] * s["gradient_accumulation_steps"],
-                         transformers_version=row["versions"]["transformers"])
-    return trainer_memory(spec, setup).components
-
-
 def compare(path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from planner.calibration_data import TRACE_TENSOR_TERMS, evaluate_real_grpo_trace, training_peak
+
     gib = 2**30
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        comp = predict(row)
-        predicted = sum(comp[k] for k in TENSOR_TERMS)
-        measured = row["peak_bytes"]  # absolute: the resident weights are counted from the start
+    for row, comp, predicted, forward in evaluate_real_grpo_trace(path):
+        measured = training_peak(row)  # absolute: the resident weights are counted from the start
         print(f"{row['case']} (trl {row['versions']['trl']}, transformers {row['versions']['transformers']}, "
-              f"{row['optimizer']}, autocast {row['mixed_precision']}): measured peak {measured / gib:.4f} GiB "
-              f"in {row['peak_phase']}, planner {predicted / gib:.4f} GiB ({predicted / measured - 1:+.1%})")
-        print("  planner terms (MiB): " + ", ".join(f"{k} {comp[k] / 2**20:.1f}" for k in TENSOR_TERMS))
+              f"{row['optimizer']}, autocast {row['mixed_precision']}): training peak {measured / gib:.4f} GiB, "
+              f"planner {predicted / gib:.4f} GiB ({predicted / measured - 1:+.1%}); the run's peak "
+              f"{row['peak_bytes'] / gib:.4f} GiB in {row['peak_phase']}")
+        if forward is not None:
+            fwd = row["phase_peaks"]["forward"]
+            print(f"  forward under autocast (a later micro-batch): measured {fwd / 2**20:.1f} MiB, planner "
+                  f"{forward / 2**20:.1f} MiB ({forward / fwd - 1:+.1%})")
+        print("  planner terms (MiB): " + ", ".join(f"{k} {comp[k] / 2**20:.1f}" for k in TRACE_TENSOR_TERMS))
         print("  measured phase peaks (MiB): "
               + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in row["phase_peaks"].items()))
         print("  largest live tensors at the peak: " + "; ".join(
-            f"{n / 2**20:.1f} MiB {dt}{shape} ({op}, {ph})" for n, shape, dt, op, ph in row["largest_at_peak"][:12]))
+            f"{n / 2**20:.1f} MiB {dt}{shape} ({op}, {ph})" for n, shape, dt, op, ph in row["largest_at_peak"][:8]))
 
 
 def main() -> None:

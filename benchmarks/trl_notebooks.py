@@ -27,6 +27,7 @@ from planner.calibration_data import NOTEBOOK_STACK, TRL_NOTEBOOKS, predict_note
 from planner.units import GIB  # noqa: E402
 
 LOWER, UPPER = -0.02, 0.10
+SENSITIVITY_TURNS = (1, 2, 3, 4, 5, 6)
 OUT = Path(__file__).resolve().parent / "results" / "trl_notebooks.txt"
 
 
@@ -49,6 +50,15 @@ def report() -> str:
                   f"  peak reserved: predicted {r['peak_reserved'] / GIB:.2f} GiB, reported {r['reported_peak']:.2f} "
                   f"-> {r['error']:+.1%} ({'within' if within else 'OUTSIDE'} {LOWER:+.0%}/{UPPER:+.0%}); "
                   f"device-level {e.peak_bytes / GIB:.2f} GiB"]
+    lines += ["", "The stated settings do not say how long the trained sequence is. If the notebooks' rollout trains on "
+              "its Wordle turns one after the other (prompt_ids and completion_ids of every turn concatenated), the "
+              "sequence is up to turns x (1400 + 8) tokens; peak reserved predicted for that many turns "
+              "(an assumption, not a stated setting):",
+              "  turns  " + "  ".join(f"{name.split(' ')[0]:>28}" for name in TRL_NOTEBOOKS)]
+    for turns in SENSITIVITY_TURNS:
+        row = [predict_notebook(name, turns=turns) for name in TRL_NOTEBOOKS]
+        lines.append(f"  {turns:>5}  " + "  ".join(f"{r['peak_reserved'] / GIB:>17.2f} GiB ({r['error']:+6.1%})"
+                                                  for r in row))
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ CALIBRATION_ROWS = REPO / "data" / "calibration" / "h100-trl1.16-train.jsonl"
 HELDOUT_DIR = REPO / "benchmarks" / "results" / "h100_heldout"
 HELDOUT_FILES = ("fresh.json", "expandable.json", "heldout.json")
 RUN_PEAK_DIR = REPO / "benchmarks" / "results" / "h100_run_peak"
+REAL_GRPO_TRACE = REPO / "benchmarks" / "results" / "real_grpo_trace.jsonl"
 TRACE_VS_ANALYTIC = REPO / "benchmarks" / "results" / "trace_vs_analytic.txt"
 CALIBRATION_TRANSFORMERS = "5.17.0"  # the release data/calibration/README.md names
 CARD = "H100-80GB"
@@ -381,19 +382,27 @@ NOTEBOOK_SETTINGS: dict[str, Any] = dict(
     completion_length=8, vllm_gpu_memory_utilization=0.1)
 
 
-def predict_notebook(name: str) -> dict:
+def predict_notebook(name: str, turns: int = 1) -> dict:
     """One notebook predicted by ``planner.estimate`` from its stated settings: the estimate, the
     predicted reserved memory after init and at the peak (device-level less the predicted
-    non-PyTorch memory: the notebooks reported the allocator's figures), and the error at the peak."""
+    non-PyTorch memory: the notebooks reported the allocator's figures), and the error at the peak.
+
+    ``turns``: the trained sequence as ``turns`` prompts and completions of the stated lengths one
+    after the other (a multi-turn rollout that concatenates its turns); 1 is the stated settings as
+    they read. vLLM's memory does not change with it (its KV cache is what the budget leaves; only
+    the one-turn ``max_model_len`` is then left to the model's default)."""
     nb = TRL_NOTEBOOKS[name]
-    s = NOTEBOOK_SETTINGS
+    s = dict(NOTEBOOK_SETTINGS)
+    vllm_len = s["prompt_length"] + s["completion_length"]
+    s["prompt_length"] *= turns
+    s["completion_length"] *= turns
     e = estimate(nb["model"], NOTEBOOK_STACK["gpu"], weights=nb["weights"], optim="trl-default",
                  finetune=nb["finetune"], lora_rank=nb.get("lora_rank", 16), batch_size=s["batch_size"],
                  prompt_length=s["prompt_length"], completion_length=s["completion_length"],
                  gradient_accumulation_steps=s["gradient_accumulation_steps"],
                  steps_per_generation=s["steps_per_generation"],
                  vllm_gpu_memory_utilization=s["vllm_gpu_memory_utilization"],
-                 vllm_max_model_len=s["prompt_length"] + s["completion_length"],
+                 vllm_max_model_len=vllm_len if turns == 1 else None,
                  trl_version=NOTEBOOK_STACK["trl_version"], vllm_version=NOTEBOOK_STACK["vllm_version"],
                  transformers_version=NOTEBOOK_STACK["transformers_version"])
     assert e.phases is not None and e.vllm is not None
@@ -403,3 +412,60 @@ def predict_notebook(name: str) -> dict:
     return dict(name=name, estimate=e, init_reserved=init_reserved, peak_reserved=peak_reserved,
                 reported_init=nb["reported_init_gib"], reported_peak=nb["reported_peak_gib"],
                 error=peak_reserved / (nb["reported_peak_gib"] * GIB) - 1)
+
+
+# -- a real TRL GRPOTrainer run traced on the CPU (benchmarks/real_grpo_trace.py) ----------------
+# The planner's tensor terms: what a live-bytes count can see (no CUDA context, cuBLAS workspace or
+# allocator reserve).
+TRACE_TENSOR_TERMS = ("weights", "adapters", "optimizer_state", "gradients", "activations", "logprob_head",
+                      "optimizer_step", "autocast_cache", "rollout_buffers")
+
+
+def predict_real_grpo_trace(row: dict) -> tuple[dict, int, int | None]:
+    """The planner for one traced run (its model config, optimizer, head and versions): its trainer
+    terms, their tensor sum, and, for fp32 full fine-tuning under autocast, the forward moment of a
+    later micro-batch (resident state, earlier micro-batches' gradients, the saved checkpoints and
+    autocast's cached 16-bit weight copies: memory/trainer.py's ``forward``)."""
+    from .memory import activations as act
+    from .memory.amp import autocast_weight_cache_bytes
+    from .memory.gradients import gradient_bytes
+    from .memory.trainer import TrainerSetup, trainer_memory
+    from .model_spec import spec_from_config
+
+    s = row["settings"]
+    spec = spec_from_config(row["config"], model_id=row["case"], source="real_grpo_trace")
+    setup = TrainerSetup(weights={"float32": "fp32", "bfloat16": "bf16"}[row["dtype"]], finetune=row["finetune"],
+                         lora_rank=row["lora_rank"] or 16, optim=row["optim"].replace("OptimizerNames.", "").lower(),
+                         batch_size=s["per_device_train_batch_size"], prompt_length=s["prompt_length"],
+                         completion_length=s["max_completion_length"], logprob_head="plain",
+                         gradient_accumulation_steps=s["gradient_accumulation_steps"], completion_lengths="fixed",
+                         mixed_precision=row["mixed_precision"],
+                         rollout_sequences=s["per_device_train_batch_size"] * s["gradient_accumulation_steps"],
+                         transformers_version=row["versions"]["transformers"])
+    mem = trainer_memory(spec, setup)
+    c = mem.components
+    forward = None
+    if setup.finetune == "full" and setup.weights == "fp32":
+        saved, _ = act.activation_bytes(spec, setup.batch_size, setup.prompt_length, setup.completion_length,
+                                        setup.finetune, setup.lora_rank, True, setup.compute_bytes)
+        cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, mem.trainable_params,
+                                            setup.mixed_precision)
+        forward = (c["weights"] + c["optimizer_state"] + gradient_bytes(mem.trainable_params, setup.compute_bytes)
+                   + saved + cache)
+    return c, sum(c[k] for k in TRACE_TENSOR_TERMS), forward
+
+
+TRAINING_PHASES = ("forward", "backward", "clip_grad_norm", "optimizer_step")
+
+
+def training_peak(row: dict) -> int:
+    """A traced run's peak over TRL's training phases. Its rollout phase is left out: on the CPU it
+    generates with transformers (a KV cache, the whole model's decode), which colocated vLLM does
+    instead on a GPU; the rest of the rollout (old log-probs, no grad) stays below the training peak."""
+    return max(row["phase_peaks"][p] for p in TRAINING_PHASES)
+
+
+def evaluate_real_grpo_trace(path: Path = REAL_GRPO_TRACE) -> list[tuple[dict, dict, int, int | None]]:
+    """(row, planner terms, planner tensor peak, planner forward moment or None) per traced run."""
+    rows = [json.loads(line) for line in _require(path).read_text().splitlines() if line.strip()]
+    return [(r, *predict_real_grpo_trace(r)) for r in rows]
