@@ -193,8 +193,6 @@ def moe_saved_bytes_per_token(spec: ModelSpec, targets=(), s: int = 2) -> float:
         experts += s * k * h
     if "experts.down_proj" in names:
         experts += s * k * I
-    if fp32_routing:
-        experts += 4 * k * h  # the fp32 weighted expert outputs
     Is = spec.shared_expert_intermediate_size
     shared = 3 * s * Is if Is else 0
     if Is and spec.model_type in ("qwen2_moe", "qwen3_next"):
@@ -270,7 +268,10 @@ def moe_backward_bytes_per_token(spec: ModelSpec, s: int = 2) -> float:
     inverse permutation's gradient (``index`` backward: zeros and ``index_put``), 3 tensors of k x h
     per token in the weighted outputs' dtype (fp32 when the routing weights are: DeepSeek)."""
     w = 4 if spec.model_type in _FP32_ROUTING else s
-    return 3 * w * spec.num_experts_per_tok * spec.hidden_size
+    k = spec.num_experts_per_tok
+    # with expert biases (gpt-oss) the gathered gate_up bias rows come back for its gradient (k x 2I)
+    bias = s * k * 2 * spec.moe_intermediate_size if spec.expert_bias else 0
+    return 3 * w * k * spec.hidden_size + bias
 
 
 def _layer_moments(spec: ModelSpec, tokens: int, finetune: str, lora_rank: int, s: int,
@@ -380,13 +381,26 @@ def activation_bytes(spec: ModelSpec, batch_size: int, prompt_length: int, compl
     if spec.eager_attention:
         scores = attention_score_elements(spec, batch_size, seq)
         saved_per_score, backward_per_score = EAGER_BYTES_PER_SCORE.get(spec.model_type, EAGER_BYTES_PER_SCORE[""])
-        # eager attention repeats the KV heads for every query head (repeat_kv) and saves the copies
-        expanded = tokens * s * 2 * (spec.q_dim - spec.kv_dim)
-        if gradient_checkpointing:  # one layer's scores at a time, during its recomputation
-            transient += scores * saved_per_score + expanded
+        if spec.model_type not in EAGER_BYTES_PER_SCORE:  # Gemma 2, as derived and traced before
+            if gradient_checkpointing:  # one layer's scores at a time, during its recomputation
+                transient += scores * saved_per_score
+            else:
+                saved += spec.num_layers * scores * saved_per_score
+                transient += scores * backward_per_score
         else:
-            saved += spec.num_attention_layers * (scores * saved_per_score + expanded)
-            transient += scores * backward_per_score
+            # eager attention repeats the KV heads for every query head (repeat_kv) and saves the copies;
+            # its backward comes after the layer's MLP backward has freed that block's tensors, so its
+            # moment (backward_per_score) competes with the MLP's instead of adding to it
+            expanded = tokens * s * 2 * (spec.q_dim - spec.kv_dim)
+            if gradient_checkpointing:
+                # the layers' inputs include the additive masks (one per attention kind, batch x seq^2),
+                # kept for every recomputation
+                masks = (1 + (spec.num_sliding_layers > 0)) * batch_size * seq * seq * s
+                saved += masks
+                transient += scores * saved_per_score + expanded
+            else:
+                saved += spec.num_attention_layers * (scores * saved_per_score + expanded)
+                transient = max(transient, scores * backward_per_score)
     return int(saved), int(transient)
 
 
