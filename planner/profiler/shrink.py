@@ -20,7 +20,7 @@ from ..model_spec import ModelSpec, resolve_model, spec_from_config
 SHRINKABLE = ("openai/gpt-oss-20b", "deepseek-ai/DeepSeek-V2-Lite-Chat", "Qwen/Qwen3-Next-80B-A3B-Instruct",
               "Qwen/Qwen3-30B-A3B", "Qwen/Qwen2.5-VL-7B-Instruct")
 
-_SMALL = {
+_SMALL: dict[str, dict] = {
     "gpt_oss": dict(num_hidden_layers=4, hidden_size=256, intermediate_size=256, num_attention_heads=8,
                     num_key_value_heads=1, head_dim=32, num_local_experts=8, vocab_size=2048, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"] * 2, pad_token_id=0, eos_token_id=1),
