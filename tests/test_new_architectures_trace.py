@@ -16,7 +16,7 @@ from planner.profiler.shrink import shrunken_spec  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
 
 SHAPE = Shape(2, 32, 96)
-PEAK_TOLERANCE = 0.03  # the step's activation peak (the README's figure for these architectures)
+PEAK_UNDER, PEAK_OVER = -0.02, 0.10  # the step's activation peak (README: -1.0% to +7.4% on the grid)
 LAYERS_UNDER, LAYERS_OVER = -0.05, 0.10  # the decoder layers' backward peak
 
 
@@ -49,7 +49,7 @@ def test_activation_peak_agrees_with_the_trace(traced):
                                           completion_length=SHAPE.completion_length)).components
     peak = c["activations"] + c["logprob_head"] + c["gradients"]
     layers = c["activations"] + c["gradients"]
-    assert abs(peak - step.activation_peak_bytes) / step.activation_peak_bytes < PEAK_TOLERANCE
+    assert PEAK_UNDER < (peak - step.activation_peak_bytes) / step.activation_peak_bytes < PEAK_OVER
     assert LAYERS_UNDER < (layers - step.layers_peak_bytes) / step.layers_peak_bytes < LAYERS_OVER
 
 
