@@ -586,7 +586,10 @@ def colocate_vllm_version(trl_version: str | None = None, needs_bitsandbytes: bo
 # logit soft-capping has no SDPA form, and from 5.21.0 transformers refuses SDPA for it and runs
 # eager attention (batch x heads x seq^2 scores kept for backward); up to 5.20 it ran SDPA and
 # ignored the soft-cap (measured on an H100 with 5.17.0: benchmarks/results/heldout_accuracy.txt).
-_TRANSFORMERS_EAGER_FROM = {"gemma2": (5, 21, 0)}
+# gpt-oss has no SDPA path (``_supports_sdpa = False``, models/gpt_oss/modeling_gpt_oss.py:380 in
+# 5.24.0: the per-head sinks have no SDPA form), so transformers' default attention for it is eager;
+# read in 5.24.0 only, assumed for every release.
+_TRANSFORMERS_EAGER_FROM = {"gemma2": (5, 21, 0), "gpt_oss": (0, 0, 0)}
 TRANSFORMERS_NEWEST_KNOWN = "5.24.0"
 
 

@@ -58,7 +58,9 @@ def fused_head_bytes(spec: ModelSpec, completion_tokens: int, compute_bytes: int
     """Bytes alive during the fused head's backward: the tile buffer, the fp32 gradient of the
     completion hidden states (``grad_hidden``, 4*h per token) and their compacted bf16 copy
     (``hidden_states[mask]``), plus the fp32 head-weight gradient when ``lm_head`` trains."""
-    tile = min(completion_tokens, FUSED_TOKEN_TILE) * min(spec.vocab_size, FUSED_VOCAB_TILE) * compute_bytes
+    # the buffer is TOKEN_CHUNK_SIZE x chunk_size whatever the vocabulary (trl/kernels/chunked_logprob.py:347
+    # and :413, TRL 1.16.0): a model with fewer than 32768 tokens still gets 32768 columns
+    tile = min(completion_tokens, FUSED_TOKEN_TILE) * FUSED_VOCAB_TILE * compute_bytes
     per_token = (4 + compute_bytes) * spec.hidden_size
     # fp32 accumulator, then the bf16 .grad of the head (or tied embedding) weight
     head_grad = spec.vocab_size * spec.hidden_size * (4 + compute_bytes) if lm_head_trainable else 0

@@ -198,6 +198,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     # layer's saved), plus the recomputed layer's transient either way. The head's own peak
     # (its tile, fp32 gradient buffers) comes before any layer's transient exists.
     L = spec.num_layers
+    final_norm = act.final_norm_bytes(spec, setup.tokens, s)
     head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
     layer_grads = (grads - head_grad) // L
 
@@ -218,7 +219,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
             layer = transient + max(saved + head_grad + layer_grads, grads + saved // L)
         # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
         # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
-        head_ = saved + head_peak + (grads if accumulating else 0)
+        head_ = saved + head_peak + final_norm + (grads if accumulating else 0)
         # The end of backward with a tied embedding: the lookup's dense V x h gradient on top of every
         # gradient and the pending head gradient (which is the new .grad on the first micro-batch, so
         # already in ``grads``; one more V x h on a later one).

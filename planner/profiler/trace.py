@@ -12,9 +12,10 @@ How (the same step as data/calibration/README.md, op for op):
   (``FakeTensorMode`` would be the other choice; PEFT cannot swap fake parameters when it moves
   adapters, and a CPU-only torch cannot fake CUDA tensors through Python indexing.)
 - TRL's fused head is installed as TRL's GRPO trainer does (``add_fused_lm_head(model,
-  outputs=("log_probs", "entropy"))``) before PEFT wraps the model with LoRA on q,k,v,o,gate,up,
-  down (alpha = 2 x rank, no dropout, ``enable_input_require_grads()``); gradient checkpointing is
-  ``gradient_checkpointing_enable({"use_reentrant": False})``.
+  outputs=("log_probs", "entropy"))``) before PEFT wraps the model with LoRA on what the plan hands
+  to PEFT, ``target_modules="all-linear"`` (q,k,v,o,gate,up,down on a dense decoder; PEFT's own
+  resolution elsewhere: memory/lora.py), alpha = 2 x rank, no dropout, ``enable_input_require_grads()``;
+  gradient checkpointing is ``gradient_checkpointing_enable({"use_reentrant": False})``.
 - One step: ``batch`` sequences of ``prompt + completion`` tokens, labels masked to the
   completion, ``model(..., labels=labels, fused_lm_head=True).log_probs``,
   loss = -(exp(logp - logp.detach()) * advantage).mean(), backward.
@@ -70,8 +71,12 @@ from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, Pla
 from ..model_spec import ModelSpec
 
 BLOCK_BYTES = 512  # CUDA caching allocator: every block is a multiple of 512 bytes (kMinBlockSize)
-# the calibration README's q,k,v,o,gate,up,down, plus Phi-3's fused qkv_proj / gate_up_proj ("all-linear")
+# the calibration README's q,k,v,o,gate,up,down, plus Phi-3's fused qkv_proj / gate_up_proj (what the
+# GPU profile wraps); the trace wraps what the plan hands to PEFT, "all-linear", which on these dense
+# text decoders is the same set
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj")
+ALL_LINEAR = "all-linear"
+DEVICES = ("meta", "cpu")
 DEFAULT_SHAPES = "1:256:512,4:256:1024,8:256:1792"  # batch:prompt:completion
 WEIGHT_FORMATS = ("bf16", "nf4")
 LOGPROB_HEADS = ("fused", "plain")
@@ -125,6 +130,9 @@ class TracedStep:
     forward_peak_bytes: int  # peak during the forward alone, minus resident_bytes
     gradients_bytes: int  # held after backward (the trainable parameters' .grad)
     seconds: float = 0.0
+    # peak from the moment the decoder's final norm receives its gradient (the log-prob head's backward
+    # is done) to the end of backward, minus resident_bytes: the decoder layers' backward alone
+    layers_peak_bytes: int = 0
 
     def to_dict(self) -> dict:
         return {"batch": self.shape.batch_size, "prompt_length": self.shape.prompt_length,
@@ -133,6 +141,7 @@ class TracedStep:
                 "activation_peak_bytes": self.activation_peak_bytes,
                 "forward_peak_bytes": self.forward_peak_bytes,
                 "gradients_bytes": self.gradients_bytes,
+                "layers_peak_bytes": self.layers_peak_bytes,
                 "resident_bytes": self.resident_bytes,
                 "seconds": round(self.seconds, 3)}
 
@@ -147,6 +156,10 @@ class TraceResult:
     steps: tuple[TracedStep, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     build_seconds: float = 0.0
+    device: str = "meta"
+    # exact bytes of the built model's tensors (not block-rounded): the base model's parameters
+    # ("weights"), the LoRA adapters ("adapters") and the buffers (RoPE frequencies)
+    parameter_bytes: dict = field(default_factory=dict)
 
 
 # -- the live-bytes tracker ------------------------------------------------------------------------
@@ -156,7 +169,10 @@ def _round_block(n_bytes: int) -> int:
 
 
 def _make_tracker(bool_index_rows):
-    """A TorchDispatchMode counting live storage bytes (512-byte blocks), built lazily (torch)."""
+    """A TorchDispatchMode counting live storage bytes (512-byte blocks), built lazily (torch).
+
+    ``bool_index_rows(mask_shape)`` answers the data-dependent ops of a meta trace (module docstring);
+    ``None`` for real tensors (``device="cpu"``), where ``.item()`` and boolean indexing run as they are."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
@@ -172,6 +188,7 @@ def _make_tracker(bool_index_rows):
             self.peak_bytes = 0
             self.faked_scalars = 0
             self.inplace_accumulations = 0
+            self.phase_start_peak: int | None = None
 
         def _free(self, key: int, n_bytes: int) -> None:
             if self.live.pop(key, None) is not None:
@@ -195,14 +212,22 @@ def _make_tracker(bool_index_rows):
         def reset_peak(self) -> None:
             self.peak_bytes = self.current_bytes
 
+        def start_phase(self) -> None:
+            """Keep the peak so far aside (``phase_start_peak``) and count a new one from here."""
+            if self.phase_start_peak is None:
+                self.phase_start_peak = self.peak_bytes
+                self.peak_bytes = self.current_bytes
+
         def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
             kwargs = kwargs or {}
-            if func is aten._local_scalar_dense.default:
+            if bool_index_rows is None:  # real tensors: data-dependent ops have their data
+                pass
+            elif func is aten._local_scalar_dense.default:
                 # .item() on a meta tensor: a bool reads True (transformers' "no packed
                 # sequences" / "mask is all ones" checks), a number 0.
                 self.faked_scalars += 1
                 return True if args[0].dtype == torch.bool else 0
-            if func is aten.index.Tensor:
+            elif func is aten.index.Tensor:
                 masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
                 if masks:
                     x, mask = args[0], masks[0]
@@ -251,36 +276,61 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def _make_cuda_sdpa():
-    """``F.scaled_dot_product_attention`` with the memory behaviour of the CUDA kernels."""
+def _flash_eligible(q, k, v, mask) -> bool:
+    """Whether PyTorch's CUDA SDPA dispatch takes the flash kernel: no explicit mask and one head
+    width for q, k and v up to 256 (sdp_utils.cpp ``check_head_dim_size_flash``); otherwise the
+    memory-efficient kernel, which takes a bias and a value width of its own (MLA: 192 vs 128)."""
+    return mask is None and q.shape[-1] == k.shape[-1] == v.shape[-1] and q.shape[-1] <= 256
+
+
+def _make_cuda_sdpa(real_values: bool = False):
+    """``F.scaled_dot_product_attention`` with the memory behaviour of the CUDA kernels.
+
+    ``real_values`` (a trace on real tensors): the output also holds the attention's values, computed
+    by the original function with the tracker (and every dispatch mode) set aside, so that what the
+    CPU math kernel keeps (seq x seq scores) is never counted, then copied into the CUDA-shaped output.
+    """
     import torch
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    original = F.scaled_dot_product_attention
 
     class _CudaSdpa(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, mask):
+        def forward(ctx, q, k, v, mask, is_causal, scale, enable_gqa):
             batch, heads, seq, _ = q.shape
+            flash = _flash_eligible(q, k, v, mask)
             # Both CUDA kernels write the output as (batch, seq, heads, dim) and return the
             # transposed view, so transformers' transpose(1, 2).contiguous() copies nothing.
             out = q.new_empty((batch, seq, heads, v.shape[-1])).transpose(1, 2)
-            if mask is None:
+            if real_values:
+                with _disable_current_modes(), torch.no_grad():
+                    values = original(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
+                                      enable_gqa=enable_gqa)
+                    out.copy_(values)
+                    del values
+            if flash:
                 # flash: softmax_lse fp32 (batch, heads, seq)
                 lse = q.new_empty((batch, heads, seq), dtype=torch.float32)
                 bias = None
             else:
-                # memory-efficient with a bias: a boolean mask becomes an additive mask in the
-                # compute dtype (convert_boolean_attn_mask) that backward keeps; lse padded to 32.
-                bias = mask if mask.dtype != torch.bool else torch.empty(mask.shape, dtype=q.dtype,
-                                                                          device=q.device)
+                # memory-efficient (an explicit mask, or unequal head widths): a boolean mask becomes
+                # an additive mask in the compute dtype (convert_boolean_attn_mask) that backward
+                # keeps; lse padded to 32.
+                bias = None if mask is None else mask if mask.dtype != torch.bool else \
+                    torch.empty(mask.shape, dtype=q.dtype, device=q.device)
                 lse = q.new_empty((batch, heads, _round_up(seq, 32)), dtype=torch.float32)
             ctx.save_for_backward(q, k, v, out, lse, bias)
-            ctx.flash = mask is None
+            ctx.flash = flash
             return out
 
         @staticmethod
         def backward(ctx, grad_out):
             q, k, v, out, lse, bias = ctx.saved_tensors
             batch, heads, seq, head_dim = q.shape
-            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            # zeros, not empty: with real tensors the gradients' values flow on (memory is the same)
+            dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
             work = []
             if ctx.flash:
                 # flash-attention 2 mha_bwd: softmax_d and the fp32 dq accumulator over rounded
@@ -297,11 +347,11 @@ def _make_cuda_sdpa():
                 work.append(q.new_empty((batch, heads, _round_up(seq, 32)), dtype=torch.float32))
                 work.append(q.new_empty((batch, seq, heads, head_dim), dtype=torch.float32))
             del work
-            return dq, dk, dv, None
+            return dq, dk, dv, None, None, None, None
 
     def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                      scale=None, enable_gqa=False):
-        return _CudaSdpa.apply(query, key, value, attn_mask)
+        return _CudaSdpa.apply(query, key, value, attn_mask, is_causal, scale, enable_gqa)
 
     return scaled_dot_product_attention
 
@@ -330,14 +380,15 @@ def _patched(patches):
                 setattr(obj, name, old)
 
 
-def _cuda_behaviour_patches(notes: list):
+def _cuda_behaviour_patches(notes: list, real_values: bool = False):
     """Attribute patches that make the traced step take the CUDA code paths (module docstring)."""
     import torch
     import torch.nn.functional as F
 
-    patches = [(F, "scaled_dot_product_attention", _make_cuda_sdpa())]
+    patches = [(F, "scaled_dot_product_attention", _make_cuda_sdpa(real_values))]
     notes.append("SDPA traced as the CUDA flash kernel (saves q, k, v, output and an fp32 log-sum-exp; "
-                 "no seq x seq scores) or, with a mask (sliding window), the memory-efficient kernel")
+                 "no seq x seq scores) or, with a mask (sliding window) or unequal q/k and v head widths "
+                 "(MLA), the memory-efficient kernel")
 
     original_autocast_query = torch.is_autocast_enabled
 
@@ -373,8 +424,9 @@ def _cuda_behaviour_patches(notes: list):
 
 # -- building the model -----------------------------------------------------------------------------
 
-def _hf_config(spec: ModelSpec):
-    """A transformers config for ``spec``'s text decoder, SDPA attention."""
+def _hf_config(spec: ModelSpec, text_only: bool = True):
+    """A transformers config for ``spec``'s text decoder (``text_only=False``: the whole multimodal
+    model, vision tower included), SDPA attention."""
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -392,19 +444,32 @@ def _hf_config(spec: ModelSpec):
         raw.pop("rope_scaling", None)
         raw.pop("rope_parameters", None)
         config = AutoConfig.for_model(model_type, **raw)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if text_only and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
     config.use_cache = False  # training: no KV cache (transformers would switch it off and say so)
+    if not text_only and config.get_text_config() is not config:
+        config.get_text_config().use_cache = False
     return config
 
 
-def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: str, attn: str = "sdpa"):
-    """The traced model on the meta device, prepared as TRL's GRPO trainer prepares it."""
+def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: str, attn: str = "sdpa",
+                 device: str = "meta", lora_target_modules=ALL_LINEAR):
+    """The traced model on ``device`` (meta, or cpu with random weights), prepared as TRL's GRPO trainer
+    prepares it."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = _hf_config(spec)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
+    multimodal = bool(spec.vision_params) and device != "meta"
+    config = _hf_config(spec, text_only=not multimodal)
+    if device != "meta":
+        torch.manual_seed(0)
+    with torch.device(device):
+        if multimodal:
+            # the whole checkpoint as TRL loads a vision-language model (its vision tower resident);
+            # the traced step feeds text only
+            model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
+        else:
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
         if logprob_head == "fused":
             try:
                 from trl.trainer.utils import add_fused_lm_head
@@ -420,7 +485,8 @@ def _build_model(spec: ModelSpec, finetune: str, lora_rank: int, logprob_head: s
                                              "pip install peft") from None
             model.enable_input_require_grads()
             lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
-                              target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+                              target_modules=lora_target_modules if isinstance(lora_target_modules, str)
+                              else list(lora_target_modules), task_type="CAUSAL_LM")
             model = get_peft_model(model, lora)
         else:
             for p in model.parameters():
@@ -481,9 +547,22 @@ def _emulate_nf4(model) -> int:
     return swapped
 
 
-def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) -> tuple[int, int]:
-    """Run the GRPO-shaped step under ``tracker``; returns (forward peak, live after backward)."""
+def _final_norm(model):
+    """The text decoder's final norm (its gradient arrives when the log-prob head's backward ends)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is not None and hasattr(decoder, "get_decoder") and decoder.get_decoder() is not decoder:
+        decoder = decoder.get_decoder()  # a vision-language model's language model
+    return getattr(decoder, "norm", None)
+
+
+def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) -> tuple[int, int, int]:
+    """Run the GRPO-shaped step under ``tracker``; returns (forward peak, peak of the decoder layers'
+    backward, live after backward)."""
     import torch
+
+    norm = _final_norm(model)
+    hook = None if norm is None else norm.register_full_backward_pre_hook(lambda *_: tracker.start_phase())
 
     B, P, C = shape.batch_size, shape.prompt_length, shape.completion_length
     input_ids = torch.randint(0, vocab_size, (B, P + C))
@@ -507,9 +586,16 @@ def _one_step(model, shape: Shape, vocab_size: int, logprob_head: str, tracker) 
     advantages = torch.randn(B, 1)
     loss = -(torch.exp(logp - logp.detach()) * advantages).mean()
     del logp
-    loss.backward()
+    try:
+        loss.backward()
+    finally:
+        if hook is not None:
+            hook.remove()
     del loss, input_ids, labels, advantages
-    return forward_peak, tracker.current_bytes
+    layers_peak = tracker.peak_bytes if tracker.phase_start_peak is not None else 0
+    if tracker.phase_start_peak is not None:
+        tracker.peak_bytes = max(tracker.peak_bytes, tracker.phase_start_peak)
+    return forward_peak, layers_peak, tracker.current_bytes
 
 
 @contextlib.contextmanager
@@ -529,11 +615,17 @@ def _quiet_transformers():
 
 
 def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str = "lora", lora_rank: int = 16,
-                gradient_checkpointing=(True,), logprob_head: str = "fused", progress=None) -> TraceResult:
+                gradient_checkpointing=(True,), logprob_head: str = "fused", progress=None,
+                device: str = "meta") -> TraceResult:
     """Trace one GRPO step per shape (and per checkpointing setting) and return the peaks.
 
     ``gradient_checkpointing`` is a bool or a tuple of bools to trace each setting.
     ``progress(i, n, label)``, if given, is called before each step.
+    ``device="cpu"`` runs the step on real tensors (random weights, real compute) instead of meta
+    tensors: the data-dependent ops then have their data, so mixture-of-experts routing (sort, histc,
+    grouped_mm offsets) runs as it does on the GPU. It computes, so it is for small models (a shrunken
+    config of the architecture: benchmarks/trace_new_architectures.py). A multimodal model is then built
+    whole (its vision tower's weights resident) and fed text.
     """
     with warnings.catch_warnings(), _quiet_transformers():
         # transformers/PEFT deprecation chatter (gradient_checkpointing_enable is what TRL calls)
@@ -541,11 +633,21 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch|trl)\b")
         return _trace_steps(spec, shapes, weights=weights, finetune=finetune, lora_rank=lora_rank,
                             gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
-                            progress=progress)
+                            progress=progress, device=device)
+
+
+def _parameter_bytes(model) -> dict:
+    """Exact bytes of the model's base parameters, LoRA adapters and buffers."""
+    out = {"weights": 0, "adapters": 0, "buffers": 0}
+    for name, p in model.named_parameters():
+        out["adapters" if ".lora_" in f".{name}" else "weights"] += p.numel() * p.element_size()
+    for b in model.buffers():
+        out["buffers"] += b.numel() * b.element_size()
+    return out
 
 
 def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_checkpointing, logprob_head,
-                 progress) -> TraceResult:
+                 progress, device) -> TraceResult:
     if weights not in WEIGHT_FORMATS:
         raise InvalidSetupError(f"--weights for a trace must be one of {', '.join(WEIGHT_FORMATS)}, got '{weights}'")
     if finetune not in ("lora", "full"):
@@ -556,7 +658,9 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
         raise InvalidSetupError(f"--logprob-head must be one of {', '.join(LOGPROB_HEADS)}, got '{logprob_head}'")
     if finetune == "lora" and (not isinstance(lora_rank, int) or lora_rank <= 0):
         raise InvalidSetupError(f"--lora-rank must be a positive integer, got {lora_rank}")
-    if spec.is_moe:
+    if device not in DEVICES:
+        raise InvalidSetupError(f"the trace runs on one of {', '.join(DEVICES)}, got '{device}'")
+    if spec.is_moe and device == "meta":
         raise ConfigError(f"{spec.model_id} is a mixture-of-experts model: its routing is data-dependent and "
                           f"cannot be traced without data; use `plan estimate` (analytic) or a GPU profile")
     try:
@@ -571,13 +675,13 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
     rank = lora_rank if finetune == "lora" else 0
     try:
         try:
-            model = _build_model(spec, finetune, rank, logprob_head)
+            model = _build_model(spec, finetune, rank, logprob_head, device=device)
         except ValueError as e:
             if "scaled_dot_product_attention" not in str(e):
                 raise
-            # e.g. Gemma 2 (attention logit soft-capping): transformers has no SDPA path, so a real
-            # run uses eager attention too, which keeps the batch x heads x seq x seq scores
-            model = _build_model(spec, finetune, rank, logprob_head, attn="eager")
+            # e.g. Gemma 2 (attention logit soft-capping), gpt-oss (sinks): transformers has no SDPA path,
+            # so a real run uses eager attention too, which keeps the batch x heads x seq x seq scores
+            model = _build_model(spec, finetune, rank, logprob_head, attn="eager", device=device)
             notes.append("eager attention: transformers has no SDPA path for this architecture, so the "
                          "run (and this trace) keeps the batch x heads x seq^2 attention scores")
     except PlannerError:
@@ -597,7 +701,9 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
     if logprob_head == "plain":
         notes.append("plain head: full logits of the completion positions and TRL's torch selective_log_softmax "
                      "(per-sequence log_softmax), as TRL before the fused head")
-    patches = _cuda_behaviour_patches(notes)
+    patches = _cuda_behaviour_patches(notes, real_values=device != "meta")
+    if device != "meta":
+        notes.append(f"traced on {device} with real tensors (random weights, real routing)")
 
     steps = []
     n = len(settings) * len(shapes)
@@ -619,15 +725,17 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
                 raise ConfigError(f"the traced step indexes with a boolean mask of shape {mask_shape}, "
                                   f"which is data-dependent; this model cannot be traced")
 
-            tracker = _make_tracker(bool_index_rows)
+            tracker = _make_tracker(bool_index_rows if device == "meta" else None)
             for t in list(model.parameters()) + list(model.buffers()):
                 tracker.track(t)
             resident = tracker.current_bytes
             tracker.reset_peak()
             t1 = time.perf_counter()
+            if device != "meta":
+                torch.manual_seed(1)  # the same token ids (and so the same routing) for every setting
             try:
-                with _patched(patches), torch.device("meta"), tracker:
-                    forward_peak, after = _one_step(model, shape, vocab, logprob_head, tracker)
+                with _patched(patches), torch.device(device), tracker:
+                    forward_peak, layers_peak, after = _one_step(model, shape, vocab, logprob_head, tracker)
             except PlannerError:
                 raise
             except Exception as e:  # noqa: BLE001
@@ -641,7 +749,8 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
                                     resident_bytes=resident,
                                     forward_peak_bytes=forward_peak - resident,
                                     gradients_bytes=after - resident,
-                                    seconds=time.perf_counter() - t1))
+                                    seconds=time.perf_counter() - t1,
+                                    layers_peak_bytes=max(0, layers_peak - resident)))
             if tracker.faked_scalars:
                 note = (f"{tracker.faked_scalars} data-dependent scalar(s) per step read without data "
                         f"(transformers' packed-sequence check)")
@@ -649,4 +758,5 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
                     notes.append(note)
     return TraceResult(model_id=spec.model_id, weights=weights, finetune=finetune,
                        lora_rank=lora_rank if finetune == "lora" else None, logprob_head=logprob_head,
-                       steps=tuple(steps), notes=tuple(notes), build_seconds=build_seconds)
+                       steps=tuple(steps), notes=tuple(notes), build_seconds=build_seconds, device=device,
+                       parameter_bytes=_parameter_bytes(model))
