@@ -8,7 +8,7 @@ gives one (``--margin``, ``margin=``), the margin is the band of the memory mode
   H100 profiles, fitted on data/calibration's steady rows, under-predict the held-out steps of a
   calibrated family (benchmarks/results/h100_heldout: Qwen2.5-0.5B, 10 steps) by at worst 2.99%.
 - ``analytic`` (everything else): 4%. Its worst under-predictions of data its few fitted numbers did
-  not see are -0.96% (77 held-out steps) and -1.63% (the 2 held-out whole runs); on architectures
+  not see are -0.94% (77 held-out steps) and -1.63% (the 2 held-out whole runs); on architectures
   nobody measured, its activation peak agrees with the CPU trace of the real model code within
   1.68% (24 shapes, benchmarks/results/trace_vs_analytic.txt): 1.63% + 1.68% = 3.31%.
 
