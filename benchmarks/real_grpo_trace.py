@@ -30,10 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
-import weakref
 from pathlib import Path
-
-BLOCK_BYTES = 512
 
 # Shrunken Qwen3 (the full fine-tuning notebook's family) and Qwen2 (the QLoRA notebook's): real
 # vocabulary and tying, real head_dim/GQA ratios, few and narrow layers so a CPU runs it in seconds.
@@ -64,31 +61,20 @@ CASES = {
 }
 
 
-def _round(n: int) -> int:
-    return max(BLOCK_BYTES, -(-n // BLOCK_BYTES) * BLOCK_BYTES) if n else 0
-
-
 def make_tracker():
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
+    """planner/profiler/trace.py's live-bytes tracker on real tensors, which also keeps the phase of
+    TRL's loop each storage was made in, each phase's peak and the largest live tensors at the peak."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from planner.profiler.trace import _make_tracker, _round_block
 
-    aten = torch.ops.aten
-    try:
-        from torch.autograd.graph import _engine_run_backward
-        engine_code = _engine_run_backward.__code__
-    except ImportError:
-        engine_code = None
-
-    class LiveBytes(TorchDispatchMode):
+    class PhasedLiveBytes(type(_make_tracker(None))):  # type: ignore[misc]
         def __init__(self):
             super().__init__()
-            self.live: dict[int, tuple] = {}
-            self.current = 0
-            self.phase = "start"
+            self.info: dict[int, tuple] = {}  # storage -> (bytes, shape, dtype, op, phase)
+            self.phase, self.op = "start", "resident"
             self.peaks: dict[str, int] = {}
-            self.peak = 0
             self.at_peak: list = []
+            self.at_peak_phase = None
             self._next_snapshot = 0
 
         def register_resident(self, tensors) -> int:
@@ -96,58 +82,34 @@ def make_tracker():
             of a weight (``t()`` in ``F.linear``) is not taken for a new storage."""
             phase, self.phase = self.phase, "resident"
             for t in tensors:
-                self.track(t, "resident")
+                self.track(t)
             self.phase = phase
-            return self.current
+            return self.current_bytes
 
-        def _free(self, key, n):
-            if self.live.pop(key, None) is not None:
-                self.current -= n
+        def _free(self, key, n_bytes):
+            self.info.pop(key, None)
+            super()._free(key, n_bytes)
 
-        def track(self, t, op):
-            if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+        def track(self, t):
+            before = len(self.live)
+            super().track(t)
+            if len(self.live) == before:  # not a tensor, or a storage already counted
                 return
             st = t.untyped_storage()
-            key = st._cdata
-            if key in self.live:
-                return
-            n = _round(st.nbytes())
-            fin = weakref.finalize(st, self._free, key, n)
-            fin.atexit = False
-            self.live[key] = (fin, n, tuple(t.shape), str(t.dtype).replace("torch.", ""), op, self.phase)
-            self.current += n
-            if self.current > self.peaks.get(self.phase, 0):
-                self.peaks[self.phase] = self.current
-            if self.current > self.peak:
-                self.peak = self.current
-                if self.current >= self._next_snapshot:  # the largest live tensors, near the peak
-                    self.at_peak = sorted(((v[1], v[2], v[3], v[4], v[5]) for v in self.live.values()),
-                                          reverse=True)[:25]
-                    self.at_peak_phase = self.phase
-                    self._next_snapshot = self.current + (1 << 20)
+            self.info[st._cdata] = (_round_block(st.nbytes()), tuple(t.shape), str(t.dtype).replace("torch.", ""),
+                                    self.op, self.phase)
+            if self.current_bytes > self.peaks.get(self.phase, 0):
+                self.peaks[self.phase] = self.current_bytes
+            if self.current_bytes == self.peak_bytes and self.current_bytes >= self._next_snapshot:
+                self.at_peak = sorted(self.info.values(), reverse=True)[:25]  # near the peak: every +1 MiB
+                self.at_peak_phase = self.phase
+                self._next_snapshot = self.current_bytes + (1 << 20)
 
         def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
-                old, new = args[0], args[1]
-                if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
-                        and old.dtype == new.dtype and not old._is_view() and old.is_contiguous()):
-                    return aten.add_.Tensor(old, new)
-            out = func(*args, **kwargs)
-            for t in tree_leaves(out):
-                self.track(t, func.__name__)
-            return out
+            self.op = func.__name__
+            return super().__torch_dispatch__(func, types_, args, kwargs)
 
-    return LiveBytes()
-
-
-def _caller_code():
-    import os
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_name in ("_fn", "inner") \
-            and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
-        frame = frame.f_back
-    return frame.f_code if frame is not None else None
+    return PhasedLiveBytes()
 
 
 def _tokenizer(vocab_size: int):
@@ -239,7 +201,7 @@ def measure(case: str) -> dict:
                                                               if hasattr(trainer.optimizer, "optimizer")
                                                               else trainer.optimizer).__name__,
                 mixed_precision=str(acc.mixed_precision), resident_bytes=resident, trainable_params=trainable,
-                peak_bytes=tracker.peak, peak_phase=tracker.at_peak_phase, phase_peaks=tracker.peaks,
+                peak_bytes=tracker.peak_bytes, peak_phase=tracker.at_peak_phase, phase_peaks=tracker.peaks,
                 largest_at_peak=[list(x) for x in tracker.at_peak], seconds=round(time.perf_counter() - t0, 1))
 
 

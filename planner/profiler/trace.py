@@ -262,10 +262,11 @@ def _engine_code():
 
 
 def _caller_code():
-    """Code object of the first Python frame below the dispatch mode (past torch's wrappers)."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_name in ("_fn", "inner") \
-            and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+    """Code object of the first Python frame below the dispatch mode: past every ``__torch_dispatch__``
+    (a subclass of the tracker calling ``super()`` adds one) and torch's wrappers."""
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_name == "__torch_dispatch__" or (
+            frame.f_code.co_name in ("_fn", "inner") and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename)):
         frame = frame.f_back
     return frame.f_code if frame is not None else None
 
