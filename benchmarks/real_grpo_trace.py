@@ -58,6 +58,12 @@ CASES = {
     # CPU can run (bf16 matmuls here are ~0.3 GFLOP/s: a real 0.6B model would take hours)
     "qwen3-wide-full-fp32": (dict(QWEN3_SMALL, vocab_size=4096, intermediate_size=2048), "full", "float32", 0,
                              dict(SETTINGS, gradient_accumulation_steps=2, prompt_length=256)),
+    # a real model's size (Qwen/Qwen3-0.6B's config), fp32 full fine-tuning without autocast (bf16=False:
+    # fp32 matmuls are fast enough here): every layer term at full width and depth
+    "qwen3-0.6b-full-fp32-noamp": (dict(QWEN3_SMALL, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                                        num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                                        max_position_embeddings=40960), "full", "float32", 0,
+                                   dict(SETTINGS, gradient_accumulation_steps=2, prompt_length=384, bf16=False)),
 }
 
 
@@ -166,7 +172,7 @@ def measure(case: str) -> dict:
                       gradient_accumulation_steps=s["gradient_accumulation_steps"],
                       num_generations=s["num_generations"], max_completion_length=s["max_completion_length"],
                       max_steps=s["max_steps"], gradient_checkpointing=True,
-                      gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=True, bf16=True,
+                      gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=True, bf16=s.get("bf16", True),
                       report_to="none", save_strategy="no", logging_steps=1, use_vllm=False,
                       generation_kwargs={"min_new_tokens": s["max_completion_length"]})
     with warnings.catch_warnings():

@@ -445,7 +445,7 @@ def predict_real_grpo_trace(row: dict) -> tuple[dict, int, int | None]:
     mem = trainer_memory(spec, setup)
     c = mem.components
     forward = None
-    if setup.finetune == "full" and setup.weights == "fp32":
+    if setup.finetune == "full" and setup.weights == "fp32" and setup.mixed_precision != "no":
         saved, _ = act.activation_bytes(spec, setup.batch_size, setup.prompt_length, setup.completion_length,
                                         setup.finetune, setup.lora_rank, True, setup.compute_bytes)
         cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, mem.trainable_params,

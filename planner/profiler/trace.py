@@ -238,12 +238,17 @@ def _make_tracker(bool_index_rows):
             if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
                 old, new = args[0], args[1]
                 if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
-                        and old.dtype == new.dtype and not old._is_view() and old.is_contiguous()):
+                        and old.dtype == new.dtype):
                     # autograd's InputBuffer sums two gradients of one tensor in place when it
                     # holds the only reference, except under a Python dispatch mode (this one),
-                    # where it must assume a tensor subclass and adds out of place.
-                    self.inplace_accumulations += 1
-                    return aten.add_.Tensor(old, new)
+                    # where it must assume a tensor subclass and adds out of place. Like the
+                    # engine (input_buffer.cpp ``accumulate``), it reuses the buffer already
+                    # there, else the arriving one (a transposed weight gradient is a view: the
+                    # embedding lookup's gradient takes the sum).
+                    for into, other in ((old, new), (new, old)):
+                        if not into._is_view() and into.is_contiguous():
+                            self.inplace_accumulations += 1
+                            return aten.add_.Tensor(into, other)
             out = func(*args, **kwargs)
             for t in tree_leaves(out):
                 self.track(t)
