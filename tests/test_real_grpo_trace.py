@@ -1,8 +1,8 @@
 """The planner against a real TRL GRPOTrainer run traced on the CPU (issue 15).
 
 benchmarks/real_grpo_trace.py ran TRL 0.26.0's GRPOTrainer (transformers 4.57.1, the official
-notebooks' stack) for two optimizer steps on shrunken Qwen2/Qwen3 models and counted live tensor
-bytes per phase; benchmarks/results/real_grpo_trace.jsonl is that data. These tests fail if a
+notebooks' stack) for two optimizer steps on shrunken Qwen2/Qwen3 models and on Qwen3-0.6B's config
+at full size, and counted live tensor bytes per phase; benchmarks/results/real_grpo_trace.jsonl is that data. These tests fail if a
 trainer term drifts away from what the real trainer holds.
 """
 
