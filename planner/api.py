@@ -61,8 +61,9 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     """Fill what the user left to the environment: the TRL release's default completion length
     and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, the optimizer
     (from the installed packages when planning for this machine), and the margin (the band of the
-    memory model the plan will use, planner.coverage). The model and the GPUs are resolved here,
-    once (``--gpu auto`` reads the card once): the completed request holds their specs."""
+    memory model the plan will use, planner.coverage). The model, the GPUs and the calibration
+    profile are resolved here, once (``--gpu auto`` reads the card once, ``calibration="auto"`` looks
+    the profile up once): the completed request holds their specs and the profile (or None)."""
     t, g, v = req.trainer, req.targets, req.vllm
     trainer = t
     if t.optim is None and req.pins.optim is None:
@@ -81,7 +82,8 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     spec = resolve_model(req.model)
     o = req.topology
     card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
-    completed = replace(completed, model=spec, gpu=cards if isinstance(req.gpu, tuple) else card)
+    completed = replace(completed, model=spec, gpu=cards if isinstance(req.gpu, tuple) else card,
+                        calibration=resolve_calibration(spec, card, req.calibration))
     if g.margin is None:
         margin = MEMORY_MODEL_MARGIN[memory_model_kind(completed, spec, card)]
         completed = replace(completed, targets=replace(completed.targets, margin=margin))
