@@ -426,9 +426,6 @@ def predict_real_grpo_trace(row: dict) -> tuple[dict, int, int | None]:
     terms, their tensor sum, and, for fp32 full fine-tuning under autocast, the forward moment of a
     later micro-batch (resident state, earlier micro-batches' gradients, the saved checkpoints and
     autocast's cached 16-bit weight copies: memory/trainer.py's ``forward``)."""
-    from .memory import activations as act
-    from .memory.amp import autocast_weight_cache_bytes
-    from .memory.gradients import gradient_bytes
     from .memory.trainer import TrainerSetup, trainer_memory
     from .model_spec import spec_from_config
 
@@ -446,12 +443,7 @@ def predict_real_grpo_trace(row: dict) -> tuple[dict, int, int | None]:
     c = mem.components
     forward = None
     if setup.finetune == "full" and setup.weights == "fp32" and setup.mixed_precision != "no":
-        saved, _ = act.activation_bytes(spec, setup.batch_size, setup.prompt_length, setup.completion_length,
-                                        setup.finetune, setup.lora_rank, True, setup.compute_bytes)
-        cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, mem.trainable_params,
-                                            setup.mixed_precision)
-        forward = (c["weights"] + c["optimizer_state"] + gradient_bytes(mem.trainable_params, setup.compute_bytes)
-                   + saved + cache)
+        forward = c["weights"] + c["optimizer_state"] + mem.forward_bytes
     return c, sum(c[k] for k in TRACE_TENSOR_TERMS), forward
 
 

@@ -151,6 +151,9 @@ class TrainerMemory:
     # what gradient accumulation adds to the peak (earlier micro-batches' gradients), included in
     # ``gradients``; a calibration profile (measured without accumulation) adds it back
     accumulated_gradient_bytes: int = 0
+    # the forward of a later micro-batch under autocast, above the resident state (earlier gradients,
+    # saved activations, autocast's 16-bit weight copies); 0 where autocast caches nothing
+    forward_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -278,4 +281,4 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
                          resident_bytes=resident,
                          load_bytes=non_torch + weights + adapters,
                          trainable_params=trainable, tokens=setup.tokens, run_reserve_bytes=run_reserve,
-                         accumulated_gradient_bytes=accumulated)
+                         accumulated_gradient_bytes=accumulated, forward_bytes=forward)
