@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from .coverage import label_kind
 from .request import PlanRequest, Targets, TrainerOptions
 
 # the memory model's expected error, from the README's measurements (section "Accuracy (measured)")
@@ -72,8 +73,7 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     for name in ("max_batch", "max_completions_per_step", "utilization_range", "sleep_mode"):
         value = getattr(g, name)
         out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
-    kind = notes.get("memory_model_kind") or ("calibrated" if plan.memory_model.startswith("calibrated")
-                                              else "analytic")
+    kind = notes.get("memory_model_kind") or label_kind(plan.memory_model)
     out["margin"] = margin_entry(g.margin, completed.targets.margin, plan.margin, kind)
     if "optim" not in out:
         src = "option" if req.trainer.optim is not None else notes.get("optim_source", "default")

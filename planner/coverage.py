@@ -45,6 +45,13 @@ from .versions import trl_facts
 
 # each memory model's default margin, a fraction of the card (the rule above; margin_bands recomputes them)
 MEMORY_MODEL_MARGIN = {"calibrated": 0.03, "analytic": 0.04}
+
+
+def label_kind(memory_model: str) -> str:
+    """The kind (a key of MEMORY_MODEL_MARGIN) of a plan's or estimate's memory-model label
+    (``"calibrated (H100-80GB, ...)"`` or ``"analytic"``)."""
+    return "calibrated" if str(memory_model).startswith("calibrated") else "analytic"
+
 MEASURED_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 OLD_TRL_MISS = 0.19  # the worst notebook's excess over the prediction, rounded up (trl_notebooks.txt)
 FP32_AUTOCAST_MARGIN = 0.05

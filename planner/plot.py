@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .coverage import MEMORY_MODEL_MARGIN
+from .coverage import MEMORY_MODEL_MARGIN, label_kind
 from .errors import InvalidSetupError, MissingDependencyError, OutputError
 from .units import GIB
 
@@ -115,8 +115,7 @@ def budget_margin(plan_or_estimate) -> float:
     margin = getattr(plan_or_estimate, "margin", None)
     if margin is not None:
         return margin
-    kind = "calibrated" if str(plan_or_estimate.memory_model).startswith("calibrated") else "analytic"
-    return MEMORY_MODEL_MARGIN[kind]
+    return MEMORY_MODEL_MARGIN[label_kind(plan_or_estimate.memory_model)]
 
 
 def plot_phases(plan_or_estimate, path, *, title: str | None = None, margin: float | None = None,
