@@ -199,7 +199,8 @@ def colocated_vllm(spec: ModelSpec, card: GpuSpec, trainer_load_bytes: int, gpu_
                          quantization=quantization, max_num_seqs=max_num_seqs,
                          max_num_batched_tokens=max_num_batched_tokens or trl.max_num_batched_tokens,
                          enforce_eager=enforce_eager, vllm_version=version,
-                         free_bytes=max(0, card.usable_bytes - trainer_load_bytes), baseline=baseline)
+                         free_bytes=max(0, card.usable_bytes - trainer_load_bytes), baseline=baseline,
+                         processed_logprobs=trl.processed_logprobs)
 
 
 def resolve_calibration(spec: ModelSpec, card: GpuSpec, calibration="auto"):

@@ -193,13 +193,38 @@ class VllmFacts:
     # the same: the V2 runner (0.33.0 v1/worker/gpu/model_runner.py:993-1016) samples twice
     # but one pass after the other, so the peak is one fp32 pipeline, not two.
     sampler_bytes_per_logit: float = 14.0
+    # The PyTorch sort path of top-k/top-p (apply_top_k_top_p: 0.10.2 v1/sample/ops/topk_topp_sampler.py:126-166;
+    # apply_top_k_top_p_pytorch in 0.17.0 :258-300). vLLM's dummy sampler run sets top_k = vocab - 1 and
+    # top_p = 0.9 for every row (0.10.2 v1/worker/gpu_model_runner.py:2852-2861), so profiling always takes
+    # it where the sort path is the one used: below ``sampler_triton_min_rows`` rows (None = every batch
+    # size) once vLLM has the Triton kernel, and, before 0.17, whenever FlashInfer's sampler is not. The
+    # planner counts the sort before 0.17 only where it is certain: TRL >= 0.24 passes
+    # logprobs_mode="processed_logprobs", which skips FlashInfer (0.10.2 topk_topp_sampler.py:35-37;
+    # TrlFacts.processed_logprobs). Elsewhere (Unsloth, a bare `plan vllm`) FlashInfer is assumed, the
+    # 14 B of the v0.19 fit (an Unsloth vLLM 0.11.2 log agrees with it within 2%, with the sort it would
+    # be 7% off). Bytes per (row x vocab entry) at the sort:
+    # bf16 logits (2, still held by the caller) + their fp32 copy (4) + sort's outputs, fp32 values and
+    # int64 indices (12) + the CUDA segmented sort's temporaries: an int64 iota of the input indices
+    # (8) and CUB's alternate key/value buffers (12) = 38 B. Checked on a colocated vLLM 0.10.2 start-up
+    # (TRL's QLoRA notebook, 64 rows of a 151,936-token vocabulary at 4096 batched tokens): 0.46 GiB
+    # predicted, 0.47 GiB "torch peak" in its log.
+    sampler_sort_bytes_per_logit: float = 38.0
+    # the fewest rows that take the Triton top-k/top-p kernel instead of the sort (0.17.0
+    # topk_topp_sampler.py:251 `if HAS_TRITON and logits.shape[0] >= 8`); None: no Triton kernel (the sort,
+    # or FlashInfer's sampler)
+    sampler_triton_min_rows: int | None = 8
     # workspace and metadata on top of the larger phase; calibration slack of the same fit
     activation_fixed_bytes: int = 100 * MIB
     # -- memory outside the model (H100 numbers of v0.19 logs, docs/vllm-memory.md §8.2 and §8.5) --
     # allocated before vLLM's init snapshot: CUDA context, cuBLAS handles, NCCL communicators
     baseline_bytes_tp1: int = 512 * MIB
     baseline_bytes_tp_multi: int = 1536 * MIB
-    # non-torch growth during profiling (attention workspaces, lazily allocated NCCL buffers)
+    # non-torch growth during profiling (attention workspaces, lazily allocated NCCL buffers).
+    # 256 MiB: v0.19 H100 logs. 0.8.5-0.10.x: 96 MiB, what the logs of those releases show (in-process
+    # engines beside a trainer): 0.03-0.09 GiB "non_torch_memory" in Unsloth's vLLM 0.8.5 logs
+    # (../shared/unsloth), and ~0.01 GiB in TRL's QLoRA notebook on 0.10.2 (budget 3.94 - weights 0.45
+    # - activation 0.47 - KV 3.02); its full fine-tuning notebook started, which at 256 MiB it could
+    # not have (a KV cache below one 1408-token request).
     non_torch_bytes_tp1: int = 256 * MIB
     non_torch_bytes_tp_multi: int = 2150 * MIB  # ~2.1 GiB at TP2; TP>2 assumed the same
     # -- CUDA graphs (an estimate, see planner.vllm.cudagraph_bytes) ---------------------------
@@ -228,7 +253,8 @@ _VLLM_CHANGES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
           snapshot_after_distributed_init=False, cudagraph_sizes_rule="every8_to_512",
           cudagraph_full_decode=False, hybrid_kv_groups=False, hybrid_group_max_ratio=1.0,
           concurrency_formula="tokens_over_len", batch_defaults_a100_small=False,
-          batch_defaults_cap_seqs=False, batch_defaults_cap_tokens=False)),
+          batch_defaults_cap_seqs=False, batch_defaults_cap_tokens=False, sampler_triton_min_rows=None,
+          non_torch_bytes_tp1=96 * MIB)),
     ("0.9.0", "0.9.0.1", "read: 0.9.0 wheel",
      dict(batch_defaults_a100_small=True)),
     ("0.9.1", "0.9.2", "read: 0.9.1 and 0.9.2 wheels",
@@ -239,13 +265,15 @@ _VLLM_CHANGES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("0.10.1", "0.10.2", "read: 0.10.1.1 and 0.10.2 wheels; 0.10.1 assumed the same as 0.10.1.1",
      dict(batch_defaults_cap_seqs=True)),
     ("0.11.0", "0.11.2", "read: 0.11.0 wheel; 0.11.1-0.11.2 assumed the same",
-     dict(snapshot_after_distributed_init=True, cudagraph_full_decode=True)),
+     dict(snapshot_after_distributed_init=True, cudagraph_full_decode=True, non_torch_bytes_tp1=256 * MIB)),
     ("0.12.0", "0.12.0", "read: 0.12.0 wheel",
      dict(cudagraph_sizes_rule="grid_8_16", batch_defaults_cap_tokens=True, hybrid_group_max_ratio=1.25)),
     ("0.13.0", "0.13.0", "read: 0.13.0 wheel",
      dict(kv_error_wording="v0.13")),
-    ("0.14.0", "0.17.1", "read: 0.14.0, 0.15.0, 0.16.0, 0.17.0 wheels; 0.14.1, 0.15.1, 0.17.1 assumed the same",
+    ("0.14.0", "0.16.x", "read: 0.14.0, 0.15.0, 0.16.0 wheels; 0.14.1, 0.15.1 assumed the same",
      dict(budget_rounding="ceil", startup_check="device_name", kv_error_wording="v0.19")),
+    ("0.17.0", "0.17.1", "read: 0.17.0 wheel; 0.17.1 assumed the same",
+     dict(sampler_triton_min_rows=8)),
     ("0.18.0", "0.18.1", "read: 0.18.0 wheel; 0.18.1 assumed the same",
      dict(hybrid_group_max_ratio=1.5)),
     ("0.19.0", "0.19.1", "read: 0.19.0 wheel", {}),
@@ -395,6 +423,11 @@ class TrlFacts:
     # :840-842; chunk_size=128 from 0.23.0 utils.py:1480, 1 in 0.20.0-0.22.0 utils.py:1464/1476);
     # 0.18.0 computes log-probs only (grpo_trainer.py:1332).
     logprob_entropy: bool = False
+    # vllm.LLM(logprobs_mode="processed_logprobs"): from 0.24.0 (0.24.0 grpo_trainer.py:547, 0.25.0 :613,
+    # 0.26.0 :676, 1.16.0 vllm_generation.py:361; absent in the 0.22.0 and 0.23.0 wheels). It keeps vLLM's
+    # sampler on its PyTorch path, which sorts the vocabulary before vLLM 0.17
+    # (VllmFacts.sampler_sort_bytes_per_logit).
+    processed_logprobs: bool = False
     note: str = ""
 
     @property
@@ -423,7 +456,7 @@ _TRL_CHANGES = (
                     passes_kv_cache_dtype=False, quantization_for_4bit="bitsandbytes",
                     vllm_gpu_memory_utilization_default=0.9, max_completion_length_default=256,
                     fused_lm_head=False, default_model_dtype="auto", vllm_mode_default="server",
-                    logprob_temperature="copy", logprob_entropy=False,
+                    logprob_temperature="copy", logprob_entropy=False, processed_logprobs=False,
                     note="no colocate mode (vLLM on a dedicated GPU)")),
     # vllm_min from the wheels' METADATA `Requires-Dist: vllm>=0.8.3; extra == "vllm"` (0.18.0-0.20.0) and
     # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
@@ -434,7 +467,8 @@ _TRL_CHANGES = (
     ("0.21.0", dict(vllm_min="0.10.0", note="read: 0.21.0-0.23.0 wheels (METADATA vllm>=0.10.0)")),
     ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
     # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
-    ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", note="read: 0.24.0 wheel (import_utils.py:90)")),
+    ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", processed_logprobs=True,
+                    note="read: 0.24.0 wheel (import_utils.py:90)")),
     ("0.25.0", dict(sleep_level=2, note="read: 0.25.0 wheel (import_utils.py:90)")),
     # 0.26.0 import_utils.py:97: 0.10.2 <= vLLM <= 0.11.2 (METADATA vllm<0.12.0,>=0.10.2)
     ("0.26.0", dict(max_model_len_rule="vllm_max_model_length", vllm_max="0.11.2",

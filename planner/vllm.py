@@ -287,7 +287,7 @@ def forward_bytes_per_token(spec: ModelSpec, tp: int = 1) -> int:
 
 
 def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_seqs: int,
-                          version: str | None = None, tp: int = 1) -> int:
+                          version: str | None = None, tp: int = 1, processed_logprobs: bool = False) -> int:
     """Transient torch peak of vLLM's ``profile_run`` (freed again, but reserved from the budget).
 
     ``profile_run`` (V2 runner v1/worker/gpu/model_runner.py:1022-1039; V1 runner
@@ -299,7 +299,10 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
     * forward phase: ``mnbt x forward_bytes_per_token`` (``forward_bytes_per_token``);
     * sampler phase: ``rows x vocab x sampler_bytes_per_logit`` (bf16 logits + three fp32
       logits-sized buffers = 14 B; ``VllmFacts``) plus the dummy run's hidden states and
-      residual, still held, ``mnbt x hidden x 2 x 2 B``;
+      residual, still held, ``mnbt x hidden x 2 x 2 B``. Where top-k/top-p takes PyTorch's sort
+      (fewer than 8 rows from vLLM 0.17, ``VllmFacts.sampler_triton_min_rows``; every batch before
+      0.17 when ``processed_logprobs``, as TRL >= 0.24 asks) the sort's outputs and temporaries make
+      it ``sampler_sort_bytes_per_logit`` (38 B);
 
     plus ``activation_fixed_bytes`` (100 MiB). Calibration (``VllmFacts.sampler_bytes_per_logit``):
     at mnbt 8192 and 1024 rows this gives 1.93 GiB for Llama-3.1-8B, 2.24 for Qwen2.5-7B, 3.62 for
@@ -312,7 +315,12 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
         raise InvalidSetupError("max_num_batched_tokens and max_num_seqs must be >= 1")
     rows = min(max_num_batched_tokens, max_num_seqs)
     forward = max_num_batched_tokens * forward_bytes_per_token(spec, tp)
-    sampler = (math.ceil(rows * spec.vocab_size * facts.sampler_bytes_per_logit)
+    if facts.sampler_triton_min_rows is None:
+        sorts = processed_logprobs  # before 0.17: the sort unless FlashInfer samples (see VllmFacts)
+    else:
+        sorts = rows < facts.sampler_triton_min_rows
+    per_logit = facts.sampler_sort_bytes_per_logit if sorts else facts.sampler_bytes_per_logit
+    sampler = (math.ceil(rows * spec.vocab_size * per_logit)
                + max_num_batched_tokens * spec.hidden_size * _ACT_BYTES * 2)
     return max(forward, sampler) + facts.activation_fixed_bytes
 
@@ -961,7 +969,8 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
                   tensor_parallel_size: int = 1, kv_cache_dtype: str = "auto", quantization: str | None = None,
                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                   enforce_eager: bool = False, vllm_version: str | None = None, free_bytes: int | None = None,
-                  usage_context: str = "LLM_CLASS", baseline: int | None = None) -> VllmCapacity:
+                  usage_context: str = "LLM_CLASS", baseline: int | None = None,
+                  processed_logprobs: bool = False) -> VllmCapacity:
     """Predict what ``vllm.LLM(model, gpu_memory_utilization=..., ...)`` gets on ``gpu``.
 
     ``model``/``gpu``: names or specs. ``None`` arguments take vLLM's defaults for the release
@@ -971,6 +980,8 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     less when vLLM shares a trainer's CUDA context). Start-up failures vLLM would raise
     (free memory, no KV memory, max seq len) are returned in ``errors`` with ``startup_ok=False``;
     input vLLM would refuse as configuration raises :class:`InvalidSetupError`.
+    ``processed_logprobs``: the engine was built with ``logprobs_mode="processed_logprobs"`` (TRL >=
+    0.24 colocate), which before vLLM 0.17 profiles the sampler's sort (``activation_peak_bytes``).
     """
     spec = resolve_model(model)
     card = resolve_gpu(gpu)
@@ -1016,7 +1027,7 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     if start_err:
         errors.append(start_err)
     weights = weights_bytes(spec, quantization, tp, version)
-    activation = activation_peak_bytes(spec, mnbt, mns, version, tp)
+    activation = activation_peak_bytes(spec, mnbt, mns, version, tp, processed_logprobs)
     non_torch = non_torch_bytes(tp, version)
     sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
     graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)

@@ -254,3 +254,31 @@ def test_default_optimizer_follows_torch():
     assert default_optimizer("4.57.1", "2.7.1") == "adamw_torch"
     assert default_optimizer("4.50.0", "2.8.0") == "adamw_torch"  # before the rule was read: assumed
     assert not optimizer_default_read("4.50.0") and optimizer_default_read("5.0.0")
+
+
+def test_vllm_sampler_sort_path_by_release_and_trl_logprobs_mode():
+    # before 0.17 no Triton top-k/top-p: the sort is profiled only where TRL >= 0.24 asks for processed
+    # log-probs (FlashInfer skipped); from 0.17 the sort is left only below 8 rows
+    from planner.model_spec import resolve_model
+    from planner.vllm import activation_peak_bytes, forward_bytes_per_token
+    assert [vllm_facts(v).sampler_triton_min_rows for v in ("0.10.2", "0.16.0", "0.17.0", "0.33.0")] == [None, None, 8, 8]
+    assert vllm_facts("0.10.2").sampler_sort_bytes_per_logit == 38.0
+    assert [trl_facts(v).processed_logprobs for v in ("0.23.0", "0.24.0", "0.26.0", "1.16.0")] == [False, True, True, True]
+    spec = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    fixed, rows, vocab = 100 * 1024**2, 64, spec.vocab_size
+    held = 4096 * spec.hidden_size * 2 * 2  # the dummy run's hidden states and residual
+    assert activation_peak_bytes(spec, 4096, rows, "0.10.2", processed_logprobs=True) == rows * vocab * 38 + held + fixed
+    assert activation_peak_bytes(spec, 4096, rows, "0.10.2") == max(
+        4096 * forward_bytes_per_token(spec), rows * vocab * 14 + held) + fixed
+    # 0.17: 64 rows take Triton whatever the logprobs mode; 4 rows sort (at 16 batched tokens, where the
+    # sampler is the larger phase)
+    assert activation_peak_bytes(spec, 4096, rows, "0.17.0", processed_logprobs=True) == \
+        activation_peak_bytes(spec, 4096, rows, "0.17.0")
+    assert activation_peak_bytes(spec, 16, 4, "0.17.0") == 4 * vocab * 38 + 16 * spec.hidden_size * 4 + fixed
+    assert activation_peak_bytes(spec, 16, 4, "0.10.2") == 4 * vocab * 14 + 16 * spec.hidden_size * 4 + fixed
+
+
+def test_vllm_non_torch_growth_is_smaller_before_0_11():
+    # 0.8.5-0.10.x logs: 0.03-0.09 GiB (Unsloth, 0.8.5) and ~0.01 GiB (TRL's QLoRA notebook, 0.10.2)
+    assert [vllm_facts(v).non_torch_bytes_tp1 // 2**20 for v in ("0.8.5", "0.10.2", "0.11.0", "0.19.0")] == \
+        [96, 96, 256, 256]

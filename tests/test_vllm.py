@@ -493,7 +493,7 @@ def test_v0_8_5_whole_device_budget_worked_example():
     assert cap.budget_bytes == H100_TOTAL // 2 == 42_508_746_752
     weights = 8_030_261_248 * 2 + 131_072 * 128 * 2  # "Model loading took 14.99 GiB"
     assert cap.weights_bytes == weights
-    expected = (42_508_746_752 - held - 512 * MIB - weights - cap.activation_peak_bytes - 256 * MIB)
+    expected = (42_508_746_752 - held - 512 * MIB - weights - cap.activation_peak_bytes - 96 * MIB)
     assert cap.available_kv_bytes == expected
     # defaults on a >= 70 GiB card (0.8.5 engine/arg_utils.py:1596-1621): 1024 seqs, 16384 tokens
     assert (cap.max_num_seqs, cap.max_num_batched_tokens) == (1024, 16_384)
