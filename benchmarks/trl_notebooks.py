@@ -50,10 +50,12 @@ def report() -> str:
                   f"  peak reserved: predicted {r['peak_reserved'] / GIB:.2f} GiB, reported {r['reported_peak']:.2f} "
                   f"-> {r['error']:+.1%} ({'within' if within else 'OUTSIDE'} {LOWER:+.0%}/{UPPER:+.0%}); "
                   f"device-level {e.peak_bytes / GIB:.2f} GiB"]
-    lines += ["", "The stated settings do not say how long the trained sequence is. If the notebooks' rollout trains on "
-              "its Wordle turns one after the other (prompt_ids and completion_ids of every turn concatenated), the "
-              "sequence is up to turns x (1400 + 8) tokens; peak reserved predicted for that many turns "
-              "(an assumption, not a stated setting):",
+    lines += ["", "The settings bound each turn, not the trained sequence. The notebooks' rollout_func plays Wordle "
+              "(at most 6 guesses) and, as TRL's OpenEnv Wordle example does, returns the prompt_ids and "
+              "completion_ids of every turn concatenated; TRL trains on them untruncated, so a sequence is up to "
+              "turns x (1400 + 8) tokens while vLLM serves one turn of 1408. Peak reserved predicted with "
+              "estimate(rollout_turns=turns) (`plan estimate --rollout-turns`); the turn count is read from the "
+              "example as recalled, not from the notebooks, which could not be read offline:",
               "  turns  " + "  ".join(f"{name.split(' ')[0]:>28}" for name in TRL_NOTEBOOKS)]
     for turns in SENSITIVITY_TURNS:
         row = [predict_notebook(name, turns=turns) for name in TRL_NOTEBOOKS]

@@ -387,22 +387,18 @@ def predict_notebook(name: str, turns: int = 1) -> dict:
     predicted reserved memory after init and at the peak (device-level less the predicted
     non-PyTorch memory: the notebooks reported the allocator's figures), and the error at the peak.
 
-    ``turns``: the trained sequence as ``turns`` prompts and completions of the stated lengths one
-    after the other (a multi-turn rollout that concatenates its turns); 1 is the stated settings as
-    they read. vLLM's memory does not change with it (its KV cache is what the budget leaves; only
-    the one-turn ``max_model_len`` is then left to the model's default)."""
+    ``turns``: ``estimate``'s ``rollout_turns``, the trained sequence as ``turns`` prompts and
+    completions of the stated lengths one after the other (a multi-turn rollout that concatenates its
+    turns); vLLM still serves one turn of ``prompt + completion`` (max_model_len 1408)."""
     nb = TRL_NOTEBOOKS[name]
     s = dict(NOTEBOOK_SETTINGS)
-    vllm_len = s["prompt_length"] + s["completion_length"]
-    s["prompt_length"] *= turns
-    s["completion_length"] *= turns
     e = estimate(nb["model"], NOTEBOOK_STACK["gpu"], weights=nb["weights"], optim="trl-default",
                  finetune=nb["finetune"], lora_rank=nb.get("lora_rank", 16), batch_size=s["batch_size"],
                  prompt_length=s["prompt_length"], completion_length=s["completion_length"],
                  gradient_accumulation_steps=s["gradient_accumulation_steps"],
                  steps_per_generation=s["steps_per_generation"],
                  vllm_gpu_memory_utilization=s["vllm_gpu_memory_utilization"],
-                 vllm_max_model_len=vllm_len if turns == 1 else None,
+                 vllm_max_model_len=s["prompt_length"] + s["completion_length"], rollout_turns=turns,
                  trl_version=NOTEBOOK_STACK["trl_version"], vllm_version=NOTEBOOK_STACK["vllm_version"],
                  transformers_version=NOTEBOOK_STACK["transformers_version"])
     assert e.phases is not None and e.vllm is not None

@@ -70,7 +70,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
              vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
              vllm_version: str | None = None, trl_version: str | None = None,
              steps_per_generation: int = 1, sleep_mode: bool = False, gradient_accumulation_steps: int = 1,
-             completion_lengths: str = "varied", transformers_version: str | None = None) -> Estimate:
+             completion_lengths: str = "varied", transformers_version: str | None = None,
+             rollout_turns: int = 1) -> Estimate:
     """Memory of one GRPO setup. Sizes are per device; ``batch_size`` is
     ``per_device_train_batch_size`` (sequences per micro-batch).
 
@@ -83,7 +84,14 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     without ``model_init_kwargs``): what that TRL and transformers release loads (float32 in TRL
     0.24-0.26 with transformers 4.x, and in TRL >= 0.27; the checkpoint's dtype otherwise).
     ``optim="trl-default"`` is ``TrainingArguments.optim``'s default for the transformers release
-    (``adamw_torch_fused`` with torch >= 2.8). The estimate's ``assumptions`` say what was chosen."""
+    (``adamw_torch_fused`` with torch >= 2.8). The estimate's ``assumptions`` say what was chosen.
+
+    ``rollout_turns`` > 1: a multi-turn ``rollout_func`` (TRL's OpenEnv examples) that generates up to
+    that many turns and returns every turn's prompt and completion ids concatenated. vLLM sees one
+    turn at a time (``prompt_length + completion_length`` per request, what ``vllm_max_model_len`` is
+    checked against); the trainer trains on up to ``rollout_turns x prompt_length`` prompt and
+    ``rollout_turns x completion_length`` completion tokens per sequence (TRL does not truncate a
+    rollout function's ids)."""
     colocated = vllm_gpu_memory_utilization is not None
     weights_unset, optim_unset = weights == TRL_DEFAULT, optim == TRL_DEFAULT
     req = _request(model, gpu, colocated, calibration=calibration, weights="bf16" if weights_unset else weights,
@@ -101,7 +109,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
         completion_lengths=completion_lengths, sleep_mode=sleep_mode,
         vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_max_model_len=vllm_max_model_len,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
-        vllm_enforce_eager=vllm_enforce_eager, vllm_quantization=vllm_quantization)
+        vllm_enforce_eager=vllm_enforce_eager, vllm_quantization=vllm_quantization, rollout_turns=rollout_turns)
     problems = request_problems(req, colocated=colocated) + problems
     if problems:
         raise InvalidSetupError("\n".join(problems))
@@ -125,14 +133,20 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     setup = TrainerSetup(weights=weights, finetune=finetune, lora_rank=lora_rank,
                          lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None,
                          optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
-                         prompt_length=prompt_length, completion_length=completion_length,
+                         prompt_length=prompt_length * rollout_turns,
+                         completion_length=completion_length * rollout_turns,
                          logprob_head=logprob_head or default_logprob_head(trl_version),
                          expandable_segments=bool(expandable_segments),
                          gradient_accumulation_steps=gradient_accumulation_steps,
                          completion_lengths=completion_lengths, transformers_version=transformers_version)
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
     warnings += architecture_warnings(spec)
-    extra = {"assumptions": assumptions} if assumptions else {}
+    extra: dict = {"assumptions": assumptions} if assumptions else {}
+    if rollout_turns > 1:
+        extra["rollout"] = {"turns": rollout_turns, "turn_prompt_length": prompt_length,
+                            "turn_completion_length": completion_length,
+                            "trained_prompt_length": setup.prompt_length,
+                            "trained_completion_length": setup.completion_length}
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings), extra=extra)

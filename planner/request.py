@@ -504,7 +504,8 @@ def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, complet
                          completion_lengths: Any = "varied", sleep_mode: Any = False,
                          vllm_gpu_memory_utilization: Any = None, vllm_max_model_len: Any = None,
                          vllm_max_num_seqs: Any = None, vllm_max_num_batched_tokens: Any = None,
-                         vllm_enforce_eager: Any = False, vllm_quantization: Any = None) -> list[str]:
+                         vllm_enforce_eager: Any = False, vllm_quantization: Any = None,
+                         rollout_turns: Any = 1) -> list[str]:
     """What ``planner.estimate`` takes beyond the request's fields (one fixed setup), with the same
     rules and messages; and the relations a fixed setup adds (vLLM's max_model_len vs the lengths)."""
     p: list[str] = []
@@ -513,6 +514,7 @@ def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, complet
     _positive_int(p, "steps_per_generation", steps_per_generation, upper=1 << 16)
     _positive_int(p, "gradient_accumulation_steps", gradient_accumulation_steps, upper=1 << 16)
     _choice(p, "completion_lengths", completion_lengths, COMPLETION_LENGTHS)
+    _positive_int(p, "rollout_turns", rollout_turns, upper=256)
     _bool(p, "sleep_mode", sleep_mode)
     u = vllm_gpu_memory_utilization
     if u is not None and (not _is_number(u) or not 0 < u <= 1):

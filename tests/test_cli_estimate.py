@@ -63,6 +63,11 @@ def test_oversized_setup_does_not_fit(capsys):
      "plan: error: --completion-length must be a positive integer, got -3"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--lora-rank", "4096"],
      "plan: error: --lora-rank 4096 is larger than the hidden size (896) of Qwen/Qwen2.5-0.5B-Instruct"),
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--rollout-turns", "0"],
+     "plan: error: --rollout-turns must be a positive integer, got 0"),
+    (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--rollout-turns", "2", "--runtime", "unsloth"],
+     "plan: error: --rollout-turns is modelled for one GPU with TRL only; drop it, or plan the concatenated "
+     "length with --prompt-length and --completion-length"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, line):
     assert main(["estimate", *argv]) == 2
@@ -85,3 +90,27 @@ def test_estimate_path_imports_neither_torch_nor_transformers():
             "sys.stderr.write(repr(bad)); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_rollout_turns_train_the_concatenated_turns_and_serve_one(capsys):
+    # a multi-turn rollout_func (TRL's OpenEnv examples): vLLM serves one turn (max_model_len 1408 is
+    # accepted for 1400 + 8), the trainer trains on 6 turns of it
+    base = ["estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "A100-40GB", "--prompt-length", "1400",
+            "--completion-length", "8", "--vllm-gpu-memory-utilization", "0.1", "--vllm-max-model-len", "1408",
+            "--vllm-version", "0.10.2", "--trl-version", "0.26.0", "--json"]
+    assert main(base) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(base + ["--rollout-turns", "6"]) == 0
+    six = json.loads(capsys.readouterr().out)
+    assert six["rollout"] == {"turns": 6, "turn_prompt_length": 1400, "turn_completion_length": 8,
+                              "trained_prompt_length": 8400, "trained_completion_length": 48}
+    assert "rollout" not in one
+    # the same vLLM engine; more trainer activations
+    assert six["vllm"]["kv_cache_bytes"] == one["vllm"]["kv_cache_bytes"]
+    assert six["trainer"]["components"]["activations"] > 5 * one["trainer"]["components"]["activations"]
+    # the same trainer as a one-turn sequence of the concatenated length
+    assert main(base[:5] + ["--prompt-length", "8400", "--completion-length", "48", "--json"]) == 0
+    flat = json.loads(capsys.readouterr().out)
+    assert flat["trainer"] == six["trainer"]
+    assert main(base[:-1] + ["--rollout-turns", "6"]) == 0
+    assert "batch 1 x (6 turns x (1400 + 8) = 8400 + 48) tokens" in capsys.readouterr().out

@@ -89,6 +89,10 @@ def add_arguments(p) -> None:
                         "gradient_accumulation_steps)")
     g.add_argument(*spellings("gradient_accumulation_steps"), type=int, default=None,
                    help="> 1: later micro-batches hold the earlier ones' gradients (default: 1)")
+    g.add_argument("--rollout-turns", type=int, default=1,
+                   help="a multi-turn rollout_func that returns every turn's prompt and completion ids "
+                        "concatenated (TRL's OpenEnv examples): vLLM generates one turn of --prompt-length + "
+                        "--completion-length at a time, the trainer trains on up to this many turns (default: 1)")
     g.add_argument("--completion-lengths", choices=COMPLETION_LENGTHS, default="varied",
                    help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
     g.add_argument("--transformers-version", default=None,
@@ -185,6 +189,9 @@ def _steps_per_generation(args, values: dict):
 
 
 def run(args) -> int:
+    if args.rollout_turns != 1 and (getattr(args, "runtime", "trl") != "trl" or is_multi_gpu(args)):
+        raise InvalidSetupError("--rollout-turns is modelled for one GPU with TRL only; drop it, or plan the "
+                                "concatenated length with --prompt-length and --completion-length")
     if (rc := _unsloth.dispatch(args, "estimate")) is not None:
         return rc
     args, notes = with_config(args)
@@ -201,7 +208,8 @@ def run(args) -> int:
                  vllm_enforce_eager=args.vllm_enforce_eager, vllm_version=args.vllm_version,
                  trl_version=args.trl_version, steps_per_generation=args.steps_per_generation,
                  sleep_mode=args.sleep_mode, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                 completion_lengths=args.completion_lengths, transformers_version=args.transformers_version)
+                 completion_lengths=args.completion_lengths, transformers_version=args.transformers_version,
+                 rollout_turns=args.rollout_turns)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -255,10 +263,14 @@ def verdict(e) -> str:
 def render(e) -> str:
     t = e.trainer
     s = e.setup
+    r = e.extra.get("rollout")
+    shape = (f"({s.prompt_length} + {s.completion_length}) tokens" if r is None else
+             f"({r['turns']} turns x ({r['turn_prompt_length']} + {r['turn_completion_length']}) = "
+             f"{s.prompt_length} + {s.completion_length}) tokens")
     head = (f"{e.model.model_id} ({e.model.n_params / 1e9:.2f} B params) on {e.gpu.name} "
             f"({e.gpu.total_bytes / 2**30:.2f} GiB)\n"
             f"{s.weights} {s.finetune}{f' r={s.lora_rank}' if s.finetune == 'lora' else ''}, {s.optim}, "
-            f"batch {s.batch_size} x ({s.prompt_length} + {s.completion_length}) tokens, "
+            f"batch {s.batch_size} x {shape}, "
             f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, {s.logprob_head} log-prob head, "
             f"{s.completion_lengths} completion lengths"
             f"{f', {s.gradient_accumulation_steps} accumulation steps' if s.gradient_accumulation_steps > 1 else ''}; "
