@@ -33,7 +33,11 @@ exists:
   percent, is the margin (tests/test_trl_notebooks.py recomputes it).
 - fp32 weights under autocast (TRL < 0.27 with transformers 4.x, or TRL >= 0.27, given only a model
   id): autocast's weight cache and fp32 gradients agree with a real TRL 0.26 GRPOTrainer traced on
-  the CPU (benchmarks/results/real_grpo_trace.txt) but were never measured on a GPU: 5%.
+  the CPU (benchmarks/results/real_grpo_trace.txt), but were never measured on a GPU, and the caching
+  allocator keeps more of such a run reserved than the fitted reserve says: replayed through the
+  allocator's rules on TRL's loop (benchmarks/results/allocator_notebook.txt), the planner's peak
+  reserved is -7.1% to +0.4% of the replay; the worst, rounded up, is the margin (8%;
+  tests/test_allocator_replay.py recomputes it).
 - an optimizer other than 8-bit AdamW: its state is exact arithmetic but its step temporaries are
   read from torch's code, not measured: 3%.
 """
@@ -54,7 +58,7 @@ def label_kind(memory_model: str) -> str:
 
 MEASURED_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 OLD_TRL_MISS = 0.17  # the worst notebook's excess over the prediction, rounded up (trl_notebooks.txt)
-FP32_AUTOCAST_MARGIN = 0.05
+FP32_AUTOCAST_MARGIN = 0.08  # the worst replayed under-prediction, rounded up (allocator_notebook.txt)
 UNMEASURED_OPTIMIZER_MARGIN = 0.03
 
 
@@ -69,7 +73,8 @@ def coverage_margin(setup: TrainerSetup, trl_version: str | None = None) -> tupl
     if setup.weights == "fp32" and setup.mixed_precision != "no":
         margin += FP32_AUTOCAST_MARGIN
         reasons.append(f"fp32 weights under {setup.mixed_precision} autocast (autocast's weight cache, fp32 "
-                       f"gradients) are checked on the CPU, not measured on a GPU; margin +{FP32_AUTOCAST_MARGIN:.0%}")
+                       f"gradients) are checked on the CPU and by an allocator replay, not measured on a GPU; "
+                       f"margin +{FP32_AUTOCAST_MARGIN:.0%}")
     if setup.optim not in MEASURED_OPTIMIZERS:
         margin += UNMEASURED_OPTIMIZER_MARGIN
         reasons.append(f"optimizer {setup.optim}: step temporaries read from torch's code, not measured; "

@@ -30,7 +30,7 @@ def test_full_finetuning_notebook_loads_fp32_and_uses_the_fused_default():
 
 
 @pytest.mark.xfail(strict=True, reason="miss: read as one turn of prompt 1400 + completion 8, the full FT notebook is "
-                   "predicted -8.2% (33.68 vs 36.68 GiB reserved) and the QLoRA one -15.9% (5.37 vs 6.39 GiB)")
+                   "predicted -3.1% (35.54 vs 36.68 GiB reserved) and the QLoRA one -15.9% (5.37 vs 6.39 GiB)")
 @pytest.mark.parametrize("name", NAMES)
 def test_peak_reserved_within_issue_bounds_as_one_turn(name):
     r = predict_notebook(name)
@@ -40,9 +40,7 @@ def test_peak_reserved_within_issue_bounds_as_one_turn(name):
 WORDLE_TURNS = 6  # the notebooks' rollout concatenates up to 6 Wordle turns (benchmarks/trl_notebooks.py)
 
 
-@pytest.mark.parametrize("name", [pytest.param(NAMES[0], marks=pytest.mark.xfail(
-    strict=True, reason="miss: full FT notebook -2.4% (35.79 vs 36.68 GiB) at 6 concatenated turns, just under -2%")),
-    NAMES[1]])
+@pytest.mark.parametrize("name", NAMES)
 def test_peak_reserved_within_issue_bounds_with_the_rollouts_turns(name):
     r = predict_notebook(name, turns=WORDLE_TURNS)
     assert LOWER <= r["error"] <= UPPER

@@ -23,7 +23,9 @@ own component (0 in the setups the calibration measured, so those predictions ar
   the small pool the backward cached and add nothing.
 - ``autocast_cache``: fp32 weights under bf16 autocast keep a bf16 copy of every trainable matrix
   until the forward ends (amp.autocast_weight_cache_bytes); it counts only where that forward moment
-  (earlier micro-batches' gradients + saved activations + the cache) is above the backward's.
+  (earlier micro-batches' gradients + saved activations + the cache) is above the backward's. At that
+  moment of a later micro-batch the allocator also holds the backward's vocabulary-sized gradient
+  blocks, free but reserved (in ``allocator_reserve``; replayed in planner/profiler/allocator_sim.py).
 - ``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
   between generation and training (rollout.rollout_buffer_bytes), with ``rollout_sequences`` set.
 
@@ -255,9 +257,21 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     # The forward of a later micro-batch under autocast: earlier gradients alive (accumulation), the
     # saved activations built up, and autocast's 16-bit weight copies until the forward returns.
     cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trainable, setup.mixed_precision)
-    forward = (grads_all if setup.gradient_accumulation_steps > 1 else 0) + saved + cache if cache else 0
+    accumulating = setup.gradient_accumulation_steps > 1
+    forward = (grads_all if accumulating else 0) + saved + cache if cache else 0
     backward = grads + activations + head
     autocast = max(0, forward - (backward + step))
+    # What the caching allocator keeps reserved at that forward moment: the backward's V x h gradient
+    # buffers (the head's new gradient before it is added into .grad, and with a tied embedding the
+    # lookup's dense gradient too) are the largest blocks and are free during the forward, which is
+    # served by the blocks the previous forward freed (autocast's copies, the checkpoints). Replayed
+    # through the allocator's rules (planner/profiler/allocator_sim.py, checked against the H100 rows'
+    # measured reserve: benchmarks/results/allocator_replay.txt) on the full fine-tuning notebook's loop
+    # (benchmarks/results/allocator_notebook.txt): Qwen3-1.7B fp32, 2 x 1.16 GiB of them free at the
+    # forward, 2.15 GiB reserved above the allocated peak where the fitted reserve says 0.46.
+    stranded = head_grad + pending if accumulating and cache else 0
+    old_peak = max(backward + step, forward) + reserve
+    forward_reserve_extra = max(0, forward + max(reserve, stranded) - old_peak)
     rollout = rollout_buffer_bytes(setup.rollout_sequences, setup.prompt_length, setup.completion_length,
                                    reference_logps=setup.reference_logps)
     non_torch = non_torch_bytes(setup.world_size)
@@ -273,7 +287,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         "optimizer_step": step,
         "autocast_cache": autocast,
         "rollout_buffers": rollout,
-        "allocator_reserve": reserve,
+        "allocator_reserve": reserve + forward_reserve_extra,
     }
     resident = weights + adapters + optimizer + components["cublas_workspace"] + rollout
     return TrainerMemory(components=components,

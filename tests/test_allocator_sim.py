@@ -1,0 +1,102 @@
+"""planner.profiler.allocator_sim: the caching allocator's rules, and the replay against measured reserve."""
+
+import json
+
+import pytest
+
+from planner.profiler.allocator_sim import CachingAllocator, allocation_size, replay, round_size
+
+MIB = 1 << 20
+
+
+def test_request_rounding_and_segment_sizes():
+    # c10/cuda/CUDACachingAllocator.cpp: round_size (512 B blocks), get_allocation_size
+    assert [round_size(n) for n in (1, 512, 513, 4096)] == [512, 512, 1024, 4096]
+    assert allocation_size(1 * MIB) == 2 * MIB  # small pool: a 2 MiB segment
+    assert allocation_size(1 * MIB + 512) == 20 * MIB  # 1-10 MiB: a 20 MiB segment
+    assert allocation_size(10 * MIB) == 10 * MIB  # from 10 MiB: the request rounded up to 2 MiB
+    assert allocation_size(11 * MIB + 1) == 12 * MIB
+
+
+def test_small_requests_share_a_segment_and_large_ones_split_a_20_mib_one():
+    a = CachingAllocator()
+    for k in range(4):
+        a.malloc(k, 256 * 1024)
+    assert (a.reserved, a.allocated, a.segments_mapped) == (2 * MIB, 1 * MIB, 1)
+    a.malloc(10, 3 * MIB)
+    a.malloc(11, 5 * MIB)  # fits the rest of the first 20 MiB segment
+    assert a.segments_mapped == 2 and a.reserved == 22 * MIB
+
+
+def test_best_fit_reuses_the_smallest_free_block_and_merges_neighbours():
+    a = CachingAllocator()
+    a.malloc("big", 64 * MIB)
+    a.malloc("mid", 32 * MIB)
+    a.free("big")
+    a.free("mid")
+    a.malloc("x", 30 * MIB)  # the 32 MiB block, not the 64 MiB one
+    assert a.segments_mapped == 2
+    a.malloc("y", 40 * MIB)  # split from the 64 MiB block: 24 MiB left free
+    a.malloc("z", 20 * MIB)  # the 24 MiB remainder
+    assert a.segments_mapped == 2 and a.reserved == 96 * MIB
+    a.free("y")
+    a.free("z")  # merges back into one 64 MiB block
+    a.malloc("w", 64 * MIB)
+    assert a.segments_mapped == 2
+
+
+def test_a_remainder_of_at_most_1_mib_is_not_split_off_a_large_block():
+    a = CachingAllocator()
+    a.malloc("a", 12 * MIB)
+    a.free("a")
+    a.malloc("b", 11 * MIB + 512)  # 12 MiB - request <= 1 MiB: handed out whole
+    assert a.allocated == 12 * MIB
+
+
+def test_frees_strand_memory_that_differently_sized_requests_cannot_use():
+    # a freed 100 MiB block cannot serve a 120 MiB request: the reserve grows by a new segment
+    a = replay([("malloc", 1, 100 * MIB), ("free", 1), ("malloc", 2, 120 * MIB)])
+    assert (a.peak_allocated, a.peak_reserved) == (120 * MIB, 220 * MIB)
+    a.empty_cache()
+    assert a.reserved == 120 * MIB
+
+
+def test_replay_of_traced_steps_reproduces_measured_reserve():
+    # two H100 calibration rows (LoRA, after the model's first step): the allocator replayed on the
+    # traced step's allocations against peak_reserved_step - peak_alloc_step
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    pytest.importorskip("trl")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import allocator_replay as AR
+
+    from planner.calibration_data import calibration_path
+    from planner.model_spec import resolve_model
+    from planner.profiler import trace as trace_mod
+    from planner.profiler.trace import Shape, trace_steps
+
+    rows = [json.loads(line) for line in calibration_path().read_text().splitlines() if line.strip()]
+    wanted = {("meta-llama/Llama-3.2-1B-Instruct", True, 8, 256, 1792),
+              ("meta-llama/Llama-3.2-1B-Instruct", False, 4, 256, 1024)}
+    picked = [r for r in rows if r.get("stage") == "step" and r.get("mode") == "lora"
+              and (r["model"], r["grad_ckpt"], r["batch"], r["prompt_len"], r["completion_len"]) in wanted]
+    assert len(picked) == 2
+    streams: list = []
+    original, make = AR.logging_tracker_factory(streams)
+    trace_mod._make_tracker = make
+    try:
+        for r in picked:
+            res = trace_steps(resolve_model(r["model"]), [Shape(r["batch"], r["prompt_len"], r["completion_len"])],
+                              weights="bf16", finetune="lora", lora_rank=16, gradient_checkpointing=r["grad_ckpt"])
+            events = streams[-1]
+            k = AR.resident_count(events, res.steps[0].resident_bytes)
+            alloc, reserved = AR.replay_step(events, k)
+            measured = (r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]) * MIB
+            assert abs((reserved - alloc) - measured) <= 25 * MIB, (r["grad_ckpt"], (reserved - alloc) / MIB,
+                                                                    measured / MIB)
+    finally:
+        trace_mod._make_tracker = original
