@@ -63,8 +63,13 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
         out[name] = _entry(plan.pin_value(name), sources.get(name, "pinned"))
     g = req.targets
     if "max_prompt_length" not in out:
-        out["prompt_length"] = _entry(plan.setup.prompt_length, _option_source(g.prompt_length, 256),
+        out["prompt_length"] = _entry(plan.turn_prompt_length, _option_source(g.prompt_length, 256),
                                       note="sets vllm_max_model_length with the completion length")
+    if g.rollout_turns != 1:
+        out["rollout_turns"] = _entry(g.rollout_turns, "option",
+                                      note=f"a rollout_func concatenating its turns: vLLM serves one turn, the "
+                                           f"trainer trains on up to {plan.setup.prompt_length} + "
+                                           f"{plan.setup.completion_length} tokens per sequence")
     if "max_completion_length" not in out:
         src = "option" if g.max_completion_length is not None else "installed package" \
             if installed.get("trl") else "default"

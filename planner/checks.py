@@ -387,8 +387,8 @@ def _trl_rules(ctx: _Context) -> list:
 
 def _context(ctx: _Context) -> list:
     spec = ctx.plan.model
-    P = ctx.setup.prompt_length
-    C = int(ctx.cfg.get("max_completion_length") or ctx.setup.completion_length)
+    P = ctx.plan.turn_prompt_length  # per turn: what vLLM serves and max_model_len must hold
+    C = int(ctx.cfg.get("max_completion_length") or ctx.setup.completion_length // ctx.plan.rollout_turns)
     ctx_len = spec.max_position_embeddings
     out = []
     if P + C > ctx_len:

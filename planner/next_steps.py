@@ -30,6 +30,8 @@ def _python(plan: Any) -> str:
     if plan.topology.total_gpus > 1:
         args += [f"num_gpus={plan.topology.num_gpus}"] + ([f"num_nodes={plan.topology.num_nodes}"]
                                                           if plan.topology.num_nodes > 1 else [])
+    if getattr(plan, "rollout_turns", 1) > 1:
+        args.append(f"rollout_turns={plan.rollout_turns}")
     pins = {k: plan.pin_value(k) for k in plan.pinned}
     if pins:
         args.append(f"pin={pins!r}")

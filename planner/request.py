@@ -75,6 +75,9 @@ class Targets:
     sleep_mode: str = "auto"  # auto | on | off
     max_batch: int = 64  # the largest per_device_train_batch_size tried
     max_completions_per_step: int = 512  # the most completions per device per optimizer step
+    # a multi-turn rollout_func that returns every turn's prompt and completion ids concatenated (TRL's
+    # OpenEnv examples): vLLM serves one turn of prompt + completion, the trainer trains on up to this many
+    rollout_turns: int = 1
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _choice(p, "sleep_mode", g.sleep_mode, SLEEP_MODES)
     _positive_int(p, "max_batch", g.max_batch, upper=4096)
     _positive_int(p, "max_completions_per_step", g.max_completions_per_step, upper=1 << 20)
+    _positive_int(p, "rollout_turns", g.rollout_turns, upper=256)
     _positive_int(p, "num_gpus", o.num_gpus, upper=MAX_GPUS_PER_NODE)
     _positive_int(p, "num_nodes", o.num_nodes, upper=MAX_NODES)
     _choice(p, "layout", o.layout, LAYOUTS)

@@ -272,6 +272,16 @@ class Plan:
         return self.topology.total_gpus > 1
 
     @property
+    def rollout_turns(self) -> int:
+        """Turns of a multi-turn rollout the trainer trains on at once (1: one prompt + completion)."""
+        return int(self.extra.get("rollout", {}).get("turns", 1))
+
+    @property
+    def turn_prompt_length(self) -> int:
+        """The prompt vLLM serves (``setup.prompt_length`` is what the trainer trains on)."""
+        return self.setup.prompt_length // self.rollout_turns
+
+    @property
     def training_rank(self) -> RoleMemory:
         return self.roles["training_rank"]
 
@@ -334,7 +344,7 @@ class Plan:
         if name in ("generation_batch_size", "completions_per_step"):
             return c["generation_batch_size"]
         if name == "max_prompt_length":
-            return self.setup.prompt_length
+            return self.turn_prompt_length
         if name == "lora_r":
             return self.setup.lora_rank
         if name == "lora_target_modules":

@@ -160,6 +160,7 @@ class Search:
         self.req, self.spec, self.card = req, spec, card
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
+        self.turns = g.rollout_turns  # the trainer trains on up to this many turns of P + C
         self.pins = req.pins
         if g.margin is None:
             raise InvalidSetupError("margin must be set (planner.plan fills the memory model's band)")
@@ -195,10 +196,11 @@ class Search:
         return max(self.req.targets.max_batch, self.pins.per_device_train_batch_size or 0)
 
     def setup(self, B: int, C: int, ga: int = 2, world: int = 1) -> TrainerSetup:
-        """The trainer setup for micro-batch B of P + C tokens. ``ga`` 2 stands for any accumulation
-        (later micro-batches hold the earlier ones' gradients; more steps add nothing more)."""
-        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P, completion_length=C,
-                            gradient_accumulation_steps=ga, world_size=world)
+        """The trainer setup for micro-batch B of P + C tokens (``rollout_turns`` of them one after the
+        other). ``ga`` 2 stands for any accumulation (later micro-batches hold the earlier ones'
+        gradients; more steps add nothing more)."""
+        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P * self.turns,
+                            completion_length=C * self.turns, gradient_accumulation_steps=ga, world_size=world)
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
         """One process's trainer terms, calibrated where a profile covers the setup."""
@@ -654,7 +656,12 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
                 accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
                 server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
-                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {})},
+                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {}),
+                                      **({"rollout": {"turns": s.turns, "turn_prompt_length": P,
+                                                      "turn_completion_length": C,
+                                                      "trained_prompt_length": setup.prompt_length,
+                                                      "trained_completion_length": setup.completion_length}}
+                                         if s.turns > 1 else {})},
                 pinned=req.pinned, binding=binding)
 
 

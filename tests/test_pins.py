@@ -296,3 +296,25 @@ def test_passed_through_keys_reach_grpo_config_where_trl_has_them(tmp_path):
         g = p.grpo_config()
     assert (g.learning_rate, g.beta, g.per_device_train_batch_size) == (3e-6, 0.02, 4)
     assert not hasattr(g, "lora_alpha")  # a ModelConfig key: grpo.yaml's, not GRPOConfig's
+
+
+def test_rollout_turns_plan_trains_the_turns_and_serves_one():
+    # a multi-turn rollout_func: vLLM's max_model_len holds one turn, the trainer's terms N of them
+    import planner
+
+    pin = {"max_prompt_length": 1400, "max_completion_length": 8}
+    one = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "A100-40GB", pin=pin)
+    six = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "A100-40GB", pin=pin, rollout_turns=6)
+    assert six.config["vllm_max_model_length"] == one.config["vllm_max_model_length"] == 1408
+    assert six.config["max_completion_length"] == 8
+    assert (six.setup.prompt_length, six.setup.completion_length) == (8400, 48)
+    assert six.extra["rollout"]["turns"] == 6 and "rollout" not in one.extra
+    assert six.pin_value("max_prompt_length") == 1400
+    assert six.assumptions["rollout_turns"]["value"] == 6
+    assert "rollout_turns=6" in six.next_steps["python"]
+    # no context-length error for the concatenated length: vLLM sees one turn
+    assert not [c for c in six.checks if c.id == "context-length" and c.severity == "error"]
+    assert six.training_rank.peak_bytes > one.training_rank.peak_bytes or \
+        six.config["per_device_train_batch_size"] < one.config["per_device_train_batch_size"]
+    with pytest.raises(InvalidSetupError, match="rollout_turns must be a positive integer, got 0"):
+        planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "A100-40GB", rollout_turns=0)

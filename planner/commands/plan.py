@@ -98,6 +98,10 @@ def add_arguments(p) -> None:
     g.add_argument("--max-batch", type=int, default=None, help="the largest micro-batch tried (default: 64)")
     g.add_argument("--max-completions-per-step", type=int, default=None,
                    help="the most completions per GPU per optimizer step (default: 512)")
+    g.add_argument("--rollout-turns", type=int, default=None,
+                   help="a multi-turn rollout_func that returns every turn's prompt and completion ids "
+                        "concatenated (TRL's OpenEnv examples): vLLM serves one turn of prompt + completion, the "
+                        "trainer trains on up to this many (default: 1)")
     g.add_argument("--margin", type=float, default=None,
                    help=f"safety margin as a fraction of the card (default: from the memory model: "
                         f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
@@ -139,6 +143,7 @@ def request_from_args(args) -> PlanRequest:
                  sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
+                 rollout_turns=args.rollout_turns,
                  server_gpus=args.server_gpus, server_host=args.server_host)
     if args.utilization_range is not None:
         given["utilization_range"] = _utilization_range(args.utilization_range)
@@ -167,6 +172,9 @@ def check_outputs(args) -> None:
 
 
 def run(args) -> int:
+    if args.rollout_turns not in (None, 1) and getattr(args, "runtime", "trl") != "trl":
+        raise InvalidSetupError("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated "
+                                "length with --prompt-length and --max-completion-length")
     if (rc := _unsloth.dispatch(args, "plan")) is not None:
         return rc
     check_outputs(args)
