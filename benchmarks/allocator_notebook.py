@@ -52,22 +52,8 @@ def build_stream(model_id: str, prompt: int, completion: int, accumulation: int,
     T._set_checkpointing(model, True)
     notes: list = []
     patches = T._cuda_behaviour_patches(notes)
-    events: list = []
-
-    class Logged(type(T._make_tracker(lambda s: 0))):  # type: ignore[misc]
-        def track(self, t):
-            if isinstance(t, torch.Tensor):
-                st = t.untyped_storage()
-                if st._cdata not in self.live:
-                    events.append(("malloc", st._cdata, st.nbytes()))
-            super().track(t)
-
-        def _free(self, key, n_bytes):
-            if key in self.live:
-                events.append(("free", key))
-            super()._free(key, n_bytes)
-
-    tracker = Logged()
+    tracker = T._make_tracker(lambda mask_shape: 0)  # records ("malloc", key, bytes) / ("free", key)
+    events = tracker.events
     params = list(model.parameters())
     for t in params + list(model.buffers()):
         tracker.track(t)

@@ -4,9 +4,9 @@ The planner's ``allocator_reserve`` term is fitted (planner/memory/allocator.py)
 ``planner.profiler.allocator_sim`` -- the default allocator's rules replayed on the allocation
 stream of a traced step -- against the H100 calibration rows, which measured both the allocator's
 peak allocated and peak reserved memory over one step (the cache emptied before it). The stream
-comes from the trace profiler (meta tensors, planner/profiler/trace.py): the resident tensors
-(weights, adapters, buffers) first, in the model's order, then every storage the step creates and
-frees. The 8-bit optimizer's state and step are not traced: a few MiB per step with LoRA, the whole
+comes from the trace profiler (meta tensors, planner/profiler/trace.py, ``TracedStep.replayed_reserve_bytes``):
+the resident tensors (weights, adapters, buffers) first, in the model's order, then every storage the
+step creates and frees. The 8-bit optimizer's state and step are not traced: a few MiB per step with LoRA, the whole
 state inside the first step and the step's buffers with full fine-tuning (those rows are flagged).
 
     python benchmarks/allocator_replay.py      # writes benchmarks/results/allocator_replay.txt
@@ -22,71 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.model_spec import resolve_model  # noqa: E402
-from planner.profiler import trace as trace_mod  # noqa: E402
-from planner.profiler.allocator_sim import CachingAllocator  # noqa: E402
+from planner.calibration_data import calibration_path  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
 
 MIB = 1024**2
-from planner.calibration_data import calibration_path  # noqa: E402
-
 DATA = calibration_path()
 OUT = Path(__file__).resolve().parent / "results" / "allocator_replay.txt"
-
-
-def logging_tracker_factory(streams: list):
-    """Wrap trace._make_tracker so every tracker also logs its malloc/free events."""
-    original = trace_mod._make_tracker
-
-    def make(bool_index_rows):
-        base = type(original(bool_index_rows))
-
-        class Logged(base):  # type: ignore[misc, valid-type]
-            def __init__(self):
-                super().__init__()
-                self.events: list[tuple] = []
-                streams.append(self.events)
-
-            def track(self, t):
-                import torch
-                if isinstance(t, torch.Tensor):
-                    storage = t.untyped_storage()
-                    key = storage._cdata
-                    if key not in self.live:
-                        self.events.append(("malloc", key, storage.nbytes()))
-                super().track(t)
-
-            def _free(self, key, n_bytes):
-                if key in self.live:
-                    self.events.append(("free", key))
-                super()._free(key, n_bytes)
-
-        return Logged()
-
-    return original, make
-
-
-def resident_count(events: list, resident_bytes: int) -> int:
-    """How many of the first events are the residents: mallocs until their bytes add up to what the
-    trace counted as resident."""
-    total, k = 0, 0
-    while k < len(events) and events[k][0] == "malloc" and total < resident_bytes:
-        total += trace_mod._round_block(events[k][2])
-        k += 1
-    return k
-
-
-def replay_step(events: list, resident_keys: int) -> tuple[int, int]:
-    """(peak allocated, peak reserved) of the step, the residents allocated first."""
-    a = CachingAllocator()
-    for ev in events[:resident_keys]:
-        a.malloc(ev[1], ev[2])
-    a.reset_peaks()
-    for ev in events[resident_keys:]:
-        if ev[0] == "malloc":
-            a.malloc(ev[1], ev[2])
-        else:
-            a.free(ev[1])
-    return a.peak_allocated, a.peak_reserved
 
 
 def main() -> None:
@@ -95,36 +36,27 @@ def main() -> None:
     groups: dict[tuple, list] = {}
     for r in steps:
         groups.setdefault((r["model"], r["weights"], r["mode"], r.get("rank")), []).append(r)
-    streams: list = []
-    original, make = logging_tracker_factory(streams)
-    trace_mod._make_tracker = make
     lines = ["measured (H100, peak_reserved_step - peak_alloc_step) vs replayed (allocator_sim on the traced stream)",
              f"{'model':<34} {'mode':<5} {'gc':<3} {'shape':<14} {'meas MiB':>9} {'replay MiB':>10}"]
     pairs = []
-    try:
-        for (model, weights, mode, rank), rs in groups.items():
-            spec = resolve_model(model)
-            for r in rs:
-                shape = Shape(r["batch"], r["prompt_len"], r["completion_len"])
-                streams.clear()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = trace_steps(spec, [shape], weights=weights, finetune=mode, lora_rank=rank or 16,
-                                      gradient_checkpointing=bool(r["grad_ckpt"]))
-                events = streams[-1]
-                resident = res.steps[0].resident_bytes
-                alloc, reserved = replay_step(events, resident_count(events, resident))
-                meas = r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]
-                rep = (reserved - alloc) / MIB
-                # flagged: a model's first step (one-time buffers and, with full fine-tuning, the 8-bit
-                # optimizer's state and step, which the trace does not hold)
-                flag = "first" if r is rs[0] else ("opt" if mode == "full" else "")
-                pairs.append((meas, rep, flag, r["peak_reserved_step_mib"]))
-                lines.append(f"{model:<34} {mode:<5} {'on' if r['grad_ckpt'] else 'off':<3} {str(shape):<14} "
-                             f"{meas:>9.0f} {rep:>10.0f}  {flag}")
-                print(lines[-1], flush=True)
-    finally:
-        trace_mod._make_tracker = original
+    for (model, weights, mode, rank), rs in groups.items():
+        spec = resolve_model(model)
+        for r in rs:
+            shape = Shape(r["batch"], r["prompt_len"], r["completion_len"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = trace_steps(spec, [shape], weights=weights, finetune=mode, lora_rank=rank or 16,
+                                  gradient_checkpointing=bool(r["grad_ckpt"]))
+            step = res.steps[0]
+            meas = r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]
+            rep = step.replayed_reserve_bytes / MIB
+            # flagged: a model's first step (one-time buffers and, with full fine-tuning, the 8-bit
+            # optimizer's state and step, which the trace does not hold)
+            flag = "first" if r is rs[0] else ("opt" if mode == "full" else "")
+            pairs.append((meas, rep, flag, r["peak_reserved_step_mib"]))
+            lines.append(f"{model:<34} {mode:<5} {'on' if r['grad_ckpt'] else 'off':<3} {str(shape):<14} "
+                         f"{meas:>9.0f} {rep:>10.0f}  {flag}")
+            print(lines[-1], flush=True)
     lines += ["", summary(pairs)]
     print(lines[-1])
     OUT.write_text("\n".join(lines) + "\n")

@@ -63,20 +63,13 @@ def test_frees_strand_memory_that_differently_sized_requests_cannot_use():
 
 def test_replay_of_traced_steps_reproduces_measured_reserve():
     # two H100 calibration rows (LoRA, after the model's first step): the allocator replayed on the
-    # traced step's allocations against peak_reserved_step - peak_alloc_step
+    # traced step's allocations (TracedStep.replayed_reserve_bytes) against peak_reserved_step - peak_alloc_step
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     pytest.importorskip("trl")
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import allocator_replay as AR
-
     from planner.calibration_data import calibration_path
     from planner.model_spec import resolve_model
-    from planner.profiler import trace as trace_mod
     from planner.profiler.trace import Shape, trace_steps
 
     rows = [json.loads(line) for line in calibration_path().read_text().splitlines() if line.strip()]
@@ -85,18 +78,10 @@ def test_replay_of_traced_steps_reproduces_measured_reserve():
     picked = [r for r in rows if r.get("stage") == "step" and r.get("mode") == "lora"
               and (r["model"], r["grad_ckpt"], r["batch"], r["prompt_len"], r["completion_len"]) in wanted]
     assert len(picked) == 2
-    streams: list = []
-    original, make = AR.logging_tracker_factory(streams)
-    trace_mod._make_tracker = make
-    try:
-        for r in picked:
-            res = trace_steps(resolve_model(r["model"]), [Shape(r["batch"], r["prompt_len"], r["completion_len"])],
-                              weights="bf16", finetune="lora", lora_rank=16, gradient_checkpointing=r["grad_ckpt"])
-            events = streams[-1]
-            k = AR.resident_count(events, res.steps[0].resident_bytes)
-            alloc, reserved = AR.replay_step(events, k)
-            measured = (r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]) * MIB
-            assert abs((reserved - alloc) - measured) <= 25 * MIB, (r["grad_ckpt"], (reserved - alloc) / MIB,
-                                                                    measured / MIB)
-    finally:
-        trace_mod._make_tracker = original
+    for r in picked:
+        res = trace_steps(resolve_model(r["model"]), [Shape(r["batch"], r["prompt_len"], r["completion_len"])],
+                          weights="bf16", finetune="lora", lora_rank=16, gradient_checkpointing=r["grad_ckpt"])
+        replayed = res.steps[0].replayed_reserve_bytes
+        measured = (r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]) * MIB
+        assert abs(replayed - measured) <= 25 * MIB, (r["grad_ckpt"], replayed / MIB, measured / MIB)
+        assert res.steps[0].to_dict()["replayed_reserve_bytes"] == replayed

@@ -83,9 +83,12 @@ def trace_report(spec, args, shapes) -> dict:
     ``activation_peak_bytes``: traced peak over forward+backward above weights and adapters
     (includes the log-prob head and the gradients alive at the peak).
     ``analytic_activation_peak_bytes``: the estimate's activations + logprob_head + gradients,
-    the same quantity. ``trainer_peak_bytes``: the estimate's device-level peak with those three
-    terms replaced by the traced figure (weights, adapters, optimizer state, allocator reserve
-    and non-PyTorch memory stay the estimate's).
+    the same quantity. ``replayed_reserve_bytes``: the caching allocator replayed on the traced
+    step's allocations (peak reserved less peak allocated of the step from an empty cache,
+    planner/profiler/allocator_sim.py); ``analytic_reserve_bytes`` the estimate's allocator_reserve.
+    ``trainer_peak_bytes``: the estimate's device-level peak with those three terms replaced by
+    the traced figure (weights, adapters, optimizer state, allocator reserve and non-PyTorch memory
+    stay the estimate's).
     """
     import time
 
@@ -121,7 +124,9 @@ def trace_report(spec, args, shapes) -> dict:
                      "trainer_peak_bytes": trainer_peak,
                      "analytic_activation_peak_bytes": analytic_act,
                      "forward_peak_bytes": step.forward_peak_bytes,
-                     "gradients_bytes": step.gradients_bytes})
+                     "gradients_bytes": step.gradients_bytes,
+                     "replayed_reserve_bytes": step.replayed_reserve_bytes,
+                     "analytic_reserve_bytes": None if e is None else int(e.trainer.components["allocator_reserve"])})
     if any(r["trainer_peak_bytes"] is None for r in rows):
         notes.append("analytic estimate unavailable: trainer_peak_bytes not computed")
     else:
@@ -151,13 +156,16 @@ def render_trace(report: dict) -> str:
     out = [f"{report['model']}: one GRPO step traced on the CPU ({report['weights']}, {mode}, "
            f"{report['logprob_head']} log-prob head) in {report['seconds']:.1f} s",
            f"{'batch':>5} {'prompt':>6} {'compl.':>6} {'ckpt':>4}  {'traced act. MiB':>15} "
-           f"{'analytic act. MiB':>17} {'trainer peak MiB':>16}"]
+           f"{'analytic act. MiB':>17} {'trainer peak MiB':>16} {'replayed reserve MiB':>20}"]
     for r in report["shapes"]:
         out.append(f"{r['batch']:>5} {r['prompt_length']:>6} {r['completion_length']:>6} "
                    f"{'on' if r['gradient_checkpointing'] else 'off':>4}  {_mib(r['activation_peak_bytes']):>15} "
-                   f"{_mib(r['analytic_activation_peak_bytes']):>17} {_mib(r['trainer_peak_bytes']):>16}")
+                   f"{_mib(r['analytic_activation_peak_bytes']):>17} {_mib(r['trainer_peak_bytes']):>16} "
+                   f"{_mib(r.get('replayed_reserve_bytes')):>20}")
     out.append("activation = peak above weights and adapters over forward+backward (head and gradients "
-               f"included); trainer peak = device level on {report['gpu']}")
+               f"included); trainer peak = device level on {report['gpu']}; replayed reserve = the caching "
+               f"allocator's rules replayed on the step's allocations (reserved less allocated, one step from an "
+               f"empty cache)")
     out.append("notes:")
     out += [f"  - {n}" for n in report["notes"]]
     return "\n".join(out)

@@ -138,6 +138,11 @@ class CachingAllocator:
                         neighbour.next.prev = block
         self._insert(block)
 
+    @property
+    def live_keys(self):
+        """Keys of the blocks allocated now."""
+        return self._live.keys()
+
     def empty_cache(self) -> None:
         """Unmap every wholly free segment."""
         for small in (True, False):

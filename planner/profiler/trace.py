@@ -133,6 +133,9 @@ class TracedStep:
     # peak from the moment the decoder's final norm receives its gradient (the log-prob head's backward
     # is done) to the end of backward, minus resident_bytes: the decoder layers' backward alone
     layers_peak_bytes: int = 0
+    # the caching allocator replayed on the step's allocations (profiler/allocator_sim.py; residents
+    # first, the cache empty before the step): peak reserved minus peak allocated
+    replayed_reserve_bytes: int = 0
 
     def to_dict(self) -> dict:
         return {"batch": self.shape.batch_size, "prompt_length": self.shape.prompt_length,
@@ -142,6 +145,7 @@ class TracedStep:
                 "forward_peak_bytes": self.forward_peak_bytes,
                 "gradients_bytes": self.gradients_bytes,
                 "layers_peak_bytes": self.layers_peak_bytes,
+                "replayed_reserve_bytes": self.replayed_reserve_bytes,
                 "resident_bytes": self.resident_bytes,
                 "seconds": round(self.seconds, 3)}
 
@@ -183,6 +187,8 @@ def _make_tracker(bool_index_rows):
     class _LiveBytes(TorchDispatchMode):
         def __init__(self):
             super().__init__()
+            # ("malloc", storage, bytes) / ("free", storage) in order, for the allocator replay
+            self.events: list[tuple] = []
             self.live: dict[int, weakref.finalize] = {}
             self.current_bytes = 0
             self.peak_bytes = 0
@@ -193,6 +199,7 @@ def _make_tracker(bool_index_rows):
         def _free(self, key: int, n_bytes: int) -> None:
             if self.live.pop(key, None) is not None:
                 self.current_bytes -= n_bytes
+                self.events.append(("free", key))
 
         def track(self, t) -> None:
             if not isinstance(t, torch.Tensor):
@@ -202,6 +209,7 @@ def _make_tracker(bool_index_rows):
             if key in self.live:
                 return
             n_bytes = _round_block(storage.nbytes())
+            self.events.append(("malloc", key, storage.nbytes()))
             finalizer = weakref.finalize(storage, self._free, key, n_bytes)
             finalizer.atexit = False
             self.live[key] = finalizer
@@ -642,6 +650,23 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
                             progress=progress, device=device)
 
 
+def _replayed_reserve(events: list, n_resident: int) -> int:
+    """Peak reserved minus peak allocated of the step, the caching allocator replayed on its events
+    (the residents allocated first, the cache empty before the step, as the calibration measured)."""
+    from .allocator_sim import CachingAllocator
+
+    a = CachingAllocator()
+    for ev in events[:n_resident]:
+        a.malloc(ev[1], ev[2])
+    a.reset_peaks()
+    for ev in events[n_resident:]:
+        if ev[0] == "malloc":
+            a.malloc(ev[1], ev[2])
+        elif ev[1] in a.live_keys:
+            a.free(ev[1])
+    return a.peak_reserved - a.peak_allocated
+
+
 def _parameter_bytes(model) -> dict:
     """Exact bytes of the model's base parameters, LoRA adapters and buffers."""
     out = {"weights": 0, "adapters": 0, "buffers": 0}
@@ -735,6 +760,7 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
             for t in list(model.parameters()) + list(model.buffers()):
                 tracker.track(t)
             resident = tracker.current_bytes
+            n_resident = len(tracker.events)
             tracker.reset_peak()
             t1 = time.perf_counter()
             if device != "meta":
@@ -756,7 +782,8 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
                                     forward_peak_bytes=forward_peak - resident,
                                     gradients_bytes=after - resident,
                                     seconds=time.perf_counter() - t1,
-                                    layers_peak_bytes=max(0, layers_peak - resident)))
+                                    layers_peak_bytes=max(0, layers_peak - resident),
+                                    replayed_reserve_bytes=_replayed_reserve(tracker.events, n_resident)))
             if tracker.faked_scalars:
                 note = (f"{tracker.faked_scalars} data-dependent scalar(s) per step read without data "
                         f"(transformers' packed-sequence check)")
