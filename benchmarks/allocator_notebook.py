@@ -21,7 +21,8 @@ Then ``planner.profiler.allocator_sim`` replays it (benchmarks/allocator_replay.
 against the H100 calibration rows' measured reserve) and the planner's trainer terms are printed
 beside it.
 
-    python benchmarks/allocator_notebook.py [--turns 1] [--accumulation 4] [--steps 3]
+    python benchmarks/allocator_notebook.py            # every case; writes benchmarks/results/allocator_notebook.*
+    python benchmarks/allocator_notebook.py --model Qwen/Qwen3-1.7B --prompt 1400 --completion 8 [--weights bf16]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ GIB = 1024**3
 
 
 def build_stream(model_id: str, prompt: int, completion: int, accumulation: int, steps: int,
-                 old_logp_passes: int) -> tuple[list, int]:
+                 old_logp_passes: int, weights: str = "fp32") -> tuple[list, int]:
     import torch
     import torch.nn.functional as F
 
@@ -48,7 +49,8 @@ def build_stream(model_id: str, prompt: int, completion: int, accumulation: int,
 
     spec = resolve_model(model_id)
     model = T._build_model(spec, "full", 0, "plain", device="meta")
-    model.float()
+    if weights == "fp32":
+        model.float()  # else the bf16 model as built: nothing for the emulated autocast to cast
     T._set_checkpointing(model, True)
     notes: list = []
     patches = T._cuda_behaviour_patches(notes)
@@ -153,18 +155,21 @@ def replay(events: list, n_resident: int) -> tuple[CachingAllocator, list]:
 CASES = (("Qwen/Qwen3-1.7B", 1400, 8), ("Qwen/Qwen3-1.7B", 8400, 48), ("Qwen/Qwen2.5-0.5B-Instruct", 1024, 512),
          ("Qwen/Qwen2.5-1.5B-Instruct", 512, 256), ("meta-llama/Llama-3.2-1B-Instruct", 512, 256),
          ("Qwen/Qwen2.5-7B-Instruct", 512, 256), ("meta-llama/Llama-3.1-8B-Instruct", 512, 256))
+# the same loop with the model loaded in bf16 (a dtype given): nothing to autocast, Adam's states in bf16
+BF16_CASES = (("Qwen/Qwen3-1.7B", 1400, 8), ("Qwen/Qwen2.5-0.5B-Instruct", 1024, 512))
 ACCUMULATION, STEPS, OLD_LOGP_PASSES = 3, 2, 1
 JSONL = Path(__file__).resolve().parent / "results" / "allocator_notebook.jsonl"
 TXT = JSONL.with_suffix(".txt")
 
 
 def replay_case(model: str, prompt: int, completion: int, accumulation: int = ACCUMULATION, steps: int = STEPS,
-                old_logp_passes: int = OLD_LOGP_PASSES) -> dict:
+                old_logp_passes: int = OLD_LOGP_PASSES, weights: str = "fp32") -> dict:
     with warnings.catch_warnings(), T._quiet_transformers():
         warnings.simplefilter("ignore")
-        events, n = build_stream(model, prompt, completion, accumulation, steps, old_logp_passes)
+        events, n = build_stream(model, prompt, completion, accumulation, steps, old_logp_passes, weights)
     _, phases = replay(events, n)
-    return {"model": model, "prompt": prompt, "completion": completion, "accumulation": accumulation,
+    return {"model": model, "weights": weights, "prompt": prompt, "completion": completion,
+            "accumulation": accumulation,
             "steps": steps, "old_logp_passes": old_logp_passes,
             "phases": [{"phase": p, "peak_allocated": al, "peak_reserved": res} for p, al, res in phases],
             "peak_allocated": max(al for _, al, _ in phases), "peak_reserved": max(res for _, _, res in phases)}
@@ -180,13 +185,16 @@ def main() -> None:
     ap.add_argument("--accumulation", type=int, default=ACCUMULATION)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--old-logp-passes", type=int, default=OLD_LOGP_PASSES)
+    ap.add_argument("--weights", choices=("fp32", "bf16"), default="fp32")
     args = ap.parse_args()
-    cases = CASES if args.model is None else ((args.model, args.prompt, args.completion),)
+    ap_weights = args.weights
+    cases = ([(*c, "fp32") for c in CASES] + [(*c, "bf16") for c in BF16_CASES] if args.model is None
+             else [(args.model, args.prompt, args.completion, ap_weights)])
     rows = []
-    for model, prompt, completion in cases:
-        row = replay_case(model, prompt, completion, args.accumulation, args.steps, args.old_logp_passes)
+    for model, prompt, completion, weights in cases:
+        row = replay_case(model, prompt, completion, args.accumulation, args.steps, args.old_logp_passes, weights)
         rows.append(row)
-        print(f"{model} {prompt}+{completion}: replayed peak allocated {row['peak_allocated'] / GIB:.2f} GiB, "
+        print(f"{model} {weights} {prompt}+{completion}: replayed peak allocated {row['peak_allocated'] / GIB:.2f} GiB, "
               f"reserved {row['peak_reserved'] / GIB:.2f} GiB", flush=True)
         for ph in row["phases"]:
             print(f"  {ph['phase']:<32} {ph['peak_allocated'] / GIB:>8.2f} {ph['peak_reserved'] / GIB:>8.2f}")

@@ -52,8 +52,9 @@ def choose_optim(req: PlanRequest) -> tuple[str, str, str]:
         return req.pins.optim or req.trainer.optim or DEFAULT_OPTIM, "option", ""
     if for_this_machine(req) and installed_version("bitsandbytes") is None:
         return "adamw_torch", "installed package", (
-            "bitsandbytes is not installed here, so adamw_torch (8 B of optimizer state per trainable parameter); "
-            "adamw_8bit (pip install bitsandbytes) would keep ~2 B, a quarter of it")
+            "bitsandbytes is not installed here, so adamw_torch (8 B of optimizer state per fp32 trainable parameter, "
+            "4 B per bf16 one); "
+            "adamw_8bit (pip install bitsandbytes) would keep ~2 B")
     return DEFAULT_OPTIM, "default", ""
 
 

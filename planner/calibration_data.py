@@ -469,17 +469,19 @@ def evaluate_allocator_replay(path: Path = ALLOCATOR_REPLAY) -> dict:
     its tensors plus ``allocator_reserve`` against the replayed peak reserved (fp32 weights, full
     fine-tuning, bf16 autocast, ``adamw_torch_fused``, TRL's plain head, the run's accumulation, fixed
     lengths). Returns ``rows`` (row, allocated error, reserved error), ``worst_under`` (the most negative
-    reserved error) and a ``text`` table."""
+    reserved error of the fp32-under-autocast runs) and a ``text`` table."""
     from .memory.trainer import TrainerSetup, trainer_memory
     from .model_spec import resolve_model
 
     rows = [json.loads(line) for line in _require(path).read_text().splitlines() if line.strip()]
-    out, lines = [], ["fp32 full fine-tuning, bf16 autocast, adamw_torch_fused, plain head, checkpointing; "
-                      "replayed through the caching allocator (benchmarks/allocator_notebook.py) vs the planner",
-                      f"{'model':<34} {'tokens':>11} {'replay alloc':>12} {'planner':>8} {'replay resv':>11} "
+    out, lines = [], ["full fine-tuning, fp32 weights under bf16 autocast (bf16: a bf16 model, nothing to cast), "
+                      "adamw_torch_fused, plain head, checkpointing; replayed through the caching allocator "
+                      "(benchmarks/allocator_notebook.py) vs the planner",
+                      f"{'model':<34} {'w':<4} {'tokens':>11} {'replay alloc':>12} {'planner':>8} {'replay resv':>11} "
                       f"{'planner':>8} {'error':>7}"]
     for r in rows:
-        setup = TrainerSetup(weights="fp32", finetune="full", optim="adamw_torch_fused", logprob_head="plain",
+        setup = TrainerSetup(weights=r.get("weights", "fp32"), finetune="full", optim="adamw_torch_fused",
+                             logprob_head="plain",
                              batch_size=1, prompt_length=r["prompt"], completion_length=r["completion"],
                              gradient_accumulation_steps=r["accumulation"], completion_lengths="fixed")
         c = trainer_memory(resolve_model(r["model"]), setup).components
@@ -488,9 +490,10 @@ def evaluate_allocator_replay(path: Path = ALLOCATOR_REPLAY) -> dict:
         e_alloc = tensors / r["peak_allocated"] - 1
         e_res = reserved / r["peak_reserved"] - 1
         out.append((r, e_alloc, e_res))
-        lines.append(f"{r['model']:<34} {r['prompt']:>5}+{r['completion']:<5} {r['peak_allocated'] / GIB:>12.2f} "
+        lines.append(f"{r['model']:<34} {r.get('weights', 'fp32'):<4} {r['prompt']:>5}+{r['completion']:<5} "
+                     f"{r['peak_allocated'] / GIB:>12.2f} "
                      f"{tensors / GIB:>8.2f} {r['peak_reserved'] / GIB:>11.2f} {reserved / GIB:>8.2f} {e_res:>+7.1%}")
-    worst = min(e for _, _, e in out)
+    worst = min(e for r, _, e in out if r.get("weights", "fp32") == "fp32")
     lines.append(f"peak reserved: planner {min(e for _, _, e in out):+.1%} to {max(e for _, _, e in out):+.1%} of the "
                  f"replay; tensors {min(e for _, e, _ in out):+.1%} to {max(e for _, e, _ in out):+.1%} of its "
                  f"peak allocated")

@@ -237,7 +237,7 @@ def _packages(ctx: _Context) -> list:
         if bnb is None:
             out.append(Check("bitsandbytes-optimizer", env, f"optim='{ctx.optim}' needs bitsandbytes, which is "
                              f"not installed", "pip install bitsandbytes, or --optim adamw_torch "
-                             "(8 B of optimizer state per trainable parameter instead of ~2)"))
+                             "(8 B of optimizer state per fp32 trainable parameter instead of ~2)"))
         else:
             out.append(Check("bitsandbytes-optimizer", "info", f"bitsandbytes {bnb} installed for optim='{ctx.optim}'"))
     if ctx.setup.weights in ("nf4", "int8"):

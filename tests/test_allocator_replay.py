@@ -14,12 +14,12 @@ from planner.model_spec import resolve_model
 def test_planner_tensors_match_the_replayed_allocations():
     # the tensors the planner counts against what the replayed stream allocates at its peak
     for row, e_alloc, _ in evaluate_allocator_replay()["rows"]:
-        assert -0.01 <= e_alloc <= 0.03, (row["model"], row["prompt"], e_alloc)
+        assert -0.01 <= e_alloc <= 0.05, (row["model"], row.get("weights"), row["prompt"], e_alloc)
 
 
 def test_tied_notebook_run_reserves_the_backwards_vocabulary_gradients_at_the_forward():
-    rows = {(r["model"], r["prompt"]): (r, e) for r, _, e in evaluate_allocator_replay()["rows"]}
-    r, err = rows[("Qwen/Qwen3-1.7B", 1400)]
+    rows = {(r["model"], r.get("weights", "fp32"), r["prompt"]): (r, e) for r, _, e in evaluate_allocator_replay()["rows"]}
+    r, err = rows[("Qwen/Qwen3-1.7B", "fp32", 1400)]
     assert abs(err) <= 0.01  # 31.47 vs 31.35 GiB
     # the rule: at a later micro-batch's forward the head's and the lookup's V x h gradient blocks are free
     spec = resolve_model("Qwen/Qwen3-1.7B")
@@ -43,3 +43,10 @@ def test_fp32_autocast_margin_covers_the_worst_replayed_miss():
     worst = evaluate_allocator_replay()["worst_under"]
     assert worst < 0
     assert FP32_AUTOCAST_MARGIN == math.ceil(-worst * 100) / 100
+
+
+def test_bf16_full_finetuning_counts_bf16_adam_states():
+    # the bf16 runs of the replay: torch's AdamW states in bf16; the planner within -1%..+7% of the replayed reserved
+    bf16 = [(r, e) for r, _, e in evaluate_allocator_replay()["rows"] if r.get("weights") == "bf16"]
+    assert len(bf16) == 2
+    assert all(-0.01 <= e <= 0.07 for _, e in bf16), [(r["model"], e) for r, e in bf16]

@@ -52,6 +52,22 @@ def test_8bit_adam_blockwise_and_small_tensor_fallback():
     assert optimizer_state_bytes_per_tensor(1000, "adamw_torch") == 8000
 
 
+@pytest.mark.parametrize("dtype,param_bytes", [("float32", 4), ("bfloat16", 2)])
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_torch_fused"])
+def test_torch_adamw_state_takes_the_parameters_dtype(dtype, param_bytes, optim):
+    # torch.optim.AdamW's _init_group: zeros_like(p) -> a bf16 model's states are bf16 (4 B per parameter)
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.zeros(4096, dtype=getattr(torch, dtype)))
+    p.grad = torch.ones_like(p)
+    opt = torch.optim.AdamW([p], fused=optim == "adamw_torch_fused")
+    opt.step()
+    state = opt.state[p]
+    real = sum(state[k].numel() * state[k].element_size() for k in ("exp_avg", "exp_avg_sq"))
+    assert optimizer_state_bytes_per_tensor(4096, optim, param_bytes) == real
+    # bitsandbytes' 32-bit AdamW keeps fp32 states whatever the parameter
+    assert optimizer_state_bytes_per_tensor(4096, "paged_adamw_32bit", param_bytes) == 8 * 4096
+
+
 def test_checkpointed_activations_grow_linearly_with_tokens():
     spec = resolve_model("Qwen/Qwen2.5-7B-Instruct")
     s1, t1 = act.activation_bytes(spec, 1, 256, 768)

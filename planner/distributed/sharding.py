@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..memory.lora import lora_params
-from ..memory.optimizer import STATE_OVERHEAD_BYTES
+from ..memory.optimizer import STATE_OVERHEAD_BYTES, TORCH_ADAMW, states_at_param_bytes
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
+from ..memory.weights import DTYPE_BYTES
 from ..memory.weights import weights_bytes as trainer_weights_bytes
 from ..model_spec import ModelSpec
 from ..phases import STEP_COMPONENTS, merge_transient_bytes, trainer_blocks, vllm_blocks
@@ -263,6 +264,10 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     persistent = zero3_persistent_params(spec) * s if engine == "zero3" else 0
     c["weights"] = weights_per_rank_bytes(c["weights"], engine, N, persistent)
     c["adapters"] = weights_per_rank_bytes(c["adapters"], engine, N)
+    if ds and setup.finetune == "full" and setup.optim in TORCH_ADAMW and setup.weights != "fp32":
+        # torch's AdamW keeps its states in the parameter's dtype, but under DeepSpeed it steps the fp32
+        # master partition ("8_optimizer_states" in DeepSpeed's estimators): fp32 states
+        c["optimizer_state"] = states_at_param_bytes(c["optimizer_state"], DTYPE_BYTES[setup.weights], 4)
     c["optimizer_state"] = optimizer_state_per_rank_bytes(c["optimizer_state"], engine, N)
     grads_whole = c["gradients"]
     c["gradients"] = gradients_per_rank_bytes(grads_whole, engine, N)

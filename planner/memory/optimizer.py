@@ -5,11 +5,14 @@
   elements keep two uint8 states plus two fp32 absmax per 256 elements (2 + 8/256 = 2.031 B per
   parameter); smaller tensors fall back to two fp32 states (8 B per parameter). Source:
   ``bitsandbytes/optim/optimizer.py::Optimizer2State.init_state`` (docs/anchors.md §5).
-- ``adamw_torch`` / ``paged_adamw_32bit``: two fp32 states, 8 B per parameter (plus, in
-  mixed-precision full fine-tuning of a bf16 model, no master copy: TRL trains the loaded dtype).
-- ``adamw_torch_fused`` (``torch.optim.AdamW(fused=True)``, transformers' default with torch >= 2.8,
-  versions.default_optimizer): the same two fp32 states; its step is one fused kernel over every
-  tensor, with no temporaries.
+- ``adamw_torch`` and ``adamw_torch_fused`` (``torch.optim.AdamW``, fused: transformers' default with
+  torch >= 2.8, versions.default_optimizer): two states in the *parameter's* dtype
+  (``_init_group``: ``torch.zeros_like(p)``; checked on torch 2.13 for the for-loop, foreach and
+  fused variants), so 8 B per fp32 parameter (fp32 weights, LoRA adapters) and 4 B per bf16 one
+  (full fine-tuning of a bf16 model: TRL trains the loaded dtype, no master copy); the fused step is
+  one kernel over every tensor, with no temporaries.
+- ``paged_adamw_32bit`` (bitsandbytes ``Optimizer2State``, 32-bit): two fp32 states whatever the
+  parameter's dtype, 8 B per parameter.
 - Paged variants allocate tensors of >= 1e5 elements with cudaMallocManaged: same bytes, but
   invisible to torch's allocator and evictable to host under pressure; we count them on the GPU
   (the worst case, and what happens when nothing else competes).
@@ -22,6 +25,7 @@ from __future__ import annotations
 from ..units import MIB
 
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
+TORCH_ADAMW = ("adamw_torch", "adamw_torch_fused")  # states in the parameter's dtype
 MIN_8BIT_SIZE = 4096
 BLOCKWISE_8BIT_BLOCK = 256
 STATE_OVERHEAD_BYTES = 8 * MIB  # quantisation maps, step counters, per-tensor bookkeeping
@@ -31,21 +35,30 @@ def is_paged(optim: str) -> bool:
     return optim.startswith("paged_")
 
 
-def optimizer_state_bytes_per_tensor(numel: int, optim: str) -> float:
-    """Adam state bytes for one trainable tensor of ``numel`` elements."""
+def optimizer_state_bytes_per_tensor(numel: int, optim: str, param_bytes: int = 4) -> float:
+    """Adam state bytes for one trainable tensor of ``numel`` elements of ``param_bytes`` each."""
     if optim in ("adamw_8bit", "paged_adamw_8bit"):
         if numel < MIN_8BIT_SIZE:
             return 8.0 * numel
         return 2.0 * numel + 8.0 * -(-numel // BLOCKWISE_8BIT_BLOCK)
-    if optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
+    if optim in TORCH_ADAMW:
+        return 2.0 * param_bytes * numel
+    if optim == "paged_adamw_32bit":
         return 8.0 * numel
     raise ValueError(f"unknown optimizer {optim!r}")
 
 
-def optimizer_state_bytes(tensors: list[tuple[int, int]], optim: str) -> int:
-    """Total optimizer state for ``tensors`` given as (numel, copies) pairs."""
-    total = sum(optimizer_state_bytes_per_tensor(n, optim) * c for n, c in tensors)
+def optimizer_state_bytes(tensors: list[tuple[int, int]], optim: str, param_bytes: int = 4) -> int:
+    """Total optimizer state for ``tensors`` given as (numel, copies) pairs of ``param_bytes`` elements."""
+    total = sum(optimizer_state_bytes_per_tensor(n, optim, param_bytes) * c for n, c in tensors)
     return int(total) + STATE_OVERHEAD_BYTES
+
+
+def states_at_param_bytes(optimizer_state_bytes: int, from_param_bytes: int, to_param_bytes: int) -> int:
+    """A torch AdamW state total computed for ``from_param_bytes`` parameters, for parameters of
+    ``to_param_bytes`` (the bookkeeping, ``STATE_OVERHEAD_BYTES``, unchanged)."""
+    states = max(0, int(optimizer_state_bytes) - STATE_OVERHEAD_BYTES)
+    return states * to_param_bytes // from_param_bytes + STATE_OVERHEAD_BYTES
 
 
 def optimizer_step_transient_bytes(trainable_params: int, optim: str, param_bytes: int) -> int:

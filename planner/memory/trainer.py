@@ -190,7 +190,9 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         rest = trainable - sum(n * c for n, c in tensors)
         tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
         grads = gradient_bytes(trainable, s)
-    optimizer = optimizer_state_bytes(tensors, setup.optim)
+    # torch's AdamW keeps its states in the parameter's dtype (memory/optimizer.py)
+    optimizer = optimizer_state_bytes(tensors, setup.optim,
+                                      ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights])
     saved, transient = act.activation_bytes(spec, setup.batch_size, setup.prompt_length,
                                             setup.completion_length, setup.finetune, setup.lora_rank,
                                             setup.gradient_checkpointing, s, setup.lora_target_modules)
