@@ -27,7 +27,7 @@ from planner.calibration_data import NOTEBOOK_STACK, TRL_NOTEBOOKS, predict_note
 from planner.units import GIB  # noqa: E402
 
 LOWER, UPPER = -0.02, 0.10
-SENSITIVITY_TURNS = (1, 2, 3, 4, 5, 6)
+SENSITIVITY_TURNS = (1, 2, 3, 4, 5, 6, 7)
 OUT = Path(__file__).resolve().parent / "results" / "trl_notebooks.txt"
 
 
@@ -50,12 +50,13 @@ def report() -> str:
                   f"  peak reserved: predicted {r['peak_reserved'] / GIB:.2f} GiB, reported {r['reported_peak']:.2f} "
                   f"-> {r['error']:+.1%} ({'within' if within else 'OUTSIDE'} {LOWER:+.0%}/{UPPER:+.0%}); "
                   f"device-level {e.peak_bytes / GIB:.2f} GiB"]
-    lines += ["", "The settings bound each turn, not the trained sequence. The notebooks' rollout_func plays Wordle "
-              "(at most 6 guesses) and, as TRL's OpenEnv Wordle example does, returns the prompt_ids and "
-              "completion_ids of every turn concatenated; TRL trains on them untruncated, so a sequence is up to "
-              "turns x (1400 + 8) tokens while vLLM serves one turn of 1408. Peak reserved predicted with "
-              "estimate(rollout_turns=turns) (`plan estimate --rollout-turns`); the turn count is read from the "
-              "example as recalled, not from the notebooks, which could not be read offline:",
+    lines += ["", "The settings bound each turn, not the trained sequence. The notebooks' rollout_func plays TextArena's "
+              "Wordle-v0 (textarena 0.7.4 envs/__init__.py:137 num_guesses=6, state.py:8 error_allowance=1: at "
+              "most 6 valid guesses and one invalid one) and, as TRL's OpenEnv Wordle example does, returns the "
+              "prompt_ids and completion_ids of every turn concatenated; TRL trains on them untruncated, so a "
+              "sequence is up to turns x (1400 + 8) tokens while vLLM serves one turn of 1408. Peak reserved "
+              "predicted with estimate(rollout_turns=turns) (`plan estimate --rollout-turns`); the concatenation "
+              "is read from the example as recalled, not from the notebooks, which could not be read offline:",
               "  turns  " + "  ".join(f"{name.split(' ')[0]:>28}" for name in TRL_NOTEBOOKS)]
     for turns in SENSITIVITY_TURNS:
         row = [predict_notebook(name, turns=turns) for name in TRL_NOTEBOOKS]
