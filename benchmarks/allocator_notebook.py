@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.profiler import trace as T  # noqa: E402
 from planner.profiler.allocator_sim import CachingAllocator  # noqa: E402
+from planner.profiler.allocator_sim import replay as allocator_replay  # noqa: E402
 
 GIB = 1024**3
 
@@ -131,23 +132,9 @@ def build_stream(model_id: str, prompt: int, completion: int, accumulation: int,
 
 
 def replay(events: list, n_resident: int) -> tuple[CachingAllocator, list]:
-    a = CachingAllocator()
-    phases: list = []
-    for ev in events[:n_resident]:
-        a.malloc(ev[1], ev[2])
-    current = None
-    for ev in events[n_resident:]:
-        if ev[0] == "phase":
-            if current is not None:
-                phases.append((current, a.peak_allocated, a.peak_reserved))
-            current = ev[1]
-            a.reset_peaks()
-        elif ev[0] == "malloc":
-            a.malloc(ev[1], ev[2])
-        else:
-            a.free(ev[1])
-    phases.append((current, a.peak_allocated, a.peak_reserved))
-    return a, phases
+    """The replayed allocator and its per-phase (name, peak allocated, peak reserved)."""
+    a = allocator_replay(events, n_resident)
+    return a, a.phases
 
 
 # fp32 full fine-tuning under bf16 autocast with accumulation (TRL < 0.27 or >= 0.27 given a model id):

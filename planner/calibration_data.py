@@ -480,7 +480,7 @@ def evaluate_allocator_replay(path: Path = ALLOCATOR_REPLAY) -> dict:
                       f"{'model':<34} {'w':<4} {'tokens':>11} {'replay alloc':>12} {'planner':>8} {'replay resv':>11} "
                       f"{'planner':>8} {'error':>7}"]
     for r in rows:
-        setup = TrainerSetup(weights=r.get("weights", "fp32"), finetune="full", optim="adamw_torch_fused",
+        setup = TrainerSetup(weights=r["weights"], finetune="full", optim="adamw_torch_fused",
                              logprob_head="plain",
                              batch_size=1, prompt_length=r["prompt"], completion_length=r["completion"],
                              gradient_accumulation_steps=r["accumulation"], completion_lengths="fixed")
@@ -490,10 +490,10 @@ def evaluate_allocator_replay(path: Path = ALLOCATOR_REPLAY) -> dict:
         e_alloc = tensors / r["peak_allocated"] - 1
         e_res = reserved / r["peak_reserved"] - 1
         out.append((r, e_alloc, e_res))
-        lines.append(f"{r['model']:<34} {r.get('weights', 'fp32'):<4} {r['prompt']:>5}+{r['completion']:<5} "
+        lines.append(f"{r['model']:<34} {r['weights']:<4} {r['prompt']:>5}+{r['completion']:<5} "
                      f"{r['peak_allocated'] / GIB:>12.2f} "
                      f"{tensors / GIB:>8.2f} {r['peak_reserved'] / GIB:>11.2f} {reserved / GIB:>8.2f} {e_res:>+7.1%}")
-    worst = min(e for r, _, e in out if r.get("weights", "fp32") == "fp32")
+    worst = min(e for r, _, e in out if r["weights"] == "fp32")
     lines.append(f"peak reserved: planner {min(e for _, _, e in out):+.1%} to {max(e for _, _, e in out):+.1%} of the "
                  f"replay; tensors {min(e for _, e, _ in out):+.1%} to {max(e for _, e, _ in out):+.1%} of its "
                  f"peak allocated")

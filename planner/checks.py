@@ -388,7 +388,7 @@ def _trl_rules(ctx: _Context) -> list:
 def _context(ctx: _Context) -> list:
     spec = ctx.plan.model
     P = ctx.plan.turn_prompt_length  # per turn: what vLLM serves and max_model_len must hold
-    C = int(ctx.cfg.get("max_completion_length") or ctx.setup.completion_length // ctx.plan.rollout_turns)
+    C = int(ctx.cfg.get("max_completion_length") or ctx.plan.turn_completion_length)
     ctx_len = spec.max_position_embeddings
     out = []
     if P + C > ctx_len:

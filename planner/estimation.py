@@ -34,7 +34,7 @@ from .request import (
     normalise_targets,
     request_problems,
 )
-from .results import Estimate
+from .results import Estimate, rollout_summary
 from .versions import (
     colocate_vllm_version,
     default_optimizer,
@@ -143,10 +143,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
     warnings += architecture_warnings(spec)
     extra: dict = {"assumptions": assumptions} if assumptions else {}
     if rollout_turns > 1:
-        extra["rollout"] = {"turns": rollout_turns, "turn_prompt_length": prompt_length,
-                            "turn_completion_length": completion_length,
-                            "trained_prompt_length": setup.prompt_length,
-                            "trained_completion_length": setup.completion_length}
+        extra["rollout"] = rollout_summary(rollout_turns, prompt_length, completion_length)
     if vllm_gpu_memory_utilization is None:
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
                         warnings=tuple(warnings), extra=extra)

@@ -34,6 +34,13 @@ OBJECTIVE = ("reach the requested completion length",
 
 # -- one fixed setup ---------------------------------------------------------------------------
 
+def rollout_summary(turns: int, prompt_length: int, completion_length: int) -> dict[str, int]:
+    """The JSON's ``rollout`` of a multi-turn ``rollout_func`` that concatenates its turns: what vLLM
+    serves per turn and what the trainer trains on (``turns`` of them one after the other)."""
+    return {"turns": turns, "turn_prompt_length": prompt_length, "turn_completion_length": completion_length,
+            "trained_prompt_length": turns * prompt_length, "trained_completion_length": turns * completion_length}
+
+
 @dataclass(frozen=True)
 class Estimate:
     """The memory of one setup: trainer terms, optionally vLLM and the colocated phases."""
@@ -280,6 +287,11 @@ class Plan:
     def turn_prompt_length(self) -> int:
         """The prompt vLLM serves (``setup.prompt_length`` is what the trainer trains on)."""
         return self.setup.prompt_length // self.rollout_turns
+
+    @property
+    def turn_completion_length(self) -> int:
+        """The completion vLLM generates per turn (``setup.completion_length``: what the trainer trains on)."""
+        return self.setup.completion_length // self.rollout_turns
 
     @property
     def training_rank(self) -> RoleMemory:

@@ -60,7 +60,7 @@ from .memory.trainer import TrainerMemory, TrainerSetup
 from .model_spec import ModelSpec, resolve_model
 from .phases import block_totals, phase_peak_bytes, vllm_blocks
 from .request import PlanRequest, apply_pins, model_problems
-from .results import OBJECTIVE, LayoutResult, Option, Plan, RoleMemory, waves_for
+from .results import OBJECTIVE, LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
 from .units import GIB
 from .vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
 
@@ -657,11 +657,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                 accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
                 server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
                                          else {}), **({"passthrough": list(passthrough)} if passthrough else {}),
-                                      **({"rollout": {"turns": s.turns, "turn_prompt_length": P,
-                                                      "turn_completion_length": C,
-                                                      "trained_prompt_length": setup.prompt_length,
-                                                      "trained_completion_length": setup.completion_length}}
-                                         if s.turns > 1 else {})},
+                                      **({"rollout": rollout_summary(s.turns, P, C)} if s.turns > 1 else {})},
                 pinned=req.pinned, binding=binding)
 
 

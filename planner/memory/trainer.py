@@ -190,9 +190,10 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         rest = trainable - sum(n * c for n, c in tensors)
         tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
         grads = gradient_bytes(trainable, s)
-    # torch's AdamW keeps its states in the parameter's dtype (memory/optimizer.py)
-    optimizer = optimizer_state_bytes(tensors, setup.optim,
-                                      ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights])
+    # bytes of one trainable parameter: torch's AdamW keeps its states, and its step's temporaries,
+    # in that dtype (memory/optimizer.py)
+    param_bytes = ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights]
+    optimizer = optimizer_state_bytes(tensors, setup.optim, param_bytes)
     saved, transient = act.activation_bytes(spec, setup.batch_size, setup.prompt_length,
                                             setup.completion_length, setup.finetune, setup.lora_rank,
                                             setup.gradient_checkpointing, s, setup.lora_target_modules)
@@ -251,7 +252,6 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
         reserve = max(reserve, run_reserve)
     # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
     # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
-    param_bytes = ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights]
     # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
     # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
     # the step: no reserved bytes on top, so they are not added.

@@ -75,6 +75,7 @@ class CachingAllocator:
         self.allocated = self.reserved = 0
         self.peak_allocated = self.peak_reserved = 0
         self.segments_mapped = 0
+        self.phases: list[tuple[str, int, int]] = []  # (name, peak allocated, peak reserved), by ``replay``
 
     # -- pool bookkeeping
     def _insert(self, b: _Block) -> None:
@@ -138,11 +139,6 @@ class CachingAllocator:
                         neighbour.next.prev = block
         self._insert(block)
 
-    @property
-    def live_keys(self):
-        """Keys of the blocks allocated now."""
-        return self._live.keys()
-
     def empty_cache(self) -> None:
         """Unmap every wholly free segment."""
         for small in (True, False):
@@ -156,10 +152,17 @@ class CachingAllocator:
         self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
 
 
-def replay(events) -> CachingAllocator:
-    """Replay ``("malloc", key, n_bytes)``, ``("free", key)`` and ``("empty_cache",)`` events."""
+def replay(events, n_resident: int = 0) -> CachingAllocator:
+    """Replay ``("malloc", key, n_bytes)``, ``("free", key)``, ``("empty_cache",)``, ``("reset_peaks",)``
+    and ``("phase", name)`` events. The first ``n_resident`` events are the residents' mallocs (weights,
+    adapters): allocated before the peaks start counting. A phase event closes the phase before it
+    (appended to ``phases`` with its peaks) and counts the next one from there."""
     a = CachingAllocator()
-    for ev in events:
+    for ev in events[:n_resident]:
+        a.malloc(ev[1], ev[2])
+    a.reset_peaks()
+    phase = None
+    for ev in events[n_resident:]:
         if ev[0] == "malloc":
             a.malloc(ev[1], ev[2])
         elif ev[0] == "free":
@@ -168,6 +171,13 @@ def replay(events) -> CachingAllocator:
             a.empty_cache()
         elif ev[0] == "reset_peaks":
             a.reset_peaks()
+        elif ev[0] == "phase":
+            if phase is not None:
+                a.phases.append((phase, a.peak_allocated, a.peak_reserved))
+            phase = ev[1]
+            a.reset_peaks()
         else:
             raise ValueError(f"unknown allocator event {ev[0]!r}")
+    if phase is not None:
+        a.phases.append((phase, a.peak_allocated, a.peak_reserved))
     return a

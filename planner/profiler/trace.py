@@ -69,8 +69,8 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, PlannerError
 from ..model_spec import ModelSpec
+from .allocator_sim import round_size
 
-BLOCK_BYTES = 512  # CUDA caching allocator: every block is a multiple of 512 bytes (kMinBlockSize)
 # the calibration README's q,k,v,o,gate,up,down, plus Phi-3's fused qkv_proj / gate_up_proj (what the
 # GPU profile wraps); the trace wraps what the plan hands to PEFT, "all-linear", which on these dense
 # text decoders is the same set
@@ -169,7 +169,8 @@ class TraceResult:
 # -- the live-bytes tracker ------------------------------------------------------------------------
 
 def _round_block(n_bytes: int) -> int:
-    return max(BLOCK_BYTES, -(-n_bytes // BLOCK_BYTES) * BLOCK_BYTES) if n_bytes else 0
+    """The caching allocator's block for a storage of ``n_bytes`` (none for an empty one)."""
+    return round_size(n_bytes) if n_bytes else 0
 
 
 def _make_tracker(bool_index_rows):
@@ -653,17 +654,9 @@ def trace_steps(spec: ModelSpec, shapes, *, weights: str = "bf16", finetune: str
 def _replayed_reserve(events: list, n_resident: int) -> int:
     """Peak reserved minus peak allocated of the step, the caching allocator replayed on its events
     (the residents allocated first, the cache empty before the step, as the calibration measured)."""
-    from .allocator_sim import CachingAllocator
+    from .allocator_sim import replay
 
-    a = CachingAllocator()
-    for ev in events[:n_resident]:
-        a.malloc(ev[1], ev[2])
-    a.reset_peaks()
-    for ev in events[n_resident:]:
-        if ev[0] == "malloc":
-            a.malloc(ev[1], ev[2])
-        elif ev[1] in a.live_keys:
-            a.free(ev[1])
+    a = replay(events, n_resident)
     return a.peak_reserved - a.peak_allocated
 
 
