@@ -4,7 +4,7 @@ Measured = ``peak_reserved_step_mib + (device_used_mib_after_load - reserved_mib
 (data/calibration/README.md). Predicted = ``planner.estimate(...).trainer.peak_bytes`` with the
 row's model, weights, mode, rank, optimizer, checkpointing and shape on the H100-80GB profile.
 Rows that ran out of memory must be predicted above the card. The evaluation itself is
-``planner.calibration_data.evaluate_calibration`` (tests/test_accuracy.py asserts on it).
+``calibration_data.evaluate_calibration`` (tests/test_accuracy.py asserts on it).
 
 Run: python benchmarks/accuracy_trainer.py   (writes benchmarks/results/accuracy_trainer.txt)
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import evaluate_calibration  # noqa: E402
+from calibration_data import evaluate_calibration  # noqa: E402
 
 MIB = 1024**2
 

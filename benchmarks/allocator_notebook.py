@@ -46,7 +46,7 @@ def build_stream(model_id: str, prompt: int, completion: int, accumulation: int,
     import torch
     import torch.nn.functional as F
 
-    from planner.model_spec import resolve_model
+    from planner.specs.model import resolve_model
 
     spec = resolve_model(model_id)
     model = T._build_model(spec, "full", 0, "plain", device="meta")
@@ -188,7 +188,7 @@ def main() -> None:
     if args.model is None:
         JSONL.write_text("".join(json.dumps(r) + "\n" for r in rows))
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from planner.calibration_data import evaluate_allocator_replay
+        from calibration_data import evaluate_allocator_replay
 
         TXT.write_text(evaluate_allocator_replay(JSONL)["text"] + "\n")
         print(TXT.read_text())

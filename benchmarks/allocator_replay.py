@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.calibration_data import calibration_path  # noqa: E402
+from calibration_data import calibration_path  # noqa: E402
+
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 MIB = 1024**2
 DATA = calibration_path()

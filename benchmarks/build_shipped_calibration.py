@@ -1,7 +1,7 @@
 """Turn the measured H100 rows in data/calibration/ into shipped calibration profiles.
 
 One profile per model in profiles/calibration/, in the schema `plan profile --gpu auto` writes,
-fitted with the profiler's own code (planner.profiler.fit). The source of every number is named in
+fitted with the profiler's own code (planner.memory.fit). The source of every number is named in
 the profile. Run: python benchmarks/build_shipped_calibration.py
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner.calibration import SCHEMA_VERSION, fingerprint  # noqa: E402
-from planner.calibration_data import calibration_path, env_row  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.profiler.fit import fit_rows  # noqa: E402
+from calibration_data import calibration_path, env_row  # noqa: E402
+
+from planner.memory.calibration import SCHEMA_VERSION, fingerprint  # noqa: E402
+from planner.memory.fit import fit_rows  # noqa: E402
 from planner.profiler.measure import profile_path  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 MIB = 1024**2
 # Library versions of the measurement (data/calibration/README.md and its env row)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import load_rows, measured_setup  # noqa: E402
+from calibration_data import load_rows, measured_setup  # noqa: E402
+
 from planner.memory import activations as act  # noqa: E402
+from planner.memory.fit import least_squares  # noqa: E402
 from planner.memory.trainer import trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.profiler.fit import least_squares  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 
 def main() -> None:

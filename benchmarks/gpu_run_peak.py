@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.memory.allocator import expandable_segments_from_env  # noqa: E402
 from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler import measure as m  # noqa: E402
 from planner.profiler.trace import _set_checkpointing  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 MIB = 1024**2
 

@@ -8,7 +8,7 @@ In a fresh process this differs from the calibration README's formula (reserved 
 memory *after load*): CUDA loads kernels lazily during the first step, so non-PyTorch memory grows
 from 619 MiB after load to 767-771 MiB after it. Both are printed. Predicted = the analytic model
 (``trainer_memory``, no calibration profile) with the row's setup and allocator setting. The evaluation
-itself is ``planner.calibration_data.evaluate_heldout`` (tests/test_heldout_accuracy.py asserts on it).
+itself is ``calibration_data.evaluate_heldout`` (tests/test_heldout_accuracy.py asserts on it).
 
 Run: python benchmarks/heldout_accuracy.py   (writes benchmarks/results/heldout_accuracy.txt)
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import evaluate_heldout  # noqa: E402
+from calibration_data import evaluate_heldout  # noqa: E402
 
 MIB = 1024**2
 

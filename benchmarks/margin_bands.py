@@ -1,8 +1,8 @@
 """Each memory model's default safety margin, recomputed from the committed measurements by the rule
-planner/coverage.py states (worst under-prediction on data the model was not fitted on, rounded up to
+planner/search/margins.py states (worst under-prediction on data the model was not fitted on, rounded up to
 a whole percent; for the analytic model plus its widest disagreement with the trace on architectures
-nobody measured). The evaluation itself is ``planner.calibration_data.margin_bands``
-(tests/test_margin_bands.py asserts the constants in planner/coverage.py equal it).
+nobody measured). The evaluation itself is ``calibration_data.margin_bands``
+(tests/test_margin_bands.py asserts the constants in planner/search/margins.py equal it).
 
 Run: python benchmarks/margin_bands.py   (writes benchmarks/results/margin_bands.txt)
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import MIB, evaluate_calibrated, margin_bands  # noqa: E402
-from planner.coverage import MEMORY_MODEL_MARGIN  # noqa: E402
+from calibration_data import MIB, evaluate_calibrated, margin_bands  # noqa: E402
+
+from planner.search.margins import MEMORY_MODEL_MARGIN  # noqa: E402
 
 
 def main() -> None:
@@ -45,12 +46,12 @@ def main() -> None:
     lines += ["",
               f"calibrated: worst under-prediction {c['worst_under'] * 100:+.2f}% over {c['rows']} held-out steps "
               f"(runs checked: worst {c['runs_worst_under'] * 100:+.2f}%) -> band {c['band']:.0%} "
-              f"(planner/coverage.py: {MEMORY_MODEL_MARGIN['calibrated']:.0%})",
+              f"(planner/search/margins.py: {MEMORY_MODEL_MARGIN['calibrated']:.0%})",
               f"analytic: worst under-prediction {a['heldout_steps_worst_under'] * 100:+.2f}% on the held-out steps, "
               f"held-out runs " + ", ".join(f"{e * 100:+.2f}%" for e in a["heldout_runs"])
               + f"; trace vs analytic on {a['trace_rows']} shapes: max |error| {a['trace_max_abs_error'] * 100:.2f}%"
               f" -> {-a['worst_under'] * 100:.2f}% + {a['trace_max_abs_error'] * 100:.2f}% -> band {a['band']:.0%} "
-              f"(planner/coverage.py: {MEMORY_MODEL_MARGIN['analytic']:.0%})"]
+              f"(planner/search/margins.py: {MEMORY_MODEL_MARGIN['analytic']:.0%})"]
     text = "\n".join(lines)
     print(text)
     (Path(__file__).resolve().parent / "results" / "margin_bands.txt").write_text(text + "\n")

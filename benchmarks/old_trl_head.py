@@ -55,8 +55,8 @@ def worker(model_id: str, batch: int, completion: int, engine: str) -> dict:
     from transformers import AutoModelForCausalLM
     from trl.trainer.grpo_trainer import GRPOTrainer
 
-    from planner.model_spec import resolve_model
     from planner.profiler import trace as T
+    from planner.specs.model import resolve_model
 
     spec = resolve_model(model_id)
     cfg = T._hf_config(spec)
@@ -118,9 +118,9 @@ def trace(release: str, model_id: str, batch: int, completion: int, engine: str)
 
 
 def planned(release: str, model_id: str, batch: int, completion: int, engine: str) -> tuple[str, int]:
-    from planner.estimation import default_logprob_head
     from planner.memory.logprob_head import logprob_head_bytes
-    from planner.model_spec import resolve_model
+    from planner.search.estimation import default_logprob_head
+    from planner.specs.model import resolve_model
 
     head = default_logprob_head(release, engine)
     return head, logprob_head_bytes(resolve_model(model_id), head, batch, completion)

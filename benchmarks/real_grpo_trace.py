@@ -213,7 +213,7 @@ def measure(case: str) -> dict:
 
 def compare(path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from planner.calibration_data import TRACE_TENSOR_TERMS, evaluate_real_grpo_trace, training_peak
+    from calibration_data import TRACE_TENSOR_TERMS, evaluate_real_grpo_trace, training_peak
 
     gib = 2**30
     for row, comp, predicted, forward in evaluate_real_grpo_trace(path):

@@ -9,7 +9,7 @@ the six runs of run_peak.jsonl (a fit check); heldout_runs.jsonl holds two runs 
 fractions were fixed and their predictions committed (heldout_predictions.txt). The single-step prediction
 (``completion_lengths="fixed"``, one accumulation step) is printed beside it to show what a planner
 calibrated on isolated steps alone would have missed. The evaluation itself is
-``planner.calibration_data.evaluate_runs`` (tests/test_run_peak.py asserts on it).
+``calibration_data.evaluate_runs`` (tests/test_run_peak.py asserts on it).
 
 Run: python benchmarks/run_peak_accuracy.py   (writes benchmarks/results/run_peak_accuracy.txt)
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import evaluate_runs  # noqa: E402
+from calibration_data import evaluate_runs  # noqa: E402
 
 MIB = 1024**2
 

@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 MIB = 1024**2
 CASES = [  # (model, LoRA rank): architectures and ranks outside the calibration data

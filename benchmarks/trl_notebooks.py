@@ -3,7 +3,7 @@
 Both ran on an A100-SXM4-40GB with vLLM 0.10.2 and TRL from git main in November 2025 (between the
 0.25.0 release of 5 Nov and 0.26.0 of 9 Dec: 0.26.0.dev0, modelled as 0.26.0) with the transformers of
 that month (4.57.1). What those releases imply is not typed here: ``planner.estimate(weights=
-"trl-default", optim="trl-default")`` asks planner.versions (the policy loads in float32: TRL passes
+"trl-default", optim="trl-default")`` asks planner.specs.versions (the policy loads in float32: TRL passes
 no dtype and transformers 4.x loads float32; the optimizer is ``adamw_torch_fused`` with torch >= 2.8;
 no fused log-prob head before TRL 1.15). ``steps_per_generation`` = gradient accumulation (TRL's
 default); ``max_model_len`` is passed as prompt + completion (1408).
@@ -11,7 +11,7 @@ default); ``max_model_len`` is passed as prompt + completion (1408).
 Compared: the reported ``torch.cuda.max_memory_reserved`` with the predicted peak less the
 predicted non-PyTorch memory (trainer CUDA context + kernels, vLLM's non-torch growth): the
 notebooks did not report device-level memory. Target (issue 15): within -2% / +10%.
-The settings and the prediction live in planner/calibration_data.py (the tests use them).
+The settings and the prediction live in benchmarks/calibration_data.py (the tests use them).
 
     python benchmarks/trl_notebooks.py      # prints the table, writes benchmarks/results/trl_notebooks.txt
 """
@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration_data import NOTEBOOK_STACK, TRL_NOTEBOOKS, predict_notebook  # noqa: E402
-from planner.units import GIB  # noqa: E402
+from calibration_data import NOTEBOOK_STACK, TRL_NOTEBOOKS, predict_notebook  # noqa: E402
+
+from planner.specs.units import GIB  # noqa: E402
 
 LOWER, UPPER = -0.02, 0.10
 SENSITIVITY_TURNS = (1, 2, 3, 4, 5, 6, 7)

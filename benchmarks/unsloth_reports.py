@@ -4,8 +4,8 @@
 
 Per record: the utilisation vLLM receives (target: within 0.01 of the printed one), Unsloth's own
 "KV Cache can use up to" estimate and its Num Sequences / chunked-prefill choice, vLLM's KV cache
-(target: within 10%) and fits vs the outcome. A record whose vLLM release planner.vllm does not
-model is printed with the reason, not dropped; it is predicted as soon as planner.vllm covers it.
+(target: within 10%) and fits vs the outcome. A record whose vLLM release planner.memory.vllm does not
+model is printed with the reason, not dropped; it is predicted as soon as planner.memory.vllm covers it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from planner.errors import PlannerError
-from planner.units import GIB
-from planner.unsloth import unsloth_estimate
+from planner.runtimes.unsloth import unsloth_estimate
+from planner.specs.units import GIB
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "unsloth" / "unsloth-reports.jsonl"
 if not DATA.exists():

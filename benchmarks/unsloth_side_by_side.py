@@ -4,11 +4,11 @@
 
 Three setups of FastLanguageModel(fast_inference=True) GRPO, 4-bit, LoRA r=32, max_seq_length 1024
 (prompt 256 + completion 768), Unsloth 2026.10.9, the vLLM it pairs with on each card
-(planner.versions.unsloth_vllm_version), every figure from planner.unsloth's memory model:
+(planner.specs.versions.unsloth_vllm_version), every figure from planner.runtimes.unsloth's memory model:
 
 - defaults: gpu_memory_utilization=0.5, batch 4 x accumulation 2 x 8 generations, no standby;
 - standby: the same with UNSLOTH_VLLM_STANDBY=1 (Unsloth replaces the 0.5 by its card tier);
-- plan: `plan --runtime unsloth` (planner.unsloth_solver.unsloth_plan, 5% margin).
+- plan: `plan --runtime unsloth` (planner.search.unsloth_solver.unsloth_plan, 5% margin).
 
 "fits" is every phase under the card; the plan also keeps the 5% margin. These are predictions, not
 runs: the only real Unsloth runs the planner is checked against are benchmarks/unsloth_reports.py's.
@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from planner.errors import PlannerError
-from planner.units import GIB
-from planner.unsloth import unsloth_estimate
-from planner.unsloth_solver import unsloth_plan
+from planner.runtimes.unsloth import unsloth_estimate
+from planner.search.unsloth_solver import unsloth_plan
+from planner.specs.units import GIB
 
 GPUS = ("T4", "L4", "RTX-4090", "A100-40GB")
 MODELS = ("Qwen/Qwen2.5-3B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-14B-Instruct")
@@ -66,7 +66,7 @@ def main() -> str:
              "FastLanguageModel(fast_inference=True), 4-bit, LoRA r=32, max_seq_length 1024 (prompt 256 + "
              "completion 768), Unsloth 2026.10.9; cells: utilisation asked -> what vLLM receives, batch x "
              "accumulation x generations, vLLM's KV cache, peak of the load / generation / training phases. "
-             "Predictions of planner.unsloth (`python benchmarks/unsloth_side_by_side.py`), not runs.",
+             "Predictions of planner.runtimes.unsloth (`python benchmarks/unsloth_side_by_side.py`), not runs.",
              "",
              "| card | model | vLLM (assumed) | Unsloth defaults (0.5, 4x2x8) | Unsloth standby (its tier, 4x2x8) "
              "| plan (`plan --runtime unsloth`) |",

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.units import GIB  # noqa: E402
-from planner.versions import parse_version  # noqa: E402
-from planner.vllm import (  # noqa: E402
+from planner.memory.vllm import (  # noqa: E402
     activation_peak_bytes,
     budget_bytes,
     kv_layout,
@@ -38,6 +33,10 @@ from planner.vllm import (  # noqa: E402
     vllm_capacity,
     weights_bytes,
 )
+from planner.specs.gpu import resolve_gpu  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
+from planner.specs.units import GIB  # noqa: E402
+from planner.specs.versions import parse_version  # noqa: E402
 
 REPORTS = ROOT.parent / "shared" / "unsloth" / "unsloth-reports.jsonl"
 if not REPORTS.exists():

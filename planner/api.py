@@ -18,25 +18,25 @@ import functools
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from .assumptions import assumptions
-from .calibration import calibration_gap
-from .checks import CheckReport, architecture_warnings, with_checks
-from .checks import preflight as preflight_plan
-from .coverage import MEMORY_MODEL_MARGIN, coverage_margin
-from .distributed.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
+from .checks.preflight import CheckReport, architecture_warnings, with_checks
+from .checks.preflight import preflight as preflight_plan
 from .errors import InvalidSetupError, PlannerError, VersionError
-from .estimation import default_logprob_head, resolve_calibration
-from .gpu_spec import GpuSpec
-from .hints import to_python
 from .memory.allocator import expandable_segments_from_env
+from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
-from .model_spec import ModelSpec, resolve_model
-from .next_steps import next_steps
-from .request import PlanRequest, apply_pins, fixed_setup_problems, plan_request
-from .results import Plan
-from .solver import DEFAULT_OPTIM, evaluate, solve
-from .unsloth_solver import UnslothPlan
-from .versions import _transformers_version, installed_version, trl_facts
+from .report.assumptions import assumptions
+from .report.hints import to_python
+from .report.next_steps import next_steps
+from .search.estimation import default_logprob_head, resolve_calibration
+from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
+from .search.request import PlanRequest, apply_pins, fixed_setup_problems, plan_request
+from .search.results import Plan
+from .search.solver import DEFAULT_OPTIM, evaluate, solve
+from .search.unsloth_solver import UnslothPlan
+from .specs.gpu import GpuSpec
+from .specs.model import ModelSpec, resolve_model
+from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
+from .specs.versions import _transformers_version, installed_version, trl_facts
 
 
 def for_this_machine(req: PlanRequest) -> bool:
@@ -62,7 +62,7 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     """Fill what the user left to the environment: the TRL release's default completion length
     and log-prob head, the allocator setting from ``PYTORCH_CUDA_ALLOC_CONF``, the optimizer
     (from the installed packages when planning for this machine), and the margin (the band of the
-    memory model the plan will use, planner.coverage). The model, the GPUs and the calibration
+    memory model the plan will use, planner.search.margins). The model, the GPUs and the calibration
     profile are resolved here, once (``--gpu auto`` reads the card once, ``calibration="auto"`` looks
     the profile up once): the completed request holds their specs and the profile (or None)."""
     t, g, v = req.trainer, req.targets, req.vllm
@@ -102,7 +102,7 @@ def trainer_setup(req: PlanRequest) -> TrainerSetup:
 
 def memory_model_kind(req: PlanRequest, spec: ModelSpec, card: GpuSpec) -> str:
     """``"calibrated"`` when a calibration profile covers the request's trainer setup on ``card``
-    (the solver then uses it: planner.calibration.calibration_gap), else ``"analytic"``: whose
+    (the solver then uses it: planner.memory.calibration.calibration_gap), else ``"analytic"``: whose
     measured band the default margin is."""
     calibration = resolve_calibration(spec, card, req.calibration)
     if calibration is not None and calibration_gap(calibration, trainer_setup(req)) is None:
@@ -111,7 +111,7 @@ def memory_model_kind(req: PlanRequest, spec: ModelSpec, card: GpuSpec) -> str:
 
 
 def _speak_python(fn):
-    """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.hints), not flags."""
+    """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.report.hints), not flags."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -140,18 +140,18 @@ def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, l
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`.
 
-    ``options``: any field of the request (planner.request: ``weights``, ``lora_rank``,
+    ``options``: any field of the request (planner.search.request: ``weights``, ``lora_rank``,
     ``num_generations``, ``max_completion_length``, ``prompt_length``, ``utilization_range``,
     ``margin``, ``sleep_mode``, ``engine``, ``server_gpus``, ...). When nothing fits, the
     InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
 
     Pins: ``pin={"per_device_train_batch_size": 8, "max_completion_length": 2048, ...}`` (TRL's
-    names, planner.request.Pins) holds those settings and the solver chooses only the rest; the
+    names, planner.search.request.Pins) holds those settings and the solver chooses only the rest; the
     TRL-named pins that are not also options may be keywords (``per_device_train_batch_size=8``).
     ``max_completion_length=`` as a keyword is a target (cut if it does not fit); pinned it is exact.
     Fix hints in errors and checks name keyword arguments.
 
-    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.unsloth_solver.unsloth_plan and its
+    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.search.unsloth_solver.unsloth_plan and its
     keyword arguments) -> :class:`UnslothPlan` with its runtime checks."""
     if runtime != "trl":
         return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **options)
@@ -164,7 +164,7 @@ _plan = plan  # train() takes a parameter named plan
 
 def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
                   **options: Any) -> UnslothPlan:
-    from .unsloth_solver import unsloth_plan, with_unsloth_checks
+    from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
 
     if runtime != "unsloth":
         raise InvalidSetupError(f"runtime must be 'trl' or 'unsloth', got {runtime!r}")
@@ -176,11 +176,11 @@ def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: s
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
     checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
-    planner.checks; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
+    planner.checks.preflight; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
     completed = complete_request(req)
     extra, why = unmodelled_margin(completed)
     solving = completed
-    if extra:  # the margin grows where the model covers less than a real run may hold (planner.coverage)
+    if extra:  # the margin grows where the model covers less than a real run may hold (planner.search.margins)
         solving = completed.with_options(margin=round(min(0.45, (completed.targets.margin or 0.0) + extra), 4))
     result = solve(solving)
     checked = with_checks(result, for_training=for_training, strict=strict)
@@ -191,7 +191,7 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
 
 
 def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
-    """What planner.coverage adds to the margin for this request (TRL release, optimizer, weights),
+    """What planner.search.margins adds to the margin for this request (TRL release, optimizer, weights),
     and why, as warnings the plan carries; (0.0, ()) for what the model was measured on."""
     try:
         extra, reasons = coverage_margin(trainer_setup(req), req.vllm.trl_version)
@@ -202,7 +202,7 @@ def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
 
 def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     """The plan with its assumptions (values and sources, versions assumed vs installed, the margin
-    and the memory model it follows) and the next steps (planner.next_steps)."""
+    and the memory model it follows) and the next steps (planner.report.next_steps)."""
     _, optim_source, optim_note = choose_optim(req)
     notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {}),
              "memory_model_kind": memory_model_kind(completed, p.model, p.gpu)}
@@ -279,15 +279,22 @@ def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | Unslot
           gpu: Any = "auto", checks: bool = True, dry_run: bool = False, processing_class: Any = None,
           plan_kwargs: dict[str, Any] | None = None, runtime: str = "trl", **overrides: Any) -> Any:
     """Build TRL's GRPOTrainer as planned, run the pre-flight checks, train, return the trainer
-    (planner.handoff.train_with_plan). ``plan``: a Plan, or None to solve for ``gpu``
+    (planner.runtimes.trl_handoff.train_with_plan). ``plan``: a Plan, or None to solve for ``gpu``
     (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or an UnslothPlan): Unsloth's
-    FastLanguageModel and GRPOTrainer (planner.unsloth_handoff; needs a GPU and unsloth)."""
+    FastLanguageModel and GRPOTrainer (planner.runtimes.unsloth_handoff; needs a GPU and unsloth)."""
     if runtime == "unsloth" or isinstance(plan, UnslothPlan):
-        from .unsloth_handoff import train_unsloth
+        from .runtimes.unsloth_handoff import train_unsloth
+        from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
 
-        return train_unsloth(model, reward_funcs, train_dataset, plan if isinstance(plan, UnslothPlan) else None,
-                             gpu=gpu, checks=checks, dry_run=dry_run, plan_kwargs=plan_kwargs, **overrides)
-    from .handoff import spec_of, train_with_plan
+        if not isinstance(model, str):
+            raise InvalidSetupError("planner.train(runtime='unsloth') takes the model's Hub id or path "
+                                    "(Unsloth loads it into vLLM and the trainer at once)")
+        chosen = plan if isinstance(plan, UnslothPlan) else unsloth_plan(model, gpu, **(plan_kwargs or {}))
+        if checks:  # every error-level runtime check (for training) raises before anything is loaded
+            chosen = with_unsloth_checks(chosen, for_training=True)
+            CheckReport(checks=chosen.checks, for_training=True).raise_for_errors()
+        return train_unsloth(model, reward_funcs, train_dataset, chosen, dry_run=dry_run, **overrides)
+    from .runtimes.trl_handoff import spec_of, train_with_plan
 
     if plan is None:
         plan = _plan(spec_of(model), gpu, **(plan_kwargs or {}))

@@ -1,7 +1,7 @@
 """Errors the planner raises for bad input or impossible requests.
 
 Every user-facing failure is a subclass of :class:`PlannerError`. The CLI catches the base class
-once (planner/cli.py) and prints ``plan: error: <line>`` for each line of the message: an error
+once (planner/cli/__init__.py) and prints ``plan: error: <line>`` for each line of the message: an error
 naming several problems (an invalid request, a malformed config.json) has one line per problem.
 Exit codes: 3 for :class:`InfeasibleError` (the input is valid, nothing fits), 2 for every other
 PlannerError (bad input); 1 is not an error but a printed configuration with an error-level
@@ -16,12 +16,12 @@ pre-flight check (or an estimate that does not fit), 0 success; 130 Ctrl-C, 141 
     │                           (not UTF-8, NaN/Infinity, too deep, a
     │                           value of the wrong kind: one line per
     │                           key, naming the file;
-    │                           planner.config_contract), or a
+    │                           planner.specs.config_contract), or a
     │                           malformed calibration profile
     ├── UnknownGpuError         GPU name not in profiles/gpus.json     2
     ├── NoGpuError              --gpu auto without an NVIDIA driver    2
     ├── InvalidSetupError       every problem of the request, one      2
-    │                           line each (planner.request): types
+    │                           line each (planner.search.request): types
     │                           (booleans are not integers, strings
     │                           not lists), ranges, relations
     │                           (context, TP, LoRA targets that match
@@ -92,4 +92,4 @@ class MissingDependencyError(PlannerError):
 
 class OutputError(PlannerError):
     """A file the planner was asked to write cannot be written; the message names the path.
-    Nothing is left behind: see :mod:`planner.files`."""
+    Nothing is left behind: see :mod:`planner.report.files`."""

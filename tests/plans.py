@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from planner import estimate_layout
-from planner.results import Plan
+from planner.search.results import Plan
 
 
 def fixed_plan(gpu="L4", *, weights="bf16", finetune="lora", targets=None, rank=16, optim="adamw_8bit", B=4, S=2,

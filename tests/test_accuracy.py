@@ -5,8 +5,7 @@ worse than -3%, and every OOM row predicted above the card.
 """
 
 import pytest
-
-from planner.calibration_data import evaluate_calibration
+from calibration_data import evaluate_calibration
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def test_against_device_used_mib_end_the_same_targets_hold(result):
 
 
 def test_missing_measured_data_is_an_error_naming_the_file(tmp_path, monkeypatch):
-    from planner.calibration_data import load_rows
+    from calibration_data import load_rows
 
     monkeypatch.setenv("PLANNER_CALIBRATION_DATA", str(tmp_path / "none.jsonl"))
     with pytest.raises(FileNotFoundError, match="none.jsonl"):

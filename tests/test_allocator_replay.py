@@ -4,11 +4,11 @@ the planner's trainer against the replayed runs, and the coverage margin those s
 import math
 
 import pytest
+from calibration_data import evaluate_allocator_replay
 
-from planner.calibration_data import evaluate_allocator_replay
-from planner.coverage import FP32_AUTOCAST_MARGIN
 from planner.memory.trainer import TrainerSetup, trainer_memory
-from planner.model_spec import resolve_model
+from planner.search.margins import FP32_AUTOCAST_MARGIN
+from planner.specs.model import resolve_model
 
 
 def test_planner_tensors_match_the_replayed_allocations():

@@ -68,9 +68,10 @@ def test_replay_of_traced_steps_reproduces_measured_reserve():
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     pytest.importorskip("trl")
-    from planner.calibration_data import calibration_path
-    from planner.model_spec import resolve_model
+    from calibration_data import calibration_path
+
     from planner.profiler.trace import Shape, trace_steps
+    from planner.specs.model import resolve_model
 
     rows = [json.loads(line) for line in calibration_path().read_text().splitlines() if line.strip()]
     wanted = {("meta-llama/Llama-3.2-1B-Instruct", True, 8, 256, 1792),

@@ -8,8 +8,8 @@ pytest.importorskip("peft")
 pytest.importorskip("trl")
 
 from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 
 @pytest.mark.parametrize("model,rank,checkpointing", [

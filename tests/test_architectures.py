@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.model_spec import resolve_model
+from planner.specs.model import resolve_model
 
 NEW = ["openai/gpt-oss-20b", "deepseek-ai/DeepSeek-V2-Lite-Chat", "Qwen/Qwen3-Next-80B-A3B-Instruct",
        "Qwen/Qwen2.5-VL-7B-Instruct", "google/gemma-3-4b-it"]
@@ -55,10 +55,10 @@ def test_qwen2_5_vl_reads_the_top_level_text_fields_and_its_vision_tower():
     assert spec.vision_params == 676_550_144 and spec.layer_types == ("full_attention",) * 28
 
 
-# -- vLLM side (0.19.0 code: see the docstrings in planner/vllm.py) ----------------------------------
+# -- vLLM side (0.19.0 code: see the docstrings in planner/memory/vllm.py) ----------------------------------
 
 def test_vllm_plans_the_issue_models_at_095_on_h100():
-    from planner.vllm import vllm_capacity
+    from planner.memory.vllm import vllm_capacity
 
     for model_id in ("openai/gpt-oss-20b", "deepseek-ai/DeepSeek-V2-Lite-Chat", "Qwen/Qwen3-30B-A3B"):
         cap = vllm_capacity(model_id, "H100-80GB", 0.95, vllm_version="0.19.0")
@@ -66,7 +66,7 @@ def test_vllm_plans_the_issue_models_at_095_on_h100():
 
 
 def test_moe_workspace_is_persistent_and_sized_like_triton_experts():
-    from planner.vllm import moe_workspace_bytes, vllm_capacity
+    from planner.memory.vllm import moe_workspace_bytes, vllm_capacity
 
     moe = resolve_model("Qwen/Qwen3-30B-A3B")
     # M x top_k x max(N/2, K) + M x top_k x max(N, K), N = 2 x 768, K = 2048, 2 B each
@@ -80,7 +80,7 @@ def test_moe_workspace_is_persistent_and_sized_like_triton_experts():
 
 
 def test_mxfp4_experts_are_4_25_bits():
-    from planner.vllm import weights_bytes
+    from planner.memory.vllm import weights_bytes
 
     oss = resolve_model("openai/gpt-oss-20b")
     experts = sum(s.weight_params for s in oss.linear_shapes() if s.group == "experts")
@@ -91,7 +91,7 @@ def test_mxfp4_experts_are_4_25_bits():
 
 
 def test_gated_delta_net_state_is_per_sequence_and_enlarges_the_block():
-    from planner.vllm import hybrid_block_size, kv_bytes_per_token, kv_layout, linear_attention_state_bytes
+    from planner.memory.vllm import hybrid_block_size, kv_bytes_per_token, kv_layout, linear_attention_state_bytes
 
     nxt = resolve_model("Qwen/Qwen3-Next-80B-A3B-Instruct")
     # conv (4 - 1) x 8192 + temporal 32 x 128 x 128, bf16

@@ -1,15 +1,21 @@
-"""Calibration profiles (planner/calibration.py): lookup, version warnings, applying the terms."""
+"""Calibration profiles (planner/memory/calibration.py): lookup, version warnings, applying the terms."""
 
 import json
 
 import pytest
 
-from planner.calibration import (SCHEMA_VERSION, Calibration, apply_calibration, find_calibration, fingerprint,
-                                 version_warnings)
-from planner.gpu_spec import resolve_gpu
+from planner.memory.calibration import (
+    SCHEMA_VERSION,
+    Calibration,
+    apply_calibration,
+    find_calibration,
+    fingerprint,
+    version_warnings,
+)
+from planner.memory.fit import LinearFit, ModelFit
 from planner.memory.trainer import TrainerSetup
-from planner.model_spec import resolve_model
-from planner.profiler.fit import LinearFit, ModelFit
+from planner.specs.gpu import resolve_gpu
+from planner.specs.model import resolve_model
 
 MIB = 2**20
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -136,7 +142,7 @@ def test_apply_warns_when_extrapolating():
 
 
 def test_estimate_uses_a_matching_profile(store):
-    from planner.estimation import estimate
+    from planner.search.estimation import estimate
 
     e = estimate(model=QWEN, gpu="H100-80GB", batch_size=8, prompt_length=256, completion_length=1792)
     assert e.memory_model.startswith("calibrated (H100-80GB, trl 1.16.0, torch 2.11.0)")

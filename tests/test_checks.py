@@ -1,4 +1,4 @@
-"""Pre-flight checks (planner/checks.py) on small hand-made plans, and `plan check`.
+"""Pre-flight checks (planner/checks/preflight.py) on small hand-made plans, and `plan check`.
 
 Plans are built from ``planner.estimate_layout`` (one fixed setup, no solver) so that each test
 controls the config it checks. Installed packages are faked through ``checks._installed``.
@@ -7,15 +7,15 @@ controls the config it checks. Installed packages are faked through ``checks._in
 from dataclasses import replace
 
 import pytest
+from plans import fixed_plan
 
-from planner import checks
-from planner.checks import Check, CheckReport, preflight
+import planner
+from planner.checks import preflight as checks
+from planner.checks.preflight import Check, CheckReport, preflight
 from planner.cli import main
 from planner.errors import PreflightError
-import planner
-from planner.gpu_spec import resolve_gpu
-from planner.results import Plan
-from plans import fixed_plan
+from planner.search.results import Plan
+from planner.specs.gpu import resolve_gpu
 
 GIB = 1024**3
 # a training machine with everything TRL 1.16 wants (its vLLM range is 0.22.0-0.31.0)

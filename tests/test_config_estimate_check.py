@@ -1,5 +1,5 @@
 """`plan estimate --config` and `plan check --config`: a TRL GRPO config file read as `plan --config`
-reads it (planner.trl_config); flags win over the file; a bad file is one line and exit code 2."""
+reads it (planner.search.trl_config); flags win over the file; a bad file is one line and exit code 2."""
 
 import json
 import textwrap
@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from planner.cli import main
-from planner.versions import trl_facts
+from planner.specs.versions import trl_facts
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 RUN = """\

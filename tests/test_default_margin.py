@@ -1,4 +1,4 @@
-"""The default margin follows the memory model (planner/coverage.py, MEMORY_MODEL_MARGIN): the
+"""The default margin follows the memory model (planner/search/margins.py, MEMORY_MODEL_MARGIN): the
 calibrated band when a calibration profile covers the setup, the wider analytic band otherwise; a
 user's margin wins; what the measurements do not cover adds on top. Plans say which and why."""
 
@@ -8,7 +8,7 @@ import pytest
 
 import planner
 from planner.cli import main
-from planner.coverage import MEMORY_MODEL_MARGIN, UNMEASURED_OPTIMIZER_MARGIN
+from planner.search.margins import MEMORY_MODEL_MARGIN, UNMEASURED_OPTIMIZER_MARGIN
 
 CALIBRATED, ANALYTIC = MEMORY_MODEL_MARGIN["calibrated"], MEMORY_MODEL_MARGIN["analytic"]
 MODEL7 = "Qwen/Qwen2.5-7B-Instruct"
@@ -26,7 +26,7 @@ def test_a_calibrated_plan_gets_the_calibrated_band():
     assert p.margin == CALIBRATED
     assert p.assumptions["margin"] == {
         "value": CALIBRATED, "source": "memory model", "memory_model": "calibrated", "base": CALIBRATED,
-        "unmodelled": 0.0, "note": "the calibrated memory model's measured error band (planner/coverage.py)"}
+        "unmodelled": 0.0, "note": "the calibrated memory model's measured error band (planner/search/margins.py)"}
     assert p.budget_bytes == int(p.gpu.total_bytes * (1 - CALIBRATED)) - (p.gpu.total_bytes - p.gpu.usable_bytes)
 
 

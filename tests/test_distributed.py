@@ -1,4 +1,4 @@
-"""planner.distributed: per-rank sharding under DDP / ZeRO-1/2/3 / FSDP, vLLM TP and server
+"""planner.memory.sharding, planner.checks.layout and the layout search: per-rank sharding under DDP / ZeRO-1/2/3 / FSDP, vLLM TP and server
 layouts, TRL's multi-GPU rules, and the layout solver.
 
 Expected bytes are derived by hand in each test from the formulas the module cites: the ZeRO
@@ -15,25 +15,37 @@ import pytest
 
 from planner import estimate_layout
 from planner import plan as plan_distributed
-from planner.commands._topology import render
-from planner.commands.plan import add_arguments as add_plan_arguments
-from planner.commands.plan import plan_from_args
-from planner.distributed import (
-    DEEPSPEED_DEFAULTS, Topology, ddp_bucket_bytes, decoder_layer_params, fp32_gradient_partition_bytes,
-    gather_working_set_bytes, gradients_per_rank_bytes, largest_parameter_params, master_weights_per_rank_bytes,
-    nccl_bytes_per_rank, optimizer_state_per_rank_bytes, rank_trainer_memory, topology_checks,
-    weight_sync_transient, weights_per_rank_bytes, zero3_persistent_params, zero_bucket_bytes,
-)
-from planner.request import plan_request
-from planner.results import Plan
-from planner.solver import candidate_topologies as _candidate_topologies
-from planner.solver import generation_step as _step
+from planner.checks.layout import topology_checks
+from planner.cli._topology import render
+from planner.cli.plan import add_arguments as add_plan_arguments
+from planner.cli.plan import plan_from_args
 from planner.errors import InfeasibleError, InvalidSetupError
 from planner.memory.optimizer import STATE_OVERHEAD_BYTES
 from planner.memory.process import NCCL_BUFFER_BYTES_PER_RANK
+from planner.memory.sharding import (
+    ddp_bucket_bytes,
+    decoder_layer_params,
+    fp32_gradient_partition_bytes,
+    gather_working_set_bytes,
+    gradients_per_rank_bytes,
+    largest_parameter_params,
+    master_weights_per_rank_bytes,
+    nccl_bytes_per_rank,
+    optimizer_state_per_rank_bytes,
+    rank_trainer_memory,
+    weight_sync_transient,
+    weights_per_rank_bytes,
+    zero3_persistent_params,
+    zero_bucket_bytes,
+)
 from planner.memory.trainer import TrainerSetup, trainer_memory
-from planner.model_spec import resolve_model, spec_from_config
-from planner.units import GIB, MIB
+from planner.search.request import plan_request
+from planner.search.results import Plan
+from planner.search.solver import candidate_topologies as _candidate_topologies
+from planner.search.solver import generation_step as _step
+from planner.specs.model import resolve_model, spec_from_config
+from planner.specs.topology import DEEPSPEED_DEFAULTS, Topology
+from planner.specs.units import GIB, MIB
 
 # A Llama-shaped toy: h=1024, I=4096, 4 layers, 8 heads of 128 (no GQA), V=32000, untied head.
 TOY = spec_from_config({"model_type": "llama", "hidden_size": 1024, "intermediate_size": 4096,
@@ -363,7 +375,7 @@ def test_candidate_layouts_follow_the_rules():
 # -- colocated vLLM with tensor parallelism ------------------------------------------------------
 
 def test_colocated_tp_splits_weights_and_kv():
-    from planner import vllm
+    from planner.memory import vllm
 
     spec = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
     one = plan_distributed(spec, "H100-80GB", 2, layout="colocate", vllm_tensor_parallel_size=1, engine="ddp")

@@ -1,4 +1,4 @@
-"""planner.emit: every file must load with the parser or schema of the engine that reads it.
+"""planner.report.emit: every file must load with the parser or schema of the engine that reads it.
 
 - grpo.yaml: TRL's ``TrlParser((GRPOConfig, ModelConfig))`` (what ``trl grpo --config`` reads; the
   same file ``plan --output`` writes) and TRL's own GRPO script parser with launch.sh's arguments;
@@ -29,8 +29,8 @@ import yaml  # noqa: E402
 from trl import GRPOConfig, ModelConfig, TrlParser  # noqa: E402
 
 from planner import plan as plan_distributed  # noqa: E402
-from planner.distributed import DEEPSPEED_DEFAULTS  # noqa: E402
-from planner.emit import to_yaml, write_configs  # noqa: E402
+from planner.report.emit import to_yaml, write_configs  # noqa: E402
+from planner.specs.topology import DEEPSPEED_DEFAULTS  # noqa: E402
 
 CPU = not (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 BASH = shutil.which("bash")

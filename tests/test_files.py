@@ -1,4 +1,4 @@
-"""planner.files and the files it writes: no injection, all or nothing, no silent overwrite.
+"""planner.report.files and the files it writes: no injection, all or nothing, no silent overwrite.
 
 - launch.sh / vllm_serve.sh run under stub ``accelerate``, ``trl``, ``deepspeed`` and ``python``
   executables (first on PATH) that only record their argv: with hostile model names, LoRA targets
@@ -26,17 +26,22 @@ pytest.importorskip("yaml")
 
 import yaml  # noqa: E402
 
-import planner.files as files_mod  # noqa: E402
-from planner.cli import main  # noqa: E402
-from planner import plan as plan_distributed  # noqa: E402
-from planner.emit import config_files, grpo_yaml_text, one_line, write_configs  # noqa: E402
-from planner.errors import OutputError  # noqa: E402
-from planner.files import FileOut, plot_path, write_file, write_files  # noqa: E402
-from planner.outputs import check_outputs, write_outputs  # noqa: E402
-from planner.emit import write_grpo_yaml  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
+import planner.report.files as files_mod  # noqa: E402
 from planner import plan  # noqa: E402
-from planner.versions import transformers_checkpointing_field  # noqa: E402
+from planner import plan as plan_distributed  # noqa: E402
+from planner.cli import main  # noqa: E402
+from planner.errors import OutputError  # noqa: E402
+from planner.report.emit import (  # noqa: E402
+    config_files,
+    grpo_yaml_text,
+    one_line,
+    write_configs,
+    write_grpo_yaml,  # noqa: E402
+)
+from planner.report.files import FileOut, plot_path, write_file, write_files  # noqa: E402
+from planner.report.outputs import check_outputs, write_outputs  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
+from planner.specs.versions import transformers_checkpointing_field  # noqa: E402
 
 BASH = shutil.which("bash")
 needs_bash = pytest.mark.skipif(BASH is None, reason="needs bash")
@@ -379,7 +384,7 @@ def test_plot_path_rule():
 
 
 def test_unsupported_plot_is_refused_before_planning(tmp_path, monkeypatch, capsys):
-    import planner.commands.plan as plan_command
+    import planner.cli.plan as plan_command
 
     def no_planning(args):
         raise AssertionError("planned before checking --plot")

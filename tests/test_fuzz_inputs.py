@@ -3,7 +3,7 @@ its own checks and is reproduced by ``planner.estimate``.
 
 - the fuzz grid: bad inputs across the CLI (``planner.cli.main`` in-process), the Python API and
   config.json content (files written to tmp_path). Each asserts the documented exit code (2: bad
-  input; planner/cli.py), exactly one ``plan: error:`` line per problem, no traceback text, and no
+  input; planner/cli/__init__.py), exactly one ``plan: error:`` line per problem, no traceback text, and no
   file written;
 - the property test: seeded random valid requests (model x GPU x lengths x options), every plan has
   no error-level check, and ``planner.estimate`` of the chosen configuration gives the plan's

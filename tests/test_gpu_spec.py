@@ -3,7 +3,7 @@
 import pytest
 
 from planner.errors import NoGpuError, UnknownGpuError
-from planner.gpu_spec import resolve_gpu, shipped_gpu_names
+from planner.specs.gpu import resolve_gpu, shipped_gpu_names
 
 MIB = 1024**2
 
@@ -44,7 +44,7 @@ NEW_GPUS = ["RTX-3060-12GB", "RTX-4060-Ti-16GB", "RTX-4070", "RTX-4070-Ti", "RTX
 
 
 def _entries():
-    from planner.gpu_spec import _gpu_table
+    from planner.specs.gpu import _gpu_table
 
     return {e["name"]: e for e in _gpu_table()}
 
@@ -86,7 +86,7 @@ def test_new_profiles_say_where_their_total_comes_from(name):
 
 
 def test_every_spelling_belongs_to_one_profile():
-    from planner.gpu_spec import _entry_names, _gpu_key
+    from planner.specs.gpu import _entry_names, _gpu_key
 
     owner = {}
     for e in _entries().values():

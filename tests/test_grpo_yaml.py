@@ -6,13 +6,13 @@ pytest.importorskip("trl")
 pytest.importorskip("yaml")
 
 import torch  # noqa: E402
+from plans import fixed_plan  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 from trl import GRPOConfig, ModelConfig, TrlParser  # noqa: E402
 
-from planner.coverage import MEMORY_MODEL_MARGIN  # noqa: E402
-from planner.emit import write_grpo_yaml  # noqa: E402
-from planner.results import Plan  # noqa: E402
-from plans import fixed_plan  # noqa: E402
+from planner.report.emit import write_grpo_yaml  # noqa: E402
+from planner.search.margins import MEMORY_MODEL_MARGIN  # noqa: E402
+from planner.search.results import Plan  # noqa: E402
 
 # transformers refuses bf16=True without a bf16 device; this flag lets a CPU test machine parse a
 # bf16 plan (the YAML itself is written for the training GPU and keeps bf16: true)

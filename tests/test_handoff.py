@@ -13,12 +13,13 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 import torch  # noqa: E402
+from plans import fixed_plan  # noqa: E402
 
 import planner  # noqa: E402
-from planner import checks, handoff  # noqa: E402
+from planner.checks import preflight as checks  # noqa: E402
+from planner.runtimes import trl_handoff as handoff  # noqa: E402
 from planner.errors import PreflightError  # noqa: E402
-from planner.results import Plan  # noqa: E402
-from plans import fixed_plan  # noqa: E402
+from planner.search.results import Plan  # noqa: E402
 
 NO_CUDA = not torch.cuda.is_available()
 

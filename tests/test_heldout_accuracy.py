@@ -4,8 +4,7 @@ models, LoRA ranks, shapes, full fine-tuning and ``expandable_segments`` the fit
 """
 
 import pytest
-
-from planner.calibration_data import HELDOUT_DIR, evaluate_heldout, predict_step
+from calibration_data import HELDOUT_DIR, evaluate_heldout, predict_step
 
 MIB = 1024**2
 

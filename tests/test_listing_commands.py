@@ -5,9 +5,9 @@ import json
 import pytest
 
 from planner.cli import main
-from planner.commands._columns import columns
-from planner.gpu_spec import resolve_gpu, shipped_gpu_names
-from planner.model_spec import resolve_model, shipped_model_ids
+from planner.cli._columns import columns
+from planner.specs.gpu import resolve_gpu, shipped_gpu_names
+from planner.specs.model import resolve_model, shipped_model_ids
 
 
 def _table(capsys, argv) -> list[str]:

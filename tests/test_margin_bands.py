@@ -1,10 +1,9 @@
-"""Each memory model's default safety margin (planner/coverage.py, MEMORY_MODEL_MARGIN) is its
+"""Each memory model's default safety margin (planner/search/margins.py, MEMORY_MODEL_MARGIN) is its
 measured error band: recomputed here from the committed measurements with the project's own
-evaluators (planner.calibration_data), so a constant that no longer covers its data fails."""
+evaluators (calibration_data), so a constant that no longer covers its data fails."""
 
 import pytest
-
-from planner.calibration_data import (
+from calibration_data import (
     ceil_percent,
     evaluate_calibrated,
     evaluate_heldout,
@@ -12,7 +11,8 @@ from planner.calibration_data import (
     evaluate_trace_vs_analytic,
     margin_bands,
 )
-from planner.coverage import MEMORY_MODEL_MARGIN
+
+from planner.search.margins import MEMORY_MODEL_MARGIN
 
 
 @pytest.fixture(scope="module")

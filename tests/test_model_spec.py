@@ -5,7 +5,7 @@ import json
 import pytest
 
 from planner.errors import ConfigError, UnknownModelError
-from planner.model_spec import resolve_model, shipped_model_ids, spec_from_config
+from planner.specs.model import resolve_model, shipped_model_ids, spec_from_config
 
 # Totals as sum(p.numel() for p in model.parameters()) of the HF models; the first three are
 # the issue's anchors, the rest are the calibration data's n_params (measured on the H100).
@@ -42,8 +42,8 @@ def test_tied_embeddings_have_no_separate_head():
 
 
 def test_every_shipped_profile_matches_its_recorded_total():
-    from planner.model_spec import MODELS_DIR
-    from planner.shipped import json_files
+    from planner.specs.model import MODELS_DIR
+    from planner.specs.shipped import json_files
 
     checked = 0
     for path in json_files(MODELS_DIR):
@@ -70,7 +70,7 @@ def test_lookup_is_case_insensitive_and_accepts_aliases():
 
 
 def _shipped_aliases() -> list[tuple[str, str]]:
-    from planner.model_spec import MODELS_DIR
+    from planner.specs.model import MODELS_DIR
 
     return sorted((alias, prof["id"]) for path in MODELS_DIR.glob("*.json")
                   for prof in [json.loads(path.read_text())] for alias in prof.get("aliases", ()))
@@ -78,7 +78,7 @@ def _shipped_aliases() -> list[tuple[str, str]]:
 
 def test_no_alias_resolves_to_another_checkpoint():
     """An alias without 'instruct'/'it' names the base model: it never resolves to the Instruct profile."""
-    from planner.model_spec import _is_tuned
+    from planner.specs.model import _is_tuned
 
     swapped = resolved = 0
     for alias, model_id in _shipped_aliases():
@@ -124,7 +124,7 @@ def test_offline_hub_id_says_offline_and_how_to_pass_a_config():
 
 
 def test_unreachable_hub_is_named_as_such(monkeypatch):
-    import planner.model_spec as ms
+    import planner.specs.model as ms
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -139,7 +139,7 @@ def test_unreachable_hub_is_named_as_such(monkeypatch):
 
 
 def test_hub_that_does_not_serve_an_id_is_not_called_offline(monkeypatch):
-    import planner.model_spec as ms
+    import planner.specs.model as ms
 
     monkeypatch.setattr(ms, "_hub_offline_reason", lambda: None)
     monkeypatch.setattr(ms, "_autoconfig_dict", lambda model_id, ask_hub=True: None)
@@ -152,7 +152,7 @@ def test_hub_that_does_not_serve_an_id_is_not_called_offline(monkeypatch):
 
 def test_a_base_model_the_hub_serves_is_planned_from_its_own_config(monkeypatch):
     """Qwen/Qwen2.5-3B from the Hub or cache is planned as itself, not as the shipped Instruct profile."""
-    import planner.model_spec as ms
+    import planner.specs.model as ms
 
     base_cfg = {**json.loads((ms.MODELS_DIR / "Qwen__Qwen2.5-3B-Instruct.json").read_text())["config"],
                 "vocab_size": 151_936 + 64}  # any difference shows which config was used
@@ -166,7 +166,7 @@ def test_a_base_model_the_hub_serves_is_planned_from_its_own_config(monkeypatch)
 @pytest.mark.parametrize("env,value,offline", [("HF_HUB_OFFLINE", "1", True), ("HF_HUB_OFFLINE", "true", True),
                                                ("TRANSFORMERS_OFFLINE", "1", True), ("HF_HUB_OFFLINE", "0", False)])
 def test_offline_environment_values(monkeypatch, env, value, offline):
-    import planner.model_spec as ms
+    import planner.specs.model as ms
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from planner.estimation import default_logprob_head
 from planner.memory.logprob_head import (
     LOGPROB_HEADS,
     logprob_head_bytes,
@@ -19,8 +18,9 @@ from planner.memory.logprob_head import (
     plain_bf16_inplace_head_bytes,
 )
 from planner.memory.trainer import TrainerSetup, trainer_memory
-from planner.model_spec import resolve_model
-from planner.versions import trl_facts
+from planner.search.estimation import default_logprob_head
+from planner.specs.model import resolve_model
+from planner.specs.versions import trl_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "old_trl_head.txt"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.shipped import PROFILES_DIR, json_files
+from planner.specs.shipped import PROFILES_DIR, json_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,8 @@ def test_a_checkout_reads_the_profiles_of_its_own_tree():
 
 
 def test_an_installation_without_profiles_is_a_one_line_error(tmp_path, monkeypatch):
-    from planner import gpu_spec, model_spec
+    from planner.specs import gpu as gpu_spec
+    from planner.specs import model as model_spec
     from planner.errors import ConfigError
 
     monkeypatch.setattr(model_spec, "MODELS_DIR", tmp_path / "models")

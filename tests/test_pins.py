@@ -11,7 +11,7 @@ import yaml
 import planner
 from planner.cli import main
 from planner.errors import InfeasibleError, InvalidSetupError
-from planner.gpu_spec import resolve_gpu
+from planner.specs.gpu import resolve_gpu
 
 GIB = 1024**3
 MODEL7 = "Qwen/Qwen2.5-7B-Instruct"
@@ -273,7 +273,7 @@ def test_python_errors_name_keyword_arguments_and_the_cli_names_flags(capsys):
 
 
 def test_to_python():
-    from planner.hints import to_python
+    from planner.report.hints import to_python
 
     assert to_python("pip install bitsandbytes, or --optim adamw_torch") == "pip install bitsandbytes, or optim='adamw_torch'"
     assert to_python("re-plan with --no-expandable-segments") == "re-plan with expandable_segments=False"
@@ -284,7 +284,7 @@ def test_to_python():
 
 def test_passed_through_keys_reach_grpo_config_where_trl_has_them(tmp_path):
     pytest.importorskip("trl")
-    from planner.trl_config import read_grpo_config
+    from planner.search.trl_config import read_grpo_config
 
     path = tmp_path / "in.yaml"
     path.write_text(yaml.safe_dump({"learning_rate": 3e-6, "beta": 0.02, "lora_alpha": 64,

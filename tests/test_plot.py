@@ -4,10 +4,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from planner.errors import InvalidSetupError  # noqa: E402
-from planner.estimation import estimate  # noqa: E402
-from planner.plot import plot_phases  # noqa: E402
 from planner import plan  # noqa: E402
+from planner.errors import InvalidSetupError  # noqa: E402
+from planner.report.plot import plot_phases  # noqa: E402
+from planner.search.estimation import estimate  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +36,7 @@ def test_plot_of_a_plan_is_a_png(tmp_path):
 def test_plot_of_an_estimate_with_sleep_mode_and_a_live_card(tmp_path):
     from dataclasses import replace
 
-    from planner.gpu_spec import resolve_gpu
+    from planner.specs.gpu import resolve_gpu
 
     live = replace(resolve_gpu("L4"), free_bytes=18 * 2**30, other_process_bytes=4 * 2**30)
     e = estimate("Qwen/Qwen2.5-0.5B-Instruct", live, batch_size=4, prompt_length=128, completion_length=256,
@@ -51,7 +51,7 @@ def test_plot_needs_colocated_phases(tmp_path):
 
 
 def test_legend_names_are_human_and_the_title_names_the_config():
-    from planner.plot import _grouped, config_line, human_name
+    from planner.report.plot import _grouped, config_line, human_name
 
     assert human_name("trainer.optimizer_state") == "trainer: optimizer state"
     assert human_name("vllm.kv_cache") == "vLLM: KV cache"
@@ -70,8 +70,8 @@ def test_legend_names_are_human_and_the_title_names_the_config():
 
 
 def test_the_budget_line_follows_the_margin():
-    from planner.coverage import MEMORY_MODEL_MARGIN
-    from planner.plot import budget_margin
+    from planner.report.plot import budget_margin
+    from planner.search.margins import MEMORY_MODEL_MARGIN
 
     # an estimate keeps no margin: the line is drawn at its memory model's band
     assert budget_margin(colocated_estimate()) == MEMORY_MODEL_MARGIN["analytic"]  # no profile for an L4

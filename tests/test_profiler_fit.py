@@ -1,4 +1,4 @@
-"""Fitting (planner/profiler/fit.py) on recorded H100 measurements.
+"""Fitting (planner/memory/fit.py) on recorded H100 measurements.
 
 The rows below are copied, field subset only, from data/calibration/h100-trl1.16-train.jsonl
 (H100 80GB HBM3, torch 2.11, transformers 5.17, TRL 1.16, bitsandbytes 0.50.2): every LoRA step
@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-from planner.profiler.fit import (LinearFit, ModelFit, fit_family, fit_line, fit_rows, least_squares, row_tokens,
-                                  steady_rows)
+from planner.memory.fit import LinearFit, ModelFit, fit_family, fit_line, fit_rows, least_squares, row_tokens, steady_rows
 
 MIB = 2**20
 ROWS = [json.loads(line) for line in """

@@ -13,14 +13,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from planner.calibration import find_calibration  # noqa: E402
+from tiny_models import TINY_LLAMA  # noqa: E402
+
 from planner.errors import MissingDependencyError  # noqa: E402
-from planner.gpu_spec import resolve_gpu  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
+from planner.memory.calibration import find_calibration  # noqa: E402
 from planner.profiler import measure as measure_mod  # noqa: E402
 from planner.profiler.trace import Shape  # noqa: E402
-
-from tiny_models import TINY_LLAMA  # noqa: E402
+from planner.specs.gpu import resolve_gpu  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 
 class StubMemory:

@@ -9,11 +9,11 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from planner.errors import ConfigError, InvalidSetupError  # noqa: E402
-from planner.model_spec import resolve_model  # noqa: E402
-from planner.profiler.trace import Shape, parse_shapes, trace_steps  # noqa: E402
-
 from tiny_models import TINY_LLAMA  # noqa: E402
+
+from planner.errors import ConfigError, InvalidSetupError  # noqa: E402
+from planner.profiler.trace import Shape, parse_shapes, trace_steps  # noqa: E402
+from planner.specs.model import resolve_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

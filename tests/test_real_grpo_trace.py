@@ -7,8 +7,7 @@ trainer term drifts away from what the real trainer holds.
 """
 
 import pytest
-
-from planner.calibration_data import evaluate_real_grpo_trace, training_peak
+from calibration_data import evaluate_real_grpo_trace, training_peak
 
 RUNS = evaluate_real_grpo_trace()
 MIB = 2**20

@@ -2,11 +2,11 @@
 gradient accumulation raise the device-level peak above one isolated step; the model predicts it."""
 
 import pytest
+from calibration_data import evaluate_runs
 
-from planner.calibration_data import evaluate_runs
 from planner.errors import InvalidSetupError
 from planner.memory.trainer import TrainerSetup, trainer_memory
-from planner.model_spec import resolve_model
+from planner.specs.model import resolve_model
 
 
 @pytest.fixture(scope="module")

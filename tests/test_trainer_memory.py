@@ -9,7 +9,7 @@ from planner.memory.lora import lora_params
 from planner.memory.optimizer import optimizer_state_bytes_per_tensor
 from planner.memory.trainer import TrainerSetup, trainer_memory
 from planner.memory.weights import weights_bytes
-from planner.model_spec import resolve_model
+from planner.specs.model import resolve_model
 
 MIB = 1024**2
 
@@ -138,7 +138,7 @@ def test_eager_attention_architectures_pay_for_seq_squared_scores():
 
 
 def test_gemma2_attention_backend_follows_the_transformers_release():
-    from planner.versions import transformers_eager_attention
+    from planner.specs.versions import transformers_eager_attention
 
     assert not transformers_eager_attention("gemma2", "5.20.0")  # SDPA, soft-cap ignored
     assert transformers_eager_attention("gemma2", "5.21.0")
@@ -182,7 +182,7 @@ def test_real_step_terms():
 
 
 def test_coverage_margin():
-    from planner.coverage import coverage_margin
+    from planner.search.margins import coverage_margin
 
     assert coverage_margin(TrainerSetup(), "1.16.0") == (0.0, ())
     m, reasons = coverage_margin(TrainerSetup(weights="fp32", finetune="full", optim="adamw_torch_fused",

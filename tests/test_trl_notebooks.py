@@ -3,10 +3,10 @@
 import math
 
 import pytest
+from calibration_data import TRL_NOTEBOOKS, predict_notebook
 
-from planner.calibration_data import TRL_NOTEBOOKS, predict_notebook
-from planner.coverage import OLD_TRL_MISS
-from planner.units import GIB
+from planner.search.margins import OLD_TRL_MISS
+from planner.specs.units import GIB
 
 NAMES = list(TRL_NOTEBOOKS)
 LOWER, UPPER = -0.02, 0.10  # issue 15's bounds on the peak reserved

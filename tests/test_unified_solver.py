@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import planner
-from planner.coverage import MEMORY_MODEL_MARGIN
 from planner.errors import InfeasibleError
-from planner.phases import block_totals, phase_peak_bytes
+from planner.memory.phases import block_totals, phase_peak_bytes
+from planner.search.margins import MEMORY_MODEL_MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((Path(__file__).parent / "data" / "single_gpu_solver_d13a20a.json").read_text())
@@ -176,10 +176,10 @@ def test_checks_and_handoff_never_import_the_solver():
                 reach(d, seen)
         return seen
 
-    for low in ("planner.checks", "planner.handoff", "planner.results", "planner.estimation", "planner.solver"):
+    for low in ("planner.checks.preflight", "planner.runtimes.trl_handoff", "planner.search.results", "planner.search.estimation", "planner.search.solver"):
         assert "planner.api" not in reach(low), low
-    for low in ("planner.checks", "planner.handoff", "planner.results"):
-        assert "planner.solver" not in reach(low), low
+    for low in ("planner.checks.preflight", "planner.runtimes.trl_handoff", "planner.search.results"):
+        assert "planner.search.solver" not in reach(low), low
 
 
 def test_expandable_segments_never_get_sleep_mode(monkeypatch):

@@ -1,11 +1,9 @@
-"""Unsloth fast_inference runtime: rules read from the unsloth / unsloth_zoo wheels (planner/versions.py)."""
+"""Unsloth fast_inference runtime: rules read from the unsloth / unsloth_zoo wheels (planner/specs/versions.py)."""
 
 import pytest
 
 from planner.errors import InvalidSetupError, VersionError
-from planner.model_spec import resolve_model
-from planner.units import GIB
-from planner.unsloth import (
+from planner.runtimes.unsloth import (
     adjusted_batch_size,
     requested_utilization,
     standby_target,
@@ -14,7 +12,9 @@ from planner.unsloth import (
     vllm_lora_rank,
     vllm_utilization,
 )
-from planner.versions import unsloth_facts
+from planner.specs.model import resolve_model
+from planner.specs.units import GIB
+from planner.specs.versions import unsloth_facts
 
 T4 = int(14.74 * GIB)
 L4 = int(22.16 * GIB)
@@ -103,7 +103,7 @@ def test_worked_example_llama31_8b_t4():
     assert d["from_pretrained"]["fast_inference"] is True
     assert d["from_pretrained"]["gpu_memory_utilization"] == 0.6
     assert d["vllm"]["gpu_memory_utilization"] == r.vllm_gpu_memory_utilization
-    # vLLM 0.7.3 is not modelled by planner.vllm yet: the Unsloth side only, said so
+    # vLLM 0.7.3 is not modelled by planner.memory.vllm yet: the Unsloth side only, said so
     assert r.capacity is None and "0.7.3" in d["vllm"]["not_modelled"] and d["fits"] is None
 
 

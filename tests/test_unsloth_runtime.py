@@ -10,10 +10,10 @@ import pytest
 import planner
 from planner import cli
 from planner.errors import InvalidSetupError, PreflightError
-from planner.unsloth import adjusted_batch_size, requested_utilization, unsloth_checks, unsloth_estimate
-from planner.unsloth_solver import kept_batches, unsloth_plan, utilization_candidates, with_unsloth_checks
-from planner.units import GIB
-from planner.versions import unsloth_facts, unsloth_trl_ceiling, unsloth_vllm_version
+from planner.runtimes.unsloth import adjusted_batch_size, requested_utilization, unsloth_checks, unsloth_estimate
+from planner.search.unsloth_solver import kept_batches, unsloth_plan, utilization_candidates, with_unsloth_checks
+from planner.specs.units import GIB
+from planner.specs.versions import unsloth_facts, unsloth_trl_ceiling, unsloth_vllm_version
 
 LLAMA8 = "meta-llama/Llama-3.1-8B-Instruct"
 DONE_WHEN = ["--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--weights", "nf4", "--lora-rank", "32",
@@ -27,7 +27,7 @@ def _installed(versions):
 @pytest.fixture
 def no_packages(monkeypatch):
     """A planning machine: none of unsloth, TRL, vLLM installed."""
-    monkeypatch.setattr("planner.versions.installed_version", _installed({}))
+    monkeypatch.setattr("planner.specs.versions.installed_version", _installed({}))
 
 
 def _run(capsys, argv):
@@ -189,7 +189,7 @@ def test_vllm_pairing(no_packages):
     v, why = unsloth_vllm_version("2026.10.9", "7.5", True)
     assert v == "0.9.2" and "assumed" in why
     v, why = unsloth_vllm_version("2026.10.9", "8.9", True)
-    from planner.versions import parse_version
+    from planner.specs.versions import parse_version
 
     assert parse_version(v, "vLLM") < (0, 28, 0)  # 4-bit: bitsandbytes still in tree
 
@@ -234,7 +234,7 @@ def _ids(checks, severity=None):
 
 
 def test_checks_standby_needs_trl_023(monkeypatch):
-    monkeypatch.setattr("planner.versions.installed_version",
+    monkeypatch.setattr("planner.specs.versions.installed_version",
                         _installed({"unsloth": "2025.11.3", "unsloth_zoo": "2025.11.4", "trl": "0.22.2",
                                     "vllm": "0.11.2"}))
     e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", standby=True, unsloth_version="2025.11.3",
@@ -248,16 +248,16 @@ def test_checks_standby_needs_trl_023(monkeypatch):
 
 
 def test_checks_bnb_plugin_from_the_vllm_facts(monkeypatch):
-    from planner.versions import vllm_first_release
+    from planner.specs.versions import vllm_first_release
 
     first = vllm_first_release("bitsandbytes_supported", False)
     base = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9", "trl": "1.15.0", "vllm": first}
-    monkeypatch.setattr("planner.versions.installed_version", _installed(base))
+    monkeypatch.setattr("planner.specs.versions.installed_version", _installed(base))
     e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", load_in_4bit=False, vllm_version="0.26.0")
     assert "unsloth-bnb-plugin" not in _ids(unsloth_checks(e, alloc_conf=""))   # 16-bit: no plugin needed
     e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", load_in_4bit=True, vllm_version="0.26.0")
     assert "unsloth-bnb-plugin" in _ids(unsloth_checks(e, for_training=True, alloc_conf=""), "error")
-    monkeypatch.setattr("planner.versions.installed_version", _installed({**base, "vllm-bnb-plugin": "0.1.0"}))
+    monkeypatch.setattr("planner.specs.versions.installed_version", _installed({**base, "vllm-bnb-plugin": "0.1.0"}))
     assert "unsloth-bnb-plugin" in _ids(unsloth_checks(e, for_training=True, alloc_conf=""), "info")
 
 

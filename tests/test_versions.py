@@ -1,6 +1,6 @@
 """Version tables: each fact is checked against the release it was read from.
 
-vLLM facts were read from the release wheels (line numbers in planner/versions.py); TRL facts from
+vLLM facts were read from the release wheels (line numbers in planner/specs/versions.py); TRL facts from
 the installed trl 1.16.0 and older wheels. Where trl is installed, a few facts are re-read from its
 source text here (no import of trl, so no torch).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import VersionError
-from planner.versions import (
+from planner.specs.versions import (
     parse_version,
     trl_facts,
     trl_first_release,
@@ -129,7 +129,7 @@ def test_trl_sleep_weight_sync_bug_range():
     assert trl_facts("0.28.0").sleep_weight_sync_broken and trl_facts("1.9.2").sleep_weight_sync_broken
     assert not trl_facts("1.10.0").sleep_weight_sync_broken and not trl_facts("1.16.0").sleep_weight_sync_broken
     assert trl_first_release("sleep_weight_sync_broken", False) == "1.10.0"
-    assert trl_facts("1.9.0").sleep_mode_broken  # alias used by planner.phases
+    assert trl_facts("1.9.0").sleep_mode_broken  # alias used by planner.memory.phases
 
 
 def test_trl_engine_arguments():
@@ -186,7 +186,7 @@ def test_installed_trl_source_agrees_with_the_table():
 
 
 def test_modules_import_without_torch():
-    code = ("import sys; import planner.vllm, planner.versions, planner.commands.vllm; "
+    code = ("import sys; import planner.memory.vllm, planner.specs.versions, planner.cli.vllm; "
             "bad = [m for m in ('torch', 'transformers', 'vllm', 'trl') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -215,7 +215,7 @@ def test_old_vllm_rows_follow_the_wheels():
 
 
 def test_trl_vllm_pairing_from_the_wheels():
-    from planner.versions import colocate_vllm_version
+    from planner.specs.versions import colocate_vllm_version
 
     # METADATA extras: trl 0.18-0.20 vllm>=0.8.3, 0.21-0.23 vllm>=0.10.0; import_utils.py pins from 0.24
     assert (trl_facts("0.18.0").vllm_min, trl_facts("0.18.0").vllm_max) == ("0.8.3", None)
@@ -238,7 +238,7 @@ def test_trl_vllm_pairing_from_the_wheels():
 
 
 def test_trl_default_model_dtype_is_the_product_of_trl_and_transformers():
-    from planner.versions import default_weights_format, trl_default_model_dtype
+    from planner.specs.versions import default_weights_format, trl_default_model_dtype
 
     assert trl_default_model_dtype("0.26.0", "4.57.3") == "float32"  # TRL passes none, transformers 4: fp32
     assert trl_default_model_dtype("0.24.0", "5.0.0") == "auto"  # transformers 5: the config's dtype
@@ -248,7 +248,7 @@ def test_trl_default_model_dtype_is_the_product_of_trl_and_transformers():
 
 
 def test_default_optimizer_follows_torch():
-    from planner.versions import default_optimizer, optimizer_default_read
+    from planner.specs.versions import default_optimizer, optimizer_default_read
 
     assert default_optimizer("4.57.1", "2.8.0") == "adamw_torch_fused"
     assert default_optimizer("4.57.1", "2.7.1") == "adamw_torch"
@@ -259,8 +259,8 @@ def test_default_optimizer_follows_torch():
 def test_vllm_sampler_sort_path_by_release_and_trl_logprobs_mode():
     # before 0.17 no Triton top-k/top-p: the sort is profiled only where TRL >= 0.24 asks for processed
     # log-probs (FlashInfer skipped); from 0.17 the sort is left only below 8 rows
-    from planner.model_spec import resolve_model
-    from planner.vllm import activation_peak_bytes, forward_bytes_per_token
+    from planner.memory.vllm import activation_peak_bytes, forward_bytes_per_token
+    from planner.specs.model import resolve_model
     assert [vllm_facts(v).sampler_triton_min_rows for v in ("0.10.2", "0.16.0", "0.17.0", "0.33.0")] == [None, None, 8, 8]
     assert vllm_facts("0.10.2").sampler_sort_bytes_per_logit == 38.0
     assert [trl_facts(v).processed_logprobs for v in ("0.23.0", "0.24.0", "0.26.0", "1.16.0")] == [False, True, True, True]

@@ -13,10 +13,7 @@ import pytest
 
 from planner.cli import main
 from planner.errors import InvalidSetupError, VersionError
-from planner.gpu_spec import resolve_gpu
-from planner.model_spec import resolve_model, spec_from_config
-from planner.units import GIB, MIB
-from planner.vllm import (
+from planner.memory.vllm import (
     _matrix_bytes,
     activation_peak_bytes,
     budget_bytes,
@@ -39,6 +36,9 @@ from planner.vllm import (
     vllm_process_bytes,
     weights_bytes,
 )
+from planner.specs.gpu import resolve_gpu
+from planner.specs.model import resolve_model, spec_from_config
+from planner.specs.units import GIB, MIB
 
 H100_TOTAL = 81_079 * 2**20  # cudaMemGetInfo total on an H100 80GB HBM3 (profiles/gpus.json)
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
@@ -527,7 +527,7 @@ def test_v0_8_5_has_no_startup_check_but_runs_out_of_kv_memory():
 
 
 def test_old_max_seq_len_error_wordings():
-    from planner.vllm import max_seq_len_error
+    from planner.memory.vllm import max_seq_len_error
 
     need, avail = 16 * GIB, int(3.456 * GIB)
     # 0.8.5 kv_cache_utils.py:541-551: the estimated length is lost (its f-string stands on its own line)
@@ -568,7 +568,7 @@ def test_old_batch_defaults():
 
 
 def test_old_cudagraph_capture_sizes_and_graph_modes():
-    from planner.vllm import forward_bytes_per_token
+    from planner.memory.vllm import forward_bytes_per_token
 
     # 0.8.5 config.py:4031-4045: [1, 2, 4] + 8..512 step 8 (67 sizes) whatever max_num_seqs is
     assert cudagraph_capture_sizes(16, 4096, "0.8.5") == (1, 2, 4) + tuple(range(8, 513, 8))

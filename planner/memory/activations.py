@@ -36,7 +36,7 @@ within 2-6% for all eight models (Qwen2.5, Qwen3, Llama 3, Gemma 3; bf16 and NF4
 
 from __future__ import annotations
 
-from ..model_spec import ModelSpec
+from ..specs.model import ModelSpec
 from .lora import ADAPTER_BYTES_PER_PARAM, lora_targets
 
 # Eager attention (architectures without an SDPA path, e.g. Gemma 2's soft-capped logits): per

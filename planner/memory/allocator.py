@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from ..units import MIB
+from ..specs.units import MIB
 
 RESERVE_BASE_BYTES = 372 * MIB  # fitted intercept (small-block pool, rounding, first-step leftovers)
 RESERVE_BASE_BYTES_EXPANDABLE = 64 * MIB  # 2 MiB page granularity of the mapped segments

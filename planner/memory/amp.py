@@ -16,7 +16,7 @@ one layer at a time (one layer's copies, in the activations' transient).
 
 from __future__ import annotations
 
-from ..model_spec import ModelSpec
+from ..specs.model import ModelSpec
 
 AMP_COMPUTE_BYTES = 2  # bf16 or fp16 copies
 

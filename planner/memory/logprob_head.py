@@ -40,7 +40,7 @@
 
 from __future__ import annotations
 
-from ..model_spec import ModelSpec
+from ..specs.model import ModelSpec
 
 LOGPROB_HEADS = ("fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy")
 FUSED_TOKEN_TILE = 4096

@@ -26,7 +26,7 @@ benchmarks/trace_new_architectures.py):
 
 from __future__ import annotations
 
-from ..model_spec import LinearShape, ModelSpec
+from ..specs.model import LinearShape, ModelSpec
 
 ADAPTER_BYTES_PER_PARAM = 4  # fp32 adapters (PEFT autocast_adapter_dtype=True)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",

@@ -22,7 +22,7 @@ about 7 MiB of per-step bookkeeping, ``STATE_OVERHEAD_BYTES``.
 
 from __future__ import annotations
 
-from ..units import MIB
+from ..specs.units import MIB
 
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
 TORCH_ADAMW = ("adamw_torch", "adamw_torch_fused")  # states in the parameter's dtype

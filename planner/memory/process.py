@@ -11,7 +11,7 @@ the same ~770 MiB during its first step (``device_used_mib_end``).
 
 from __future__ import annotations
 
-from ..units import MIB
+from ..specs.units import MIB
 
 CUDA_CONTEXT_BYTES = 527 * MIB  # bare context, H100 / CUDA 13 (calibration env row)
 KERNEL_MODULES_BYTES = 253 * MIB  # lazily loaded kernels + library handles after one step

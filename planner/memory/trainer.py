@@ -39,8 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..errors import InvalidSetupError
-from ..model_spec import ModelSpec
-from ..versions import transformers_eager_attention
+from ..specs.model import ModelSpec
+from ..specs.versions import transformers_eager_attention
 from . import activations as act
 from .allocator import allocator_reserve_bytes, run_reserve_bytes
 from .amp import autocast_weight_cache_bytes

@@ -12,7 +12,7 @@ Checked against the calibration: Llama-3.1-8B NF4 predicts 5,438.1 MiB, measured
 
 from __future__ import annotations
 
-from ..model_spec import ModelSpec
+from ..specs.model import ModelSpec
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1}
 WEIGHT_FORMATS = ("bf16", "fp16", "fp32", "nf4", "int8")

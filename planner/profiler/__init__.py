@@ -4,7 +4,7 @@
                 tensor bytes at every aten op, with the CUDA kernels' memory behaviour substituted
                 where the CPU kernels differ (SDPA, TRL's fused head, NF4 matmuls)
     measure.py  the same step on a real GPU, every figure of data/calibration/README.md, written
-                as a calibration profile (planner/calibration.py reads it)
+                as a calibration profile (planner/memory/calibration.py reads it)
     fit.py      per-model coefficients from measured rows (least squares, pure Python)
 
 Nothing here imports torch at module level; torch, transformers, PEFT, TRL and bitsandbytes are

@@ -1,5 +1,5 @@
 """Measure the trainer's memory on this machine's GPU, the way data/calibration/README.md did,
-and write a calibration profile (``planner.calibration``) with the rows and fitted coefficients.
+and write a calibration profile (``planner.memory.calibration``) with the rows and fitted coefficients.
 
     plan profile --model Qwen/Qwen2.5-0.5B-Instruct --gpu auto
     plan profile --model Qwen/Qwen3-4B --gpu auto --weights nf4 --output results/qwen3-4b.json
@@ -42,8 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, NoGpuError
-from ..model_spec import ModelSpec
-from ..units import MIB
+from ..specs.model import ModelSpec
+from ..specs.units import MIB
 from .trace import LORA_TARGETS, Shape, _hf_config, _quiet_transformers, _set_checkpointing
 
 # What each optional package is needed for, for the one-line install hint.
@@ -367,7 +367,7 @@ def _measure(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_
                 update("", done=True)
     finally:
         close()
-    from .fit import fit_rows
+    from ..memory.fit import fit_rows
 
     fits = fit_rows(rows)
     result = MeasureResult(model_id=spec.model_id, rows=rows, fits=fits, gpu_name=gpu_name or device_name,
@@ -380,7 +380,7 @@ def _measure(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_
 
 def _planner_gpu_name(device_name: str) -> str:
     """The shipped profile name for a CUDA device name (``NVIDIA H100 80GB HBM3`` -> ``H100-80GB``)."""
-    from ..gpu_spec import _lookup
+    from ..specs.gpu import _lookup
 
     entry = _lookup(device_name)
     return entry["name"] if entry else device_name
@@ -409,7 +409,7 @@ def write_profile(spec: ModelSpec, result: MeasureResult, *, device_name: str, t
                   output: str | None = None) -> Path:
     """Write (or update) the calibration profile: one file per GPU and model; families measured now
     replace the same families measured before, others are kept."""
-    from ..calibration import SCHEMA_VERSION, default_output_dir, fingerprint, load_profile
+    from ..memory.calibration import SCHEMA_VERSION, default_output_dir, fingerprint, load_profile
 
     name = _planner_gpu_name(device_name)
     path = Path(output).expanduser() if output else profile_path(default_output_dir(), name, spec.model_id)

@@ -15,7 +15,7 @@ sliding window (32) and Qwen2.5-VL's vision tower (2 blocks of 128).
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..model_spec import ModelSpec, resolve_model, spec_from_config
+from ..specs.model import ModelSpec, resolve_model, spec_from_config
 
 SHRINKABLE = ("openai/gpt-oss-20b", "deepseek-ai/DeepSeek-V2-Lite-Chat", "Qwen/Qwen3-Next-80B-A3B-Instruct",
               "Qwen/Qwen3-30B-A3B", "Qwen/Qwen2.5-VL-7B-Instruct")

@@ -68,7 +68,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, InvalidSetupError, MissingDependencyError, PlannerError
-from ..model_spec import ModelSpec
+from ..specs.model import ModelSpec
 from .allocator_sim import round_size
 
 # the calibration README's q,k,v,o,gate,up,down, plus Phi-3's fused qkv_proj / gate_up_proj (what the

@@ -1,0 +1,169 @@
+"""Flags shared by `plan`, `plan estimate` and `plan check`, and the table formatter."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import InvalidSetupError
+from ..memory.logprob_head import LOGPROB_HEADS
+from ..memory.lora import DEFAULT_TARGETS  # noqa: F401 - re-exported for help text
+from ..memory.optimizer import OPTIMIZERS
+from ..memory.trainer import FINETUNE_MODES
+from ..memory.weights import WEIGHT_FORMATS
+from ..search.request import KV_CACHE_DTYPES
+from ..specs.units import GIB
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their line breaks; an option's default is shown when it has one (a None
+    default means "chosen": its help says by whom)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        said = any(w in text for w in ("%(default)", "(default", "default:"))
+        if not said and default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def spellings(name: str) -> tuple[str, ...]:
+    """A flag in both spellings: ``--per-device-train-batch-size`` and TRL's ``--per_device_train_batch_size``."""
+    dashed, under = "--" + name.replace("_", "-"), "--" + name.replace("-", "_")
+    return (dashed, under) if dashed != under else (dashed,)
+
+
+def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = None, model_required: bool = True) -> None:
+    p.formatter_class = HelpFormatter
+    p.add_argument("--model", *(("--model_name_or_path",) if not model_required else ()), dest="model",
+                   required=model_required, default=None,
+                   help="Hugging Face id or alias of a shipped profile, a local directory or config.json, or a Hub "
+                        "id AutoConfig can serve" + ("" if model_required else
+                                                     " (default: model_name_or_path from --config)"))
+    p.add_argument("--gpu", default=gpu_default, required=gpu_default is None,
+                   help="GPU name from profiles/gpus.json (e.g. H100-80GB, A100-40GB, L4) or 'auto' (NVML)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def add_trainer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("trainer")
+    g.add_argument("--weights", choices=WEIGHT_FORMATS, default=None, help="trainer weight format (default: bf16)")
+    g.add_argument("--finetune", choices=FINETUNE_MODES, default=None, help="lora or full (default: lora)")
+    g.add_argument("--lora-rank", *spellings("lora_r"), dest="lora_rank", type=int, default=None,
+                   help="LoRA rank, trl.ModelConfig's lora_r (default: 16; higher: more memory)")
+    g.add_argument(*spellings("lora_target_modules"), default=None,
+                   help="comma-separated module names (default: all linear projections)")
+    g.add_argument("--optim", choices=OPTIMIZERS, default=None,
+                   help="optimizer (default: adamw_8bit; with --gpu auto and no bitsandbytes installed, adamw_torch)")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations in backward (default: on, TRL's default; reduces memory)")
+    g.add_argument("--logprob-head", choices=LOGPROB_HEADS, default=None,
+                   help="TRL's log-prob head (default: what the installed TRL does, else fused)")
+    g.add_argument("--expandable-segments", action=argparse.BooleanOptionalAction, default=None,
+                   help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (default: read from the environment)")
+
+
+def add_vllm_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("colocated vLLM")
+    g.add_argument("--vllm-max-model-len", *spellings("vllm_max_model_length"), dest="vllm_max_model_len", type=int,
+                   default=None,
+                   help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
+    g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
+    g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
+    g.add_argument("--vllm-quantization", default=None, help="vLLM quantization (default: bitsandbytes for nf4)")
+    g.add_argument("--vllm-max-num-seqs", type=int, default=None,
+                   help="default: per-device batch x steps per generation x TP, as TRL passes it")
+    g.add_argument("--vllm-max-num-batched-tokens", type=int, default=None)
+    g.add_argument("--vllm-enforce-eager", action="store_true")
+    g.add_argument("--vllm-version", default=None, help="vLLM release to model (default: installed, else newest)")
+    g.add_argument("--trl-version", default=None, help="TRL release to model (default: installed, else newest)")
+
+
+def target_modules(args) -> tuple | None:
+    """The flag's comma-separated names, or a --config file's list (checked by the request)."""
+    mods = getattr(args, "lora_target_modules", None)
+    if not mods:
+        return None
+    if isinstance(mods, (list, tuple)):
+        return tuple(mods)
+    return tuple(m.strip() for m in str(mods).split(",") if m.strip())
+
+
+def add_config_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--config GRPO_YAML``: a TRL GRPO config file (planner.search.trl_config reads it); flags win over it."""
+    p.add_argument("--config", default=None, metavar="GRPO_YAML",
+                   help=f"a TRL GRPO config (trl grpo --config): {what}; flags win over the file")
+
+
+def read_config(args):
+    """The ``--config`` file's :class:`~planner.search.trl_config.TrlConfig`, or None without one."""
+    from ..search.trl_config import read_grpo_config
+
+    return read_grpo_config(args.config) if getattr(args, "config", None) else None
+
+
+def model_arg(args, cfg) -> str:
+    """``--model``, else the --config file's ``model_name_or_path``."""
+    model = args.model or (cfg.model if cfg else None)
+    if not model:
+        raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")
+    return model
+
+
+def trainer_kwargs(args) -> dict:
+    """The trainer options the user gave (unset ones are left to the API's defaults)."""
+    kw = dict(weights=args.weights, finetune=args.finetune, lora_rank=args.lora_rank,
+              lora_target_modules=target_modules(args), optim=args.optim,
+              gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
+              expandable_segments=args.expandable_segments)
+    return {k: v for k, v in kw.items() if v is not None or k in ("logprob_head", "expandable_segments")}
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (stdout stays the result, JSON or table), for work that takes seconds."""
+    import sys
+
+    print(f"plan: {message}", file=sys.stderr, flush=True)
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def gib_str(n: float) -> str:
+    return f"{n / GIB:8.2f} GiB"
+
+
+def table(rows: list[tuple[str, str]], title: str | None = None) -> str:
+    """Two-column text table: name, value."""
+    width = max((len(r[0]) for r in rows), default=10)
+    out = [title] if title else []
+    out += [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(out)
+
+
+def margin_text(p) -> str:
+    """The margin a plan used and where it came from (its ``margin`` assumption), for the header:
+    ``margin 3%, the calibrated model's error band`` or ``margin 7%: 4% the analytic model's error
+    band + 3% unmodelled``."""
+    a = p.assumptions.get("margin")
+    if not a:
+        return f"margin {p.margin:.0%}"
+    why = "given (--margin)" if a["source"] == "option" else f"the {a['memory_model']} model's error band"
+    if a.get("unmodelled"):
+        return f"margin {p.margin:.0%}: {a['base']:.0%} {why} + {a['unmodelled']:.0%} unmodelled"
+    return f"margin {p.margin:.0%}, {why}"
+
+
+def check_lines(report) -> list[str]:
+    """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line."""
+    width = max(len(c.id) for c in report.checks)
+    out = []
+    for c in report.checks:
+        out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
+        if c.fix and c.severity != "info":
+            out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+    return out

@@ -1,0 +1,271 @@
+"""`plan` (no subcommand): solve for the GRPO + colocated vLLM configuration that fits.
+
+    plan --model Qwen/Qwen2.5-3B-Instruct --gpu L4 --max-completion-length 1024
+    plan --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --per_device_train_batch_size 8 --num_generations 8
+    plan --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --max-completion-length 2048 --json
+    plan --config grpo.yaml --model Qwen/Qwen2.5-7B-Instruct --gpu H100-80GB --output run.yaml
+    plan --model meta-llama/Llama-3.1-8B-Instruct --gpu A100-40GB --output grpo.yaml --plot memory.png
+
+Pins: a TRL setting given as a flag (either spelling) or read from --config is held as given; the
+solver chooses only the rest and says what stopped a larger plan (a memory phase, a cap or a pin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..api import plan_from_request
+from ..errors import InvalidSetupError
+from ..report import outputs
+from ..report.next_steps import next_steps
+from ..search.margins import MEMORY_MODEL_MARGIN
+from ..search.request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
+from ..search.results import OBJECTIVE, Plan
+from . import _unsloth
+from ._common import (
+    add_config_arg,
+    add_model_gpu_args,
+    add_trainer_args,
+    gib_str,
+    margin_text,
+    model_arg,
+    print_json,
+    read_config,
+    spellings,
+    table,
+    trainer_kwargs,
+)
+from ._topology import add_topology_arguments, gpu_arg
+from ._topology import render as render_layout
+
+
+def _utilization_range(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(x) for x in text.replace(":", ",").split(",")]
+    except ValueError:
+        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'")
+    return parts[0], parts[1]
+
+
+def _bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise InvalidSetupError(f"expected true or false, got '{text}'")
+
+
+# pins given as flags: (TRL name, type, help); each flag takes both spellings
+PIN_FLAGS = (
+    ("per_device_train_batch_size", int, "micro-batch per GPU (default: the solver chooses, up to --max-batch)"),
+    ("gradient_accumulation_steps", int, "= steps_per_generation here (default: the solver chooses)"),
+    ("steps_per_generation", int, "= gradient_accumulation_steps here (default: the solver chooses)"),
+    ("generation_batch_size", int, "completions per generation, all GPUs (default: the solver chooses)"),
+    ("completions_per_step", int, "the effective batch: completions per optimizer step, all GPUs "
+                                  "(= generation_batch_size; default: the solver chooses)"),
+    ("num_generations", int, "completions per prompt (default: the solver picks, preferring TRL's 8)"),
+    ("max_completion_length", int, "completion length in tokens, held exactly (default: the installed TRL's "
+                                   "default, 512 in 1.16, as a target the solver may cut)"),
+    ("vllm_gpu_memory_utilization", float, "vLLM's share of the card (default: the highest in "
+                                           "--utilization-range that fits)"),
+    ("vllm_enable_sleep_mode", _bool, "true or false (default: --sleep-mode auto)"),
+    ("vllm_max_model_length", int, "vLLM's max_model_len (default: prompt + completion length)"),
+)
+
+
+def add_arguments(p) -> None:
+    """Every option of `plan` (shared with `plan check`)."""
+    add_model_gpu_args(p, gpu_default="auto", model_required=False)
+    if not p.description or "Pins:" not in p.description:
+        p.description = ((p.description + "\n\n") if p.description else "") + __doc__.split("\n", 2)[2]
+    add_config_arg(p, "its modelled keys become pins, the others pass through to the output config")
+    add_trainer_args(p)
+    pins = p.add_argument_group("pins (TRL's names, either spelling; each held as given)")
+    for name, kind, text in PIN_FLAGS:
+        pins.add_argument(*spellings(name), dest=name, type=kind, default=None, help=text)
+    pins.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="max_prompt_length", type=int,
+                      default=None, help="longest prompt in tokens (default: 256; sets vllm_max_model_length)")
+    g = p.add_argument_group("targets and caps")
+    g.add_argument("--target-completion-length", type=int, default=None,
+                   help="a completion length the solver may cut to fit (default: TRL's default)")
+    g.add_argument("--utilization-range", default=None, help="vllm_gpu_memory_utilization searched, LO,HI "
+                                                              "(default: 0.3,0.7)")
+    g.add_argument("--max-batch", type=int, default=None, help="the largest micro-batch tried (default: 64)")
+    g.add_argument("--max-completions-per-step", type=int, default=None,
+                   help="the most completions per GPU per optimizer step (default: 512)")
+    g.add_argument("--rollout-turns", type=int, default=None,
+                   help="a multi-turn rollout_func that returns every turn's prompt and completion ids "
+                        "concatenated (TRL's OpenEnv examples): vLLM serves one turn of prompt + completion, the "
+                        "trainer trains on up to this many (default: 1)")
+    g.add_argument("--margin", type=float, default=None,
+                   help=f"safety margin as a fraction of the card (default: from the memory model: "
+                        f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
+                        f"analytic, their measured error bands; more for setups the measurements do not cover)")
+    g.add_argument("--sleep-mode", choices=SLEEP_MODES, default=None,
+                   help="vLLM sleep mode while training (default: auto, the solver chooses)")
+    g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None, help="(default: auto)")
+    g.add_argument("--vllm-version", default=None, help="vLLM release to plan for (default: installed, else the "
+                                                        "newest the TRL release supports)")
+    g.add_argument("--trl-version", default=None, help="TRL release to plan for (default: installed, else newest)")
+    add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
+    o = p.add_argument_group("output")
+    o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
+    o.add_argument("--plot", default=None,
+                   help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
+    o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
+    _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
+
+
+def request_from_args(args) -> PlanRequest:
+    """The one request the options describe (validated: every problem at once): the --config
+    file's pins and options, then the flags (a flag wins over the file)."""
+    cfg = read_config(args)
+    pins: dict = dict(cfg.pins) if cfg else {}
+    sources = {k: "config file" for k in pins}
+    options: dict = dict(cfg.options) if cfg else {}
+    trainer = trainer_kwargs(args)
+    for flag, pin in (("lora_rank", "lora_r"), ("lora_target_modules", "lora_target_modules"), ("optim", "optim")):
+        if trainer.get(flag) is not None:
+            pins[pin] = trainer.pop(flag)
+            sources[pin] = "pinned"
+    options.update(trainer)
+    for name in [n for n, _, _ in PIN_FLAGS] + ["max_prompt_length"]:
+        value = getattr(args, name, None)
+        if value is not None:
+            pins[name] = value
+            sources[name] = "pinned"
+    given = dict(max_completion_length=args.target_completion_length, margin=args.margin,
+                 sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
+                 kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
+                 max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
+                 rollout_turns=args.rollout_turns,
+                 server_gpus=args.server_gpus, server_host=args.server_host)
+    if args.utilization_range is not None:
+        given["utilization_range"] = _utilization_range(args.utilization_range)
+    options.update({k: v for k, v in given.items() if v is not None})
+    options.update(num_gpus=args.num_gpus, num_nodes=args.num_nodes, server_port=args.server_port)
+    for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
+        if getattr(args, name) != "auto" or name not in options:
+            options[name] = getattr(args, name)
+    return plan_request(model_arg(args, cfg), gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
+                        passthrough=dict(cfg.passthrough) if cfg else {}, **options)
+
+
+def plan_from_args(args) -> Plan:
+    """The `Plan` the options ask for (used by `plan` and `plan check`), for 1..N GPUs."""
+    return plan_from_request(request_from_args(args))
+
+
+def _outputs(args) -> dict:
+    return dict(output=getattr(args, "output", None), plot=getattr(args, "plot", None),
+                output_dir=getattr(args, "output_dir", None), force=bool(getattr(args, "force", False)))
+
+
+def check_outputs(args) -> None:
+    """Before any planning: the --plot format, the packages the writers need, existing targets."""
+    outputs.check_outputs(**_outputs(args))
+
+
+def run(args) -> int:
+    if args.rollout_turns not in (None, 1) and getattr(args, "runtime", "trl") != "trl":
+        raise InvalidSetupError("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated "
+                                "length with --prompt-length and --max-completion-length")
+    if (rc := _unsloth.dispatch(args, "plan")) is not None:
+        return rc
+    check_outputs(args)
+    p = plan_from_args(args)
+    written, errors = outputs.write_if_ok(p, **_outputs(args))
+    files = {path.name: str(path) for path in written}
+    if written:
+        p = replace(p, next_steps=next_steps(p, files))
+    if args.json:
+        d = p.to_dict()
+        if written:
+            d["written"] = files
+        print_json(d)
+    else:
+        print(render(p))
+        print(render_next_steps(p))
+        for path in written:
+            print(f"wrote {path}")
+    return outputs.report_rating(errors, any(v for k, v in _outputs(args).items() if k != "force"))
+
+
+def _value(v) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def render_assumptions(p: Plan) -> str:
+    """The assumptions as an aligned table: key, value, source, note."""
+    rows = []
+    for key, a in p.assumptions.items():
+        value = _value(a["value"])
+        if "installed" in a:
+            value += f" (installed: {a['installed'] or 'none'})"
+        note = a.get("note") or a.get("expected_error") or ""
+        rows.append((key, value, a["source"], note))
+    if not rows:
+        return ""
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    out = ["assumptions:"]
+    out += [f"  {k:<{w[0]}}  {v:<{w[1]}}  {src:<{w[2]}}  {note}".rstrip() for k, v, src, note in rows]
+    return "\n".join(out)
+
+
+def render_binding(p: Plan) -> str:
+    b = p.binding
+    if not b:
+        return ""
+    kind = {"memory": "memory phase", "cap": "cap", "pin": "pin", "rule": "TRL rule", "target": "target"}
+    out = [f"binding: {kind.get(b['constraint'], b['constraint'])} {b['name']}: {b['detail']}"]
+    for name, lim in b.get("limits", {}).items():
+        out.append(f"  {name:<28} {kind.get(lim['constraint'], lim['constraint']):<12} {lim['detail']}")
+    return "\n".join(out)
+
+
+def render_next_steps(p: Plan) -> str:
+    n = p.next_steps
+    if not n:
+        return ""
+    out = ["next:"]
+    if n.get("write_first"):
+        out.append(f"  # write the files first: {n['write_first']}")
+    out += [f"  {line}" for line in n["command"].split("\n")]
+    out.append("  # or in Python:")
+    out += [f"  {line}" for line in n["python"].split("\n")]
+    return "\n".join(out)
+
+
+def render(p: Plan) -> str:
+    if p.multi_gpu:
+        return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
+    cfg = p.config
+    role = p.training_rank
+    pinned = set(p.pinned)
+    out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB); {margin_text(p)}; "
+           f"memory model: {p.memory_model}",
+           table([(k, _value(v) + ("  (pinned)" if k in pinned else "")) for k, v in cfg.items()], "GRPOConfig:")]
+    phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]
+    phase_rows.append(("budget (card - margin)", gib_str(p.budget_bytes)))
+    phase_rows.append(("headroom", gib_str(p.headroom_bytes)))
+    out.append(table(phase_rows, "peak per phase:"))
+    v = p.vllm
+    if v is not None:
+        out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
+                          ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens"),
+                          ("generation waves", str(p.waves))], "vLLM:"))
+    out.append("objective: " + " > ".join(OBJECTIVE))
+    out += [x for x in (render_binding(p), render_assumptions(p)) if x]
+    out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))
+    flagged = [c for c in p.checks if c.severity != "info"]
+    # a warning that is also a flagged check (an unmodelled architecture) is printed once, as the check
+    out += [f"warning: {w}" for w in p.warnings if not any(w.startswith(c.message) for c in flagged)]
+    if flagged:
+        out.append("pre-flight (`plan check` for all):")
+        out += [f"  {c.severity}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in flagged]
+    return "\n".join(out)

@@ -1,1 +1,0 @@
-"""One module per `plan` subcommand: ``add_parser(subparsers)`` registers it, ``run(args)`` runs it."""

@@ -1,0 +1,110 @@
+"""Every assumption a plan rests on, with its value and where it came from.
+
+    assumptions(req, completed, plan, installed={"trl": "1.16.0", "vllm": None, ...})
+    # {"prompt_length": {"value": 256, "source": "default"}, "vllm_version": {"value": "0.33.0",
+    #  "source": "default", "installed": None, "note": "..."}, ...}
+
+Sources: ``pinned`` (a TRL setting the user fixed), ``config file`` (read from ``--config``),
+``option`` (a planner option set to a value other than its default), ``installed package`` (read
+from this machine's packages or environment), ``memory model`` (the margin: the measured band of
+the memory model the plan uses, planner.search.margins), ``default`` (the planner's default). Pure: the
+caller (planner.api) reads the installed versions and which memory model the margin followed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from ..search.margins import label_kind
+from ..search.request import PlanRequest, Targets, TrainerOptions
+
+# the memory model's expected error, from the README's measurements (section "Accuracy (measured)")
+EXPECTED_ERROR = {
+    "analytic": "held-out H100 steps: median |error| 2.2%, worst under-prediction -0.94%, max 6.2% on peaks above "
+                "8 GiB (19% over-prediction on sub-1B models); whole runs -1.6% to +9.2% (README, Accuracy)",
+    "calibrated": "held-out H100 steps of a calibrated family: worst under-prediction -2.99%, worst over-prediction "
+                  "+8.2% (a first step); whole runs of calibrated models -0.02% to +9.2% "
+                  "(benchmarks/results/margin_bands.txt)",
+}
+_TARGET_DEFAULTS = {f.name: f.default for f in fields(Targets)}
+_TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerOptions)}
+
+
+def _entry(value: Any, source: str, **more: Any) -> dict[str, Any]:
+    return {"value": list(value) if isinstance(value, tuple) else value, "source": source, **more}
+
+
+def _option_source(value: Any, default: Any) -> str:
+    return "default" if value == default else "option"
+
+
+def margin_entry(given: float | None, base: float | None, used: float, kind: str) -> dict[str, Any]:
+    """The margin a plan used and where it came from: ``given`` by the user (None: the memory
+    model's band), ``base`` after the defaults (the band, or what was given), ``used`` with what
+    planner.search.margins adds for a setup the measurements do not cover (``unmodelled``)."""
+    base = used if base is None else base
+    extra = round(used - base, 4)
+    why = ("given (--margin)" if given is not None
+           else f"the {kind} memory model's measured error band (planner/search/margins.py)")
+    if extra:
+        why += f", +{extra:.0%} for what the measurements do not cover (see the warnings)"
+    return _entry(used, "option" if given is not None else "memory model", memory_model=kind, base=base,
+                  unmodelled=extra, note=why)
+
+
+def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: dict[str, str | None],
+                notes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """``req``: the request as the user gave it; ``completed``: with the environment's defaults
+    filled in (planner.api.complete_request); ``installed``: dist -> installed version or None."""
+    notes = notes or {}
+    sources = dict(req.sources)
+    out: dict[str, dict[str, Any]] = {}
+    for name, _ in req.pins.items():
+        out[name] = _entry(plan.pin_value(name), sources.get(name, "pinned"))
+    g = req.targets
+    if "max_prompt_length" not in out:
+        out["prompt_length"] = _entry(plan.turn_prompt_length, _option_source(g.prompt_length, 256),
+                                      note="sets vllm_max_model_length with the completion length")
+    if g.rollout_turns != 1:
+        out["rollout_turns"] = _entry(g.rollout_turns, "option",
+                                      note=f"a rollout_func concatenating its turns: vLLM serves one turn, the "
+                                           f"trainer trains on up to {plan.setup.prompt_length} + "
+                                           f"{plan.setup.completion_length} tokens per sequence")
+    if "max_completion_length" not in out:
+        src = "option" if g.max_completion_length is not None else "installed package" \
+            if installed.get("trl") else "default"
+        out["max_completion_length"] = _entry(completed.targets.max_completion_length, src,
+                                              note="a target: cut when it does not fit (pin it to hold it)")
+    for name in ("max_batch", "max_completions_per_step", "utilization_range", "sleep_mode"):
+        value = getattr(g, name)
+        out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
+    kind = notes.get("memory_model_kind") or label_kind(plan.memory_model)
+    out["margin"] = margin_entry(g.margin, completed.targets.margin, plan.margin, kind)
+    if "optim" not in out:
+        src = "option" if req.trainer.optim is not None else notes.get("optim_source", "default")
+        out["optim"] = _entry(plan.config["optim"], src, **({"note": notes["optim"]} if "optim" in notes else {}))
+    t = req.trainer
+    for name in ("weights", "finetune", "gradient_checkpointing"):
+        out[name] = _entry(getattr(t, name), _option_source(getattr(t, name), _TRAINER_DEFAULTS[name]))
+    out["logprob_head"] = _entry(completed.trainer.logprob_head, "option" if t.logprob_head else "installed package"
+                                 if installed.get("trl") else "default")
+    out["expandable_segments"] = _entry(completed.trainer.expandable_segments, "option"
+                                        if t.expandable_segments is not None else "installed package",
+                                        note="PYTORCH_CUDA_ALLOC_CONF")
+    v = req.vllm
+    vllm = plan.vllm
+    for dist, asked, assumed in (("trl", v.trl_version, notes.get("trl_assumed")),
+                                 ("vllm", v.vllm_version, vllm.version if vllm is not None else None),
+                                 ("transformers", t.transformers_version, notes.get("transformers_assumed"))):
+        have = installed.get(dist)
+        src = "option" if asked else "installed package" if have else "default"
+        entry = _entry(asked or assumed, src, installed=have)
+        if have and (asked or assumed) and (asked or assumed) != have:
+            entry["note"] = f"planned for {dist} {asked or assumed}, but {have} is installed"
+        elif not have:
+            entry["note"] = f"{dist} is not installed: planned for {asked or assumed}"
+        out[f"{dist}_version"] = entry
+    out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
+                                 expected_error=EXPECTED_ERROR[kind])
+    return out

@@ -1,0 +1,556 @@
+"""Unsloth's ``fast_inference=True`` runtime: vLLM in the training process, one copy of the weights.
+
+``FastLanguageModel.from_pretrained(..., fast_inference=True)`` starts vLLM first and builds the
+trainable model on vLLM's weights, so the weights live once, inside vLLM's
+``gpu_memory_utilization`` share; the trainer adds only LoRA adapters, their gradients and
+optimizer state, activations (Unsloth's checkpointing keeps layer inputs on the CPU) and the
+chunked GRPO loss. Unsloth also rewrites what vLLM receives (:func:`vllm_utilization`). The rules
+are read from the unsloth / unsloth_zoo wheels, release by release (``versions.unsloth_facts``).
+
+    r = unsloth_estimate("meta-llama/Llama-3.1-8B-Instruct", "T4", load_in_4bit=True,
+                         gpu_memory_utilization=0.6, max_seq_length=1024, lora_rank=32)
+    r.vllm_gpu_memory_utilization, r.fits, r.to_dict()["from_pretrained"]
+
+No torch import: every term is arithmetic on the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidSetupError, VersionError
+from ..memory import vllm as _vllm
+from ..memory.activations import checkpoint_bytes_per_token, transient_bytes_per_token
+from ..memory.allocator import allocator_reserve_bytes
+from ..memory.gradients import gradient_bytes
+from ..memory.logprob_head import fused_head_bytes
+from ..memory.lora import (
+    ADAPTER_BYTES_PER_PARAM,
+    adapter_bytes,
+    lora_params,
+    lora_tensor_numels,
+)
+from ..memory.optimizer import optimizer_state_bytes
+from ..memory.process import cublas_workspace_bytes
+from ..specs.gpu import GpuSpec, resolve_gpu
+from ..specs.model import ModelSpec, resolve_model
+from ..specs.units import GIB, MIB
+from ..specs.versions import (
+    UNSLOTH_4BIT_WEIGHT_FACTOR,
+    UNSLOTH_ACTIVATION_BATCH,
+    UNSLOTH_ACTIVATION_SLACK,
+    UNSLOTH_CUDAGRAPH_GRAPHS,
+    UNSLOTH_LORA_RANKS,
+    UNSLOTH_RL_DEFAULTS,
+    UnslothFacts,
+    parse_version,
+    unsloth_facts,
+    unsloth_vision_turns_standby_off,
+    unsloth_vllm_version,
+)
+
+# Memory already in use on the card when load_vllm reads torch.cuda.mem_get_info(): the process's
+# CUDA context (nothing else is loaded yet; vLLM comes first). Not read from code: the printed
+# "actual GPU utilization" / request ratios of the 7 shared runs that print both
+# (shared/unsloth/unsloth-reports.jsonl) put it at 0.10-0.14 GiB on T4, 0.22 on L4, 0.42 on an
+# RTX 4090 and 0.45 on an A100-80GB; 256 MiB keeps every one of them within 0.01 of the printed
+# utilisation (benchmarks/unsloth_reports.py). A live card (``--gpu auto``) gives the real figure.
+PRE_VLLM_USED_BYTES = 256 * MIB
+COMPUTE_BYTES = 2  # bf16 / fp16 activations and vLLM LoRA slots
+MAX_LORAS = 1      # load_vllm(max_loras=1) (unsloth_zoo 2026.10.9 vllm_utils.py:4388)
+
+
+# -- what vLLM receives ---------------------------------------------------------------------------
+
+def standby_target(facts: UnslothFacts, total_bytes: int, vllm_version: str | None) -> float | None:
+    """The utilisation standby imposes on a card of ``total_bytes`` (None: the release has none)."""
+    if facts.standby_rule == "none":
+        return None
+    if facts.standby_rule == "floor":
+        return facts.standby_floor
+    ten_percent = total_bytes / GIB * 0.1
+    new_vllm = vllm_version is None or parse_version(vllm_version, "vLLM") >= (0, 11, 0)
+    tiers = facts.standby_tiers if (new_vllm or not facts.standby_tiers_pre_0_11) else facts.standby_tiers_pre_0_11
+    target = next(u for floor, u in tiers if ten_percent >= floor)
+    return target * facts.standby_factor_0_11 if new_vllm else target
+
+
+def requested_utilization(facts: UnslothFacts, requested: float, standby: bool, total_bytes: int,
+                          vllm_version: str | None) -> tuple[float, str]:
+    """(utilisation after the standby override, why)."""
+    target = standby_target(facts, total_bytes, vllm_version) if standby else None
+    if target is None:
+        return requested, "as requested" if not standby else f"standby: Unsloth {facts.release} keeps the request"
+    if requested < target:
+        return target, f"standby raises {requested} to {target:.4g} (card-size target)"
+    if requested > target and facts.standby_rule == "tiers_set":
+        return target, f"standby lowers {requested} to {target:.4g} (card-size target)"
+    return requested, "as requested (at or above the standby target)"
+
+
+def unsloth_activation_estimate_bytes(spec: ModelSpec, max_seq_length: int) -> float:
+    """Unsloth's training-activation allowance (bsz 2, 25% slack, 2 B; hidden // heads x kv heads
+    for K/V as in the source): what load_vllm leaves outside vLLM at the least."""
+    hd, mlp = spec.hidden_size, spec.intermediate_size
+    kv = hd // spec.num_attention_heads * spec.num_kv_heads
+    tokens = max_seq_length * UNSLOTH_ACTIVATION_BATCH
+    elements = tokens * (hd + 2 * kv) + tokens * 2 + tokens * 2 * mlp + mlp * hd
+    return elements * UNSLOTH_ACTIVATION_SLACK * 2
+
+
+def vllm_utilization(facts: UnslothFacts, requested: float, standby: bool, total_bytes: int, free_bytes: int,
+                     spec: ModelSpec, max_seq_length: int, vllm_version: str | None,
+                     training: bool = True) -> tuple[float, str]:
+    """(the gpu_memory_utilization load_vllm passes to vLLM and prints, why).
+
+    ``util x free / total`` of torch.cuda.mem_get_info() (the "shrink": 0.7 -> 69.3% when 1% of
+    the card is in use), lowered to ``1 - activation / total`` when the request leaves less than
+    Unsloth's activation estimate outside vLLM.
+    """
+    util, why = requested_utilization(facts, requested, standby, total_bytes, vllm_version)
+    share = util * free_bytes
+    act = unsloth_activation_estimate_bytes(spec, max_seq_length) if training else 0
+    if total_bytes - share < act:
+        share = total_bytes - act
+        why += "; capped to leave Unsloth's activation estimate outside vLLM"
+    else:
+        why += f"; x free/total = {free_bytes / total_bytes:.4f} (memory in use before vLLM)"
+    return share / total_bytes, why
+
+
+def vllm_lora_rank(facts: UnslothFacts, lora_rank: int) -> int:
+    """``max_lora_rank`` as vLLM gets it: rounded up to a rank vLLM accepts from 2025.11.3 on."""
+    if not facts.rounds_lora_rank:
+        return lora_rank
+    for r in UNSLOTH_LORA_RANKS:
+        if r >= lora_rank:
+            return r
+    raise InvalidSetupError(f"vLLM does not support LoRA rank {lora_rank}: Unsloth accepts up to "
+                            f"{UNSLOTH_LORA_RANKS[-1]} ({', '.join(map(str, UNSLOTH_LORA_RANKS))})")
+
+
+def unsloth_kv_estimate_bytes(facts: UnslothFacts, spec: ModelSpec, vllm_util: float, total_bytes: int,
+                              load_in_4bit: bool, max_lora_rank: int, weights_fp8: bool = False) -> float:
+    """Unsloth's "vLLM's KV Cache can use up to X GB": its share less its own weight and LoRA
+    estimate (and, from 2026.3.1, a CUDA-graph allowance). Not what vLLM then allocates."""
+    hd, mlp, layers = spec.hidden_size, spec.intermediate_size, spec.num_layers
+    kv = hd // spec.num_attention_heads * spec.num_kv_heads
+    quantizable = ((2 * hd + 2 * kv) * hd + 3 * hd * mlp) * layers * 2
+    float16 = (2 * hd + spec.vocab_size * hd * (1 if spec.tie_word_embeddings else 2)) * 2
+    factor = UNSLOTH_4BIT_WEIGHT_FACTOR if load_in_4bit else (8 / 5 if weights_fp8 else 1)
+    r = max_lora_rank
+    lora = (hd * r * 4 + r * (2 * hd + 2 * kv) + hd * r * 2 + mlp * r + r * 2 * mlp + r * hd) * layers * 2
+    left = vllm_util * total_bytes - (quantizable / factor + float16 + lora * MAX_LORAS)
+    if facts.estimate_subtracts_cudagraphs:
+        left -= min(max(UNSLOTH_CUDAGRAPH_GRAPHS * hd * layers * 4, int(0.15 * GIB)), int(1.0 * GIB))
+    return max(0.0, left)
+
+
+_V2025_SEQS = ((2, 128), (4, 160), (8, 192), (12, 224), (16, 256), (24, 288), (40, 320), (48, 226), (80, 368))
+_V2026 = ((2, 2048, 8), (4, 2048, 16), (8, 4096, 32), (12, 4096, 48), (16, 6144, 64), (24, 6144, 80),
+          (40, 8192, 96), (48, 8192, 112), (80, 8192, 128))
+
+
+def unsloth_batch_limits(facts: UnslothFacts, kv_estimate_bytes: float, max_seq_length: int,
+                         float8_kv_cache: bool = False) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) load_vllm gives vLLM, from its KV estimate in GiB."""
+    gb = kv_estimate_bytes / GIB
+    if facts.batch_table == "v2025":
+        seqs = next((s for limit, s in _V2025_SEQS if gb <= limit), 368)
+        mnbt = max_seq_length
+    else:
+        mnbt, seqs = next(((t, s) for limit, t, s in _V2026 if gb <= limit), (8192, 256))
+    if float8_kv_cache:
+        seqs = int(seqs * 1.05)
+    if facts.batch_table == "v2026":
+        mnbt = min(mnbt, seqs * max_seq_length)
+        mnbt = max(mnbt, seqs)
+    return seqs, mnbt
+
+
+def adjusted_batch_size(facts: UnslothFacts, per_device_train_batch_size: int, gradient_accumulation_steps: int,
+                        num_generations: int, world_size: int = 1) -> int:
+    """The per-device batch Unsloth's GRPOConfig runs: set to ``num_generations`` when the rule fails."""
+    if facts.divisibility_rule == "ga_world":
+        bad = (gradient_accumulation_steps * world_size * per_device_train_batch_size) % num_generations != 0
+    else:
+        bad = per_device_train_batch_size % num_generations != 0
+    return num_generations if bad else per_device_train_batch_size
+
+
+# -- the trainer outside vLLM's share -------------------------------------------------------------
+
+def vllm_lora_slot_bytes(spec: ModelSpec, max_lora_rank: int) -> int:
+    """vLLM's preallocated LoRA A/B buffers (max_loras x max_lora_rank, model dtype)."""
+    return lora_params(spec, max_lora_rank) * COMPUTE_BYTES * MAX_LORAS
+
+
+def trainer_terms(spec: ModelSpec, lora_rank: int, batch_size: int, prompt_length: int, completion_length: int,
+                  optim: str = "adamw_8bit") -> dict:
+    """Device bytes the trainer adds beyond vLLM's share during a step.
+
+    Differs from planner.memory.trainer: no weights (vLLM's are shared); checkpointed layer inputs
+    live in CPU memory (``host_checkpoint_bytes``), so only the recomputed layer's tensors plus the
+    backward working set (``transient_bytes_per_token``) are on the GPU; the loss is chunked, so
+    the fused, tiled head term stands for it (no full logits).
+    """
+    tokens = batch_size * (prompt_length + completion_length)
+    adapters = adapter_bytes(spec, lora_rank)
+    grads = gradient_bytes(lora_params(spec, lora_rank), ADAPTER_BYTES_PER_PARAM)
+    opt = optimizer_state_bytes(lora_tensor_numels(spec, lora_rank), optim)
+    layer = int(tokens * transient_bytes_per_token(spec, "lora", lora_rank, True, COMPUTE_BYTES))
+    head = fused_head_bytes(spec, batch_size * completion_length, COMPUTE_BYTES)
+    activations = layer + 2 * tokens * spec.hidden_size * COMPUTE_BYTES  # + the layer input and its grad
+    transient = max(activations, head)
+    reserve = allocator_reserve_bytes(transient, True, False)
+    return {"adapters": adapters, "gradients": grads, "optimizer_state": opt, "activations": activations,
+            "loss_chunk": head, "cublas_workspace": cublas_workspace_bytes(), "allocator_reserve": reserve,
+            "host_checkpoint_bytes": int(tokens * checkpoint_bytes_per_token(spec, COMPUTE_BYTES))}
+
+
+# -- the whole runtime ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UnslothEstimate:
+    model: ModelSpec
+    gpu: GpuSpec
+    facts: UnslothFacts
+    vllm_version: str | None
+    requested_gpu_memory_utilization: float
+    standby: bool
+    vllm_gpu_memory_utilization: float
+    utilization_reason: str
+    max_seq_length: int
+    load_in_4bit: bool
+    float8_kv_cache: bool
+    lora_rank: int
+    max_lora_rank: int
+    unsloth_kv_estimate_bytes: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    per_device_train_batch_size: int
+    requested_batch_size: int
+    gradient_accumulation_steps: int
+    num_generations: int
+    max_prompt_length: int
+    max_completion_length: int
+    capacity: _vllm.VllmCapacity | None  # None when vLLM's release is not modelled
+    vllm_not_modelled: str | None
+    lora_slot_bytes: int
+    kv_cache_bytes: int | None
+    kv_cache_tokens: int | None
+    trainer: dict
+    phases: dict
+    fits: bool | None
+    pre_vllm_used_bytes: int
+    vllm_version_reason: str = "given"
+    standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
+
+    @property
+    def trainer_peak_bytes(self) -> int:
+        return sum(v for k, v in self.trainer.items() if k not in ("host_checkpoint_bytes", "loss_chunk"))
+
+    def from_pretrained_kwargs(self) -> dict:
+        return {"model_name": self.model.model_id, "max_seq_length": self.max_seq_length,
+                "load_in_4bit": self.load_in_4bit, "fast_inference": True, "max_lora_rank": self.lora_rank,
+                "gpu_memory_utilization": self.requested_gpu_memory_utilization,
+                "float8_kv_cache": self.float8_kv_cache}
+
+    def get_peft_model_kwargs(self) -> dict:
+        return {"r": self.lora_rank, "lora_alpha": self.lora_rank,
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                "use_gradient_checkpointing": "unsloth", "random_state": 3407}
+
+    def grpo_config_kwargs(self) -> dict:
+        return {"per_device_train_batch_size": self.per_device_train_batch_size,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                "num_generations": self.num_generations, "max_prompt_length": self.max_prompt_length,
+                "max_completion_length": self.max_completion_length, "optim": "adamw_8bit"}
+
+    def env(self) -> dict:
+        return {"UNSLOTH_VLLM_STANDBY": "1" if self.standby else "0"}
+
+    def to_dict(self) -> dict:
+        cap = self.capacity
+        v = {"version": self.vllm_version, "version_reason": self.vllm_version_reason,
+             "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+             "utilization_reason": self.utilization_reason, "max_lora_rank": self.max_lora_rank,
+             "max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
+             "unsloth_kv_estimate_bytes": int(self.unsloth_kv_estimate_bytes),
+             "lora_slot_bytes": self.lora_slot_bytes, "not_modelled": self.vllm_not_modelled,
+             "kv_cache_bytes": self.kv_cache_bytes, "kv_cache_tokens": self.kv_cache_tokens,
+             "weights_bytes": None if cap is None else cap.weights_bytes + self.lora_slot_bytes,
+             "budget_bytes": None if cap is None else cap.budget_bytes,
+             "activation_peak_bytes": None if cap is None else cap.activation_peak_bytes,
+             "cudagraph_bytes": None if cap is None else cap.cudagraph_bytes,
+             "errors": [] if cap is None else list(cap.errors)}
+        adjusted = self.per_device_train_batch_size != self.requested_batch_size
+        return {
+            "runtime": "unsloth",
+            "unsloth_version": self.facts.release,
+            "vllm": v,
+            "trainer": {"peak_bytes": self.trainer_peak_bytes, "components": dict(self.trainer)},
+            "phases": dict(self.phases),
+            "fits": self.fits,
+            "from_pretrained": self.from_pretrained_kwargs(),
+            "get_peft_model": self.get_peft_model_kwargs(),
+            "grpo_config": self.grpo_config_kwargs(),
+            "batch_adjusted": (f"Unsloth changes per_device_train_batch_size {self.requested_batch_size} -> "
+                               f"{self.per_device_train_batch_size} (= num_generations)") if adjusted else None,
+            "env": self.env(),
+            "pre_vllm_used_bytes": self.pre_vllm_used_bytes,
+            "model": self.model.summary(), "gpu": self.gpu.to_dict(),
+        }
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSetupError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bool = True,
+                     gpu_memory_utilization: float | None = None, standby: bool = False,
+                     float8_kv_cache: bool = False, lora_rank: int = 16,
+                     per_device_train_batch_size: int | None = None, gradient_accumulation_steps: int | None = None,
+                     num_generations: int | None = None, max_prompt_length: int = 256,
+                     max_completion_length: int | None = None, unsloth_version: str | None = None,
+                     vllm_version: str | None = None, free_bytes: int | None = None,
+                     weights_fp8: bool = False, prequantized: bool | None = None) -> UnslothEstimate:
+    """Memory of one Unsloth ``fast_inference=True`` GRPO setup; ``None`` takes Unsloth's defaults.
+
+    ``free_bytes``: free memory when load_vllm runs (default: the card less PRE_VLLM_USED_BYTES, or
+    the live free figure of a detected card). A vLLM release planner.memory.vllm does not model yet gives
+    the Unsloth side only (``vllm_not_modelled`` says why) and ``fits = None``. ``prequantized``:
+    the checkpoint is already bitsandbytes 4-bit (``*-bnb-4bit``; default: ``load_in_4bit``).
+    """
+    spec = resolve_model(model)
+    card = resolve_gpu(gpu)
+    facts = unsloth_facts(unsloth_version)
+    util = facts.gpu_memory_utilization_default if gpu_memory_utilization is None else gpu_memory_utilization
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
+        raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
+    _positive("max_seq_length", max_seq_length)
+    _positive("lora_rank", lora_rank)
+    if float8_kv_cache and card.compute_capability and float(card.compute_capability) < 8.0:
+        raise InvalidSetupError(f"float8_kv_cache needs compute capability >= 8.0; {card.name} has "
+                                f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
+    if card.compute_capability and float(card.compute_capability) < 7.0:
+        raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+    batch = _positive("per_device_train_batch_size", per_device_train_batch_size
+                      or UNSLOTH_RL_DEFAULTS["per_device_train_batch_size"])
+    ga = _positive("gradient_accumulation_steps", gradient_accumulation_steps
+                   or UNSLOTH_RL_DEFAULTS["gradient_accumulation_steps"])
+    gens = _positive("num_generations", num_generations or UNSLOTH_RL_DEFAULTS["num_generations"])
+    completion = max_completion_length or max(1, max_seq_length - max_prompt_length)
+    vllm_reason = "given"
+    if vllm_version is None:
+        vllm_version, vllm_reason = unsloth_vllm_version(facts.release, card.compute_capability, load_in_4bit)
+    standby_requested = standby
+    if standby and spec.vision_params and unsloth_vision_turns_standby_off(facts.release):
+        standby = False
+    total = card.total_bytes
+    free = (card.usable_bytes - PRE_VLLM_USED_BYTES) if free_bytes is None else free_bytes
+    pre_used = total - free
+
+    actual, why = vllm_utilization(facts, util, standby, total, free, spec, max_seq_length, vllm_version)
+    rank = vllm_lora_rank(facts, lora_rank)
+    est_4bit = (load_in_4bit if prequantized is None else prequantized) if facts.estimate_4bit_from_checkpoint \
+        else load_in_4bit
+    kv_est = unsloth_kv_estimate_bytes(facts, spec, actual, total, est_4bit, rank, weights_fp8)
+    seqs, mnbt = unsloth_batch_limits(facts, kv_est, max_seq_length, float8_kv_cache)
+    run_batch = adjusted_batch_size(facts, batch, ga, gens)
+    slots = vllm_lora_slot_bytes(spec, rank)
+    trainer = trainer_terms(spec, lora_rank, run_batch, max_prompt_length, completion)
+
+    cap, not_modelled, kv_bytes, kv_tokens, phases, fits = None, None, None, None, {}, None
+    try:
+        cap = _vllm.vllm_capacity(
+            spec, card, gpu_memory_utilization=actual, max_model_len=min(max_seq_length, spec.max_position_embeddings),
+            kv_cache_dtype="fp8" if float8_kv_cache else "auto",
+            quantization="bitsandbytes" if load_in_4bit else ("fp8" if weights_fp8 else None),
+            max_num_seqs=seqs, max_num_batched_tokens=max(mnbt, seqs), vllm_version=vllm_version,
+            free_bytes=max(0, free), baseline=0)
+    except VersionError as e:
+        not_modelled = str(e)
+    if cap is not None:
+        available = cap.available_kv_bytes - slots  # the LoRA slots are allocated with the weights
+        blocks = _vllm.num_blocks(available, cap.layout.bytes_per_block)
+        kv_bytes = blocks * cap.layout.bytes_per_block
+        conc = _vllm.max_concurrency(blocks, cap.layout.blocks_per_request)
+        kv_tokens = _vllm.kv_cache_tokens(blocks, len(cap.layout.groups), cap.layout.block_size, conc,
+                                          cap.max_model_len, cap.version)
+        graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
+        resident = cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.cudagraph_bytes
+        persistent = trainer["adapters"] + trainer["optimizer_state"] + trainer["cublas_workspace"]
+        step = sum(trainer[k] for k in ("gradients", "activations", "allocator_reserve"))
+        phases = {
+            "load_bytes": pre_used + cap.budget_bytes + graphs_outside,
+            "generation_bytes": pre_used + resident + persistent + (0 if standby else step),
+            "training_bytes": pre_used + resident - (kv_bytes if standby else 0) + persistent + step,
+        }
+        fits = bool(cap.startup_ok and blocks > 0 and max(phases.values()) <= total)
+    return UnslothEstimate(
+        model=spec, gpu=card, facts=facts, vllm_version=None if cap is None else cap.version,
+        requested_gpu_memory_utilization=util, standby=standby, vllm_gpu_memory_utilization=actual,
+        utilization_reason=why, max_seq_length=max_seq_length, load_in_4bit=load_in_4bit,
+        float8_kv_cache=float8_kv_cache, lora_rank=lora_rank, max_lora_rank=rank, unsloth_kv_estimate_bytes=kv_est,
+        max_num_seqs=seqs, max_num_batched_tokens=mnbt, per_device_train_batch_size=run_batch,
+        requested_batch_size=batch, gradient_accumulation_steps=ga, num_generations=gens,
+        max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
+        vllm_not_modelled=not_modelled, lora_slot_bytes=slots, kv_cache_bytes=kv_bytes, kv_cache_tokens=kv_tokens,
+        trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason,
+        standby_requested=standby_requested)
+
+
+# -- the hand-off: a script --------------------------------------------------------------------
+
+def _kwargs_src(kw: dict, indent: str = "    ") -> str:
+    return "".join(f"{indent}{k}={v!r},\n" for k, v in kw.items())
+
+
+def unsloth_snippet(kwargs: dict) -> str:
+    """A complete Python script from ``UnslothPlan.unsloth_kwargs()``: the environment variables
+    (set before ``import unsloth``, which reads them), ``FastLanguageModel.from_pretrained``,
+    ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer`` (a stand-in reward and dataset to replace)."""
+    fp = dict(kwargs["from_pretrained"])
+    model_name = fp.pop("model_name")
+    lines = ["import os", ""]
+    lines += [f"os.environ[{k!r}] = {v!r}" for k, v in kwargs.get("env", {}).items()]
+    lines += ["", "from unsloth import FastLanguageModel  # import unsloth before trl", "from datasets import Dataset",
+              "from trl import GRPOConfig, GRPOTrainer", "",
+              f"model, tokenizer = FastLanguageModel.from_pretrained(\n    model_name={model_name!r},\n"
+              f"{_kwargs_src(fp)})",
+              f"model = FastLanguageModel.get_peft_model(\n    model,\n{_kwargs_src(kwargs['get_peft_model'])})",
+              "", "def reward_len(completions, **kwargs):  # replace with your reward functions",
+              "    return [-abs(100 - len(c)) / 100 for c in completions]", "",
+              'dataset = Dataset.from_dict({"prompt": ["Write a haiku about memory."] * 64})  # replace', "",
+              f"args = GRPOConfig(\n{_kwargs_src(kwargs['grpo_config'])}    output_dir='outputs',\n)",
+              "trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward_len],",
+              "                      args=args, train_dataset=dataset)", "trainer.train()", ""]
+    return "\n".join(lines)
+
+
+# -- pre-flight checks of the runtime ------------------------------------------------------------
+
+def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_training: bool | None = None,
+                   alloc_conf: str | None = None) -> list:
+    """planner.checks.preflight.Check objects for an Unsloth setup: packages and pairings, the card, standby's
+    requirements, the 4-bit plugin and what Unsloth will use instead of what was asked.
+
+    Missing packages are warnings on a machine that only plans, errors with ``for_training``.
+    ``alloc_conf``: the allocator settings (default: PYTORCH_CUDA_ALLOC_CONF and PYTORCH_ALLOC_CONF
+    from the environment)."""
+    import os
+
+    from ..checks.preflight import Check
+    from ..specs.versions import (
+        UNSLOTH_BNB_PLUGIN,
+        UNSLOTH_STANDBY_MIN_TRL,
+        unsloth_trl_ceiling,
+        vllm_first_release,
+    )
+    from ..specs.versions import installed_version as installed
+
+    env = "error" if for_training else "warning"
+    out = []
+    facts = e.facts
+    unsloth_v, zoo_v = installed("unsloth"), installed("unsloth_zoo")
+    if unsloth_v is None or zoo_v is None:
+        missing = " and ".join(n for n, v in (("unsloth", unsloth_v), ("unsloth_zoo", zoo_v)) if v is None)
+        out.append(Check("unsloth-installed", env, f"{missing} not installed (planned for Unsloth {facts.release})",
+                         f"pip install 'unsloth=={facts.release}' 'unsloth_zoo=={facts.release}'"))
+    else:
+        try:
+            have = unsloth_facts(zoo_v)
+        except VersionError as err:
+            out.append(Check("unsloth-installed", "warning", str(err), "pass --unsloth-version"))
+        else:
+            same = have.first == facts.first
+            out.append(Check("unsloth-installed", "info" if same else "warning",
+                             f"unsloth {unsloth_v}, unsloth_zoo {zoo_v} installed"
+                             + ("" if same else f"; the plan is for Unsloth {facts.release}, whose rules differ"),
+                             "" if same else f"plan with --unsloth-version {zoo_v}"))
+        if parse_version(zoo_v, "Unsloth") < parse_version(unsloth_v, "Unsloth")[:2] + (0,):
+            out.append(Check("unsloth-zoo-pairing", env, f"unsloth_zoo {zoo_v} is older than unsloth {unsloth_v} "
+                             "(unsloth requires unsloth_zoo of its own release or newer)",
+                             f"pip install -U 'unsloth_zoo>={unsloth_v}'"))
+    # TRL
+    trl_installed = installed("trl")
+    trl = trl_installed or trl_version
+    ceiling = unsloth_trl_ceiling(facts.release)
+    if trl_installed is None:
+        out.append(Check("unsloth-trl", env, "TRL is not installed",
+                         f"pip install 'trl<={ceiling}'" if ceiling else "pip install trl"))
+    elif ceiling and parse_version(trl_installed, "TRL") > parse_version(ceiling, "TRL"):
+        out.append(Check("unsloth-trl", env, f"TRL {trl_installed} is newer than Unsloth {facts.release} accepts "
+                         f"(trl<={ceiling} in its requirements)", f"pip install 'trl<={ceiling}'"))
+    else:
+        out.append(Check("unsloth-trl", "info", f"TRL {trl_installed} installed"))
+    if e.standby_requested and trl and parse_version(trl, "TRL") < parse_version(UNSLOTH_STANDBY_MIN_TRL, "TRL"):
+        out.append(Check("unsloth-standby-trl", "error", f"standby needs TRL >= {UNSLOTH_STANDBY_MIN_TRL} (Unsloth "
+                         f"hands TRL vllm_enable_sleep_mode only from there); TRL {trl}",
+                         f"pip install -U 'trl>={UNSLOTH_STANDBY_MIN_TRL}' or --no-standby"))
+    # vLLM
+    vllm_installed = installed("vllm")
+    if vllm_installed is None:
+        out.append(Check("unsloth-vllm-installed", env, "vLLM is not installed: fast_inference=True needs it "
+                         f"(planned for vLLM {e.vllm_version or 'unknown'}, {e.vllm_version_reason})",
+                         f"pip install 'vllm=={e.vllm_version}'" if e.vllm_version else "pip install vllm"))
+    elif e.vllm_version and parse_version(vllm_installed, "vLLM") != parse_version(e.vllm_version, "vLLM"):
+        out.append(Check("unsloth-vllm-installed", "warning", f"vLLM {vllm_installed} installed, the plan is for "
+                         f"vLLM {e.vllm_version}", f"plan with --vllm-version {vllm_installed}"))
+    vllm_v = vllm_installed or e.vllm_version
+    no_bnb = vllm_first_release("bitsandbytes_supported", False)
+    if e.load_in_4bit and vllm_v and no_bnb and parse_version(vllm_v, "vLLM") >= parse_version(no_bnb, "vLLM"):
+        plugin = installed(UNSLOTH_BNB_PLUGIN)
+        out.append(Check("unsloth-bnb-plugin", "info" if plugin else env,
+                         f"load_in_4bit with vLLM {vllm_v} (>= {no_bnb}, bitsandbytes out of tree): "
+                         + (f"{UNSLOTH_BNB_PLUGIN} {plugin} installed" if plugin else f"needs {UNSLOTH_BNB_PLUGIN}"),
+                         "" if plugin else f"pip install {UNSLOTH_BNB_PLUGIN}"))
+    # the card
+    cc = e.gpu.compute_capability
+    if cc:
+        if float(cc) < 7.0:
+            out.append(Check("unsloth-gpu-capability", "error", f"vLLM needs compute capability >= 7.0; "
+                             f"{e.gpu.name} has {cc}", "use a newer card or fast_inference=False"))
+        if e.float8_kv_cache and float(cc) < 8.0:
+            out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
+                             f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))
+    # standby
+    if e.standby_requested:
+        conf = alloc_conf if alloc_conf is not None else ",".join(
+            os.environ.get(k, "") for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
+        if "expandable_segments:True" in conf:
+            out.append(Check("unsloth-standby-alloc-conf", "warning", "standby refuses expandable_segments:True "
+                             "(vLLM's CuMemAllocator asserts); Unsloth strips it from the environment at import",
+                             "unset PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF's expandable_segments:True"))
+        if not e.standby:
+            out.append(Check("unsloth-vision-standby", "warning", f"{e.model.model_id} is a vision model: Unsloth "
+                             f"{facts.release} turns standby off (planned without it)",
+                             "set UNSLOTH_VLLM_STANDBY_VISION=1 to force it"))
+    # what vLLM receives
+    asked = e.requested_gpu_memory_utilization
+    kept, why = requested_utilization(facts, asked, e.standby, e.gpu.total_bytes, e.vllm_version)
+    changed = round(kept, 4) != round(asked, 4)
+    out.append(Check("unsloth-utilization", "warning" if changed else "info",
+                     f"gpu_memory_utilization={asked} asked; Unsloth gives vLLM "
+                     f"{e.vllm_gpu_memory_utilization:.4f} ({e.utilization_reason})",
+                     f"pass {kept:.4g} (what Unsloth uses) or plan without --standby" if changed else ""))
+    if e.max_lora_rank != e.lora_rank:
+        out.append(Check("unsloth-lora-rank", "info", f"max_lora_rank {e.lora_rank} goes to vLLM as "
+                         f"{e.max_lora_rank} (a rank vLLM accepts)"))
+    if e.per_device_train_batch_size != e.requested_batch_size:
+        out.append(Check("unsloth-batch-adjust", "warning", f"Unsloth changes per_device_train_batch_size "
+                         f"{e.requested_batch_size} -> {e.per_device_train_batch_size} (= num_generations)",
+                         "pick a batch whose gradient_accumulation_steps x batch is a multiple of num_generations"))
+    if e.fits is None:
+        out.append(Check("unsloth-memory", "warning", f"vLLM side not modelled: {e.vllm_not_modelled}",
+                         "pass a --vllm-version the planner models"))
+    else:
+        peak = max(e.phases.values()) if e.phases else 0
+        out.append(Check("unsloth-memory", "info" if e.fits else "error",
+                         f"peak {peak / GIB:.2f} GiB of {e.gpu.total_bytes / GIB:.2f} GiB"
+                         + ("" if e.fits else "; vLLM: " + "; ".join(e.capacity.errors if e.capacity else [])),
+                         "" if e.fits else "plan with `plan --runtime unsloth` for a setup that fits"))
+    return out
