@@ -282,3 +282,18 @@ def test_vllm_non_torch_growth_is_smaller_before_0_11():
     # 0.8.5-0.10.x logs: 0.03-0.09 GiB (Unsloth, 0.8.5) and ~0.01 GiB (TRL's QLoRA notebook, 0.10.2)
     assert [vllm_facts(v).non_torch_bytes_tp1 // 2**20 for v in ("0.8.5", "0.10.2", "0.11.0", "0.19.0")] == \
         [96, 96, 256, 256]
+
+
+def test_installed_version_reads_what_importlib_metadata_reads():
+    # planner.specs.versions.installed_version lists the dist-info folders instead of importing
+    # importlib.metadata (30 ms of a plan); on every distribution of this environment it must agree
+    import importlib.metadata as md
+
+    from planner.specs.versions import installed_version
+
+    names = sorted({d.metadata["Name"] for d in md.distributions()})
+    assert len(names) > 10 and "trl" in [n.lower() for n in names]
+    assert [(n, installed_version(n)) for n in names] == [(n, md.version(n)) for n in names]
+    assert installed_version("TRL") == md.version("trl")  # names are compared normalised (PEP 503)
+    assert installed_version("Grpo_Vram.Planner") == md.version("grpo-vram-planner")
+    assert installed_version("no-such-distribution-here") is None

@@ -22,7 +22,9 @@ docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for o
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -52,7 +54,41 @@ def _fmt(v: tuple[int, int, int]) -> str:
 
 
 def installed_version(dist: str) -> str | None:
-    """The installed version of ``dist``, or None (package metadata; the package is not imported)."""
+    """The installed version of ``dist``, or None (package metadata; the package is not imported).
+
+    The version is read from the ``NAME-VERSION.dist-info`` folder names on ``sys.path``, in path order,
+    as ``importlib.metadata.version`` finds them (PEP 427/491 write the version into the name); a folder
+    without a version in its name (an old ``NAME.egg-info``) is read by ``importlib.metadata`` itself.
+    Listing the folders costs well under a millisecond; importing ``importlib.metadata`` and scanning
+    with it cost about 30 ms, most of a shipped plan's time (tests/test_versions.py compares the two)."""
+    wanted = _normalised_name(dist)
+    for folder in sys.path:
+        for name in _metadata_names(folder or "."):
+            stem = name.rsplit(".", 1)[0]
+            dist_name, _, version = stem.partition("-")
+            if _normalised_name(dist_name) != wanted:
+                continue
+            if version:
+                return version
+            return _metadata_version(dist)
+    return None
+
+
+def _normalised_name(name: str) -> str:
+    """PEP 503's normalised project name (``Foo_bar.baz`` -> ``foo-bar-baz``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@cache
+def _metadata_names(folder: str) -> tuple[str, ...]:
+    """The ``*.dist-info`` and ``*.egg-info`` entries of one ``sys.path`` folder (none if unreadable)."""
+    try:
+        return tuple(sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info"))))
+    except OSError:
+        return ()
+
+
+def _metadata_version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -332,6 +368,13 @@ def vllm_facts(version: str | None = None) -> VllmFacts:
     """
     if version is None:
         version = _installed("vllm") or VLLM_NEWEST_KNOWN
+    return _vllm_facts(version) if isinstance(version, str) else _vllm_facts.__wrapped__(version)
+
+
+@cache
+def _vllm_facts(version: str) -> VllmFacts:
+    """:func:`vllm_facts` of a release named (one table walk per release and process: the search asks
+    for the same release hundreds of times per plan)."""
     v = parse_version(version, "vLLM")
     if v < parse_version(VLLM_OLDEST_KNOWN, "vLLM"):
         raise VersionError(f"vLLM {str(version).strip()} is not covered: releases before {VLLM_OLDEST_KNOWN} size "
@@ -520,6 +563,12 @@ def trl_facts(version: str | None = None) -> TrlFacts:
     """
     if version is None:
         version = _installed("trl") or TRL_NEWEST_KNOWN
+    return _trl_facts(version) if isinstance(version, str) else _trl_facts.__wrapped__(version)
+
+
+@cache
+def _trl_facts(version: str) -> TrlFacts:
+    """:func:`trl_facts` of a release named, one table walk per release and process."""
     v = parse_version(version, "TRL")
     row = None
     if v < _TRL_END:
