@@ -1,4 +1,4 @@
-"""Predict each real Unsloth GRPO run of shared/unsloth/unsloth-reports.jsonl from its stated setup.
+"""Predict each real Unsloth GRPO run of data/unsloth/unsloth-reports.jsonl from its stated setup.
 
     python benchmarks/unsloth_reports.py [path] > benchmarks/results/unsloth_reports.txt
 
@@ -20,9 +20,7 @@ from planner.errors import PlannerError
 from planner.runtimes.unsloth import unsloth_estimate
 from planner.specs.units import GIB
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "unsloth" / "unsloth-reports.jsonl"
-if not DATA.exists():
-    DATA = Path("/work/shared/unsloth/unsloth-reports.jsonl")
+DATA = Path(__file__).resolve().parent.parent / "data" / "unsloth" / "unsloth-reports.jsonl"  # a copy of shared/unsloth (data/unsloth/README.md)
 
 # model id in the record -> shipped profile with the same architecture
 MODELS = {

@@ -2,7 +2,7 @@
 
     python benchmarks/vllm_old_releases.py
 
-Reads shared/unsloth/unsloth-reports.jsonl (log lines of real runs). Inputs per run are what the log says
+Reads data/unsloth/unsloth-reports.jsonl (log lines of real runs). Inputs per run are what the log says
 vLLM received: total = Unsloth's VRAM figure (cudaMemGetInfo total), utilisation = Unsloth's "actual GPU
 utilization", max_num_seqs / max_num_batched_tokens = Unsloth's "Num Sequences" / "Chunked prefill tokens",
 max_model_len = max_seq_length. The model is a shipped profile of the same architecture; where the run's
@@ -38,9 +38,7 @@ from planner.specs.model import resolve_model  # noqa: E402
 from planner.specs.units import GIB  # noqa: E402
 from planner.specs.versions import parse_version  # noqa: E402
 
-REPORTS = ROOT.parent / "shared" / "unsloth" / "unsloth-reports.jsonl"
-if not REPORTS.exists():
-    REPORTS = Path("/work/shared/unsloth/unsloth-reports.jsonl")
+REPORTS = ROOT / "data" / "unsloth" / "unsloth-reports.jsonl"  # a copy of shared/unsloth (data/unsloth/README.md)
 
 # run model -> (shipped profile of the same architecture, quantization vLLM loads it with)
 ARCH = {
