@@ -229,41 +229,63 @@ def _make_tracker(bool_index_rows):
 
         def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
             kwargs = kwargs or {}
-            if bool_index_rows is None:  # real tensors: data-dependent ops have their data
-                pass
-            elif func is aten._local_scalar_dense.default:
-                # .item() on a meta tensor: a bool reads True (transformers' "no packed
-                # sequences" / "mask is all ones" checks), a number 0.
-                self.faked_scalars += 1
-                return True if args[0].dtype == torch.bool else 0
-            elif func is aten.index.Tensor:
-                masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
-                if masks:
-                    x, mask = args[0], masks[0]
-                    rows = bool_index_rows(tuple(mask.shape))
-                    out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
-                    self.track(out)
-                    return out
+            if bool_index_rows is not None:  # meta tensors: data-dependent ops have no data
+                faked = _meta_data_dependent(self, func, args, bool_index_rows)
+                if faked is not None:
+                    return faked
             if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
-                old, new = args[0], args[1]
-                if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
-                        and old.dtype == new.dtype):
-                    # autograd's InputBuffer sums two gradients of one tensor in place when it
-                    # holds the only reference, except under a Python dispatch mode (this one),
-                    # where it must assume a tensor subclass and adds out of place. Like the
-                    # engine (input_buffer.cpp ``accumulate``), it reuses the buffer already
-                    # there, else the arriving one (a transposed weight gradient is a view: the
-                    # embedding lookup's gradient takes the sum).
-                    for into, other in ((old, new), (new, old)):
-                        if not into._is_view() and into.is_contiguous():
-                            self.inplace_accumulations += 1
-                            return aten.add_.Tensor(into, other)
+                summed = _engine_sum_in_place(self, args, kwargs)
+                if summed is not None:
+                    return summed
             out = func(*args, **kwargs)
             for t in tree_leaves(out):
                 self.track(t)
             return out
 
     return _LiveBytes()
+
+
+def _meta_data_dependent(tracker, func, args, bool_index_rows):
+    """What a data-dependent op returns on meta tensors (module docstring), or None for any other op:
+    ``.item()`` reads True for a bool (transformers' "no packed sequences" / "mask is all ones"
+    checks) and 0 for a number; a boolean index selects ``bool_index_rows(mask_shape)`` rows."""
+    import torch
+
+    aten = torch.ops.aten
+    if func is aten._local_scalar_dense.default:
+        tracker.faked_scalars += 1
+        return True if args[0].dtype == torch.bool else 0
+    if func is aten.index.Tensor:
+        masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
+        if masks:
+            x, mask = args[0], masks[0]
+            rows = bool_index_rows(tuple(mask.shape))
+            out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
+            tracker.track(out)
+            return out
+    return None
+
+
+def _engine_sum_in_place(tracker, args, kwargs):
+    """The autograd engine's ``add(old, new)`` of two gradients of one tensor, done in place as the
+    engine does without a dispatch mode; None where it cannot be (the op then runs as it is)."""
+    import torch
+
+    aten = torch.ops.aten
+    old, new = args[0], args[1]
+    if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
+            and old.dtype == new.dtype):
+        # autograd's InputBuffer sums two gradients of one tensor in place when it
+        # holds the only reference, except under a Python dispatch mode (this one),
+        # where it must assume a tensor subclass and adds out of place. Like the
+        # engine (input_buffer.cpp ``accumulate``), it reuses the buffer already
+        # there, else the arriving one (a transposed weight gradient is a view: the
+        # embedding lookup's gradient takes the sum).
+        for into, other in ((old, new), (new, old)):
+            if not into._is_view() and into.is_contiguous():
+                tracker.inplace_accumulations += 1
+                return aten.add_.Tensor(into, other)
+    return None
 
 
 def _engine_code():
