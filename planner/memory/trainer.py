@@ -170,46 +170,148 @@ class TrainerMemory:
 
 def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     """Sum every trainer-side term for ``setup`` on ``spec`` (see the module docstring)."""
+    spec = _spec_as_run(spec, setup)
+    weights = weights_bytes(spec, setup.weights, setup.double_quant)
+    trained = _trained_params(spec, setup)
+    optimizer = optimizer_state_bytes(trained.tensor_numels, setup.optim, trained.param_bytes)
+    backward = _backward_terms(spec, setup, trained)
+    accumulating = setup.gradient_accumulation_steps > 1
+    layer_moment, head_moment = backward.moments(accumulating)
+    accumulated = max(layer_moment, head_moment) - max(backward.moments(False))
+    activations = backward.saved_bytes + backward.transient_bytes
+    gradients_at_peak = layer_moment - activations  # what gradients add at the layers' peak
+    head = max(0, head_moment - layer_moment)
+    reserve, run_reserve = _step_reserve_bytes(setup, backward.transient_bytes, activations, head)
+    # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
+    # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
+    # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
+    # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
+    # the step: no reserved bytes on top, so they are not added.
+    step = optimizer_step_transient_bytes(trained.params, setup.optim, trained.param_bytes)
+    backward_peak = gradients_at_peak + activations + head
+    forward, autocast, forward_reserve_extra = _autocast_forward_bytes(spec, setup, trained, backward,
+                                                                       backward_peak + step, reserve)
+    rollout = rollout_buffer_bytes(setup.rollout_sequences, setup.prompt_length, setup.completion_length,
+                                   reference_logps=setup.reference_logps)
+    non_torch = non_torch_bytes(setup.world_size)
+    components = {
+        "non_torch": non_torch,
+        "cublas_workspace": cublas_workspace_bytes(),
+        "weights": weights,
+        "adapters": trained.adapter_bytes,
+        "optimizer_state": optimizer,
+        "gradients": gradients_at_peak,
+        "activations": activations,
+        "logprob_head": head,
+        "optimizer_step": step,
+        "autocast_cache": autocast,
+        "rollout_buffers": rollout,
+        "allocator_reserve": reserve + forward_reserve_extra,
+    }
+    resident = weights + trained.adapter_bytes + optimizer + components["cublas_workspace"] + rollout
+    return TrainerMemory(components=components,
+                         steady_bytes=non_torch + resident,  # TRL empties the cache before generation
+                         resident_bytes=resident,
+                         load_bytes=non_torch + weights + trained.adapter_bytes,
+                         trainable_params=trained.params, tokens=setup.tokens, run_reserve_bytes=run_reserve,
+                         accumulated_gradient_bytes=accumulated, forward_bytes=forward)
+
+
+def _spec_as_run(spec: ModelSpec, setup: TrainerSetup) -> ModelSpec:
+    """``spec`` with the attention ``setup``'s transformers runs (eager or SDPA); refuses a LoRA rank
+    above the hidden size."""
     if setup.finetune == "lora" and setup.lora_rank > spec.hidden_size:
         raise InvalidSetupError(f"--lora-rank {setup.lora_rank} is larger than the hidden size "
                                 f"({spec.hidden_size}) of {spec.model_id}")
     eager = transformers_eager_attention(spec.model_type, setup.transformers_version)
     if eager != spec.eager_attention:
         spec = replace(spec, eager_attention=eager)
-    s = setup.compute_bytes
-    weights = weights_bytes(spec, setup.weights, setup.double_quant)
-    if setup.finetune == "lora":
-        adapters = adapter_bytes(spec, setup.lora_rank, setup.lora_target_modules)
-        trainable = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
-        tensors = lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules)
-        grads = gradient_bytes(trainable, ADAPTER_BYTES_PER_PARAM)
-    else:
-        adapters = 0
-        trainable = spec.param_counts().active
-        tensors = [(s_.in_features * s_.out_features, s_.layers * s_.count) for s_ in spec.linear_shapes()]
-        rest = trainable - sum(n * c for n, c in tensors)
-        tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
-        grads = gradient_bytes(trainable, s)
+    return spec
+
+
+@dataclass(frozen=True)
+class _TrainedParams:
+    """What the step trains: the LoRA adapters, or every active parameter (full fine-tuning)."""
+
+    params: int
+    adapter_bytes: int  # the adapters' own weights (0 for full fine-tuning)
+    tensor_numels: list  # (numel, count) per tensor kind: the optimizer's 8-bit buckets
+    all_gradient_bytes: int  # every trainable parameter's gradient
     # bytes of one trainable parameter: torch's AdamW keeps its states, and its step's temporaries,
     # in that dtype (memory/optimizer.py)
-    param_bytes = ADAPTER_BYTES_PER_PARAM if setup.finetune == "lora" else DTYPE_BYTES[setup.weights]
-    optimizer = optimizer_state_bytes(tensors, setup.optim, param_bytes)
+    param_bytes: int
+
+
+def _trained_params(spec: ModelSpec, setup: TrainerSetup) -> _TrainedParams:
+    """The trainable parameters of ``setup`` on ``spec``, their tensors and their gradients' bytes."""
+    if setup.finetune == "lora":
+        trainable = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
+        return _TrainedParams(params=trainable,
+                              adapter_bytes=adapter_bytes(spec, setup.lora_rank, setup.lora_target_modules),
+                              tensor_numels=lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules),
+                              all_gradient_bytes=gradient_bytes(trainable, ADAPTER_BYTES_PER_PARAM),
+                              param_bytes=ADAPTER_BYTES_PER_PARAM)
+    trainable = spec.param_counts().active
+    tensors = [(s_.in_features * s_.out_features, s_.layers * s_.count) for s_ in spec.linear_shapes()]
+    rest = trainable - sum(n * c for n, c in tensors)
+    tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
+    return _TrainedParams(params=trainable, adapter_bytes=0, tensor_numels=tensors,
+                          all_gradient_bytes=gradient_bytes(trainable, setup.compute_bytes),
+                          param_bytes=DTYPE_BYTES[setup.weights])
+
+
+@dataclass(frozen=True)
+class _BackwardTerms:
+    """What one micro-batch's forward saves and its backward builds, in bytes above the resident state.
+
+    Backward runs the LM head first, then the layers from the last to the first. Each layer
+    frees its saved activations (its checkpoint, with checkpointing) and adds its weights'
+    gradients, so the bytes alive change linearly with the layers done and peak at one end:
+    the first layer back (all saved + one layer's gradients) or the last (all gradients + one
+    layer's saved), plus the recomputed layer's transient either way. The head's own peak
+    (its tile, fp32 gradient buffers) comes before any layer's transient exists.
+    """
+
+    saved_bytes: int  # activations saved for backward (the layers' checkpoints, with checkpointing)
+    transient_bytes: int  # one layer's forward/backward temporaries
+    all_gradient_bytes: int  # every trainable parameter's gradient
+    head_gradient_bytes: int  # the LM head weight's gradient (full fine-tuning), V x h
+    layer_gradient_bytes: int  # one decoder layer's gradients
+    pending_head_gradient_bytes: int  # tied embedding: the head's gradient waiting for the lookup's
+    head_peak_bytes: int  # the log-prob head's own peak (logprob_head.logprob_head_bytes)
+    final_norm_bytes: int
+    num_layers: int
+
+    def moments(self, accumulating: bool) -> tuple[int, int]:
+        """(layers' peak, head's peak) in bytes above the resident state; ``accumulating``: a later
+        micro-batch, earlier micro-batches' gradients alive from the start."""
+        grads, saved = self.all_gradient_bytes, self.saved_bytes
+        head_grad, pending = self.head_gradient_bytes, self.pending_head_gradient_bytes
+        if accumulating:
+            layer = self.transient_bytes + saved + grads + pending
+        else:
+            layer = self.transient_bytes + max(saved + head_grad + self.layer_gradient_bytes,
+                                               grads + saved // self.num_layers)
+        # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
+        # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
+        head = saved + self.head_peak_bytes + self.final_norm_bytes + (grads if accumulating else 0)
+        # The end of backward with a tied embedding: the lookup's dense V x h gradient on top of every
+        # gradient and the pending head gradient (which is the new .grad on the first micro-batch, so
+        # already in ``grads``; one more V x h on a later one).
+        if pending:
+            layer = max(layer, grads + head_grad + (pending if accumulating else 0))
+        return layer, head
+
+
+def _backward_terms(spec: ModelSpec, setup: TrainerSetup, trained: _TrainedParams) -> _BackwardTerms:
+    """The activations, head and gradient terms of one micro-batch of ``setup`` on ``spec``."""
+    s = setup.compute_bytes
     saved, transient = act.activation_bytes(spec, setup.batch_size, setup.prompt_length,
                                             setup.completion_length, setup.finetune, setup.lora_rank,
                                             setup.gradient_checkpointing, s, setup.lora_target_modules)
     head_peak = logprob_head_bytes(spec, setup.logprob_head, setup.batch_size, setup.completion_length, s,
                                    lm_head_trainable=setup.finetune == "full")
-    # Backward runs the LM head first, then the layers from the last to the first. Each layer
-    # frees its saved activations (its checkpoint, with checkpointing) and adds its weights'
-    # gradients, so the bytes alive change linearly with the layers done and peak at one end:
-    # the first layer back (all saved + one layer's gradients) or the last (all gradients + one
-    # layer's saved), plus the recomputed layer's transient either way. The head's own peak
-    # (its tile, fp32 gradient buffers) comes before any layer's transient exists.
-    L = spec.num_layers
-    final_norm = act.final_norm_bytes(spec, setup.tokens, s)
     head_grad = spec.vocab_size * spec.hidden_size * s if setup.finetune == "full" else 0
-    layer_grads = (grads - head_grad) // L
-
     # A tied embedding (full fine-tuning) has two gradient edges into one parameter: the LM head's and
     # the embedding lookup's (embedding_dense_backward, at the very end of backward). Autograd keeps
     # the head's V x h gradient in the engine's input buffer until the lookup's arrives, sums the two
@@ -217,52 +319,42 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     # pending gradient is alive on top of every gradient through the layers' backward. Seen in a real
     # TRL 0.26 GRPOTrainer run (benchmarks/results/real_grpo_trace.txt: at the peak, three fp32 V x h
     # tensors besides Adam's two: the accumulated .grad, the pending head gradient, the lookup's).
-    pending = head_grad if spec.tie_word_embeddings else 0
+    return _BackwardTerms(saved_bytes=saved, transient_bytes=transient,
+                          all_gradient_bytes=trained.all_gradient_bytes, head_gradient_bytes=head_grad,
+                          layer_gradient_bytes=(trained.all_gradient_bytes - head_grad) // spec.num_layers,
+                          pending_head_gradient_bytes=head_grad if spec.tie_word_embeddings else 0,
+                          head_peak_bytes=head_peak, final_norm_bytes=act.final_norm_bytes(spec, setup.tokens, s),
+                          num_layers=spec.num_layers)
 
-    def moments(accumulating: bool) -> tuple[int, int]:
-        """(layers' peak, head's peak) in bytes above the resident state."""
-        if accumulating:  # a later micro-batch: earlier micro-batches' gradients alive from the start
-            layer = transient + saved + grads + pending
-        else:
-            layer = transient + max(saved + head_grad + layer_grads, grads + saved // L)
-        # head_peak already holds the head weight's new .grad (the fused head returns it as a bf16
-        # copy of its fp32 accumulator, trl/kernels/chunked_logprob.py); it is not added twice.
-        head_ = saved + head_peak + final_norm + (grads if accumulating else 0)
-        # The end of backward with a tied embedding: the lookup's dense V x h gradient on top of every
-        # gradient and the pending head gradient (which is the new .grad on the first micro-batch, so
-        # already in ``grads``; one more V x h on a later one).
-        if pending:
-            layer = max(layer, grads + head_grad + (pending if accumulating else 0))
-        return layer, head_
 
-    grads_all = grads
-    layer_moment, head_moment = moments(setup.gradient_accumulation_steps > 1)
-    accumulated = max(layer_moment, head_moment) - max(moments(False))
-    activations = saved + transient
-    grads = layer_moment - activations  # what gradients add at the layers' peak
-    head = max(0, head_moment - layer_moment)
+def _step_reserve_bytes(setup: TrainerSetup, transient_bytes: int, activations_bytes: int,
+                        head_bytes: int) -> tuple[int, int]:
+    """(the allocator's reserve at the step's peak, the reserve a run of varied completion lengths
+    reaches: 0 for fixed lengths); the first is never below the second."""
     # What the allocator recycles within the step: one layer's tensors with checkpointing,
     # every activation without it.
-    recycled = transient + head if setup.gradient_checkpointing else activations + head
+    recycled = (transient_bytes + head_bytes if setup.gradient_checkpointing
+                else activations_bytes + head_bytes)
     reserve = allocator_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments,
                                       setup.finetune)
-    run_reserve = 0
-    if setup.completion_lengths == "varied":
-        run_reserve = run_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
-        reserve = max(reserve, run_reserve)
-    # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
-    # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
-    # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
-    # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
-    # the step: no reserved bytes on top, so they are not added.
-    step = optimizer_step_transient_bytes(trainable, setup.optim, param_bytes)
+    if setup.completion_lengths != "varied":
+        return reserve, 0
+    run_reserve = run_reserve_bytes(recycled, setup.gradient_checkpointing, setup.expandable_segments)
+    return max(reserve, run_reserve), run_reserve
+
+
+def _autocast_forward_bytes(spec: ModelSpec, setup: TrainerSetup, trained: _TrainedParams,
+                            backward: _BackwardTerms, backward_step_bytes: int,
+                            reserve_bytes: int) -> tuple[int, int, int]:
+    """(forward, autocast cache, reserve extra) of a later micro-batch's forward under autocast: its bytes
+    above the resident state, what it adds above the backward's and optimizer step's peak
+    (``backward_step_bytes``), and what its reserve adds above ``reserve_bytes``; 0s where autocast caches nothing."""
     # The forward of a later micro-batch under autocast: earlier gradients alive (accumulation), the
     # saved activations built up, and autocast's 16-bit weight copies until the forward returns.
-    cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trainable, setup.mixed_precision)
+    cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trained.params, setup.mixed_precision)
     accumulating = setup.gradient_accumulation_steps > 1
-    forward = (grads_all if accumulating else 0) + saved + cache if cache else 0
-    backward = grads + activations + head
-    autocast = max(0, forward - (backward + step))
+    forward = (trained.all_gradient_bytes if accumulating else 0) + backward.saved_bytes + cache if cache else 0
+    autocast = max(0, forward - backward_step_bytes)
     # What the caching allocator keeps reserved at that forward moment: the backward's V x h gradient
     # buffers (the head's new gradient before it is added into .grad, and with a tied embedding the
     # lookup's dense gradient too) are the largest blocks and are free during the forward, which is
@@ -271,30 +363,7 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     # measured reserve: benchmarks/results/allocator_replay.txt) on the full fine-tuning notebook's loop
     # (benchmarks/results/allocator_notebook.txt): Qwen3-1.7B fp32, 2 x 1.16 GiB of them free at the
     # forward, 2.15 GiB reserved above the allocated peak where the fitted reserve says 0.46.
-    stranded = head_grad + pending if accumulating and cache else 0
-    old_peak = max(backward + step, forward) + reserve
-    forward_reserve_extra = max(0, forward + max(reserve, stranded) - old_peak)
-    rollout = rollout_buffer_bytes(setup.rollout_sequences, setup.prompt_length, setup.completion_length,
-                                   reference_logps=setup.reference_logps)
-    non_torch = non_torch_bytes(setup.world_size)
-    components = {
-        "non_torch": non_torch,
-        "cublas_workspace": cublas_workspace_bytes(),
-        "weights": weights,
-        "adapters": adapters,
-        "optimizer_state": optimizer,
-        "gradients": grads,
-        "activations": activations,
-        "logprob_head": head,
-        "optimizer_step": step,
-        "autocast_cache": autocast,
-        "rollout_buffers": rollout,
-        "allocator_reserve": reserve + forward_reserve_extra,
-    }
-    resident = weights + adapters + optimizer + components["cublas_workspace"] + rollout
-    return TrainerMemory(components=components,
-                         steady_bytes=non_torch + resident,  # TRL empties the cache before generation
-                         resident_bytes=resident,
-                         load_bytes=non_torch + weights + adapters,
-                         trainable_params=trainable, tokens=setup.tokens, run_reserve_bytes=run_reserve,
-                         accumulated_gradient_bytes=accumulated, forward_bytes=forward)
+    stranded = (backward.head_gradient_bytes + backward.pending_head_gradient_bytes
+                if accumulating and cache else 0)
+    old_peak = max(backward_step_bytes, forward) + reserve_bytes
+    return forward, autocast, max(0, forward + max(reserve_bytes, stranded) - old_peak)

@@ -992,30 +992,12 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     tp = tensor_parallel_size
     _check_tp(spec, tp)
     _kv_dtype_bytes(kv_cache_dtype)
-    if max_model_len is None:
-        max_model_len = spec.max_position_embeddings
-    _positive_int("max_model_len", max_model_len)
-    if max_model_len > spec.max_position_embeddings:
-        raise InvalidSetupError(f"max_model_len ({max_model_len}) is larger than {spec.model_id}'s "
-                                f"max_position_embeddings ({spec.max_position_embeddings})")
-    if max_num_seqs is not None:
-        _positive_int("max_num_seqs", max_num_seqs)
-    if max_num_batched_tokens is not None:
-        _positive_int("max_num_batched_tokens", max_num_batched_tokens)
-    mns, mnbt = default_batch_limits(card, max_model_len, usage_context, max_num_seqs, max_num_batched_tokens,
-                                     version)
-    if mnbt < mns:
-        # SchedulerConfig, config/scheduler.py:331-336
-        raise InvalidSetupError(f"max_num_batched_tokens ({mnbt}) must be greater than or equal to "
-                                f"max_num_seqs ({mns})")
+    max_model_len = _checked_max_model_len(spec, max_model_len)
+    mns, mnbt = _checked_batch_limits(card, max_model_len, usage_context, max_num_seqs, max_num_batched_tokens,
+                                      version)
     scheme = weight_scheme(spec, quantization, version)
     total = card.total_bytes
-    if free_bytes is None:
-        free_bytes = card.usable_bytes
-    if isinstance(free_bytes, bool) or not isinstance(free_bytes, int) or free_bytes > total:
-        raise InvalidSetupError(f"free_bytes must be an integer no larger than the GPU's total ({total}), "
-                                f"got {free_bytes}")
-    free_bytes = max(0, free_bytes)  # a trainer that overfills the card leaves nothing (start-up error below)
+    free_bytes = _checked_free_bytes(card, free_bytes)
     base = baseline_bytes(tp, version) if baseline is None else baseline
     blackwell = card.compute_capability.startswith("10.")
     block = hybrid_block_size(spec, kv_cache_dtype, tp, default_block_size(spec, card))
@@ -1053,6 +1035,45 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
         layout=layout, num_blocks=blocks, max_concurrency=conc, kv_cache_tokens=tokens,
         startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est, moe_workspace_bytes=moe_ws)
 
+
+def _checked_max_model_len(spec: ModelSpec, max_model_len: int | None) -> int:
+    """``max_model_len`` (default: the model's ``max_position_embeddings``), refused above that."""
+    if max_model_len is None:
+        max_model_len = spec.max_position_embeddings
+    _positive_int("max_model_len", max_model_len)
+    if max_model_len > spec.max_position_embeddings:
+        raise InvalidSetupError(f"max_model_len ({max_model_len}) is larger than {spec.model_id}'s "
+                                f"max_position_embeddings ({spec.max_position_embeddings})")
+    return max_model_len
+
+
+def _checked_batch_limits(card: GpuSpec, max_model_len: int, usage_context: str, max_num_seqs: int | None,
+                          max_num_batched_tokens: int | None, version: str) -> tuple[int, int]:
+    """``(max_num_seqs, max_num_batched_tokens)`` the engine runs with (``default_batch_limits``), each
+    given one checked, and refused as vLLM's scheduler refuses fewer tokens than sequences."""
+    if max_num_seqs is not None:
+        _positive_int("max_num_seqs", max_num_seqs)
+    if max_num_batched_tokens is not None:
+        _positive_int("max_num_batched_tokens", max_num_batched_tokens)
+    mns, mnbt = default_batch_limits(card, max_model_len, usage_context, max_num_seqs, max_num_batched_tokens,
+                                     version)
+    if mnbt < mns:
+        # SchedulerConfig, config/scheduler.py:331-336
+        raise InvalidSetupError(f"max_num_batched_tokens ({mnbt}) must be greater than or equal to "
+                                f"max_num_seqs ({mns})")
+    return mns, mnbt
+
+
+def _checked_free_bytes(card: GpuSpec, free_bytes: int | None) -> int:
+    """Free bytes before vLLM starts (default: ``card.usable_bytes``), at most the card's total and
+    floored at 0: a trainer that overfills the card leaves nothing (vLLM's start-up error follows)."""
+    total = card.total_bytes
+    if free_bytes is None:
+        free_bytes = card.usable_bytes
+    if isinstance(free_bytes, bool) or not isinstance(free_bytes, int) or free_bytes > total:
+        raise InvalidSetupError(f"free_bytes must be an integer no larger than the GPU's total ({total}), "
+                                f"got {free_bytes}")
+    return max(0, free_bytes)
 
 def held_outside_budget_bytes(total_bytes: int, free_bytes: int, baseline: int, version: str | None = None) -> int:
     """What the budget loses to memory vLLM did not size itself: 0 from 0.9.1; in 0.8.5-0.9.0

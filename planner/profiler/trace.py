@@ -229,41 +229,63 @@ def _make_tracker(bool_index_rows):
 
         def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
             kwargs = kwargs or {}
-            if bool_index_rows is None:  # real tensors: data-dependent ops have their data
-                pass
-            elif func is aten._local_scalar_dense.default:
-                # .item() on a meta tensor: a bool reads True (transformers' "no packed
-                # sequences" / "mask is all ones" checks), a number 0.
-                self.faked_scalars += 1
-                return True if args[0].dtype == torch.bool else 0
-            elif func is aten.index.Tensor:
-                masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
-                if masks:
-                    x, mask = args[0], masks[0]
-                    rows = bool_index_rows(tuple(mask.shape))
-                    out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
-                    self.track(out)
-                    return out
+            if bool_index_rows is not None:  # meta tensors: data-dependent ops have no data
+                faked = _meta_data_dependent(self, func, args, bool_index_rows)
+                if faked is not None:
+                    return faked
             if func is aten.add.Tensor and engine_code is not None and _caller_code() is engine_code:
-                old, new = args[0], args[1]
-                if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
-                        and old.dtype == new.dtype):
-                    # autograd's InputBuffer sums two gradients of one tensor in place when it
-                    # holds the only reference, except under a Python dispatch mode (this one),
-                    # where it must assume a tensor subclass and adds out of place. Like the
-                    # engine (input_buffer.cpp ``accumulate``), it reuses the buffer already
-                    # there, else the arriving one (a transposed weight gradient is a view: the
-                    # embedding lookup's gradient takes the sum).
-                    for into, other in ((old, new), (new, old)):
-                        if not into._is_view() and into.is_contiguous():
-                            self.inplace_accumulations += 1
-                            return aten.add_.Tensor(into, other)
+                summed = _engine_sum_in_place(self, args, kwargs)
+                if summed is not None:
+                    return summed
             out = func(*args, **kwargs)
             for t in tree_leaves(out):
                 self.track(t)
             return out
 
     return _LiveBytes()
+
+
+def _meta_data_dependent(tracker, func, args, bool_index_rows):
+    """What a data-dependent op returns on meta tensors (module docstring), or None for any other op:
+    ``.item()`` reads True for a bool (transformers' "no packed sequences" / "mask is all ones"
+    checks) and 0 for a number; a boolean index selects ``bool_index_rows(mask_shape)`` rows."""
+    import torch
+
+    aten = torch.ops.aten
+    if func is aten._local_scalar_dense.default:
+        tracker.faked_scalars += 1
+        return True if args[0].dtype == torch.bool else 0
+    if func is aten.index.Tensor:
+        masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
+        if masks:
+            x, mask = args[0], masks[0]
+            rows = bool_index_rows(tuple(mask.shape))
+            out = torch.empty((rows, *x.shape[mask.dim():]), dtype=x.dtype, device=x.device)
+            tracker.track(out)
+            return out
+    return None
+
+
+def _engine_sum_in_place(tracker, args, kwargs):
+    """The autograd engine's ``add(old, new)`` of two gradients of one tensor, done in place as the
+    engine does without a dispatch mode; None where it cannot be (the op then runs as it is)."""
+    import torch
+
+    aten = torch.ops.aten
+    old, new = args[0], args[1]
+    if (isinstance(new, torch.Tensor) and not kwargs and old.shape == new.shape
+            and old.dtype == new.dtype):
+        # autograd's InputBuffer sums two gradients of one tensor in place when it
+        # holds the only reference, except under a Python dispatch mode (this one),
+        # where it must assume a tensor subclass and adds out of place. Like the
+        # engine (input_buffer.cpp ``accumulate``), it reuses the buffer already
+        # there, else the arriving one (a transposed weight gradient is a view: the
+        # embedding lookup's gradient takes the sum).
+        for into, other in ((old, new), (new, old)):
+            if not into._is_view() and into.is_contiguous():
+                tracker.inplace_accumulations += 1
+                return aten.add_.Tensor(into, other)
+    return None
 
 
 def _engine_code():
@@ -672,6 +694,45 @@ def _parameter_bytes(model) -> dict:
 
 def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradient_checkpointing, logprob_head,
                  progress, device) -> TraceResult:
+    """``trace_steps`` (its docstring) with the warnings already silenced: build once, trace each step."""
+    _check_trace_setup(spec, weights, finetune, lora_rank, logprob_head, device)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("plan profile --trace needs torch (CPU build is enough): "
+                                     "pip install 'grpo-vram-planner[train]'") from None
+    settings = (gradient_checkpointing,) if isinstance(gradient_checkpointing, bool) else tuple(gradient_checkpointing)
+    shapes = tuple(shapes)
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    model = _build_traced_model(spec, finetune, lora_rank if finetune == "lora" else 0, logprob_head, device, notes)
+    build_seconds = time.perf_counter() - t0
+    vocab = int(getattr(_hf_config(spec), "vocab_size", spec.vocab_size))
+    patches = _substitutions(model, weights, logprob_head, device, notes)
+    steps = []
+    n = len(settings) * len(shapes)
+    i = 0
+    for gc_on in settings:
+        _set_checkpointing(model, gc_on)
+        for shape in shapes:
+            if progress is not None:
+                progress(i, n, f"{shape} gc={'on' if gc_on else 'off'}")
+            i += 1
+            step, faked_scalars = _trace_one_step(model, spec, shape, gc_on, vocab, logprob_head, patches, device)
+            steps.append(step)
+            if faked_scalars:
+                note = (f"{faked_scalars} data-dependent scalar(s) per step read without data "
+                        f"(transformers' packed-sequence check)")
+                if note not in notes:
+                    notes.append(note)
+    return TraceResult(model_id=spec.model_id, weights=weights, finetune=finetune,
+                       lora_rank=lora_rank if finetune == "lora" else None, logprob_head=logprob_head,
+                       steps=tuple(steps), notes=tuple(notes), build_seconds=build_seconds, device=device,
+                       parameter_bytes=_parameter_bytes(model))
+
+
+def _check_trace_setup(spec: ModelSpec, weights, finetune, lora_rank, logprob_head, device) -> None:
+    """One clear error for a setup the trace cannot run (a mixture of experts needs real data)."""
     if weights not in WEIGHT_FORMATS:
         raise InvalidSetupError(f"--weights for a trace must be one of {', '.join(WEIGHT_FORMATS)}, got '{weights}'")
     if finetune not in ("lora", "full"):
@@ -687,19 +748,14 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
     if spec.is_moe and device == "meta":
         raise ConfigError(f"{spec.model_id} is a mixture-of-experts model: its routing is data-dependent and "
                           f"cannot be traced without data; use `plan estimate` (analytic) or a GPU profile")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("plan profile --trace needs torch (CPU build is enough): "
-                                     "pip install 'grpo-vram-planner[train]'") from None
-    settings = (gradient_checkpointing,) if isinstance(gradient_checkpointing, bool) else tuple(gradient_checkpointing)
-    shapes = tuple(shapes)
-    notes: list[str] = []
-    t0 = time.perf_counter()
-    rank = lora_rank if finetune == "lora" else 0
+
+
+def _build_traced_model(spec: ModelSpec, finetune: str, rank: int, logprob_head: str, device: str, notes: list):
+    """The model to trace (``_build_model``), on eager attention where transformers has no SDPA path
+    (noted); a build failure is one ConfigError."""
     try:
         try:
-            model = _build_model(spec, finetune, rank, logprob_head, device=device)
+            return _build_model(spec, finetune, rank, logprob_head, device=device)
         except ValueError as e:
             if "scaled_dot_product_attention" not in str(e):
                 raise
@@ -708,13 +764,17 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
             model = _build_model(spec, finetune, rank, logprob_head, attn="eager", device=device)
             notes.append("eager attention: transformers has no SDPA path for this architecture, so the "
                          "run (and this trace) keeps the batch x heads x seq^2 attention scores")
+            return model
     except PlannerError:
         raise
     except Exception as e:  # noqa: BLE001 - transformers/PEFT failures on an unusual config
         raise ConfigError(f"cannot build {spec.model_id} from its config for tracing: "
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    build_seconds = time.perf_counter() - t0
-    vocab = int(getattr(_hf_config(spec), "vocab_size", spec.vocab_size))
+
+
+def _substitutions(model, weights: str, logprob_head: str, device: str, notes: list):
+    """The CUDA behaviour patches for the step (``_cuda_behaviour_patches``), NF4's dequantising linears
+    swapped into ``model``, and a note for each (and for what is not traced) appended to ``notes``."""
     if weights == "nf4":
         swapped = _emulate_nf4(model)
         notes.append(f"nf4: bitsandbytes cannot run here; traced as the bf16 graph with each of the {swapped} "
@@ -728,61 +788,55 @@ def _trace_steps(spec: ModelSpec, shapes, *, weights, finetune, lora_rank, gradi
     patches = _cuda_behaviour_patches(notes, real_values=device != "meta")
     if device != "meta":
         notes.append(f"traced on {device} with real tensors (random weights, real routing)")
+    return patches
 
-    steps = []
-    n = len(settings) * len(shapes)
-    i = 0
-    for gc_on in settings:
-        _set_checkpointing(model, gc_on)
-        for shape in shapes:
-            if progress is not None:
-                progress(i, n, f"{shape} gc={'on' if gc_on else 'off'}")
-            i += 1
-            # label positions the shifted mask keeps: the completion (its first token has no
-            # prediction when there is no prompt)
-            rows = shape.batch_size * (shape.completion_length - (0 if shape.prompt_length else 1))
-            label_mask = (shape.batch_size, shape.prompt_length + shape.completion_length - 1)
 
-            def bool_index_rows(mask_shape, _rows=rows, _label_mask=label_mask):
-                if mask_shape == _label_mask:
-                    return _rows
-                raise ConfigError(f"the traced step indexes with a boolean mask of shape {mask_shape}, "
-                                  f"which is data-dependent; this model cannot be traced")
+def _label_mask_rows(shape: Shape):
+    """``bool_index_rows`` for a meta trace of ``shape``: the label mask selects the completion's
+    positions (its first token has no prediction when there is no prompt); any other mask is refused."""
+    rows = shape.batch_size * (shape.completion_length - (0 if shape.prompt_length else 1))
+    label_mask = (shape.batch_size, shape.prompt_length + shape.completion_length - 1)
 
-            tracker = _make_tracker(bool_index_rows if device == "meta" else None)
-            for t in list(model.parameters()) + list(model.buffers()):
-                tracker.track(t)
-            resident = tracker.current_bytes
-            n_resident = len(tracker.events)
-            tracker.reset_peak()
-            t1 = time.perf_counter()
-            if device != "meta":
-                torch.manual_seed(1)  # the same token ids (and so the same routing) for every setting
-            try:
-                with _patched(patches), torch.device(device), tracker:
-                    forward_peak, layers_peak, after = _one_step(model, shape, vocab, logprob_head, tracker)
-            except PlannerError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise ConfigError(f"tracing {spec.model_id} at {shape} failed: {type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''}") from None
-            finally:
-                for p in model.parameters():
-                    p.grad = None
-            steps.append(TracedStep(shape=shape, gradient_checkpointing=gc_on,
-                                    activation_peak_bytes=tracker.peak_bytes - resident,
-                                    resident_bytes=resident,
-                                    forward_peak_bytes=forward_peak - resident,
-                                    gradients_bytes=after - resident,
-                                    seconds=time.perf_counter() - t1,
-                                    layers_peak_bytes=max(0, layers_peak - resident),
-                                    replayed_reserve_bytes=_replayed_reserve(tracker.events, n_resident)))
-            if tracker.faked_scalars:
-                note = (f"{tracker.faked_scalars} data-dependent scalar(s) per step read without data "
-                        f"(transformers' packed-sequence check)")
-                if note not in notes:
-                    notes.append(note)
-    return TraceResult(model_id=spec.model_id, weights=weights, finetune=finetune,
-                       lora_rank=lora_rank if finetune == "lora" else None, logprob_head=logprob_head,
-                       steps=tuple(steps), notes=tuple(notes), build_seconds=build_seconds, device=device,
-                       parameter_bytes=_parameter_bytes(model))
+    def bool_index_rows(mask_shape):
+        if mask_shape == label_mask:
+            return rows
+        raise ConfigError(f"the traced step indexes with a boolean mask of shape {mask_shape}, "
+                          f"which is data-dependent; this model cannot be traced")
+    return bool_index_rows
+
+
+def _trace_one_step(model, spec: ModelSpec, shape: Shape, gc_on: bool, vocab: int, logprob_head: str, patches,
+                    device: str) -> tuple[TracedStep, int]:
+    """One step of ``shape`` under a fresh tracker, the model's parameters and buffers resident;
+    returns the traced step and how many data-dependent scalars it read without data."""
+    import torch
+
+    tracker = _make_tracker(_label_mask_rows(shape) if device == "meta" else None)
+    for t in list(model.parameters()) + list(model.buffers()):
+        tracker.track(t)
+    resident = tracker.current_bytes
+    n_resident = len(tracker.events)
+    tracker.reset_peak()
+    t1 = time.perf_counter()
+    if device != "meta":
+        torch.manual_seed(1)  # the same token ids (and so the same routing) for every setting
+    try:
+        with _patched(patches), torch.device(device), tracker:
+            forward_peak, layers_peak, after = _one_step(model, shape, vocab, logprob_head, tracker)
+    except PlannerError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"tracing {spec.model_id} at {shape} failed: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        for p in model.parameters():
+            p.grad = None
+    step = TracedStep(shape=shape, gradient_checkpointing=gc_on,
+                      activation_peak_bytes=tracker.peak_bytes - resident,
+                      resident_bytes=resident,
+                      forward_peak_bytes=forward_peak - resident,
+                      gradients_bytes=after - resident,
+                      seconds=time.perf_counter() - t1,
+                      layers_peak_bytes=max(0, layers_peak - resident),
+                      replayed_reserve_bytes=_replayed_reserve(tracker.events, n_resident))
+    return step, tracker.faked_scalars

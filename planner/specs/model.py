@@ -462,21 +462,51 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "", where: str | No
     messages (default: ``config.json of <model_id>``)."""
     where = where or f"config.json of {model_id}"
     check_config(cfg, where)
-    top = cfg
-    text = cfg
-    if isinstance(cfg.get("text_config"), dict):
-        text = dict(cfg["text_config"])
-        text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
-        text.setdefault("torch_dtype", cfg.get("torch_dtype") or cfg.get("dtype"))
+    text = _text_part(cfg)
     # a vision tower next to text_config (Gemma 3) or next to top-level text fields (Qwen2.5-VL)
     vision = _vision_params(cfg, int(text.get("hidden_size", 0) or 0))
-    model_type = str(text.get("model_type") or top.get("model_type") or "")
+    model_type = str(text.get("model_type") or cfg.get("model_type") or "")
     if not model_type:
         raise ConfigError(f"{where}: missing required field 'model_type'")
-    facts = dict(_ARCH_FACTS.get(model_type, dict(norms_per_layer=2)))
-    if "attention_bias" in text:
-        facts["qkv_bias"] = bool(text["attention_bias"])
+    sizes = _size_fields(text, where)
+    moe = _moe_fields(text, model_type, sizes["num_layers"], sizes["intermediate_size"])
+    mla = _mla_fields(text)
+    dtype = str(text.get("torch_dtype") or text.get("dtype") or cfg.get("torch_dtype") or "bfloat16")
+    quantization = _quantization_fields(cfg)
+    architecture = _architecture_fields(text, model_type)
+    attention = _attention_pattern_fields(text, sizes["num_layers"], model_type)
+    return ModelSpec(
+        model_id=model_id,
+        model_type=model_type,
+        **sizes,
+        tie_word_embeddings=bool(text.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
+        dtype=dtype.replace("torch.", ""),
+        **architecture,
+        **attention,
+        **moe,
+        **mla,
+        **_linear_attention_fields(text),
+        **quantization,
+        vision_params=vision,
+        source=source,
+        raw_config=cfg,
+    )
 
+
+def _text_part(cfg: dict) -> dict:
+    """The text decoder's config: ``text_config`` (taking the top level's tying and dtype when it has
+    none) in a multimodal config, else the config itself."""
+    if not isinstance(cfg.get("text_config"), dict):
+        return cfg
+    text = dict(cfg["text_config"])
+    text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
+    text.setdefault("torch_dtype", cfg.get("torch_dtype") or cfg.get("dtype"))
+    return text
+
+
+def _size_fields(text: dict, where: str) -> dict:
+    """The decoder's sizes (vocabulary, widths, layers, heads, positions) as ModelSpec fields, each
+    required size checked; query heads must be a multiple of key/value heads."""
     h = _int(text, "hidden_size", where)
     n_layers = _int(text, "num_hidden_layers", where)
     n_heads = _int(text, "num_attention_heads", where)
@@ -490,14 +520,26 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "", where: str | No
     if n_heads % n_kv:
         raise ConfigError(f"{where}: num_attention_heads ({n_heads}) is not a multiple of "
                           f"num_key_value_heads ({n_kv})")
+    if int(text.get("kv_lora_rank") or 0):
+        # MLA: every query head gets its own expanded key/value (the config's num_key_value_heads,
+        # = num_attention_heads); head_dim is the query/key head width qk_nope + qk_rope. The cached
+        # latent (kv_lora_rank + qk_rope_head_dim) is ModelSpec.mla_latent_dim, never head_dim.
+        head_dim = int(text.get("qk_nope_head_dim") or 0) + int(text.get("qk_rope_head_dim") or 0)
+    return dict(vocab_size=vocab, hidden_size=h, intermediate_size=inter, num_layers=n_layers,
+                num_attention_heads=n_heads, num_kv_heads=n_kv, head_dim=head_dim,
+                max_position_embeddings=max_pos)
 
-    # mixture of experts
+
+def _moe_fields(text: dict, model_type: str, n_layers: int, intermediate_size: int) -> dict:
+    """The mixture of experts as ModelSpec fields: experts, their widths and which layers route
+    (DeepSeek: after ``first_k_dense_replace``, every ``moe_layer_freq``-th; Qwen: every
+    ``decoder_sparse_step``-th but ``mlp_only_layers``); a dense model's are 0 and ()."""
     n_experts = int(text.get("num_experts") or text.get("n_routed_experts") or text.get("num_local_experts") or 0)
     moe_layers: tuple = ()
     moe_inter = 0
     shared_inter = 0
     if n_experts:
-        moe_inter = int(text.get("moe_intermediate_size") or inter)
+        moe_inter = int(text.get("moe_intermediate_size") or intermediate_size)
         if model_type.startswith("deepseek"):
             first_dense = int(text.get("first_k_dense_replace", 0))
             freq = int(text.get("moe_layer_freq", 1))
@@ -508,9 +550,23 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "", where: str | No
             only_mlp = set(text.get("mlp_only_layers") or ())
             moe_layers = tuple(i for i in range(n_layers) if i not in only_mlp and (i + 1) % step == 0)
             shared_inter = int(text.get("shared_expert_intermediate_size") or 0)
+    return dict(num_experts=n_experts, num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
+                moe_intermediate_size=moe_inter, shared_expert_intermediate_size=shared_inter,
+                moe_layers=moe_layers)
 
-    kv_lora = int(text.get("kv_lora_rank") or 0)
-    dtype = str(text.get("torch_dtype") or text.get("dtype") or top.get("torch_dtype") or "bfloat16")
+
+def _mla_fields(text: dict) -> dict:
+    """Multi-head latent attention's ranks and head widths as ModelSpec fields (0 without MLA)."""
+    return dict(kv_lora_rank=int(text.get("kv_lora_rank") or 0),
+                q_lora_rank=int(text.get("q_lora_rank") or 0),
+                qk_rope_head_dim=int(text.get("qk_rope_head_dim") or 0),
+                qk_nope_head_dim=int(text.get("qk_nope_head_dim") or 0),
+                v_head_dim=int(text.get("v_head_dim") or 0))
+
+
+def _quantization_fields(top: dict) -> dict:
+    """The checkpoint's own quantisation method (lower case, None if unquantised) and, for MXFP4,
+    the experts' (ModelSpec.quantization, expert_quantization)."""
     qcfg = top.get("quantization_config") or {}
     quant = None
     expert_quant = None
@@ -520,58 +576,42 @@ def spec_from_config(cfg: dict, model_id: str, source: str = "", where: str | No
         # gpt-oss: only the expert weights are MXFP4 (modules_to_not_convert: attention, router,
         # embeddings, lm_head); everything else is bf16
         quant, expert_quant = None, "mxfp4"
+    return dict(quantization=quant, expert_quantization=expert_quant)
 
-    return ModelSpec(
-        model_id=model_id,
-        model_type=model_type,
-        vocab_size=vocab,
-        hidden_size=h,
-        intermediate_size=inter,
-        num_layers=n_layers,
-        num_attention_heads=n_heads,
-        # MLA: every query head gets its own expanded key/value (the config's num_key_value_heads,
-        # = num_attention_heads); head_dim is the query/key head width qk_nope + qk_rope. The cached
-        # latent (kv_lora_rank + qk_rope_head_dim) is ModelSpec.mla_latent_dim, never head_dim.
-        num_kv_heads=n_kv,
-        head_dim=(int(text.get("qk_nope_head_dim") or 0) + int(text.get("qk_rope_head_dim") or 0)) if kv_lora
-        else head_dim,
-        tie_word_embeddings=bool(text.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
-        max_position_embeddings=max_pos,
-        dtype=dtype.replace("torch.", ""),
-        norms_per_layer=facts.get("norms_per_layer", 2),
-        qkv_bias=bool(facts.get("qkv_bias", False)),
-        qk_norm=bool(facts.get("qk_norm", False)),
-        fused_qkv=bool(facts.get("fused_qkv", False)),
-        fused_gate_up=bool(facts.get("fused_gate_up", False)),
-        layer_types=_layer_types(text, n_layers, model_type),
-        sliding_window=int(text["sliding_window"]) if text.get("sliding_window") else None,
-        final_logit_softcapping=text.get("final_logit_softcapping"),
-        num_experts=n_experts,
-        num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
-        moe_intermediate_size=moe_inter,
-        shared_expert_intermediate_size=shared_inter,
-        moe_layers=moe_layers,
-        kv_lora_rank=kv_lora,
-        q_lora_rank=int(text.get("q_lora_rank") or 0),
-        qk_rope_head_dim=int(text.get("qk_rope_head_dim") or 0),
-        qk_nope_head_dim=int(text.get("qk_nope_head_dim") or 0),
-        v_head_dim=int(text.get("v_head_dim") or 0),
-        o_bias=bool(facts.get("o_bias", False)) and bool(text.get("attention_bias", False)),
-        attention_sinks=bool(facts.get("attention_sinks", False)),
-        router_bias=bool(facts.get("router_bias", False)),
-        expert_bias=bool(facts.get("expert_bias", False)),
-        attn_output_gate=bool(facts.get("attn_output_gate", False)),
-        linear_num_key_heads=int(text.get("linear_num_key_heads") or 0),
-        linear_num_value_heads=int(text.get("linear_num_value_heads") or 0),
-        linear_key_head_dim=int(text.get("linear_key_head_dim") or 0),
-        linear_value_head_dim=int(text.get("linear_value_head_dim") or 0),
-        linear_conv_kernel_dim=int(text.get("linear_conv_kernel_dim") or 0),
-        expert_quantization=expert_quant,
-        vision_params=vision,
-        source=source,
-        quantization=quant,
-        raw_config=cfg,
-    )
+
+def _architecture_fields(text: dict, model_type: str) -> dict:
+    """What the architecture fixes (``_ARCH_FACTS``: norms, biases, fused projections, sinks, gates)
+    as ModelSpec fields; the config's ``attention_bias`` decides the q/k/v and o biases."""
+    facts = dict(_ARCH_FACTS.get(model_type, dict(norms_per_layer=2)))
+    if "attention_bias" in text:
+        facts["qkv_bias"] = bool(text["attention_bias"])
+    return dict(norms_per_layer=facts.get("norms_per_layer", 2),
+                qkv_bias=bool(facts.get("qkv_bias", False)),
+                qk_norm=bool(facts.get("qk_norm", False)),
+                fused_qkv=bool(facts.get("fused_qkv", False)),
+                fused_gate_up=bool(facts.get("fused_gate_up", False)),
+                o_bias=bool(facts.get("o_bias", False)) and bool(text.get("attention_bias", False)),
+                attention_sinks=bool(facts.get("attention_sinks", False)),
+                router_bias=bool(facts.get("router_bias", False)),
+                expert_bias=bool(facts.get("expert_bias", False)),
+                attn_output_gate=bool(facts.get("attn_output_gate", False)))
+
+
+def _attention_pattern_fields(text: dict, n_layers: int, model_type: str) -> dict:
+    """Which layers attend fully, in a sliding window or linearly, the window and the logit soft-cap,
+    as ModelSpec fields."""
+    return dict(layer_types=_layer_types(text, n_layers, model_type),
+                sliding_window=int(text["sliding_window"]) if text.get("sliding_window") else None,
+                final_logit_softcapping=text.get("final_logit_softcapping"))
+
+
+def _linear_attention_fields(text: dict) -> dict:
+    """Gated delta-net (linear attention) head counts and widths as ModelSpec fields (0 without)."""
+    return dict(linear_num_key_heads=int(text.get("linear_num_key_heads") or 0),
+                linear_num_value_heads=int(text.get("linear_num_value_heads") or 0),
+                linear_key_head_dim=int(text.get("linear_key_head_dim") or 0),
+                linear_value_head_dim=int(text.get("linear_value_head_dim") or 0),
+                linear_conv_kernel_dim=int(text.get("linear_conv_kernel_dim") or 0))
 
 
 # -- resolution ------------------------------------------------------------------------------
