@@ -252,13 +252,14 @@ def make_pins(pin: dict[str, Any] | None, source: str = "pinned") -> tuple[Pins,
 
 
 def plan_request(model: Any, gpu: Any = "auto", pin: dict[str, Any] | None = None, **options: Any) -> PlanRequest:
-    """A validated :class:`PlanRequest` from ``planner.plan``'s flat keyword arguments.
+    """A validated :class:`PlanRequest` from the request's own field names (:data:`FIELDS`; the
+    lower-level form: ``planner.plan`` turns its TRL keywords into ``pin`` first, planner.api.trl_request).
 
     ``pin``: TRL settings to hold fixed (:class:`Pins`); the TRL-named ones that are not also
-    options (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
-    as keyword arguments too. ``num_generations``, ``optim``, ``lora_target_modules`` as keyword
-    arguments are options as before; ``max_completion_length`` as a keyword is a target the
-    solver may shorten, in ``pin`` it is exact."""
+    fields (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
+    as keyword arguments too. ``num_generations``, ``optim``, ``lora_rank``, ``lora_target_modules``
+    and ``prompt_length`` here are the request's fields (not pinned); ``max_completion_length`` as a
+    keyword is a target the solver may shorten, in ``pin`` it is exact."""
     problems = [_unknown(k) for k in options if k not in FIELDS and k not in ALIASES]
     pins, sources, pin_problems = make_pins(pin)
     problems += pin_problems
