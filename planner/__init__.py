@@ -3,11 +3,11 @@
 Public API (imports are lazy so `import planner` stays fast and torch-free):
 
     planner.plan(model, gpu, num_gpus=1, ...)      -> Plan          the solver's choice, 1..N GPUs
-    planner.estimate(model=..., gpu=..., ...)      -> Estimate      one fixed setup on one GPU, no solving
+    planner.estimate(model, gpu, ...)              -> Estimate      one fixed setup on one GPU, no solving
     planner.estimate_layout(model, gpu, num_gpus)  -> Plan          one fixed multi-GPU setup, no solving
     planner.vllm_capacity(model=..., gpu=..., ...) -> VllmCapacity  what vLLM will have
     planner.preflight(plan_or_options)             -> CheckReport   pre-flight checks
-    planner.train(model, reward_funcs, train_dataset, plan=None, **overrides)
+    planner.train(model, reward_funcs, train_dataset, plan=None, **grpo_config_overrides)
     planner.plan_request(model, gpu, **options)    -> PlanRequest   the typed, validated request
     planner.plan(model, gpu, pin={...})            -> Plan          TRL settings held as given (Pins)
     planner.read_grpo_config("grpo.yaml")          -> TrlConfig     a TRL config: pins, options, pass-through
@@ -19,6 +19,14 @@ Public API (imports are lazy so `import planner` stays fast and torch-free):
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type checkers see the typed signatures; at run time the imports stay lazy
+    from .api import estimate_layout as estimate_layout
+    from .api import plan as plan
+    from .api import preflight as preflight
+    from .api import train as train
+    from .search.estimation import estimate as estimate
 
 __version__ = "0.1.0"
 

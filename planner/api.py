@@ -15,8 +15,10 @@ handoff; checks and the hand-off take a plan and never import the solver.
 from __future__ import annotations
 
 import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from .checks.preflight import CheckReport, architecture_warnings, with_checks
 from .checks.preflight import preflight as preflight_plan
@@ -29,7 +31,25 @@ from .report.hints import to_python
 from .report.next_steps import next_steps
 from .search.estimation import default_logprob_head, resolve_calibration
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
-from .search.request import PlanRequest, apply_pins, fixed_setup_problems, plan_request
+from .search.request import (
+    PIN_ALIASES,
+    PIN_NAMES,
+    CompletionLengths,
+    Engine,
+    Finetune,
+    KvCacheDtype,
+    Layout,
+    LogprobHead,
+    Optim,
+    PlanRequest,
+    Runtime,
+    SleepMode,
+    Weights,
+    apply_pins,
+    fixed_setup_problems,
+    one_setting,
+    plan_request,
+)
 from .search.results import Plan
 from .search.solver import DEFAULT_OPTIM, evaluate, solve
 from .search.unsloth_solver import UnslothPlan
@@ -37,6 +57,12 @@ from .specs.gpu import GpuSpec
 from .specs.model import ModelSpec, resolve_model
 from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
 from .specs.versions import _transformers_version, installed_version, trl_facts
+
+F = TypeVar("F", bound=Callable[..., Any])
+# a GPU name, "auto", a GpuSpec, or one per GPU (GPUs of different sizes)
+GpuArg = str | GpuSpec | Sequence[str | GpuSpec]
+# LoRA targets: module names, or PEFT's "all-linear" (None: every linear projection)
+LoraTargets = Sequence[str] | str | None
 
 
 def for_this_machine(req: PlanRequest) -> bool:
@@ -110,7 +136,7 @@ def memory_model_kind(req: PlanRequest, spec: ModelSpec, card: GpuSpec) -> str:
     return "analytic"
 
 
-def _speak_python(fn):
+def _speak_python(fn: F) -> F:
     """Run ``fn`` and give its errors' fix hints as keyword arguments (planner.report.hints), not flags."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -119,7 +145,7 @@ def _speak_python(fn):
         except PlannerError as e:
             e.args = tuple(to_python(a) if isinstance(a, str) else a for a in e.args)
             raise
-    return wrapper
+    return cast(F, wrapper)
 
 
 def python_checks(p: Plan) -> Plan:
@@ -129,37 +155,170 @@ def python_checks(p: Plan) -> Plan:
 
 
 @overload
-def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ...,
-         runtime: Literal["trl"] = ..., **options: Any) -> Plan: ...
+def plan(model: str | ModelSpec, gpu: GpuArg = ..., num_gpus: int = ..., num_nodes: int = ..., layout: Layout = ...,
+         runtime: Literal["trl"] = ..., *, pin: Mapping[str, Any] | None = ...,
+         per_device_train_batch_size: int | None = ..., gradient_accumulation_steps: int | None = ...,
+         steps_per_generation: int | None = ..., generation_batch_size: int | None = ...,
+         completions_per_step: int | None = ..., num_generations: int | None = ..., max_prompt_length: int | None = ...,
+         max_completion_length: int | None = ..., lora_r: int | None = ..., lora_target_modules: LoraTargets = ...,
+         optim: Optim | None = ..., vllm_gpu_memory_utilization: float | None = ...,
+         vllm_enable_sleep_mode: bool | None = ..., vllm_max_model_length: int | None = ...,
+         vllm_tensor_parallel_size: int | None = ..., vllm_kv_cache_dtype: KvCacheDtype = ...,
+         weights: Weights = ..., finetune: Finetune = ..., gradient_checkpointing: bool = ...,
+         logprob_head: LogprobHead | None = ..., expandable_segments: bool | None = ...,
+         utilization_range: tuple[float, float] = ..., margin: float | None = ..., sleep_mode: SleepMode = ...,
+         max_batch: int = ..., max_completions_per_step: int = ..., rollout_turns: int = ..., engine: Engine = ...,
+         server_gpus: int | None = ..., server_host: str | None = ..., server_port: int = ...,
+         server_utilization_range: tuple[float, float] = ..., trl_version: str | None = ...,
+         vllm_version: str | None = ..., transformers_version: str | None = ..., calibration: Any = ...,
+         relax: bool = ..., passthrough: Mapping[str, Any] | None = ..., lora_rank: int | None = ...,
+         prompt_length: int | None = ..., unsloth_version: str | None = ..., standby: bool | None = ...,
+         max_seq_length: int | None = ..., gpu_memory_utilization: float | None = ...,
+         float8_kv_cache: bool | None = ..., load_in_4bit: bool | None = ..., weights_fp8: bool | None = ...,
+         free_bytes: int | None = ...) -> Plan: ...
 @overload
-def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ..., *,
-         runtime: Literal["unsloth"], **options: Any) -> UnslothPlan: ...
+def plan(model: str | ModelSpec, gpu: GpuArg = ..., num_gpus: int = ..., num_nodes: int = ..., layout: Layout = ...,
+         *, runtime: Literal["unsloth"], pin: Mapping[str, Any] | None = ...,
+         per_device_train_batch_size: int | None = ..., gradient_accumulation_steps: int | None = ...,
+         steps_per_generation: int | None = ..., generation_batch_size: int | None = ...,
+         completions_per_step: int | None = ..., num_generations: int | None = ..., max_prompt_length: int | None = ...,
+         max_completion_length: int | None = ..., lora_r: int | None = ..., lora_target_modules: LoraTargets = ...,
+         optim: Optim | None = ..., vllm_gpu_memory_utilization: float | None = ...,
+         vllm_enable_sleep_mode: bool | None = ..., vllm_max_model_length: int | None = ...,
+         vllm_tensor_parallel_size: int | None = ..., vllm_kv_cache_dtype: KvCacheDtype = ...,
+         weights: Weights = ..., finetune: Finetune = ..., gradient_checkpointing: bool = ...,
+         logprob_head: LogprobHead | None = ..., expandable_segments: bool | None = ...,
+         utilization_range: tuple[float, float] = ..., margin: float | None = ..., sleep_mode: SleepMode = ...,
+         max_batch: int = ..., max_completions_per_step: int = ..., rollout_turns: int = ..., engine: Engine = ...,
+         server_gpus: int | None = ..., server_host: str | None = ..., server_port: int = ...,
+         server_utilization_range: tuple[float, float] = ..., trl_version: str | None = ...,
+         vllm_version: str | None = ..., transformers_version: str | None = ..., calibration: Any = ...,
+         relax: bool = ..., passthrough: Mapping[str, Any] | None = ..., lora_rank: int | None = ...,
+         prompt_length: int | None = ..., unsloth_version: str | None = ..., standby: bool | None = ...,
+         max_seq_length: int | None = ..., gpu_memory_utilization: float | None = ...,
+         float8_kv_cache: bool | None = ..., load_in_4bit: bool | None = ..., weights_fp8: bool | None = ...,
+         free_bytes: int | None = ...) -> UnslothPlan: ...
 @_speak_python
-def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: str = "auto",
-         runtime: str = "trl", **options: Any) -> Plan | UnslothPlan:
+def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: Layout = "auto",
+         runtime: Runtime = "trl", *, pin: Mapping[str, Any] | None = None,
+         per_device_train_batch_size: int | None = None, gradient_accumulation_steps: int | None = None,
+         steps_per_generation: int | None = None, generation_batch_size: int | None = None,
+         completions_per_step: int | None = None, num_generations: int | None = None,
+         max_prompt_length: int | None = None, max_completion_length: int | None = None, lora_r: int | None = None,
+         lora_target_modules: LoraTargets = None, optim: Optim | None = None,
+         vllm_gpu_memory_utilization: float | None = None, vllm_enable_sleep_mode: bool | None = None,
+         vllm_max_model_length: int | None = None, vllm_tensor_parallel_size: int | None = None,
+         vllm_kv_cache_dtype: KvCacheDtype = "auto", weights: Weights = "bf16", finetune: Finetune = "lora",
+         gradient_checkpointing: bool = True, logprob_head: LogprobHead | None = None,
+         expandable_segments: bool | None = None, utilization_range: tuple[float, float] = (0.3, 0.7),
+         margin: float | None = None, sleep_mode: SleepMode = "auto", max_batch: int = 64,
+         max_completions_per_step: int = 512, rollout_turns: int = 1, engine: Engine = "auto",
+         server_gpus: int | None = None, server_host: str | None = None, server_port: int = TRL_SERVE_DEFAULT_PORT,
+         server_utilization_range: tuple[float, float] = (0.5, 0.95), trl_version: str | None = None,
+         vllm_version: str | None = None, transformers_version: str | None = None, calibration: Any = "auto",
+         relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
+         prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
+         max_seq_length: int | None = None, gpu_memory_utilization: float | None = None,
+         float8_kv_cache: bool | None = None, load_in_4bit: bool | None = None, weights_fp8: bool | None = None,
+         free_bytes: int | None = None) -> Plan | UnslothPlan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
-    checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`.
+    checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
+    nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
 
-    ``options``: any field of the request (planner.search.request: ``weights``, ``lora_rank``,
-    ``num_generations``, ``max_completion_length``, ``prompt_length``, ``utilization_range``,
-    ``margin``, ``sleep_mode``, ``engine``, ``server_gpus``, ...). When nothing fits, the
-    InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
+    The keywords are the CLI's flags (``--per-device-train-batch-size 8`` is
+    ``per_device_train_batch_size=8``) and a ``--config`` file's keys: TRL's names wherever TRL has one.
+    A TRL setting given (``per_device_train_batch_size`` ... ``vllm_max_model_length``, as keywords or in
+    ``pin={...}``, planner.search.request.Pins) is pinned: held as given, the solver chooses only the
+    rest, and the plan records it in ``pinned`` and ``assumptions`` as the CLI and a --config file do.
+    The LoRA rank is TRL's ``lora_r`` (trl.ModelConfig; ``lora_rank``, the CLI's ``--lora-rank``, is the
+    same setting). ``max_completion_length=`` as a keyword is a target the solver may cut (the CLI's
+    ``--target-completion-length``); ``pin={"max_completion_length": ...}`` holds it exactly.
+    ``max_prompt_length`` (``prompt_length``) is the longest prompt, 256 tokens unless given.
+    Planner options: ``weights``, ``finetune``, ``utilization_range`` (the vLLM shares searched),
+    ``margin`` (None: the memory model's band), ``sleep_mode``, ``max_batch``, ``max_completions_per_step``,
+    ``rollout_turns``, the layout (``num_gpus``, ``num_nodes``, ``layout``, ``engine``, ``server_*``) and
+    the releases planned for. Fix hints in errors and checks name keyword arguments.
 
-    Pins: ``pin={"per_device_train_batch_size": 8, "max_completion_length": 2048, ...}`` (TRL's
-    names, planner.search.request.Pins) holds those settings and the solver chooses only the rest; the
-    TRL-named pins that are not also options may be keywords (``per_device_train_batch_size=8``).
-    ``max_completion_length=`` as a keyword is a target (cut if it does not fit); pinned it is exact.
-    Fix hints in errors and checks name keyword arguments.
-
-    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.search.unsloth_solver.unsloth_plan and its
-    keyword arguments) -> :class:`UnslothPlan` with its runtime checks."""
+    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.search.unsloth_solver.unsloth_plan
+    takes the keywords given, with ``unsloth_version`` ... ``free_bytes``, which only it reads) ->
+    :class:`UnslothPlan` with its runtime checks."""
+    settings: dict[str, Any] = dict(
+        pin=pin, per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, steps_per_generation=steps_per_generation,
+        generation_batch_size=generation_batch_size, completions_per_step=completions_per_step,
+        num_generations=num_generations, max_prompt_length=max_prompt_length,
+        max_completion_length=max_completion_length, lora_r=lora_r, lora_target_modules=lora_target_modules,
+        optim=optim, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
+        vllm_enable_sleep_mode=vllm_enable_sleep_mode, vllm_max_model_length=vllm_max_model_length,
+        vllm_tensor_parallel_size=vllm_tensor_parallel_size, vllm_kv_cache_dtype=vllm_kv_cache_dtype,
+        weights=weights, finetune=finetune, gradient_checkpointing=gradient_checkpointing,
+        logprob_head=logprob_head, expandable_segments=expandable_segments, utilization_range=utilization_range,
+        margin=margin, sleep_mode=sleep_mode, max_batch=max_batch, max_completions_per_step=max_completions_per_step,
+        rollout_turns=rollout_turns, engine=engine, server_gpus=server_gpus, server_host=server_host,
+        server_port=server_port, server_utilization_range=server_utilization_range, trl_version=trl_version,
+        vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
+        relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
+        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
+        gpu_memory_utilization=gpu_memory_utilization, float8_kv_cache=float8_kv_cache, load_in_4bit=load_in_4bit,
+        weights_fp8=weights_fp8, free_bytes=free_bytes)
     if runtime != "trl":
-        return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **options)
-    req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
-    return python_checks(plan_from_request(req))
+        return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **unsloth_options(settings))
+    return python_checks(plan_from_request(trl_request(model, gpu, num_gpus, num_nodes, layout, settings)))
 
 
 _plan = plan  # train() takes a parameter named plan
+# the keywords only runtime="unsloth" reads (planner.search.unsloth_solver.unsloth_plan)
+UNSLOTH_ONLY = ("unsloth_version", "standby", "max_seq_length", "gpu_memory_utilization", "float8_kv_cache",
+                "load_in_4bit", "weights_fp8", "free_bytes")
+ROLLOUT_TURNS_TRL_ONLY = ("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated length with "
+                          "--max-prompt-length and --max-completion-length")
+
+
+def unsloth_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The keywords given to ``plan(runtime="unsloth")`` (those not left at their default), under the
+    names unsloth_plan takes (``lora_rank``, ``max_prompt_length``)."""
+    if settings["rollout_turns"] != 1:
+        raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
+    defaults = {n: p.default for n, p in inspect.signature(plan).parameters.items()}
+    given = {k: v for k, v in settings.items() if v is not None and v != defaults[k]}
+    if "lora_r" in given:
+        given["lora_rank"] = given.pop("lora_r")
+    if "prompt_length" in given:
+        given["max_prompt_length"] = given.pop("prompt_length")
+    return given
+
+
+def trl_request(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str,
+                settings: dict[str, Any]) -> PlanRequest:
+    """The request of ``plan(runtime="trl", ...)``: the TRL settings given become pins (as from the
+    CLI's flags or a --config file), aliases (``lora_rank``, ``prompt_length``) named once; the rest
+    are the request's options."""
+    options = dict(settings)
+    problems = [f"{k} is read by runtime='unsloth' only" for k in UNSLOTH_ONLY if options.pop(k) is not None]
+    given = {name: options.pop(name) for name in PIN_NAMES if name != "max_completion_length"}
+    given["max_prompt_length"] = one_setting(problems, "max_prompt_length", given["max_prompt_length"],
+                                             "prompt_length", options.pop("prompt_length"))
+    given["lora_r"] = one_setting(problems, "lora_r", given["lora_r"], "lora_rank", options.pop("lora_rank"))
+    pins = trl_pins(problems, options.pop("pin"), given)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
+    options["passthrough"] = dict(options["passthrough"] or {})
+    return plan_request(model, gpu, pin=pins, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
+
+
+def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
+    """The TRL settings to hold: ``pin``'s and the keywords given (the same setting in both with two
+    values: one line in ``problems``)."""
+    if pin is not None and not isinstance(pin, Mapping):
+        return pin  # plan_request names the problem
+    pins = {PIN_ALIASES.get(k, k): v for k, v in (pin or {}).items()}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if pins.get(name) is not None and pins[name] != value:
+            problems.append(f"{name} is given twice: {value!r} as a keyword and {pins[name]!r} in pin")
+        pins[name] = value
+    return pins
 
 
 def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
@@ -218,34 +377,67 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
 
 
 @_speak_python
-def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
-                    layout: str = "colocate", engine: str = "ddp", vllm_tensor_parallel_size: int = 1,
-                    server_gpus: int = 1, server_tensor_parallel_size: int | None = None,
-                    server_data_parallel_size: int = 1,
+def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus: int = 1, num_nodes: int = 1, *,
+                    layout: Literal["colocate", "server"] = "colocate",
+                    engine: Literal["ddp", "zero1", "zero2", "zero3", "fsdp"] = "ddp",
+                    vllm_tensor_parallel_size: int = 1, server_gpus: int = 1,
+                    server_tensor_parallel_size: int | None = None, server_data_parallel_size: int = 1,
                     server_gpu_memory_utilization: float = TRL_SERVE_DEFAULT_UTILIZATION,
-                    batch_size: int = 1, steps_per_generation: int = 1, num_generations: int = 8,
-                    completion_length: int = 512, vllm_gpu_memory_utilization: float = 0.3,
-                    sleep_mode: bool = False, server_port: int = TRL_SERVE_DEFAULT_PORT, **options: Any) -> Plan:
+                    server_host: str | None = None, server_port: int = TRL_SERVE_DEFAULT_PORT,
+                    per_device_train_batch_size: int = 1, steps_per_generation: int = 1,
+                    gradient_accumulation_steps: int | None = None, num_generations: int = 8,
+                    max_prompt_length: int = 256, max_completion_length: int = 512,
+                    vllm_gpu_memory_utilization: float = 0.3, vllm_enable_sleep_mode: bool = False,
+                    vllm_kv_cache_dtype: KvCacheDtype = "auto", weights: Weights = "bf16", finetune: Finetune = "lora",
+                    lora_r: int = 16, lora_target_modules: LoraTargets = None, optim: Optim | None = None,
+                    gradient_checkpointing: bool = True, logprob_head: LogprobHead | None = None,
+                    expandable_segments: bool | None = None, rollout_turns: int = 1, margin: float | None = None,
+                    calibration: Any = "auto", trl_version: str | None = None, vllm_version: str | None = None,
+                    transformers_version: str | None = None, vllm_max_model_length: int | None = None,
+                    vllm_quantization: str | None = None, vllm_max_num_seqs: int | None = None,
+                    vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
+                    completion_lengths: CompletionLengths = "varied", lora_rank: int | None = None,
+                    batch_size: int | None = None, prompt_length: int | None = None,
+                    completion_length: int | None = None, sleep_mode: bool | None = None) -> Plan:
     """Per-GPU memory of one fixed multi-GPU setup, no search (``plan estimate --num-gpus``).
 
-    The layout is given (``colocate`` or ``server``, the engine, TP / server split), so are batch,
-    steps per generation, lengths and utilisations. The :class:`Plan`'s ``fits`` says whether every
-    GPU stays under the margin. ``options``: trainer and vLLM options as for :func:`plan`."""
-    if layout not in ("colocate", "server"):
-        raise InvalidSetupError(f"--layout must be colocate or server for an estimate, got {layout!r}")
-    problems = fixed_setup_problems(batch_size=batch_size, steps_per_generation=steps_per_generation,
-                                    completion_length=completion_length, sleep_mode=sleep_mode)
+    The layout is given (``colocate`` or ``server``, the engine, TP / server split), so are the
+    batch, steps per generation, lengths and utilisations; the :class:`Plan`'s ``fits`` says
+    whether every GPU stays under the margin. The keywords are :func:`planner.estimate`'s, TRL's
+    names (``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and ``lora_rank``
+    are older names of the same settings). What a fixed layout does not model is refused, one line
+    each, as from the CLI: ``vllm_max_model_length`` (vLLM's length is prompt + completion here),
+    ``vllm_quantization``, ``vllm_max_num_seqs``, ``vllm_max_num_batched_tokens``,
+    ``vllm_enforce_eager``, ``completion_lengths="fixed"``, and a ``gradient_accumulation_steps``
+    other than ``steps_per_generation`` (a plan runs one generation per optimizer step)."""
+    problems: list[str] = []
+    B = one_setting(problems, "per_device_train_batch_size", per_device_train_batch_size, "batch_size", batch_size, 1)
+    P = one_setting(problems, "max_prompt_length", max_prompt_length, "prompt_length", prompt_length, 256)
+    C = one_setting(problems, "max_completion_length", max_completion_length, "completion_length",
+                    completion_length, 512)
+    sleep = one_setting(problems, "vllm_enable_sleep_mode", vllm_enable_sleep_mode, "sleep_mode", sleep_mode, False)
+    rank = one_setting(problems, "lora_r", lora_r, "lora_rank", lora_rank, 16)
+    problems += fixed_setup_problems(batch_size=B, steps_per_generation=steps_per_generation,
+                                     completion_length=C, sleep_mode=sleep)
+    problems += layout_refusals(dict(vllm_max_model_length=vllm_max_model_length, vllm_quantization=vllm_quantization,
+                                     vllm_max_num_seqs=vllm_max_num_seqs, vllm_enforce_eager=vllm_enforce_eager,
+                                     vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
+                                     completion_lengths=completion_lengths),
+                                gradient_accumulation_steps, steps_per_generation)
     if problems:
         raise InvalidSetupError("\n".join(problems))
-    u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
-    tp: dict[str, Any] = {"tensor_parallel_size": vllm_tensor_parallel_size} if layout == "colocate" else {}
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, engine=engine,
-                       num_generations=num_generations, max_completion_length=completion_length,
+                       num_generations=num_generations, max_completion_length=C, prompt_length=P,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
-                       sleep_mode="on" if sleep_mode else "off",
-                       server_port=server_port,
-                       **options, **tp)
+                       sleep_mode="on" if sleep else "off", server_port=server_port, server_gpus=server_gpus,
+                       server_host=server_host, kv_cache_dtype=vllm_kv_cache_dtype, weights=weights,
+                       finetune=finetune, lora_rank=rank, lora_target_modules=lora_target_modules, optim=optim,
+                       gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+                       expandable_segments=expandable_segments, rollout_turns=rollout_turns, margin=margin,
+                       calibration=calibration, trl_version=trl_version, vllm_version=vllm_version,
+                       transformers_version=transformers_version,
+                       tensor_parallel_size=vllm_tensor_parallel_size if layout == "colocate" else None)
     req = complete_request(req)
     if layout == "colocate":
         topo = Topology(num_gpus, num_nodes, engine, "colocate", vllm_tensor_parallel_size=vllm_tensor_parallel_size)
@@ -253,23 +445,48 @@ def estimate_layout(model: Any, gpu: Any = "H100-80GB", num_gpus: int = 1, num_n
         t = server_tensor_parallel_size or server_gpus // server_data_parallel_size
         topo = Topology(num_gpus, num_nodes, engine, "server", server_gpus=server_gpus,
                         server_tensor_parallel_size=t, server_data_parallel_size=server_data_parallel_size)
-    return evaluate(req, topology=topo, batch_size=batch_size, steps_per_generation=steps_per_generation,
-                    completion_length=completion_length, utilization=u, sleep_mode=sleep_mode,
-                    num_generations=num_generations)
+    u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
+    return evaluate(req, topology=topo, batch_size=B, steps_per_generation=steps_per_generation,
+                    completion_length=C, utilization=u, sleep_mode=sleep, num_generations=num_generations)
+
+
+# what planner.estimate models on one GPU and a fixed multi-GPU layout does not: (the default, why)
+LAYOUT_UNMODELLED = {
+    "vllm_max_model_length": (None, "vLLM's max_model_len is prompt + completion in a layout"),
+    "vllm_quantization": (None, "the layout's engine follows the trainer's weights"),
+    "vllm_max_num_seqs": (None, "the layout's engine takes TRL's"),
+    "vllm_max_num_batched_tokens": (None, "the layout's engine takes TRL's"),
+    "vllm_enforce_eager": (False, "the layout's engine captures CUDA graphs, as TRL's does"),
+    "completion_lengths": ("varied", "a layout is a run's peak (varied completion lengths)"),
+}
+
+
+def layout_refusals(given: dict[str, Any], gradient_accumulation_steps: int | None,
+                    steps_per_generation: int) -> list[str]:
+    """One line per setting a fixed multi-GPU layout cannot honour (``plan estimate --num-gpus``
+    and :func:`estimate_layout` alike)."""
+    out = [f"--{name.replace('_', '-')} is not modelled for a fixed multi-GPU setup ({why}); drop it or plan "
+           f"one GPU" for name, (default, why) in LAYOUT_UNMODELLED.items() if given[name] != default]
+    ga = gradient_accumulation_steps
+    if ga is not None and ga != steps_per_generation:
+        out.append(f"--gradient-accumulation-steps {ga} and --steps-per-generation {steps_per_generation} differ: "
+                   f"a layout runs one generation per optimizer step (steps_per_generation = "
+                   f"gradient_accumulation_steps); give one")
+    return out
 
 
 @_speak_python
-def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
-    """Pre-flight checks of a :class:`Plan`, or of ``plan(**options)`` when given a dict."""
-    if isinstance(plan_or_options, dict):
+def preflight(plan_or_options: Plan | Mapping[str, Any], *, live_gpu: bool | GpuSpec | None = None,
+              for_training: bool | None = None, strict: bool = True) -> CheckReport:
+    """Pre-flight checks of a :class:`Plan`, or of ``plan(**options)`` when given a dict of
+    :func:`plan`'s keywords (``model``, ``gpu``, ...). ``live_gpu``, ``for_training``, ``strict``:
+    planner.checks.preflight.preflight."""
+    if isinstance(plan_or_options, Mapping):
         plan_or_options = plan(**plan_or_options)
     if not isinstance(plan_or_options, Plan):
         raise InvalidSetupError(f"preflight takes a Plan (planner.plan(...)) or a dict of its options, "
                                 f"got {type(plan_or_options).__name__}")
-    unknown = sorted(set(kwargs) - {"live_gpu", "for_training", "strict"})
-    if unknown:
-        raise InvalidSetupError(f"preflight takes live_gpu, for_training and strict, not {', '.join(unknown)}")
-    report = preflight_plan(plan_or_options, **kwargs)
+    report = preflight_plan(plan_or_options, live_gpu=live_gpu, for_training=for_training, strict=strict)
     return replace(report, checks=tuple(replace(c, message=to_python(c.message), fix=to_python(c.fix))
                                         for c in report.checks))
 

@@ -58,16 +58,16 @@ def test_oversized_setup_does_not_fit(capsys):
      "plan: error: unknown model 'Qwen/Qwen2.5-0.5B-Instrct': not a shipped profile"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H1000"], "plan: error: unknown GPU 'H1000': "),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--batch-size", "0"],
-     "plan: error: --batch-size must be a positive integer, got 0"),
+     "plan: error: --per-device-train-batch-size must be a positive integer, got 0"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--completion-length", "-3"],
-     "plan: error: --completion-length must be a positive integer, got -3"),
+     "plan: error: --max-completion-length must be a positive integer, got -3"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--lora-rank", "4096"],
-     "plan: error: --lora-rank 4096 is larger than the hidden size (896) of Qwen/Qwen2.5-0.5B-Instruct"),
+     "plan: error: --lora-r 4096 is larger than the hidden size (896) of Qwen/Qwen2.5-0.5B-Instruct"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--rollout-turns", "0"],
      "plan: error: --rollout-turns must be a positive integer, got 0"),
     (["--model", "qwen2.5-0.5b-instruct", "--gpu", "H100-80GB", "--rollout-turns", "2", "--runtime", "unsloth"],
-     "plan: error: --rollout-turns is modelled for one GPU with TRL only; drop it, or plan the concatenated "
-     "length with --prompt-length and --completion-length"),
+     "plan: error: --rollout-turns is modelled with TRL only; drop it, or plan the concatenated "
+     "length with --max-prompt-length and --max-completion-length"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, line):
     assert main(["estimate", *argv]) == 2

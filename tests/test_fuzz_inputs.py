@@ -178,7 +178,7 @@ API_CASES = [  # (function, kwargs, number of problems)
     ("plan", dict(lora_target_modules="q_proj,v_proj"), 1), ("plan", dict(lora_target_modules=["nonexistent"]), 1),
     ("plan", dict(lora_target_modules=["Q_PROJ"]), 1), ("plan", dict(lora_target_modules=[]), 1),
     ("plan", dict(lora_target_modules=[1, 2]), 1), ("plan", dict(sleep_mode=True), 1),
-    ("plan", dict(sleep_mode="of"), 1), ("plan", dict(weights="bf17"), 1), ("plan", dict(unknown_option=1), 1),
+    ("plan", dict(sleep_mode="of"), 1), ("plan", dict(weights="bf17"), 1),
     ("plan", dict(utilization_range=(0.7, 0.3)), 1), ("plan", dict(utilization_range="0.3,0.7"), 1),
     ("plan", dict(model=None), 1), ("plan", dict(model=123), 1), ("plan", dict(gpu=None), 1),
     ("plan", dict(calibration="yes"), 1), ("plan", dict(relax="no"), 1), ("plan", dict(server_port=70000), 1),
@@ -218,6 +218,13 @@ def test_python_api_bad_input(fn, kwargs, n, tmp_path, monkeypatch):
     assert not isinstance(info.value, InfeasibleError)
     assert len(error_lines(info.value)) == n, str(info.value)
     assert _files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("fn", ["plan", "estimate", "estimate_layout"])
+def test_an_unknown_keyword_is_pythons_type_error(fn):
+    # the keywords are typed parameters (tests/test_api_vocabulary.py): a misspelt one is a TypeError, as anywhere
+    with pytest.raises(TypeError, match="unknown_option"):
+        getattr(planner, fn)(SMALL, "L4", unknown_option=1)
 
 
 def test_all_linear_means_every_linear_projection():

@@ -194,7 +194,8 @@ def test_a_tight_card_is_bound_by_a_memory_phase():
 def test_assumptions_carry_values_and_sources():
     p = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", prompt_length=128, pin=dict(lora_r=8))
     a = p.to_dict()["assumptions"]
-    assert a["prompt_length"] == {**a["prompt_length"], "value": 128, "source": "option"}
+    # prompt_length is max_prompt_length (the CLI's --prompt-length alike): a TRL setting given is pinned
+    assert a["max_prompt_length"] == {"value": 128, "source": "pinned"} and "prompt_length" not in a
     assert a["lora_r"] == {"value": 8, "source": "pinned"}
     assert a["max_batch"] == {"value": 64, "source": "default"}
     assert a["utilization_range"]["value"] == [0.3, 0.7]
@@ -266,7 +267,7 @@ def test_bitsandbytes_check_names_the_install_and_speaks_python():
 
 
 def test_python_errors_name_keyword_arguments_and_the_cli_names_flags(capsys):
-    with pytest.raises(InvalidSetupError, match=r"^lora_rank must be a positive integer, got 0$"):
+    with pytest.raises(InvalidSetupError, match=r"^lora_r must be a positive integer, got 0$"):  # the CLI's name
         planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", lora_rank=0)
     assert main(["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "L4", "--lora-rank", "0"]) == 2
     assert "--lora-r must be a positive integer" in capsys.readouterr().err

@@ -112,8 +112,9 @@ def model_arg(args, cfg) -> str:
 
 
 def trainer_kwargs(args) -> dict:
-    """The trainer options the user gave (unset ones are left to the API's defaults)."""
-    kw = dict(weights=args.weights, finetune=args.finetune, lora_rank=args.lora_rank,
+    """The trainer options the user gave, as the Python API's keywords (``--lora-rank`` is ``lora_r``;
+    unset ones are left to the API's defaults)."""
+    kw = dict(weights=args.weights, finetune=args.finetune, lora_r=args.lora_rank,
               lora_target_modules=target_modules(args), optim=args.optim,
               gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
               expandable_segments=args.expandable_segments)

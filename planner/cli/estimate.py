@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from ..api import estimate_layout
+from ..api import ROLLOUT_TURNS_TRL_ONLY, estimate_layout
 from ..errors import InvalidSetupError
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..report.outputs import check_outputs, report_rating, write_if_ok
@@ -189,27 +189,21 @@ def _steps_per_generation(args, values: dict):
 
 
 def run(args) -> int:
-    if args.rollout_turns != 1 and (getattr(args, "runtime", "trl") != "trl" or is_multi_gpu(args)):
-        raise InvalidSetupError("--rollout-turns is modelled for one GPU with TRL only; drop it, or plan the "
-                                "concatenated length with --prompt-length and --completion-length")
+    if args.rollout_turns != 1 and getattr(args, "runtime", "trl") != "trl":
+        raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     if (rc := _unsloth.dispatch(args, "estimate")) is not None:
         return rc
+    accumulation_flag = args.gradient_accumulation_steps  # given on the command line (a layout checks it)
     args, notes = with_config(args)
     if is_multi_gpu(args):
-        return _run_layout(args, notes)
-    e = estimate(args.model, args.gpu, **trainer_kwargs(args), batch_size=args.batch_size,
-                 prompt_length=args.prompt_length, completion_length=args.completion_length,
-                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
-                 vllm_max_model_len=args.vllm_max_model_len,
+        return _run_layout(args, notes, accumulation_flag)
+    e = estimate(args.model, args.gpu, **trainer_kwargs(args), **fixed_kwargs(args),
+                 gradient_accumulation_steps=args.gradient_accumulation_steps,
+                 vllm_max_model_length=args.vllm_max_model_len, vllm_quantization=args.vllm_quantization,
+                 vllm_max_num_seqs=args.vllm_max_num_seqs, vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
+                 vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                 vllm_kv_cache_dtype=args.vllm_kv_cache_dtype, vllm_quantization=args.vllm_quantization,
-                 vllm_max_num_seqs=args.vllm_max_num_seqs,
-                 vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
-                 vllm_enforce_eager=args.vllm_enforce_eager, vllm_version=args.vllm_version,
-                 trl_version=args.trl_version, steps_per_generation=args.steps_per_generation,
-                 sleep_mode=args.sleep_mode, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                 completion_lengths=args.completion_lengths, transformers_version=args.transformers_version,
-                 rollout_turns=args.rollout_turns)
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -218,12 +212,21 @@ def run(args) -> int:
     return report_rating([] if e.fits else ["the setup does not fit the GPU"], False)
 
 
-def _run_layout(args, notes: tuple[str, ...] = ()) -> int:
+def fixed_kwargs(args) -> dict:
+    """The settings one GPU and a layout take alike, under the Python API's names (TRL's)."""
+    return dict(per_device_train_batch_size=args.batch_size, max_prompt_length=args.prompt_length,
+                max_completion_length=args.completion_length, steps_per_generation=args.steps_per_generation,
+                vllm_enable_sleep_mode=args.sleep_mode, vllm_kv_cache_dtype=args.vllm_kv_cache_dtype,
+                vllm_version=args.vllm_version, trl_version=args.trl_version,
+                transformers_version=args.transformers_version, rollout_turns=args.rollout_turns)
+
+
+def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None = None) -> int:
     """One fixed multi-GPU setup: ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset
-    TP 1, an unset ``--server-gpus`` 1."""
+    TP 1, an unset ``--server-gpus`` 1. Every flag goes to :func:`planner.estimate_layout`, which
+    refuses those a layout does not model (the same lines as from Python)."""
     check_outputs(output_dir=args.output_dir, force=args.force)
-    kw = dict(trainer_kwargs(args), vllm_version=args.vllm_version, trl_version=args.trl_version,
-              kv_cache_dtype=args.vllm_kv_cache_dtype)
+    kw = dict(trainer_kwargs(args), **fixed_kwargs(args))
     for name in ("server_gpus", "server_host"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
@@ -231,11 +234,13 @@ def _run_layout(args, notes: tuple[str, ...] = ()) -> int:
                         layout="colocate" if args.layout == "auto" else args.layout,
                         engine="ddp" if args.engine == "auto" else args.engine,
                         vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                        batch_size=args.batch_size, steps_per_generation=args.steps_per_generation,
-                        num_generations=args.num_generations or 8, prompt_length=args.prompt_length,
-                        completion_length=args.completion_length,
+                        num_generations=args.num_generations or 8,
                         vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
-                        sleep_mode=args.sleep_mode, server_port=args.server_port, **kw)
+                        server_port=args.server_port, gradient_accumulation_steps=accumulation_flag,
+                        vllm_max_model_length=args.vllm_max_model_len, vllm_quantization=args.vllm_quantization,
+                        vllm_max_num_seqs=args.vllm_max_num_seqs,
+                        vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
+                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths, **kw)
     d = replace(d, warnings=d.warnings + notes)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:

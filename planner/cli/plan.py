@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..api import plan_from_request
+from ..api import ROLLOUT_TURNS_TRL_ONLY, plan_from_request
 from ..errors import InvalidSetupError
 from ..report import outputs
 from ..report.next_steps import next_steps
@@ -129,7 +129,7 @@ def request_from_args(args) -> PlanRequest:
     sources = {k: "config file" for k in pins}
     options: dict = dict(cfg.options) if cfg else {}
     trainer = trainer_kwargs(args)
-    for flag, pin in (("lora_rank", "lora_r"), ("lora_target_modules", "lora_target_modules"), ("optim", "optim")):
+    for flag, pin in (("lora_r", "lora_r"), ("lora_target_modules", "lora_target_modules"), ("optim", "optim")):
         if trainer.get(flag) is not None:
             pins[pin] = trainer.pop(flag)
             sources[pin] = "pinned"
@@ -173,8 +173,7 @@ def check_outputs(args) -> None:
 
 def run(args) -> int:
     if args.rollout_turns not in (None, 1) and getattr(args, "runtime", "trl") != "trl":
-        raise InvalidSetupError("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated "
-                                "length with --prompt-length and --max-completion-length")
+        raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     if (rc := _unsloth.dispatch(args, "plan")) is not None:
         return rc
     check_outputs(args)

@@ -1,8 +1,8 @@
 """``estimate()``: evaluate one fixed setup (no solving) and report every memory term.
 
     >>> import planner
-    >>> e = planner.estimate(model="Qwen/Qwen2.5-7B-Instruct", gpu="H100-80GB", batch_size=8,
-    ...                      prompt_length=256, completion_length=1792)
+    >>> e = planner.estimate("Qwen/Qwen2.5-7B-Instruct", "H100-80GB", per_device_train_batch_size=8,
+    ...                      max_prompt_length=256, max_completion_length=1792)
     >>> e.trainer.peak_bytes, e.fits
     >>> e.to_dict()          # the JSON `plan estimate --json` prints
 
@@ -14,17 +14,19 @@ with and without sleep mode.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 from ..checks.preflight import architecture_warnings
 from ..errors import InvalidSetupError, VersionError
 from ..memory.allocator import expandable_segments_from_env
 from ..memory.calibration import apply_calibration, find_calibration
 from ..memory.logprob_head import trl_logprob_head
-from ..memory.phases import colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
+from ..memory.phases import ColocatedPhases, colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
 from ..memory.process import CUDA_CONTEXT_BYTES
-from ..memory.trainer import TrainerSetup, trainer_memory
-from ..memory.vllm import baseline_bytes, vllm_capacity
+from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
+from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
 from ..specs.gpu import GpuSpec, resolve_gpu
 from ..specs.model import ModelSpec, resolve_model
 from ..specs.versions import (
@@ -36,11 +38,18 @@ from ..specs.versions import (
     trl_max_model_len,
 )
 from .request import (
+    CompletionLengths,
+    Finetune,
+    KvCacheDtype,
+    LogprobHead,
+    Optim,
     PlanRequest,
+    Weights,
     fixed_model_problems,
     fixed_setup_problems,
     model_problems,
     normalise_targets,
+    one_setting,
     request_problems,
 )
 from .results import Estimate, rollout_summary
@@ -59,26 +68,80 @@ def default_logprob_head(trl_version: str | None = None, engine: str = "amp") ->
     return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine)
 
 
-def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weights: str = "bf16",
-             finetune: str = "lora", lora_rank: int = 16, lora_target_modules=None,
-             optim: str = "adamw_8bit", gradient_checkpointing: bool = True, batch_size: int = 1,
-             prompt_length: int = 256, completion_length: int = 512, logprob_head: str | None = None,
-             expandable_segments: bool | None = None, calibration: str | object | None = "auto",
-             vllm_gpu_memory_utilization: float | None = None, vllm_max_model_len: int | None = None,
-             vllm_tensor_parallel_size: int = 1, vllm_kv_cache_dtype: str = "auto",
+@dataclass(frozen=True)
+class FixedSetup:
+    """The inputs of one fixed setup under TRL's names, aliases resolved (what :func:`estimate` takes)."""
+
+    weights: str = "bf16"
+    finetune: str = "lora"
+    lora_r: int = 16
+    lora_target_modules: Any = None
+    optim: str = "adamw_8bit"
+    gradient_checkpointing: bool = True
+    per_device_train_batch_size: int = 1
+    max_prompt_length: int = 256
+    max_completion_length: int = 512
+    steps_per_generation: int = 1
+    gradient_accumulation_steps: int = 1
+    num_generations: int | None = None
+    logprob_head: str | None = None
+    expandable_segments: bool | None = None
+    calibration: Any = "auto"
+    vllm_gpu_memory_utilization: float | None = None
+    vllm_enable_sleep_mode: bool = False
+    vllm_max_model_length: int | None = None
+    vllm_tensor_parallel_size: int = 1
+    vllm_kv_cache_dtype: str = "auto"
+    vllm_quantization: str | None = None
+    vllm_max_num_seqs: int | None = None
+    vllm_max_num_batched_tokens: int | None = None
+    vllm_enforce_eager: bool = False
+    vllm_version: str | None = None
+    trl_version: str | None = None
+    transformers_version: str | None = None
+    completion_lengths: str = "varied"
+    rollout_turns: int = 1
+
+    @property
+    def colocated(self) -> bool:
+        """A vLLM engine shares the GPU (a utilisation was given)."""
+        return self.vllm_gpu_memory_utilization is not None
+
+
+# the older names estimate() still takes, each the same setting as its TRL name (tests/test_api_vocabulary.py)
+ESTIMATE_ALIASES = {"lora_rank": "lora_r", "batch_size": "per_device_train_batch_size",
+                    "prompt_length": "max_prompt_length", "completion_length": "max_completion_length",
+                    "sleep_mode": "vllm_enable_sleep_mode", "vllm_max_model_len": "vllm_max_model_length"}
+
+
+def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
+             weights: Weights | Literal["trl-default"] = "bf16", finetune: Finetune = "lora", lora_r: int = 16,
+             lora_target_modules: Sequence[str] | str | None = None,
+             optim: Optim | Literal["trl-default"] = "adamw_8bit", gradient_checkpointing: bool = True,
+             per_device_train_batch_size: int = 1, max_prompt_length: int = 256, max_completion_length: int = 512,
+             steps_per_generation: int = 1, gradient_accumulation_steps: int = 1, num_generations: int | None = None,
+             logprob_head: LogprobHead | None = None, expandable_segments: bool | None = None,
+             calibration: Any = "auto", vllm_gpu_memory_utilization: float | None = None,
+             vllm_enable_sleep_mode: bool = False, vllm_max_model_length: int | None = None,
+             vllm_tensor_parallel_size: int = 1, vllm_kv_cache_dtype: KvCacheDtype = "auto",
              vllm_quantization: str | None = None, vllm_max_num_seqs: int | None = None,
              vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
-             vllm_version: str | None = None, trl_version: str | None = None,
-             steps_per_generation: int = 1, sleep_mode: bool = False, gradient_accumulation_steps: int = 1,
-             completion_lengths: str = "varied", transformers_version: str | None = None,
-             rollout_turns: int = 1) -> Estimate:
-    """Memory of one GRPO setup. Sizes are per device; ``batch_size`` is
-    ``per_device_train_batch_size`` (sequences per micro-batch).
+             vllm_version: str | None = None, trl_version: str | None = None, transformers_version: str | None = None,
+             completion_lengths: CompletionLengths = "varied", rollout_turns: int = 1, lora_rank: int | None = None,
+             batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
+             sleep_mode: bool | None = None, vllm_max_model_len: int | None = None) -> Estimate:
+    """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
+    TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
+    ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
+    ``vllm_max_model_len`` are older names of ``lora_r`` ... ``vllm_max_model_length`` (the same
+    setting: two different values are one error line).
 
     The inputs are checked once, with the request's rules and messages (planner.search.request): an
     InvalidSetupError names every problem, one line each, including setups that cannot run at all
-    (prompt + completion beyond the context, ``vllm_max_model_len`` below the sequence or beyond the
-    context, int8 weights with colocated vLLM). ``sleep_mode`` is True or False.
+    (prompt + completion beyond the context, ``vllm_max_model_length`` below the sequence or beyond the
+    context, int8 weights with colocated vLLM). ``num_generations`` is checked (GRPO needs 2); one
+    GPU's memory does not depend on it (vLLM generates ``per_device_train_batch_size x
+    steps_per_generation`` completions per generation).
 
     ``weights="trl-default"`` models a run that names no dtype (``GRPOTrainer(model="org/name")``
     without ``model_init_kwargs``): what that TRL and transformers release loads (float32 in TRL
@@ -88,78 +151,136 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *, weight
 
     ``rollout_turns`` > 1: a multi-turn ``rollout_func`` (TRL's OpenEnv examples) that generates up to
     that many turns and returns every turn's prompt and completion ids concatenated. vLLM sees one
-    turn at a time (``prompt_length + completion_length`` per request, what ``vllm_max_model_len`` is
-    checked against); the trainer trains on up to ``rollout_turns x prompt_length`` prompt and
-    ``rollout_turns x completion_length`` completion tokens per sequence (TRL does not truncate a
-    rollout function's ids)."""
-    colocated = vllm_gpu_memory_utilization is not None
-    weights_unset, optim_unset = weights == TRL_DEFAULT, optim == TRL_DEFAULT
-    req = _request(model, gpu, colocated, calibration=calibration, weights="bf16" if weights_unset else weights,
-                   finetune=finetune, lora_rank=lora_rank, lora_target_modules=lora_target_modules,
-                   optim="adamw_torch" if optim_unset else optim,
-                   gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
-                   expandable_segments=expandable_segments, transformers_version=transformers_version,
-                   kv_cache_dtype=vllm_kv_cache_dtype, tensor_parallel_size=vllm_tensor_parallel_size,
-                   vllm_version=vllm_version, trl_version=trl_version, prompt_length=prompt_length,
-                   # checked below as --completion-length, once
-                   max_completion_length=completion_length if _positive(completion_length) else None)
-    problems = fixed_setup_problems(
-        batch_size=batch_size, prompt_length=prompt_length, completion_length=completion_length,
-        steps_per_generation=steps_per_generation, gradient_accumulation_steps=gradient_accumulation_steps,
-        completion_lengths=completion_lengths, sleep_mode=sleep_mode,
-        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_max_model_len=vllm_max_model_len,
-        vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
-        vllm_enforce_eager=vllm_enforce_eager, vllm_quantization=vllm_quantization, rollout_turns=rollout_turns)
-    problems = request_problems(req, colocated=colocated) + problems
+    turn at a time (``max_prompt_length + max_completion_length`` per request, what
+    ``vllm_max_model_length`` is checked against); the trainer trains on up to ``rollout_turns`` times
+    as many prompt and completion tokens per sequence (TRL does not truncate a rollout function's ids)."""
+    problems: list[str] = []
+    given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
+                 max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
+                 vllm_enable_sleep_mode=vllm_enable_sleep_mode, vllm_max_model_length=vllm_max_model_length)
+    old = dict(lora_rank=lora_rank, batch_size=batch_size, prompt_length=prompt_length,
+               completion_length=completion_length, sleep_mode=sleep_mode, vllm_max_model_len=vllm_max_model_len)
+    defaults = {f.name: f.default for f in fields(FixedSetup)}
+    named = {name: one_setting(problems, name, given[name], alias, old[alias], defaults[name])
+             for alias, name in ESTIMATE_ALIASES.items()}
     if problems:
         raise InvalidSetupError("\n".join(problems))
-    lora_target_modules = req.trainer.lora_target_modules  # "all-linear" -> None
+    fixed = FixedSetup(
+        weights=weights, finetune=finetune, lora_target_modules=lora_target_modules, optim=optim,
+        gradient_checkpointing=gradient_checkpointing, steps_per_generation=steps_per_generation,
+        gradient_accumulation_steps=gradient_accumulation_steps, num_generations=num_generations,
+        logprob_head=logprob_head, expandable_segments=expandable_segments, calibration=calibration,
+        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_tensor_parallel_size=vllm_tensor_parallel_size,
+        vllm_kv_cache_dtype=vllm_kv_cache_dtype, vllm_quantization=vllm_quantization,
+        vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
+        vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
+        transformers_version=transformers_version, completion_lengths=completion_lengths,
+        rollout_turns=rollout_turns, **named)
+    return estimate_fixed(model, gpu, fixed)
+
+
+def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup) -> Estimate:
+    """:func:`estimate` of inputs already named: complete the setup, the trainer's memory, the
+    colocated engine and the phases, the result."""
+    spec, card, setup, assumptions = complete_setup(model, gpu, fixed)
+    trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, fixed.calibration))
+    warnings += architecture_warnings(spec)
+    extra: dict = {"assumptions": assumptions} if assumptions else {}
+    if fixed.rollout_turns > 1:
+        extra["rollout"] = rollout_summary(fixed.rollout_turns, fixed.max_prompt_length, fixed.max_completion_length)
+    if fixed.vllm_gpu_memory_utilization is None:
+        return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
+                        warnings=tuple(warnings), extra=extra)
+    capacity = fixed_engine(spec, card, setup, fixed, trainer.load_bytes)
+    phases = fixed_phases(spec, setup, trainer, capacity, fixed)
+    return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
+                    phases=phases, warnings=tuple(warnings) + tuple(phases.warnings), extra=extra)
+
+
+def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup) -> tuple[list[str], PlanRequest]:
+    """Every problem of the inputs that needs no model, with the request's rules and messages, and
+    the (unvalidated) request they were checked as."""
+    f = fixed
+    req = _request(model, gpu, f.colocated, calibration=f.calibration,
+                   weights="bf16" if f.weights == TRL_DEFAULT else f.weights, finetune=f.finetune,
+                   lora_rank=f.lora_r, lora_target_modules=f.lora_target_modules,
+                   optim="adamw_torch" if f.optim == TRL_DEFAULT else f.optim,
+                   gradient_checkpointing=f.gradient_checkpointing, logprob_head=f.logprob_head,
+                   expandable_segments=f.expandable_segments, transformers_version=f.transformers_version,
+                   kv_cache_dtype=f.vllm_kv_cache_dtype, tensor_parallel_size=f.vllm_tensor_parallel_size,
+                   vllm_version=f.vllm_version, trl_version=f.trl_version, prompt_length=f.max_prompt_length,
+                   num_generations=f.num_generations,
+                   # checked by fixed_setup_problems as --max-completion-length, once
+                   max_completion_length=f.max_completion_length if _positive(f.max_completion_length) else None)
+    return request_problems(req, colocated=f.colocated) + fixed_setup_problems(
+        batch_size=f.per_device_train_batch_size, prompt_length=f.max_prompt_length,
+        completion_length=f.max_completion_length, steps_per_generation=f.steps_per_generation,
+        gradient_accumulation_steps=f.gradient_accumulation_steps, completion_lengths=f.completion_lengths,
+        sleep_mode=f.vllm_enable_sleep_mode, vllm_gpu_memory_utilization=f.vllm_gpu_memory_utilization,
+        vllm_max_model_len=f.vllm_max_model_length, vllm_max_num_seqs=f.vllm_max_num_seqs,
+        vllm_max_num_batched_tokens=f.vllm_max_num_batched_tokens, vllm_enforce_eager=f.vllm_enforce_eager,
+        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns), req
+
+
+def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
+                   fixed: FixedSetup) -> tuple[ModelSpec, GpuSpec, TrainerSetup, dict]:
+    """Check the inputs (every problem at once, then those that need the model), resolve the model
+    and the card, fill what the TRL and transformers releases decide (``"trl-default"`` weights and
+    optimizer, the log-prob head, the allocator from the environment): the trainer's setup and the
+    assumptions made."""
+    f = fixed
+    problems, req = fixed_problems(model, gpu, f)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
     spec = resolve_model(model)
-    problems = model_problems(req, spec) + fixed_model_problems(spec, vllm_max_model_len, colocated)
+    problems = model_problems(req, spec) + fixed_model_problems(spec, f.vllm_max_model_length, f.colocated)
     if problems:
         raise InvalidSetupError("\n".join(problems))
     card = resolve_gpu(gpu)
-    if expandable_segments is None:
-        expandable_segments = expandable_segments_from_env()
-    assumptions: dict = {}
-    if weights_unset:
-        dtype = trl_default_model_dtype(trl_version, transformers_version)
-        weights = default_weights_format(trl_version, transformers_version, spec.dtype)
+    weights, optim, assumptions = f.weights, f.optim, {}
+    if weights == TRL_DEFAULT:
+        dtype = trl_default_model_dtype(f.trl_version, f.transformers_version)
+        weights = default_weights_format(f.trl_version, f.transformers_version, spec.dtype)
         assumptions["weights"] = {"value": weights, "source": f"no dtype given: TRL and transformers load {dtype}"
                                   + (f" (the checkpoint's {spec.dtype})" if dtype == "auto" else "")}
-    if optim_unset:
-        optim = default_optimizer(transformers_version)
+    if optim == TRL_DEFAULT:
+        optim = default_optimizer(f.transformers_version)
         assumptions["optim"] = {"value": optim, "source": "TrainingArguments.optim's default for this transformers"}
-    setup = TrainerSetup(weights=weights, finetune=finetune, lora_rank=lora_rank,
-                         lora_target_modules=tuple(lora_target_modules) if lora_target_modules else None,
-                         optim=optim, gradient_checkpointing=gradient_checkpointing, batch_size=batch_size,
-                         prompt_length=prompt_length * rollout_turns,
-                         completion_length=completion_length * rollout_turns,
-                         logprob_head=logprob_head or default_logprob_head(trl_version),
-                         expandable_segments=bool(expandable_segments),
-                         gradient_accumulation_steps=gradient_accumulation_steps,
-                         completion_lengths=completion_lengths, transformers_version=transformers_version)
-    trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, calibration))
-    warnings += architecture_warnings(spec)
-    extra: dict = {"assumptions": assumptions} if assumptions else {}
-    if rollout_turns > 1:
-        extra["rollout"] = rollout_summary(rollout_turns, prompt_length, completion_length)
-    if vllm_gpu_memory_utilization is None:
-        return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
-                        warnings=tuple(warnings), extra=extra)
-    capacity = colocated_vllm(spec, card, trainer.load_bytes, vllm_gpu_memory_utilization,
-                              weights=weights, max_model_len=vllm_max_model_len,
-                              max_num_seqs=vllm_max_num_seqs or batch_size * steps_per_generation
-                              * vllm_tensor_parallel_size,
-                              tensor_parallel_size=vllm_tensor_parallel_size, kv_cache_dtype=vllm_kv_cache_dtype,
-                              quantization=vllm_quantization, max_num_batched_tokens=vllm_max_num_batched_tokens,
-                              enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version)
+    targets = req.trainer.lora_target_modules  # "all-linear" -> None
+    expandable = expandable_segments_from_env() if f.expandable_segments is None else f.expandable_segments
+    setup = TrainerSetup(weights=weights, finetune=f.finetune, lora_rank=f.lora_r,
+                         lora_target_modules=tuple(targets) if targets else None, optim=optim,
+                         gradient_checkpointing=f.gradient_checkpointing, batch_size=f.per_device_train_batch_size,
+                         prompt_length=f.max_prompt_length * f.rollout_turns,
+                         completion_length=f.max_completion_length * f.rollout_turns,
+                         logprob_head=f.logprob_head or default_logprob_head(f.trl_version),
+                         expandable_segments=bool(expandable), gradient_accumulation_steps=f.gradient_accumulation_steps,
+                         completion_lengths=f.completion_lengths, transformers_version=f.transformers_version)
+    return spec, card, setup, assumptions
+
+
+def fixed_engine(spec: ModelSpec, card: GpuSpec, setup: TrainerSetup, fixed: FixedSetup,
+                 trainer_load_bytes: int) -> VllmCapacity:
+    """The colocated engine of a fixed setup (TRL passes ``max_num_seqs`` = batch x steps per
+    generation x TP unless it is given)."""
+    f = fixed
+    assert f.vllm_gpu_memory_utilization is not None
+    seqs = f.vllm_max_num_seqs or f.per_device_train_batch_size * f.steps_per_generation * f.vllm_tensor_parallel_size
+    return colocated_vllm(spec, card, trainer_load_bytes, f.vllm_gpu_memory_utilization, weights=setup.weights,
+                          max_model_len=f.vllm_max_model_length, max_num_seqs=seqs,
+                          tensor_parallel_size=f.vllm_tensor_parallel_size, kv_cache_dtype=f.vllm_kv_cache_dtype,
+                          quantization=f.vllm_quantization, max_num_batched_tokens=f.vllm_max_num_batched_tokens,
+                          enforce_eager=f.vllm_enforce_eager, vllm_version=f.vllm_version, trl_version=f.trl_version)
+
+
+def fixed_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemory, capacity: VllmCapacity,
+                 fixed: FixedSetup) -> ColocatedPhases:
+    """The process's generation and training phases (planner.memory.phases, the solver's table),
+    with or without sleep mode."""
     blocks = {**trainer_blocks(trainer.components, {"merge_transient": merge_transient_bytes(spec, setup)}),
               **vllm_blocks(capacity)}
-    phases = colocated_phases(blocks, sleep_mode, tuple(sleep_warnings(trl_version) if sleep_mode else ()))
-    warnings += list(phases.warnings)
-    return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
-                    phases=phases, warnings=tuple(warnings), extra=extra)
+    sleep = fixed.vllm_enable_sleep_mode
+    return colocated_phases(blocks, sleep, tuple(sleep_warnings(fixed.trl_version) if sleep else ()))
 
 
 def _positive(v) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from ..errors import InvalidSetupError
 from ..memory.logprob_head import LOGPROB_HEADS
@@ -33,6 +33,18 @@ from ..specs.topology import LAYOUTS
 SLEEP_MODES = ("auto", "on", "off")
 KV_CACHE_DTYPES = ("auto", "fp8")
 ENGINES = ("auto", *TOPOLOGY_ENGINES)
+
+# the closed choices of the public API as types (tests/test_api_vocabulary.py checks each against its tuple)
+Weights = Literal["bf16", "fp16", "fp32", "nf4", "int8"]  # WEIGHT_FORMATS
+Finetune = Literal["lora", "full"]  # FINETUNE_MODES
+Optim = Literal["adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"]
+LogprobHead = Literal["fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy"]
+SleepMode = Literal["auto", "on", "off"]  # SLEEP_MODES
+KvCacheDtype = Literal["auto", "fp8"]  # KV_CACHE_DTYPES
+Layout = Literal["auto", "colocate", "server"]  # planner.specs.topology.LAYOUTS
+Engine = Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp"]  # ENGINES
+CompletionLengths = Literal["varied", "fixed"]  # planner.memory.trainer.COMPLETION_LENGTHS
+Runtime = Literal["trl", "unsloth"]
 MAX_GPUS_PER_NODE = 64  # a sanity bound: the largest NVLink domains have 72 GPUs in 18 nodes
 MAX_NODES = 1024
 ALL_LINEAR = "all-linear"  # PEFT's own spelling of "every linear projection" (= None here)
@@ -201,6 +213,19 @@ FIELDS: dict[str, str] = {
 ALIASES = {"vllm_kv_cache_dtype": "kv_cache_dtype", "vllm_tensor_parallel_size": "tensor_parallel_size"}
 
 
+def one_setting(problems: list[str], name: str, value: Any, alias: str, alias_value: Any, default: Any = None) -> Any:
+    """The value of the setting ``name`` given under its own name or its older ``alias`` (the
+    same thing; ``default`` when neither was given). Both given, and different: one line in
+    ``problems`` (and ``value`` is kept)."""
+    if alias_value is None:
+        return value
+    if value != default and value != alias_value:
+        problems.append(f"{_flag(alias)} {alias_value!r} and {_flag(name)} {value!r} name one setting ({name}); "
+                        f"give one")
+        return value
+    return alias_value
+
+
 def _unknown(name: str, names: list[str] | None = None, what: str = "option") -> str:
     close = difflib.get_close_matches(name, names if names is not None else list(FIELDS) + list(ALIASES), n=1)
     return f"unknown {what} '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
@@ -219,21 +244,22 @@ def make_pins(pin: dict[str, Any] | None, source: str = "pinned") -> tuple[Pins,
         if name not in PIN_NAMES:
             problems.append(_unknown(str(k), list(PIN_NAMES), "pin"))
             continue
-        if name == "lora_target_modules" and isinstance(v, list):
-            v = tuple(v)
+        if name == "lora_target_modules":
+            v = normalise_targets(v)  # PEFT's "all-linear" is every linear projection: None, nothing to hold
         if v is not None:
             kw[name] = v
     return Pins(**kw), {k: source for k in kw}, problems
 
 
 def plan_request(model: Any, gpu: Any = "auto", pin: dict[str, Any] | None = None, **options: Any) -> PlanRequest:
-    """A validated :class:`PlanRequest` from ``planner.plan``'s flat keyword arguments.
+    """A validated :class:`PlanRequest` from the request's own field names (:data:`FIELDS`; the
+    lower-level form: ``planner.plan`` turns its TRL keywords into ``pin`` first, planner.api.trl_request).
 
     ``pin``: TRL settings to hold fixed (:class:`Pins`); the TRL-named ones that are not also
-    options (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
-    as keyword arguments too. ``num_generations``, ``optim``, ``lora_target_modules`` as keyword
-    arguments are options as before; ``max_completion_length`` as a keyword is a target the
-    solver may shorten, in ``pin`` it is exact."""
+    fields (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
+    as keyword arguments too. ``num_generations``, ``optim``, ``lora_rank``, ``lora_target_modules``
+    and ``prompt_length`` here are the request's fields (not pinned); ``max_completion_length`` as a
+    keyword is a target the solver may shorten, in ``pin`` it is exact."""
     problems = [_unknown(k) for k in options if k not in FIELDS and k not in ALIASES]
     pins, sources, pin_problems = make_pins(pin)
     problems += pin_problems
@@ -327,7 +353,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     t, v, g, o = req.trainer, req.vllm, req.targets, req.topology
     _choice(p, "weights", t.weights, WEIGHT_FORMATS)
     _choice(p, "finetune", t.finetune, FINETUNE_MODES)
-    _positive_int(p, "lora_rank", t.lora_rank, upper=65536)
+    _positive_int(p, "lora_r", t.lora_rank, upper=65536)
     mods = t.lora_target_modules
     if mods is not None and (not isinstance(mods, tuple) or not mods
                              or not all(isinstance(m, str) and m.strip() for m in mods)):
@@ -352,7 +378,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
                  f"got {g.num_generations!r}")
     _positive_int(p, "max_completion_length", g.max_completion_length, optional=True)
     if not _is_int(g.prompt_length) or g.prompt_length < 0:
-        p.append(f"--prompt-length must be a non-negative integer, got {g.prompt_length!r}")
+        p.append(f"--max-prompt-length must be a non-negative integer, got {g.prompt_length!r}")
     _range(p, "utilization_range", g.utilization_range)
     if g.margin is not None and (not _is_number(g.margin) or not 0 <= g.margin < 0.5):
         p.append(f"--margin must be in [0, 0.5), got {g.margin!r}")
@@ -477,7 +503,7 @@ def model_problems(req: PlanRequest, spec: ModelSpec) -> list[str]:
         p.append(f"prompt + completion ({g.prompt_length} + {C}) exceeds {spec.model_id}'s context of "
                  f"{spec.max_position_embeddings} tokens")
     if t.finetune == "lora" and t.lora_rank > spec.hidden_size:
-        p.append(f"--lora-rank {t.lora_rank} is larger than the hidden size ({spec.hidden_size}) of {spec.model_id}")
+        p.append(f"--lora-r {t.lora_rank} is larger than the hidden size ({spec.hidden_size}) of {spec.model_id}")
     if t.finetune == "lora" and t.lora_target_modules:
         p += target_problems(t.lora_target_modules, spec)
     return p
@@ -511,19 +537,21 @@ def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, complet
                          vllm_enforce_eager: Any = False, vllm_quantization: Any = None,
                          rollout_turns: Any = 1) -> list[str]:
     """What ``planner.estimate`` takes beyond the request's fields (one fixed setup), with the same
-    rules and messages; and the relations a fixed setup adds (vLLM's max_model_len vs the lengths)."""
+    rules and messages, named as the settings are (TRL's names: ``batch_size`` is
+    ``--per-device-train-batch-size``); and the relations a fixed setup adds (vLLM's max_model_len
+    vs the lengths)."""
     p: list[str] = []
-    _positive_int(p, "batch_size", batch_size, upper=4096)
-    _positive_int(p, "completion_length", completion_length)
+    _positive_int(p, "per_device_train_batch_size", batch_size, upper=4096)
+    _positive_int(p, "max_completion_length", completion_length)
     _positive_int(p, "steps_per_generation", steps_per_generation, upper=1 << 16)
     _positive_int(p, "gradient_accumulation_steps", gradient_accumulation_steps, upper=1 << 16)
     _choice(p, "completion_lengths", completion_lengths, COMPLETION_LENGTHS)
     _positive_int(p, "rollout_turns", rollout_turns, upper=256)
-    _bool(p, "sleep_mode", sleep_mode)
+    _bool(p, "vllm_enable_sleep_mode", sleep_mode)
     u = vllm_gpu_memory_utilization
     if u is not None and (not _is_number(u) or not 0 < u <= 1):
         p.append(f"--vllm-gpu-memory-utilization must be a number in (0, 1], got {u!r}")
-    _positive_int(p, "vllm_max_model_len", vllm_max_model_len, optional=True)
+    _positive_int(p, "vllm_max_model_length", vllm_max_model_len, optional=True)
     _positive_int(p, "vllm_max_num_seqs", vllm_max_num_seqs, optional=True)
     _positive_int(p, "vllm_max_num_batched_tokens", vllm_max_num_batched_tokens, optional=True)
     _bool(p, "vllm_enforce_eager", vllm_enforce_eager)
@@ -531,7 +559,7 @@ def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, complet
         p.append(f"--vllm-quantization must be a vLLM quantization name, got {vllm_quantization!r}")
     mml, P, C = vllm_max_model_len, prompt_length, completion_length
     if u is not None and _is_int(mml) and _is_int(P) and _is_int(C) and 0 < mml < P + C:
-        p.append(f"--vllm-max-model-len {mml} is shorter than prompt + completion ({P} + {C} = {P + C}): vLLM "
+        p.append(f"--vllm-max-model-length {mml} is shorter than prompt + completion ({P} + {C} = {P + C}): vLLM "
                  f"rejects longer prompts and cuts completions")
     return p
 
@@ -540,6 +568,6 @@ def fixed_model_problems(spec: ModelSpec, vllm_max_model_len: int | None, coloca
     """The fixed setup's relations that need the model: vLLM refuses a max_model_len beyond the
     context (unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)."""
     if colocated and vllm_max_model_len is not None and vllm_max_model_len > spec.max_position_embeddings:
-        return [f"--vllm-max-model-len {vllm_max_model_len} exceeds {spec.model_id}'s context of "
+        return [f"--vllm-max-model-length {vllm_max_model_len} exceeds {spec.model_id}'s context of "
                 f"{spec.max_position_embeddings} tokens; vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"]
     return []
