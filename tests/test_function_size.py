@@ -15,7 +15,6 @@ PACKAGE = Path(planner.__file__).resolve().parent
 KNOWN_LONG = {
     "runtimes/unsloth.py:unsloth_checks",
     "runtimes/unsloth.py:unsloth_estimate",
-    "search/estimation.py:estimate",
     "search/solver.py:_search_layout",
     "search/solver.py:build_plan",
 }
