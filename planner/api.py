@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Any, Literal, overload
+from typing import Any
 
 from .checks.preflight import CheckReport, architecture_warnings, with_checks
 from .checks.preflight import preflight as preflight_plan
@@ -32,7 +32,6 @@ from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import PlanRequest, apply_pins, fixed_setup_problems, plan_request
 from .search.results import Plan
 from .search.solver import DEFAULT_OPTIM, evaluate, solve
-from .search.unsloth_solver import UnslothPlan
 from .specs.gpu import GpuSpec
 from .specs.model import ModelSpec, resolve_model
 from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
@@ -128,15 +127,9 @@ def python_checks(p: Plan) -> Plan:
     return replace(p, checks=checks, reasons=tuple(to_python(r) for r in p.reasons))
 
 
-@overload
-def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ...,
-         runtime: Literal["trl"] = ..., **options: Any) -> Plan: ...
-@overload
-def plan(model: Any, gpu: Any = ..., num_gpus: int = ..., num_nodes: int = ..., layout: str = ..., *,
-         runtime: Literal["unsloth"], **options: Any) -> UnslothPlan: ...
 @_speak_python
 def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: str = "auto",
-         runtime: str = "trl", **options: Any) -> Plan | UnslothPlan:
+         runtime: str = "trl", **options: Any) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`.
 
@@ -151,8 +144,9 @@ def plan(model: Any, gpu: Any = "auto", num_gpus: int = 1, num_nodes: int = 1, l
     ``max_completion_length=`` as a keyword is a target (cut if it does not fit); pinned it is exact.
     Fix hints in errors and checks name keyword arguments.
 
-    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.search.unsloth_solver.unsloth_plan and its
-    keyword arguments) -> :class:`UnslothPlan` with its runtime checks."""
+    ``runtime="unsloth"``: Unsloth's fast_inference=True, the same request and the same :class:`Plan`
+    (``plan.runtime == "unsloth"``; planner.search.unsloth_solver), with its runtime checks; its own
+    options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused."""
     if runtime != "trl":
         return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **options)
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
@@ -163,14 +157,26 @@ _plan = plan  # train() takes a parameter named plan
 
 
 def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
-                  **options: Any) -> UnslothPlan:
-    from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
+                  **options: Any) -> Plan:
+    from .search.unsloth_solver import unsloth_request
 
     if runtime != "unsloth":
         raise InvalidSetupError(f"runtime must be 'trl' or 'unsloth', got {runtime!r}")
-    if num_gpus * num_nodes != 1 or layout != "auto":
-        raise InvalidSetupError("runtime='unsloth' plans one GPU (no num_gpus, num_nodes or layout)")
-    return with_unsloth_checks(unsloth_plan(model, gpu, **options))
+    req = unsloth_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
+    return python_checks(unsloth_plan_from_request(req))
+
+
+def unsloth_plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
+    """:func:`plan_from_request` for ``req.runtime == "unsloth"`` (the CLI's ``--runtime unsloth``
+    too): the search, the runtime checks, the assumptions (installed releases read here) and the
+    next steps."""
+    from .report.assumptions import unsloth_assumptions
+    from .search.unsloth_solver import solve_unsloth, unsloth_next_steps, with_unsloth_checks
+
+    p = with_unsloth_checks(solve_unsloth(req), for_training=for_training)
+    installed = {d: installed_version(d) for d in ("unsloth_zoo", "trl", "vllm")}
+    p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
+    return replace(p, next_steps=unsloth_next_steps(p))
 
 
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
@@ -275,21 +281,24 @@ def preflight(plan_or_options: Any, **kwargs: Any) -> CheckReport:
 
 
 @_speak_python
-def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | UnslothPlan | None = None, *,
+def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | None = None, *,
           gpu: Any = "auto", checks: bool = True, dry_run: bool = False, processing_class: Any = None,
           plan_kwargs: dict[str, Any] | None = None, runtime: str = "trl", **overrides: Any) -> Any:
     """Build TRL's GRPOTrainer as planned, run the pre-flight checks, train, return the trainer
     (planner.runtimes.trl_handoff.train_with_plan). ``plan``: a Plan, or None to solve for ``gpu``
-    (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or an UnslothPlan): Unsloth's
+    (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or a plan for it): Unsloth's
     FastLanguageModel and GRPOTrainer (planner.runtimes.unsloth_handoff; needs a GPU and unsloth)."""
-    if runtime == "unsloth" or isinstance(plan, UnslothPlan):
+    if runtime == "unsloth" or (plan is not None and plan.runtime == "unsloth"):
         from .runtimes.unsloth_handoff import train_unsloth
-        from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
+        from .search.unsloth_solver import with_unsloth_checks
 
         if not isinstance(model, str):
             raise InvalidSetupError("planner.train(runtime='unsloth') takes the model's Hub id or path "
                                     "(Unsloth loads it into vLLM and the trainer at once)")
-        chosen = plan if isinstance(plan, UnslothPlan) else unsloth_plan(model, gpu, **(plan_kwargs or {}))
+        if plan is not None and plan.runtime != "unsloth":
+            raise InvalidSetupError("planner.train(runtime='unsloth') needs a plan for that runtime "
+                                    "(planner.plan(..., runtime='unsloth')), got a TRL plan")
+        chosen = plan if plan is not None else _plan(model, gpu, runtime="unsloth", **(plan_kwargs or {}))
         if checks:  # every error-level runtime check (for training) raises before anything is loaded
             chosen = with_unsloth_checks(chosen, for_training=True)
             CheckReport(checks=chosen.checks, for_training=True).raise_for_errors()

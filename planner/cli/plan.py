@@ -175,7 +175,7 @@ def run(args) -> int:
     if args.rollout_turns not in (None, 1) and getattr(args, "runtime", "trl") != "trl":
         raise InvalidSetupError("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated "
                                 "length with --prompt-length and --max-completion-length")
-    if (rc := _unsloth.dispatch(args, "plan")) is not None:
+    if (rc := _unsloth.dispatch(args, "plan", request_from_args)) is not None:
         return rc
     check_outputs(args)
     p = plan_from_args(args)

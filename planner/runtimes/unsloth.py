@@ -16,7 +16,7 @@ No torch import: every term is arithmetic on the config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InvalidSetupError, VersionError
 from ..memory import vllm as _vllm
@@ -245,6 +245,8 @@ class UnslothEstimate:
     pre_vllm_used_bytes: int
     vllm_version_reason: str = "given"
     standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
+    # each phase's bytes by component (``phases`` holds their sums): load, generation, training
+    phase_parts: dict = field(default_factory=dict)
 
     @property
     def trainer_peak_bytes(self) -> int:
@@ -363,7 +365,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     slots = vllm_lora_slot_bytes(spec, rank)
     trainer = trainer_terms(spec, lora_rank, run_batch, max_prompt_length, completion)
 
-    cap, not_modelled, kv_bytes, kv_tokens, phases, fits = None, None, None, None, {}, None
+    cap, not_modelled, kv_bytes, kv_tokens, phases, fits, parts = None, None, None, None, {}, None, {}
     try:
         cap = _vllm.vllm_capacity(
             spec, card, gpu_memory_utilization=actual, max_model_len=min(max_seq_length, spec.max_position_embeddings),
@@ -380,15 +382,8 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         conc = _vllm.max_concurrency(blocks, cap.layout.blocks_per_request)
         kv_tokens = _vllm.kv_cache_tokens(blocks, len(cap.layout.groups), cap.layout.block_size, conc,
                                           cap.max_model_len, cap.version)
-        graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
-        resident = cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.cudagraph_bytes
-        persistent = trainer["adapters"] + trainer["optimizer_state"] + trainer["cublas_workspace"]
-        step = sum(trainer[k] for k in ("gradients", "activations", "allocator_reserve"))
-        phases = {
-            "load_bytes": pre_used + cap.budget_bytes + graphs_outside,
-            "generation_bytes": pre_used + resident + persistent + (0 if standby else step),
-            "training_bytes": pre_used + resident - (kv_bytes if standby else 0) + persistent + step,
-        }
+        parts = phase_components(cap, pre_used, slots, kv_bytes, trainer, standby)
+        phases = {f"{name}_bytes": sum(c.values()) for name, c in parts.items()}
         fits = bool(cap.startup_ok and blocks > 0 and max(phases.values()) <= total)
     return UnslothEstimate(
         model=spec, gpu=card, facts=facts, vllm_version=None if cap is None else cap.version,
@@ -400,7 +395,28 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
         vllm_not_modelled=not_modelled, lora_slot_bytes=slots, kv_cache_bytes=kv_bytes, kv_cache_tokens=kv_tokens,
         trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason,
-        standby_requested=standby_requested)
+        standby_requested=standby_requested, phase_parts=parts)
+
+
+def phase_components(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: int, trainer: dict,
+                     standby: bool) -> dict[str, dict[str, int]]:
+    """Each phase of the runtime by component. ``load``: what was in use before vLLM, vLLM's
+    budget and the CUDA graphs it does not count in it. ``generation``: vLLM's share (the one copy
+    of the weights, the LoRA slots, the KV cache, non-torch memory and graphs) beside the trainer's
+    persistent terms and, without standby, the last step's (nothing empties the cache).
+    ``training``: the same with the step; standby frees the KV cache while training."""
+    pre = {"process.pre_vllm": pre_used}
+    vllm = {"vllm.weights": cap.weights_bytes, "vllm.lora_slots": slots, "vllm.kv_cache": kv_bytes,
+            "vllm.non_torch": cap.non_torch_bytes, "vllm.cudagraph": cap.cudagraph_bytes}
+    persistent = {f"trainer.{k}": trainer[k] for k in ("adapters", "optimizer_state", "cublas_workspace")}
+    step = {f"trainer.{k}": trainer[k] for k in ("gradients", "activations", "allocator_reserve")}
+    graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
+    return {
+        "load": {**pre, "vllm.budget": cap.budget_bytes, "vllm.cudagraph_outside_budget": graphs_outside},
+        "generation": {**pre, **vllm, **persistent, **({} if standby else step)},
+        "training": {**pre, **{k: v for k, v in vllm.items() if not (standby and k == "vllm.kv_cache")},
+                     **persistent, **step},
+    }
 
 
 # -- the hand-off: a script --------------------------------------------------------------------
@@ -410,9 +426,10 @@ def _kwargs_src(kw: dict, indent: str = "    ") -> str:
 
 
 def unsloth_snippet(kwargs: dict) -> str:
-    """A complete Python script from ``UnslothPlan.unsloth_kwargs()``: the environment variables
-    (set before ``import unsloth``, which reads them), ``FastLanguageModel.from_pretrained``,
-    ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer`` (a stand-in reward and dataset to replace)."""
+    """A complete Python script from an Unsloth plan's ``runtime_details.kwargs(plan.config)``: the
+    environment variables (set before ``import unsloth``, which reads them),
+    ``FastLanguageModel.from_pretrained``, ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer``
+    (a stand-in reward and dataset to replace)."""
     fp = dict(kwargs["from_pretrained"])
     model_name = fp.pop("model_name")
     lines = ["import os", ""]
