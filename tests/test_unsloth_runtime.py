@@ -341,3 +341,93 @@ def test_train_with_stand_in_unsloth(monkeypatch, no_packages):
     # a plan for the Unsloth runtime is enough to pick it
     planner.train(LLAMA8, ["reward"], "dataset", plan=with_unsloth_checks(p), checks=False, dry_run=True)
     assert "trained" not in calls and calls["from_pretrained"]["model_name"] == LLAMA8
+
+
+# -- one pipeline: one Plan type, one JSON schema, one request, one objective --------------------------
+
+def test_same_plan_type_and_shared_json_keys(no_packages):
+    trl = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4")
+    uns = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", runtime="unsloth", max_seq_length=1024)
+    assert type(trl) is type(uns) is Plan
+    assert (trl.runtime, uns.runtime) == ("trl", "unsloth")
+    t, u = trl.to_dict(), uns.to_dict()
+    assert set(t) <= set(u) and set(u) - set(t) == {"unsloth"} and "unsloth" not in t
+    for key in ("config", "fits", "peak_bytes", "budget_bytes", "headroom_bytes", "margin", "phases", "checks",
+                "reasons", "warnings", "assumptions", "next_steps", "objective"):
+        assert u[key] not in (None, [], {}, "") or key == "warnings", key
+    assert u["peak_bytes"] == u["phases"]["peak_bytes"] == max(v["peak_bytes"] for k, v in u["phases"].items()
+                                                                if isinstance(v, dict))
+    assert u["budget_bytes"] == int(uns.gpu.total_bytes * (1 - 0.05)) and u["margin"] == 0.05
+    a = u["assumptions"]
+    assert a["margin"]["memory_model"] == "unsloth" and "RUNTIME_MARGIN" in a["margin"]["note"]
+    assert a["max_seq_length"] == {"value": 1024, "source": "option"}
+    assert a["weights"]["value"] == "nf4" and a["weights"]["source"] == "default"
+    assert {"unsloth_version", "vllm_version", "trl_version", "memory_model", "standby"} <= set(a)
+    assert u["unsloth"]["from_pretrained"]["load_in_4bit"] is True and "UNSLOTH_VLLM_STANDBY" in u["unsloth"]["env"]
+    assert "runtime='unsloth'" in u["next_steps"]["python"] and "FastLanguageModel" in u["next_steps"]["script"]
+    # the phases' components add up to the runtime's own totals
+    e = uns.runtime_details.estimate
+    assert {f"{k}_bytes": v["peak_bytes"] for k, v in u["phases"].items() if isinstance(v, dict)} == e.phases
+
+
+def test_the_request_vocabulary_maps_to_unsloths():
+    p = planner.plan("Qwen/Qwen2.5-1.5B-Instruct", "L4", runtime="unsloth", weights="bf16", lora_rank=8, prompt_length=128,
+                     max_seq_length=1024, vllm_kv_cache_dtype="fp8", margin=0.1, standby=False,
+                     pin={"vllm_gpu_memory_utilization": 0.6, "num_generations": 4})
+    fp = p.runtime_details.from_pretrained_kwargs()
+    assert fp["load_in_4bit"] is False and fp["float8_kv_cache"] is True and fp["max_lora_rank"] == 8
+    assert fp["gpu_memory_utilization"] == 0.6 and p.config["num_generations"] == 4 and p.margin == 0.1
+    assert p.config["max_completion_length"] <= 1024 - 128
+    assert p.assumptions["vllm_gpu_memory_utilization"]["source"] == "pinned"
+
+
+def test_refusals_are_the_same_lines_from_python_and_the_cli(capsys):
+    from planner.report.hints import to_python
+
+    with pytest.raises(InvalidSetupError) as e:
+        planner.plan(LLAMA8, "T4", runtime="unsloth", engine="zero2", sleep_mode="on", finetune="full")
+    py = str(e.value).splitlines()
+    assert len(py) == 3 and any("LoRA" in line for line in py)
+    rc = cli.main(["--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--engine", "zero2", "--sleep-mode",
+                   "on", "--finetune", "full"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and [to_python(line.removeprefix("plan: error: ")) for line in err] == py
+    with pytest.raises(InvalidSetupError, match="one GPU"):
+        planner.plan(LLAMA8, "T4", num_gpus=2, runtime="unsloth")
+    with pytest.raises(InvalidSetupError, match="one group per step"):
+        planner.plan(LLAMA8, "T4", runtime="unsloth", pin={"generation_batch_size": 16})
+
+
+def test_the_trl_runtime_refuses_unsloth_options(capsys):
+    with pytest.raises(InvalidSetupError, match="max_seq_length is an option of the Unsloth runtime"):
+        planner.plan(LLAMA8, "T4", max_seq_length=1024)
+    rc = cli.main(["--model", LLAMA8, "--gpu", "T4", "--standby"])
+    assert rc == 2 and "--standby is an option of the Unsloth runtime" in capsys.readouterr().err
+
+
+def test_cli_estimate_without_lora_rank(capsys):
+    """`plan estimate --runtime unsloth` without --lora-rank used to fail ('lora_rank must be a positive
+    integer, got None'): the request's default rank, 16."""
+    rc, out = _run(capsys, ["estimate", "--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--json"])
+    d = json.loads(out)
+    assert rc == 0 and d["from_pretrained"]["max_lora_rank"] == 16 and d["get_peft_model"]["r"] == 16
+
+
+def test_cli_and_python_give_the_same_plan(capsys, no_packages):
+    rc, out = _run(capsys, DONE_WHEN)
+    p = planner.plan(LLAMA8, "T4", runtime="unsloth", weights="nf4", lora_rank=32, max_seq_length=1024)
+    d = json.loads(out)
+    assert rc == 0 and d["config"] == p.config and d["unsloth"] == json.loads(json.dumps(p.to_dict()["unsloth"]))
+
+
+def test_one_objective_with_the_runtime_memory_term():
+    from planner.search.objective import Candidate, score
+
+    lo, hi = (Candidate(768, 8, 1, 4, u, False) for u in (0.4, 0.6))
+    assert score(hi) > score(lo)   # TRL: the least idle memory
+    lo_u, hi_u = (Candidate(768, 8, 1, 4, u, False, runtime="unsloth", num_generations=8) for u in (0.4, 0.6))
+    assert score(lo_u) > score(hi_u)   # Unsloth: one wave at the lowest utilisation
+    # the terms before it are shared: a longer completion wins whatever the rest
+    assert score(Candidate(1024, 2, 3, 1, 0.3, True)) > score(hi)
+    p = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4")
+    assert p.option.key() == score(p.option.candidate())
