@@ -311,6 +311,19 @@ def _positive(name: str, value) -> int:
     return value
 
 
+def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool) -> None:
+    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache) cannot use."""
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
+        raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
+    _positive("max_seq_length", max_seq_length)
+    _positive("lora_rank", lora_rank)
+    if float8_kv_cache and card.compute_capability and float(card.compute_capability) < 8.0:
+        raise InvalidSetupError(f"float8_kv_cache needs compute capability >= 8.0; {card.name} has "
+                                f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
+    if card.compute_capability and float(card.compute_capability) < 7.0:
+        raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+
+
 def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bool = True,
                      gpu_memory_utilization: float | None = None, standby: bool = False,
                      float8_kv_cache: bool = False, lora_rank: int = 16,
@@ -330,15 +343,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     card = resolve_gpu(gpu)
     facts = unsloth_facts(unsloth_version)
     util = facts.gpu_memory_utilization_default if gpu_memory_utilization is None else gpu_memory_utilization
-    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
-        raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
-    _positive("max_seq_length", max_seq_length)
-    _positive("lora_rank", lora_rank)
-    if float8_kv_cache and card.compute_capability and float(card.compute_capability) < 8.0:
-        raise InvalidSetupError(f"float8_kv_cache needs compute capability >= 8.0; {card.name} has "
-                                f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
-    if card.compute_capability and float(card.compute_capability) < 7.0:
-        raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache)
     batch = _positive("per_device_train_batch_size", per_device_train_batch_size
                       or UNSLOTH_RL_DEFAULTS["per_device_train_batch_size"])
     ga = _positive("gradient_accumulation_steps", gradient_accumulation_steps
@@ -458,18 +463,16 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
     Missing packages are warnings on a machine that only plans, errors with ``for_training``.
     ``alloc_conf``: the allocator settings (default: PYTORCH_CUDA_ALLOC_CONF and PYTORCH_ALLOC_CONF
     from the environment)."""
-    import os
+    env = "error" if for_training else "warning"
+    return (_package_checks(e, env) + _trl_checks(e, env, trl_version) + _vllm_checks(e, env) + _card_checks(e)
+            + _standby_checks(e, alloc_conf) + _request_checks(e))
 
+
+def _package_checks(e: UnslothEstimate, env: str) -> list:
+    """unsloth and unsloth_zoo installed, of the release planned for, and paired."""
     from ..checks.preflight import Check
-    from ..specs.versions import (
-        UNSLOTH_BNB_PLUGIN,
-        UNSLOTH_STANDBY_MIN_TRL,
-        unsloth_trl_ceiling,
-        vllm_first_release,
-    )
     from ..specs.versions import installed_version as installed
 
-    env = "error" if for_training else "warning"
     out = []
     facts = e.facts
     unsloth_v, zoo_v = installed("unsloth"), installed("unsloth_zoo")
@@ -492,7 +495,17 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
             out.append(Check("unsloth-zoo-pairing", env, f"unsloth_zoo {zoo_v} is older than unsloth {unsloth_v} "
                              "(unsloth requires unsloth_zoo of its own release or newer)",
                              f"pip install -U 'unsloth_zoo>={unsloth_v}'"))
-    # TRL
+    return out
+
+
+def _trl_checks(e: UnslothEstimate, env: str, trl_version: str | None) -> list:
+    """TRL installed within Unsloth's ceiling; standby's TRL floor."""
+    from ..checks.preflight import Check
+    from ..specs.versions import UNSLOTH_STANDBY_MIN_TRL, unsloth_trl_ceiling
+    from ..specs.versions import installed_version as installed
+
+    out = []
+    facts = e.facts
     trl_installed = installed("trl")
     trl = trl_installed or trl_version
     ceiling = unsloth_trl_ceiling(facts.release)
@@ -508,7 +521,16 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
         out.append(Check("unsloth-standby-trl", "error", f"standby needs TRL >= {UNSLOTH_STANDBY_MIN_TRL} (Unsloth "
                          f"hands TRL vllm_enable_sleep_mode only from there); TRL {trl}",
                          f"pip install -U 'trl>={UNSLOTH_STANDBY_MIN_TRL}' or --no-standby"))
-    # vLLM
+    return out
+
+
+def _vllm_checks(e: UnslothEstimate, env: str) -> list:
+    """vLLM installed as planned; the bitsandbytes plugin for 4-bit on a vLLM without it in tree."""
+    from ..checks.preflight import Check
+    from ..specs.versions import UNSLOTH_BNB_PLUGIN, vllm_first_release
+    from ..specs.versions import installed_version as installed
+
+    out = []
     vllm_installed = installed("vllm")
     if vllm_installed is None:
         out.append(Check("unsloth-vllm-installed", env, "vLLM is not installed: fast_inference=True needs it "
@@ -525,7 +547,14 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
                          f"load_in_4bit with vLLM {vllm_v} (>= {no_bnb}, bitsandbytes out of tree): "
                          + (f"{UNSLOTH_BNB_PLUGIN} {plugin} installed" if plugin else f"needs {UNSLOTH_BNB_PLUGIN}"),
                          "" if plugin else f"pip install {UNSLOTH_BNB_PLUGIN}"))
-    # the card
+    return out
+
+
+def _card_checks(e: UnslothEstimate) -> list:
+    """The card's compute capability: vLLM's floor, the fp8 KV cache's."""
+    from ..checks.preflight import Check
+
+    out = []
     cc = e.gpu.compute_capability
     if cc:
         if float(cc) < 7.0:
@@ -534,7 +563,17 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
         if e.float8_kv_cache and float(cc) < 8.0:
             out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
                              f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))
-    # standby
+    return out
+
+
+def _standby_checks(e: UnslothEstimate, alloc_conf: str | None) -> list:
+    """Standby's allocator requirement, and vision models that turn it off."""
+    import os
+
+    from ..checks.preflight import Check
+
+    out = []
+    facts = e.facts
     if e.standby_requested:
         conf = alloc_conf if alloc_conf is not None else ",".join(
             os.environ.get(k, "") for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
@@ -546,7 +585,15 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
             out.append(Check("unsloth-vision-standby", "warning", f"{e.model.model_id} is a vision model: Unsloth "
                              f"{facts.release} turns standby off (planned without it)",
                              "set UNSLOTH_VLLM_STANDBY_VISION=1 to force it"))
-    # what vLLM receives
+    return out
+
+
+def _request_checks(e: UnslothEstimate) -> list:
+    """What Unsloth uses instead of what was asked (utilisation, rank, batch), and the memory."""
+    from ..checks.preflight import Check
+
+    out = []
+    facts = e.facts
     asked = e.requested_gpu_memory_utilization
     kept, why = requested_utilization(facts, asked, e.standby, e.gpu.total_bytes, e.vllm_version)
     changed = round(kept, 4) != round(asked, 4)
