@@ -8,7 +8,8 @@ Three setups of FastLanguageModel(fast_inference=True) GRPO, 4-bit, LoRA r=32, m
 
 - defaults: gpu_memory_utilization=0.5, batch 4 x accumulation 2 x 8 generations, no standby;
 - standby: the same with UNSLOTH_VLLM_STANDBY=1 (Unsloth replaces the 0.5 by its card tier);
-- plan: `plan --runtime unsloth` (planner.search.unsloth_solver.unsloth_plan, 5% margin).
+- plan: `plan --runtime unsloth` (planner.plan(..., runtime="unsloth"): planner.search.unsloth_solver, the
+  runtime's 5% margin, planner.search.margins.RUNTIME_MARGIN).
 
 "fits" is every phase under the card; the plan also keeps the 5% margin. These are predictions, not
 runs: the only real Unsloth runs the planner is checked against are benchmarks/unsloth_reports.py's.
@@ -29,6 +30,7 @@ from planner.specs.units import GIB
 GPUS = ("T4", "L4", "RTX-4090", "A100-40GB")
 MODELS = ("Qwen/Qwen2.5-3B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-14B-Instruct")
 COMMON = dict(load_in_4bit=True, lora_rank=32, max_seq_length=1024, unsloth_version="2026.10.9")
+PLAN = {k: v for k, v in COMMON.items() if k != "load_in_4bit"}  # the request's words: weights="nf4"
 OUT = Path(__file__).resolve().parent / "results" / "unsloth_side_by_side.md"
 
 
@@ -46,8 +48,8 @@ def row(model: str, gpu: str) -> str:
     defaults = unsloth_estimate(model, gpu, **COMMON)
     standby = unsloth_estimate(model, gpu, standby=True, **COMMON)
     try:
-        p = unsloth_plan(model, gpu, **COMMON)
-        e = p.estimate
+        p = unsloth_plan(model, gpu, weights="nf4", **PLAN)
+        e = p.runtime_details.estimate
         cfg = p.config
         plan = (f"{e.requested_gpu_memory_utilization:g} -> {e.vllm_gpu_memory_utilization:.3f}"
                 f"{', standby' if e.standby else ''}, {cfg['per_device_train_batch_size']}x"

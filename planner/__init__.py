@@ -12,7 +12,7 @@ Public API (imports are lazy so `import planner` stays fast and torch-free):
     planner.plan(model, gpu, pin={...})            -> Plan          TRL settings held as given (Pins)
     planner.read_grpo_config("grpo.yaml")          -> TrlConfig     a TRL config: pins, options, pass-through
     planner.resolve_model(name) / planner.resolve_gpu(name)
-    planner.plan(model, gpu, runtime="unsloth", ...) -> UnslothPlan  Unsloth's fast_inference=True
+    planner.plan(model, gpu, runtime="unsloth", ...) -> Plan   Unsloth's fast_inference=True (plan.runtime)
     planner.unsloth_estimate(model, gpu, ...)      -> UnslothEstimate one fixed Unsloth setup
 """
 
@@ -52,7 +52,6 @@ _EXPORTS = {
     "GpuSpec": "planner.specs.gpu",
     "PlannerError": "planner.errors",
     "unsloth_plan": "planner.search.unsloth_solver",
-    "UnslothPlan": "planner.search.unsloth_solver",
     "unsloth_estimate": "planner.runtimes.unsloth",
     "UnslothEstimate": "planner.runtimes.unsloth",
 }

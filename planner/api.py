@@ -15,10 +15,9 @@ handoff; checks and the hand-off take a plan and never import the solver.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, cast
 
 from .checks.preflight import CheckReport, architecture_warnings, with_checks
 from .checks.preflight import preflight as preflight_plan
@@ -52,7 +51,6 @@ from .search.request import (
 )
 from .search.results import Plan
 from .search.solver import DEFAULT_OPTIM, evaluate, solve
-from .search.unsloth_solver import UnslothPlan
 from .specs.gpu import GpuSpec
 from .specs.model import ModelSpec, resolve_model
 from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
@@ -154,50 +152,6 @@ def python_checks(p: Plan) -> Plan:
     return replace(p, checks=checks, reasons=tuple(to_python(r) for r in p.reasons))
 
 
-@overload
-def plan(model: str | ModelSpec, gpu: GpuArg = ..., num_gpus: int = ..., num_nodes: int = ..., layout: Layout = ...,
-         runtime: Literal["trl"] = ..., *, pin: Mapping[str, Any] | None = ...,
-         per_device_train_batch_size: int | None = ..., gradient_accumulation_steps: int | None = ...,
-         steps_per_generation: int | None = ..., generation_batch_size: int | None = ...,
-         completions_per_step: int | None = ..., num_generations: int | None = ..., max_prompt_length: int | None = ...,
-         max_completion_length: int | None = ..., lora_r: int | None = ..., lora_target_modules: LoraTargets = ...,
-         optim: Optim | None = ..., vllm_gpu_memory_utilization: float | None = ...,
-         vllm_enable_sleep_mode: bool | None = ..., vllm_max_model_length: int | None = ...,
-         vllm_tensor_parallel_size: int | None = ..., vllm_kv_cache_dtype: KvCacheDtype = ...,
-         weights: Weights = ..., finetune: Finetune = ..., gradient_checkpointing: bool = ...,
-         logprob_head: LogprobHead | None = ..., expandable_segments: bool | None = ...,
-         utilization_range: tuple[float, float] = ..., margin: float | None = ..., sleep_mode: SleepMode = ...,
-         max_batch: int = ..., max_completions_per_step: int = ..., rollout_turns: int = ..., engine: Engine = ...,
-         server_gpus: int | None = ..., server_host: str | None = ..., server_port: int = ...,
-         server_utilization_range: tuple[float, float] = ..., trl_version: str | None = ...,
-         vllm_version: str | None = ..., transformers_version: str | None = ..., calibration: Any = ...,
-         relax: bool = ..., passthrough: Mapping[str, Any] | None = ..., lora_rank: int | None = ...,
-         prompt_length: int | None = ..., unsloth_version: str | None = ..., standby: bool | None = ...,
-         max_seq_length: int | None = ..., gpu_memory_utilization: float | None = ...,
-         float8_kv_cache: bool | None = ..., load_in_4bit: bool | None = ..., weights_fp8: bool | None = ...,
-         free_bytes: int | None = ...) -> Plan: ...
-@overload
-def plan(model: str | ModelSpec, gpu: GpuArg = ..., num_gpus: int = ..., num_nodes: int = ..., layout: Layout = ...,
-         *, runtime: Literal["unsloth"], pin: Mapping[str, Any] | None = ...,
-         per_device_train_batch_size: int | None = ..., gradient_accumulation_steps: int | None = ...,
-         steps_per_generation: int | None = ..., generation_batch_size: int | None = ...,
-         completions_per_step: int | None = ..., num_generations: int | None = ..., max_prompt_length: int | None = ...,
-         max_completion_length: int | None = ..., lora_r: int | None = ..., lora_target_modules: LoraTargets = ...,
-         optim: Optim | None = ..., vllm_gpu_memory_utilization: float | None = ...,
-         vllm_enable_sleep_mode: bool | None = ..., vllm_max_model_length: int | None = ...,
-         vllm_tensor_parallel_size: int | None = ..., vllm_kv_cache_dtype: KvCacheDtype = ...,
-         weights: Weights = ..., finetune: Finetune = ..., gradient_checkpointing: bool = ...,
-         logprob_head: LogprobHead | None = ..., expandable_segments: bool | None = ...,
-         utilization_range: tuple[float, float] = ..., margin: float | None = ..., sleep_mode: SleepMode = ...,
-         max_batch: int = ..., max_completions_per_step: int = ..., rollout_turns: int = ..., engine: Engine = ...,
-         server_gpus: int | None = ..., server_host: str | None = ..., server_port: int = ...,
-         server_utilization_range: tuple[float, float] = ..., trl_version: str | None = ...,
-         vllm_version: str | None = ..., transformers_version: str | None = ..., calibration: Any = ...,
-         relax: bool = ..., passthrough: Mapping[str, Any] | None = ..., lora_rank: int | None = ...,
-         prompt_length: int | None = ..., unsloth_version: str | None = ..., standby: bool | None = ...,
-         max_seq_length: int | None = ..., gpu_memory_utilization: float | None = ...,
-         float8_kv_cache: bool | None = ..., load_in_4bit: bool | None = ..., weights_fp8: bool | None = ...,
-         free_bytes: int | None = ...) -> UnslothPlan: ...
 @_speak_python
 def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_nodes: int = 1, layout: Layout = "auto",
          runtime: Runtime = "trl", *, pin: Mapping[str, Any] | None = None,
@@ -208,7 +162,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          lora_target_modules: LoraTargets = None, optim: Optim | None = None,
          vllm_gpu_memory_utilization: float | None = None, vllm_enable_sleep_mode: bool | None = None,
          vllm_max_model_length: int | None = None, vllm_tensor_parallel_size: int | None = None,
-         vllm_kv_cache_dtype: KvCacheDtype = "auto", weights: Weights = "bf16", finetune: Finetune = "lora",
+         vllm_kv_cache_dtype: KvCacheDtype = "auto", weights: Weights | None = None, finetune: Finetune = "lora",
          gradient_checkpointing: bool = True, logprob_head: LogprobHead | None = None,
          expandable_segments: bool | None = None, utilization_range: tuple[float, float] = (0.3, 0.7),
          margin: float | None = None, sleep_mode: SleepMode = "auto", max_batch: int = 64,
@@ -218,9 +172,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          vllm_version: str | None = None, transformers_version: str | None = None, calibration: Any = "auto",
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
-         max_seq_length: int | None = None, gpu_memory_utilization: float | None = None,
-         float8_kv_cache: bool | None = None, load_in_4bit: bool | None = None, weights_fp8: bool | None = None,
-         free_bytes: int | None = None) -> Plan | UnslothPlan:
+         max_seq_length: int | None = None) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -239,9 +191,11 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     ``rollout_turns``, the layout (``num_gpus``, ``num_nodes``, ``layout``, ``engine``, ``server_*``) and
     the releases planned for. Fix hints in errors and checks name keyword arguments.
 
-    ``runtime="unsloth"``: Unsloth's fast_inference=True (planner.search.unsloth_solver.unsloth_plan
-    takes the keywords given, with ``unsloth_version`` ... ``free_bytes``, which only it reads) ->
-    :class:`UnslothPlan` with its runtime checks."""
+    ``weights``: None is the runtime's default (bf16 with TRL, 4-bit with Unsloth).
+
+    ``runtime="unsloth"``: Unsloth's fast_inference=True, the same request, pins and :class:`Plan`
+    (``plan.runtime == "unsloth"``; planner.search.unsloth_solver), with its runtime checks; its own
+    options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused."""
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, steps_per_generation=steps_per_generation,
@@ -258,43 +212,28 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         server_port=server_port, server_utilization_range=server_utilization_range, trl_version=trl_version,
         vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
         relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
-        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
-        gpu_memory_utilization=gpu_memory_utilization, float8_kv_cache=float8_kv_cache, load_in_4bit=load_in_4bit,
-        weights_fp8=weights_fp8, free_bytes=free_bytes)
-    if runtime != "trl":
-        return _unsloth_plan(model, gpu, num_gpus, num_nodes, layout, runtime, **unsloth_options(settings))
-    return python_checks(plan_from_request(trl_request(model, gpu, num_gpus, num_nodes, layout, settings)))
+        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length)
+    if runtime == "unsloth" and rollout_turns != 1:
+        raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
+    req = request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)
+    if req.runtime == "unsloth":
+        return python_checks(unsloth_plan_from_request(req))
+    return python_checks(plan_from_request(req))
 
 
 _plan = plan  # train() takes a parameter named plan
-# the keywords only runtime="unsloth" reads (planner.search.unsloth_solver.unsloth_plan)
-UNSLOTH_ONLY = ("unsloth_version", "standby", "max_seq_length", "gpu_memory_utilization", "float8_kv_cache",
-                "load_in_4bit", "weights_fp8", "free_bytes")
 ROLLOUT_TURNS_TRL_ONLY = ("--rollout-turns is modelled with TRL only; drop it, or plan the concatenated length with "
                           "--max-prompt-length and --max-completion-length")
 
 
-def unsloth_options(settings: dict[str, Any]) -> dict[str, Any]:
-    """The keywords given to ``plan(runtime="unsloth")`` (those not left at their default), under the
-    names unsloth_plan takes (``lora_rank``, ``max_prompt_length``)."""
-    if settings["rollout_turns"] != 1:
-        raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
-    defaults = {n: p.default for n, p in inspect.signature(plan).parameters.items()}
-    given = {k: v for k, v in settings.items() if v is not None and v != defaults[k]}
-    if "lora_r" in given:
-        given["lora_rank"] = given.pop("lora_r")
-    if "prompt_length" in given:
-        given["max_prompt_length"] = given.pop("prompt_length")
-    return given
-
-
-def trl_request(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str,
-                settings: dict[str, Any]) -> PlanRequest:
-    """The request of ``plan(runtime="trl", ...)``: the TRL settings given become pins (as from the
+def request_of(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
+               settings: dict[str, Any]) -> PlanRequest:
+    """The request of ``plan(...)``, either runtime: the TRL settings given become pins (as from the
     CLI's flags or a --config file), aliases (``lora_rank``, ``prompt_length``) named once; the rest
-    are the request's options."""
+    are the request's options (an Unsloth option given to the TRL runtime, or the reverse, is refused
+    by the request's validation, one line each)."""
     options = dict(settings)
-    problems = [f"{k} is read by runtime='unsloth' only" for k in UNSLOTH_ONLY if options.pop(k) is not None]
+    problems: list[str] = []
     given = {name: options.pop(name) for name in PIN_NAMES if name != "max_completion_length"}
     given["max_prompt_length"] = one_setting(problems, "max_prompt_length", given["max_prompt_length"],
                                              "prompt_length", options.pop("prompt_length"))
@@ -303,7 +242,15 @@ def trl_request(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str
     if problems:
         raise InvalidSetupError("\n".join(problems))
     options["passthrough"] = dict(options["passthrough"] or {})
-    return plan_request(model, gpu, pin=pins, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, **options)
+    if runtime == "unsloth":
+        from .search.unsloth_solver import unsloth_request
+
+        return unsloth_request(model, gpu, pin=pins, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout,
+                               **{k: v for k, v in options.items() if v is not None})
+    if options["weights"] is None:
+        options["weights"] = "bf16"
+    return plan_request(model, gpu, pin=pins, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout,
+                        runtime=runtime, **options)
 
 
 def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
@@ -321,15 +268,17 @@ def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
     return pins
 
 
-def _unsloth_plan(model: Any, gpu: Any, num_gpus: int, num_nodes: int, layout: str, runtime: str,
-                  **options: Any) -> UnslothPlan:
-    from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
+def unsloth_plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
+    """:func:`plan_from_request` for ``req.runtime == "unsloth"`` (the CLI's ``--runtime unsloth``
+    too): the search, the runtime checks, the assumptions (installed releases read here) and the
+    next steps."""
+    from .report.assumptions import unsloth_assumptions
+    from .search.unsloth_solver import solve_unsloth, unsloth_next_steps, with_unsloth_checks
 
-    if runtime != "unsloth":
-        raise InvalidSetupError(f"runtime must be 'trl' or 'unsloth', got {runtime!r}")
-    if num_gpus * num_nodes != 1 or layout != "auto":
-        raise InvalidSetupError("runtime='unsloth' plans one GPU (no num_gpus, num_nodes or layout)")
-    return with_unsloth_checks(unsloth_plan(model, gpu, **options))
+    p = with_unsloth_checks(solve_unsloth(req), for_training=for_training)
+    installed = {d: installed_version(d) for d in ("unsloth_zoo", "trl", "vllm")}
+    p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
+    return replace(p, next_steps=unsloth_next_steps(p))
 
 
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
@@ -492,21 +441,24 @@ def preflight(plan_or_options: Plan | Mapping[str, Any], *, live_gpu: bool | Gpu
 
 
 @_speak_python
-def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | UnslothPlan | None = None, *,
+def train(model: Any, reward_funcs: Any, train_dataset: Any, plan: Plan | None = None, *,
           gpu: Any = "auto", checks: bool = True, dry_run: bool = False, processing_class: Any = None,
           plan_kwargs: dict[str, Any] | None = None, runtime: str = "trl", **overrides: Any) -> Any:
     """Build TRL's GRPOTrainer as planned, run the pre-flight checks, train, return the trainer
     (planner.runtimes.trl_handoff.train_with_plan). ``plan``: a Plan, or None to solve for ``gpu``
-    (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or an UnslothPlan): Unsloth's
+    (``plan_kwargs`` go to :func:`plan`). ``runtime="unsloth"`` (or a plan for it): Unsloth's
     FastLanguageModel and GRPOTrainer (planner.runtimes.unsloth_handoff; needs a GPU and unsloth)."""
-    if runtime == "unsloth" or isinstance(plan, UnslothPlan):
+    if runtime == "unsloth" or (plan is not None and plan.runtime == "unsloth"):
         from .runtimes.unsloth_handoff import train_unsloth
-        from .search.unsloth_solver import unsloth_plan, with_unsloth_checks
+        from .search.unsloth_solver import with_unsloth_checks
 
         if not isinstance(model, str):
             raise InvalidSetupError("planner.train(runtime='unsloth') takes the model's Hub id or path "
                                     "(Unsloth loads it into vLLM and the trainer at once)")
-        chosen = plan if isinstance(plan, UnslothPlan) else unsloth_plan(model, gpu, **(plan_kwargs or {}))
+        if plan is not None and plan.runtime != "unsloth":
+            raise InvalidSetupError("planner.train(runtime='unsloth') needs a plan for that runtime "
+                                    "(planner.plan(..., runtime='unsloth')), got a TRL plan")
+        chosen = plan if plan is not None else _plan(model, gpu, runtime="unsloth", **(plan_kwargs or {}))
         if checks:  # every error-level runtime check (for training) raises before anything is loaded
             chosen = with_unsloth_checks(chosen, for_training=True)
             CheckReport(checks=chosen.checks, for_training=True).raise_for_errors()

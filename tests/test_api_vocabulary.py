@@ -64,8 +64,11 @@ def test_plan_keeps_todays_defaults():
         for name, value in vars(section).items():
             # TRL settings (and their older names) default to None: not given, so not pinned
             if name in params and name not in ("num_generations", "max_completion_length", "optim",
-                                               "lora_target_modules", "lora_rank", "prompt_length"):
+                                               "lora_target_modules", "lora_rank", "prompt_length", "weights"):
                 assert params[name].default == value, name
+    # weights: None is the runtime's default, the request's bf16 for TRL (Unsloth's is 4-bit)
+    assert params["weights"].default is None
+    assert planner.plan_request("Qwen/Qwen2.5-0.5B-Instruct", "L4").trainer.weights == "bf16"
 
 
 def test_py_typed_ships_in_the_wheel():

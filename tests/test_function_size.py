@@ -13,8 +13,6 @@ MAX_LINES = 80
 PACKAGE = Path(planner.__file__).resolve().parent
 
 KNOWN_LONG = {
-    "runtimes/unsloth.py:unsloth_checks",
-    "runtimes/unsloth.py:unsloth_estimate",
     "search/solver.py:_search_layout",
     "search/solver.py:build_plan",
 }

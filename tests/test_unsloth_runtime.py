@@ -11,6 +11,7 @@ import planner
 from planner import cli
 from planner.errors import InvalidSetupError, PreflightError
 from planner.runtimes.unsloth import adjusted_batch_size, requested_utilization, unsloth_checks, unsloth_estimate
+from planner.search.results import Plan
 from planner.search.unsloth_solver import kept_batches, unsloth_plan, utilization_candidates, with_unsloth_checks
 from planner.specs.units import GIB
 from planner.specs.versions import unsloth_facts, unsloth_trl_ceiling, unsloth_vllm_version
@@ -43,17 +44,19 @@ def test_cli_plan_done_when(capsys):
     assert rc == 0
     d = json.loads(out)
     assert d["runtime"] == "unsloth" and d["fits"] is True
-    fp = d["from_pretrained"]
+    u = d["unsloth"]
+    fp = u["from_pretrained"]
     assert fp["fast_inference"] is True and fp["load_in_4bit"] is True and fp["max_seq_length"] == 1024
     assert fp["max_lora_rank"] == 32 and 0 < fp["gpu_memory_utilization"] <= 1
     # what vLLM really gets: the request times free/total, below the request (memory in use before vLLM)
-    assert d["vllm_gpu_memory_utilization"] == d["vllm"]["gpu_memory_utilization"]
-    assert d["vllm_gpu_memory_utilization"] < fp["gpu_memory_utilization"]
+    assert u["vllm_gpu_memory_utilization"] == u["vllm"]["gpu_memory_utilization"] == \
+        d["vllm"]["gpu_memory_utilization"]
+    assert u["vllm_gpu_memory_utilization"] < fp["gpu_memory_utilization"] == u["gpu_memory_utilization_asked"]
     assert d["peak_bytes"] <= d["budget_bytes"] < 15 * GIB
     cfg = d["config"]
     assert (cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"]) % cfg["num_generations"] == 0
     assert cfg["max_completion_length"] == 1024 - 256
-    assert d["vllm"]["version"] == "0.9.2" and "assumed" in d["vllm"]["version_reason"]  # T4: Unsloth's pairing
+    assert u["vllm"]["version"] == "0.9.2" and "assumed" in u["vllm"]["version_reason"]  # T4: Unsloth's pairing
 
 
 def test_cli_estimate_done_when(capsys):
@@ -87,7 +90,7 @@ def test_cli_trl_runtime_unchanged_by_marked_defaults(capsys):
 def test_cli_plan_text_prints_the_script(capsys):
     rc, out = _run(capsys, DONE_WHEN[:-1])
     assert rc == 0
-    script = out.split("# the script (planner.unsloth_plan(...).snippet()):\n", 1)[1]
+    script = out.split("# the script (plan.runtime_details.snippet(plan.config)):\n", 1)[1]
     ast.parse(script)
     assert "FastLanguageModel.from_pretrained(" in script
 
@@ -114,11 +117,11 @@ def test_standby_plan_renders_the_value_unsloth_uses():
     p = unsloth_plan("Qwen/Qwen2.5-3B-Instruct", "RTX-4090", standby=True, lora_rank=16, max_seq_length=1024,
                      unsloth_version="2026.10.9", vllm_version="0.11.0")
     facts = unsloth_facts("2026.10.9")
-    asked = p.from_pretrained_kwargs()["gpu_memory_utilization"]
+    asked = p.runtime_details.from_pretrained_kwargs()["gpu_memory_utilization"]
     kept, _ = requested_utilization(facts, asked, True, p.gpu.total_bytes, "0.11.0")
     assert kept == pytest.approx(asked, abs=1e-4)
-    assert not any("->" in c and "gpu_memory_utilization" in c for c in p.unsloth_changes)
-    assert p.env()["UNSLOTH_VLLM_STANDBY"] == "1"
+    assert not any("->" in c and "gpu_memory_utilization" in c for c in p.runtime_details.changes)
+    assert p.runtime_details.env()["UNSLOTH_VLLM_STANDBY"] == "1"
     # the same request estimated: 0.8 asked with standby is replaced, and the check says by what
     e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "RTX-4090", gpu_memory_utilization=0.8, standby=True,
                          unsloth_version="2026.10.9", vllm_version="0.11.0")
@@ -138,9 +141,9 @@ def test_utilization_candidates_collapse_under_standby():
 
 def test_rank_rounding_in_the_plan():
     p = unsloth_plan("Qwen/Qwen2.5-3B-Instruct", "L4", lora_rank=24, max_seq_length=1024, vllm_version="0.11.0")
-    assert p.from_pretrained_kwargs()["max_lora_rank"] == 24
-    assert p.estimate.max_lora_rank == 32
-    assert any("max_lora_rank 24 -> 32" in c for c in p.unsloth_changes)
+    assert p.runtime_details.from_pretrained_kwargs()["max_lora_rank"] == 24
+    assert p.runtime_details.estimate.max_lora_rank == 32
+    assert any("max_lora_rank 24 -> 32" in c for c in p.runtime_details.changes)
 
 
 @pytest.mark.parametrize("release", ["2025.9.7", "2026.10.9"])
@@ -158,7 +161,7 @@ def test_divisibility_rule_in_candidates_and_plan(release):
     cfg = p.config
     assert adjusted_batch_size(facts, cfg["per_device_train_batch_size"], cfg["gradient_accumulation_steps"],
                                cfg["num_generations"]) == cfg["per_device_train_batch_size"]
-    assert not any("per_device_train_batch_size" in c for c in p.unsloth_changes)
+    assert not any("per_device_train_batch_size" in c for c in p.runtime_details.changes)
 
 
 def test_fixed_batch_unsloth_rewrites_is_reported():
@@ -166,20 +169,23 @@ def test_fixed_batch_unsloth_rewrites_is_reported():
                      vllm_version="0.10.2", per_device_train_batch_size=4, gradient_accumulation_steps=2,
                      num_generations=8)
     assert p.config["per_device_train_batch_size"] == 8
-    assert any("per_device_train_batch_size 4 -> 8" in c for c in p.unsloth_changes)
+    assert any("per_device_train_batch_size 4 -> 8" in c for c in p.runtime_details.changes)
 
 
 def test_infeasible_names_what_breaks():
     from planner.errors import InfeasibleError
 
     with pytest.raises(InfeasibleError, match="no Unsloth setup fits"):
-        unsloth_plan("Qwen/Qwen2.5-32B-Instruct", "T4", load_in_4bit=False, max_seq_length=1024)
+        unsloth_plan("Qwen/Qwen2.5-32B-Instruct", "T4", weights="bf16", max_seq_length=1024)
 
 
 def test_bad_lengths_are_one_line_each():
     with pytest.raises(InvalidSetupError) as e:
-        unsloth_plan(LLAMA8, "T4", max_seq_length=512, max_prompt_length=256, max_completion_length=512, margin=0.7)
-    assert len(str(e.value).splitlines()) == 2
+        unsloth_plan(LLAMA8, "T4", max_seq_length=512, prompt_length=256, max_completion_length=512, margin=0.7)
+    assert len(str(e.value).splitlines()) == 1  # the margin: the request's line
+    with pytest.raises(InvalidSetupError) as e:
+        unsloth_plan(LLAMA8, "T4", max_seq_length=512, prompt_length=256, max_completion_length=512)
+    assert len(str(e.value).splitlines()) == 1 and "exceeds --max-seq-length 512" in str(e.value)
 
 
 # -- pairings ------------------------------------------------------------------------------------------
@@ -212,11 +218,11 @@ def _calls(tree):
 
 
 def test_snippet_is_python_and_carries_the_plan():
-    p = unsloth_plan(LLAMA8, "T4", load_in_4bit=True, lora_rank=32, max_seq_length=1024, standby=True)
-    src = p.snippet()
+    p = unsloth_plan(LLAMA8, "T4", weights="nf4", lora_rank=32, max_seq_length=1024, standby=True)
+    src = p.runtime_details.snippet(p.config)
     tree = ast.parse(src)
     calls = _calls(tree)
-    kw = p.unsloth_kwargs()
+    kw = p.runtime_details.kwargs(p.config)
     fp = dict(kw["from_pretrained"])
     assert calls["from_pretrained"] == fp
     assert calls["get_peft_model"] == kw["get_peft_model"]
@@ -276,7 +282,7 @@ def test_checks_alloc_conf_vision_and_card(no_packages):
 
 
 def test_plan_api_runtime_dispatch(no_packages):
-    p = planner.plan(LLAMA8, "T4", runtime="unsloth", load_in_4bit=True, lora_rank=32, max_seq_length=1024)
+    p = planner.plan(LLAMA8, "T4", runtime="unsloth", weights="nf4", lora_rank=32, max_seq_length=1024)
     assert p.runtime == "unsloth" and p.fits and p.checks
     with pytest.raises(InvalidSetupError):
         planner.plan(LLAMA8, "T4", runtime="sglang")
@@ -317,13 +323,13 @@ def test_train_with_stand_in_unsloth(monkeypatch, no_packages):
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
     monkeypatch.setitem(sys.modules, "trl", types.SimpleNamespace(GRPOConfig=GRPOConfig, GRPOTrainer=GRPOTrainer))
     monkeypatch.setenv("UNSLOTH_VLLM_STANDBY", "unset")
-    kwargs = {"load_in_4bit": True, "lora_rank": 32, "max_seq_length": 1024, "standby": True}
+    kwargs = {"weights": "nf4", "lora_rank": 32, "max_seq_length": 1024, "standby": True}
     trainer = planner.train(LLAMA8, ["reward"], "dataset", gpu="T4", runtime="unsloth", checks=False,
                             plan_kwargs=kwargs, max_steps=5)
     p = unsloth_plan(LLAMA8, "T4", **kwargs)
     assert calls["env_at_load"] == "1"
-    assert calls["from_pretrained"] == {**p.from_pretrained_kwargs(), "model_name": LLAMA8}
-    assert calls["get_peft_model"] == ("model", p.get_peft_model_kwargs())
+    assert calls["from_pretrained"] == {**p.runtime_details.from_pretrained_kwargs(), "model_name": LLAMA8}
+    assert calls["get_peft_model"] == ("model", p.runtime_details.get_peft_model_kwargs())
     assert calls["config"]["max_steps"] == 5 and calls["config"]["num_generations"] == p.config["num_generations"]
     assert calls["trainer"]["model"] == "peft-model" and calls["trainer"]["reward_funcs"] == ["reward"]
     assert calls.get("trained") is True and isinstance(trainer, GRPOTrainer)
@@ -332,6 +338,96 @@ def test_train_with_stand_in_unsloth(monkeypatch, no_packages):
     with pytest.raises(PreflightError):
         planner.train(LLAMA8, ["reward"], "dataset", gpu="T4", runtime="unsloth", plan_kwargs=kwargs)
     assert "from_pretrained" not in calls
-    # an UnslothPlan is enough to pick the runtime
+    # a plan for the Unsloth runtime is enough to pick it
     planner.train(LLAMA8, ["reward"], "dataset", plan=with_unsloth_checks(p), checks=False, dry_run=True)
     assert "trained" not in calls and calls["from_pretrained"]["model_name"] == LLAMA8
+
+
+# -- one pipeline: one Plan type, one JSON schema, one request, one objective --------------------------
+
+def test_same_plan_type_and_shared_json_keys(no_packages):
+    trl = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4")
+    uns = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4", runtime="unsloth", max_seq_length=1024)
+    assert type(trl) is type(uns) is Plan
+    assert (trl.runtime, uns.runtime) == ("trl", "unsloth")
+    t, u = trl.to_dict(), uns.to_dict()
+    assert set(t) <= set(u) and set(u) - set(t) == {"unsloth"} and "unsloth" not in t
+    for key in ("config", "fits", "peak_bytes", "budget_bytes", "headroom_bytes", "margin", "phases", "checks",
+                "reasons", "warnings", "assumptions", "next_steps", "objective"):
+        assert u[key] not in (None, [], {}, "") or key == "warnings", key
+    assert u["peak_bytes"] == u["phases"]["peak_bytes"] == max(v["peak_bytes"] for k, v in u["phases"].items()
+                                                                if isinstance(v, dict))
+    assert u["budget_bytes"] == int(uns.gpu.total_bytes * (1 - 0.05)) and u["margin"] == 0.05
+    a = u["assumptions"]
+    assert a["margin"]["memory_model"] == "unsloth" and "RUNTIME_MARGIN" in a["margin"]["note"]
+    assert a["max_seq_length"] == {"value": 1024, "source": "option"}
+    assert a["weights"]["value"] == "nf4" and a["weights"]["source"] == "default"
+    assert {"unsloth_version", "vllm_version", "trl_version", "memory_model", "standby"} <= set(a)
+    assert u["unsloth"]["from_pretrained"]["load_in_4bit"] is True and "UNSLOTH_VLLM_STANDBY" in u["unsloth"]["env"]
+    assert "runtime='unsloth'" in u["next_steps"]["python"] and "FastLanguageModel" in u["next_steps"]["script"]
+    # the phases' components add up to the runtime's own totals
+    e = uns.runtime_details.estimate
+    assert {f"{k}_bytes": v["peak_bytes"] for k, v in u["phases"].items() if isinstance(v, dict)} == e.phases
+
+
+def test_the_request_vocabulary_maps_to_unsloths():
+    p = planner.plan("Qwen/Qwen2.5-1.5B-Instruct", "L4", runtime="unsloth", weights="bf16", lora_rank=8, prompt_length=128,
+                     max_seq_length=1024, vllm_kv_cache_dtype="fp8", margin=0.1, standby=False,
+                     pin={"vllm_gpu_memory_utilization": 0.6, "num_generations": 4})
+    fp = p.runtime_details.from_pretrained_kwargs()
+    assert fp["load_in_4bit"] is False and fp["float8_kv_cache"] is True and fp["max_lora_rank"] == 8
+    assert fp["gpu_memory_utilization"] == 0.6 and p.config["num_generations"] == 4 and p.margin == 0.1
+    assert p.config["max_completion_length"] <= 1024 - 128
+    assert p.assumptions["vllm_gpu_memory_utilization"]["source"] == "pinned"
+
+
+def test_refusals_are_the_same_lines_from_python_and_the_cli(capsys):
+    from planner.report.hints import to_python
+
+    with pytest.raises(InvalidSetupError) as e:
+        planner.plan(LLAMA8, "T4", runtime="unsloth", engine="zero2", sleep_mode="on", finetune="full")
+    py = str(e.value).splitlines()
+    assert len(py) == 3 and any("LoRA" in line for line in py)
+    rc = cli.main(["--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--engine", "zero2", "--sleep-mode",
+                   "on", "--finetune", "full"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and [to_python(line.removeprefix("plan: error: ")) for line in err] == py
+    with pytest.raises(InvalidSetupError, match="one GPU"):
+        planner.plan(LLAMA8, "T4", num_gpus=2, runtime="unsloth")
+    with pytest.raises(InvalidSetupError, match="one group per step"):
+        planner.plan(LLAMA8, "T4", runtime="unsloth", pin={"generation_batch_size": 16})
+
+
+def test_the_trl_runtime_refuses_unsloth_options(capsys):
+    with pytest.raises(InvalidSetupError, match="max_seq_length is an option of the Unsloth runtime"):
+        planner.plan(LLAMA8, "T4", max_seq_length=1024)
+    rc = cli.main(["--model", LLAMA8, "--gpu", "T4", "--standby"])
+    assert rc == 2 and "--standby is an option of the Unsloth runtime" in capsys.readouterr().err
+
+
+def test_cli_estimate_without_lora_rank(capsys):
+    """`plan estimate --runtime unsloth` without --lora-rank used to fail ('lora_rank must be a positive
+    integer, got None'): the request's default rank, 16."""
+    rc, out = _run(capsys, ["estimate", "--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--json"])
+    d = json.loads(out)
+    assert rc == 0 and d["from_pretrained"]["max_lora_rank"] == 16 and d["get_peft_model"]["r"] == 16
+
+
+def test_cli_and_python_give_the_same_plan(capsys, no_packages):
+    rc, out = _run(capsys, DONE_WHEN)
+    p = planner.plan(LLAMA8, "T4", runtime="unsloth", weights="nf4", lora_rank=32, max_seq_length=1024)
+    d = json.loads(out)
+    assert rc == 0 and d["config"] == p.config and d["unsloth"] == json.loads(json.dumps(p.to_dict()["unsloth"]))
+
+
+def test_one_objective_with_the_runtime_memory_term():
+    from planner.search.objective import Candidate, score
+
+    lo, hi = (Candidate(768, 8, 1, 4, u, False) for u in (0.4, 0.6))
+    assert score(hi) > score(lo)   # TRL: the least idle memory
+    lo_u, hi_u = (Candidate(768, 8, 1, 4, u, False, runtime="unsloth", num_generations=8) for u in (0.4, 0.6))
+    assert score(lo_u) > score(hi_u)   # Unsloth: one wave at the lowest utilisation
+    # the terms before it are shared: a longer completion wins whatever the rest
+    assert score(Candidate(1024, 2, 3, 1, 0.3, True)) > score(hi)
+    p = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4")
+    assert p.option.key() == score(p.option.candidate())

@@ -5,48 +5,31 @@
     plan estimate --runtime unsloth --model ... --gpu T4 --weights nf4 --gpu-memory-utilization 0.6 --json
     plan check --runtime unsloth --model ... --gpu L4 --standby
 
-The commands call :func:`dispatch` first; everything Unsloth-specific lives here. Shared flags keep
-their meaning (``--weights nf4`` = ``load_in_4bit=True``; ``--prompt-length`` = max_prompt_length).
-A shared flag left at its default means Unsloth's own default here (4-bit weights, batch 4 x 2
-accumulation x 8 generations, completion = max_seq_length - prompt): the defaults are marked.
+The commands call :func:`dispatch` first. `plan` and `plan check` build the same request as the TRL
+runtime (planner.cli.plan.request_from_args, the same flags and pins) with ``runtime="unsloth"``
+and Unsloth's own options (``--max-seq-length``, ``--standby``, ``--unsloth-version``;
+``--gpu-memory-utilization`` is the ``vllm_gpu_memory_utilization`` pin, ``--float8-kv-cache`` is
+``--vllm-kv-cache-dtype fp8``), and print the same Plan as ``planner.plan(..., runtime="unsloth")``.
+Shared flags keep their meaning (``--weights nf4`` = ``load_in_4bit=True``, Unsloth's default here).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from ..checks.preflight import CheckReport
 from ..errors import InvalidSetupError
 from ..runtimes.unsloth import unsloth_checks, unsloth_estimate
-from ..search.unsloth_solver import UnslothPlan, unsloth_plan, with_unsloth_checks
+from ..search.request import PlanRequest, validate_request
+from ..search.results import Plan
+from ..search.unsloth_solver import default_weights
 from ._common import check_lines, gib_str, print_json, table
 from ._topology import gpu_arg
 
 RUNTIMES = ("trl", "unsloth")
-
-
-class _DefaultInt(int):
-    """An argparse default the Unsloth runtime can tell from the same value typed by the user."""
-
-
-class _DefaultStr(str):
-    pass
-
-
-def _mark_defaults(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
-    marked = {}
-    for name in names:
-        v = p.get_default(name)
-        if isinstance(v, bool) or v is None:
-            continue
-        marked[name] = _DefaultInt(v) if isinstance(v, int) else _DefaultStr(v) if isinstance(v, str) else v
-    p.set_defaults(**marked)
-
-
-def _given(args, name: str):
-    """The flag's value, or None when it was left at its (marked) default."""
-    v = getattr(args, name, None)
-    return None if isinstance(v, (_DefaultInt, _DefaultStr)) else v
+DEFAULT_LORA_RANK = 16  # the request's (planner.search.request.TrainerOptions) and unsloth_estimate's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,32 +47,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="what you pass to from_pretrained (default: estimate 0.5, Unsloth's; plan: searched)")
     g.add_argument("--float8-kv-cache", action="store_true", help="from_pretrained(float8_kv_cache=True)")
-    _mark_defaults(p, ("weights", "batch_size", "gradient_accumulation_steps", "completion_length"))
 
 
-def dispatch(args, command: str) -> int | None:
-    """The command's first line: run ``--runtime unsloth`` here (its exit code), or give the TRL
-    runtime its arguments back as plain values (None: the command goes on)."""
+def dispatch(args, command: str, shared_request: Callable[[Any], PlanRequest] | None = None) -> int | None:
+    """The command's first line: run ``--runtime unsloth`` here (its exit code), or None (the
+    command goes on with the TRL runtime). The TRL runtime refuses the Unsloth flags.
+    ``shared_request``: the TRL runtime's request builder (planner.cli.plan.request_from_args),
+    which `plan` and `plan check` pass (this module cannot import it: plan imports this one)."""
     if getattr(args, "runtime", "trl") == "unsloth":
-        return {"plan": run_plan, "estimate": run_estimate, "check": run_check}[command](args)
-    for name, v in vars(args).items():
-        if isinstance(v, _DefaultInt):
-            setattr(args, name, int(v))
-        elif isinstance(v, _DefaultStr):
-            setattr(args, name, str(v))
+        if command == "estimate":
+            return run_estimate(args)
+        if shared_request is None:
+            raise InvalidSetupError(f"`plan {command} --runtime unsloth` needs the shared request builder")
+        return {"plan": run_plan, "check": run_check}[command](args, shared_request)
+    given = [f for f in ("gpu_memory_utilization", "standby", "unsloth_version", "max_seq_length")
+             if getattr(args, f, None) is not None] + (["float8_kv_cache"] if getattr(args, "float8_kv_cache", False)
+                                                      else [])
+    if given:
+        raise InvalidSetupError("\n".join(f"--{f.replace('_', '-')} is an option of the Unsloth runtime "
+                                          "(--runtime unsloth)" for f in given))
     return None
 
 
-def _refuse(args, plan: bool) -> None:
+def _refuse_cli(args) -> None:
+    """The CLI-only flags the Unsloth runtime does not read (the request refuses the rest)."""
     problems = []
-    if getattr(args, "finetune", None) not in (None, "lora"):
-        problems.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
-    if getattr(args, "optim", None) not in (None, "adamw_8bit"):
-        problems.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
-    if getattr(args, "weights", None) == "int8" or getattr(args, "weights", None) == "fp32":
-        problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
-    if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
-        problems.append("--runtime unsloth plans one GPU")
     if getattr(args, "config", None):
         problems.append("--config is read for the TRL runtime; with --runtime unsloth give its settings as flags")
     for flag in ("output", "plot", "output_dir"):
@@ -100,27 +82,33 @@ def _refuse(args, plan: bool) -> None:
         raise InvalidSetupError("\n".join(problems))
 
 
-def _weights(args) -> dict:
-    w = _given(args, "weights")
-    return {"load_in_4bit": w in (None, "nf4")}
+def request_from_args(args, shared_request: Callable[[Any], PlanRequest]) -> PlanRequest:
+    """The TRL runtime's request from the same flags (``shared_request``), for ``runtime="unsloth"``
+    with its options."""
+    _refuse_cli(args)
+    changes: dict = {"runtime": "unsloth"}
+    if args.weights is None:
+        changes["weights"] = default_weights(args.finetune)
+    changes.update({k: getattr(args, k) for k in ("max_seq_length", "standby", "unsloth_version")
+                    if getattr(args, k) is not None})
+    if args.gpu_memory_utilization is not None:
+        changes["vllm_gpu_memory_utilization"] = args.gpu_memory_utilization
+    if args.float8_kv_cache:
+        changes["kv_cache_dtype"] = "fp8"
+    req = shared_request(args).with_options(**changes)
+    validate_request(req)
+    return req
 
 
-def plan_from_args(args, for_training: bool | None = None) -> UnslothPlan:
-    _refuse(args, plan=True)
-    p = unsloth_plan(
-        args.model, gpu_arg(args.gpu), unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
-        standby=args.standby, max_seq_length=args.max_seq_length, gpu_memory_utilization=args.gpu_memory_utilization,
-        float8_kv_cache=args.float8_kv_cache, num_generations=args.num_generations,
-        **{k: getattr(args, k) for k in ("lora_rank", "per_device_train_batch_size", "gradient_accumulation_steps")
-           if getattr(args, k, None) is not None},
-        max_prompt_length=args.max_prompt_length if args.max_prompt_length is not None else 256,
-        max_completion_length=args.max_completion_length or args.target_completion_length,
-        **({"margin": args.margin} if args.margin is not None else {}), **_weights(args))
-    return with_unsloth_checks(p, for_training=for_training)
+def plan_from_args(args, shared_request: Callable[[Any], PlanRequest], for_training: bool | None = None) -> Plan:
+    """The same Plan as ``planner.plan(..., runtime="unsloth")`` (planner.api.unsloth_plan_from_request)."""
+    from ..api import unsloth_plan_from_request
+
+    return unsloth_plan_from_request(request_from_args(args, shared_request), for_training=for_training)
 
 
-def run_plan(args) -> int:
-    p = plan_from_args(args)
+def run_plan(args, shared_request: Callable[[Any], PlanRequest]) -> int:
+    p = plan_from_args(args, shared_request)
     if args.json:
         print_json(p.to_dict())
     else:
@@ -128,19 +116,38 @@ def run_plan(args) -> int:
     return 0
 
 
+def _estimate_refusals(args) -> list[str]:
+    problems = []
+    if getattr(args, "finetune", None) not in (None, "lora"):
+        problems.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
+    if getattr(args, "optim", None) not in (None, "adamw_8bit"):
+        problems.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
+    if getattr(args, "weights", None) not in (None, "nf4", "bf16", "fp16"):
+        problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
+    if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
+        problems.append("--runtime unsloth plans one GPU (vLLM runs inside the one training process): drop "
+                        "--num-gpus, --num-nodes and the list of GPUs")
+    return problems
+
+
 def run_estimate(args) -> int:
-    _refuse(args, plan=False)
-    seq = args.max_seq_length or 2048
-    completion = _given(args, "completion_length")
+    """One fixed Unsloth setup (no search): Unsloth's defaults for what is not given."""
+    _refuse_cli(args)
+    problems = _estimate_refusals(args)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
+    util = args.gpu_memory_utilization
+    if util is None:
+        util = getattr(args, "vllm_gpu_memory_utilization", None)
     e = unsloth_estimate(
-        args.model, args.gpu, max_seq_length=seq, gpu_memory_utilization=args.gpu_memory_utilization,
-        standby=bool(args.standby), float8_kv_cache=args.float8_kv_cache, lora_rank=args.lora_rank,
-        per_device_train_batch_size=_given(args, "batch_size"),
-        gradient_accumulation_steps=_given(args, "gradient_accumulation_steps"),
+        args.model, gpu_arg(args.gpu), max_seq_length=args.max_seq_length or 2048, gpu_memory_utilization=util,
+        standby=bool(args.standby), float8_kv_cache=args.float8_kv_cache or args.vllm_kv_cache_dtype == "fp8",
+        lora_rank=DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         num_generations=args.num_generations,
         max_prompt_length=args.prompt_length if args.prompt_length is not None else 256,
-        max_completion_length=completion, unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
-        **_weights(args))
+        max_completion_length=args.completion_length, unsloth_version=args.unsloth_version,
+        vllm_version=args.vllm_version, load_in_4bit=args.weights in (None, "nf4"))
     if args.json:
         d = e.to_dict()
         d["checks"] = [c.to_dict() for c in unsloth_checks(e)]
@@ -150,14 +157,15 @@ def run_estimate(args) -> int:
     return 0
 
 
-def run_check(args) -> int:
-    p = plan_from_args(args, for_training=True if args.for_training else None)
+def run_check(args, shared_request: Callable[[Any], PlanRequest]) -> int:
+    p = plan_from_args(args, shared_request, for_training=True if args.for_training else None)
     report = CheckReport(checks=p.checks, for_training=bool(args.for_training))
     if args.json:
         print_json(report.to_dict())
     else:
-        out = [f"pre-flight checks for {p.model.model_id} on {p.gpu.name}, Unsloth {p.estimate.facts.release} "
-               f"(fast_inference=True, vLLM {p.estimate.vllm_version})"]
+        e = p.runtime_details.estimate
+        out = [f"pre-flight checks for {p.model.model_id} on {p.gpu.name}, Unsloth {e.facts.release} "
+               f"(fast_inference=True, vLLM {e.vllm_version})"]
         print("\n".join(out + check_lines(report)))
     return 1 if report.errors else 0
 
@@ -191,23 +199,29 @@ def render_estimate(e) -> str:
     return "\n".join(out)
 
 
-def render_plan(p: UnslothPlan) -> str:
-    e = p.estimate
+SCRIPT_MARKER = "# the script (plan.runtime_details.snippet(plan.config)):"
+
+
+def render_plan(p: Plan) -> str:
+    d = p.runtime_details
+    e = d.estimate
     out = [f"{p.model.model_id} on {p.gpu.name} ({p.gpu.total_bytes / 2**30:.2f} GiB, margin {p.margin:.0%}); "
-           f"runtime: Unsloth {e.facts.release} fast_inference=True, TRL {p.trl_version} ({p.trl_version_reason})",
-           table([(k, repr(v)) for k, v in p.from_pretrained_kwargs().items()], "FastLanguageModel.from_pretrained:"),
-           table([(k, repr(v)) for k, v in p.get_peft_model_kwargs().items()], "FastLanguageModel.get_peft_model:"),
+           f"runtime: Unsloth {e.facts.release} fast_inference=True, TRL {d.trl_version} ({d.trl_version_reason})",
+           table([(k, repr(v)) for k, v in d.from_pretrained_kwargs().items()], "FastLanguageModel.from_pretrained:"),
+           table([(k, repr(v)) for k, v in d.get_peft_model_kwargs().items()], "FastLanguageModel.get_peft_model:"),
            table([(k, repr(v)) for k, v in p.config.items()], "GRPOConfig:"),
-           table([(k, v) for k, v in p.env().items()], "environment:"),
+           table([(k, v) for k, v in d.env().items()], "environment:"),
            table(_vllm_rows(e), "vLLM:"),
            table([(k.replace("_bytes", ""), gib_str(v)) for k, v in e.phases.items()]
                  + [("budget (card - margin)", gib_str(p.budget_bytes)), ("headroom", gib_str(p.headroom_bytes))],
                  "peak per phase:"),
            "why:\n" + "\n".join(f"  - {r}" for r in p.reasons),
-           "Unsloth will:\n" + "\n".join(f"  - {c}" for c in p.unsloth_changes)]
+           "Unsloth will:\n" + "\n".join(f"  - {c}" for c in d.changes),
+           "assumptions (--json for their sources):\n" + "\n".join(
+               f"  {k}: {a['value']} ({a['source']})" for k, a in p.assumptions.items())]
     flagged = [c for c in p.checks if c.severity != "info"]
     if flagged:
         out.append("pre-flight (`plan check --runtime unsloth` for all):")
         out += [f"  {c.severity}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in flagged]
-    out += ["", "# the script (planner.unsloth_plan(...).snippet()):", p.snippet()]
+    out += ["", SCRIPT_MARKER, d.snippet(p.config)]
     return "\n".join(out)

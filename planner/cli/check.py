@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """One or many GPUs alike: the layout's checks and every pre-flight check."""
-    if (rc := _unsloth.dispatch(args, "check")) is not None:
+    if (rc := _unsloth.dispatch(args, "check", plan_command.request_from_args)) is not None:
         return rc
     plan_command.check_outputs(args)
     for_training = True if args.for_training else None

@@ -174,7 +174,7 @@ def check_outputs(args) -> None:
 def run(args) -> int:
     if args.rollout_turns not in (None, 1) and getattr(args, "runtime", "trl") != "trl":
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
-    if (rc := _unsloth.dispatch(args, "plan")) is not None:
+    if (rc := _unsloth.dispatch(args, "plan", request_from_args)) is not None:
         return rc
     check_outputs(args)
     p = plan_from_args(args)

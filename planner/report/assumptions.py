@@ -26,6 +26,8 @@ EXPECTED_ERROR = {
     "calibrated": "held-out H100 steps of a calibrated family: worst under-prediction -2.99%, worst over-prediction "
                   "+8.2% (a first step); whole runs of calibrated models -0.02% to +9.2% "
                   "(benchmarks/results/margin_bands.txt)",
+    "unsloth": "not measured as a peak: vLLM's side of 7 shared Unsloth runs, utilisation within 0.0071, the KV "
+               "cache of 4 within 3.5% (benchmarks/unsloth_reports.py); the trainer's side is read from Unsloth's code",
 }
 _TARGET_DEFAULTS = {f.name: f.default for f in fields(Targets)}
 _TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerOptions)}
@@ -46,7 +48,8 @@ def margin_entry(given: float | None, base: float | None, used: float, kind: str
     base = used if base is None else base
     extra = round(used - base, 4)
     why = ("given (--margin)" if given is not None
-           else f"the {kind} memory model's measured error band (planner/search/margins.py)")
+           else "the Unsloth runtime's band (planner/search/margins.py, RUNTIME_MARGIN: not measured)"
+           if kind == "unsloth" else f"the {kind} memory model's measured error band (planner/search/margins.py)")
     if extra:
         why += f", +{extra:.0%} for what the measurements do not cover (see the warnings)"
     return _entry(used, "option" if given is not None else "memory model", memory_model=kind, base=base,
@@ -97,14 +100,63 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     for dist, asked, assumed in (("trl", v.trl_version, notes.get("trl_assumed")),
                                  ("vllm", v.vllm_version, vllm.version if vllm is not None else None),
                                  ("transformers", t.transformers_version, notes.get("transformers_assumed"))):
-        have = installed.get(dist)
-        src = "option" if asked else "installed package" if have else "default"
-        entry = _entry(asked or assumed, src, installed=have)
-        if have and (asked or assumed) and (asked or assumed) != have:
-            entry["note"] = f"planned for {dist} {asked or assumed}, but {have} is installed"
-        elif not have:
-            entry["note"] = f"{dist} is not installed: planned for {asked or assumed}"
-        out[f"{dist}_version"] = entry
+        out[f"{dist}_version"] = _version_entry(dist, asked, assumed, installed.get(dist))
     out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
                                  expected_error=EXPECTED_ERROR[kind])
+    return out
+
+
+# the Unsloth runtime's defaults, where they are not the request's (planner.search.unsloth_solver)
+UNSLOTH_DEFAULTS = {"weights": "nf4", "max_seq_length": 2048}
+
+
+def _version_entry(dist: str, asked: str | None, assumed: str | None, have: str | None) -> dict[str, Any]:
+    src = "option" if asked else "installed package" if have else "default"
+    entry = _entry(asked or assumed, src, installed=have)
+    if have and (asked or assumed) and (asked or assumed) != have:
+        entry["note"] = f"planned for {dist} {asked or assumed}, but {have} is installed"
+    elif not have:
+        entry["note"] = f"{dist} is not installed: planned for {asked or assumed}"
+    return entry
+
+
+def unsloth_assumptions(req: PlanRequest, plan: Any, installed: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+    """The assumptions of an Unsloth plan (``plan.runtime == "unsloth"``), in the TRL plan's form:
+    the pins, the lengths, the group size, the weights and rank, standby, the utilisation, the
+    margin, the releases (unsloth_zoo, vLLM, TRL: Unsloth's pairing) and the memory model."""
+    sources = dict(req.sources)
+    e = plan.runtime_details.estimate
+    out: dict[str, dict[str, Any]] = {}
+    for name, _ in req.pins.items():
+        out[name] = _entry(plan.pin_value(name), sources.get(name, "pinned"))
+    g, u = req.targets, req.unsloth
+    if "max_prompt_length" not in out:
+        out["prompt_length"] = _entry(e.max_prompt_length, _option_source(g.prompt_length, 256),
+                                      note="with the completion, within max_seq_length (vLLM's max_model_len)")
+    out["max_seq_length"] = _entry(e.max_seq_length, "option" if u.max_seq_length is not None else "default")
+    if "max_completion_length" not in out:
+        out["max_completion_length"] = _entry(e.max_completion_length, "option" if g.max_completion_length
+                                              else "default", note="default: the longest that fits, up to "
+                                                                   "max_seq_length - prompt")
+    if "num_generations" not in out:
+        out["num_generations"] = _entry(e.num_generations, "option" if g.num_generations else "default",
+                                        note="default: Unsloth's 8, else the largest that fits")
+    out["weights"] = _entry(req.trainer.weights, _option_source(req.trainer.weights, UNSLOTH_DEFAULTS["weights"]),
+                            note="nf4: from_pretrained(load_in_4bit=True)")
+    if "lora_r" not in out:
+        out["lora_rank"] = _entry(e.lora_rank, _option_source(req.trainer.lora_rank, _TRAINER_DEFAULTS["lora_rank"]))
+    out["standby"] = _entry(e.standby, "option" if u.standby is not None else "default",
+                            note="UNSLOTH_VLLM_STANDBY; default: off unless on does better")
+    if "vllm_gpu_memory_utilization" not in out:
+        out["gpu_memory_utilization"] = _entry(e.requested_gpu_memory_utilization, "default",
+                                               note="searched; vLLM receives "
+                                                    f"{e.vllm_gpu_memory_utilization:.4f}")
+    out["margin"] = margin_entry(g.margin, None, plan.margin, "unsloth")
+    out["unsloth_version"] = _version_entry("unsloth_zoo", u.unsloth_version, e.facts.release,
+                                            installed.get("unsloth_zoo"))
+    out["vllm_version"] = _version_entry("vllm", req.vllm.vllm_version, e.vllm_version, installed.get("vllm"))
+    trl = _version_entry("trl", None, plan.runtime_details.trl_version, installed.get("trl"))
+    trl["note"] = "; ".join(x for x in (plan.runtime_details.trl_version_reason, trl.get("note")) if x)
+    out["trl_version"] = trl
+    out["memory_model"] = _entry(plan.memory_model, "default", expected_error=EXPECTED_ERROR["unsloth"])
     return out

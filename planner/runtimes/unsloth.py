@@ -16,7 +16,7 @@ No torch import: every term is arithmetic on the config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InvalidSetupError, VersionError
 from ..memory import vllm as _vllm
@@ -245,6 +245,8 @@ class UnslothEstimate:
     pre_vllm_used_bytes: int
     vllm_version_reason: str = "given"
     standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
+    # each phase's bytes by component (``phases`` holds their sums): load, generation, training
+    phase_parts: dict = field(default_factory=dict)
 
     @property
     def trainer_peak_bytes(self) -> int:
@@ -309,6 +311,19 @@ def _positive(name: str, value) -> int:
     return value
 
 
+def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool) -> None:
+    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache) cannot use."""
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
+        raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
+    _positive("max_seq_length", max_seq_length)
+    _positive("lora_rank", lora_rank)
+    if float8_kv_cache and card.compute_capability and float(card.compute_capability) < 8.0:
+        raise InvalidSetupError(f"float8_kv_cache needs compute capability >= 8.0; {card.name} has "
+                                f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
+    if card.compute_capability and float(card.compute_capability) < 7.0:
+        raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+
+
 def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bool = True,
                      gpu_memory_utilization: float | None = None, standby: bool = False,
                      float8_kv_cache: bool = False, lora_rank: int = 16,
@@ -328,15 +343,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     card = resolve_gpu(gpu)
     facts = unsloth_facts(unsloth_version)
     util = facts.gpu_memory_utilization_default if gpu_memory_utilization is None else gpu_memory_utilization
-    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
-        raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
-    _positive("max_seq_length", max_seq_length)
-    _positive("lora_rank", lora_rank)
-    if float8_kv_cache and card.compute_capability and float(card.compute_capability) < 8.0:
-        raise InvalidSetupError(f"float8_kv_cache needs compute capability >= 8.0; {card.name} has "
-                                f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
-    if card.compute_capability and float(card.compute_capability) < 7.0:
-        raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache)
     batch = _positive("per_device_train_batch_size", per_device_train_batch_size
                       or UNSLOTH_RL_DEFAULTS["per_device_train_batch_size"])
     ga = _positive("gradient_accumulation_steps", gradient_accumulation_steps
@@ -363,7 +370,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     slots = vllm_lora_slot_bytes(spec, rank)
     trainer = trainer_terms(spec, lora_rank, run_batch, max_prompt_length, completion)
 
-    cap, not_modelled, kv_bytes, kv_tokens, phases, fits = None, None, None, None, {}, None
+    cap, not_modelled, kv_bytes, kv_tokens, phases, fits, parts = None, None, None, None, {}, None, {}
     try:
         cap = _vllm.vllm_capacity(
             spec, card, gpu_memory_utilization=actual, max_model_len=min(max_seq_length, spec.max_position_embeddings),
@@ -380,15 +387,8 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         conc = _vllm.max_concurrency(blocks, cap.layout.blocks_per_request)
         kv_tokens = _vllm.kv_cache_tokens(blocks, len(cap.layout.groups), cap.layout.block_size, conc,
                                           cap.max_model_len, cap.version)
-        graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
-        resident = cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.cudagraph_bytes
-        persistent = trainer["adapters"] + trainer["optimizer_state"] + trainer["cublas_workspace"]
-        step = sum(trainer[k] for k in ("gradients", "activations", "allocator_reserve"))
-        phases = {
-            "load_bytes": pre_used + cap.budget_bytes + graphs_outside,
-            "generation_bytes": pre_used + resident + persistent + (0 if standby else step),
-            "training_bytes": pre_used + resident - (kv_bytes if standby else 0) + persistent + step,
-        }
+        parts = phase_components(cap, pre_used, slots, kv_bytes, trainer, standby)
+        phases = {f"{name}_bytes": sum(c.values()) for name, c in parts.items()}
         fits = bool(cap.startup_ok and blocks > 0 and max(phases.values()) <= total)
     return UnslothEstimate(
         model=spec, gpu=card, facts=facts, vllm_version=None if cap is None else cap.version,
@@ -400,7 +400,28 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
         vllm_not_modelled=not_modelled, lora_slot_bytes=slots, kv_cache_bytes=kv_bytes, kv_cache_tokens=kv_tokens,
         trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason,
-        standby_requested=standby_requested)
+        standby_requested=standby_requested, phase_parts=parts)
+
+
+def phase_components(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: int, trainer: dict,
+                     standby: bool) -> dict[str, dict[str, int]]:
+    """Each phase of the runtime by component. ``load``: what was in use before vLLM, vLLM's
+    budget and the CUDA graphs it does not count in it. ``generation``: vLLM's share (the one copy
+    of the weights, the LoRA slots, the KV cache, non-torch memory and graphs) beside the trainer's
+    persistent terms and, without standby, the last step's (nothing empties the cache).
+    ``training``: the same with the step; standby frees the KV cache while training."""
+    pre = {"process.pre_vllm": pre_used}
+    vllm = {"vllm.weights": cap.weights_bytes, "vllm.lora_slots": slots, "vllm.kv_cache": kv_bytes,
+            "vllm.non_torch": cap.non_torch_bytes, "vllm.cudagraph": cap.cudagraph_bytes}
+    persistent = {f"trainer.{k}": trainer[k] for k in ("adapters", "optimizer_state", "cublas_workspace")}
+    step = {f"trainer.{k}": trainer[k] for k in ("gradients", "activations", "allocator_reserve")}
+    graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
+    return {
+        "load": {**pre, "vllm.budget": cap.budget_bytes, "vllm.cudagraph_outside_budget": graphs_outside},
+        "generation": {**pre, **vllm, **persistent, **({} if standby else step)},
+        "training": {**pre, **{k: v for k, v in vllm.items() if not (standby and k == "vllm.kv_cache")},
+                     **persistent, **step},
+    }
 
 
 # -- the hand-off: a script --------------------------------------------------------------------
@@ -410,9 +431,10 @@ def _kwargs_src(kw: dict, indent: str = "    ") -> str:
 
 
 def unsloth_snippet(kwargs: dict) -> str:
-    """A complete Python script from ``UnslothPlan.unsloth_kwargs()``: the environment variables
-    (set before ``import unsloth``, which reads them), ``FastLanguageModel.from_pretrained``,
-    ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer`` (a stand-in reward and dataset to replace)."""
+    """A complete Python script from an Unsloth plan's ``runtime_details.kwargs(plan.config)``: the
+    environment variables (set before ``import unsloth``, which reads them),
+    ``FastLanguageModel.from_pretrained``, ``get_peft_model``, ``GRPOConfig`` and ``GRPOTrainer``
+    (a stand-in reward and dataset to replace)."""
     fp = dict(kwargs["from_pretrained"])
     model_name = fp.pop("model_name")
     lines = ["import os", ""]
@@ -441,18 +463,16 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
     Missing packages are warnings on a machine that only plans, errors with ``for_training``.
     ``alloc_conf``: the allocator settings (default: PYTORCH_CUDA_ALLOC_CONF and PYTORCH_ALLOC_CONF
     from the environment)."""
-    import os
+    env = "error" if for_training else "warning"
+    return (_package_checks(e, env) + _trl_checks(e, env, trl_version) + _vllm_checks(e, env) + _card_checks(e)
+            + _standby_checks(e, alloc_conf) + _request_checks(e))
 
+
+def _package_checks(e: UnslothEstimate, env: str) -> list:
+    """unsloth and unsloth_zoo installed, of the release planned for, and paired."""
     from ..checks.preflight import Check
-    from ..specs.versions import (
-        UNSLOTH_BNB_PLUGIN,
-        UNSLOTH_STANDBY_MIN_TRL,
-        unsloth_trl_ceiling,
-        vllm_first_release,
-    )
     from ..specs.versions import installed_version as installed
 
-    env = "error" if for_training else "warning"
     out = []
     facts = e.facts
     unsloth_v, zoo_v = installed("unsloth"), installed("unsloth_zoo")
@@ -475,7 +495,17 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
             out.append(Check("unsloth-zoo-pairing", env, f"unsloth_zoo {zoo_v} is older than unsloth {unsloth_v} "
                              "(unsloth requires unsloth_zoo of its own release or newer)",
                              f"pip install -U 'unsloth_zoo>={unsloth_v}'"))
-    # TRL
+    return out
+
+
+def _trl_checks(e: UnslothEstimate, env: str, trl_version: str | None) -> list:
+    """TRL installed within Unsloth's ceiling; standby's TRL floor."""
+    from ..checks.preflight import Check
+    from ..specs.versions import UNSLOTH_STANDBY_MIN_TRL, unsloth_trl_ceiling
+    from ..specs.versions import installed_version as installed
+
+    out = []
+    facts = e.facts
     trl_installed = installed("trl")
     trl = trl_installed or trl_version
     ceiling = unsloth_trl_ceiling(facts.release)
@@ -491,7 +521,16 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
         out.append(Check("unsloth-standby-trl", "error", f"standby needs TRL >= {UNSLOTH_STANDBY_MIN_TRL} (Unsloth "
                          f"hands TRL vllm_enable_sleep_mode only from there); TRL {trl}",
                          f"pip install -U 'trl>={UNSLOTH_STANDBY_MIN_TRL}' or --no-standby"))
-    # vLLM
+    return out
+
+
+def _vllm_checks(e: UnslothEstimate, env: str) -> list:
+    """vLLM installed as planned; the bitsandbytes plugin for 4-bit on a vLLM without it in tree."""
+    from ..checks.preflight import Check
+    from ..specs.versions import UNSLOTH_BNB_PLUGIN, vllm_first_release
+    from ..specs.versions import installed_version as installed
+
+    out = []
     vllm_installed = installed("vllm")
     if vllm_installed is None:
         out.append(Check("unsloth-vllm-installed", env, "vLLM is not installed: fast_inference=True needs it "
@@ -508,7 +547,14 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
                          f"load_in_4bit with vLLM {vllm_v} (>= {no_bnb}, bitsandbytes out of tree): "
                          + (f"{UNSLOTH_BNB_PLUGIN} {plugin} installed" if plugin else f"needs {UNSLOTH_BNB_PLUGIN}"),
                          "" if plugin else f"pip install {UNSLOTH_BNB_PLUGIN}"))
-    # the card
+    return out
+
+
+def _card_checks(e: UnslothEstimate) -> list:
+    """The card's compute capability: vLLM's floor, the fp8 KV cache's."""
+    from ..checks.preflight import Check
+
+    out = []
     cc = e.gpu.compute_capability
     if cc:
         if float(cc) < 7.0:
@@ -517,7 +563,17 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
         if e.float8_kv_cache and float(cc) < 8.0:
             out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
                              f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))
-    # standby
+    return out
+
+
+def _standby_checks(e: UnslothEstimate, alloc_conf: str | None) -> list:
+    """Standby's allocator requirement, and vision models that turn it off."""
+    import os
+
+    from ..checks.preflight import Check
+
+    out = []
+    facts = e.facts
     if e.standby_requested:
         conf = alloc_conf if alloc_conf is not None else ",".join(
             os.environ.get(k, "") for k in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
@@ -529,7 +585,15 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
             out.append(Check("unsloth-vision-standby", "warning", f"{e.model.model_id} is a vision model: Unsloth "
                              f"{facts.release} turns standby off (planned without it)",
                              "set UNSLOTH_VLLM_STANDBY_VISION=1 to force it"))
-    # what vLLM receives
+    return out
+
+
+def _request_checks(e: UnslothEstimate) -> list:
+    """What Unsloth uses instead of what was asked (utilisation, rank, batch), and the memory."""
+    from ..checks.preflight import Check
+
+    out = []
+    facts = e.facts
     asked = e.requested_gpu_memory_utilization
     kept, why = requested_utilization(facts, asked, e.standby, e.gpu.total_bytes, e.vllm_version)
     changed = round(kept, 4) != round(asked, 4)

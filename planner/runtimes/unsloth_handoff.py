@@ -1,7 +1,8 @@
-"""Hand-off for the Unsloth runtime: build Unsloth's model and TRL's GRPOTrainer from an UnslothPlan.
+"""Hand-off for the Unsloth runtime: build Unsloth's model and TRL's GRPOTrainer from a plan for it
+(planner.search.results.Plan with ``runtime == "unsloth"``).
 
     trainer = planner.train("meta-llama/Llama-3.1-8B-Instruct", [reward], ds, gpu="T4", runtime="unsloth",
-                            plan_kwargs={"load_in_4bit": True, "lora_rank": 32, "max_seq_length": 1024})
+                            plan_kwargs={"weights": "nf4", "lora_rank": 32, "max_seq_length": 1024})
 
 The environment variables are set before ``unsloth`` is imported (it reads UNSLOTH_VLLM_STANDBY at
 import), and ``unsloth`` is imported before ``trl`` (it patches GRPOTrainer). Needs a GPU, unsloth,
@@ -26,7 +27,7 @@ def train_unsloth(model: str, reward_funcs: Any, train_dataset: Any, plan: Any, 
 
     ``model``: the Hub id or path from_pretrained loads. ``overrides``: GRPOConfig fields, applied
     last. ``dry_run=True`` returns the trainer untrained."""
-    kw = plan.unsloth_kwargs()
+    kw = plan.runtime_details.kwargs(plan.config)  # from_pretrained, get_peft_model, grpo_config, env
     os.environ.update(kw["env"])
     try:
         unsloth = importlib.import_module("unsloth")  # before trl: it patches GRPOTrainer

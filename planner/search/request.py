@@ -31,6 +31,7 @@ from ..specs.topology import ENGINES as TOPOLOGY_ENGINES
 from ..specs.topology import LAYOUTS
 
 SLEEP_MODES = ("auto", "on", "off")
+RUNTIMES = ("trl", "unsloth")
 KV_CACHE_DTYPES = ("auto", "fp8")
 ENGINES = ("auto", *TOPOLOGY_ENGINES)
 
@@ -147,6 +148,16 @@ class Pins:
         return self.generation_batch_size or self.completions_per_step
 
 
+@dataclass(frozen=True)
+class UnslothOptions:
+    """What only the Unsloth runtime (``runtime="unsloth"``: FastLanguageModel(fast_inference=True))
+    reads; the rest of the request keeps its meaning there (planner.search.unsloth_solver)."""
+
+    max_seq_length: int | None = None  # from_pretrained(max_seq_length=...); None: Unsloth's 2048
+    standby: bool | None = None  # UNSLOTH_VLLM_STANDBY=1; None: off unless on does better
+    unsloth_version: str | None = None  # the unsloth_zoo release; None: installed, else the newest modelled
+
+
 PIN_NAMES = tuple(f.name for f in fields(Pins))
 # TRL / trl.ModelConfig spellings accepted for a pin
 PIN_ALIASES = {"lora_rank": "lora_r", "prompt_length": "max_prompt_length",
@@ -169,6 +180,8 @@ class PlanRequest:
     # TRL keys the planner does not model (read from a --config file): written to the plan's config untouched
     passthrough: tuple[tuple[str, Any], ...] = ()
     sources: tuple[tuple[str, str], ...] = ()  # pin name -> where it came from ("pinned", "config file")
+    runtime: str = "trl"  # trl | unsloth (planner.api.plan's runtime=)
+    unsloth: UnslothOptions = UnslothOptions()  # read with runtime="unsloth" only
 
     @property
     def pinned(self) -> tuple[str, ...]:
@@ -207,7 +220,8 @@ FIELDS: dict[str, str] = {
     **{f.name: "topology" for f in fields(TopologyOptions)},
     **{f.name: "pins" for f in fields(Pins) if f.name not in ("num_generations", "max_completion_length",
                                                               "lora_target_modules", "optim")},
-    "calibration": "", "relax": "", "passthrough": "", "pins": "", "sources": "",
+    **{f.name: "unsloth" for f in fields(UnslothOptions)},
+    "calibration": "", "relax": "", "passthrough": "", "pins": "", "sources": "", "runtime": "",
 }
 # the Python API also takes TRL's spelling of the vLLM options
 ALIASES = {"vllm_kv_cache_dtype": "kv_cache_dtype", "vllm_tensor_parallel_size": "tensor_parallel_size"}
@@ -253,7 +267,7 @@ def make_pins(pin: dict[str, Any] | None, source: str = "pinned") -> tuple[Pins,
 
 def plan_request(model: Any, gpu: Any = "auto", pin: dict[str, Any] | None = None, **options: Any) -> PlanRequest:
     """A validated :class:`PlanRequest` from the request's own field names (:data:`FIELDS`; the
-    lower-level form: ``planner.plan`` turns its TRL keywords into ``pin`` first, planner.api.trl_request).
+    lower-level form: ``planner.plan`` turns its TRL keywords into ``pin`` first, planner.api.request_of).
 
     ``pin``: TRL settings to hold fixed (:class:`Pins`); the TRL-named ones that are not also
     fields (``per_device_train_batch_size``, ``gradient_accumulation_steps``, ...) may be given
@@ -410,6 +424,10 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
         p.append(f"--vllm-max-model-length {L} leaves no room for a completion after the {P}-token prompt")
     if not isinstance(req.relax, bool):
         p.append(f"relax must be True or False, got {req.relax!r}")
+    _choice(p, "runtime", req.runtime, RUNTIMES)
+    if req.runtime == "trl":
+        p += [f"{_flag(k)} is an option of the Unsloth runtime (--runtime unsloth)"
+              for k, v in vars(req.unsloth).items() if v is not None]
     if not (req.calibration is None or (isinstance(req.calibration, str) and req.calibration == "auto")
             or type(req.calibration).__name__ == "Calibration"):
         p.append(f"calibration must be 'auto', None or a Calibration (planner.memory.calibration), got {req.calibration!r}")

@@ -2,11 +2,14 @@
 choice for 1..N GPUs), with the pieces they are made of. Only data and its rendering to JSON live
 here; the solver builds them (planner/search/solver.py), checks and the hand-off read them.
 
-One JSON schema for every plan: ``config``, ``phases`` (the training GPU's phases, each with
-``peak_bytes``), ``vllm``, ``trainer``, ``peak_bytes``, ``budget_bytes``, ``headroom_bytes``,
-``fits``, ``checks``, ``topology``; a plan with more than one GPU also has ``roles`` (per-role
-memory: the training rank and a server GPU), ``layouts`` (every layout compared),
-``accelerate``, ``deepspeed`` and ``server``.
+One JSON schema for every plan and both runtimes: ``runtime``, ``config`` (GRPOConfig keyword
+arguments), ``phases`` (the training GPU's phases, each with ``peak_bytes``), ``vllm``, ``trainer``,
+``peak_bytes``, ``budget_bytes``, ``headroom_bytes``, ``margin``, ``fits``, ``checks``, ``reasons``,
+``warnings``, ``assumptions``, ``next_steps``, ``objective``, ``topology``; a plan with more than one
+GPU also has ``roles`` (per-role memory: the training rank and a server GPU), ``layouts`` (every
+layout compared), ``accelerate``, ``deepspeed`` and ``server``. What only one runtime has lives
+under that runtime's key (``"unsloth": {...}``: from_pretrained / get_peft_model keyword arguments,
+environment, utilisation asked vs received, Unsloth's own estimates: ``Plan.runtime_details``).
 """
 
 from __future__ import annotations
@@ -19,17 +22,15 @@ from ..memory.phases import ColocatedPhases, Phase, PhasePeaks, build_phases, co
 from ..memory.sharding import RankMemory
 from ..memory.trainer import TrainerMemory, TrainerSetup
 from ..memory.vllm import VllmCapacity
-from ..specs.gpu import GpuSpec, margin_budget_bytes
+from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
-from ..specs.topology import _COMMUNICATION_RANK, DEEPSPEED_DEFAULTS, Topology
+from ..specs.topology import DEEPSPEED_DEFAULTS, Topology
+from .objective import OBJECTIVE, Candidate, objective_lines, score
 
 if TYPE_CHECKING:
     from ..checks.preflight import Check
 
-OBJECTIVE = ("reach the requested completion length",
-             "most completions per optimisation step generated in one wave",
-             "largest training micro-batch",
-             "least idle memory (highest vLLM utilisation that fits)")
+__all__ = ["OBJECTIVE", "Estimate", "Option", "LayoutResult", "RoleMemory", "Plan", "rollout_summary", "waves_for"]
 
 
 # -- one fixed setup ---------------------------------------------------------------------------
@@ -149,15 +150,17 @@ class Option:
     def waves(self) -> int:
         return waves_for(self.topology, self.completions_per_device, self.concurrency)
 
-    def key(self) -> tuple:
-        """The objective (OBJECTIVE), lexicographic and global (all engines together): length; one
-        wave (then the most completions) or else the fewest waves; the lowest-communication engine;
-        micro-batch; the smallest TP; no sleep; utilisation."""
+    def candidate(self) -> Candidate:
+        """What the objective reads of this option (planner.search.objective), global (all engines together)."""
         t = self.topology
-        single = self.waves == 1
         tp = t.vllm_tensor_parallel_size if t.vllm_mode == "colocate" else t.server_tensor_parallel_size
-        return (self.completion_length, single, self.completions if single else -self.waves,
-                -_COMMUNICATION_RANK[t.engine], self.batch_size, -tp, not self.sleep, self.utilization)
+        return Candidate(completion_length=self.completion_length, completions=self.completions, waves=self.waves,
+                         batch_size=self.batch_size, utilization=self.utilization, sleep=self.sleep,
+                         engine=t.engine, tensor_parallel_size=tp)
+
+    def key(self) -> tuple:
+        """The objective's score (planner.search.objective.score): larger is better."""
+        return score(self.candidate())
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ class RoleMemory(PhasePeaks):
     def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
         if self.placement == "server":
             return (Phase("serving", dict(self.blocks["vllm_awake"])),)
+        if self.placement == "unsloth":  # Unsloth's runtime: its phases are the blocks (planner.runtimes.unsloth)
+            return tuple(Phase(name, dict(parts)) for name, parts in self.blocks.items())
         return build_phases(self.blocks, self.placement, self.sleep_mode)
 
     @property
@@ -226,7 +231,7 @@ class RoleMemory(PhasePeaks):
         if cp is not None:
             return cp.to_dict()
         d: dict[str, Any] = {p.name: p.to_dict() for p in self.phases}
-        d.update(peak_bytes=self.peak_bytes, binding_phase=self.binding_phase, sleep_mode=False)
+        d.update(peak_bytes=self.peak_bytes, binding_phase=self.binding_phase, sleep_mode=self.sleep_mode)
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,7 +251,9 @@ class RoleMemory(PhasePeaks):
 @dataclass(frozen=True)
 class Plan:
     """A configuration that fits on 1..N GPUs: the layout, the memory per role and phase, the
-    configs the engines read, and why each choice was made."""
+    configs the engines read, and why each choice was made. ``runtime``: ``"trl"`` (TRL's
+    GRPOTrainer with colocated or served vLLM) or ``"unsloth"`` (Unsloth's fast_inference=True on
+    one GPU; ``runtime_details`` holds what only it has, planner.search.unsloth_solver.UnslothRuntime)."""
 
     model: ModelSpec
     gpu: GpuSpec  # the card planned for (the smallest given)
@@ -272,6 +279,8 @@ class Plan:
     binding: dict[str, Any] = field(default_factory=dict)  # what stopped a larger plan (solver._binding)
     assumptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {value, source}
     next_steps: dict[str, Any] = field(default_factory=dict)  # the command and Python to run next
+    runtime: str = "trl"  # trl | unsloth
+    runtime_details: Any = None  # the runtime's own figures (to_dict() goes under the runtime's key)
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -299,8 +308,9 @@ class Plan:
 
     @property
     def budget_bytes(self) -> int:
-        """The card less the safety margin (and less what other processes hold on a live card)."""
-        return margin_budget_bytes(self.gpu, self.margin)
+        """The card less the safety margin (TRL: and less what other processes hold on a live card;
+        Unsloth counts those in its phases, as memory in use before vLLM)."""
+        return self.training_rank.budget_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -369,6 +379,7 @@ class Plan:
         tr = self.training_rank
         vllm = self.vllm
         d: dict[str, Any] = {
+            "runtime": self.runtime,
             "model": model_dict(self.model),
             "gpu": self.gpu.to_dict(),
             "config": dict(self.config),
@@ -382,7 +393,7 @@ class Plan:
             "margin": self.margin,
             "waves": self.waves,
             "topology": self.topology.to_dict(),
-            "objective": list(OBJECTIVE),
+            "objective": list(objective_lines(self.runtime)),
             "reasons": list(self.reasons),
             "targets": dict(self.targets),
             "memory_model": self.memory_model,
@@ -398,6 +409,8 @@ class Plan:
                      roles={k: v.to_dict() for k, v in self.roles.items()},
                      layouts=[row.to_dict() for row in self.layouts], accelerate=dict(self.accelerate),
                      deepspeed=self.deepspeed, server=self.server, deepspeed_defaults=dict(DEEPSPEED_DEFAULTS))
+        if self.runtime_details is not None:
+            d[self.runtime] = self.runtime_details.to_dict()
         d.update(self.extra)
         return d
 

@@ -15,7 +15,8 @@ Constraints: every phase of every GPU under the card less the margin (planner.me
 (free memory at its start >= its budget); one full-length sequence fits the KV cache; TRL's rules:
 the generation batch ``B x S x world`` is divisible by G, G >= 2.
 
-Objective, lexicographic (results.OBJECTIVE, stated in every plan): 1. reach the requested
+Objective, lexicographic (planner.search.objective: ``score``, the one function both runtimes'
+searches rank with, and OBJECTIVE, stated in every plan): 1. reach the requested
 completion length; 2. the most completions per optimisation step generated in one wave (several
 waves only when not even one group fits at once: then the fewest); then the lowest-communication
 engine (DDP < ZeRO-1 < ZeRO-2 < ZeRO-3); 3. the largest micro-batch; the smallest vLLM TP; no sleep
@@ -61,8 +62,9 @@ from ..specs.topology import (
 )
 from ..specs.units import GIB
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_calibration
+from .objective import OBJECTIVE, Candidate, score
 from .request import PlanRequest, apply_pins, model_problems
-from .results import OBJECTIVE, LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
+from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -388,8 +390,8 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
             if got_n is None:
                 continue
             n = got_n
-            waves = waves_for(topo, n, conc)
-            k: tuple = (waves == 1, n if waves == 1 else -waves, B)
+            k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
+                                topo.server_tensor_parallel_size))
             consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
         if best is None:
             return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
@@ -424,8 +426,7 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
                     ruled_out = ruled_out or B_pin is None or B == B_pin
                     continue
                 n = got_n
-                waves = waves_for(topo, n, conc)
-                k = (waves == 1, n if waves == 1 else -waves, B, not sleep, u)
+                k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp))
                 consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
                          _exact_option(s, topo, C, B, n, u, sleep, conc))
     if best is None:

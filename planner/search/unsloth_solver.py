@@ -1,26 +1,38 @@
 """The search for Unsloth's ``fast_inference=True`` runtime: what to pass so every phase fits.
 
-    p = unsloth_plan("meta-llama/Llama-3.1-8B-Instruct", "T4", load_in_4bit=True, lora_rank=32,
-                     max_seq_length=1024)
-    p.fits, p.vllm_gpu_memory_utilization, p.unsloth_kwargs(), print(p.snippet())
+    req = unsloth_request("meta-llama/Llama-3.1-8B-Instruct", "T4", weights="nf4", lora_rank=32,
+                          max_seq_length=1024)
+    p = solve_unsloth(req)     # a planner.search.results.Plan, p.runtime == "unsloth"
+    p.fits, p.config, p.runtime_details.from_pretrained_kwargs(), p.runtime_details.kwargs(p.config)
+
+The request is the TRL runtime's (planner.search.request.PlanRequest, ``runtime="unsloth"``) in the
+same words: ``weights="nf4"`` is Unsloth's ``load_in_4bit=True`` (the default here, Unsloth's),
+``lora_rank``, ``prompt_length``, ``max_completion_length``, ``num_generations``, the pins
+(``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``vllm_gpu_memory_utilization``
+= from_pretrained's ``gpu_memory_utilization``), ``kv_cache_dtype="fp8"`` (= ``float8_kv_cache``),
+``margin``, ``vllm_version``; Unsloth's own: ``max_seq_length``, ``standby``, ``unsloth_version``
+(request.UnslothOptions). What this runtime cannot honour (several GPUs, a layout, an engine, full
+fine-tuning, ...) is refused with one line each (:func:`unsloth_problems`).
 
 It searches the requested utilisation, standby, the group size, the completion length, the
 per-device batch and the accumulation steps, through :func:`planner.runtimes.unsloth.unsloth_estimate`
-(the memory model, Unsloth's rules per release). Unsloth's rules are honoured, not fought: with a
-standby override the request rendered is the value Unsloth will use (no rewrite), the batch is one
-Unsloth's GRPOConfig keeps (the divisibility rule), and the rank vLLM gets is Unsloth's rounding.
-
-Objective, lexicographic (as planner.search.results.OBJECTIVE, for this runtime):
-``UNSLOTH_OBJECTIVE``. Pure: no environment read beyond the installed-version defaults the facts
-table resolves (planner.specs.versions).
+(the memory model, Unsloth's rules per release), and ranks what fits with the one objective
+(planner.search.objective.score). Unsloth's rules are honoured, not fought: with a standby override
+the request rendered is the value Unsloth will use (no rewrite), the batch is one Unsloth's
+GRPOConfig keeps (the divisibility rule), and the rank vLLM gets is Unsloth's rounding. The margin is
+the runtime's band (planner.search.margins.RUNTIME_MARGIN) unless given. Pure: no environment read
+beyond the installed-version defaults the facts table resolves (planner.specs.versions).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import InfeasibleError, InvalidSetupError
+from ..memory.lora import lora_params
+from ..memory.trainer import TrainerMemory, TrainerSetup
 from ..runtimes.unsloth import (
     UnslothEstimate,
     adjusted_batch_size,
@@ -30,8 +42,9 @@ from ..runtimes.unsloth import (
     unsloth_estimate,
     unsloth_snippet,
 )
-from ..specs.gpu import GpuSpec, resolve_gpu
+from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec, resolve_model
+from ..specs.topology import Topology, resolve_gpus
 from ..specs.units import GIB
 from ..specs.versions import (
     UNSLOTH_RL_DEFAULTS,
@@ -40,60 +53,29 @@ from ..specs.versions import (
     unsloth_facts,
     unsloth_trl_version,
 )
+from .margins import RUNTIME_MARGIN
+from .objective import Candidate, score
+from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
+from .results import Option, Plan, RoleMemory
 
-UNSLOTH_OBJECTIVE = ("reach the requested completion length (max_seq_length - prompt)",
-                     "the requested group size, else the largest that fits (8, 6, 4, 2)",
-                     "the generation batch in one vLLM wave",
-                     "largest training micro-batch (fewest accumulation steps)",
-                     "standby off unless it does better (Unsloth's default)",
-                     "one wave at the lowest utilisation, else the most KV cache")
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
+DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
+WEIGHTS = ("nf4", "bf16", "fp16")
 _UTILIZATIONS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
 _GROUP_SIZES = (8, 6, 4, 2)
 
 
+# -- what only this runtime has ------------------------------------------------------------------
+
 @dataclass(frozen=True)
-class UnslothPlan:
-    """The chosen Unsloth setup: the estimate it was judged by, and what to pass where."""
+class UnslothRuntime:
+    """``Plan.runtime_details`` of an Unsloth plan: the estimate it was judged by, the TRL release
+    Unsloth pairs with, and what Unsloth will change from what was asked."""
 
     estimate: UnslothEstimate
-    margin: float
     trl_version: str
     trl_version_reason: str
-    generation_batch_size: int
-    reasons: tuple[str, ...] = ()
-    unsloth_changes: tuple[str, ...] = ()   # what Unsloth will change from what the user asked
-    checks: tuple = ()
-    runtime: str = "unsloth"
-
-    @property
-    def model(self) -> ModelSpec:
-        return self.estimate.model
-
-    @property
-    def gpu(self) -> GpuSpec:
-        return self.estimate.gpu
-
-    @property
-    def fits(self) -> bool:
-        return bool(self.estimate.fits) and self.peak_bytes <= self.budget_bytes
-
-    @property
-    def peak_bytes(self) -> int:
-        return max(self.estimate.phases.values()) if self.estimate.phases else 0
-
-    @property
-    def budget_bytes(self) -> int:
-        return int(self.gpu.total_bytes * (1 - self.margin))
-
-    @property
-    def headroom_bytes(self) -> int:
-        return self.budget_bytes - self.peak_bytes
-
-    @property
-    def vllm_gpu_memory_utilization(self) -> float:
-        """What vLLM really receives (after Unsloth's override and its free/total shrink)."""
-        return self.estimate.vllm_gpu_memory_utilization
+    changes: tuple[str, ...] = ()
 
     def from_pretrained_kwargs(self) -> dict:
         return self.estimate.from_pretrained_kwargs()
@@ -101,42 +83,140 @@ class UnslothPlan:
     def get_peft_model_kwargs(self) -> dict:
         return self.estimate.get_peft_model_kwargs()
 
-    def grpo_config_kwargs(self) -> dict:
-        kw = self.estimate.grpo_config_kwargs()
-        kw["generation_batch_size"] = self.generation_batch_size
-        if not grpo_config_has_max_prompt_length(self.trl_version):
-            kw.pop("max_prompt_length", None)
-        return kw
-
-    @property
-    def config(self) -> dict:
-        """The GRPOConfig arguments (as Plan.config: ``generation_batch_size``, never steps_per_generation)."""
-        return self.grpo_config_kwargs()
-
     def env(self) -> dict:
         return self.estimate.env()
 
-    def unsloth_kwargs(self) -> dict:
-        """Everything the hand-off passes: from_pretrained, get_peft_model, GRPOConfig, env."""
+    def kwargs(self, grpo_config: dict) -> dict:
+        """Everything the hand-off passes: from_pretrained, get_peft_model, GRPOConfig (the plan's
+        ``config``), env."""
         return {"from_pretrained": self.from_pretrained_kwargs(), "get_peft_model": self.get_peft_model_kwargs(),
-                "grpo_config": self.grpo_config_kwargs(), "env": self.env()}
+                "grpo_config": dict(grpo_config), "env": self.env()}
 
-    def snippet(self) -> str:
+    def snippet(self, grpo_config: dict) -> str:
         """A complete Python script: env, from_pretrained, get_peft_model, GRPOConfig, GRPOTrainer."""
-        return unsloth_snippet(self.unsloth_kwargs())
+        return unsloth_snippet(self.kwargs(grpo_config))
 
     def to_dict(self) -> dict:
-        d = self.estimate.to_dict()
-        d.update({
-            "runtime": "unsloth", "fits": self.fits, "margin": self.margin,
-            "peak_bytes": self.peak_bytes, "budget_bytes": self.budget_bytes, "headroom_bytes": self.headroom_bytes,
-            "config": self.grpo_config_kwargs(), "grpo_config": self.grpo_config_kwargs(),
-            "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-            "trl_version": self.trl_version, "trl_version_reason": self.trl_version_reason,
-            "unsloth_changes": list(self.unsloth_changes), "reasons": list(self.reasons),
-            "objective": list(UNSLOTH_OBJECTIVE), "checks": [c.to_dict() for c in self.checks],
-        })
-        return d
+        """The JSON's ``"unsloth"``: the estimate's runtime figures (vLLM as Unsloth configures it,
+        the trainer's terms outside vLLM's share), the keyword arguments and the environment."""
+        e = self.estimate.to_dict()
+        return {"unsloth_version": e["unsloth_version"], "trl_version": self.trl_version,
+                "trl_version_reason": self.trl_version_reason, "from_pretrained": e["from_pretrained"],
+                "get_peft_model": e["get_peft_model"], "env": e["env"],
+                "gpu_memory_utilization_asked": self.estimate.requested_gpu_memory_utilization,
+                "vllm_gpu_memory_utilization": self.estimate.vllm_gpu_memory_utilization,
+                "standby": self.estimate.standby, "standby_requested": self.estimate.standby_requested,
+                "max_seq_length": self.estimate.max_seq_length, "vllm": e["vllm"], "trainer": e["trainer"],
+                "pre_vllm_used_bytes": e["pre_vllm_used_bytes"], "batch_adjusted": e["batch_adjusted"],
+                "changes": list(self.changes)}
+
+
+# -- the request ---------------------------------------------------------------------------------
+
+def default_weights(finetune: Any) -> str:
+    """The weights when none are given: Unsloth's 4-bit for LoRA (full fine-tuning is refused with
+    its own line, not as "full fine-tuning of nf4 weights")."""
+    return DEFAULT_WEIGHTS if finetune in (None, "lora") else TrainerOptions.weights
+
+
+def unsloth_request(model: Any, gpu: Any = "auto", **options: Any) -> PlanRequest:
+    """A validated request for the Unsloth runtime from ``planner.plan``'s keyword arguments
+    (Unsloth's default weights: 4-bit)."""
+    options.setdefault("weights", default_weights(options.get("finetune")))
+    return plan_request(model, gpu, runtime="unsloth", **options)
+
+
+_DEFAULTS = {**{f.name: f.default for f in fields(TrainerOptions)}, **{f.name: f.default for f in fields(VllmOptions)},
+             **{f.name: f.default for f in fields(Targets)}, **{f.name: f.default for f in fields(TopologyOptions)}}
+# request fields this runtime does not read: (section, name) -> why, refused unless at their default
+_NOT_HONOURED = {
+    ("topology", "layout"): "vLLM runs inside the training process (no layout to choose)",
+    ("topology", "engine"): "one process trains (no data-parallel engine)",
+    ("topology", "server_gpus"): "vLLM runs inside the training process (no server)",
+    ("topology", "server_host"): "vLLM runs inside the training process (no server)",
+    ("topology", "server_port"): "vLLM runs inside the training process (no server)",
+    ("topology", "server_utilization_range"): "vLLM runs inside the training process (no server)",
+    ("vllm", "tensor_parallel_size"): "one GPU (no vLLM tensor parallelism)",
+    ("vllm", "trl_version"): "the TRL release follows --unsloth-version (Unsloth's pairing)",
+    ("trainer", "lora_target_modules"): "get_peft_model targets every projection (Unsloth's notebooks)",
+    ("trainer", "logprob_head"): "Unsloth computes the loss in chunks (its own head)",
+    ("trainer", "expandable_segments"): "standby strips it; the runtime checks read the environment",
+    ("trainer", "transformers_version"): "the transformers release is not modelled for this runtime",
+    ("targets", "utilization_range"): "pin the utilisation (--gpu-memory-utilization) or let the search choose",
+    ("targets", "sleep_mode"): "Unsloth's sleep is --standby",
+    ("targets", "max_batch"): "the search tries the batches Unsloth keeps",
+    ("targets", "max_completions_per_step"): "one group per step (Unsloth's notebooks)",
+    ("targets", "rollout_turns"): "multi-turn rollouts are modelled with TRL only",
+}
+_PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completions_per_step": "one group per step",
+                      "vllm_enable_sleep_mode": "use --standby", "vllm_max_model_length": "use --max-seq-length",
+                      "lora_target_modules": "get_peft_model targets every projection",
+                      "steps_per_generation": "pin --gradient-accumulation-steps"}
+
+
+def unsloth_problems(req: PlanRequest) -> list[str]:
+    """Every option the Unsloth runtime cannot honour, one line each (from the CLI and Python alike)."""
+    p: list[str] = []
+    o, t = req.topology, req.trainer
+    gpus = req.gpu if isinstance(req.gpu, tuple) else (req.gpu,)
+    if o.num_gpus * o.num_nodes != 1 or len(gpus) > 1:
+        p.append("--runtime unsloth plans one GPU (vLLM runs inside the one training process): drop --num-gpus, "
+                 "--num-nodes and the list of GPUs")
+    for (section, name), why in _NOT_HONOURED.items():
+        if getattr(getattr(req, section), name) != _DEFAULTS[name]:
+            p.append(f"--{name.replace('_', '-')} is not honoured by --runtime unsloth: {why}")
+    if t.finetune != "lora":
+        p.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
+    if t.weights not in WEIGHTS:
+        p.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {t.weights}")
+    if (req.pins.optim or t.optim) not in (None, "adamw_8bit"):
+        p.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
+    if not t.gradient_checkpointing:
+        p.append("--no-gradient-checkpointing is not honoured by --runtime unsloth: it always checkpoints "
+                 "(use_gradient_checkpointing='unsloth')")
+    p += [f"--{k.replace('_', '-')} is not honoured by --runtime unsloth: {why}"
+          for k, why in _PINS_NOT_HONOURED.items() if getattr(req.pins, k) is not None]
+    if req.passthrough:
+        p.append("TRL settings from a config file are not read by --runtime unsloth")
+    if not (isinstance(req.calibration, str) and req.calibration == "auto"):
+        p.append("calibration profiles are TRL's: --runtime unsloth uses its own memory model")
+    return p + _length_problems(req)
+
+
+def _length_problems(req: PlanRequest) -> list[str]:
+    a = _asked(req)
+    seq, prompt, completion = a["max_seq_length"], a["max_prompt_length"], a["max_completion_length"]
+    p = []
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
+        p.append(f"--max-seq-length must be an integer >= 2, got {seq!r}")
+    elif prompt < 1:
+        p.append(f"--prompt-length must be a positive integer, got {prompt!r}")
+    elif prompt >= seq:
+        p.append(f"--prompt-length {prompt} leaves no completion within --max-seq-length {seq}")
+    elif completion is not None and prompt + completion > seq:
+        p.append(f"--prompt-length {prompt} + --max-completion-length {completion} exceeds --max-seq-length {seq} "
+                 f"(vLLM's max_model_len)")
+    s, v = req.unsloth.standby, req.unsloth.unsloth_version
+    if s is not None and not isinstance(s, bool):
+        p.append(f"standby must be True, False or None, got {s!r}")
+    if v is not None and (not isinstance(v, str) or not v.strip()):
+        p.append(f"--unsloth-version must be a release number like '2026.10.9', got {v!r}")
+    return p
+
+
+def _asked(req: PlanRequest) -> dict[str, Any]:
+    """The request in unsloth_estimate's words (None: the search chooses, or Unsloth's default)."""
+    pins, g, t, u = req.pins, req.targets, req.trainer, req.unsloth
+    return dict(max_seq_length=MAX_SEQ_LENGTH_DEFAULT if u.max_seq_length is None else u.max_seq_length,
+                max_prompt_length=pins.max_prompt_length if pins.max_prompt_length is not None else g.prompt_length,
+                max_completion_length=pins.max_completion_length or g.max_completion_length,
+                num_generations=pins.num_generations or g.num_generations,
+                per_device_train_batch_size=pins.per_device_train_batch_size,
+                gradient_accumulation_steps=pins.gradient_accumulation_steps,
+                gpu_memory_utilization=pins.vllm_gpu_memory_utilization, standby=u.standby,
+                load_in_4bit=t.weights == "nf4", lora_rank=pins.lora_r or t.lora_rank,
+                float8_kv_cache=req.vllm.kv_cache_dtype == "fp8", unsloth_version=u.unsloth_version,
+                vllm_version=req.vllm.vllm_version)
 
 
 # -- candidates ------------------------------------------------------------------------------------
@@ -182,83 +262,10 @@ def _concurrency(e: UnslothEstimate) -> float:
     return min(e.max_num_seqs, e.kv_cache_tokens / (e.max_prompt_length + e.max_completion_length))
 
 
-# -- the search ------------------------------------------------------------------------------------
-
-def unsloth_plan(model: Any, gpu: Any = "auto", *, unsloth_version: str | None = None,
-                 vllm_version: str | None = None, standby: bool | None = None, max_seq_length: int | None = None,
-                 gpu_memory_utilization: float | None = None, float8_kv_cache: bool = False,
-                 load_in_4bit: bool = True, weights_fp8: bool = False, lora_rank: int = 16,
-                 num_generations: int | None = None, per_device_train_batch_size: int | None = None,
-                 gradient_accumulation_steps: int | None = None, max_prompt_length: int = 256,
-                 max_completion_length: int | None = None, margin: float = 0.05,
-                 free_bytes: int | None = None) -> UnslothPlan:
-    """The Unsloth setup that fits with the margin and makes the most of the card (UNSLOTH_OBJECTIVE).
-
-    ``None`` lets the search choose (``standby``: off unless on does better). Raises
-    InfeasibleError naming what breaks when nothing fits (``.closest``: Unsloth's defaults' estimate).
-    """
-    spec = resolve_model(model)
-    card = resolve_gpu(gpu)
-    facts = unsloth_facts(unsloth_version)
-    seq = MAX_SEQ_LENGTH_DEFAULT if max_seq_length is None else max_seq_length
-    problems = []
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 2:
-        problems.append(f"--max-seq-length must be an integer >= 2, got {seq!r}")
-    if not isinstance(margin, (int, float)) or not 0 <= margin < 0.5:
-        problems.append(f"--margin must be in [0, 0.5), got {margin!r}")
-    if isinstance(max_prompt_length, bool) or not isinstance(max_prompt_length, int) or max_prompt_length < 1:
-        problems.append(f"--prompt-length must be a positive integer, got {max_prompt_length!r}")
-    elif isinstance(seq, int) and max_prompt_length >= seq:
-        problems.append(f"--prompt-length {max_prompt_length} leaves no completion within --max-seq-length {seq}")
-    elif max_completion_length is not None and isinstance(seq, int) and max_prompt_length + max_completion_length > seq:
-        problems.append(f"--prompt-length {max_prompt_length} + --max-completion-length {max_completion_length} "
-                        f"exceeds --max-seq-length {seq} (vLLM's max_model_len)")
-    if problems:
-        raise InvalidSetupError("\n".join(problems))
-    trl, trl_reason = unsloth_trl_version(facts.release)
-    base = dict(max_seq_length=seq, load_in_4bit=load_in_4bit, float8_kv_cache=float8_kv_cache,
-                lora_rank=lora_rank, max_prompt_length=max_prompt_length, unsloth_version=facts.release,
-                vllm_version=vllm_version, free_bytes=free_bytes, weights_fp8=weights_fp8)
-    # Unsloth's own defaults: the reference, and the closest plan when nothing fits
-    defaults = unsloth_estimate(spec, card, standby=bool(standby), gpu_memory_utilization=gpu_memory_utilization,
-                                num_generations=num_generations, per_device_train_batch_size=per_device_train_batch_size,
-                                gradient_accumulation_steps=gradient_accumulation_steps,
-                                max_completion_length=max_completion_length, **base)  # type: ignore[arg-type]
-    vllm_version = defaults.vllm_version or vllm_version
-    base["vllm_version"] = vllm_version
-    budget = int(card.total_bytes * (1 - margin))
-
-    completions = [max_completion_length] if max_completion_length else \
-        sorted({c for c in (seq - max_prompt_length, 1024, 512, 256, 128) if 0 < c <= seq - max_prompt_length},
-               reverse=True)
-    groups = [num_generations] if num_generations else list(_GROUP_SIZES)
-    modes = [standby] if standby is not None else [False, True]
-    best_key, best = None, None
-    for mode in modes:
-        for util in utilization_candidates(facts, mode, card.total_bytes, vllm_version, gpu_memory_utilization):
-            for completion in completions:
-                for g in groups:
-                    for b, ga in _batches(facts, g, per_device_train_batch_size, gradient_accumulation_steps):
-                        e = unsloth_estimate(spec, card, standby=mode, gpu_memory_utilization=util, num_generations=g,
-                                             per_device_train_batch_size=b, gradient_accumulation_steps=ga,
-                                             max_completion_length=completion, **base)  # type: ignore[arg-type]
-                        if not e.fits or max(e.phases.values()) > budget:
-                            continue
-                        gen_batch = e.per_device_train_batch_size * ga
-                        one_wave = _concurrency(e) >= gen_batch
-                        key = (completion, g == (num_generations or UNSLOTH_RL_DEFAULTS["num_generations"]), g,
-                               one_wave, e.per_device_train_batch_size, not e.standby,
-                               -util if one_wave else e.kv_cache_bytes or 0)
-                        if best_key is None or key > best_key:
-                            best_key, best = key, (e, gen_batch)
-    if best is None:
-        raise InfeasibleError(_why_nothing_fits(defaults, budget, margin), closest=None)
-    e, gen_batch = best
-    e = replace(e, vllm_version_reason=defaults.vllm_version_reason)
-    changes = _changes(facts, e, gpu_memory_utilization, per_device_train_batch_size, gradient_accumulation_steps)
-    reasons = _reasons(e, defaults, gen_batch, budget)
-    return UnslothPlan(estimate=e, margin=margin, trl_version=trl, trl_version_reason=trl_reason,
-                       generation_batch_size=gen_batch, reasons=tuple(reasons), unsloth_changes=tuple(changes))
+def _waves(e: UnslothEstimate, gen_batch: int) -> int:
+    """Generation rounds for ``gen_batch`` completions (a huge number when vLLM holds none at once)."""
+    conc = _concurrency(e)
+    return math.ceil(gen_batch / conc) if conc > 0 else 10 ** 9
 
 
 def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> list[tuple[int, int]]:
@@ -277,8 +284,123 @@ def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> 
     return kept_batches(facts, g, g)
 
 
-def _changes(facts: UnslothFacts, e: UnslothEstimate, util: float | None, batch: int | None,
-             ga: int | None) -> list[str]:
+# -- the search ------------------------------------------------------------------------------------
+
+def solve_unsloth(req: PlanRequest) -> Plan:
+    """The Unsloth setup that fits with the margin and scores best (planner.search.objective).
+    Raises InvalidSetupError naming every option it cannot honour, InfeasibleError naming what
+    breaks when nothing fits."""
+    problems = unsloth_problems(req)
+    if problems:
+        raise InvalidSetupError("\n".join(problems))
+    spec = resolve_model(req.model)
+    card, _ = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, 1, 1)
+    a = _asked(req)
+    margin = RUNTIME_MARGIN["unsloth"] if req.targets.margin is None else req.targets.margin
+    facts = unsloth_facts(a["unsloth_version"])
+    fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "float8_kv_cache", "lora_rank",
+                               "max_prompt_length")}
+    fixed.update(unsloth_version=facts.release, vllm_version=a["vllm_version"])
+    # Unsloth's own defaults: the reference, and what the error names when nothing fits
+    defaults = unsloth_estimate(spec, card, standby=bool(a["standby"]), **fixed,
+                                **{k: a[k] for k in ("gpu_memory_utilization", "num_generations",
+                                                     "per_device_train_batch_size", "gradient_accumulation_steps",
+                                                     "max_completion_length")})
+    fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
+    budget = int(card.total_bytes * (1 - margin))
+    found = _search(spec, card, facts, a, fixed, budget)
+    if found is None:
+        raise InfeasibleError(_why_nothing_fits(defaults, budget, margin), closest=None)
+    e, gen_batch = found
+    e = replace(e, vllm_version_reason=defaults.vllm_version_reason)
+    trl, trl_reason = unsloth_trl_version(facts.release)
+    details = UnslothRuntime(estimate=e, trl_version=trl, trl_version_reason=trl_reason,
+                             changes=tuple(_changes(facts, e)))
+    return _plan_of(req, details, gen_batch, margin, budget, _reasons(e, defaults, gen_batch, budget))
+
+
+def _search(spec: ModelSpec, card: GpuSpec, facts: UnslothFacts, a: dict, fixed: dict,
+            budget: int) -> tuple[UnslothEstimate, int] | None:
+    """The best (estimate, generation batch) under ``budget`` by the one objective, or None."""
+    seq, prompt = a["max_seq_length"], a["max_prompt_length"]
+    completions = [a["max_completion_length"]] if a["max_completion_length"] else \
+        sorted({c for c in (seq - prompt, 1024, 512, 256, 128) if 0 < c <= seq - prompt}, reverse=True)
+    wanted = a["num_generations"] or UNSLOTH_RL_DEFAULTS["num_generations"]
+    groups = [a["num_generations"]] if a["num_generations"] else list(_GROUP_SIZES)
+    modes = [a["standby"]] if a["standby"] is not None else [False, True]
+    best_key, best = None, None
+    for mode in modes:
+        for util in utilization_candidates(facts, mode, card.total_bytes, fixed["vllm_version"],
+                                           a["gpu_memory_utilization"]):
+            for completion in completions:
+                for g in groups:
+                    for b, ga in _batches(facts, g, a["per_device_train_batch_size"],
+                                          a["gradient_accumulation_steps"]):
+                        e = unsloth_estimate(spec, card, standby=mode, gpu_memory_utilization=util, num_generations=g,
+                                             per_device_train_batch_size=b, gradient_accumulation_steps=ga,
+                                             max_completion_length=completion, **fixed)
+                        if not e.fits or max(e.phases.values()) > budget:
+                            continue
+                        gen_batch = e.per_device_train_batch_size * ga
+                        key = score(Candidate(completion, gen_batch, _waves(e, gen_batch),
+                                              e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
+                                              preferred_group=g == wanted, num_generations=g,
+                                              kv_cache_bytes=e.kv_cache_bytes or 0))
+                        if best_key is None or key > best_key:
+                            best_key, best = key, (e, gen_batch)
+    return best
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+def _grpo_config(e: UnslothEstimate, gen_batch: int, trl_version: str) -> dict:
+    """The GRPOConfig keyword arguments (as TRL's plan: ``generation_batch_size``, never steps_per_generation)."""
+    kw = e.grpo_config_kwargs()
+    kw["generation_batch_size"] = gen_batch
+    if not grpo_config_has_max_prompt_length(trl_version):
+        kw.pop("max_prompt_length", None)
+    return kw
+
+
+def _trainer(e: UnslothEstimate) -> TrainerMemory:
+    """The trainer's terms outside vLLM's share, as a TrainerMemory (no weights: vLLM's are shared;
+    the offloaded checkpoints and the loss chunk are in the runtime's own figures)."""
+    on_gpu = {k: v for k, v in e.trainer.items() if k not in ("host_checkpoint_bytes", "loss_chunk")}
+    resident = sum(e.trainer[k] for k in ("adapters", "optimizer_state", "cublas_workspace"))
+    return TrainerMemory(components=on_gpu, steady_bytes=resident, resident_bytes=resident, load_bytes=0,
+                         trainable_params=lora_params(e.model, e.lora_rank),
+                         tokens=e.per_device_train_batch_size * (e.max_prompt_length + e.max_completion_length))
+
+
+def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: float, budget: int,
+             reasons: list[str]) -> Plan:
+    """The unified Plan of the chosen estimate: one GPU, vLLM in the process, Unsloth's phases."""
+    e = details.estimate
+    topo = Topology(1, 1, "ddp", "colocate", vllm_tensor_parallel_size=1)
+    role = RoleMemory("training_rank", 1, topo.training_devices, e.phase_parts, "unsloth", e.standby, budget,
+                      None, e.capacity)
+    ga = e.gradient_accumulation_steps
+    option = Option(topo, e.max_completion_length, e.per_device_train_batch_size, gen_batch,
+                    e.requested_gpu_memory_utilization, e.standby, int(_concurrency(e)), role.peak_bytes)
+    setup = TrainerSetup(weights="nf4" if e.load_in_4bit else req.trainer.weights, finetune="lora",
+                         lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
+                         prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
+                         gradient_accumulation_steps=ga)
+    g, u = req.targets, req.unsloth
+    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                   prompt_length=e.max_prompt_length, margin=margin, max_seq_length=e.max_seq_length,
+                   standby=u.standby, gpu_memory_utilization=req.pins.vllm_gpu_memory_utilization)
+    pins = [f"{k} {v}: pinned" for k, v in req.pins.items()]
+    return Plan(model=e.model, gpu=e.gpu, gpus=(e.gpu,), topology=topo, setup=setup, trainer=_trainer(e),
+                config=_grpo_config(e, gen_batch, details.trl_version), roles={"training_rank": role},
+                margin=margin, targets=targets, option=option, reasons=tuple(pins + reasons),
+                memory_model=MEMORY_MODEL, pinned=req.pinned, runtime="unsloth", runtime_details=details)
+
+
+MEMORY_MODEL = "unsloth runtime (planner/runtimes/unsloth.py: Unsloth's rules per release, analytic)"
+
+
+def _changes(facts: UnslothFacts, e: UnslothEstimate) -> list[str]:
     out = []
     asked = e.requested_gpu_memory_utilization
     kept, why = requested_utilization(facts, asked, e.standby, e.gpu.total_bytes, e.vllm_version)
@@ -297,10 +419,11 @@ def _changes(facts: UnslothFacts, e: UnslothEstimate, util: float | None, batch:
 
 
 def _reasons(e: UnslothEstimate, defaults: UnslothEstimate, gen_batch: int, budget: int) -> list[str]:
+    one_wave = _waves(e, gen_batch) == 1
     out = [f"vLLM {e.vllm_version} ({e.vllm_version_reason})",
            f"the weights live once, inside vLLM's share ({(e.capacity.weights_bytes if e.capacity else 0) / GIB:.2f} "
            f"GiB); the trainer adds {e.trainer_peak_bytes / GIB:.2f} GiB",
-           f"{gen_batch} completions per generation in {'one wave' if _concurrency(e) >= gen_batch else 'several waves'}"
+           f"{gen_batch} completions per generation in {'one wave' if one_wave else 'several waves'}"
            f" (vLLM runs {_concurrency(e):.1f} sequences of {e.max_prompt_length + e.max_completion_length} tokens at once)",
            f"peak {max(e.phases.values()) / GIB:.2f} GiB of a {budget / GIB:.2f} GiB budget"
            + (" (standby frees the KV cache while training)" if e.standby else "")]
@@ -325,7 +448,37 @@ def _why_nothing_fits(d: UnslothEstimate, budget: int, margin: float) -> str:
     return "; ".join(parts)
 
 
-def with_unsloth_checks(p: UnslothPlan, for_training: bool | None = None) -> UnslothPlan:
+# -- checks and what to run next --------------------------------------------------------------------
+
+def with_unsloth_checks(p: Plan, for_training: bool | None = None) -> Plan:
     """The plan with its runtime pre-flight checks (planner.runtimes.unsloth.unsloth_checks)."""
-    return replace(p, checks=tuple(unsloth_checks(p.estimate, trl_version=p.trl_version,
-                                                  for_training=for_training)))
+    d: UnslothRuntime = p.runtime_details
+    return replace(p, checks=tuple(unsloth_checks(d.estimate, trl_version=d.trl_version, for_training=for_training)))
+
+
+def unsloth_next_steps(p: Plan) -> dict[str, Any]:
+    """What to run: the script (env, from_pretrained, get_peft_model, GRPOConfig, GRPOTrainer), or
+    the same plan in Python with planner.train; the check to run first on the training machine."""
+    d: UnslothRuntime = p.runtime_details
+    gpu = p.gpu.name if p.gpu.free_bytes is None else "auto"
+    pins = {k: p.pin_value(k) for k in p.pinned}
+    u = d.estimate
+    args = [repr(p.model.model_id), repr(gpu), "runtime='unsloth'",
+            f"weights={('nf4' if u.load_in_4bit else p.setup.weights)!r}",
+            f"lora_rank={u.lora_rank}", f"max_seq_length={u.max_seq_length}"] + ([f"pin={pins!r}"] if pins else [])
+    python = "\n".join(["import planner", f"plan = planner.plan({', '.join(args)})",
+                        "# reward_fn(completions, **kwargs) -> list[float]; dataset: a datasets.Dataset with a "
+                        "'prompt' column",
+                        f"trainer = planner.train({p.model.model_id!r}, [reward_fn], dataset, plan=plan)"])
+    return {"command": "python train_unsloth.py  # the script below, with your reward and dataset",
+            "check": f"plan check --runtime unsloth --model {p.model.model_id} --gpu {gpu} --for-training",
+            "script": d.snippet(p.config), "python": python, "files": []}
+
+
+def unsloth_plan(model: Any, gpu: Any = "auto", **options: Any) -> Plan:
+    """The search alone (no checks, assumptions or next steps: planner.plan(..., runtime="unsloth") adds them)."""
+    return solve_unsloth(unsloth_request(model, gpu, **options))
+
+
+__all__ = ["UnslothRuntime", "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
+           "with_unsloth_checks", "unsloth_next_steps", "kept_batches", "utilization_candidates"]
