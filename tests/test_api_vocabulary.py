@@ -193,3 +193,18 @@ def test_what_a_layout_cannot_honour_is_refused_alike(capsys, flags, keywords):
     with pytest.raises(InvalidSetupError) as info:
         planner.estimate_layout(SMALL, "L4", 2, **keywords)
     assert len(cli) == 1 and str(info.value) == to_python(cli[0])
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_gpus": 2}, {"runtime": "unsloth"}])
+def test_the_plan_json_names_each_setting_once(kwargs):
+    # config carries the GRPOConfig's names; the vllm block does not repeat a setting under vLLM's name
+    from planner.search.results import TRL_NAME_OF_ENGINE_ARG
+
+    gpu = "T4" if kwargs.get("runtime") else "L4"
+    d = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", gpu, **kwargs).to_dict()
+    repeated = [k for k, trl_name in TRL_NAME_OF_ENGINE_ARG.items() if k in d["vllm"] and trl_name in d["config"]]
+    assert repeated == []
+    if not kwargs:
+        assert d["config"]["vllm_max_model_length"] and "max_model_len" not in d["vllm"]
+    if kwargs.get("runtime"):  # Unsloth: vLLM's utilisation is what it receives (config has none)
+        assert "vllm_gpu_memory_utilization" not in d["config"] and d["vllm"]["gpu_memory_utilization"] > 0

@@ -248,6 +248,20 @@ class RoleMemory(PhasePeaks):
 
 # -- the plan ---------------------------------------------------------------------------------
 
+# vLLM's engine arguments that the GRPOConfig carries under TRL's name (GRPOConfig -> vllm.LLM)
+TRL_NAME_OF_ENGINE_ARG = {"gpu_memory_utilization": "vllm_gpu_memory_utilization",
+                          "max_model_len": "vllm_max_model_length",
+                          "tensor_parallel_size": "vllm_tensor_parallel_size"}
+
+
+def engine_dict(vllm: VllmCapacity, config: dict[str, Any]) -> dict[str, Any]:
+    """A plan's vLLM figures without the settings its ``config`` already names (one name for one
+    setting: TRL's, ``config.vllm_max_model_length``, not also ``vllm.max_model_len``). What vLLM
+    receives under another value stays (Unsloth's utilisation override: ``config`` has none)."""
+    d = vllm.to_dict()["vllm"]
+    return {k: v for k, v in d.items() if TRL_NAME_OF_ENGINE_ARG.get(k) not in config}
+
+
 @dataclass(frozen=True)
 class Plan:
     """A configuration that fits on 1..N GPUs: the layout, the memory per role and phase, the
@@ -384,7 +398,7 @@ class Plan:
             "gpu": self.gpu.to_dict(),
             "config": dict(self.config),
             "phases": tr.phases_dict(),
-            "vllm": vllm.to_dict()["vllm"] if vllm is not None else None,
+            "vllm": engine_dict(vllm, self.config) if vllm is not None else None,
             "trainer": {**self.trainer.to_dict(), **({"rank": tr.rank.to_dict()} if tr.rank else {})},
             "fits": self.fits,
             "peak_bytes": self.peak_bytes,
