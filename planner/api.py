@@ -28,7 +28,7 @@ from .memory.trainer import TrainerSetup
 from .report.assumptions import assumptions
 from .report.hints import to_python
 from .report.next_steps import next_steps
-from .search.estimation import default_logprob_head, resolve_calibration
+from .search.estimation import default_logprob_head, resolve_request
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
     PIN_ALIASES,
@@ -52,8 +52,8 @@ from .search.request import (
 from .search.results import Plan
 from .search.solver import DEFAULT_OPTIM, evaluate, solve
 from .specs.gpu import GpuSpec
-from .specs.model import ModelSpec, resolve_model
-from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology, resolve_gpus
+from .specs.model import ModelSpec
+from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .specs.versions import _transformers_version, installed_version, trl_facts
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,7 +88,8 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     (from the installed packages when planning for this machine), and the margin (the band of the
     memory model the plan will use, planner.search.margins). The model, the GPUs and the calibration
     profile are resolved here, once (``--gpu auto`` reads the card once, ``calibration="auto"`` looks
-    the profile up once): the completed request holds their specs and the profile (or None)."""
+    the profile up once): the completed request keeps what was given and holds what it resolved to
+    (``completed.resolved``: the model's spec, the cards, the profile or None)."""
     t, g, v = req.trainer, req.targets, req.vllm
     trainer = t
     if t.optim is None and req.pins.optim is None:
@@ -103,14 +104,9 @@ def complete_request(req: PlanRequest) -> PlanRequest:
             targets = replace(g, max_completion_length=trl_facts(v.trl_version).max_completion_length_default)
         except VersionError:
             targets = replace(g, max_completion_length=512)
-    completed = replace(req, trainer=trainer, targets=targets)
-    spec = resolve_model(req.model)
-    o = req.topology
-    card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
-    completed = replace(completed, model=spec, gpu=cards if isinstance(req.gpu, tuple) else card,
-                        calibration=resolve_calibration(spec, card, req.calibration))
+    completed = replace(req, trainer=trainer, targets=targets, resolved=resolve_request(req))
     if g.margin is None:
-        margin = MEMORY_MODEL_MARGIN[memory_model_kind(completed, spec, card)]
+        margin = MEMORY_MODEL_MARGIN[memory_model_kind(completed)]
         completed = replace(completed, targets=replace(completed.targets, margin=margin))
     return completed
 
@@ -124,11 +120,11 @@ def trainer_setup(req: PlanRequest) -> TrainerSetup:
                         transformers_version=t.transformers_version)
 
 
-def memory_model_kind(req: PlanRequest, spec: ModelSpec, card: GpuSpec) -> str:
-    """``"calibrated"`` when a calibration profile covers the request's trainer setup on ``card``
+def memory_model_kind(req: PlanRequest) -> str:
+    """``"calibrated"`` when a calibration profile covers the request's trainer setup on its card
     (the solver then uses it: planner.memory.calibration.calibration_gap), else ``"analytic"``: whose
     measured band the default margin is."""
-    calibration = resolve_calibration(spec, card, req.calibration)
+    calibration = resolve_request(req).calibration
     if calibration is not None and calibration_gap(calibration, trainer_setup(req)) is None:
         return "calibrated"
     return "analytic"
@@ -313,7 +309,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     and the memory model it follows) and the next steps (planner.report.next_steps)."""
     _, optim_source, optim_note = choose_optim(req)
     notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {}),
-             "memory_model_kind": memory_model_kind(completed, p.model, p.gpu)}
+             "memory_model_kind": memory_model_kind(completed)}
     for dist, facts in (("trl", trl_facts), ("transformers", None)):
         try:
             notes[f"{dist}_assumed"] = (facts(req.vllm.trl_version).release if facts is not None

@@ -208,3 +208,22 @@ def test_the_plan_json_names_each_setting_once(kwargs):
         assert d["config"]["vllm_max_model_length"] and "max_model_len" not in d["vllm"]
     if kwargs.get("runtime"):  # Unsloth: vLLM's utilisation is what it receives (config has none)
         assert "vllm_gpu_memory_utilization" not in d["config"] and d["vllm"]["gpu_memory_utilization"] > 0
+
+
+def test_a_completed_request_keeps_what_was_given_and_holds_what_it_resolved_to():
+    import typing
+
+    from planner.api import complete_request
+    from planner.search.request import PlanRequest
+    from planner.specs.gpu import GpuSpec
+    from planner.specs.model import ModelSpec
+
+    req = planner.plan_request("Qwen/Qwen2.5-0.5B-Instruct", "L4")
+    done = complete_request(req)
+    assert (done.model, done.gpu, done.calibration) == ("Qwen/Qwen2.5-0.5B-Instruct", "L4", "auto")
+    assert isinstance(done.resolved.model, ModelSpec) and done.resolved.model.model_id == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert isinstance(done.resolved.card, GpuSpec) and done.resolved.card.name == "L4"
+    assert done.resolved.calibration is None  # no shipped profile for an L4
+    assert done.with_options(num_gpus=2).resolved is None and done.with_options(margin=0.1).resolved is done.resolved
+    hints = typing.get_type_hints(PlanRequest)
+    assert typing.Any not in (hints["model"], hints["gpu"], hints["calibration"])

@@ -29,6 +29,7 @@ from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
 from ..specs.gpu import GpuSpec, resolve_gpu
 from ..specs.model import ModelSpec, resolve_model
+from ..specs.topology import resolve_gpus
 from ..specs.versions import (
     colocate_vllm_version,
     default_optimizer,
@@ -44,6 +45,7 @@ from .request import (
     LogprobHead,
     Optim,
     PlanRequest,
+    Resolved,
     Weights,
     fixed_model_problems,
     fixed_setup_problems,
@@ -357,3 +359,14 @@ def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=
     if components == trainer.components:
         return trainer, "analytic", list(warnings)
     return replace(trainer, components=components), label, list(warnings)
+
+
+def resolve_request(req: PlanRequest) -> Resolved:
+    """What ``req`` names, resolved (the model's spec, the cards, the calibration profile), or what
+    planner.api.complete_request resolved already."""
+    if req.resolved is not None:
+        return req.resolved
+    spec = resolve_model(req.model)
+    o = req.topology
+    card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
+    return Resolved(spec, card, tuple(cards), resolve_calibration(spec, card, req.calibration))

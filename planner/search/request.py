@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, TypeGuard
 
 from ..errors import InvalidSetupError
+from ..memory.calibration import Calibration
 from ..memory.logprob_head import LOGPROB_HEADS
 from ..memory.lora import lora_targets
 from ..memory.optimizer import OPTIMIZERS
@@ -164,17 +165,35 @@ PIN_ALIASES = {"lora_rank": "lora_r", "prompt_length": "max_prompt_length",
                "vllm_max_model_len": "vllm_max_model_length", "effective_batch_size": "completions_per_step"}
 
 
+# what a request may name: a model id, a local folder or a ModelSpec; a card's name, "auto" (this
+# machine's, through NVML) or a GpuSpec, or one of those per GPU; a calibration profile
+ModelArg = str | ModelSpec
+GpuArg = str | GpuSpec | tuple[str | GpuSpec, ...]
+CalibrationArg = Literal["auto"] | Calibration | None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a request names, resolved once (planner.api.complete_request): ``--gpu auto`` reads the
+    card once, ``calibration="auto"`` looks the profile up once. The request keeps what was given."""
+
+    model: ModelSpec
+    card: GpuSpec  # the training card (the first, when the request names one per GPU)
+    cards: tuple[GpuSpec, ...]  # the cards as planner.specs.topology.resolve_gpus gives them
+    calibration: Calibration | None  # the profile the trainer's memory model uses (None: analytic)
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """Everything ``planner.plan`` takes."""
 
-    model: Any  # a name, a path, or a ModelSpec
-    gpu: Any = "auto"  # a name, "auto", a GpuSpec, or a list of them (one per GPU)
+    model: ModelArg  # as given
+    gpu: GpuArg = "auto"  # as given
     trainer: TrainerOptions = TrainerOptions()
     vllm: VllmOptions = VllmOptions()
     targets: Targets = Targets()
     topology: TopologyOptions = TopologyOptions()
-    calibration: Any = "auto"  # "auto", None (analytic) or a Calibration
+    calibration: CalibrationArg = "auto"  # as given: "auto" looks one up, None is analytic only
     relax: bool = True  # when nothing fits, search for the closest plan that does
     pins: Pins = Pins()
     # TRL keys the planner does not model (read from a --config file): written to the plan's config untouched
@@ -182,6 +201,7 @@ class PlanRequest:
     sources: tuple[tuple[str, str], ...] = ()  # pin name -> where it came from ("pinned", "config file")
     runtime: str = "trl"  # trl | unsloth (planner.api.plan's runtime=)
     unsloth: UnslothOptions = UnslothOptions()  # read with runtime="unsloth" only
+    resolved: Resolved | None = None  # set by planner.api.complete_request; None before
 
     @property
     def pinned(self) -> tuple[str, ...]:
@@ -202,6 +222,8 @@ class PlanRequest:
                 sections.setdefault(section, {})[name] = value
         for section, kw in sections.items():
             top[section] = replace(getattr(self, section), **kw)
+        if {"calibration", "num_gpus", "num_nodes"} & set(changes):
+            top["resolved"] = None  # what it names changed: resolve again
         return replace(self, **top)
 
     @property

@@ -50,7 +50,7 @@ from ..memory.trainer import TrainerMemory, TrainerSetup
 from ..memory.vllm import VllmCapacity, baseline_bytes, startup_error, vllm_capacity
 from ..specs.engines import accelerate_settings, deepspeed_settings
 from ..specs.gpu import GpuSpec, margin_budget_bytes
-from ..specs.model import ModelSpec, resolve_model
+from ..specs.model import ModelSpec
 from ..specs.topology import (
     _COMMUNICATION_RANK,
     AUTO_ENGINES,
@@ -58,10 +58,9 @@ from ..specs.topology import (
     TRL_SERVE_DEFAULT_HOST,
     TRL_SERVE_DEFAULT_UTILIZATION,
     Topology,
-    resolve_gpus,
 )
 from ..specs.units import GIB
-from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_calibration
+from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
 from .objective import OBJECTIVE, Candidate, score
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
@@ -173,7 +172,7 @@ class Search:
         self.sleeps = {"auto": [False, True] if sleep_ok else [False], "on": [True], "off": [False]}[g.sleep_mode]
         self.G_options = [g.num_generations] if g.num_generations else list(GENERATION_CHOICES)
         self.utils = utilizations(*g.utilization_range)
-        self.calibration = resolve_calibration(spec, card, req.calibration)
+        self.calibration = resolve_request(req).calibration
         self.base: dict[str, Any] = dict(
             weights=t.weights, finetune=t.finetune, lora_rank=t.lora_rank, lora_target_modules=t.lora_target_modules,
             optim=t.optim or DEFAULT_OPTIM, gradient_checkpointing=t.gradient_checkpointing,
@@ -448,9 +447,8 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
 # -- solve --------------------------------------------------------------------------------------
 
 def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]:
-    spec = resolve_model(req.model)
-    o = req.topology
-    card, cards = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, o.num_gpus, o.num_nodes)
+    r = resolve_request(req)
+    spec, card, cards = r.model, r.card, r.cards
     problems = model_problems(req, spec)
     if problems:
         raise InvalidSetupError("\n".join(problems))
@@ -461,7 +459,7 @@ def solve(req: PlanRequest) -> Plan:
     """The configuration that fits and makes the most of the GPUs (module docstring). The request
     must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults). Pinned
     settings (``req.pins``) are held; the search chooses only the rest."""
-    req = apply_pins(req)
+    req = apply_pins(replace(req, resolved=resolve_request(req)))  # resolved once: `--gpu auto` reads the card once
     if req.targets.max_completion_length is None:
         raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
     if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
