@@ -215,8 +215,8 @@ def trl_value(key: str, value: Any) -> Any:
     try:
         return convert(value)
     except ValueError:
-        raise ValueError(f"'{value}' is not {'a number' if kind == 'float' else 'an integer'} (TRL reads the "
-                         f"quoted value with {convert.__name__}() and refuses it)") from None
+        raise ValueError(f"'{value}' is not {'a number' if kind == 'float' else 'an integer'} (TRL converts the "
+                         f"string with {convert.__name__}(), which refuses it)") from None
 
 
 def _env_block(env: Any, path: str, problems: list[str]) -> dict[str, str]:
