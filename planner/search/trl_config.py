@@ -179,6 +179,15 @@ def _check_structure(yaml, text: str, path: str) -> None:
             add(sizes.get(ev.anchor, 1))  # an undefined alias: PyYAML's own error follows
 
 
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's error on one line: its context, the problem and where (line and column from 1)."""
+    problem, mark, context = (getattr(e, name, None) for name in ("problem", "problem_mark", "context"))
+    if not problem:
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{context}: {problem}{where}" if context else f"{problem}{where}"
+
+
 def load_yaml_text(text: str, path: str) -> Any:
     """``yaml.safe_load`` of a config's text within the limits above (any refusal: one ConfigError line)."""
     try:
@@ -189,7 +198,7 @@ def load_yaml_text(text: str, path: str) -> Any:
         _check_structure(yaml, text, path)
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"--config {path} is not valid YAML: {_yaml_problem(e)}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as e:  # a timestamp or number PyYAML cannot build
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"--config {path}: a value YAML cannot convert: {first}") from None
