@@ -162,8 +162,10 @@ def test_estimate_with_several_gpus_reads_the_file(tmp_path, capsys):
 
 BAD_FILES = [
     ("- a\n- b\n", "{path}: a TRL config must be a YAML mapping of GRPOConfig keys, got list"),
-    ("per_device_train_batch_size: [8\n", "--config {path} is not valid YAML: while parsing a flow sequence"),
-    ("per_device_train_batch_size: eight\n", "--per-device-train-batch-size must be a positive integer, got 'eight'"),
+    ("per_device_train_batch_size: [8\n", "--config {path} is not valid YAML: while parsing a flow sequence: expected "
+     "',' or ']', but got '<stream end>' (line 2, column 1)"),
+    ("per_device_train_batch_size: eight\n", "{path}: per_device_train_batch_size: 'eight' is not an integer (TRL "
+     "converts the string with int(), which refuses it)"),
     ("per_device_train_batch_size: 4\ngeneration_batch_size: 10\n",
      "--config {path}: generation_batch_size 10 is not a multiple of per_device_train_batch_size 4 x 1 training "
      "GPU(s) (TRL's rule)"),

@@ -348,6 +348,62 @@ def test_a_valid_config_json_still_plans(tmp_path):
     assert planner.estimate(str(_config_dir(tmp_path, TINY)), "L4").fits
 
 
+# -- TRL config files (--config, planner.search.trl_config) --------------------------------------------
+
+def _laughs(levels: int, width: int) -> bytes:
+    """A "billion laughs" file: each level an anchored list of ``width`` aliases of the one before."""
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+_TEXT = "model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct\nper_device_train_batch_size: 4\n"
+GRPO_CONFIG_CASES = {  # name -> the file's bytes (one problem each)
+    "latin-1": "model_name_or_path: caf\xe9\n".encode("latin-1"),
+    "utf-16-bom": _TEXT.encode("utf-16"),
+    "utf-16-le-no-bom": _TEXT.encode("utf-16-le"),
+    "utf-32": _TEXT.encode("utf-32"),
+    "binary": bytes(range(256)) * 4,
+    "huge": b"# " + b"x" * (1 << 20) + b"\nlearning_rate: 1.0e-6\n",
+    "deep-flow": b"model_init_kwargs: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep-block": "".join(f"{'  ' * i}k{i}:\n" for i in range(40)).encode() + b"  " * 40 + b"v: 1\n",
+    "billion-laughs": _laughs(10, 10),
+    "too-many-aliases": b"a: &a 1\nb: [" + b", ".join([b"*a"] * 1001) + b"]\n",
+    "recursive-alias": b"a: &a [1, *a]\n",
+    "undefined-alias": b"a: *nowhere\n",
+    "int-key": b"1: 4\n",
+    "bool-key": b"yes: 4\n",
+    "null-key": b"null: 4\nlearning_rate: 1.0e-6\n",
+    "complex-key": b"? [a, b]\n: 4\n",
+    "top-list": b"- per_device_train_batch_size\n- 4\n",
+    "top-scalar": b"per_device_train_batch_size\n",
+    "empty": b"",
+    "comments-only": b"# nothing here\n",
+    "two-documents": b"a: 1\n---\nb: 2\n",
+    "bad-timestamp": b"created: 2024-13-45\n",
+    "long-int": b"seed: " + b"9" * 5000 + b"\n",
+    "tab-indent": b"env:\n\tA: 1\n",
+    "env-list": b"env: [PYTORCH_CUDA_ALLOC_CONF]\n",
+    "env-int-key": b"env:\n  1: x\n",
+    "bool-refused": b"use_peft: 'maybe'\n",
+    "int-refused": b"per_device_train_batch_size: '4.5'\n",
+}
+
+
+@pytest.mark.parametrize("command", [["--output", "grpo.yaml"], ["estimate"], ["check", "--output", "grpo.yaml"]],
+                         ids=["plan", "estimate", "check"])
+@pytest.mark.parametrize("name", sorted(GRPO_CONFIG_CASES))
+def test_malformed_grpo_config(name, command, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "in.yaml"
+    path.write_bytes(GRPO_CONFIG_CASES[name])
+    code, err = _run_cli([*command, "--config", str(path), "--model", SMALL, "--gpu", "L4"], tmp_path, monkeypatch,
+                         capsys)
+    assert code == 2
+    _assert_lines(err, 1)
+    assert str(path) in err
+    assert len(err) < 600  # one readable line, not the file echoed back
+
+
 # -- calibration profiles read from disk ---------------------------------------------------------
 
 def _profile(models) -> bytes:

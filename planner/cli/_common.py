@@ -97,10 +97,19 @@ def add_config_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def read_config(args):
-    """The ``--config`` file's :class:`~planner.search.trl_config.TrlConfig`, or None without one."""
+    """The ``--config`` file's :class:`~planner.search.trl_config.TrlConfig`, or None without one. Its
+    warnings (removed keys, unknown keys) go to stderr; `plan check` refuses unknown keys instead."""
+    import sys
+
     from ..search.trl_config import read_grpo_config
 
-    return read_grpo_config(args.config) if getattr(args, "config", None) else None
+    if not getattr(args, "config", None):
+        return None
+    cfg = read_grpo_config(args.config, trl_version=getattr(args, "trl_version", None),
+                           unknown="error" if getattr(args, "command", None) == "check" else "warn")
+    for line in cfg.warnings:
+        print(f"plan: warning: {line}", file=sys.stderr)
+    return cfg
 
 
 def model_arg(args, cfg) -> str:

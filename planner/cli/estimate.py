@@ -59,6 +59,7 @@ CONFIG_ARGS = {
     "vllm_max_model_length": "vllm_max_model_len", "tensor_parallel_size": "vllm_tensor_parallel_size",
     "lora_r": "lora_rank", "lora_target_modules": "lora_target_modules", "optim": "optim", "weights": "weights",
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
+    "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
 }
 # settings whose default here is not TRL's: (the file's keys, the flag, the estimate's default, the flags for TRL's)
 NOT_TRL_DEFAULTS = ((("use_peft",), "finetune", "LoRA", "--finetune full"),

@@ -133,7 +133,7 @@ def request_from_args(args) -> PlanRequest:
         if trainer.get(flag) is not None:
             pins[pin] = trainer.pop(flag)
             sources[pin] = "pinned"
-    options.update(trainer)
+    options.update({k: v for k, v in trainer.items() if v is not None or k not in options})  # the file's env:
     for name in [n for n, _, _ in PIN_FLAGS] + ["max_prompt_length"]:
         value = getattr(args, name, None)
         if value is not None:

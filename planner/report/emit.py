@@ -50,7 +50,7 @@ def one_line(value) -> str:
 def _yaml():
     from ..runtimes.trl_handoff import _require
 
-    return _require("yaml", "writing YAML", "pip install 'planner[yaml]'")
+    return _require("yaml", "writing YAML", "pip install 'pyyaml>=6' (a grpo-vram-planner dependency)")
 
 
 def _dumper():

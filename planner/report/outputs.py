@@ -33,10 +33,10 @@ def check_outputs(*, output=None, plot=None, output_dir=None, force: bool = Fals
         new = () if os.path.isdir(d) else (d,)
     if plot is not None:
         target = plot_path(plot)
-        _require_module("matplotlib", "--plot", "pip install 'planner[plot]'")
+        _require_module("matplotlib", "--plot", "pip install 'grpo-vram-planner[plot]'")
         check_target(target, force, new)
     if output is not None or output_dir is not None:
-        _require_module("yaml", "writing grpo.yaml", "pip install 'planner[yaml]'")
+        _require_module("yaml", "writing grpo.yaml", "pip install 'pyyaml>=6' (a grpo-vram-planner dependency)")
     if output is not None:
         check_target(output, force, new)
     if output_dir is not None:
