@@ -33,6 +33,7 @@ the search's peak and the reported phases come from the same blocks (planner.mem
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -336,82 +337,123 @@ def _pin_rule_why(s: Search, G: int, N: int) -> str:
             f"on every GPU and whole groups of num_generations {G}")
 
 
-def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
-    """The best option of one layout at completion length C and group size G, or why none fits."""
-    rows = s.rows(topo, C)
-    budget = s.budget
-    B_pin = s.pins.per_device_train_batch_size
-    if rows and B_pin is not None and B_pin > len(rows):
-        r = s.rank(topo, B_pin, C)
-        need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
-        per = " per rank" if topo.world_size > 1 else ""
-        return _Found(None, f"per_device_train_batch_size {B_pin} (pinned): the training step needs "
-                            f"{need / GIB:.1f} GiB{per} before vLLM's share, over the {budget / GIB:.1f} GiB budget; "
-                            f"micro-batch {len(rows)} is the largest whose step fits")
-    if not rows:
-        r = s.rank(topo, 1, C)
-        c = r.components
-        big = max(c, key=lambda k: c[k])
-        if r.steady_bytes + r.sync_bytes > budget and r.sync_bytes > r.peak_bytes - r.steady_bytes:
-            return _Found(None, f"the weight sync allocates {r.sync_bytes / GIB:.1f} GiB per rank on top of "
-                                f"{r.steady_bytes / GIB:.1f} GiB resident (budget {budget / GIB:.1f} GiB)")
-        per = " per rank" if topo.world_size > 1 else ""
-        return _Found(None, f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: "
-                            f"{big} {c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a "
-                            f"{s.margin:.0%} margin")
-    N = topo.world_size
-    steps = [generation_step(B, G, N) for B in range(1, len(rows) + 1)]
-    cap_n = s.req.targets.max_completions_per_step
-    best_k: tuple | None = None
-    best: Option | None = None
-    by_sleep: dict[bool, tuple[tuple, Option]] = {}
+class _Best:
+    """A layout's best option so far by the objective, and the best per sleep setting (for the
+    reasons); an option is evaluated exactly only when it improves one of them."""
 
-    def consider(k: tuple, sleep: bool, make) -> None:
-        nonlocal best_k, best
-        better = best_k is None or k > best_k
-        other = by_sleep.get(sleep)
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.option: Option | None = None
+        self.by_sleep: dict[bool, tuple[tuple, Option]] = {}
+
+    def consider(self, k: tuple, sleep: bool, make: Callable[..., Option]) -> None:
+        better = self.key is None or k > self.key
+        other = self.by_sleep.get(sleep)
         if better or other is None or k > other[0]:
             opt = make()
             if better:
-                best_k, best = k, opt
+                self.key, self.option = k, opt
             if other is None or k > other[0]:
-                by_sleep[sleep] = (k, opt)
+                self.by_sleep[sleep] = (k, opt)
 
+    def found(self) -> _Found:
+        return _Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()))
+
+
+def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
+    """The best option of one layout at completion length C and group size G, or why none fits:
+    the training step alone first, then vLLM's side (a server, or the colocated engine)."""
+    rows = s.rows(topo, C)
+    why = _trainer_why(s, topo, C, rows)
+    if why:
+        return _Found(None, why)
     if topo.vllm_mode == "server":
-        got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
-        if got[0] is None:
-            return _Found(None, got[1])
-        u, cap, conc, server_peak = got
-        n_cap = min(cap_n, conc // N)
-        for B, tot in enumerate(rows, start=1):
-            if phase_peak_bytes(tot, "none", False) > budget:
-                break
-            got_n = _completions(s, B, steps[B - 1], n_cap, N)
-            if got_n is None:
-                continue
-            n = got_n
-            k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
-                                topo.server_tensor_parallel_size))
-            consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
-        if best is None:
-            return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
-        return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
-    tp = topo.vllm_tensor_parallel_size
+        return _search_server(s, topo, C, G, rows)
+    return _search_colocated(s, topo, C, G, rows)
+
+
+def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) -> str:
+    """Why the training step alone rules the layout out (a pinned micro-batch whose step does not
+    fit, the weight sync, or batch 1 over the budget), or "" when some micro-batch's step fits."""
+    budget = s.budget
+    B_pin = s.pins.per_device_train_batch_size
+    per = " per rank" if topo.world_size > 1 else ""
+    if rows and B_pin is not None and B_pin > len(rows):
+        r = s.rank(topo, B_pin, C)
+        need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
+        return (f"per_device_train_batch_size {B_pin} (pinned): the training step needs {need / GIB:.1f} GiB{per} "
+                f"before vLLM's share, over the {budget / GIB:.1f} GiB budget; micro-batch {len(rows)} is the "
+                f"largest whose step fits")
+    if rows:
+        return ""
+    r = s.rank(topo, 1, C)
+    c = r.components
+    big = max(c, key=lambda k: c[k])
+    if r.steady_bytes + r.sync_bytes > budget and r.sync_bytes > r.peak_bytes - r.steady_bytes:
+        return (f"the weight sync allocates {r.sync_bytes / GIB:.1f} GiB per rank on top of "
+                f"{r.steady_bytes / GIB:.1f} GiB resident (budget {budget / GIB:.1f} GiB)")
+    return (f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: {big} "
+            f"{c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a {s.margin:.0%} margin")
+
+
+def _search_server(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]]) -> _Found:
+    """A ``trl vllm-serve`` layout: the server's best utilisation (Search.server), then every
+    micro-batch whose training rank fits with the weight sync, ranked by the objective."""
+    got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
+    if got[0] is None:
+        return _Found(None, got[1])
+    u, cap, conc, server_peak = got
+    N = topo.world_size
+    n_cap = min(s.req.targets.max_completions_per_step, conc // N)
+    best = _Best()
+    for B, tot in enumerate(rows, start=1):
+        if phase_peak_bytes(tot, "none", False) > s.budget:
+            break
+        n = _completions(s, B, generation_step(B, G, N), n_cap, N)
+        if n is None:
+            continue
+        k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
+                            topo.server_tensor_parallel_size))
+        best.consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+    if best.option is None:
+        return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
+    return best.found()
+
+
+def _engine_problem(s: Search, cap: VllmCapacity, u: float, tp: int, start_bytes: int) -> tuple[str, str]:
+    """Whether the colocated engine runs at utilisation u: ``("start", why)`` when vLLM cannot start
+    beside the trainer's loaded weights, ``("kv", why)`` when it holds no full-length sequence,
+    ``("", "")`` when it runs."""
+    err = startup_error(s.card.usable_bytes - start_bytes - cap.baseline_bytes, s.card.total_bytes, u,
+                        cap.budget_bytes)
+    if err:
+        return "start", (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
+                         f"even at utilisation {u}: {_first_sentence(err)}")
+    if not cap.startup_ok or cap.max_concurrency < 1:
+        return "kv", (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per GPU): "
+                      + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
+    return "", ""
+
+
+def _search_colocated(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]]) -> _Found:
+    """A colocated layout: every utilisation at which vLLM runs, every sleep setting and every
+    micro-batch whose phases fit beside it, ranked by the objective."""
+    tp, N = topo.vllm_tensor_parallel_size, topo.world_size
+    B_pin = s.pins.per_device_train_batch_size
+    cap_n = s.req.targets.max_completions_per_step
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
-    total, usable = s.card.total_bytes, s.card.usable_bytes
+    best = _Best()
     kv_why = start_why = ""
     ruled_out = False  # a micro-batch fitted but the pinned batch numbers broke TRL's rules
     lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
     for u in s.utils:
         cap, vtot = s.probe(tp, u, C)
-        err = startup_error(usable - start_bytes - cap.baseline_bytes, total, u, cap.budget_bytes)
-        if err:
-            start_why = (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
-                         f"even at utilisation {u}: {_first_sentence(err)}")
+        kind, why = _engine_problem(s, cap, u, tp, start_bytes)
+        if kind == "start":
+            start_why = why
             continue
-        if not cap.startup_ok or cap.max_concurrency < 1:
-            kv_why = kv_why or (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per "
-                                f"GPU): " + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
+        if kind == "kv":
+            kv_why = kv_why or why
             continue
         lowest_started = u
         conc_engine = int(cap.max_concurrency)
@@ -419,30 +461,36 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
         n_cap = min(cap_n, conc_engine) // tp
         for sleep in s.sleeps:
             for B, tot in enumerate(rows, start=1):
-                if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > budget:
+                if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > s.budget:
                     break  # larger B only grows
-                got_n = _completions(s, B, steps[B - 1], n_cap, N)
-                if got_n is None:
+                n = _completions(s, B, generation_step(B, G, N), n_cap, N)
+                if n is None:
                     ruled_out = ruled_out or B_pin is None or B == B_pin
                     continue
-                n = got_n
                 k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp))
-                consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
-                         _exact_option(s, topo, C, B, n, u, sleep, conc))
-    if best is None:
-        if ruled_out:
-            return _Found(None, _pin_rule_why(s, G, N))
-        if lowest_started is not None:
-            _, vtot = s.probe(tp, lowest_started, C)
-            B0 = B_pin or 1
-            need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
-            per = "a training rank needs" if topo.world_size > 1 else "the process needs"
-            at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
-            return _Found(None, f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {lowest_started} "
-                                f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {budget / GIB:.1f} GiB budget")
-        # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
-        return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
-    return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
+                best.consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
+                              _exact_option(s, topo, C, B, n, u, sleep, conc))
+    if best.option is not None:
+        return best.found()
+    if ruled_out:
+        return _Found(None, _pin_rule_why(s, G, N))
+    if lowest_started is not None:
+        return _Found(None, _colocated_over_budget(s, topo, C, rows, lowest_started))
+    # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
+    return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
+
+
+def _colocated_over_budget(s: Search, topo: Topology, C: int, rows: list[dict[str, int]], u: float) -> str:
+    """Why nothing fits although vLLM starts: the smallest process (batch 1, or the pinned batch)
+    beside vLLM at the lowest utilisation at which it starts, against the budget."""
+    B_pin = s.pins.per_device_train_batch_size
+    _, vtot = s.probe(topo.vllm_tensor_parallel_size, u, C)
+    B0 = B_pin or 1
+    need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
+    per = "a training rank needs" if topo.world_size > 1 else "the process needs"
+    at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
+    return (f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {u} "
+            f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {s.budget / GIB:.1f} GiB budget")
 
 
 # -- solve --------------------------------------------------------------------------------------
@@ -573,42 +621,75 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                by_sleep: dict[bool, Option] | None = None, evaluated: bool = False) -> Plan:
     """The Plan of one option: the same blocks the search evaluated, the configs, the reasons."""
     req, spec, card, topo = s.req, s.spec, s.card, opt.topology
-    N, B, C, P = topo.world_size, opt.batch_size, opt.completion_length, s.P
-    S = opt.steps_per_generation
-    o = req.topology
+    B, C, S, o = opt.batch_size, opt.completion_length, opt.steps_per_generation, req.topology
     host = o.server_host or TRL_SERVE_DEFAULT_HOST
     blocks, cap = s.exact_blocks(topo, B, C, S, opt.utilization)
     rank = s.rank(topo, B, C, min(S, 2))
     tm = s.trainer(B, C, min(S, 2))
-    roles: dict[str, RoleMemory] = {}
-    server = None
-    if topo.vllm_mode == "colocate":
-        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate", opt.sleep,
-                                            s.budget, rank, cap)
-    else:
-        t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
-        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
-                                            s.budget, rank)
-        v = req.vllm
-        scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=s.model_len(C),
-                             tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
-                             usage_context="OPENAI_API_SERVER")
-        roles["server_gpu"] = RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
-                                         {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
-                                         s.budget, None, scap)
-        server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
-                  "gpu_memory_utilization": opt.utilization, "max_model_len": s.model_len(C),
-                  "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": o.server_port,
-                  "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
-                  "max_num_batched_tokens": scap.max_num_batched_tokens}
+    roles, server = _roles(s, opt, blocks, cap, rank)
     assert roles["training_rank"].peak_bytes == opt.peak_bytes  # one phase model: equal by construction
-    t_opts = req.trainer
+    config = _trl_config(s, opt, G, host)
+    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
+    config.update(passthrough)
+    checks = _layout_checks(s, topo, cards, config, rank, host)
+    g = req.targets
+    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                   prompt_length=s.P, utilization_range=list(g.utilization_range), margin=s.margin,
+                   sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
+                   num_nodes=o.num_nodes)
+    binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
+    reasons = _plan_reasons(s, opt, results, roles, cap, G, by_sleep or {}, binding, evaluated)
+    warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
+    label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
+                                                    if s.labels else "analytic")
+    setup = s.setup(B, C, S, topo.world_size)
+    extra = {**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {}),
+             **({"passthrough": list(passthrough)} if passthrough else {}),
+             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {})}
+    return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
+                roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
+                checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
+                accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
+                server=server, extra=extra, pinned=req.pinned, binding=binding)
+
+
+def _roles(s: Search, opt: Option, blocks: dict, cap: VllmCapacity | None,
+           rank: RankMemory) -> tuple[dict[str, RoleMemory], dict[str, Any] | None]:
+    """The memory of each kind of GPU (a training rank; with a server, a server GPU too) and the
+    server's settings (None when colocated)."""
+    spec, card, topo, C = s.spec, s.card, opt.topology, opt.completion_length
+    N = topo.world_size
+    if topo.vllm_mode == "colocate":
+        return {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate",
+                                            opt.sleep, s.budget, rank, cap)}, None
+    t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
+    v = s.req.vllm
+    scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=s.model_len(C),
+                         tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
+                         usage_context="OPENAI_API_SERVER")
+    roles = {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
+                                         s.budget, rank),
+             "server_gpu": RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
+                                      {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
+                                      s.budget, None, scap)}
+    server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
+              "gpu_memory_utilization": opt.utilization, "max_model_len": s.model_len(C),
+              "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": s.req.topology.server_port,
+              "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
+              "max_num_batched_tokens": scap.max_num_batched_tokens}
+    return roles, server
+
+
+def _trl_config(s: Search, opt: Option, G: int, host: str) -> dict[str, Any]:
+    """The GRPOConfig keyword arguments of the option (before a TRL config's unmodelled keys)."""
+    topo, B, C, S = opt.topology, opt.batch_size, opt.completion_length, opt.steps_per_generation
+    t_opts = s.req.trainer
     config: dict[str, Any] = {
         "per_device_train_batch_size": B,
         "gradient_accumulation_steps": S,
         # global and explicit: TRL derives steps_per_generation = generation_batch_size / (B x world)
         # = S at the real world size, and the file parses on any machine (grpo_config.py L1077-1095)
-        "generation_batch_size": B * S * N,
+        "generation_batch_size": B * S * topo.world_size,
         "num_generations": G,
         "max_completion_length": C,
         "use_vllm": True,
@@ -618,48 +699,44 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
         config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": s.model_len(C),
                        "vllm_enable_sleep_mode": opt.sleep, "vllm_tensor_parallel_size": topo.vllm_tensor_parallel_size})
     else:
-        config.update({"vllm_server_host": host, "vllm_server_port": o.server_port})
+        config.update({"vllm_server_host": host, "vllm_server_port": s.req.topology.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
-                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
-    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
-    config.update(passthrough)
-    checks = []
-    if topo.total_gpus > 1:
-        checks = topology_checks(spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
-        if topo.vllm_mode == "server" and topo.num_nodes > 1 and o.server_host is None:
-            checks.append(_check("server-host", "warning", f"vllm_server_host is {host}: the training nodes must "
-                                 "reach the server on node 0", "re-plan with --server-host <node 0 address>"))
-        sync = rank.sync_components.get("zero3_full_gather")
-        if sync:
-            checks.append(_check("zero3-peft-sync", "info", f"ZeRO-3 + PEFT: each weight sync gathers the full model "
-                                 f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
-                                 f"vllm_generation.py); counted in the weight_sync phase"))
-    g = req.targets
-    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                   prompt_length=P, utilization_range=list(g.utilization_range), margin=s.margin,
-                   sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
-                   num_nodes=o.num_nodes)
-    binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
+                   "bf16": bool(s.card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    return config
+
+
+def _layout_checks(s: Search, topo: Topology, cards: tuple[GpuSpec, ...], config: dict[str, Any],
+                   rank: RankMemory, host: str) -> list:
+    """The layout's own checks (several GPUs only): planner.checks.layout's, the server's address
+    across nodes, ZeRO-3's full gather at the weight sync."""
+    if topo.total_gpus == 1:
+        return []
+    checks = topology_checks(s.spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
+    if topo.vllm_mode == "server" and topo.num_nodes > 1 and s.req.topology.server_host is None:
+        checks.append(_check("server-host", "warning", f"vllm_server_host is {host}: the training nodes must "
+                             "reach the server on node 0", "re-plan with --server-host <node 0 address>"))
+    sync = rank.sync_components.get("zero3_full_gather")
+    if sync:
+        checks.append(_check("zero3-peft-sync", "info", f"ZeRO-3 + PEFT: each weight sync gathers the full model "
+                             f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
+                             f"vllm_generation.py); counted in the weight_sync phase"))
+    return checks
+
+
+def _plan_reasons(s: Search, opt: Option, results: tuple[LayoutResult, ...], roles: dict[str, RoleMemory],
+                  cap: VllmCapacity | None, G: int, by_sleep: dict[bool, Option], binding: dict[str, Any],
+                  evaluated: bool) -> list[str]:
+    """The plan's reasons: the pins, then why this option (one GPU, several), or the setup as given."""
+    topo = opt.topology
     if evaluated:
-        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch {B} x "
-                   f"{S} steps per generation x {N} ranks, completion length {C}"]
+        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch "
+                   f"{opt.batch_size} x {opt.steps_per_generation} steps per generation x {topo.world_size} ranks, "
+                   f"completion length {opt.completion_length}"]
     elif topo.total_gpus == 1:
-        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep or {}, binding)
+        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep, binding)
     else:
         reasons = _reasons(s, opt, results, roles, G, binding)
-    reasons = [f"{k} {_show(v)}: pinned" for k, v in req.pins.items()] + reasons
-    warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
-    label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
-                                                    if s.labels else "analytic")
-    setup = s.setup(B, C, S, N)
-    return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
-                roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
-                checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
-                accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
-                server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
-                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {}),
-                                      **({"rollout": rollout_summary(s.turns, P, C)} if s.turns > 1 else {})},
-                pinned=req.pinned, binding=binding)
+    return [f"{k} {_show(v)}: pinned" for k, v in s.req.pins.items()] + reasons
 
 
 def _limit(constraint: str, name: str, value: Any, detail: str) -> dict[str, Any]:
