@@ -1,7 +1,9 @@
 """The solver, for 1..N GPUs: pick the layout, vLLM's share of the card, batch, accumulation,
 generations and completion length so that every phase of every GPU fits with a safety margin.
 
-One GPU is the one-GPU colocate layout of the same search. :func:`solve` is pure: it reads no
+One GPU is the one-GPU colocate layout of the same search. TRL is one runtime (:data:`TRL_RUNTIME`) of
+the one solver loop (planner.search.runtimes.solve_with), Unsloth the other; :func:`solve` picks the
+request's and runs the loop. :func:`solve` is pure: it reads no
 installed package and no environment (``planner.api.plan`` fills those defaults into the request
 first) and returns a :class:`~planner.search.results.Plan`.
 
@@ -33,11 +35,12 @@ the search's peak and the reported phases come from the same blocks (planner.mem
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..checks.layout import _check, topology_checks, tp_problem
+from ..checks.preflight import architecture_warnings, with_checks
 from ..errors import InfeasibleError, InvalidSetupError
 from ..memory.phases import block_totals, phase_peak_bytes, vllm_blocks
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
@@ -63,9 +66,11 @@ from ..specs.topology import (
 )
 from ..specs.units import GIB
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_calibration
-from .objective import OBJECTIVE, Candidate, score
+from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
+from .runtimes import Found, Scored, SolverRuntime, Walk, solve_with
+from .unsloth_solver import UNSLOTH_RUNTIME
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -145,16 +150,6 @@ def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topolo
 
 # -- the search ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Found:
-    """A layout's best option at one completion length and group size, and the best per sleep
-    setting (for the reasons)."""
-
-    option: Option | None
-    why: str = ""
-    by_sleep: tuple[tuple[bool, Option], ...] = ()
-
-
 class Search:
     """One solve's caches: trainer terms per (B, C, accumulation), rank memory per topology,
     vLLM capacities per (TP, utilisation, C, max_num_seqs), the server's best utilisation."""
@@ -180,6 +175,9 @@ class Search:
             optim=t.optim or DEFAULT_OPTIM, gradient_checkpointing=t.gradient_checkpointing,
             logprob_head=t.logprob_head or "fused", expandable_segments=bool(t.expandable_segments),
             transformers_version=t.transformers_version)
+        self.cards: tuple[GpuSpec, ...] = (card,)
+        self.topos: list[Topology] = []  # the layouts searched, and those rejected up front (TRL_RUNTIME.prepare)
+        self.rejected: list[tuple[Topology, str]] = []
         self.labels: list[str] = []
         self.warnings: dict[tuple, list[str]] = {}  # per trainer setup tried: the plan reports its own
         self._tm: dict = {}
@@ -337,39 +335,18 @@ def _pin_rule_why(s: Search, G: int, N: int) -> str:
             f"on every GPU and whole groups of num_generations {G}")
 
 
-class _Best:
-    """A layout's best option so far by the objective, and the best per sleep setting (for the
-    reasons); an option is evaluated exactly only when it improves one of them."""
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.option: Option | None = None
-        self.by_sleep: dict[bool, tuple[tuple, Option]] = {}
-
-    def consider(self, k: tuple, sleep: bool, make: Callable[..., Option]) -> None:
-        better = self.key is None or k > self.key
-        other = self.by_sleep.get(sleep)
-        if better or other is None or k > other[0]:
-            opt = make()
-            if better:
-                self.key, self.option = k, opt
-            if other is None or k > other[0]:
-                self.by_sleep[sleep] = (k, opt)
-
-    def found(self) -> _Found:
-        return _Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()))
-
-
-def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
-    """The best option of one layout at completion length C and group size G, or why none fits:
-    the training step alone first, then vLLM's side (a server, or the colocated engine)."""
+def _trl_candidates(s: Search, stage: tuple[int, int], topo: Topology, walk: Walk) -> Iterator[Scored]:
+    """One layout's candidates at completion length C and group size G (``stage``), or why none
+    fits: the training step alone first, then vLLM's side (a server, or the colocated engine)."""
+    C, G = stage
     rows = s.rows(topo, C)
-    why = _trainer_why(s, topo, C, rows)
-    if why:
-        return _Found(None, why)
+    walk.why = _trainer_why(s, topo, C, rows)
+    if walk.why:
+        return
     if topo.vllm_mode == "server":
-        return _search_server(s, topo, C, G, rows)
-    return _search_colocated(s, topo, C, G, rows)
+        yield from _server_candidates(s, topo, C, G, rows, walk)
+    else:
+        yield from _colocated_candidates(s, topo, C, G, rows, walk)
 
 
 def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) -> str:
@@ -396,28 +373,31 @@ def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) 
             f"{c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a {s.margin:.0%} margin")
 
 
-def _search_server(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]]) -> _Found:
+def _server_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]],
+                       walk: Walk) -> Iterator[Scored]:
     """A ``trl vllm-serve`` layout: the server's best utilisation (Search.server), then every
-    micro-batch whose training rank fits with the weight sync, ranked by the objective."""
+    micro-batch whose training rank fits with the weight sync (its exact option built on demand)."""
     got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
     if got[0] is None:
-        return _Found(None, got[1])
+        walk.why = got[1]
+        return
     u, cap, conc, server_peak = got
     N = topo.world_size
     n_cap = min(s.req.targets.max_completions_per_step, conc // N)
-    best = _Best()
+    yielded = False
     for B, tot in enumerate(rows, start=1):
-        if phase_peak_bytes(tot, "none", False) > s.budget:
+        peak = phase_peak_bytes(tot, "none", False)
+        if peak > s.budget:
             break
         n = _completions(s, B, generation_step(B, G, N), n_cap, N)
         if n is None:
             continue
-        k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
-                            topo.server_tensor_parallel_size))
-        best.consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
-    if best.option is None:
-        return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
-    return best.found()
+        yielded = True
+        yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
+                               topo.server_tensor_parallel_size), peak,
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+    if not yielded:
+        walk.why = _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync"
 
 
 def _engine_problem(s: Search, cap: VllmCapacity, u: float, tp: int, start_bytes: int) -> tuple[str, str]:
@@ -435,14 +415,15 @@ def _engine_problem(s: Search, cap: VllmCapacity, u: float, tp: int, start_bytes
     return "", ""
 
 
-def _search_colocated(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]]) -> _Found:
+def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]],
+                          walk: Walk) -> Iterator[Scored]:
     """A colocated layout: every utilisation at which vLLM runs, every sleep setting and every
-    micro-batch whose phases fit beside it, ranked by the objective."""
+    micro-batch whose phases fit beside it (upper bounds; the exact option built on demand)."""
     tp, N = topo.vllm_tensor_parallel_size, topo.world_size
     B_pin = s.pins.per_device_train_batch_size
     cap_n = s.req.targets.max_completions_per_step
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
-    best = _Best()
+    yielded = False
     kv_why = start_why = ""
     ruled_out = False  # a micro-batch fitted but the pinned batch numbers broke TRL's rules
     lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
@@ -461,23 +442,25 @@ def _search_colocated(s: Search, topo: Topology, C: int, G: int, rows: list[dict
         n_cap = min(cap_n, conc_engine) // tp
         for sleep in s.sleeps:
             for B, tot in enumerate(rows, start=1):
-                if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > s.budget:
+                peak = phase_peak_bytes({**tot, **vtot}, "colocate", sleep)
+                if peak > s.budget:
                     break  # larger B only grows
                 n = _completions(s, B, generation_step(B, G, N), n_cap, N)
                 if n is None:
                     ruled_out = ruled_out or B_pin is None or B == B_pin
                     continue
-                k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp))
-                best.consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
-                              _exact_option(s, topo, C, B, n, u, sleep, conc))
-    if best.option is not None:
-        return best.found()
+                yielded = True
+                yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp), peak,
+                             lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
+                             _exact_option(s, topo, C, B, n, u, sleep, conc))
+    if yielded:
+        return
     if ruled_out:
-        return _Found(None, _pin_rule_why(s, G, N))
-    if lowest_started is not None:
-        return _Found(None, _colocated_over_budget(s, topo, C, rows, lowest_started))
-    # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
-    return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
+        walk.why = _pin_rule_why(s, G, N)
+    elif lowest_started is not None:
+        walk.why = _colocated_over_budget(s, topo, C, rows, lowest_started)
+    else:  # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
+        walk.why = start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why
 
 
 def _colocated_over_budget(s: Search, topo: Topology, C: int, rows: list[dict[str, int]], u: float) -> str:
@@ -506,40 +489,92 @@ def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]
 
 
 def solve(req: PlanRequest) -> Plan:
-    """The configuration that fits and makes the most of the GPUs (module docstring). The request
-    must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults). Pinned
-    settings (``req.pins``) are held; the search chooses only the rest."""
-    req = apply_pins(req)
-    if req.targets.max_completion_length is None:
-        raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
-    if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
-        raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem allocator "
-                                "refuses it ('Expandable segments are not compatible with memory pool.'); unset "
-                                "expandable_segments or use --sleep-mode off or auto")
-    spec, card, cards = _resolve(req)
-    s = Search(req, spec, card)
-    topos, rejected = candidate_topologies(spec, req)
-    results: list[LayoutResult] = []
-    found: dict[Topology, _Found] = {}
-    G = s.G_options[0]
-    ladder = ([req.targets.max_completion_length] if req.pins.max_completion_length is not None
-              else completion_ladder(req.targets.max_completion_length))
-    for C in ladder:
-        for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
-            found = {t: _search_layout(s, t, C, G) for t in topos}
-            if any(f.option is not None for f in found.values()):
-                break
-        if any(f.option is not None for f in found.values()):
-            break
-    results = [LayoutResult(t, f.option, f.why) for t, f in found.items()]
-    results += [LayoutResult(t, None, why) for t, why in rejected]
-    fitting = [r for r in results if r.option is not None]
-    if not fitting:
-        raise _infeasible(req, s, results)
-    best = max(fitting, key=lambda r: r.option.key())  # type: ignore[union-attr]
-    results = [replace(r, chosen=r is best) for r in results]
-    assert best.option is not None
-    return build_plan(s, best.option, tuple(results), cards, G, dict(found[best.topology].by_sleep))
+    """The configuration that fits and makes the most of the GPUs (module docstring), for the
+    request's runtime (``req.runtime``: :func:`runtime_of`), by the one loop of every runtime
+    (planner.search.runtimes.solve_with). A TRL request must be complete: ``max_completion_length``
+    set (planner.api.plan fills the defaults). Pinned settings (``req.pins``) are held; the search
+    chooses only the rest."""
+    return solve_with(runtime_of(req), req)
+
+
+def runtime_of(req: PlanRequest) -> SolverRuntime:
+    """The runtime the request plans for (``req.runtime``)."""
+    return UNSLOTH_RUNTIME if req.runtime == "unsloth" else TRL_RUNTIME
+
+
+class TrlSolverRuntime:
+    """TRL's GRPOTrainer with vLLM (colocated, or a ``trl vllm-serve`` server) on 1..N GPUs, as the
+    one solver sees it (planner.search.runtimes.SolverRuntime): the layouts are its parts, the
+    completion ladder x the group sizes its stages, the blocks of planner.memory.phases its memory."""
+
+    name: str = "trl"
+    reads_environment: bool = True
+    installed: tuple[str, ...] = ("trl", "vllm", "transformers", "bitsandbytes")
+
+    def prepare(self, req: PlanRequest) -> Search:
+        req = apply_pins(req)
+        if req.targets.max_completion_length is None:
+            raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
+        if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
+            raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem "
+                                    "allocator refuses it ('Expandable segments are not compatible with memory "
+                                    "pool.'); unset expandable_segments or use --sleep-mode off or auto")
+        spec, card, cards = _resolve(req)
+        s = Search(req, spec, card)
+        s.cards = cards
+        s.topos, s.rejected = candidate_topologies(spec, req)
+        return s
+
+    def budget(self, s: Search) -> int:
+        return s.budget
+
+    def stages(self, s: Search) -> Iterator[tuple[int, int]]:
+        """(C, G): the completion ladder, longest first; per length the user's G, else TRL's default
+        8 first, other group sizes only if 8 fits nowhere."""
+        target = s.req.targets.max_completion_length
+        assert target is not None  # prepare checked it
+        ladder = [target] if s.pins.max_completion_length is not None else completion_ladder(target)
+        for C in ladder:
+            for G in s.G_options:
+                yield C, G
+
+    def parts(self, s: Search) -> tuple[list[Topology], list[tuple[Topology, str]]]:
+        return s.topos, s.rejected
+
+    def candidates(self, s: Search, stage: tuple[int, int], part: Topology, walk: Walk) -> Iterator[Scored]:
+        return _trl_candidates(s, stage, part, walk)
+
+    def build(self, s: Search, stage: tuple[int, int], chosen: Topology, found: dict[Topology, Found],
+              rejected: list[tuple[Topology, str]]) -> Plan:
+        results = _layout_results(found, rejected, chosen)
+        best = found[chosen]
+        assert best.option is not None  # the solver builds a part that fits
+        return build_plan(s, best.option, results, s.cards, stage[1], dict(best.by_sleep))
+
+    def infeasible(self, s: Search, found: dict[Topology, Found],
+                   rejected: list[tuple[Topology, str]]) -> InfeasibleError:
+        return _infeasible(s.req, s, list(_layout_results(found, rejected)))
+
+    def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
+        """The layout's own checks, then every pre-flight check (planner.checks.preflight); an
+        unmodelled architecture as a warning."""
+        checked = with_checks(p, for_training=for_training, strict=strict)
+        warnings = tuple(w for w in architecture_warnings(p.model) if w not in p.warnings)
+        return replace(checked, checks=tuple(p.checks) + tuple(checked.checks), warnings=tuple(p.warnings) + warnings)
+
+    def next_steps(self, p: Plan) -> None:
+        return None  # planner.report.next_steps
+
+
+TRL_RUNTIME = TrlSolverRuntime()
+
+
+def _layout_results(found: dict[Topology, Found], rejected: list[tuple[Topology, str]],
+                    chosen: Topology | None = None) -> tuple[LayoutResult, ...]:
+    """The layout comparison: each layout searched (its best option or why none fits), then those
+    rejected up front."""
+    return (tuple(LayoutResult(t, f.option, f.why, chosen=t == chosen) for t, f in found.items())
+            + tuple(LayoutResult(t, None, why) for t, why in rejected))
 
 
 def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> InfeasibleError:
