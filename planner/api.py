@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, TypeVar, cast
 
-from .checks.preflight import CheckReport, architecture_warnings, with_checks
+from .checks.preflight import CheckReport
 from .checks.preflight import preflight as preflight_plan
 from .errors import InvalidSetupError, PlannerError, VersionError
 from .memory.allocator import expandable_segments_from_env
 from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
-from .report.assumptions import assumptions
+from .report.assumptions import assumptions, unsloth_assumptions
 from .report.hints import to_python
 from .report.next_steps import next_steps
 from .search.estimation import default_logprob_head, resolve_request
@@ -50,7 +50,7 @@ from .search.request import (
     plan_request,
 )
 from .search.results import Plan
-from .search.solver import DEFAULT_OPTIM, evaluate, solve
+from .search.solver import DEFAULT_OPTIM, evaluate, runtime_of, solve
 from .specs.gpu import GpuSpec
 from .specs.model import ModelSpec
 from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
@@ -211,10 +211,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length)
     if runtime == "unsloth" and rollout_turns != 1:
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
-    req = request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)
-    if req.runtime == "unsloth":
-        return python_checks(unsloth_plan_from_request(req))
-    return python_checks(plan_from_request(req))
+    return python_checks(plan_from_request(request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)))
 
 
 _plan = plan  # train() takes a parameter named plan
@@ -264,33 +261,27 @@ def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
     return pins
 
 
-def unsloth_plan_from_request(req: PlanRequest, for_training: bool | None = None) -> Plan:
-    """:func:`plan_from_request` for ``req.runtime == "unsloth"`` (the CLI's ``--runtime unsloth``
-    too): the search, the runtime checks, the assumptions (installed releases read here) and the
-    next steps."""
-    from .report.assumptions import unsloth_assumptions
-    from .search.unsloth_solver import solve_unsloth, unsloth_next_steps, with_unsloth_checks
-
-    p = with_unsloth_checks(solve_unsloth(req), for_training=for_training)
-    installed = {d: installed_version(d) for d in ("unsloth_zoo", "trl", "vllm")}
-    p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
-    return replace(p, next_steps=unsloth_next_steps(p))
-
-
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
-    """:func:`plan` for a request already built (the CLI builds one from its flags). The plan's
-    checks are the layout's own and every pre-flight check (``for_training``, ``strict``: see
-    planner.checks.preflight; a plan carries an unmodelled architecture as a warning, `plan check` as an error)."""
-    completed = complete_request(req)
-    extra, why = unmodelled_margin(completed)
-    solving = completed
-    if extra:  # the margin grows where the model covers less than a real run may hold (planner.search.margins)
-        solving = completed.with_options(margin=round(min(0.45, (completed.targets.margin or 0.0) + extra), 4))
-    result = solve(solving)
-    checked = with_checks(result, for_training=for_training, strict=strict)
-    warnings = tuple(w for w in architecture_warnings(result.model) if w not in result.warnings)
-    checked = replace(checked, checks=tuple(result.checks) + tuple(checked.checks),
-                      warnings=tuple(result.warnings) + warnings + why)
+    """:func:`plan` for a request already built (the CLI builds one from its flags), either runtime:
+    the one solver (planner.search.solver.solve), then the runtime's checks, assumptions and next
+    steps (its :class:`~planner.search.runtimes.SolverRuntime`). TRL: the request is completed from
+    the environment first (:func:`complete_request`) and the margin grows where the memory model
+    covers less than a real run may hold; the checks are the layout's own and every pre-flight check
+    (``for_training``, ``strict``: see planner.checks.preflight; a plan carries an unmodelled
+    architecture as a warning, `plan check` as an error). Unsloth: its runtime checks
+    (planner.runtimes.unsloth.unsloth_checks, ``for_training``)."""
+    runtime = runtime_of(req)
+    why: tuple[str, ...] = ()
+    completed = solving = req
+    if runtime.reads_environment:
+        completed = complete_request(req)
+        extra, why = unmodelled_margin(completed)
+        solving = completed
+        if extra:  # the margin grows where the model covers less than a real run may hold (planner.search.margins)
+            solving = completed.with_options(margin=round(min(0.45, (completed.targets.margin or 0.0) + extra), 4))
+    checked = runtime.checked(solve(solving), for_training, strict)
+    if why:
+        checked = replace(checked, warnings=tuple(checked.warnings) + why)
     return describe(req, completed, checked)
 
 
@@ -306,7 +297,20 @@ def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
 
 def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     """The plan with its assumptions (values and sources, versions assumed vs installed, the margin
-    and the memory model it follows) and the next steps (planner.report.next_steps)."""
+    and the memory model it follows) and the next steps (planner.report.next_steps, or the runtime's
+    own: planner.search.runtimes.SolverRuntime.next_steps)."""
+    runtime = runtime_of(req)
+    installed = {d: installed_version(d) for d in runtime.installed}
+    if p.runtime == "unsloth":
+        p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
+    else:
+        p = replace(p, assumptions=assumptions(req, completed, p, installed, _trl_notes(req, completed, p)))
+    return replace(p, next_steps=runtime.next_steps(p) or next_steps(p))
+
+
+def _trl_notes(req: PlanRequest, completed: PlanRequest, p: Plan) -> dict[str, Any]:
+    """What the TRL plan's assumptions note: the optimizer's source, the memory model's kind, the
+    TRL and transformers releases assumed."""
     _, optim_source, optim_note = choose_optim(req)
     notes = {"optim_source": optim_source, **({"optim": optim_note} if optim_note else {}),
              "memory_model_kind": memory_model_kind(completed)}
@@ -316,9 +320,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
                                         else _transformers_version(req.trainer.transformers_version))
         except VersionError:
             pass
-    installed = {d: installed_version(d) for d in ("trl", "vllm", "transformers", "bitsandbytes")}
-    p = replace(p, assumptions=assumptions(req, completed, p, installed, notes))
-    return replace(p, next_steps=next_steps(p))
+    return notes
 
 
 @_speak_python

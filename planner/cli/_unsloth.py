@@ -101,10 +101,11 @@ def request_from_args(args, shared_request: Callable[[Any], PlanRequest]) -> Pla
 
 
 def plan_from_args(args, shared_request: Callable[[Any], PlanRequest], for_training: bool | None = None) -> Plan:
-    """The same Plan as ``planner.plan(..., runtime="unsloth")`` (planner.api.unsloth_plan_from_request)."""
-    from ..api import unsloth_plan_from_request
+    """The same Plan as ``planner.plan(..., runtime="unsloth")`` (planner.api.plan_from_request, the one
+    entry of both runtimes)."""
+    from ..api import plan_from_request
 
-    return unsloth_plan_from_request(request_from_args(args, shared_request), for_training=for_training)
+    return plan_from_request(request_from_args(args, shared_request), for_training=for_training)
 
 
 def run_plan(args, shared_request: Callable[[Any], PlanRequest]) -> int:

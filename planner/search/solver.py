@@ -1,7 +1,9 @@
 """The solver, for 1..N GPUs: pick the layout, vLLM's share of the card, batch, accumulation,
 generations and completion length so that every phase of every GPU fits with a safety margin.
 
-One GPU is the one-GPU colocate layout of the same search. :func:`solve` is pure: it reads no
+One GPU is the one-GPU colocate layout of the same search. TRL is one runtime (:data:`TRL_RUNTIME`) of
+the one solver loop (planner.search.runtimes.solve_with), Unsloth the other; :func:`solve` picks the
+request's and runs the loop. :func:`solve` is pure: it reads no
 installed package and no environment (``planner.api.plan`` fills those defaults into the request
 first) and returns a :class:`~planner.search.results.Plan`.
 
@@ -33,10 +35,12 @@ the search's peak and the reported phases come from the same blocks (planner.mem
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..checks.layout import _check, topology_checks, tp_problem
+from ..checks.preflight import architecture_warnings, with_checks
 from ..errors import InfeasibleError, InvalidSetupError
 from ..memory.phases import block_totals, phase_peak_bytes, vllm_blocks
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
@@ -61,9 +65,11 @@ from ..specs.topology import (
 )
 from ..specs.units import GIB
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
-from .objective import OBJECTIVE, Candidate, score
+from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
+from .runtimes import Found, Scored, SolverRuntime, Walk, solve_with
+from .unsloth_solver import UNSLOTH_RUNTIME
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -143,16 +149,6 @@ def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topolo
 
 # -- the search ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Found:
-    """A layout's best option at one completion length and group size, and the best per sleep
-    setting (for the reasons)."""
-
-    option: Option | None
-    why: str = ""
-    by_sleep: tuple[tuple[bool, Option], ...] = ()
-
-
 class Search:
     """One solve's caches: trainer terms per (B, C, accumulation), rank memory per topology,
     vLLM capacities per (TP, utilisation, C, max_num_seqs), the server's best utilisation."""
@@ -178,6 +174,9 @@ class Search:
             optim=t.optim or DEFAULT_OPTIM, gradient_checkpointing=t.gradient_checkpointing,
             logprob_head=t.logprob_head or "fused", expandable_segments=bool(t.expandable_segments),
             transformers_version=t.transformers_version)
+        self.cards: tuple[GpuSpec, ...] = (card,)
+        self.topos: list[Topology] = []  # the layouts searched, and those rejected up front (TRL_RUNTIME.prepare)
+        self.rejected: list[tuple[Topology, str]] = []
         self.labels: list[str] = []
         self.warnings: dict[tuple, list[str]] = {}  # per trainer setup tried: the plan reports its own
         self._tm: dict = {}
@@ -335,82 +334,106 @@ def _pin_rule_why(s: Search, G: int, N: int) -> str:
             f"on every GPU and whole groups of num_generations {G}")
 
 
-def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
-    """The best option of one layout at completion length C and group size G, or why none fits."""
+def _trl_candidates(s: Search, stage: tuple[int, int], topo: Topology, walk: Walk) -> Iterator[Scored]:
+    """One layout's candidates at completion length C and group size G (``stage``), or why none
+    fits: the training step alone first, then vLLM's side (a server, or the colocated engine)."""
+    C, G = stage
     rows = s.rows(topo, C)
+    walk.why = _trainer_why(s, topo, C, rows)
+    if walk.why:
+        return
+    if topo.vllm_mode == "server":
+        yield from _server_candidates(s, topo, C, G, rows, walk)
+    else:
+        yield from _colocated_candidates(s, topo, C, G, rows, walk)
+
+
+def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) -> str:
+    """Why the training step alone rules the layout out (a pinned micro-batch whose step does not
+    fit, the weight sync, or batch 1 over the budget), or "" when some micro-batch's step fits."""
     budget = s.budget
     B_pin = s.pins.per_device_train_batch_size
+    per = " per rank" if topo.world_size > 1 else ""
     if rows and B_pin is not None and B_pin > len(rows):
         r = s.rank(topo, B_pin, C)
         need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
-        per = " per rank" if topo.world_size > 1 else ""
-        return _Found(None, f"per_device_train_batch_size {B_pin} (pinned): the training step needs "
-                            f"{need / GIB:.1f} GiB{per} before vLLM's share, over the {budget / GIB:.1f} GiB budget; "
-                            f"micro-batch {len(rows)} is the largest whose step fits")
-    if not rows:
-        r = s.rank(topo, 1, C)
-        c = r.components
-        big = max(c, key=lambda k: c[k])
-        if r.steady_bytes + r.sync_bytes > budget and r.sync_bytes > r.peak_bytes - r.steady_bytes:
-            return _Found(None, f"the weight sync allocates {r.sync_bytes / GIB:.1f} GiB per rank on top of "
-                                f"{r.steady_bytes / GIB:.1f} GiB resident (budget {budget / GIB:.1f} GiB)")
-        per = " per rank" if topo.world_size > 1 else ""
-        return _Found(None, f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: "
-                            f"{big} {c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a "
-                            f"{s.margin:.0%} margin")
+        return (f"per_device_train_batch_size {B_pin} (pinned): the training step needs {need / GIB:.1f} GiB{per} "
+                f"before vLLM's share, over the {budget / GIB:.1f} GiB budget; micro-batch {len(rows)} is the "
+                f"largest whose step fits")
+    if rows:
+        return ""
+    r = s.rank(topo, 1, C)
+    c = r.components
+    big = max(c, key=lambda k: c[k])
+    if r.steady_bytes + r.sync_bytes > budget and r.sync_bytes > r.peak_bytes - r.steady_bytes:
+        return (f"the weight sync allocates {r.sync_bytes / GIB:.1f} GiB per rank on top of "
+                f"{r.steady_bytes / GIB:.1f} GiB resident (budget {budget / GIB:.1f} GiB)")
+    return (f"the trainer alone needs {r.peak_bytes / GIB:.1f} GiB{per} at batch 1 (largest term: {big} "
+            f"{c[big] / GIB:.1f} GiB) but {s.card.name} allows {budget / GIB:.1f} GiB with a {s.margin:.0%} margin")
+
+
+def _server_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]],
+                       walk: Walk) -> Iterator[Scored]:
+    """A ``trl vllm-serve`` layout: the server's best utilisation (Search.server), then every
+    micro-batch whose training rank fits with the weight sync (its exact option built on demand)."""
+    got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
+    if got[0] is None:
+        walk.why = got[1]
+        return
+    u, cap, conc, server_peak = got
     N = topo.world_size
-    steps = [generation_step(B, G, N) for B in range(1, len(rows) + 1)]
+    n_cap = min(s.req.targets.max_completions_per_step, conc // N)
+    yielded = False
+    for B, tot in enumerate(rows, start=1):
+        peak = phase_peak_bytes(tot, "none", False)
+        if peak > s.budget:
+            break
+        n = _completions(s, B, generation_step(B, G, N), n_cap, N)
+        if n is None:
+            continue
+        yielded = True
+        yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
+                               topo.server_tensor_parallel_size), peak,
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+    if not yielded:
+        walk.why = _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync"
+
+
+def _engine_problem(s: Search, cap: VllmCapacity, u: float, tp: int, start_bytes: int) -> tuple[str, str]:
+    """Whether the colocated engine runs at utilisation u: ``("start", why)`` when vLLM cannot start
+    beside the trainer's loaded weights, ``("kv", why)`` when it holds no full-length sequence,
+    ``("", "")`` when it runs."""
+    err = startup_error(s.card.usable_bytes - start_bytes - cap.baseline_bytes, s.card.total_bytes, u,
+                        cap.budget_bytes)
+    if err:
+        return "start", (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
+                         f"even at utilisation {u}: {_first_sentence(err)}")
+    if not cap.startup_ok or cap.max_concurrency < 1:
+        return "kv", (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per GPU): "
+                      + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
+    return "", ""
+
+
+def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]],
+                          walk: Walk) -> Iterator[Scored]:
+    """A colocated layout: every utilisation at which vLLM runs, every sleep setting and every
+    micro-batch whose phases fit beside it (upper bounds; the exact option built on demand)."""
+    tp, N = topo.vllm_tensor_parallel_size, topo.world_size
+    B_pin = s.pins.per_device_train_batch_size
     cap_n = s.req.targets.max_completions_per_step
-    best_k: tuple | None = None
-    best: Option | None = None
-    by_sleep: dict[bool, tuple[tuple, Option]] = {}
-
-    def consider(k: tuple, sleep: bool, make) -> None:
-        nonlocal best_k, best
-        better = best_k is None or k > best_k
-        other = by_sleep.get(sleep)
-        if better or other is None or k > other[0]:
-            opt = make()
-            if better:
-                best_k, best = k, opt
-            if other is None or k > other[0]:
-                by_sleep[sleep] = (k, opt)
-
-    if topo.vllm_mode == "server":
-        got = s.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
-        if got[0] is None:
-            return _Found(None, got[1])
-        u, cap, conc, server_peak = got
-        n_cap = min(cap_n, conc // N)
-        for B, tot in enumerate(rows, start=1):
-            if phase_peak_bytes(tot, "none", False) > budget:
-                break
-            got_n = _completions(s, B, steps[B - 1], n_cap, N)
-            if got_n is None:
-                continue
-            n = got_n
-            k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
-                                topo.server_tensor_parallel_size))
-            consider(k, False, lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
-        if best is None:
-            return _Found(None, _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync")
-        return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
-    tp = topo.vllm_tensor_parallel_size
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
-    total, usable = s.card.total_bytes, s.card.usable_bytes
+    yielded = False
     kv_why = start_why = ""
     ruled_out = False  # a micro-batch fitted but the pinned batch numbers broke TRL's rules
     lowest_started = None  # the lowest utilisation at which vLLM starts: the phases' best chance
     for u in s.utils:
         cap, vtot = s.probe(tp, u, C)
-        err = startup_error(usable - start_bytes - cap.baseline_bytes, total, u, cap.budget_bytes)
-        if err:
-            start_why = (f"vLLM cannot start beside the trainer's {start_bytes / GIB:.1f} GiB of loaded weights "
-                         f"even at utilisation {u}: {_first_sentence(err)}")
+        kind, why = _engine_problem(s, cap, u, tp, start_bytes)
+        if kind == "start":
+            start_why = why
             continue
-        if not cap.startup_ok or cap.max_concurrency < 1:
-            kv_why = kv_why or (f"vLLM at utilisation {u} (TP {tp}, weights {cap.weights_bytes / GIB:.1f} GiB per "
-                                f"GPU): " + _first_sentence("; ".join(cap.errors) or "no full-length sequence fits"))
+        if kind == "kv":
+            kv_why = kv_why or why
             continue
         lowest_started = u
         conc_engine = int(cap.max_concurrency)
@@ -418,30 +441,38 @@ def _search_layout(s: Search, topo: Topology, C: int, G: int) -> _Found:
         n_cap = min(cap_n, conc_engine) // tp
         for sleep in s.sleeps:
             for B, tot in enumerate(rows, start=1):
-                if phase_peak_bytes({**tot, **vtot}, "colocate", sleep) > budget:
+                peak = phase_peak_bytes({**tot, **vtot}, "colocate", sleep)
+                if peak > s.budget:
                     break  # larger B only grows
-                got_n = _completions(s, B, steps[B - 1], n_cap, N)
-                if got_n is None:
+                n = _completions(s, B, generation_step(B, G, N), n_cap, N)
+                if n is None:
                     ruled_out = ruled_out or B_pin is None or B == B_pin
                     continue
-                n = got_n
-                k = score(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp))
-                consider(k, sleep, lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
-                         _exact_option(s, topo, C, B, n, u, sleep, conc))
-    if best is None:
-        if ruled_out:
-            return _Found(None, _pin_rule_why(s, G, N))
-        if lowest_started is not None:
-            _, vtot = s.probe(tp, lowest_started, C)
-            B0 = B_pin or 1
-            need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
-            per = "a training rank needs" if topo.world_size > 1 else "the process needs"
-            at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
-            return _Found(None, f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {lowest_started} "
-                                f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {budget / GIB:.1f} GiB budget")
-        # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
-        return _Found(None, start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why)
-    return _Found(best, "", tuple((sl, o) for sl, (_, o) in by_sleep.items()))
+                yielded = True
+                yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp), peak,
+                             lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
+                             _exact_option(s, topo, C, B, n, u, sleep, conc))
+    if yielded:
+        return
+    if ruled_out:
+        walk.why = _pin_rule_why(s, G, N)
+    elif lowest_started is not None:
+        walk.why = _colocated_over_budget(s, topo, C, rows, lowest_started)
+    else:  # vLLM not starting even at the lowest utilisation says the most; else the KV cache's reason
+        walk.why = start_why if f"even at utilisation {s.utils[-1]}:" in start_why else kv_why or start_why
+
+
+def _colocated_over_budget(s: Search, topo: Topology, C: int, rows: list[dict[str, int]], u: float) -> str:
+    """Why nothing fits although vLLM starts: the smallest process (batch 1, or the pinned batch)
+    beside vLLM at the lowest utilisation at which it starts, against the budget."""
+    B_pin = s.pins.per_device_train_batch_size
+    _, vtot = s.probe(topo.vllm_tensor_parallel_size, u, C)
+    B0 = B_pin or 1
+    need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
+    per = "a training rank needs" if topo.world_size > 1 else "the process needs"
+    at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
+    return (f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {u} "
+            f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {s.budget / GIB:.1f} GiB budget")
 
 
 # -- solve --------------------------------------------------------------------------------------
@@ -456,40 +487,92 @@ def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]
 
 
 def solve(req: PlanRequest) -> Plan:
-    """The configuration that fits and makes the most of the GPUs (module docstring). The request
-    must be complete: ``max_completion_length`` set (planner.api.plan fills the defaults). Pinned
-    settings (``req.pins``) are held; the search chooses only the rest."""
-    req = apply_pins(replace(req, resolved=resolve_request(req)))  # resolved once: `--gpu auto` reads the card once
-    if req.targets.max_completion_length is None:
-        raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
-    if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
-        raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem allocator "
-                                "refuses it ('Expandable segments are not compatible with memory pool.'); unset "
-                                "expandable_segments or use --sleep-mode off or auto")
-    spec, card, cards = _resolve(req)
-    s = Search(req, spec, card)
-    topos, rejected = candidate_topologies(spec, req)
-    results: list[LayoutResult] = []
-    found: dict[Topology, _Found] = {}
-    G = s.G_options[0]
-    ladder = ([req.targets.max_completion_length] if req.pins.max_completion_length is not None
-              else completion_ladder(req.targets.max_completion_length))
-    for C in ladder:
-        for G in s.G_options:  # the user's G, else TRL's default 8 first, others only if 8 fits nowhere
-            found = {t: _search_layout(s, t, C, G) for t in topos}
-            if any(f.option is not None for f in found.values()):
-                break
-        if any(f.option is not None for f in found.values()):
-            break
-    results = [LayoutResult(t, f.option, f.why) for t, f in found.items()]
-    results += [LayoutResult(t, None, why) for t, why in rejected]
-    fitting = [r for r in results if r.option is not None]
-    if not fitting:
-        raise _infeasible(req, s, results)
-    best = max(fitting, key=lambda r: r.option.key())  # type: ignore[union-attr]
-    results = [replace(r, chosen=r is best) for r in results]
-    assert best.option is not None
-    return build_plan(s, best.option, tuple(results), cards, G, dict(found[best.topology].by_sleep))
+    """The configuration that fits and makes the most of the GPUs (module docstring), for the
+    request's runtime (``req.runtime``: :func:`runtime_of`), by the one loop of every runtime
+    (planner.search.runtimes.solve_with). A TRL request must be complete: ``max_completion_length``
+    set (planner.api.plan fills the defaults). Pinned settings (``req.pins``) are held; the search
+    chooses only the rest."""
+    return solve_with(runtime_of(req), req)
+
+
+def runtime_of(req: PlanRequest) -> SolverRuntime:
+    """The runtime the request plans for (``req.runtime``)."""
+    return UNSLOTH_RUNTIME if req.runtime == "unsloth" else TRL_RUNTIME
+
+
+class TrlSolverRuntime:
+    """TRL's GRPOTrainer with vLLM (colocated, or a ``trl vllm-serve`` server) on 1..N GPUs, as the
+    one solver sees it (planner.search.runtimes.SolverRuntime): the layouts are its parts, the
+    completion ladder x the group sizes its stages, the blocks of planner.memory.phases its memory."""
+
+    name: str = "trl"
+    reads_environment: bool = True
+    installed: tuple[str, ...] = ("trl", "vllm", "transformers", "bitsandbytes")
+
+    def prepare(self, req: PlanRequest) -> Search:
+        req = apply_pins(replace(req, resolved=resolve_request(req)))  # resolved once: `--gpu auto` reads the card once
+        if req.targets.max_completion_length is None:
+            raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
+        if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
+            raise InvalidSetupError("--sleep-mode on cannot run with expandable_segments:True: vLLM's CuMem "
+                                    "allocator refuses it ('Expandable segments are not compatible with memory "
+                                    "pool.'); unset expandable_segments or use --sleep-mode off or auto")
+        spec, card, cards = _resolve(req)
+        s = Search(req, spec, card)
+        s.cards = cards
+        s.topos, s.rejected = candidate_topologies(spec, req)
+        return s
+
+    def budget(self, s: Search) -> int:
+        return s.budget
+
+    def stages(self, s: Search) -> Iterator[tuple[int, int]]:
+        """(C, G): the completion ladder, longest first; per length the user's G, else TRL's default
+        8 first, other group sizes only if 8 fits nowhere."""
+        target = s.req.targets.max_completion_length
+        assert target is not None  # prepare checked it
+        ladder = [target] if s.pins.max_completion_length is not None else completion_ladder(target)
+        for C in ladder:
+            for G in s.G_options:
+                yield C, G
+
+    def parts(self, s: Search) -> tuple[list[Topology], list[tuple[Topology, str]]]:
+        return s.topos, s.rejected
+
+    def candidates(self, s: Search, stage: tuple[int, int], part: Topology, walk: Walk) -> Iterator[Scored]:
+        return _trl_candidates(s, stage, part, walk)
+
+    def build(self, s: Search, stage: tuple[int, int], chosen: Topology, found: dict[Topology, Found],
+              rejected: list[tuple[Topology, str]]) -> Plan:
+        results = _layout_results(found, rejected, chosen)
+        best = found[chosen]
+        assert best.option is not None  # the solver builds a part that fits
+        return build_plan(s, best.option, results, s.cards, stage[1], dict(best.by_sleep))
+
+    def infeasible(self, s: Search, found: dict[Topology, Found],
+                   rejected: list[tuple[Topology, str]]) -> InfeasibleError:
+        return _infeasible(s.req, s, list(_layout_results(found, rejected)))
+
+    def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
+        """The layout's own checks, then every pre-flight check (planner.checks.preflight); an
+        unmodelled architecture as a warning."""
+        checked = with_checks(p, for_training=for_training, strict=strict)
+        warnings = tuple(w for w in architecture_warnings(p.model) if w not in p.warnings)
+        return replace(checked, checks=tuple(p.checks) + tuple(checked.checks), warnings=tuple(p.warnings) + warnings)
+
+    def next_steps(self, p: Plan) -> None:
+        return None  # planner.report.next_steps
+
+
+TRL_RUNTIME = TrlSolverRuntime()
+
+
+def _layout_results(found: dict[Topology, Found], rejected: list[tuple[Topology, str]],
+                    chosen: Topology | None = None) -> tuple[LayoutResult, ...]:
+    """The layout comparison: each layout searched (its best option or why none fits), then those
+    rejected up front."""
+    return (tuple(LayoutResult(t, f.option, f.why, chosen=t == chosen) for t, f in found.items())
+            + tuple(LayoutResult(t, None, why) for t, why in rejected))
 
 
 def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> InfeasibleError:
@@ -571,42 +654,75 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
                by_sleep: dict[bool, Option] | None = None, evaluated: bool = False) -> Plan:
     """The Plan of one option: the same blocks the search evaluated, the configs, the reasons."""
     req, spec, card, topo = s.req, s.spec, s.card, opt.topology
-    N, B, C, P = topo.world_size, opt.batch_size, opt.completion_length, s.P
-    S = opt.steps_per_generation
-    o = req.topology
+    B, C, S, o = opt.batch_size, opt.completion_length, opt.steps_per_generation, req.topology
     host = o.server_host or TRL_SERVE_DEFAULT_HOST
     blocks, cap = s.exact_blocks(topo, B, C, S, opt.utilization)
     rank = s.rank(topo, B, C, min(S, 2))
     tm = s.trainer(B, C, min(S, 2))
-    roles: dict[str, RoleMemory] = {}
-    server = None
-    if topo.vllm_mode == "colocate":
-        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate", opt.sleep,
-                                            s.budget, rank, cap)
-    else:
-        t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
-        roles["training_rank"] = RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
-                                            s.budget, rank)
-        v = req.vllm
-        scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=s.model_len(C),
-                             tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
-                             usage_context="OPENAI_API_SERVER")
-        roles["server_gpu"] = RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
-                                         {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
-                                         s.budget, None, scap)
-        server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
-                  "gpu_memory_utilization": opt.utilization, "max_model_len": s.model_len(C),
-                  "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": o.server_port,
-                  "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
-                  "max_num_batched_tokens": scap.max_num_batched_tokens}
+    roles, server = _roles(s, opt, blocks, cap, rank)
     assert roles["training_rank"].peak_bytes == opt.peak_bytes  # one phase model: equal by construction
-    t_opts = req.trainer
+    config = _trl_config(s, opt, G, host)
+    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
+    config.update(passthrough)
+    checks = _layout_checks(s, topo, cards, config, rank, host)
+    g = req.targets
+    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                   prompt_length=s.P, utilization_range=list(g.utilization_range), margin=s.margin,
+                   sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
+                   num_nodes=o.num_nodes)
+    binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
+    reasons = _plan_reasons(s, opt, results, roles, cap, G, by_sleep or {}, binding, evaluated)
+    warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
+    label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
+                                                    if s.labels else "analytic")
+    setup = s.setup(B, C, S, topo.world_size)
+    extra = {**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {}),
+             **({"passthrough": list(passthrough)} if passthrough else {}),
+             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {})}
+    return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
+                roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
+                checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
+                accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
+                server=server, extra=extra, pinned=req.pinned, binding=binding)
+
+
+def _roles(s: Search, opt: Option, blocks: dict, cap: VllmCapacity | None,
+           rank: RankMemory) -> tuple[dict[str, RoleMemory], dict[str, Any] | None]:
+    """The memory of each kind of GPU (a training rank; with a server, a server GPU too) and the
+    server's settings (None when colocated)."""
+    spec, card, topo, C = s.spec, s.card, opt.topology, opt.completion_length
+    N = topo.world_size
+    if topo.vllm_mode == "colocate":
+        return {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate",
+                                            opt.sleep, s.budget, rank, cap)}, None
+    t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
+    v = s.req.vllm
+    scap = vllm_capacity(spec, card, gpu_memory_utilization=opt.utilization, max_model_len=s.model_len(C),
+                         tensor_parallel_size=t, kv_cache_dtype=v.kv_cache_dtype, vllm_version=v.vllm_version,
+                         usage_context="OPENAI_API_SERVER")
+    roles = {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, "none", False,
+                                         s.budget, rank),
+             "server_gpu": RoleMemory("server_gpu", topo.server_gpus, topo.server_devices,
+                                      {"vllm_awake": server_gpu_components(scap, spec)}, "server", False,
+                                      s.budget, None, scap)}
+    server = {"model": spec.model_id, "tensor_parallel_size": t, "data_parallel_size": d,
+              "gpu_memory_utilization": opt.utilization, "max_model_len": s.model_len(C),
+              "kv_cache_dtype": v.kv_cache_dtype, "host": TRL_SERVE_DEFAULT_HOST, "port": s.req.topology.server_port,
+              "cuda_visible_devices": topo.server_devices, "node": 0, "max_num_seqs": scap.max_num_seqs,
+              "max_num_batched_tokens": scap.max_num_batched_tokens}
+    return roles, server
+
+
+def _trl_config(s: Search, opt: Option, G: int, host: str) -> dict[str, Any]:
+    """The GRPOConfig keyword arguments of the option (before a TRL config's unmodelled keys)."""
+    topo, B, C, S = opt.topology, opt.batch_size, opt.completion_length, opt.steps_per_generation
+    t_opts = s.req.trainer
     config: dict[str, Any] = {
         "per_device_train_batch_size": B,
         "gradient_accumulation_steps": S,
         # global and explicit: TRL derives steps_per_generation = generation_batch_size / (B x world)
         # = S at the real world size, and the file parses on any machine (grpo_config.py L1077-1095)
-        "generation_batch_size": B * S * N,
+        "generation_batch_size": B * S * topo.world_size,
         "num_generations": G,
         "max_completion_length": C,
         "use_vllm": True,
@@ -616,48 +732,44 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
         config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": s.model_len(C),
                        "vllm_enable_sleep_mode": opt.sleep, "vllm_tensor_parallel_size": topo.vllm_tensor_parallel_size})
     else:
-        config.update({"vllm_server_host": host, "vllm_server_port": o.server_port})
+        config.update({"vllm_server_host": host, "vllm_server_port": s.req.topology.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
-                   "bf16": bool(card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
-    passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
-    config.update(passthrough)
-    checks = []
-    if topo.total_gpus > 1:
-        checks = topology_checks(spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
-        if topo.vllm_mode == "server" and topo.num_nodes > 1 and o.server_host is None:
-            checks.append(_check("server-host", "warning", f"vllm_server_host is {host}: the training nodes must "
-                                 "reach the server on node 0", "re-plan with --server-host <node 0 address>"))
-        sync = rank.sync_components.get("zero3_full_gather")
-        if sync:
-            checks.append(_check("zero3-peft-sync", "info", f"ZeRO-3 + PEFT: each weight sync gathers the full model "
-                                 f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
-                                 f"vllm_generation.py); counted in the weight_sync phase"))
-    g = req.targets
-    targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                   prompt_length=P, utilization_range=list(g.utilization_range), margin=s.margin,
-                   sleep_mode=g.sleep_mode, layout=o.layout, engine=o.engine, num_gpus=o.num_gpus,
-                   num_nodes=o.num_nodes)
-    binding = {} if evaluated else _binding(s, opt, roles["training_rank"], G)
+                   "bf16": bool(s.card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    return config
+
+
+def _layout_checks(s: Search, topo: Topology, cards: tuple[GpuSpec, ...], config: dict[str, Any],
+                   rank: RankMemory, host: str) -> list:
+    """The layout's own checks (several GPUs only): planner.checks.layout's, the server's address
+    across nodes, ZeRO-3's full gather at the weight sync."""
+    if topo.total_gpus == 1:
+        return []
+    checks = topology_checks(s.spec, topo, cards if len({c.total_bytes for c in cards}) > 1 else (), config)
+    if topo.vllm_mode == "server" and topo.num_nodes > 1 and s.req.topology.server_host is None:
+        checks.append(_check("server-host", "warning", f"vllm_server_host is {host}: the training nodes must "
+                             "reach the server on node 0", "re-plan with --server-host <node 0 address>"))
+    sync = rank.sync_components.get("zero3_full_gather")
+    if sync:
+        checks.append(_check("zero3-peft-sync", "info", f"ZeRO-3 + PEFT: each weight sync gathers the full model "
+                             f"({sync / GIB:.1f} GiB per GPU) before merging the adapters (TRL 1.16 "
+                             f"vllm_generation.py); counted in the weight_sync phase"))
+    return checks
+
+
+def _plan_reasons(s: Search, opt: Option, results: tuple[LayoutResult, ...], roles: dict[str, RoleMemory],
+                  cap: VllmCapacity | None, G: int, by_sleep: dict[bool, Option], binding: dict[str, Any],
+                  evaluated: bool) -> list[str]:
+    """The plan's reasons: the pins, then why this option (one GPU, several), or the setup as given."""
+    topo = opt.topology
     if evaluated:
-        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch {B} x "
-                   f"{S} steps per generation x {N} ranks, completion length {C}"]
+        reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch "
+                   f"{opt.batch_size} x {opt.steps_per_generation} steps per generation x {topo.world_size} ranks, "
+                   f"completion length {opt.completion_length}"]
     elif topo.total_gpus == 1:
-        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep or {}, binding)
+        reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep, binding)
     else:
         reasons = _reasons(s, opt, results, roles, G, binding)
-    reasons = [f"{k} {_show(v)}: pinned" for k, v in req.pins.items()] + reasons
-    warnings = list(s.warnings.get((B, C, min(S, 2)), []))  # the chosen setup's, not every one tried
-    label = s.labels[0] if len(s.labels) == 1 else ("calibrated where covered, else analytic"
-                                                    if s.labels else "analytic")
-    setup = s.setup(B, C, S, N)
-    return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
-                roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
-                checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
-                accelerate=accelerate_settings(topo, config), deepspeed=deepspeed_settings(topo, config),
-                server=server, extra={**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1
-                                         else {}), **({"passthrough": list(passthrough)} if passthrough else {}),
-                                      **({"rollout": rollout_summary(s.turns, P, C)} if s.turns > 1 else {})},
-                pinned=req.pinned, binding=binding)
+    return [f"{k} {_show(v)}: pinned" for k, v in s.req.pins.items()] + reasons
 
 
 def _limit(constraint: str, name: str, value: Any, detail: str) -> dict[str, Any]:

@@ -14,9 +14,10 @@ same words: ``weights="nf4"`` is Unsloth's ``load_in_4bit=True`` (the default he
 (request.UnslothOptions). What this runtime cannot honour (several GPUs, a layout, an engine, full
 fine-tuning, ...) is refused with one line each (:func:`unsloth_problems`).
 
-It searches the requested utilisation, standby, the group size, the completion length, the
-per-device batch and the accumulation steps, through :func:`planner.runtimes.unsloth.unsloth_estimate`
-(the memory model, Unsloth's rules per release), and ranks what fits with the one objective
+It is a runtime of the one solver loop (:data:`UNSLOTH_RUNTIME`, planner.search.runtimes): its
+candidates are the requested utilisation, standby, the group size, the completion length, the
+per-device batch and the accumulation steps, evaluated through :func:`planner.runtimes.unsloth.unsloth_estimate`
+(the memory model, Unsloth's rules per release); the loop ranks what fits with the one objective
 (planner.search.objective.score). Unsloth's rules are honoured, not fought: with a standby override
 the request rendered is the value Unsloth will use (no rewrite), the batch is one Unsloth's
 GRPOConfig keeps (the divisibility rule), and the rank vLLM gets is Unsloth's rounding. The margin is
@@ -27,6 +28,7 @@ beyond the installed-version defaults the facts table resolves (planner.specs.ve
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -43,8 +45,8 @@ from ..runtimes.unsloth import (
     unsloth_snippet,
 )
 from ..specs.gpu import GpuSpec
-from ..specs.model import ModelSpec, resolve_model
-from ..specs.topology import Topology, resolve_gpus
+from ..specs.model import ModelSpec
+from ..specs.topology import Topology
 from ..specs.units import GIB
 from ..specs.versions import (
     UNSLOTH_RL_DEFAULTS,
@@ -53,10 +55,12 @@ from ..specs.versions import (
     unsloth_facts,
     unsloth_trl_version,
 )
+from .estimation import resolve_request
 from .margins import RUNTIME_MARGIN
-from .objective import Candidate, score
+from .objective import Candidate
 from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
 from .results import Option, Plan, RoleMemory
+from .runtimes import Found, Scored, Walk, solve_with
 
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
 DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
@@ -287,68 +291,125 @@ def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> 
 # -- the search ------------------------------------------------------------------------------------
 
 def solve_unsloth(req: PlanRequest) -> Plan:
-    """The Unsloth setup that fits with the margin and scores best (planner.search.objective).
-    Raises InvalidSetupError naming every option it cannot honour, InfeasibleError naming what
-    breaks when nothing fits."""
-    problems = unsloth_problems(req)
-    if problems:
-        raise InvalidSetupError("\n".join(problems))
-    spec = resolve_model(req.model)
-    card, _ = resolve_gpus(list(req.gpu) if isinstance(req.gpu, tuple) else req.gpu, 1, 1)
-    a = _asked(req)
-    margin = RUNTIME_MARGIN["unsloth"] if req.targets.margin is None else req.targets.margin
-    facts = unsloth_facts(a["unsloth_version"])
-    fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "float8_kv_cache", "lora_rank",
-                               "max_prompt_length")}
-    fixed.update(unsloth_version=facts.release, vllm_version=a["vllm_version"])
-    # Unsloth's own defaults: the reference, and what the error names when nothing fits
-    defaults = unsloth_estimate(spec, card, standby=bool(a["standby"]), **fixed,
-                                **{k: a[k] for k in ("gpu_memory_utilization", "num_generations",
-                                                     "per_device_train_batch_size", "gradient_accumulation_steps",
-                                                     "max_completion_length")})
-    fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
-    budget = int(card.total_bytes * (1 - margin))
-    found = _search(spec, card, facts, a, fixed, budget)
-    if found is None:
-        raise InfeasibleError(_why_nothing_fits(defaults, budget, margin), closest=None)
-    e, gen_batch = found
-    e = replace(e, vllm_version_reason=defaults.vllm_version_reason)
-    trl, trl_reason = unsloth_trl_version(facts.release)
-    details = UnslothRuntime(estimate=e, trl_version=trl, trl_version_reason=trl_reason,
-                             changes=tuple(_changes(facts, e)))
-    return _plan_of(req, details, gen_batch, margin, budget, _reasons(e, defaults, gen_batch, budget))
+    """The Unsloth setup that fits with the margin and scores best (planner.search.objective): the
+    one solver loop (planner.search.runtimes.solve_with, as planner.search.solver.solve runs it) with
+    :data:`UNSLOTH_RUNTIME`. Raises InvalidSetupError naming every option it cannot honour,
+    InfeasibleError naming what breaks when nothing fits."""
+    return solve_with(UNSLOTH_RUNTIME, req)
 
 
-def _search(spec: ModelSpec, card: GpuSpec, facts: UnslothFacts, a: dict, fixed: dict,
-            budget: int) -> tuple[UnslothEstimate, int] | None:
-    """The best (estimate, generation batch) under ``budget`` by the one objective, or None."""
-    seq, prompt = a["max_seq_length"], a["max_prompt_length"]
-    completions = [a["max_completion_length"]] if a["max_completion_length"] else \
-        sorted({c for c in (seq - prompt, 1024, 512, 256, 128) if 0 < c <= seq - prompt}, reverse=True)
-    wanted = a["num_generations"] or UNSLOTH_RL_DEFAULTS["num_generations"]
-    groups = [a["num_generations"]] if a["num_generations"] else list(_GROUP_SIZES)
-    modes = [a["standby"]] if a["standby"] is not None else [False, True]
-    best_key, best = None, None
-    for mode in modes:
-        for util in utilization_candidates(facts, mode, card.total_bytes, fixed["vllm_version"],
-                                           a["gpu_memory_utilization"]):
-            for completion in completions:
-                for g in groups:
-                    for b, ga in _batches(facts, g, a["per_device_train_batch_size"],
-                                          a["gradient_accumulation_steps"]):
-                        e = unsloth_estimate(spec, card, standby=mode, gpu_memory_utilization=util, num_generations=g,
-                                             per_device_train_batch_size=b, gradient_accumulation_steps=ga,
-                                             max_completion_length=completion, **fixed)
-                        if not e.fits or max(e.phases.values()) > budget:
-                            continue
-                        gen_batch = e.per_device_train_batch_size * ga
-                        key = score(Candidate(completion, gen_batch, _waves(e, gen_batch),
-                                              e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
-                                              preferred_group=g == wanted, num_generations=g,
-                                              kv_cache_bytes=e.kv_cache_bytes or 0))
-                        if best_key is None or key > best_key:
-                            best_key, best = key, (e, gen_batch)
-    return best
+@dataclass(frozen=True)
+class _State:
+    """One Unsloth solve: the request in unsloth_estimate's words, what every candidate shares, Unsloth's
+    own defaults (the reference, and what the error names when nothing fits), the margin and budget."""
+
+    req: PlanRequest
+    spec: ModelSpec
+    card: GpuSpec
+    facts: UnslothFacts
+    asked: dict[str, Any]
+    fixed: dict[str, Any]
+    defaults: UnslothEstimate
+    margin: float
+    budget: int
+
+
+_ONE_GPU = Topology(1, 1, "ddp", "colocate", vllm_tensor_parallel_size=1)
+
+
+class UnslothSolverRuntime:
+    """Unsloth's ``fast_inference=True`` as the one solver sees it (planner.search.runtimes.SolverRuntime):
+    one GPU, one stage; its candidates are the requests Unsloth keeps (the utilisation tiers, standby),
+    the completion lengths, the group sizes and the batches its GRPOConfig keeps, each evaluated by
+    planner.runtimes.unsloth.unsloth_estimate; the margin is RUNTIME_MARGIN's unless given."""
+
+    name: str = "unsloth"
+    reads_environment: bool = False  # pure: only the installed-version defaults the facts table resolves
+    installed: tuple[str, ...] = ("unsloth_zoo", "trl", "vllm")
+
+    def prepare(self, req: PlanRequest) -> _State:
+        problems = unsloth_problems(req)
+        if problems:
+            raise InvalidSetupError("\n".join(problems))
+        resolved = resolve_request(req)  # one GPU: unsloth_problems refused more
+        spec, card = resolved.model, resolved.card
+        a = _asked(req)
+        margin = RUNTIME_MARGIN["unsloth"] if req.targets.margin is None else req.targets.margin
+        facts = unsloth_facts(a["unsloth_version"])
+        fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "float8_kv_cache", "lora_rank",
+                                   "max_prompt_length")}
+        fixed.update(unsloth_version=facts.release, vllm_version=a["vllm_version"])
+        defaults = unsloth_estimate(spec, card, standby=bool(a["standby"]), **fixed,
+                                    **{k: a[k] for k in ("gpu_memory_utilization", "num_generations",
+                                                         "per_device_train_batch_size", "gradient_accumulation_steps",
+                                                         "max_completion_length")})
+        fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
+        return _State(req, spec, card, facts, a, fixed, defaults, margin, int(card.total_bytes * (1 - margin)))
+
+    def budget(self, s: _State) -> int:
+        return s.budget
+
+    def stages(self, s: _State) -> tuple[None]:
+        return (None,)  # one stage: the objective ranks the lengths and group sizes itself
+
+    def parts(self, s: _State) -> tuple[list[Topology], list[tuple[Topology, str]]]:
+        return [_ONE_GPU], []
+
+    def candidates(self, s: _State, stage: None, part: Topology, walk: Walk) -> Iterator[Scored]:
+        """Every standby mode, utilisation, completion length, group size and kept batch; those vLLM
+        runs with, with their peak (the largest phase)."""
+        a, card, facts = s.asked, s.card, s.facts
+        seq, prompt = a["max_seq_length"], a["max_prompt_length"]
+        completions = [a["max_completion_length"]] if a["max_completion_length"] else \
+            sorted({c for c in (seq - prompt, 1024, 512, 256, 128) if 0 < c <= seq - prompt}, reverse=True)
+        wanted = a["num_generations"] or UNSLOTH_RL_DEFAULTS["num_generations"]
+        groups = [a["num_generations"]] if a["num_generations"] else list(_GROUP_SIZES)
+        modes = [a["standby"]] if a["standby"] is not None else [False, True]
+        for mode in modes:
+            for util in utilization_candidates(facts, mode, card.total_bytes, s.fixed["vllm_version"],
+                                               a["gpu_memory_utilization"]):
+                for completion in completions:
+                    for g in groups:
+                        for b, ga in _batches(facts, g, a["per_device_train_batch_size"],
+                                              a["gradient_accumulation_steps"]):
+                            e = unsloth_estimate(s.spec, card, standby=mode, gpu_memory_utilization=util,
+                                                 num_generations=g, per_device_train_batch_size=b,
+                                                 gradient_accumulation_steps=ga, max_completion_length=completion,
+                                                 **s.fixed)
+                            if not e.fits:
+                                continue
+                            gen_batch = e.per_device_train_batch_size * ga
+                            yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
+                                                   e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
+                                                   preferred_group=g == wanted, num_generations=g,
+                                                   kv_cache_bytes=e.kv_cache_bytes or 0),
+                                         max(e.phases.values()), lambda e=e, gen_batch=gen_batch: (e, gen_batch))
+
+    def build(self, s: _State, stage: None, chosen: Topology, found: dict[Topology, Found],
+              rejected: list[tuple[Topology, str]]) -> Plan:
+        best = found[chosen].option
+        assert best is not None  # the solver builds a part that fits
+        e, gen_batch = best
+        e = replace(e, vllm_version_reason=s.defaults.vllm_version_reason)
+        trl, trl_reason = unsloth_trl_version(s.facts.release)
+        details = UnslothRuntime(estimate=e, trl_version=trl, trl_version_reason=trl_reason,
+                                 changes=tuple(_changes(s.facts, e)))
+        return _plan_of(s.req, details, gen_batch, s.margin, s.budget,
+                        _reasons(e, s.defaults, gen_batch, s.budget))
+
+    def infeasible(self, s: _State, found: dict[Topology, Found],
+                   rejected: list[tuple[Topology, str]]) -> InfeasibleError:
+        return InfeasibleError(_why_nothing_fits(s.defaults, s.budget, s.margin), closest=None)
+
+    def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
+        """The runtime pre-flight checks (``strict`` is TRL's: Unsloth's checks carry their own severity)."""
+        return with_unsloth_checks(p, for_training=for_training)
+
+    def next_steps(self, p: Plan) -> dict[str, Any]:
+        return unsloth_next_steps(p)
+
+
+UNSLOTH_RUNTIME = UnslothSolverRuntime()
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -480,5 +541,6 @@ def unsloth_plan(model: Any, gpu: Any = "auto", **options: Any) -> Plan:
     return solve_unsloth(unsloth_request(model, gpu, **options))
 
 
-__all__ = ["UnslothRuntime", "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
+__all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME",
+           "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
            "with_unsloth_checks", "unsloth_next_steps", "kept_batches", "utilization_candidates"]

@@ -1,0 +1,155 @@
+"""A runtime as the one solver sees it: what differs between TRL and Unsloth, and nothing else.
+
+The solver's loop (:func:`solve_with`; planner.search.solver.solve runs it with the request's
+runtime) is the same for every runtime: for each stage the
+runtime tries in order (TRL: its completion lengths, longest first, times its group sizes; Unsloth:
+one stage, its whole grid), for each part it plans (a layout: TRL's topologies, Unsloth's one GPU),
+it walks the runtime's candidates, keeps those whose peak stays under the budget (the card less the
+one margin), ranks them with planner.search.objective.score and keeps the best (:class:`Best`). The
+first stage in which something fits ends the search; the best part's best candidate becomes the
+Plan, or, when nothing fits, the runtime's error names what breaks (and the closest plan).
+
+What a runtime supplies (:class:`SolverRuntime`): its search state (the request validated and
+resolved, the margin, the budget, its caches), its stages, its parts, its candidates (the settings
+it searches and the ones it rewrites, each evaluated through its own memory/phase blocks: TRL's
+planner.memory.phases via planner.search.estimation, Unsloth's planner.runtimes.unsloth.unsloth_estimate),
+its Plan and its infeasible message, and its hand-off: the checks (``checked``), the releases the
+assumptions read (``installed``), the next steps, and whether the request is completed from the
+environment first (``reads_environment``: TRL's defaults; planner.api.plan_from_request).
+
+The runtimes: planner.search.solver.TRL_RUNTIME and planner.search.unsloth_solver.UNSLOTH_RUNTIME.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import InfeasibleError
+from ..specs.topology import Topology
+from .objective import Candidate, score
+from .request import PlanRequest
+from .results import Plan
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A configuration the runtime evaluated: what the objective reads of it, its peak (the largest
+    phase, held under the budget by the solver), and how to build its option (called only when the
+    candidate improves the best so far, e.g. TRL's exact evaluation)."""
+
+    candidate: Candidate
+    peak_bytes: int
+    make: Callable[..., Any]
+
+
+@dataclass
+class Walk:
+    """What a walk over one part's candidates leaves behind: why nothing fits (the runtime's words),
+    set when it yielded no candidate."""
+
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Found:
+    """One part's best option at one stage (the objective's ``key``), and the best per sleep setting
+    (for the reasons), or why nothing fits."""
+
+    option: Any | None
+    why: str = ""
+    by_sleep: tuple[tuple[bool, Any], ...] = ()
+    key: tuple = ()
+
+
+@dataclass
+class Best:
+    """The best option so far by the objective, and the best per sleep setting; an option is built
+    (``make``) only when it improves one of them. Ties keep the first."""
+
+    key: tuple | None = None
+    option: Any | None = None
+    by_sleep: dict[bool, tuple[tuple, Any]] = field(default_factory=dict)
+
+    def consider(self, k: tuple, sleep: bool, make: Callable[[], Any]) -> None:
+        better = self.key is None or k > self.key
+        other = self.by_sleep.get(sleep)
+        if better or other is None or k > other[0]:
+            opt = make()
+            if better:
+                self.key, self.option = k, opt
+            if other is None or k > other[0]:
+                self.by_sleep[sleep] = (k, opt)
+
+    def found(self, why: str = "") -> Found:
+        if self.option is None or self.key is None:
+            return Found(None, why)
+        return Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()), self.key)
+
+
+class SolverRuntime(Protocol):
+    """What one runtime supplies to the one solver and to planner.api.plan_from_request."""
+
+    name: str
+    reads_environment: bool  # the request is completed from the environment first (planner.api.complete_request)
+    installed: tuple[str, ...]  # the packages whose installed releases the assumptions report
+
+    def prepare(self, req: PlanRequest) -> Any:
+        """The search state: the request validated (one line per problem) and resolved, the margin,
+        the budget, the caches."""
+
+    def budget(self, s: Any) -> int:
+        """What every phase must stay under: the card less the margin."""
+
+    def stages(self, s: Any) -> Iterable[Any]:
+        """The stages, tried in order until one has a candidate that fits."""
+
+    def parts(self, s: Any) -> tuple[list[Topology], list[tuple[Topology, str]]]:
+        """The parts searched at every stage, and those rejected up front as ``(part, why)``."""
+
+    def candidates(self, s: Any, stage: Any, part: Topology, walk: Walk) -> Iterator[Scored]:
+        """The part's candidates at this stage, evaluated (the runtime may stop early where its
+        physics says larger ones only grow); ``walk.why`` says why when none is yielded."""
+
+    def build(self, s: Any, stage: Any, chosen: Topology, found: dict[Topology, Found],
+              rejected: list[tuple[Topology, str]]) -> Plan:
+        """The Plan of the chosen part's best option."""
+
+    def infeasible(self, s: Any, found: dict[Topology, Found], rejected: list[tuple[Topology, str]]) -> InfeasibleError:
+        """The error when nothing fits: what breaks, and the closest plan where the runtime finds one."""
+
+    def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
+        """The plan with its checks."""
+
+    def next_steps(self, p: Plan) -> dict[str, Any] | None:
+        """What to run next, or None for planner.report.next_steps."""
+
+
+def solve_with(rt: SolverRuntime, req: PlanRequest) -> Plan:
+    """The one solver loop (module docstring): the runtime's stages in order, every part's best
+    candidate under the budget by objective.score, the first stage where something fits; the best
+    part's Plan, or the runtime's error. (It lives here, beside the interface, so that each runtime's
+    module and planner.search.solver, which picks the runtime, import it without a cycle.)"""
+    s = rt.prepare(req)
+    parts, rejected = rt.parts(s)
+    found: dict[Topology, Found] = {}
+    stage = None
+    for stage in rt.stages(s):
+        found = {part: _best_of(rt, s, stage, part) for part in parts}
+        if any(f.option is not None for f in found.values()):
+            break
+    fitting = {part: f for part, f in found.items() if f.option is not None}
+    if not fitting:
+        raise rt.infeasible(s, found, rejected)
+    chosen = max(fitting, key=lambda part: fitting[part].key)
+    return rt.build(s, stage, chosen, found, rejected)
+
+
+def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
+    """One part's best candidate at one stage: those under the budget, ranked by objective.score."""
+    walk, best, budget = Walk(), Best(), rt.budget(s)
+    for c in rt.candidates(s, stage, part, walk):
+        if c.peak_bytes <= budget:
+            best.consider(score(c.candidate), c.candidate.sleep, c.make)
+    return best.found(walk.why)
