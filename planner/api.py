@@ -264,7 +264,7 @@ def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags), either runtime:
     the one solver (planner.search.solver.solve), then the runtime's checks, assumptions and next
-    steps (its :class:`~planner.search.runtimes.SolverRuntime`). TRL: the request is completed from
+    steps (its :class:`~planner.search.loop.SolverRuntime`). TRL: the request is completed from
     the environment first (:func:`complete_request`) and the margin grows where the memory model
     covers less than a real run may hold; the checks are the layout's own and every pre-flight check
     (``for_training``, ``strict``: see planner.checks.preflight; a plan carries an unmodelled
@@ -298,7 +298,7 @@ def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:
 def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     """The plan with its assumptions (values and sources, versions assumed vs installed, the margin
     and the memory model it follows) and the next steps (planner.report.next_steps, or the runtime's
-    own: planner.search.runtimes.SolverRuntime.next_steps)."""
+    own: planner.search.loop.SolverRuntime.next_steps)."""
     runtime = runtime_of(req)
     installed = {d: installed_version(d) for d in runtime.installed}
     if p.runtime == "unsloth":

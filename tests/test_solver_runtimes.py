@@ -1,4 +1,4 @@
-"""The one solver loop (planner.search.runtimes.solve_with) drives both runtimes; planner.api.plan_from_request
+"""The one solver loop (planner.search.loop.solve_with) drives both runtimes; planner.api.plan_from_request
 is the one entry of both."""
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ from planner.api import plan_from_request
 from planner.errors import InfeasibleError
 from planner.search.objective import Candidate
 from planner.search.request import plan_request
-from planner.search.runtimes import Best, Scored, Walk, solve_with
+from planner.search.loop import Best, Scored, Walk, solve_with
 from planner.search.solver import TRL_RUNTIME, runtime_of, solve
 from planner.search.unsloth_solver import UNSLOTH_RUNTIME, solve_unsloth, unsloth_request
 from planner.specs.topology import Topology

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 NOT_ON_THE_PLAN_PATH = ("torch", "transformers", "trl", "numpy", "importlib.metadata", "importlib.resources",
-                        "statistics", "planner.profiler")
+                        "statistics", "planner.runtimes.unsloth", "planner.search.unsloth_solver", "planner.profiler")
 
 
 def _imported_after(argv: list[str]) -> list[str]:

@@ -21,10 +21,8 @@ from typing import Any
 
 from ..checks.preflight import CheckReport
 from ..errors import InvalidSetupError
-from ..runtimes.unsloth import unsloth_checks, unsloth_estimate
 from ..search.request import PlanRequest, validate_request
 from ..search.results import Plan
-from ..search.unsloth_solver import default_weights
 from ._common import check_lines, gib_str, print_json, table
 from ._topology import gpu_arg
 
@@ -88,6 +86,8 @@ def request_from_args(args, shared_request: Callable[[Any], PlanRequest]) -> Pla
     _refuse_cli(args)
     changes: dict = {"runtime": "unsloth"}
     if args.weights is None:
+        from ..search.unsloth_solver import default_weights  # imported when the runtime is asked for
+
         changes["weights"] = default_weights(args.finetune)
     changes.update({k: getattr(args, k) for k in ("max_seq_length", "standby", "unsloth_version")
                     if getattr(args, k) is not None})
@@ -140,6 +140,8 @@ def run_estimate(args) -> int:
     util = args.gpu_memory_utilization
     if util is None:
         util = getattr(args, "vllm_gpu_memory_utilization", None)
+    from ..runtimes.unsloth import unsloth_checks, unsloth_estimate  # imported when the runtime is asked for
+
     e = unsloth_estimate(
         args.model, gpu_arg(args.gpu), max_seq_length=args.max_seq_length or 2048, gpu_memory_utilization=util,
         standby=bool(args.standby), float8_kv_cache=args.float8_kv_cache or args.vllm_kv_cache_dtype == "fp8",

@@ -4,7 +4,7 @@
     OBJECTIVE                             # the same, in words (every plan's JSON states it)
 
 Both runtimes' candidates are ranked with :func:`score` and nothing else, by the one solver loop
-(planner.search.runtimes.solve_with; the TRL runtime in planner.search.solver, the Unsloth runtime in
+(planner.search.loop.solve_with; the TRL runtime in planner.search.solver, the Unsloth runtime in
 planner.search.unsloth_solver; a TRL plan's layouts compare through ``results.Option.key``). To plan
 for another objective (e.g. the time per step), replace :func:`score` and :data:`OBJECTIVE` here; the
 loop only keeps the candidate with the largest score.

@@ -2,7 +2,7 @@
 generations and completion length so that every phase of every GPU fits with a safety margin.
 
 One GPU is the one-GPU colocate layout of the same search. TRL is one runtime (:data:`TRL_RUNTIME`) of
-the one solver loop (planner.search.runtimes.solve_with), Unsloth the other; :func:`solve` picks the
+the one solver loop (planner.search.loop.solve_with), Unsloth the other; :func:`solve` picks the
 request's and runs the loop. :func:`solve` is pure: it reads no
 installed package and no environment (``planner.api.plan`` fills those defaults into the request
 first) and returns a :class:`~planner.search.results.Plan`.
@@ -65,11 +65,10 @@ from ..specs.topology import (
 )
 from ..specs.units import GIB
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
+from .loop import Found, Scored, SolverRuntime, Walk, solve_with
 from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
-from .runtimes import Found, Scored, SolverRuntime, Walk, solve_with
-from .unsloth_solver import UNSLOTH_RUNTIME
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -489,7 +488,7 @@ def _resolve(req: PlanRequest) -> tuple[ModelSpec, GpuSpec, tuple[GpuSpec, ...]]
 def solve(req: PlanRequest) -> Plan:
     """The configuration that fits and makes the most of the GPUs (module docstring), for the
     request's runtime (``req.runtime``: :func:`runtime_of`), by the one loop of every runtime
-    (planner.search.runtimes.solve_with). A TRL request must be complete: ``max_completion_length``
+    (planner.search.loop.solve_with). A TRL request must be complete: ``max_completion_length``
     set (planner.api.plan fills the defaults). Pinned settings (``req.pins``) are held; the search
     chooses only the rest."""
     return solve_with(runtime_of(req), req)
@@ -497,12 +496,16 @@ def solve(req: PlanRequest) -> Plan:
 
 def runtime_of(req: PlanRequest) -> SolverRuntime:
     """The runtime the request plans for (``req.runtime``)."""
-    return UNSLOTH_RUNTIME if req.runtime == "unsloth" else TRL_RUNTIME
+    if req.runtime == "unsloth":
+        from .unsloth_solver import UNSLOTH_RUNTIME  # a TRL plan does not load the Unsloth runtime
+
+        return UNSLOTH_RUNTIME
+    return TRL_RUNTIME
 
 
 class TrlSolverRuntime:
     """TRL's GRPOTrainer with vLLM (colocated, or a ``trl vllm-serve`` server) on 1..N GPUs, as the
-    one solver sees it (planner.search.runtimes.SolverRuntime): the layouts are its parts, the
+    one solver sees it (planner.search.loop.SolverRuntime): the layouts are its parts, the
     completion ladder x the group sizes its stages, the blocks of planner.memory.phases its memory."""
 
     name: str = "trl"

@@ -14,7 +14,7 @@ same words: ``weights="nf4"`` is Unsloth's ``load_in_4bit=True`` (the default he
 (request.UnslothOptions). What this runtime cannot honour (several GPUs, a layout, an engine, full
 fine-tuning, ...) is refused with one line each (:func:`unsloth_problems`).
 
-It is a runtime of the one solver loop (:data:`UNSLOTH_RUNTIME`, planner.search.runtimes): its
+It is a runtime of the one solver loop (:data:`UNSLOTH_RUNTIME`, planner.search.loop): its
 candidates are the requested utilisation, standby, the group size, the completion length, the
 per-device batch and the accumulation steps, evaluated through :func:`planner.runtimes.unsloth.unsloth_estimate`
 (the memory model, Unsloth's rules per release); the loop ranks what fits with the one objective
@@ -56,11 +56,11 @@ from ..specs.versions import (
     unsloth_trl_version,
 )
 from .estimation import resolve_request
+from .loop import Found, Scored, Walk, solve_with
 from .margins import RUNTIME_MARGIN
 from .objective import Candidate
 from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
 from .results import Option, Plan, RoleMemory
-from .runtimes import Found, Scored, Walk, solve_with
 
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
 DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
@@ -292,7 +292,7 @@ def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> 
 
 def solve_unsloth(req: PlanRequest) -> Plan:
     """The Unsloth setup that fits with the margin and scores best (planner.search.objective): the
-    one solver loop (planner.search.runtimes.solve_with, as planner.search.solver.solve runs it) with
+    one solver loop (planner.search.loop.solve_with, as planner.search.solver.solve runs it) with
     :data:`UNSLOTH_RUNTIME`. Raises InvalidSetupError naming every option it cannot honour,
     InfeasibleError naming what breaks when nothing fits."""
     return solve_with(UNSLOTH_RUNTIME, req)
@@ -318,7 +318,7 @@ _ONE_GPU = Topology(1, 1, "ddp", "colocate", vllm_tensor_parallel_size=1)
 
 
 class UnslothSolverRuntime:
-    """Unsloth's ``fast_inference=True`` as the one solver sees it (planner.search.runtimes.SolverRuntime):
+    """Unsloth's ``fast_inference=True`` as the one solver sees it (planner.search.loop.SolverRuntime):
     one GPU, one stage; its candidates are the requests Unsloth keeps (the utilisation tiers, standby),
     the completion lengths, the group sizes and the batches its GRPOConfig keeps, each evaluated by
     planner.runtimes.unsloth.unsloth_estimate; the margin is RUNTIME_MARGIN's unless given."""
