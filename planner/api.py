@@ -27,7 +27,7 @@ from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
 from .report.assumptions import assumptions
 from .report.hints import to_python
-from .report.next_steps import next_steps
+from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
@@ -274,7 +274,7 @@ def unsloth_plan_from_request(req: PlanRequest, for_training: bool | None = None
     p = with_unsloth_checks(solve_unsloth(req), for_training=for_training)
     installed = {d: installed_version(d) for d in ("unsloth_zoo", "trl", "vllm")}
     p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
-    return replace(p, next_steps=unsloth_next_steps(p))
+    return replace(p, next_steps=unsloth_steps(unsloth_next_steps(p), req))
 
 
 def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
@@ -318,7 +318,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
             pass
     installed = {d: installed_version(d) for d in ("trl", "vllm", "transformers", "bitsandbytes")}
     p = replace(p, assumptions=assumptions(req, completed, p, installed, notes))
-    return replace(p, next_steps=next_steps(p))
+    return replace(p, next_steps=next_steps(p, request=req))
 
 
 @_speak_python
