@@ -167,13 +167,6 @@ def margin_text(p) -> str:
 
 
 def check_lines(report) -> list[str]:
-    """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line."""
-    width = max(len(c.id) for c in report.checks)
-    out = []
-    for c in report.checks:
-        out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
-        if c.fix and c.severity != "info":
-            out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
-    n_err, n_warn = len(report.errors), len(report.warnings)
-    out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
-    return out
+    """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line
+    (planner.checks.preflight.CheckReport.lines: ``print(report)`` in Python prints the same)."""
+    return report.lines()
