@@ -71,7 +71,9 @@ def add_vllm_args(p: argparse.ArgumentParser) -> None:
                    help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
     g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
     g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
-    g.add_argument("--vllm-quantization", default=None, help="vLLM quantization (default: bitsandbytes for nf4)")
+    g.add_argument("--vllm-quantization", default=None,
+                   help="vLLM's quantization name: fp8, bitsandbytes, awq, awq_marlin, gptq, gptq_marlin, mxfp4 "
+                        "(default: bitsandbytes for nf4, else the checkpoint's own)")
     g.add_argument("--vllm-max-num-seqs", type=int, default=None,
                    help="default: per-device batch x steps per generation x TP, as TRL passes it")
     g.add_argument("--vllm-max-num-batched-tokens", type=int, default=None)
