@@ -115,7 +115,11 @@ def read_config(args):
 
 
 def model_arg(args, cfg) -> str:
-    """``--model``, else the --config file's ``model_name_or_path``."""
+    """``--model``, else the --config file's ``model_name_or_path`` (the file's value is checked as it
+    is read: planner.search.trl_config)."""
+    if args.model is not None and not args.model.strip():
+        raise InvalidSetupError(f"--model {args.model!r} is not a model name or path: give a Hugging Face model id, "
+                                f"a local folder or a config.json")
     model = args.model or (cfg.model if cfg else None)
     if not model:
         raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")

@@ -214,7 +214,7 @@ def run(args) -> int:
     if args.json:
         d = p.to_dict()
         if written:
-            d["written"] = files
+            d["written"] = {path.name: str(path) for path in written}
         print_json(d)
     else:
         print(render(p))
