@@ -27,7 +27,7 @@ from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
 from .report.assumptions import assumptions, unsloth_assumptions
 from .report.hints import to_python
-from .report.next_steps import next_steps
+from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
@@ -305,7 +305,8 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
         p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
     else:
         p = replace(p, assumptions=assumptions(req, completed, p, installed, _trl_notes(req, completed, p)))
-    return replace(p, next_steps=runtime.next_steps(p) or next_steps(p))
+    own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
+    return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
 
 
 def _trl_notes(req: PlanRequest, completed: PlanRequest, p: Plan) -> dict[str, Any]:

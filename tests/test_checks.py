@@ -284,3 +284,23 @@ def test_cli_check_for_training_fails_with_exit_1(env, capsys):
 def test_cli_check_bad_input_exits_2(env, capsys):
     assert main(["check", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "nope-gpu"]) == 2
     assert capsys.readouterr().err.startswith("plan: error: unknown GPU 'nope-gpu'")
+
+
+def test_a_report_is_iterable_sized_and_printable():
+    import planner
+    from planner.cli._common import check_lines
+
+    report = planner.preflight(planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4"), live_gpu=False)
+    ids = [c.id for c in report]
+    assert ids == [c.id for c in report.checks] and len(report) == len(ids) > 0
+    text = str(report)
+    lines = text.splitlines()
+    assert lines == check_lines(report)  # what `plan check` prints
+    for c in report:  # one line per check: severity, id, message; a failed one's fix under it
+        assert any(line.split()[:2] == [c.severity, c.id] and line.endswith(c.message) for line in lines)
+    assert lines[-1] == f"{len(report.errors)} errors, {len(report.warnings)} warnings".replace(
+        "1 errors", "1 error").replace(" 1 warnings", " 1 warning")
+    fixed = [c for c in report if c.fix and c.severity != "info"]
+    assert all(f"fix: {c.fix}" in text for c in fixed)
+    empty = type(report)(checks=())
+    assert len(empty) == 0 and list(empty) == [] and bool(empty) and str(empty) == "0 errors, 0 warnings"

@@ -75,6 +75,30 @@ def test_a_value_trl_refuses_is_one_error_naming_the_key_and_the_file(key, text,
     assert not (tmp_path / "o.yaml").exists()
 
 
+@pytest.mark.parametrize("text, says", [
+    ("123", "model_name_or_path: 123 (int) is not a model name or path: give a Hugging Face model id or a local "
+            "folder (a folder named 123: quote it, model_name_or_path: \"123\")"),
+    ("[a, b]", "model_name_or_path: ['a', 'b'] (list) is not a model name or path"),
+    ("true", "model_name_or_path: True (bool) is not a model name or path"),
+    ("''", "model_name_or_path is empty: give a Hugging Face model id or a local folder"),
+])
+def test_a_model_name_that_is_not_one_says_so_not_that_model_is_missing(text, says, tmp_path, capsys):
+    path = _write(tmp_path, f"model_name_or_path: {text}\n")
+    for command in (["--output", str(tmp_path / "o.yaml")], ["estimate"], ["check"]):
+        code, out, err = _run(capsys, [*command, "--config", path, "--gpu", "L4"])
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith(f"plan: error: {path}: {says}") and "required" not in err
+    assert not (tmp_path / "o.yaml").exists()
+    # absent or null: the model is missing, and --model gives it
+    path = _write(tmp_path, "model_name_or_path: null\n", "null.yaml")
+    code, _, err = _run(capsys, ["--config", path, "--gpu", "L4"])
+    assert code == 2 and err == "plan: error: --model is required (or model_name_or_path in the --config file)\n"
+    code, _, err = _run(capsys, ["--model", " ", "--gpu", "L4"])
+    assert code == 2 and err.startswith("plan: error: --model ' ' is not a model name or path")
+    quoted = _write(tmp_path, f"model_name_or_path: {json.dumps(SMALL)}\n", "quoted.yaml")
+    assert read_grpo_config(quoted).model == SMALL
+
+
 def test_every_problem_at_once(tmp_path):
     with pytest.raises(ConfigError) as e:
         parse_grpo_config({"use_peft": "maybe", "lora_r": "x", 3: 1, "env": [1]}, "f.yaml")
@@ -167,6 +191,10 @@ def test_the_env_block_plans_as_the_environment_variable_does(variable, tmp_path
     assert from_file.pop("passthrough") == ["learning_rate", "env"] and from_variable.pop("passthrough") == [
         "learning_rate"]
     assert from_file.pop("written") == {"out.yaml": str(out)}
+    steps = from_file.pop("next_steps")  # the file and the output written are named; the rest is the same plan
+    assert steps["command"].startswith(f"trl grpo --config {out} ") and not steps["write_first"]
+    assert steps["plan"].startswith(f"plan --config {with_block} ") and steps["plan"].endswith(f"--output {out}")
+    assert from_variable.pop("next_steps")["plan"].startswith(f"plan --config {without} ")
     assert from_file == from_variable
     monkeypatch.delenv(variable)
     _, text, _ = _run(capsys, ["--config", without, "--gpu", "L4", "--json"])

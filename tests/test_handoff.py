@@ -17,8 +17,8 @@ from plans import fixed_plan  # noqa: E402
 
 import planner  # noqa: E402
 from planner.checks import preflight as checks  # noqa: E402
-from planner.runtimes import trl_handoff as handoff  # noqa: E402
 from planner.errors import PreflightError  # noqa: E402
+from planner.runtimes import trl_handoff as handoff  # noqa: E402
 from planner.search.results import Plan  # noqa: E402
 
 NO_CUDA = not torch.cuda.is_available()
@@ -161,3 +161,50 @@ def test_train_refuses_a_plan_that_fails_preflight(monkeypatch):
             warnings.simplefilter("ignore", UserWarning)
             planner.train("unused/never-loaded", length_reward, Dataset.from_dict({"prompt": ["a"]}),
                           plan=make_plan(), use_vllm=False)
+
+
+# -- precision: fp16 mixed precision on a card without bf16 ---------------------------------------
+
+def test_a_card_without_bf16_trains_in_fp16(monkeypatch, tmp_path):
+    import json
+
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    from planner.report.emit import accelerate_config, deepspeed_json, grpo_config_body, write_grpo_yaml
+
+    t4 = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "T4")
+    assert t4.config["bf16"] is False
+    assert handoff.mixed_precision(t4) == {"bf16": False, "fp16": True}
+    body = grpo_config_body(t4)
+    assert (body["bf16"], body["fp16"]) == (False, True)
+    assert list(body).index("fp16") == list(body).index("bf16") + 1
+    real = handoff._build_config(__import__("trl"), t4, handoff._config_kwargs(t4, {}, runtime=False))
+    assert isinstance(real, GRPOConfig) and (real.fp16, real.bf16) == (True, False)
+    args, _ = TrlParser((GRPOConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(write_grpo_yaml(t4, tmp_path / "grpo.yaml"))])
+    assert (args.fp16, args.bf16) == (True, False)  # trl grpo --config reads it so
+    monkeypatch.setattr(handoff, "_runtime", lambda: (True, False, True))  # the T4 itself: CUDA, no bf16, vllm
+    on_t4 = handoff.grpo_config_from_plan(t4)
+    assert (on_t4.fp16, on_t4.bf16) == (True, False)
+    monkeypatch.setattr(handoff, "_runtime", lambda: (False, False, True))  # no GPU at all: no mixed precision
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert handoff.grpo_config_from_plan(t4).fp16 is False
+    # a layout of T4s: DeepSpeed's fp16 must match the GRPOConfig's (transformers refuses a mismatch)
+    zero = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "T4", num_gpus=2, engine="zero2")
+    ds = json.loads(deepspeed_json(zero))
+    assert ds["fp16"]["enabled"] is True and ds["bf16"]["enabled"] is False
+    ddp = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "T4", num_gpus=2, engine="ddp")
+    assert accelerate_config(ddp)["mixed_precision"] == "fp16" and grpo_config_body(ddp)["fp16"] is True
+
+
+def test_bf16_cards_and_fp32_weights_add_no_fp16():
+    from planner.report.emit import accelerate_config, grpo_config_body
+
+    h100 = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB")
+    assert handoff.mixed_precision(h100) == {} and "fp16" not in grpo_config_body(h100)
+    assert grpo_config_body(h100)["bf16"] is True
+    fp32 = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "T4", weights="fp32")
+    assert handoff.mixed_precision(fp32) == {} and "fp16" not in grpo_config_body(fp32)
+    ddp = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB", num_gpus=2, engine="ddp")
+    assert accelerate_config(ddp)["mixed_precision"] == "bf16"

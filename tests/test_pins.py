@@ -222,7 +222,7 @@ def test_next_steps_one_gpu(tmp_path, capsys):
                        "--per_device_train_batch_size", "4"])
     n = d["next_steps"]
     assert n["command"].startswith(f"trl grpo --config '{out}'") and not n["write_first"]
-    assert "planner.train(" in n["python"] and "pin={'per_device_train_batch_size': 4}" in n["python"]
+    assert "planner.train(" in n["python"] and "per_device_train_batch_size=4" in n["python"]
     compile(n["python"], "<next_steps>", "exec")  # valid Python
     assert main(["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "L4"]) == 0
     text = capsys.readouterr().out
@@ -232,7 +232,7 @@ def test_next_steps_one_gpu(tmp_path, capsys):
 def test_next_steps_several_gpus():
     p = planner.plan(MODEL7, "H100-80GB", num_gpus=4)
     n = p.next_steps
-    assert n["command"].startswith("bash launch.sh") and "accelerate.yaml" in n["files"]
+    assert n["command"].startswith("bash run/launch.sh") and "accelerate.yaml" in n["files"]
     assert "num_gpus=4" in n["python"]
 
 

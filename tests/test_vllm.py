@@ -636,3 +636,41 @@ def test_vllm_capacity_takes_old_versions():
     assert cap.version == "0.10.2" and not cap.cudagraph_subtracted
     with pytest.raises(VersionError, match="V0 engine"):
         vllm_capacity(LLAMA, "L4", vllm_version="0.7.3")
+
+
+# -- quantization names: vLLM's own ---------------------------------------------------------------
+
+def test_mxfp4_is_4_25_bits_per_weight_and_vllms_name_for_gpt_oss(capsys):
+    from planner.memory.vllm import MODELLED_QUANTIZATION
+    from planner.memory.weights import mxfp4_bytes
+
+    assert mxfp4_bytes(3200) == 3200 * 4.25 / 8 == 1700  # e2m1 pairs + one e8m0 scale per 32
+    assert _matrix_bytes(2880, 5760, "mxfp4") == mxfp4_bytes(2880 * 5760)
+    oss = resolve_model("openai/gpt-oss-20b")
+    own = weights_bytes(oss)  # the checkpoint's own MXFP4 experts
+    assert weights_bytes(oss, quantization="mxfp4") == weights_bytes(oss, quantization="MXFP4") == own
+    dense = own - sum(mxfp4_bytes(s.in_features * s.out_features) * s.count * s.layers
+                      for s in oss.linear_shapes() if s.group == "experts")
+    assert 0 < dense < own / 2  # the rest (attention, router, embeddings) 16-bit
+    assert main(["vllm", "--model", "openai/gpt-oss-20b", "--gpu", "H100-80GB", "--quantization", "mxfp4",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["vllm"]
+    assert d["weight_scheme"] == "mxfp4" and d["weights_bytes"] == own
+    assert "mxfp4" in MODELLED_QUANTIZATION
+    with pytest.raises(InvalidSetupError, match=r"^quantization 'mxfp4' loads an MXFP4 checkpoint .*Qwen2.5-7B"):
+        weights_bytes(resolve_model("Qwen/Qwen2.5-7B-Instruct"), quantization="mxfp4")
+
+
+@pytest.mark.parametrize("name, says", [
+    ("gguf", "is one of vLLM's methods the planner does not model"),
+    ("compressed-tensors", "is one of vLLM's methods the planner does not model"),
+    ("mxfp44", "is not a vLLM quantization method"),
+])
+def test_a_quantization_not_modelled_is_one_line_naming_the_modelled(name, says, capsys):
+    modelled = "modelled: awq, awq_marlin, bitsandbytes, fp8, gptq, gptq_marlin, mxfp4"
+    for argv in (["vllm", "--model", "openai/gpt-oss-20b", "--gpu", "H100-80GB", "--quantization", name],
+                 ["estimate", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "L4",
+                  "--vllm-gpu-memory-utilization", "0.5", "--vllm-quantization", name]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"plan: error: quantization '{name}' {says}; {modelled}"]

@@ -37,6 +37,7 @@ Every other failed check (a rule TRL or vLLM enforces, memory that is not free) 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from ..errors import NoGpuError, PreflightError, VersionError
@@ -66,10 +67,38 @@ class Check:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Every check run on one plan, in order."""
+    """Every check run on one plan, in order: iterable over its checks (``for c in report``),
+    ``len(report)`` of them, and printed (``print(report)``) one line per check (severity, id,
+    message), its fix under it, then the count of errors and warnings, as ``plan check`` prints it.
+    A report is true even with no checks (it was run)."""
 
     checks: tuple
     for_training: bool = False
+
+    def __iter__(self) -> Iterator[Check]:
+        return iter(self.checks)
+
+    def __len__(self) -> int:
+        return len(self.checks)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def lines(self) -> list[str]:
+        """The checks as aligned lines (severity, id, message; ``fix:`` under a failed one) and the
+        count line."""
+        width = max((len(c.id) for c in self.checks), default=0)
+        out = []
+        for c in self.checks:
+            out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
+            if c.fix and c.severity != "info":
+                out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
     @property
     def errors(self) -> tuple:

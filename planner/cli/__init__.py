@@ -46,7 +46,12 @@ SUBCOMMANDS = ("estimate", "vllm", "check", "profile", "models", "gpus")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2 (no usage dump)."""
+    """argparse, but a usage error is one line and exit code 2 (no usage dump), and a flag is
+    matched only as spelled: no abbreviations (``--output`` is never taken for ``--output-dir``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401
         self.exit(2, f"plan: error: {message}\n")

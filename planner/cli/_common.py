@@ -71,7 +71,9 @@ def add_vllm_args(p: argparse.ArgumentParser) -> None:
                    help="vLLM max_model_len (TRL's vllm_max_model_length; default: the model's context)")
     g.add_argument("--vllm-tensor-parallel-size", type=int, default=1)
     g.add_argument("--vllm-kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
-    g.add_argument("--vllm-quantization", default=None, help="vLLM quantization (default: bitsandbytes for nf4)")
+    g.add_argument("--vllm-quantization", default=None,
+                   help="vLLM's quantization name: fp8, bitsandbytes, awq, awq_marlin, gptq, gptq_marlin, mxfp4 "
+                        "(default: bitsandbytes for nf4, else the checkpoint's own)")
     g.add_argument("--vllm-max-num-seqs", type=int, default=None,
                    help="default: per-device batch x steps per generation x TP, as TRL passes it")
     g.add_argument("--vllm-max-num-batched-tokens", type=int, default=None)
@@ -113,7 +115,11 @@ def read_config(args):
 
 
 def model_arg(args, cfg) -> str:
-    """``--model``, else the --config file's ``model_name_or_path``."""
+    """``--model``, else the --config file's ``model_name_or_path`` (the file's value is checked as it
+    is read: planner.search.trl_config)."""
+    if args.model is not None and not args.model.strip():
+        raise InvalidSetupError(f"--model {args.model!r} is not a model name or path: give a Hugging Face model id, "
+                                f"a local folder or a config.json")
     model = args.model or (cfg.model if cfg else None)
     if not model:
         raise InvalidSetupError("--model is required (or model_name_or_path in the --config file)")
@@ -167,13 +173,6 @@ def margin_text(p) -> str:
 
 
 def check_lines(report) -> list[str]:
-    """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line."""
-    width = max(len(c.id) for c in report.checks)
-    out = []
-    for c in report.checks:
-        out.append(f"  {c.severity:<7}  {c.id:<{width}}  {c.message}")
-        if c.fix and c.severity != "info":
-            out.append(f"  {'':<7}  {'':<{width}}  fix: {c.fix}")
-    n_err, n_warn = len(report.errors), len(report.warnings)
-    out.append(f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
-    return out
+    """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line
+    (planner.checks.preflight.CheckReport.lines: ``print(report)`` in Python prints the same)."""
+    return report.lines()

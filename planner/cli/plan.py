@@ -17,6 +17,7 @@ from dataclasses import replace
 from ..api import ROLLOUT_TURNS_TRL_ONLY, plan_from_request
 from ..errors import InvalidSetupError
 from ..report import outputs
+from ..report.emit import GRPO_YAML
 from ..report.next_steps import next_steps
 from ..search.margins import MEMORY_MODEL_MARGIN
 from ..search.request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
@@ -39,15 +40,19 @@ from ._topology import add_topology_arguments, gpu_arg
 from ._topology import render as render_layout
 
 
-def _utilization_range(text: str) -> tuple[float, float]:
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _utilization_range(text: str, flag: str = "--utilization-range") -> tuple[float, float]:
     try:
         parts = [float(x) for x in text.replace(":", ",").split(",")]
     except ValueError:
-        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'") from None
+        raise InvalidSetupError(f"{flag} must be LO,HI (e.g. 0.3,0.7), got '{text}'") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2:
-        raise InvalidSetupError(f"--utilization-range must be LO,HI (e.g. 0.3,0.7), got '{text}'")
+        raise InvalidSetupError(f"{flag} must be LO,HI (e.g. 0.3,0.7), got '{text}'")
     return parts[0], parts[1]
 
 
@@ -112,6 +117,11 @@ def add_arguments(p) -> None:
     g.add_argument("--vllm-version", default=None, help="vLLM release to plan for (default: installed, else the "
                                                         "newest the TRL release supports)")
     g.add_argument("--trl-version", default=None, help="TRL release to plan for (default: installed, else newest)")
+    g.add_argument("--transformers-version", default=None,
+                   help="transformers release to plan for (default: installed, else newest)")
+    g.add_argument("--server-utilization-range", default=None,
+                   help="the vLLM server's gpu_memory_utilization searched (--layout server), LO,HI "
+                        "(default: 0.5,0.95)")
     add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
@@ -143,10 +153,11 @@ def request_from_args(args) -> PlanRequest:
                  sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
-                 rollout_turns=args.rollout_turns,
+                 rollout_turns=args.rollout_turns, transformers_version=args.transformers_version,
                  server_gpus=args.server_gpus, server_host=args.server_host)
-    if args.utilization_range is not None:
-        given["utilization_range"] = _utilization_range(args.utilization_range)
+    for name in ("utilization_range", "server_utilization_range"):
+        if getattr(args, name) is not None:
+            given[name] = _utilization_range(getattr(args, name), _flag(name))
     options.update({k: v for k, v in given.items() if v is not None})
     options.update(num_gpus=args.num_gpus, num_nodes=args.num_nodes, server_port=args.server_port)
     for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
@@ -166,6 +177,23 @@ def _outputs(args) -> dict:
                 output_dir=getattr(args, "output_dir", None), force=bool(getattr(args, "force", False)))
 
 
+def written_roles(args, written) -> dict:
+    """What was written, by the file's role (``grpo.yaml``, ``launch.sh``, ...): ``--output`` is the
+    grpo.yaml (whatever its name), ``--output-dir``'s files keep theirs (its grpo.yaml wins for a
+    layout: launch.sh reads that one)."""
+    from pathlib import Path
+
+    out = {}
+    paths = {str(p) for p in written}
+    if args.output is not None and str(args.output) in paths:
+        out[GRPO_YAML] = str(args.output)
+    folder = getattr(args, "output_dir", None)
+    for path in written:
+        if folder is not None and Path(path).parent == Path(folder):
+            out[Path(path).name] = str(path)
+    return out
+
+
 def check_outputs(args) -> None:
     """Before any planning: the --plot format, the packages the writers need, existing targets."""
     outputs.check_outputs(**_outputs(args))
@@ -177,15 +205,16 @@ def run(args) -> int:
     if (rc := _unsloth.dispatch(args, "plan", request_from_args)) is not None:
         return rc
     check_outputs(args)
-    p = plan_from_args(args)
+    req = request_from_args(args)
+    p = plan_from_request(req)
     written, errors = outputs.write_if_ok(p, **_outputs(args))
-    files = {path.name: str(path) for path in written}
-    if written:
-        p = replace(p, next_steps=next_steps(p, files))
+    files = written_roles(args, written)
+    p = replace(p, next_steps=next_steps(p, files, request=req, outputs=_outputs(args),
+                                         config=getattr(args, "config", None)))
     if args.json:
         d = p.to_dict()
         if written:
-            d["written"] = files
+            d["written"] = {path.name: str(path) for path in written}
         print_json(d)
     else:
         print(render(p))
@@ -234,6 +263,8 @@ def render_next_steps(p: Plan) -> str:
     out = ["next:"]
     if n.get("write_first"):
         out.append(f"  # write the files first: {n['write_first']}")
+    if n.get("unflagged"):
+        out.append(f"  # no flag carries {', '.join(n['unflagged'])}: the Python call below does")
     out += [f"  {line}" for line in n["command"].split("\n")]
     out.append("  # or in Python:")
     out += [f"  {line}" for line in n["python"].split("\n")]

@@ -31,8 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto",
                    help="fp8 halves the KV bytes per token")
     p.add_argument("--quantization", default=None, metavar="Q",
-                   help="fp8, bitsandbytes (what TRL passes for a 4-bit trainer model), awq, gptq "
-                        "(default: the checkpoint's own)")
+                   help="vLLM's name: fp8, bitsandbytes (what TRL passes for a 4-bit trainer model), awq, "
+                        "awq_marlin, gptq, gptq_marlin, mxfp4 (gpt-oss) (default: the checkpoint's own)")
     p.add_argument("--max-num-seqs", type=int, default=None, metavar="N",
                    help="default: vLLM's for the GPU and usage context (TRL passes batch x steps_per_generation x TP)")
     p.add_argument("--max-num-batched-tokens", type=int, default=None, metavar="N",

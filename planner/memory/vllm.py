@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidSetupError
 from ..specs.gpu import GpuSpec, resolve_gpu
 from ..specs.model import ModelSpec, resolve_model
 from ..specs.units import GIB
 from ..specs.versions import VllmFacts, parse_version, vllm_facts
+from .weights import mxfp4_bytes
 
 USAGE_CONTEXTS = ("LLM_CLASS", "OPENAI_API_SERVER")
 
@@ -48,9 +50,35 @@ USAGE_CONTEXTS = ("LLM_CLASS", "OPENAI_API_SERVER")
 # v1/kv_cache_interface.py:48), so a page holds exactly 1 byte per element.
 KV_CACHE_DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
-# quantization name -> weight scheme. Marlin variants store the same bytes as their base.
+# quantization name (vLLM's own) -> weight scheme. Marlin variants store the same bytes as their base;
+# mxfp4 is gpt-oss's checkpoint format: its experts in MXFP4 (4.25 bits per weight), every other
+# layer 16-bit (vLLM's Mxfp4Config quantizes FusedMoE layers only: linears get UnquantizedLinearMethod)
 _QUANT_SCHEMES = {"fp8": "fp8", "bitsandbytes": "nf4", "awq": "awq", "awq_marlin": "awq",
-                  "gptq": "gptq", "gptq_marlin": "gptq"}
+                  "gptq": "gptq", "gptq_marlin": "gptq", "mxfp4": "mxfp4"}
+MODELLED_QUANTIZATION = tuple(sorted(_QUANT_SCHEMES))
+# vLLM's QUANTIZATION_METHODS (model_executor/layers/quantization/__init__.py), the union over the
+# releases modelled (0.8.5-0.33): a name here that is not in _QUANT_SCHEMES is vLLM's, not modelled
+VLLM_QUANTIZATION_METHODS = (
+    "aqlm", "awq", "deepspeedfp", "tpu_int8", "fp8", "ptpc_fp8", "fbgemm_fp8", "modelopt", "modelopt_fp4",
+    "marlin", "bitblas", "gguf", "gptq_marlin_24", "gptq_marlin", "gptq_bitblas", "awq_marlin", "gptq",
+    "compressed-tensors", "bitsandbytes", "qqq", "hqq", "experts_int8", "neuron_quant", "ipex", "quark",
+    "moe_wna16", "torchao", "auto-round", "rtn", "inc", "mxfp4", "petit_nvfp4")
+
+
+def quantization_problem(name: Any) -> str | None:
+    """One line when ``name`` is not a quantization the planner models (vLLM's names: ``fp8``,
+    ``bitsandbytes``, ``awq``, ``awq_marlin``, ``gptq``, ``gptq_marlin``, ``mxfp4``), naming the
+    modelled ones; None when it is (or when it is None / ``"none"``: the checkpoint's own)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        return f"--vllm-quantization must be a vLLM quantization name, got {name!r}"
+    key = name.strip().lower()
+    if key in _QUANT_SCHEMES or key == "none":
+        return None
+    what = ("is one of vLLM's methods the planner does not model" if key in VLLM_QUANTIZATION_METHODS
+            else "is not a vLLM quantization method")
+    return f"quantization '{name}' {what}; modelled: {', '.join(MODELLED_QUANTIZATION)}"
 
 # Model weights and activations run in 16 bits in vLLM (see KV_CACHE_DTYPE_BYTES).
 _ACT_BYTES = 2
@@ -153,6 +181,8 @@ def _matrix_bytes(in_f: int, out_f: int, scheme: str) -> int:
       16-entry NF4 code plus the 256-entry nested code in fp32 (1,088 B) per tensor.
     * ``awq``/``gptq``: int4 with group size 128: packed codes (n/2 B), fp16 scales and packed
       int4 zeros per group and output column; GPTQ also stores an int32 ``g_idx`` per input row.
+    * ``mxfp4``: 4-bit e2m1 codes (n/2 B) and one e8m0 scale per 32 elements (n/32 B): 4.25 bits
+      per weight (planner.memory.weights.mxfp4_bytes); gpt-oss's experts only.
     """
     n = in_f * out_f
     if scheme == "bf16":
@@ -163,7 +193,7 @@ def _matrix_bytes(in_f: int, out_f: int, scheme: str) -> int:
         # Mxfp4MoEMethod.create_weights (0.19.0 model_executor/layers/quantization/mxfp4.py:138-226):
         # uint8 packed pairs (n/2 B) and one uint8 E8M0 scale per 32 elements; on Hopper the
         # Triton backend pads the intermediate size to a multiple of 64 only (oracle/mxfp4.py:398-399)
-        return n // 2 + n // 32
+        return mxfp4_bytes(n)
     if scheme == "nf4":
         blocks = _cdiv(n, 64)
         return n // 2 + blocks + 4 * _cdiv(blocks, 256) + 4 * (16 + 256)
@@ -175,9 +205,12 @@ def _matrix_bytes(in_f: int, out_f: int, scheme: str) -> int:
 
 
 def weight_scheme(spec: ModelSpec, quantization: str | None = None, version: str | None = None) -> str:
-    """``bf16``/``fp8``/``nf4``/``awq``/``gptq`` for the weights vLLM will hold.
+    """``bf16``/``fp8``/``nf4``/``awq``/``gptq``/``mxfp4`` for the weights vLLM will hold.
 
-    ``quantization=None`` uses the checkpoint's own method (``spec.quantization``). TRL passes
+    ``quantization=None`` uses the checkpoint's own method (``spec.quantization``). Names are vLLM's
+    (:data:`VLLM_QUANTIZATION_METHODS`); one the planner does not model is refused in one line
+    naming the modelled ones. ``mxfp4`` is an MXFP4 checkpoint's (gpt-oss: its experts; the dense
+    layers stay 16-bit); a model without MXFP4 experts is refused. TRL passes
     ``quantization="bitsandbytes"`` when the trainer model holds bitsandbytes ``Linear4bit``
     layers; vLLM removed that method in 0.28.0 (see ``VllmFacts.bitsandbytes_supported``) and
     then fails with "Unknown quantization method" (config/model.py:1464-1469).
@@ -186,10 +219,15 @@ def weight_scheme(spec: ModelSpec, quantization: str | None = None, version: str
     name = quantization if quantization is not None else spec.quantization
     if name is None or str(name).lower() in ("none", ""):
         return "bf16"
-    key = str(name).lower()
-    if key not in _QUANT_SCHEMES:
-        raise InvalidSetupError(f"quantization '{name}' is not modelled; use one of: "
-                                f"{', '.join(sorted(_QUANT_SCHEMES))}")
+    problem = quantization_problem(name)
+    if problem:
+        raise InvalidSetupError(problem)
+    key = str(name).strip().lower()
+    if key == "mxfp4":
+        if spec.expert_quantization != "mxfp4":
+            raise InvalidSetupError(f"quantization 'mxfp4' loads an MXFP4 checkpoint (gpt-oss's experts); "
+                                    f"{spec.model_id} has none (vLLM refuses the mismatch)")
+        return "mxfp4"
     if (quantization is not None and spec.quantization
             and _QUANT_SCHEMES.get(str(spec.quantization).lower()) != _QUANT_SCHEMES[key]):
         raise InvalidSetupError(f"quantization '{quantization}' does not match the checkpoint's own "
@@ -231,7 +269,7 @@ def weights_bytes(spec: ModelSpec, quantization: str | None = None, tp: int = 1,
         if s.group == "attention":
             linear_attention_params += s.weight_params + s.bias_params
         in_r, out_r = _linear_rank_shape(s.name, s.in_features, s.out_features, spec, tp)
-        s_scheme = "bf16" if s.name in _NEVER_QUANTIZED else scheme
+        s_scheme = "bf16" if s.name in _NEVER_QUANTIZED or scheme == "mxfp4" else scheme  # mxfp4: experts only
         if s.group == "experts" and spec.expert_quantization == "mxfp4":
             s_scheme = "mxfp4"
         per = _matrix_bytes(in_r, out_r, s_scheme)

@@ -149,7 +149,11 @@ def accelerate_config(plan) -> dict:
     """The plan's accelerate settings (a deep copy); ``deepspeed_config_file`` stays relative to
     the folder (``deepspeed.json``): launch.sh passes its full path on the command line, which
     accelerate prefers to the file's value."""
+    from ..runtimes.trl_handoff import mixed_precision
+
     d = json.loads(json.dumps(plan.accelerate))
+    if mixed_precision(plan).get("fp16") and d.get("mixed_precision") == "no":
+        d["mixed_precision"] = "fp16"  # the GRPOConfig's fp16=True (a card without bf16)
     if "deepspeed_config" in d:
         d["deepspeed_config"]["deepspeed_config_file"] = DEEPSPEED_JSON
     return d
@@ -158,17 +162,23 @@ def accelerate_config(plan) -> dict:
 def accelerate_yaml(plan) -> str:
     head = header_lines(plan, "accelerate config (accelerate launch --config_file)")
     if plan.accelerate.get("distributed_type") == "DEEPSPEED":
-        head.append("# no mixed_precision here: with a DeepSpeed config file accelerate refuses it; bf16 is set "
-                    "in deepspeed.json")
+        head.append("# no mixed_precision here: with a DeepSpeed config file accelerate refuses it; the precision "
+                    "(bf16, or fp16 on a card without bf16) is set in deepspeed.json")
         head.append("# deepspeed_config_file is relative to the working directory: launch.sh passes "
                     "--deepspeed_config_file with this folder's path")
     return "\n".join(head) + "\n" + to_yaml(accelerate_config(plan))
 
 
 def deepspeed_json(plan) -> str | None:
+    from ..runtimes.trl_handoff import mixed_precision
+
     if plan.deepspeed is None:
         return None
-    return json.dumps(plan.deepspeed, indent=2) + "\n"
+    d = json.loads(json.dumps(plan.deepspeed))
+    if mixed_precision(plan).get("fp16"):  # transformers refuses a DeepSpeed fp16 that differs from the GRPOConfig's
+        d["fp16"] = {**d.get("fp16", {}), "enabled": True}
+        d["bf16"] = {**d.get("bf16", {}), "enabled": False}
+    return json.dumps(d, indent=2) + "\n"
 
 
 # -- the shell scripts ------------------------------------------------------------------------------

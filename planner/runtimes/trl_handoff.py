@@ -14,8 +14,10 @@ Two facts of TRL 1.16 the hand-off takes care of:
 - 4-bit loading goes through ``GRPOTrainer(quantization_config=...)``.
 
 Where the plan cannot run as planned (no CUDA GPU, or no vllm package: vLLM needs both), the
-real config falls back to ``use_vllm=False`` and ``bf16=False`` where the device lacks bf16, with
-a warning. ``planner.report.emit.write_grpo_yaml`` writes the plan unchanged: it is meant for the training machine.
+real config falls back to ``use_vllm=False`` and ``bf16=False`` where the device lacks bf16 (and
+``fp16=False`` without a GPU), with a warning. On a card without bf16 (T4, V100) the real GRPOConfig, grpo.yaml,
+accelerate.yaml and deepspeed.json train in fp16 mixed precision (:func:`mixed_precision`).
+``planner.report.emit.write_grpo_yaml`` writes the plan unchanged: it is meant for the training machine.
 torch, transformers, trl and peft are imported inside the functions (``pip install 'grpo-vram-planner[train]'``).
 """
 
@@ -50,9 +52,39 @@ def _runtime() -> tuple[bool, bool, bool]:
     return cuda, bf16, importlib.util.find_spec("vllm") is not None
 
 
+def mixed_precision(plan) -> dict:
+    """The mixed-precision keys the plan's cards need beyond its config: where a card has no bf16
+    (T4, V100: compute capability below 8.0; the config's ``bf16`` is then False) and the weights
+    are 16-bit or quantized (not fp32), TRL trains in fp16 mixed precision: ``{"bf16": False,
+    "fp16": True}`` (transformers' float16 autocast with its gradient scaler; the adapters, and a
+    full fine-tune's master weights, stay as loaded). Empty where bf16 is used, for fp32 weights, for
+    a config that already says ``fp16`` (a --config file's key) and for the Unsloth runtime (Unsloth
+    picks its precision from the card itself)."""
+    cfg = plan.config
+    if (getattr(plan, "runtime", "trl") != "trl" or "bf16" not in cfg or "fp16" in cfg or cfg["bf16"]
+            or plan.setup.weights == "fp32"):
+        return {}
+    return {"bf16": False, "fp16": True}
+
+
+def with_precision(plan, config: dict) -> dict:
+    """``config`` (a copy) with :func:`mixed_precision`'s keys, ``fp16`` next to ``bf16``."""
+    extra = mixed_precision(plan)
+    if not extra:
+        return dict(config)
+    out = {}
+    for k, v in config.items():
+        out[k] = extra.get(k, v)
+        if k == "bf16":
+            out["fp16"] = extra["fp16"]
+    out.setdefault("fp16", extra["fp16"])
+    return out
+
+
 def _config_kwargs(plan, overrides: dict, runtime: bool) -> dict:
-    """GRPOConfig keyword arguments: defaults, the plan, the device fallbacks, then the overrides."""
-    kw = {"output_dir": DEFAULT_OUTPUT_DIR, "report_to": "none", **plan.config}
+    """GRPOConfig keyword arguments: defaults, the plan (fp16 mixed precision on a card without
+    bf16: :func:`mixed_precision`), the device fallbacks, then the overrides."""
+    kw = {"output_dir": DEFAULT_OUTPUT_DIR, "report_to": "none", **with_precision(plan, plan.config)}
     # TRL rejects generation_batch_size and steps_per_generation together: the override's wins
     if "generation_batch_size" in overrides and "steps_per_generation" not in overrides:
         kw.pop("steps_per_generation", None)
@@ -67,6 +99,8 @@ def _config_kwargs(plan, overrides: dict, runtime: bool) -> dict:
             kw["use_vllm"] = False
         if kw.get("bf16") and not bf16:
             kw["bf16"] = False  # transformers refuses bf16=True on a device without it
+        if kw.get("fp16") and not cuda:
+            kw["fp16"] = False  # and fp16 mixed precision without a GPU
     kw.update(overrides)
     return kw
 

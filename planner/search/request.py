@@ -25,6 +25,7 @@ from ..memory.logprob_head import LOGPROB_HEADS
 from ..memory.lora import lora_targets
 from ..memory.optimizer import OPTIMIZERS
 from ..memory.trainer import COMPLETION_LENGTHS, FINETUNE_MODES
+from ..memory.vllm import quantization_problem
 from ..memory.weights import WEIGHT_FORMATS
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
@@ -595,8 +596,9 @@ def fixed_setup_problems(*, batch_size: Any = 1, prompt_length: Any = 0, complet
     _positive_int(p, "vllm_max_num_seqs", vllm_max_num_seqs, optional=True)
     _positive_int(p, "vllm_max_num_batched_tokens", vllm_max_num_batched_tokens, optional=True)
     _bool(p, "vllm_enforce_eager", vllm_enforce_eager)
-    if vllm_quantization is not None and (not isinstance(vllm_quantization, str) or not vllm_quantization.strip()):
-        p.append(f"--vllm-quantization must be a vLLM quantization name, got {vllm_quantization!r}")
+    quantization = quantization_problem(vllm_quantization)  # vLLM's names; the modelled ones named
+    if quantization:
+        p.append(quantization)
     mml, P, C = vllm_max_model_len, prompt_length, completion_length
     if u is not None and _is_int(mml) and _is_int(P) and _is_int(C) and 0 < mml < P + C:
         p.append(f"--vllm-max-model-length {mml} is shorter than prompt + completion ({P} + {C} = {P + C}): vLLM "

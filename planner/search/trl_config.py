@@ -413,6 +413,20 @@ def _checked(data: Any, path: str, problems: list[str]) -> dict:
     return out
 
 
+def _model_problem(model: Any, path: str) -> str | None:
+    """One line when ``model_name_or_path`` is given but is not a model name or path: TRL leaves a
+    non-string YAML value as it is (argparse converts string defaults only), and ``from_pretrained``
+    then fails on it. None (absent, or ``null``: the model comes from ``--model``) is no problem."""
+    if model is None or (isinstance(model, str) and model.strip()):
+        return None
+    if isinstance(model, str):
+        return f"{path}: model_name_or_path is empty: give a Hugging Face model id or a local folder"
+    quoted = f' (a folder named {model!r}: quote it, model_name_or_path: "{model}")' if isinstance(
+        model, (int, float)) and not isinstance(model, bool) else ""
+    return (f"{path}: model_name_or_path: {model!r} ({type(model).__name__}) is not a model name or path: give a "
+            f"Hugging Face model id or a local folder{quoted}")
+
+
 def parse_grpo_config(data: Any, path: str = "<config>", *, trl_version: str | None = None,
                       unknown: str = "warn") -> TrlConfig:
     """Sort a loaded TRL config mapping into pins, options and pass-through keys, as TRL converts them.
@@ -420,6 +434,9 @@ def parse_grpo_config(data: Any, path: str = "<config>", *, trl_version: str | N
     problem at once, one line each, as a ConfigError."""
     problems: list[str] = []
     data = _checked(data, path, problems)
+    model_problem = _model_problem(data.get("model_name_or_path"), path)
+    if model_problem:
+        problems.append(model_problem)
     env = _env_block(data["env"], path, problems) if "env" in data else {}
     removed, strays = _key_notes(data, path, trl_version)
     if unknown == "error":
