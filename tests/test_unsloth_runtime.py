@@ -431,3 +431,19 @@ def test_one_objective_with_the_runtime_memory_term():
     assert score(Candidate(1024, 2, 3, 1, 0.3, True)) > score(hi)
     p = planner.plan("Qwen/Qwen2.5-0.5B-Instruct", "L4")
     assert p.option.key() == score(p.option.candidate())
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--batch-size", "0"], "--per-device-train-batch-size must be a positive integer, got 0"),
+    (["--gradient-accumulation-steps", "-1"], "--gradient-accumulation-steps must be a positive integer, got -1"),
+    (["--num-generations", "1"], "--num-generations must be at least 2 (GRPO needs a group to compute advantages), got 1"),
+    (["--layout", "server"], "--layout is not honoured by --runtime unsloth: vLLM runs inside the training process"),
+    (["--lora-target-modules", "q_proj,v_proj"], "--lora-target-modules is not honoured by --runtime unsloth: "
+                                                  "get_peft_model targets every projection"),
+])
+def test_the_unsloth_estimate_refuses_what_it_cannot_honour(extra, line, capsys):
+    # the fixed estimate validates its values and refuses the flags the runtime does not read, one line each
+    argv = ["estimate", "--runtime", "unsloth", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "T4"] + extra
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"plan: error: {line}") and err.count("\n") == 1, err

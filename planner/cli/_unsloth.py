@@ -128,6 +128,17 @@ def _estimate_refusals(args) -> list[str]:
     if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
         problems.append("--runtime unsloth plans one GPU (vLLM runs inside the one training process): drop "
                         "--num-gpus, --num-nodes and the list of GPUs")
+    from ..search.request import Pins, fixed_setup_problems, pin_problems
+    from ..search.unsloth_solver import not_honoured
+
+    if getattr(args, "layout", None) not in (None, "auto"):
+        problems.append(not_honoured("layout"))
+    if getattr(args, "lora_target_modules", None):
+        problems.append(not_honoured("lora_target_modules"))
+    given = {k: v for k, v in (("batch_size", args.batch_size),
+                               ("gradient_accumulation_steps", args.gradient_accumulation_steps)) if v is not None}
+    problems += fixed_setup_problems(**given)
+    problems += pin_problems(Pins(num_generations=args.num_generations))
     return problems
 
 

@@ -462,6 +462,13 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     return p
 
 
+def pin_problems(pins: Pins) -> list[str]:
+    """The problems of ``pins`` alone, one line each (as a request's validation words them)."""
+    p: list[str] = []
+    _pin_problems(p, pins)
+    return p
+
+
 def _pin_problems(p: list[str], pins: Pins) -> None:
     """Every problem of the pins on their own (the relations with the layout are the solver's)."""
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",

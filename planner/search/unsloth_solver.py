@@ -158,6 +158,13 @@ _PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completion
                       "steps_per_generation": "pin --gradient-accumulation-steps"}
 
 
+def not_honoured(name: str) -> str:
+    """The line that refuses a request field the Unsloth runtime does not honour (as unsloth_problems
+    words it), for the CLI's fixed estimate, which has no request."""
+    why = next(w for (_, n), w in _NOT_HONOURED.items() if n == name)
+    return f"--{name.replace('_', '-')} is not honoured by --runtime unsloth: {why}"
+
+
 def unsloth_problems(req: PlanRequest) -> list[str]:
     """Every option the Unsloth runtime cannot honour, one line each (from the CLI and Python alike)."""
     p: list[str] = []
