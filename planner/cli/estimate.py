@@ -204,7 +204,7 @@ def run(args) -> int:
                  vllm_max_num_seqs=args.vllm_max_num_seqs, vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
                  vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -241,7 +241,8 @@ def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None
                         vllm_max_model_length=args.vllm_max_model_len, vllm_quantization=args.vllm_quantization,
                         vllm_max_num_seqs=args.vllm_max_num_seqs,
                         vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
-                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths, **kw)
+                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
+                        reserve_gib=args.reserve, **kw)
     d = replace(d, warnings=d.warnings + notes)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
@@ -260,7 +261,8 @@ def verdict(e) -> str:
     if e.fits:
         return f"fits, {gib_str(spare).strip()} to spare"
     if spare < 0:
-        where = "the card" if usable == e.gpu.total_bytes else "the free memory"
+        where = ("the card" if usable == e.gpu.total_bytes else
+                 "the card less the reserve" if e.gpu.free_bytes is None else "the free memory")
         return f"does not fit, {gib_str(-spare).strip()} over {where}"
     return "does not fit: vLLM does not start (" + "; ".join(e.vllm.errors) + ")" if e.vllm is not None \
         else "does not fit"
@@ -301,7 +303,9 @@ def render(e) -> str:
                          "colocated vLLM:"))
         out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases],
                          f"phases (sleep mode {'on' if e.phases.sleep_mode else 'off'}):"))
-    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict(e)}")
+    reserve = (f" less {gib_str(e.gpu.reserve_bytes).strip()} reserve = {gib_str(e.gpu.usable_bytes).strip()}"
+               if e.gpu.reserve_bytes else "")
+    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}{reserve}: {verdict(e)}")
     out += [f"assumed: {k} {a['value']} ({a['source']})" for k, a in e.extra.get("assumptions", {}).items()]
     out += [f"warning: {w}" for w in e.warnings]
     return "\n".join(out)

@@ -28,6 +28,7 @@ from ._common import (
     add_model_gpu_args,
     add_trainer_args,
     gib_str,
+    gpu_with_reserve,
     margin_text,
     model_arg,
     print_json,
@@ -163,8 +164,8 @@ def request_from_args(args) -> PlanRequest:
     for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
         if getattr(args, name) != "auto" or name not in options:
             options[name] = getattr(args, name)
-    return plan_request(model_arg(args, cfg), gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
-                        passthrough=dict(cfg.passthrough) if cfg else {}, **options)
+    return plan_request(model_arg(args, cfg), gpu_with_reserve(args, gpu_arg(args.gpu)), pin=pins,
+                        sources=tuple(sources.items()), passthrough=dict(cfg.passthrough) if cfg else {}, **options)
 
 
 def plan_from_args(args) -> Plan:
@@ -271,6 +272,12 @@ def render_next_steps(p: Plan) -> str:
     return "\n".join(out)
 
 
+def budget_label(p: Plan) -> str:
+    """The budget line's name: the card less the margin, and less the reserve when one is kept."""
+    reserve = p.gpu.reserve_bytes
+    return f"budget (card - margin - {reserve / 2**30:g} GiB reserve)" if reserve else "budget (card - margin)"
+
+
 def render(p: Plan) -> str:
     if p.multi_gpu:
         return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
@@ -281,7 +288,7 @@ def render(p: Plan) -> str:
            f"memory model: {p.memory_model}",
            table([(k, _value(v) + ("  (pinned)" if k in pinned else "")) for k, v in cfg.items()], "GRPOConfig:")]
     phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]
-    phase_rows.append(("budget (card - margin)", gib_str(p.budget_bytes)))
+    phase_rows.append((budget_label(p), gib_str(p.budget_bytes)))
     phase_rows.append(("headroom", gib_str(p.headroom_bytes)))
     out.append(table(phase_rows, "peak per phase:"))
     v = p.vllm
