@@ -25,10 +25,11 @@ import argparse
 from dataclasses import replace
 
 from ..api import ROLLOUT_TURNS_TRL_ONLY, estimate_layout
-from ..errors import InvalidSetupError
+from ..errors import ConfigError, InvalidSetupError
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
+from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT, trl_rule_problems
 from ..specs.versions import trl_facts
 from . import _unsloth
 from ._common import (
@@ -61,6 +62,9 @@ CONFIG_ARGS = {
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
     "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
 }
+# with --config, what neither a flag nor the file sets takes TRL's default (TrainingArguments' batch of 8,
+# GRPOConfig's 8 generations, one accumulation step, sleep mode off); the prompt length has no TRL default
+CONFIG_DEFAULTS = {**DEFAULTS, "batch_size": TRL_BATCH_DEFAULT, "num_generations": TRL_NUM_GENERATIONS_DEFAULT}
 # settings whose default here is not TRL's: (the file's keys, the flag, the estimate's default, the flags for TRL's)
 NOT_TRL_DEFAULTS = ((("use_peft",), "finetune", "LoRA", "--finetune full"),
                     (("dtype", "torch_dtype", "load_in_4bit", "load_in_8bit"), "weights", "bf16",
@@ -140,9 +144,13 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
         unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
         if key in values and unset:
             setattr(out, dest, values[key])
-    for name, default in DEFAULTS.items():
+    if cfg is not None and out.completion_length is None:  # the TRL release's GRPOConfig default
+        out.completion_length = trl_facts(args.trl_version).max_completion_length_default
+    for name, default in (CONFIG_DEFAULTS if cfg is not None else DEFAULTS).items():
         if getattr(out, name) is None:
             setattr(out, name, default)
+    if cfg is not None:
+        trl_rules(out, values, cfg.path)
     if out.steps_per_generation is None:
         out.steps_per_generation = _steps_per_generation(out, values) if cfg else 1
     if cfg is None:
@@ -154,6 +162,21 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
                      f"{', '.join(o for _, o, _ in left)} (plan estimate's defaults); for TRL's own: "
                      f"{' '.join(f for _, _, f in left)}")
     return out, tuple(notes)
+
+
+def trl_rules(args, values: dict, path: str) -> None:
+    """TRL's own refusals (GRPOConfig.__post_init__, planner.search.trl_config.trl_rule_problems) of the
+    setup as written: the file's values with the flags over them; one line each, exit 2."""
+    given = {k: values.get(k) for k in ("generation_batch_size", "completions_per_step", "steps_per_generation",
+                                        "gradient_accumulation_steps", "num_generations")}
+    flags = dict(per_device_train_batch_size=args.batch_size, num_generations=args.num_generations,
+                 steps_per_generation=args.steps_per_generation,
+                 gradient_accumulation_steps=args.gradient_accumulation_steps)
+    given.update({k: v for k, v in flags.items() if v is not None})
+    world = args.num_gpus * args.num_nodes - ((args.server_gpus or 1) if args.layout == "server" else 0)
+    problems = trl_rule_problems(given, path, world if world > 0 else 1)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[str]]:

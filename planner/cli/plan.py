@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..api import ROLLOUT_TURNS_TRL_ONLY, plan_from_request
-from ..errors import InvalidSetupError
+from ..errors import ConfigError, InvalidSetupError
 from ..report import outputs
 from ..report.emit import GRPO_YAML
 from ..report.next_steps import next_steps
 from ..search.margins import MEMORY_MODEL_MARGIN
 from ..search.request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..search.results import OBJECTIVE, Plan
+from ..search.trl_config import trl_rule_problems
 from . import _unsloth
 from ._common import (
     add_config_arg,
@@ -150,6 +151,10 @@ def request_from_args(args) -> PlanRequest:
         if value is not None:
             pins[name] = value
             sources[name] = "pinned"
+    if cfg is not None:  # TRL's own refusals of what the file and the flags set (the solver chooses the rest)
+        world = args.num_gpus * args.num_nodes - ((args.server_gpus or 1) if args.layout == "server" else 0)
+        if problems := trl_rule_problems(pins, cfg.path, max(world, 1), fill_defaults=False):
+            raise ConfigError("\n".join(problems))
     given = dict(max_completion_length=args.target_completion_length, margin=args.margin,
                  sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
