@@ -364,7 +364,8 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     each, as from the CLI: ``vllm_max_model_length`` (vLLM's length is prompt + completion here),
     ``vllm_quantization``, ``vllm_max_num_seqs``, ``vllm_max_num_batched_tokens``,
     ``vllm_enforce_eager``, ``completion_lengths="fixed"``, and a ``gradient_accumulation_steps``
-    other than ``steps_per_generation`` (a plan runs one generation per optimizer step).
+    other than ``steps_per_generation`` (a plan runs one generation per optimizer step). On one GPU
+    (colocated) ``vllm_max_model_length`` is honoured (`plan check --config` evaluates a file with it).
     ``reserve_gib``: as in :func:`plan`."""
     gpu = with_reserve(gpu, reserve_gib)
     problems: list[str] = []
@@ -376,7 +377,9 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     rank = one_setting(problems, "lora_r", lora_r, "lora_rank", lora_rank, 16)
     problems += fixed_setup_problems(batch_size=B, steps_per_generation=steps_per_generation,
                                      completion_length=C, sleep_mode=sleep)
-    problems += layout_refusals(dict(vllm_max_model_length=vllm_max_model_length, vllm_quantization=vllm_quantization,
+    one_gpu = num_gpus * num_nodes == 1 and layout == "colocate"  # vLLM's max_model_len is honoured there (a pin)
+    problems += layout_refusals(dict(vllm_max_model_length=None if one_gpu else vllm_max_model_length,
+                                     vllm_quantization=vllm_quantization,
                                      vllm_max_num_seqs=vllm_max_num_seqs, vllm_enforce_eager=vllm_enforce_eager,
                                      vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
                                      completion_lengths=completion_lengths),
@@ -384,6 +387,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     if problems:
         raise InvalidSetupError("\n".join(problems))
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, engine=engine,
+                       pin={"vllm_max_model_length": vllm_max_model_length} if one_gpu else None,
                        num_generations=num_generations, max_completion_length=C, prompt_length=P,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
