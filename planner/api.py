@@ -26,6 +26,7 @@ from .memory.allocator import expandable_segments_from_env
 from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
 from .report.assumptions import assumptions, reserve_entry, unsloth_assumptions
+from .report.changes import CHANGE_KEYS, plan_changes
 from .report.hints import to_python
 from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
@@ -311,8 +312,23 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
         p = replace(p, assumptions=assumptions(req, completed, p, installed, _trl_notes(req, completed, p)))
     if (reserve := reserve_entry(p.gpu)) is not None:
         p = replace(p, assumptions={**p.assumptions, "reserve": reserve})
+    if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
+        p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
+                                            req.trainer.transformers_version))
     own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
     return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
+
+
+def given_values(req: PlanRequest, file_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The modelled TRL keys the user gave, under TRL's names: the pins (a flag, a keyword, a --config
+    key), then ``file_values`` (a --config file's keys, planner.search.trl_config.TrlConfig.trl_values)
+    for those not pinned (what ``--rechoose`` released)."""
+    given = {k: v for k, v in req.pins.items() if k in CHANGE_KEYS}
+    if req.pins.accumulation is not None:
+        given["gradient_accumulation_steps"] = req.pins.accumulation
+    for key, value in (file_values or {}).items():
+        given.setdefault(key, value)
+    return given
 
 
 def _trl_notes(req: PlanRequest, completed: PlanRequest, p: Plan) -> dict[str, Any]:

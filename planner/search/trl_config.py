@@ -108,6 +108,20 @@ class TrlConfig:
     env: dict[str, str] = field(default_factory=dict)  # the env: block as TRL exports it (str values)
     warnings: tuple[str, ...] = ()  # removed keys; unknown keys unless they are errors
 
+    def trl_values(self) -> dict[str, Any]:
+        """The modelled keys the file sets, under TRL's names (planner.report.changes reads them)."""
+        out = {k: v for k, v in self.pins.items()}
+        o = self.options
+        if "use_peft" in self.keys:
+            out["use_peft"] = o.get("finetune") != "full"
+        for key, name in (("gradient_checkpointing", "gradient_checkpointing"), ("layout", "vllm_mode"),
+                          ("tensor_parallel_size", "vllm_tensor_parallel_size")):
+            if key in o:
+                out[name] = o[key]
+        if self.use_vllm is not None:
+            out["use_vllm"] = self.use_vllm
+        return out
+
 
 # -- loading ----------------------------------------------------------------------------------------
 
