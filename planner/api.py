@@ -310,8 +310,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
         p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
     else:
         p = replace(p, assumptions=assumptions(req, completed, p, installed, _trl_notes(req, completed, p)))
-    if (reserve := reserve_entry(p.gpu)) is not None:
-        p = replace(p, assumptions={**p.assumptions, "reserve": reserve})
+    p = _with_reserve(p)
     if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
         p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
                                             req.trainer.transformers_version))
@@ -423,8 +422,13 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
         topo = Topology(num_gpus, num_nodes, engine, "server", server_gpus=server_gpus,
                         server_tensor_parallel_size=t, server_data_parallel_size=server_data_parallel_size)
     u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
-    p = evaluate(req, topology=topo, batch_size=B, steps_per_generation=steps_per_generation,
-                 completion_length=C, utilization=u, sleep_mode=sleep, num_generations=num_generations)
+    return _with_reserve(evaluate(req, topology=topo, batch_size=B, steps_per_generation=steps_per_generation,
+                                  completion_length=C, utilization=u, sleep_mode=sleep,
+                                  num_generations=num_generations))
+
+
+def _with_reserve(p: Plan) -> Plan:
+    """The plan with its cards' reserve (``reserve_gib``) in its assumptions."""
     if (reserve := reserve_entry(p.gpu)) is not None:
         p = replace(p, assumptions={**p.assumptions, "reserve": reserve})
     return p
