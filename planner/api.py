@@ -25,7 +25,8 @@ from .errors import InvalidSetupError, PlannerError, VersionError
 from .memory.allocator import expandable_segments_from_env
 from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
-from .report.assumptions import assumptions, unsloth_assumptions
+from .report.assumptions import assumptions, reserve_entry, unsloth_assumptions
+from .report.changes import CHANGE_KEYS, plan_changes
 from .report.hints import to_python
 from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
@@ -51,7 +52,7 @@ from .search.request import (
 )
 from .search.results import Plan
 from .search.solver import DEFAULT_OPTIM, evaluate, runtime_of, solve
-from .specs.gpu import GpuSpec
+from .specs.gpu import GpuSpec, with_reserve
 from .specs.model import ModelSpec
 from .specs.topology import TRL_SERVE_DEFAULT_PORT, TRL_SERVE_DEFAULT_UTILIZATION, Topology
 from .specs.versions import _transformers_version, installed_version, trl_facts
@@ -168,7 +169,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          vllm_version: str | None = None, transformers_version: str | None = None, calibration: Any = "auto",
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
-         max_seq_length: int | None = None) -> Plan:
+         max_seq_length: int | None = None, reserve_gib: float | None = None) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -191,7 +192,11 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
 
     ``runtime="unsloth"``: Unsloth's fast_inference=True, the same request, pins and :class:`Plan`
     (``plan.runtime == "unsloth"``; planner.search.unsloth_solver), with its runtime checks; its own
-    options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused."""
+    options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused.
+
+    ``reserve_gib``: memory kept free on every card for a display or another process (the CLI's
+    ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``)."""
+    gpu = with_reserve(gpu, reserve_gib)
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, steps_per_generation=steps_per_generation,
@@ -305,8 +310,24 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
         p = replace(p, assumptions=unsloth_assumptions(req, p, installed))
     else:
         p = replace(p, assumptions=assumptions(req, completed, p, installed, _trl_notes(req, completed, p)))
+    p = _with_reserve(p)
+    if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
+        p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
+                                            req.trainer.transformers_version))
     own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
     return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
+
+
+def given_values(req: PlanRequest, file_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The modelled TRL keys the user gave, under TRL's names: the pins (a flag, a keyword, a --config
+    key), then ``file_values`` (a --config file's keys, planner.search.trl_config.TrlConfig.trl_values)
+    for those not pinned (what ``--rechoose`` released)."""
+    given = {k: v for k, v in req.pins.items() if k in CHANGE_KEYS}
+    if req.pins.accumulation is not None:
+        given["gradient_accumulation_steps"] = req.pins.accumulation
+    for key, value in (file_values or {}).items():
+        given.setdefault(key, value)
+    return given
 
 
 def _trl_notes(req: PlanRequest, completed: PlanRequest, p: Plan) -> dict[str, Any]:
@@ -346,7 +367,8 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
                     vllm_max_num_batched_tokens: int | None = None, vllm_enforce_eager: bool = False,
                     completion_lengths: CompletionLengths = "varied", lora_rank: int | None = None,
                     batch_size: int | None = None, prompt_length: int | None = None,
-                    completion_length: int | None = None, sleep_mode: bool | None = None) -> Plan:
+                    completion_length: int | None = None, sleep_mode: bool | None = None,
+                    reserve_gib: float | None = None) -> Plan:
     """Per-GPU memory of one fixed multi-GPU setup, no search (``plan estimate --num-gpus``).
 
     The layout is given (``colocate`` or ``server``, the engine, TP / server split), so are the
@@ -357,7 +379,10 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     each, as from the CLI: ``vllm_max_model_length`` (vLLM's length is prompt + completion here),
     ``vllm_quantization``, ``vllm_max_num_seqs``, ``vllm_max_num_batched_tokens``,
     ``vllm_enforce_eager``, ``completion_lengths="fixed"``, and a ``gradient_accumulation_steps``
-    other than ``steps_per_generation`` (a plan runs one generation per optimizer step)."""
+    other than ``steps_per_generation`` (a plan runs one generation per optimizer step). On one GPU
+    (colocated) ``vllm_max_model_length`` is honoured (`plan check --config` evaluates a file with it).
+    ``reserve_gib``: as in :func:`plan`."""
+    gpu = with_reserve(gpu, reserve_gib)
     problems: list[str] = []
     B = one_setting(problems, "per_device_train_batch_size", per_device_train_batch_size, "batch_size", batch_size, 1)
     P = one_setting(problems, "max_prompt_length", max_prompt_length, "prompt_length", prompt_length, 256)
@@ -367,7 +392,9 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     rank = one_setting(problems, "lora_r", lora_r, "lora_rank", lora_rank, 16)
     problems += fixed_setup_problems(batch_size=B, steps_per_generation=steps_per_generation,
                                      completion_length=C, sleep_mode=sleep)
-    problems += layout_refusals(dict(vllm_max_model_length=vllm_max_model_length, vllm_quantization=vllm_quantization,
+    one_gpu = num_gpus * num_nodes == 1 and layout == "colocate"  # vLLM's max_model_len is honoured there (a pin)
+    problems += layout_refusals(dict(vllm_max_model_length=None if one_gpu else vllm_max_model_length,
+                                     vllm_quantization=vllm_quantization,
                                      vllm_max_num_seqs=vllm_max_num_seqs, vllm_enforce_eager=vllm_enforce_eager,
                                      vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
                                      completion_lengths=completion_lengths),
@@ -375,6 +402,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     if problems:
         raise InvalidSetupError("\n".join(problems))
     req = plan_request(model, gpu, num_gpus=num_gpus, num_nodes=num_nodes, layout=layout, engine=engine,
+                       pin={"vllm_max_model_length": vllm_max_model_length} if one_gpu else None,
                        num_generations=num_generations, max_completion_length=C, prompt_length=P,
                        utilization_range=(vllm_gpu_memory_utilization,) * 2,
                        server_utilization_range=(server_gpu_memory_utilization,) * 2,
@@ -394,8 +422,16 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
         topo = Topology(num_gpus, num_nodes, engine, "server", server_gpus=server_gpus,
                         server_tensor_parallel_size=t, server_data_parallel_size=server_data_parallel_size)
     u = vllm_gpu_memory_utilization if layout == "colocate" else server_gpu_memory_utilization
-    return evaluate(req, topology=topo, batch_size=B, steps_per_generation=steps_per_generation,
-                    completion_length=C, utilization=u, sleep_mode=sleep, num_generations=num_generations)
+    return _with_reserve(evaluate(req, topology=topo, batch_size=B, steps_per_generation=steps_per_generation,
+                                  completion_length=C, utilization=u, sleep_mode=sleep,
+                                  num_generations=num_generations))
+
+
+def _with_reserve(p: Plan) -> Plan:
+    """The plan with its cards' reserve (``reserve_gib``) in its assumptions."""
+    if (reserve := reserve_entry(p.gpu)) is not None:
+        p = replace(p, assumptions={**p.assumptions, "reserve": reserve})
+    return p
 
 
 # what planner.estimate models on one GPU and a fixed multi-GPU layout does not: (the default, why)

@@ -104,12 +104,13 @@ def test_estimate_generation_batch_size_sets_steps_per_generation(tmp_path, caps
 
 def test_estimate_runs_vllm_as_trl_does(tmp_path, capsys):
     # use_vllm: true without a utilisation: colocated (1.16's default mode) at the release's default
-    cfg = _write(tmp_path, "use_vllm: true\nper_device_train_batch_size: 4\n")
+    cfg = _write(tmp_path, "use_vllm: true\nper_device_train_batch_size: 4\nnum_generations: 4\n")
     d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--trl-version",
                        "1.16.0", "--json"])
     assert d["vllm"]["gpu_memory_utilization"] == trl_facts("1.16.0").vllm_gpu_memory_utilization_default == 0.3
     # without use_vllm: true TRL starts no engine, whatever utilisation the file names; the output says so
-    cfg = _write(tmp_path, "vllm_gpu_memory_utilization: 0.5\nper_device_train_batch_size: 4\n", "no_vllm.yaml")
+    cfg = _write(tmp_path, "vllm_gpu_memory_utilization: 0.5\nper_device_train_batch_size: 4\nnum_generations: 4\n",
+                 "no_vllm.yaml")
     d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--json"])
     assert d.get("vllm") is None and d.get("phases") is None
     assert f"--config {cfg} does not set use_vllm: true, so TRL starts no vLLM engine and its " \
@@ -132,6 +133,7 @@ def test_estimate_runs_vllm_as_trl_does(tmp_path, capsys):
 def test_estimate_names_the_defaults_that_are_not_trls(tmp_path, capsys):
     cfg = _write(tmp_path, """\
         per_device_train_batch_size: 4
+        num_generations: 4
         learning_rate: 1.0e-6
         """)
     d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--json"])
@@ -167,8 +169,8 @@ BAD_FILES = [
     ("per_device_train_batch_size: eight\n", "{path}: per_device_train_batch_size: 'eight' is not an integer (TRL "
      "converts the string with int(), which refuses it)"),
     ("per_device_train_batch_size: 4\ngeneration_batch_size: 10\n",
-     "--config {path}: generation_batch_size 10 is not a multiple of per_device_train_batch_size 4 x 1 training "
-     "GPU(s) (TRL's rule)"),
+     "--config {path}: generation_batch_size 10 is not divisible by the global batch per_device_train_batch_size 4 "
+     "x 1 process(es) = 4 (TRL's rule, GRPOConfig)"),
 ]
 
 

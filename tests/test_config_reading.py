@@ -170,7 +170,7 @@ def test_trl_itself_refuses(key, text, capsys):
 
 # -- env: -------------------------------------------------------------------------------------------------
 
-ENV_RUN = (f"model_name_or_path: {SMALL}\nuse_vllm: true\nper_device_train_batch_size: 4\n"
+ENV_RUN = (f"model_name_or_path: {SMALL}\nuse_vllm: true\nper_device_train_batch_size: 4\nnum_generations: 4\n"
            f"max_completion_length: 1024\nlearning_rate: 1.0e-6\n")
 
 
@@ -300,8 +300,12 @@ def test_a_removed_key_is_named_as_removed_in_the_release_planned_for(key_source
     for command in ([], ["check"], ["estimate"]):  # a warning everywhere: the planner knows what it meant
         code, _, err = _run(capsys, [*command, "--config", path, "--gpu", "L4", "--trl-version", "1.16.0"])
         assert code == 0, err
-        assert err == (f"plan: warning: {path}: max_prompt_length was removed from TRL in 1.0.0 (planning for TRL "
-                       f"1.16.0): read as the planner's max_prompt_length, not written to the output\n")
+        removed = (f"plan: warning: {path}: max_prompt_length was removed from TRL in 1.0.0 (planning for TRL "
+                   f"1.16.0): read as the planner's max_prompt_length, not written to the output\n")
+        # a file without use_vllm: true: `plan check` checks the planner's plan for it, and says so
+        no_vllm = (f"plan: warning: --config {path} does not set use_vllm: true (TRL would generate with "
+                   f"transformers, which plan check does not model): checking the planner's plan for it instead\n")
+        assert err == (no_vllm + removed if command == ["check"] else removed)
     cfg = read_grpo_config(path, trl_version="1.16.0")
     assert cfg.pins["max_prompt_length"] == 300 and "max_prompt_length" not in cfg.passthrough
     assert read_grpo_config(path, trl_version="0.27.0", unknown="error").warnings == ()  # still a field there

@@ -78,6 +78,10 @@ PLAN_CASES = [  # (extra argv for `plan`, number of problems)
     # argparse: one line, exit 2
     (["--lora-rank", "abc"], 1), (["--lora-rank", "1.5"], 1), (["--no-such-flag"], 1),
     (["--weights", "bf17"], 1), (["--sleep-mode", "maybe"], 1), (["--margin", "five"], 1),
+    # --rechoose and --reserve
+    (["--rechoose", "bogus"], 1), (["--rechoose", ","], 1), (["--rechoose", "all,bogus"], 1),
+    (["--rechoose", "learning_rate"], 1), (["--reserve", "-1"], 1), (["--reserve", "nan"], 1),
+    (["--reserve", "inf"], 1), (["--reserve", "1000"], 1), (["--reserve", "x"], 1),
 ]
 MODEL_CASES = [  # (--model value, --gpu value)
     ("", "L4"), (" ", "L4"), ("a" * 300, "L4"), ("org/" + "a" * 300, "L4"), ("~nosuchuser/x", "L4"),
@@ -104,6 +108,7 @@ ESTIMATE_CASES = [  # (extra argv for `plan estimate`, number of problems)
     (["--num-gpus", "2", "--vllm-tensor-parallel-size", "0"], 1), (["--num-gpus", "2", "--batch-size", "0"], 1),
     (["--batch-size", "0", "--completion-length", "0", "--lora-rank", "0"], 3),
     (["--batch-size", "x"], 1), (["--completion-lengths", "random"], 1),
+    (["--reserve", "-0.5"], 1), (["--reserve", "nan"], 1), (["--reserve", "23"], 1), (["--reserve", "two"], 1),
 ]
 
 

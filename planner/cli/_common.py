@@ -44,6 +44,16 @@ def add_model_gpu_args(p: argparse.ArgumentParser, gpu_default: str | None = Non
     p.add_argument("--gpu", default=gpu_default, required=gpu_default is None,
                    help="GPU name from profiles/gpus.json (e.g. H100-80GB, A100-40GB, L4) or 'auto' (NVML)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--reserve", type=float, default=None, metavar="GIB",
+                   help="GiB kept free on every card for a display or another process: the budget is the card "
+                        "less the margin less this (default: 0)")
+
+
+def gpu_with_reserve(args, gpu):
+    """``gpu`` with ``--reserve`` taken off every card's usable memory (planner.specs.gpu.with_reserve)."""
+    from ..specs.gpu import with_reserve
+
+    return with_reserve(gpu, getattr(args, "reserve", None))
 
 
 def add_trainer_args(p: argparse.ArgumentParser) -> None:

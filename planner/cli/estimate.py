@@ -25,10 +25,11 @@ import argparse
 from dataclasses import replace
 
 from ..api import ROLLOUT_TURNS_TRL_ONLY, estimate_layout
-from ..errors import InvalidSetupError
+from ..errors import ConfigError, InvalidSetupError
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
+from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT, trl_rule_problems
 from ..specs.versions import trl_facts
 from . import _unsloth
 from ._common import (
@@ -61,6 +62,9 @@ CONFIG_ARGS = {
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
     "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
 }
+# with --config, what neither a flag nor the file sets takes TRL's default (TrainingArguments' batch of 8,
+# GRPOConfig's 8 generations, one accumulation step, sleep mode off); the prompt length has no TRL default
+CONFIG_DEFAULTS = {**DEFAULTS, "batch_size": TRL_BATCH_DEFAULT, "num_generations": TRL_NUM_GENERATIONS_DEFAULT}
 # settings whose default here is not TRL's: (the file's keys, the flag, the estimate's default, the flags for TRL's)
 NOT_TRL_DEFAULTS = ((("use_peft",), "finetune", "LoRA", "--finetune full"),
                     (("dtype", "torch_dtype", "load_in_4bit", "load_in_8bit"), "weights", "bf16",
@@ -140,9 +144,13 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
         unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
         if key in values and unset:
             setattr(out, dest, values[key])
-    for name, default in DEFAULTS.items():
+    if cfg is not None and out.completion_length is None:  # the TRL release's GRPOConfig default
+        out.completion_length = trl_facts(args.trl_version).max_completion_length_default
+    for name, default in (CONFIG_DEFAULTS if cfg is not None else DEFAULTS).items():
         if getattr(out, name) is None:
             setattr(out, name, default)
+    if cfg is not None:
+        trl_rules(out, values, cfg.path)
     if out.steps_per_generation is None:
         out.steps_per_generation = _steps_per_generation(out, values) if cfg else 1
     if cfg is None:
@@ -154,6 +162,21 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
                      f"{', '.join(o for _, o, _ in left)} (plan estimate's defaults); for TRL's own: "
                      f"{' '.join(f for _, _, f in left)}")
     return out, tuple(notes)
+
+
+def trl_rules(args, values: dict, path: str) -> None:
+    """TRL's own refusals (GRPOConfig.__post_init__, planner.search.trl_config.trl_rule_problems) of the
+    setup as written: the file's values with the flags over them; one line each, exit 2."""
+    given = {k: values.get(k) for k in ("generation_batch_size", "completions_per_step", "steps_per_generation",
+                                        "gradient_accumulation_steps", "num_generations")}
+    flags = dict(per_device_train_batch_size=args.batch_size, num_generations=args.num_generations,
+                 steps_per_generation=args.steps_per_generation,
+                 gradient_accumulation_steps=args.gradient_accumulation_steps)
+    given.update({k: v for k, v in flags.items() if v is not None})
+    world = args.num_gpus * args.num_nodes - ((args.server_gpus or 1) if args.layout == "server" else 0)
+    problems = trl_rule_problems(given, path, world if world > 0 else 1)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[str]]:
@@ -204,7 +227,7 @@ def run(args) -> int:
                  vllm_max_num_seqs=args.vllm_max_num_seqs, vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
                  vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -241,7 +264,8 @@ def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None
                         vllm_max_model_length=args.vllm_max_model_len, vllm_quantization=args.vllm_quantization,
                         vllm_max_num_seqs=args.vllm_max_num_seqs,
                         vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
-                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths, **kw)
+                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
+                        reserve_gib=args.reserve, **kw)
     d = replace(d, warnings=d.warnings + notes)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
@@ -260,7 +284,8 @@ def verdict(e) -> str:
     if e.fits:
         return f"fits, {gib_str(spare).strip()} to spare"
     if spare < 0:
-        where = "the card" if usable == e.gpu.total_bytes else "the free memory"
+        where = ("the card" if usable == e.gpu.total_bytes else
+                 "the card less the reserve" if e.gpu.free_bytes is None else "the free memory")
         return f"does not fit, {gib_str(-spare).strip()} over {where}"
     return "does not fit: vLLM does not start (" + "; ".join(e.vllm.errors) + ")" if e.vllm is not None \
         else "does not fit"
@@ -301,7 +326,9 @@ def render(e) -> str:
                          "colocated vLLM:"))
         out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases],
                          f"phases (sleep mode {'on' if e.phases.sleep_mode else 'off'}):"))
-    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}: {verdict(e)}")
+    reserve = (f" less {gib_str(e.gpu.reserve_bytes).strip()} reserve = {gib_str(e.gpu.usable_bytes).strip()}"
+               if e.gpu.reserve_bytes else "")
+    out.append(f"peak {gib_str(e.peak_bytes).strip()} of {gib_str(e.gpu.total_bytes).strip()}{reserve}: {verdict(e)}")
     out += [f"assumed: {k} {a['value']} ({a['source']})" for k, a in e.extra.get("assumptions", {}).items()]
     out += [f"warning: {w}" for w in e.warnings]
     return "\n".join(out)

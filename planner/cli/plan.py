@@ -14,20 +14,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..api import ROLLOUT_TURNS_TRL_ONLY, plan_from_request
-from ..errors import InvalidSetupError
+from ..api import ROLLOUT_TURNS_TRL_ONLY, given_values, plan_from_request
+from ..errors import ConfigError, InvalidSetupError
 from ..report import outputs
+from ..report.changes import plan_changes, render_changes
 from ..report.emit import GRPO_YAML
 from ..report.next_steps import next_steps
 from ..search.margins import MEMORY_MODEL_MARGIN
 from ..search.request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
 from ..search.results import OBJECTIVE, Plan
+from ..search.trl_config import trl_rule_problems
 from . import _unsloth
 from ._common import (
     add_config_arg,
     add_model_gpu_args,
     add_trainer_args,
     gib_str,
+    gpu_with_reserve,
     margin_text,
     model_arg,
     print_json,
@@ -83,6 +86,25 @@ PIN_FLAGS = (
 )
 
 
+# the keys --rechoose may release: the settings the solver chooses when none is given
+RECHOOSABLE = (*(n for n, _, _ in PIN_FLAGS), "optim", "vllm_mode")
+
+
+def rechosen(args) -> tuple[str, ...]:
+    """The keys ``--rechoose`` names (``all``: every re-choosable key); an unknown key is one line."""
+    text = getattr(args, "rechoose", None)
+    if text is None:
+        return ()
+    keys = tuple(k.strip() for k in str(text).split(",") if k.strip())
+    if keys == ("all",):
+        return RECHOOSABLE
+    bad = [k for k in keys if k not in RECHOOSABLE]
+    if bad or not keys:
+        raise InvalidSetupError(f"--rechoose {text!r}: {', '.join(bad) or 'no key'} is not a key the planner "
+                                f"re-chooses; give 'all' or some of {', '.join(RECHOOSABLE)}")
+    return keys
+
+
 def add_arguments(p) -> None:
     """Every option of `plan` (shared with `plan check`)."""
     add_model_gpu_args(p, gpu_default="auto", model_required=False)
@@ -122,6 +144,9 @@ def add_arguments(p) -> None:
     g.add_argument("--server-utilization-range", default=None,
                    help="the vLLM server's gpu_memory_utilization searched (--layout server), LO,HI "
                         "(default: 0.5,0.95)")
+    g.add_argument("--rechoose", default=None, metavar="KEY[,KEY...]",
+                   help="let the planner re-choose these keys the --config file (or a flag) sets, or 'all' "
+                        f"(default: every key given is held; re-choosable: {', '.join(RECHOOSABLE)})")
     add_topology_arguments(p)  # --num-gpus, --num-nodes, --layout, --engine, --output-dir, ...
     o = p.add_argument_group("output")
     o.add_argument("--output", default=None, help="write the GRPOConfig as YAML TRL's parser reads")
@@ -149,6 +174,16 @@ def request_from_args(args) -> PlanRequest:
         if value is not None:
             pins[name] = value
             sources[name] = "pinned"
+    released = rechosen(args)
+    for key in released:  # the planner re-chooses these (--rechoose)
+        pins.pop(key, None)
+        sources.pop(key, None)
+    if "vllm_mode" in released:
+        options.pop("layout", None)
+    if cfg is not None:  # TRL's own refusals of what the file and the flags set (the solver chooses the rest)
+        world = args.num_gpus * args.num_nodes - ((args.server_gpus or 1) if args.layout == "server" else 0)
+        if problems := trl_rule_problems(pins, cfg.path, max(world, 1), fill_defaults=False):
+            raise ConfigError("\n".join(problems))
     given = dict(max_completion_length=args.target_completion_length, margin=args.margin,
                  sleep_mode=args.sleep_mode, vllm_version=args.vllm_version, trl_version=args.trl_version,
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
@@ -163,8 +198,20 @@ def request_from_args(args) -> PlanRequest:
     for name in ("layout", "engine"):  # the file's vllm_mode unless the flag says otherwise
         if getattr(args, name) != "auto" or name not in options:
             options[name] = getattr(args, name)
-    return plan_request(model_arg(args, cfg), gpu_arg(args.gpu), pin=pins, sources=tuple(sources.items()),
-                        passthrough=dict(cfg.passthrough) if cfg else {}, **options)
+    return plan_request(model_arg(args, cfg), gpu_with_reserve(args, gpu_arg(args.gpu)), pin=pins,
+                        sources=tuple(sources.items()), passthrough=dict(cfg.passthrough) if cfg else {}, **options)
+
+
+def with_file_changes(p: Plan, req: PlanRequest, args) -> Plan:
+    """The plan with its ``changes`` read against the --config file's values too (a key ``--rechoose``
+    released: from the file's value, not TRL's default)."""
+    if p.runtime != "trl" or not getattr(args, "config", None):
+        return p
+    from ..search.trl_config import read_grpo_config
+
+    cfg = read_grpo_config(args.config, trl_version=args.trl_version)
+    given = given_values(req, cfg.trl_values())
+    return replace(p, changes=plan_changes(p, given, req.vllm.trl_version, req.trainer.transformers_version))
 
 
 def plan_from_args(args) -> Plan:
@@ -206,7 +253,7 @@ def run(args) -> int:
         return rc
     check_outputs(args)
     req = request_from_args(args)
-    p = plan_from_request(req)
+    p = with_file_changes(plan_from_request(req), req, args)
     written, errors = outputs.write_if_ok(p, **_outputs(args))
     files = written_roles(args, written)
     p = replace(p, next_steps=next_steps(p, files, request=req, outputs=_outputs(args),
@@ -271,6 +318,12 @@ def render_next_steps(p: Plan) -> str:
     return "\n".join(out)
 
 
+def budget_label(p: Plan) -> str:
+    """The budget line's name: the card less the margin, and less the reserve when one is kept."""
+    reserve = p.gpu.reserve_bytes
+    return f"budget (card - margin - {reserve / 2**30:g} GiB reserve)" if reserve else "budget (card - margin)"
+
+
 def render(p: Plan) -> str:
     if p.multi_gpu:
         return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
@@ -281,7 +334,7 @@ def render(p: Plan) -> str:
            f"memory model: {p.memory_model}",
            table([(k, _value(v) + ("  (pinned)" if k in pinned else "")) for k, v in cfg.items()], "GRPOConfig:")]
     phase_rows = [(ph.name, gib_str(ph.peak_bytes)) for ph in role.phases]
-    phase_rows.append(("budget (card - margin)", gib_str(p.budget_bytes)))
+    phase_rows.append((budget_label(p), gib_str(p.budget_bytes)))
     phase_rows.append(("headroom", gib_str(p.headroom_bytes)))
     out.append(table(phase_rows, "peak per phase:"))
     v = p.vllm
@@ -289,6 +342,7 @@ def render(p: Plan) -> str:
         out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
                           ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens"),
                           ("generation waves", str(p.waves))], "vLLM:"))
+    out.append(render_changes(p.changes))
     out.append("objective: " + " > ".join(OBJECTIVE))
     out += [x for x in (render_binding(p), render_assumptions(p)) if x]
     out.append("why:\n" + "\n".join(f"  - {r}" for r in p.reasons))

@@ -41,6 +41,16 @@ def _option_source(value: Any, default: Any) -> str:
     return "default" if value == default else "option"
 
 
+def reserve_entry(gpu: Any) -> dict[str, Any] | None:
+    """The memory kept free on every card (``--reserve``, ``reserve_gib=``), or None without one."""
+    reserve = getattr(gpu, "reserve_bytes", 0)
+    if not reserve:
+        return None
+    return _entry(round(reserve / 2**30, 4), "option", bytes=reserve,
+                  note="kept free for a display or another process: the budget is the card less the margin "
+                       "less this")
+
+
 def margin_entry(given: float | None, base: float | None, used: float, kind: str) -> dict[str, Any]:
     """The margin a plan used and where it came from: ``given`` by the user (None: the memory
     model's band), ``base`` after the defaults (the band, or what was given), ``used`` with what

@@ -85,6 +85,13 @@ def _gpu(gpu: Any) -> str:
     return str(gpu)
 
 
+def _reserve_gib(gpu: Any) -> float | None:
+    """The ``--reserve`` (GiB) the request's cards carry, or None."""
+    cards = gpu if isinstance(gpu, tuple) else (gpu,)
+    reserve = max((c.reserve_bytes for c in cards if isinstance(c, GpuSpec)), default=0)
+    return round(reserve / 2**30, 4) if reserve else None
+
+
 def _model(model: Any) -> str:
     return model.model_id if isinstance(model, ModelSpec) else str(model)
 
@@ -129,6 +136,8 @@ def plan_argv(req: PlanRequest, outputs: dict[str, Any] | None = None, config: s
     words += ["--model", _model(req.model), "--gpu", gpu]
     if req.runtime != "trl":
         words += ["--runtime", req.runtime]
+    if (reserve := _reserve_gib(req.gpu)) is not None:
+        words += ["--reserve", f"{reserve:g}"]
     for flag, _, value in _settings(req):
         words += _cli_words(flag, value)
     for name in ("output", "output_dir", "plot"):
@@ -157,6 +166,8 @@ def plan_call(req: PlanRequest) -> str:
     args = [repr(_model(req.model)), repr(gpu)]
     if req.runtime != "trl":
         args.append(f"runtime={req.runtime!r}")
+    if (reserve := _reserve_gib(req.gpu)) is not None:
+        args.append(f"reserve_gib={reserve:g}")
     for _, keyword, value in _settings(req):
         if keyword == "pin":
             args.append(f"pin={{'max_completion_length': {value!r}}}")

@@ -27,7 +27,7 @@ from ..memory.phases import ColocatedPhases, colocated_phases, merge_transient_b
 from ..memory.process import CUDA_CONTEXT_BYTES
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
-from ..specs.gpu import GpuSpec, resolve_gpu
+from ..specs.gpu import GpuSpec, resolve_gpu, with_reserve
 from ..specs.model import ModelSpec, resolve_model
 from ..specs.topology import resolve_gpus
 from ..specs.versions import (
@@ -103,6 +103,7 @@ class FixedSetup:
     transformers_version: str | None = None
     completion_lengths: str = "varied"
     rollout_turns: int = 1
+    reserve_gib: float | None = None  # kept free on the card (--reserve): off the usable memory
 
     @property
     def colocated(self) -> bool:
@@ -131,7 +132,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              vllm_version: str | None = None, trl_version: str | None = None, transformers_version: str | None = None,
              completion_lengths: CompletionLengths = "varied", rollout_turns: int = 1, lora_rank: int | None = None,
              batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
-             sleep_mode: bool | None = None, vllm_max_model_len: int | None = None) -> Estimate:
+             sleep_mode: bool | None = None, vllm_max_model_len: int | None = None,
+             reserve_gib: float | None = None) -> Estimate:
     """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
     TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
     ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
@@ -155,7 +157,10 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     that many turns and returns every turn's prompt and completion ids concatenated. vLLM sees one
     turn at a time (``max_prompt_length + max_completion_length`` per request, what
     ``vllm_max_model_length`` is checked against); the trainer trains on up to ``rollout_turns`` times
-    as many prompt and completion tokens per sequence (TRL does not truncate a rollout function's ids)."""
+    as many prompt and completion tokens per sequence (TRL does not truncate a rollout function's ids).
+
+    ``reserve_gib``: memory kept free for a display or another process (``--reserve``): the card's
+    usable memory is that much smaller (``assumptions["reserve"]``)."""
     problems: list[str] = []
     given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
                  max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
@@ -177,7 +182,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
         vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
         transformers_version=transformers_version, completion_lengths=completion_lengths,
-        rollout_turns=rollout_turns, **named)
+        rollout_turns=rollout_turns, reserve_gib=reserve_gib, **named)
     return estimate_fixed(model, gpu, fixed)
 
 
@@ -238,8 +243,11 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
     problems = model_problems(req, spec) + fixed_model_problems(spec, f.vllm_max_model_length, f.colocated)
     if problems:
         raise InvalidSetupError("\n".join(problems))
-    card = resolve_gpu(gpu)
+    card = with_reserve(resolve_gpu(gpu), f.reserve_gib)
     weights, optim, assumptions = f.weights, f.optim, {}
+    if card.reserve_bytes:
+        assumptions["reserve"] = {"value": round(card.reserve_bytes / 2**30, 4), "source": "option",
+                                  "bytes": card.reserve_bytes, "note": "kept free for a display or another process"}
     if weights == TRL_DEFAULT:
         dtype = trl_default_model_dtype(f.trl_version, f.transformers_version)
         weights = default_weights_format(f.trl_version, f.transformers_version, spec.dtype)

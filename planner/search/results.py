@@ -295,6 +295,9 @@ class Plan:
     next_steps: dict[str, Any] = field(default_factory=dict)  # the command and Python to run next
     runtime: str = "trl"  # trl | unsloth
     runtime_details: Any = None  # the runtime's own figures (to_dict() goes under the runtime's key)
+    # what the plan changed: {key, from, to, why} per modelled key whose value differs from the one given
+    # (a flag, a --config key) or, left out, from TRL's default (planner.report.changes)
+    changes: tuple[dict[str, Any], ...] = ()
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -417,6 +420,7 @@ class Plan:
             "assumptions": {k: dict(v) for k, v in self.assumptions.items()},
             "binding": dict(self.binding),
             "next_steps": dict(self.next_steps),
+            "changes": [dict(c) for c in self.changes],
         }
         if self.multi_gpu:
             d.update(gpus=[g.name for g in self.gpus], layout=self.layout,

@@ -108,6 +108,20 @@ class TrlConfig:
     env: dict[str, str] = field(default_factory=dict)  # the env: block as TRL exports it (str values)
     warnings: tuple[str, ...] = ()  # removed keys; unknown keys unless they are errors
 
+    def trl_values(self) -> dict[str, Any]:
+        """The modelled keys the file sets, under TRL's names (planner.report.changes reads them)."""
+        out = {k: v for k, v in self.pins.items()}
+        o = self.options
+        if "use_peft" in self.keys:
+            out["use_peft"] = o.get("finetune") != "full"
+        for key, name in (("gradient_checkpointing", "gradient_checkpointing"), ("layout", "vllm_mode"),
+                          ("tensor_parallel_size", "vllm_tensor_parallel_size")):
+            if key in o:
+                out[name] = o[key]
+        if self.use_vllm is not None:
+            out["use_vllm"] = self.use_vllm
+        return out
+
 
 # -- loading ----------------------------------------------------------------------------------------
 
@@ -468,3 +482,49 @@ def read_grpo_config(path: str | Path, *, trl_version: str | None = None, unknow
     installed one, else the newest known)."""
     text = _decode(_read_bytes(path), str(path))
     return parse_grpo_config(load_yaml_text(text, str(path)), str(path), trl_version=trl_version, unknown=unknown)
+
+
+# -- TRL's own refusals (GRPOConfig.__post_init__) -------------------------------------------------------
+
+TRL_BATCH_DEFAULT = 8  # TrainingArguments.per_device_train_batch_size
+TRL_NUM_GENERATIONS_DEFAULT = 8  # GRPOConfig.num_generations
+
+
+def trl_rule_problems(values: dict[str, Any], path: str, world: int = 1, fill_defaults: bool = True) -> list[str]:
+    """What TRL 1.16's ``GRPOConfig.__post_init__`` refuses in a config's settings (``values``: TRL's names,
+    the file's and the flags'), one line each naming the rule: ``generation_batch_size`` and
+    ``steps_per_generation`` both set; a generation batch not divisible by the global batch
+    (``per_device_train_batch_size x`` ``world`` training processes) or by ``num_generations``;
+    ``num_generations`` < 2. ``fill_defaults``: what the file leaves out takes TRL's default (the
+    setup as written: `plan estimate`, `plan check`); False: only the rules the given values decide
+    (`plan`, whose solver chooses the rest)."""
+    def get(name: str, default: Any) -> Any:
+        v = values.get(name)
+        return v if v is not None else (default if fill_defaults else None)
+
+    def whole(*xs: Any) -> bool:
+        return all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in xs)
+
+    out: list[str] = []
+    n = values.get("generation_batch_size") or values.get("completions_per_step")
+    S = values.get("steps_per_generation")
+    if n is not None and S is not None:
+        out.append(f"--config {path}: generation_batch_size {n} and steps_per_generation {S} are both set: TRL "
+                   f"refuses that ('generation_batch_size' and 'steps_per_generation' can not be both configured at "
+                   f"the same time, GRPOConfig); keep one")
+    B, G = get("per_device_train_batch_size", TRL_BATCH_DEFAULT), get("num_generations", TRL_NUM_GENERATIONS_DEFAULT)
+    if isinstance(G, int) and not isinstance(G, bool) and G < 2:
+        out.append(f"--config {path}: num_generations {G}: TRL requires at least 2 generations per prompt to "
+                   f"compute the advantages (GRPOConfig)")
+    if out:
+        return out
+    if n is not None and whole(n, B, world) and n % (B * world):
+        return [f"--config {path}: generation_batch_size {n} is not divisible by the global batch "
+                f"per_device_train_batch_size {B} x {world} process(es) = {B * world} (TRL's rule, GRPOConfig)"]
+    if n is None:
+        S = S if S is not None else get("gradient_accumulation_steps", 1)
+        n = B * world * S if whole(B, world, S) else None
+    if n is not None and whole(n, G) and n % G:
+        out.append(f"--config {path}: the generation batch of {n} completions is not divisible by num_generations "
+                   f"{G} (TRL's rule, GRPOConfig: every prompt's group of {G} completions in one generation batch)")
+    return out

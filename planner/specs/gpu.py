@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from ..errors import NoGpuError, UnknownGpuError
+from ..errors import InvalidSetupError, NoGpuError, UnknownGpuError
 from .shipped import PROFILES_DIR, require
-from .units import MIB
+from .units import GIB, MIB
 
 GPUS_FILE = PROFILES_DIR.joinpath("gpus.json")
 
@@ -41,11 +42,14 @@ class GpuSpec:
     nvml_name: str = ""
     driver_version: str = ""
     count: int = 1  # cards of this kind seen (auto) or requested
+    reserve_bytes: int = 0  # kept free for a display or another process (--reserve): never planned into
 
     @property
     def usable_bytes(self) -> int:
-        """Memory a new process can take: the live free figure when known, else the total."""
-        return self.total_bytes if self.free_bytes is None else min(self.free_bytes, self.total_bytes)
+        """Memory a new process can take: the live free figure when known, else the total, less the
+        reserve (``--reserve``)."""
+        free = self.total_bytes if self.free_bytes is None else min(self.free_bytes, self.total_bytes)
+        return max(0, free - self.reserve_bytes)
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "total_bytes": self.total_bytes, "bf16": self.bf16,
@@ -53,12 +57,14 @@ class GpuSpec:
         if self.free_bytes is not None:
             d.update(free_bytes=self.free_bytes, other_process_bytes=self.other_process_bytes,
                      nvml_name=self.nvml_name, driver_version=self.driver_version)
+        if self.reserve_bytes:
+            d["reserve_bytes"] = self.reserve_bytes
         return d
 
 
 def margin_budget_bytes(gpu: GpuSpec, margin: float) -> int:
     """What every phase must stay under: the card less the safety margin (a fraction of the total),
-    less what other processes hold on a live card (``--gpu auto``)."""
+    less what other processes hold on a live card (``--gpu auto``) and the reserve (``--reserve``)."""
     return int(gpu.total_bytes * (1 - margin)) - (gpu.total_bytes - gpu.usable_bytes)
 
 
@@ -190,6 +196,26 @@ def _entry_for(gpu: str) -> dict:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UnknownGpuError(f"unknown GPU '{shown}': {hint}`plan gpus` lists the "
                           f"{len(_gpu_table())} shipped profiles; --gpu auto reads the card itself")
+
+
+def with_reserve(gpu, reserve_gib: float | None):
+    """``gpu`` (a name, ``auto``, a GpuSpec, or one per GPU) with ``reserve_gib`` GiB kept free on every
+    card: resolved to GpuSpecs whose usable memory (and so every budget) is that much smaller. A
+    reserve of None or 0 leaves ``gpu`` as given. A negative, non-finite or card-sized reserve: one line."""
+    if reserve_gib is None or reserve_gib == 0:
+        return gpu
+    if isinstance(reserve_gib, bool) or not isinstance(reserve_gib, (int, float)) or not math.isfinite(
+            reserve_gib) or reserve_gib < 0:
+        raise InvalidSetupError(f"--reserve must be a number of GiB >= 0, got {reserve_gib!r}")
+    many = isinstance(gpu, (list, tuple))
+    cards = [resolve_gpu(g) for g in (gpu if many else (gpu,))]
+    reserve = int(round(reserve_gib * GIB))
+    for card in cards:
+        if reserve >= card.total_bytes:
+            raise InvalidSetupError(f"--reserve {reserve_gib:g} GiB is not less than {card.name}'s "
+                                    f"{card.total_bytes / GIB:.2f} GiB: nothing would be left to plan")
+    out = tuple(replace(c, reserve_bytes=reserve) for c in cards)
+    return out if many else out[0]
 
 
 def resolve_gpu(gpu: str | GpuSpec) -> GpuSpec:
