@@ -377,6 +377,27 @@ def _pin_rule_why(s: Search, G: int | tuple[int, ...], N: int | tuple[int, ...])
             f"num_generations {groups} (whole groups)")
 
 
+def _fixed_batch(s: Search, N: int) -> int | None:
+    """The micro-batch the pins fix on N training GPUs: pinned, or implied by pinned completions per
+    step and accumulation (None: free, or no whole micro-batch, which TRL's rules reject)."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is not None:
+        return pins.per_device_train_batch_size
+    if pins.completions is not None and pins.accumulation is not None:
+        q, r = divmod(pins.completions, N * pins.accumulation)
+        return q if q >= 1 and not r else None
+    return None
+
+
+def _batch_label(s: Search, B: int, N: int) -> str:
+    """``per_device_train_batch_size B (pinned)``, or where the pins imply it from."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is not None:
+        return f"per_device_train_batch_size {B} (pinned)"
+    return (f"per_device_train_batch_size {B} (generation_batch_size {pins.completions} / gradient_accumulation_steps "
+            f"{pins.accumulation} / {N} training GPU(s), pinned)")
+
+
 def _rules_admit(s: Search, N: int, G: int) -> bool:
     """Whether some micro-batch meets TRL's rules with the pinned batch numbers on N training GPUs
     with groups of G (memory aside)."""
@@ -415,12 +436,12 @@ def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) 
     """Why the training step alone rules the layout out (a pinned micro-batch whose step does not
     fit, the weight sync, or batch 1 over the budget), or "" when some micro-batch's step fits."""
     budget = s.budget
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, topo.world_size)
     per = " per rank" if topo.world_size > 1 else ""
     if rows and B_pin is not None and B_pin > len(rows):
         r = s.rank(topo, B_pin, C)
         need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
-        return (f"per_device_train_batch_size {B_pin} (pinned): the training step needs {need / GIB:.1f} GiB{per} "
+        return (f"{_batch_label(s, B_pin, topo.world_size)}: the training step needs {need / GIB:.1f} GiB{per} "
                 f"before vLLM's share, over the {budget / GIB:.1f} GiB budget; micro-batch {len(rows)} is the "
                 f"largest whose step fits")
     if rows:
@@ -482,7 +503,7 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
     """A colocated layout: every utilisation at which vLLM runs, every sleep setting and every
     micro-batch whose phases fit beside it (upper bounds; the exact option built on demand)."""
     tp, N = topo.vllm_tensor_parallel_size, topo.world_size
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, N)
     cap_n = s.req.targets.max_completions_per_step
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
     yielded = False
@@ -528,12 +549,12 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
 def _colocated_over_budget(s: Search, topo: Topology, C: int, rows: list[dict[str, int]], u: float) -> str:
     """Why nothing fits although vLLM starts: the smallest process (batch 1, or the pinned batch)
     beside vLLM at the lowest utilisation at which it starts, against the budget."""
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, topo.world_size)
     _, vtot = s.probe(topo.vllm_tensor_parallel_size, u, C)
     B0 = B_pin or 1
     need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
     per = "a training rank needs" if topo.world_size > 1 else "the process needs"
-    at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
+    at = _batch_label(s, B0, topo.world_size) if B_pin else "batch 1"
     return (f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {u} "
             f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {s.budget / GIB:.1f} GiB budget")
 

@@ -267,8 +267,9 @@ def _concurrency(e: UnslothEstimate) -> float:
 
 
 def _waves(e: UnslothEstimate, gen_batch: int) -> int:
-    """Generation rounds for ``gen_batch`` completions (a huge number when vLLM holds none at once)."""
-    conc = _concurrency(e)
+    """Generation rounds for ``gen_batch`` completions, whole sequences at once (the plan's
+    ``Option.concurrency``; a huge number when vLLM holds none at once)."""
+    conc = int(_concurrency(e))
     return math.ceil(gen_batch / conc) if conc > 0 else 10 ** 9
 
 
