@@ -286,3 +286,15 @@ def test_estimate_cli_says_the_layout_does_not_fit(capsys):
                  "--finetune", "full", "--engine", "zero3", "--optim", "adamw_torch", "--json"])
     d = json.loads(capsys.readouterr().out)
     assert code == 1 and d["fits"] is False and [row["fits"] for row in d["layouts"]] == [False]
+
+
+def test_unsloth_infeasible_pins_suggest_values_that_were_solved():
+    pin = dict(vllm_gpu_memory_utilization=0.95)
+    with pytest.raises(InfeasibleError) as info:
+        planner.plan(MODEL7, "T4", runtime="unsloth", pin=pin)
+    msg = str(info.value)
+    assert "nf4" not in msg  # the weights are 4-bit already: no "try nf4"
+    got = re.findall(r"vllm_gpu_memory_utilization 0.95 -> (\S+) fits", msg)
+    assert got and planner.plan(MODEL7, "T4", runtime="unsloth", vllm_gpu_memory_utilization=float(got[0])).fits
+    assert info.value.closest is not None and info.value.closest.pin_value("vllm_gpu_memory_utilization") == \
+        float(got[0])

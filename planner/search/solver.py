@@ -177,7 +177,7 @@ class Search:
     def __init__(self, req: PlanRequest, spec: ModelSpec, card: GpuSpec, asked: PlanRequest | None = None):
         self.req, self.spec, self.card = req, spec, card
         # the request as the user gave it (before apply_pins wrote the pins into its sections): what a
-        # pin released means, for the infeasible message (_nearest_pins)
+        # pin released means, for the infeasible message (nearest_pins)
         self.asked = asked if asked is not None else req
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
@@ -679,7 +679,7 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     closest = None
     tried = []
     if req.relax and req.pins.items():
-        nearest, closest = _nearest_pins(req)
+        nearest, closest = nearest_pins(req)
         msg += "; " + "; ".join(nearest)
     if req.relax and closest is None:
         t, g = req.trainer, req.targets
@@ -714,7 +714,7 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     return InfeasibleError(msg, closest=closest)
 
 
-def _nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
+def nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
     """For each pin, the value the solver chooses with that pin released (the others held), checked
     by solving with that value pinned before it is named: the nearest change that fits. A released
     ``max_completion_length`` becomes a target (cut only as far as needed). The first checked value is

@@ -435,7 +435,13 @@ class UnslothSolverRuntime:
 
     def infeasible(self, s: _State, found: dict[Topology, Found],
                    rejected: list[tuple[Topology, str]]) -> InfeasibleError:
-        return InfeasibleError(_why_nothing_fits(s.defaults, s.budget, s.margin), closest=None)
+        msg, closest = _why_nothing_fits(s.defaults, s.budget, s.margin, s.req), None
+        if s.req.relax and s.req.pins.items():
+            from .solver import nearest_pins  # TRL's release-and-check, through the same solve
+
+            lines, closest = nearest_pins(s.req)
+            msg += "; " + "; ".join(lines)
+        return InfeasibleError(msg, closest=closest)
 
     def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
         """The runtime pre-flight checks (``strict`` is TRL's: Unsloth's checks carry their own severity)."""
@@ -531,17 +537,22 @@ def _reasons(e: UnslothEstimate, defaults: UnslothEstimate, gen_batch: int, budg
     return out
 
 
-def _why_nothing_fits(d: UnslothEstimate, budget: int, margin: float) -> str:
+def _why_nothing_fits(d: UnslothEstimate, budget: int, margin: float, req: PlanRequest) -> str:
+    """What breaks at the request's settings (Unsloth's defaults where it sets none), and what to try
+    that the request has not set already."""
     if d.capacity is None:
         return f"nothing to plan with: {d.vllm_not_modelled}"
+    at = "the pinned settings" if req.pins.items() else "Unsloth's defaults"
     parts = [f"no Unsloth setup fits {d.gpu.name} with a {margin:.0%} margin"]
     if d.capacity.errors:
-        parts.append(f"vLLM at Unsloth's defaults: {d.capacity.errors[0]}")
+        parts.append(f"vLLM at {at}: {d.capacity.errors[0]}")
     if d.phases:
         worst = max(d.phases, key=lambda k: d.phases[k])
-        parts.append(f"at Unsloth's defaults the {worst.replace('_bytes', '')} phase needs "
+        parts.append(f"at {at} the {worst.replace('_bytes', '')} phase needs "
                      f"{d.phases[worst] / GIB:.2f} GiB of {budget / GIB:.2f}")
-    parts.append("try --weights nf4, a shorter --max-seq-length, a smaller --lora-rank or --standby")
+    tries = (["--weights nf4"] if not d.load_in_4bit else []) + ["a shorter --max-seq-length", "a smaller --lora-rank"] \
+        + (["--standby"] if req.unsloth.standby is False else [])  # None: the search tried both
+    parts.append("try " + ", ".join(tries[:-1]) + " or " + tries[-1])
     return "; ".join(parts)
 
 
