@@ -66,7 +66,7 @@ from ..specs.topology import (
 from ..specs.units import GIB
 from ..specs.versions import trl_max_num_seqs
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
-from .loop import Found, Scored, SolverRuntime, Walk, solve_with
+from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, solve_with
 from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, engine_concurrency, rollout_summary, waves_for
@@ -679,7 +679,7 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     closest = None
     tried = []
     if req.relax and req.pins.items():
-        nearest, closest = nearest_pins(req)
+        nearest, closest = nearest_pins(req, solve)
         msg += "; " + "; ".join(nearest)
     if req.relax and closest is None:
         t, g = req.trainer, req.targets
@@ -712,47 +712,6 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     elif req.relax:
         msg += "; nothing close fits either (tried " + ", ".join(tried or ["shorter completions"]) + ")"
     return InfeasibleError(msg, closest=closest)
-
-
-def nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
-    """For each pin, the value the solver chooses with that pin released (the others held), checked
-    by solving with that value pinned before it is named: the nearest change that fits. A released
-    ``max_completion_length`` becomes a target (cut only as far as needed). The first checked value is
-    the closest plan. ``req``: the request as asked (its pins not yet written into its sections)."""
-    out: list[str] = []
-    closest = None
-    for name, value in req.pins.items():
-        changes: dict[str, Any] = {"pins": replace(req.pins, **{name: None}), "relax": False}
-        if name == "max_completion_length":
-            changes["max_completion_length"] = value
-        p = _solved(req.with_options(**changes))
-        got = p.pin_value(name) if p is not None else None
-        if p is not None and got is None:  # the plan runs a vLLM server, where the setting does not apply
-            out.append(f"{name} {_show(value)}: it fits without it (a `trl vllm-serve` server, which does not "
-                       f"read it; with the other pins held)")
-            closest = closest or replace(p, extra={**p.extra, "relaxation": f"{name} released"})
-            continue
-        checked = _solved(req.with_options(pins=replace(req.pins, **{name: got}), relax=False)) \
-            if p is not None else None
-        if checked is None:
-            out.append(f"{name} {_show(value)}: nothing fits even with it released")
-            continue
-        out.append(f"{name} {_show(value)} -> {_show(got)} fits (with the other pins held)")
-        if closest is None:
-            closest = replace(checked, extra={**checked.extra, "relaxation": f"{name} released: {_show(got)}"})
-    return out, closest
-
-
-def _solved(req: PlanRequest) -> Plan | None:
-    """The plan of ``req``, or None when nothing fits or the request is invalid."""
-    try:
-        return solve(req)
-    except (InfeasibleError, InvalidSetupError):
-        return None
-
-
-def _show(v: Any) -> str:
-    return ",".join(v) if isinstance(v, (list, tuple)) else str(v)
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -876,7 +835,7 @@ def _plan_reasons(s: Search, opt: Option, results: tuple[LayoutResult, ...], rol
         reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep, binding)
     else:
         reasons = _reasons(s, opt, results, roles, G, binding)
-    return [f"{k} {_show(v)}: pinned" for k, v in s.req.pins.items()] + reasons
+    return [f"{k} {show_value(v)}: pinned" for k, v in s.req.pins.items()] + reasons
 
 
 def _limit(constraint: str, name: str, value: Any, detail: str) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from ..specs.versions import (
     unsloth_trl_version,
 )
 from .estimation import resolve_request
-from .loop import Found, Scored, Walk, solve_with
+from .loop import Found, Scored, Walk, nearest_pins, solve_with
 from .margins import RUNTIME_MARGIN
 from .objective import Candidate
 from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
@@ -437,9 +437,7 @@ class UnslothSolverRuntime:
                    rejected: list[tuple[Topology, str]]) -> InfeasibleError:
         msg, closest = _why_nothing_fits(s.defaults, s.budget, s.margin, s.req), None
         if s.req.relax and s.req.pins.items():
-            from .solver import nearest_pins  # TRL's release-and-check, through the same solve
-
-            lines, closest = nearest_pins(s.req)
+            lines, closest = nearest_pins(s.req, solve_unsloth)  # TRL's release-and-check
             msg += "; " + "; ".join(lines)
         return InfeasibleError(msg, closest=closest)
 
