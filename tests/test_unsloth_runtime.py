@@ -164,12 +164,15 @@ def test_divisibility_rule_in_candidates_and_plan(release):
     assert not any("per_device_train_batch_size" in c for c in p.runtime_details.changes)
 
 
-def test_fixed_batch_unsloth_rewrites_is_reported():
-    p = unsloth_plan("Qwen/Qwen2.5-1.5B-Instruct", "L4", max_seq_length=1024, unsloth_version="2025.9.7",
+def test_fixed_batch_unsloth_would_rewrite_is_refused_naming_the_rule():
+    # a pin is held or refused: Unsloth's GRPOConfig would set the batch to num_generations
+    with pytest.raises(InvalidSetupError) as e:
+        unsloth_plan("Qwen/Qwen2.5-1.5B-Instruct", "L4", max_seq_length=1024, unsloth_version="2025.9.7",
                      vllm_version="0.10.2", per_device_train_batch_size=4, gradient_accumulation_steps=2,
                      num_generations=8)
-    assert p.config["per_device_train_batch_size"] == 8
-    assert any("per_device_train_batch_size 4 -> 8" in c for c in p.runtime_details.changes)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "sets per_device_train_batch_size to num_generations" in msg
+    assert "2025.9.7" in msg and "multiple of num_generations (8)" in msg
 
 
 def test_infeasible_names_what_breaks():

@@ -18,15 +18,17 @@ assumptions read (``installed``), the next steps, and whether the request is com
 environment first (``reads_environment``: TRL's defaults; planner.api.plan_from_request).
 
 The runtimes: planner.search.solver.TRL_RUNTIME and planner.search.unsloth_solver.UNSLOTH_RUNTIME.
+When nothing fits with pins, each runtime's message names each pin's nearest value that fits
+(:func:`nearest_pins`: released, then checked by solving with it pinned, before it is printed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..errors import InfeasibleError
+from ..errors import InfeasibleError, InvalidSetupError
 from ..specs.topology import Topology
 from .objective import Candidate, score
 from .request import PlanRequest
@@ -153,3 +155,46 @@ def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
         if c.peak_bytes <= budget:
             best.consider(score(c.candidate), c.candidate.sleep, c.make)
     return best.found(walk.why)
+
+
+def nearest_pins(req: PlanRequest, solve: Callable[[PlanRequest], Plan]) -> tuple[list[str], Plan | None]:
+    """For each pin, the value the solver chooses with that pin released (the others held), checked
+    by solving with that value pinned before it is named: the nearest change that fits. A released
+    ``max_completion_length`` becomes a target (cut only as far as needed). The first checked value is
+    the closest plan. ``req``: the request as asked (its pins not yet written into its sections);
+    ``solve``: the runtime's solve (each runtime's infeasible message uses it)."""
+    out: list[str] = []
+    closest = None
+    for name, value in req.pins.items():
+        changes: dict[str, Any] = {"pins": replace(req.pins, **{name: None}), "relax": False}
+        if name == "max_completion_length":
+            changes["max_completion_length"] = value
+        p = _solved(solve, req.with_options(**changes))
+        got = p.pin_value(name) if p is not None else None
+        if p is not None and got is None:  # the plan runs a vLLM server, where the setting does not apply
+            out.append(f"{name} {show_value(value)}: it fits without it (a `trl vllm-serve` server, which does not "
+                       f"read it; with the other pins held)")
+            closest = closest or replace(p, extra={**p.extra, "relaxation": f"{name} released"})
+            continue
+        checked = _solved(solve, req.with_options(pins=replace(req.pins, **{name: got}), relax=False)) \
+            if p is not None else None
+        if checked is None:
+            out.append(f"{name} {show_value(value)}: nothing fits even with it released")
+            continue
+        out.append(f"{name} {show_value(value)} -> {show_value(got)} fits (with the other pins held)")
+        if closest is None:
+            closest = replace(checked, extra={**checked.extra, "relaxation": f"{name} released: {show_value(got)}"})
+    return out, closest
+
+
+def _solved(solve: Callable[[PlanRequest], Plan], req: PlanRequest) -> Plan | None:
+    """The plan of ``req``, or None when nothing fits or the request is invalid."""
+    try:
+        return solve(req)
+    except (InfeasibleError, InvalidSetupError):
+        return None
+
+
+def show_value(v: Any) -> str:
+    """A pin's value as the messages print it (a list of modules comma-separated)."""
+    return ",".join(v) if isinstance(v, (list, tuple)) else str(v)

@@ -118,7 +118,14 @@ class Pins:
     a pinned ``vllm_enable_sleep_mode`` the only sleep setting. The planner models
     ``steps_per_generation = gradient_accumulation_steps``, so the completions per optimizer step
     (``completions_per_step``, global) equal ``generation_batch_size``. ``max_prompt_length`` is the
-    planner's prompt length (TRL 1.x has no such field: it is not written back)."""
+    planner's prompt length (TRL 1.x has no such field: it is not written back).
+
+    A pin is held exactly (``Plan.pin_value(name) == value``) or the request fails: InvalidSetupError
+    when the pins contradict each other or a rule (TRL's batch rules on every layout searched, a setting
+    only colocated vLLM reads with ``layout="server"``, a batch or utilisation Unsloth would rewrite),
+    naming it; InfeasibleError when they are consistent but do not fit. The vLLM settings
+    (``vllm_gpu_memory_utilization``, ``vllm_enable_sleep_mode``, ``vllm_max_model_length``) keep vLLM
+    colocated (planner.search.solver.colocate_only_settings)."""
 
     per_device_train_batch_size: int | None = None
     gradient_accumulation_steps: int | None = None

@@ -30,7 +30,8 @@ from .objective import OBJECTIVE, Candidate, objective_lines, score
 if TYPE_CHECKING:
     from ..checks.preflight import Check
 
-__all__ = ["OBJECTIVE", "Estimate", "Option", "LayoutResult", "RoleMemory", "Plan", "rollout_summary", "waves_for"]
+__all__ = ["OBJECTIVE", "Estimate", "Option", "LayoutResult", "RoleMemory", "Plan", "engine_concurrency",
+           "rollout_summary", "waves_for"]
 
 
 # -- one fixed setup ---------------------------------------------------------------------------
@@ -109,6 +110,12 @@ def setup_dict(setup: TrainerSetup) -> dict[str, Any]:
 
 # -- the solver's pieces ------------------------------------------------------------------------
 
+def engine_concurrency(cap: VllmCapacity) -> int:
+    """Full-length sequences one vLLM engine decodes at once: its KV cache's concurrency, capped by
+    the ``max_num_seqs`` it was built with."""
+    return max(0, min(cap.max_num_seqs, int(cap.max_concurrency)))
+
+
 def waves_for(topo: Topology, completions_per_device: int, concurrency: int) -> int:
     """Generation rounds per step: colocated, each engine serves its TP group's requests
     (``B x S x TP``) from its share of ``concurrency``; a server serves all ``B x S x N``."""
@@ -171,10 +178,13 @@ class LayoutResult:
     option: Option | None = None
     why: str = ""
     chosen: bool = False
+    over_budget: bool = False  # a setup evaluated as given (solver.evaluate) whose peak is over a GPU's budget
 
     @property
     def fits(self) -> bool:
-        return self.option is not None
+        """A configuration of this layout fits every GPU: the search's best, or a setup as given
+        that stays under every budget (and whose vLLM starts)."""
+        return self.option is not None and not self.over_budget
 
     def to_dict(self) -> dict[str, Any]:
         t, o = self.topology, self.option
@@ -386,6 +396,8 @@ class Plan:
             return self.turn_prompt_length
         if name == "lora_r":
             return self.setup.lora_rank
+        if name == "vllm_gpu_memory_utilization" and self.runtime == "unsloth":
+            return self.runtime_details.estimate.requested_gpu_memory_utilization  # from_pretrained's
         if name == "lora_target_modules":
             mods = self.setup.lora_target_modules
             return list(mods) if mods is not None else "all-linear"

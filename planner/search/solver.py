@@ -64,11 +64,12 @@ from ..specs.topology import (
     Topology,
 )
 from ..specs.units import GIB
+from ..specs.versions import trl_max_num_seqs
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
-from .loop import Found, Scored, SolverRuntime, Walk, solve_with
+from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, solve_with
 from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
-from .results import LayoutResult, Option, Plan, RoleMemory, rollout_summary, waves_for
+from .results import LayoutResult, Option, Plan, RoleMemory, engine_concurrency, rollout_summary, waves_for
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -98,13 +99,23 @@ def generation_step(B: int, G: int, world: int) -> int:
     return B * g // math.gcd(B, g)
 
 
+def colocate_only_settings(req: PlanRequest) -> list[str]:
+    """The settings the request fixes that only colocated vLLM reads (GRPOConfig's ``vllm_*`` engine
+    settings; a ``trl vllm-serve`` server takes its own flags): fixing one rules the server layouts out."""
+    names = [k for k in ("vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_max_model_length")
+             if getattr(req.pins, k) is not None]
+    return names + (["vllm_tensor_parallel_size"] if req.vllm.tensor_parallel_size is not None else [])
+
+
 def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topology], list[tuple[Topology, str]]]:
     """Every layout to evaluate, and those the rules reject up front as ``(Topology, why)``.
 
     Colocate: TP in the divisors of the GPUs per node (TP groups stay on one node; one GPU: TP 1
     unless the user set it). Server: on one node, ``k = 1 .. num_gpus - 1`` server GPUs; on
     several nodes, node 0 serves. The server runs TP = k (dense models: ``trl vllm-serve``
-    refuses DP > 1), or TP x DP = k for MoE models."""
+    refuses DP > 1), or TP x DP = k for MoE models. Settings only colocated vLLM reads
+    (:func:`colocate_only_settings`) rule the server out (InvalidSetupError with ``layout="server"``),
+    and a TP the user fixed that cannot run is an InvalidSetupError, not a rejected layout."""
     o = req.topology
     num_gpus, num_nodes, total = o.num_gpus, o.num_nodes, o.num_gpus * o.num_nodes
     out: list[Topology] = []
@@ -115,6 +126,12 @@ def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topolo
             return ["ddp"]
         return list(AUTO_ENGINES) if o.engine == "auto" else [o.engine]
 
+    colocated_settings = colocate_only_settings(req)
+    if o.layout == "server" and colocated_settings:
+        raise InvalidSetupError(f"{', '.join(colocated_settings)} configure{'s' * (len(colocated_settings) == 1)} "
+                                f"colocated vLLM (vllm_mode='colocate'): with --layout server TRL does not read "
+                                f"{'it' if len(colocated_settings) == 1 else 'them'} (the server takes `trl vllm-serve`'s "
+                                f"flags); drop {'it' if len(colocated_settings) == 1 else 'them'} or use --layout colocate")
     if o.layout in ("auto", "colocate"):
         fixed = req.vllm.tensor_parallel_size
         tps = [fixed] if fixed else [t for t in range(1, num_gpus + 1) if num_gpus % t == 0]
@@ -122,10 +139,15 @@ def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topolo
             why = tp_problem(spec, t)
             if why is None and num_gpus % t:
                 why = f"TP {t} groups would span nodes of {num_gpus} GPUs"
+            if why and fixed:  # the user's TP cannot run: bad input, not a search that found nothing
+                raise InvalidSetupError(f"--vllm-tensor-parallel-size {t}: {why}" if num_gpus % t == 0 else
+                                        f"--vllm-tensor-parallel-size {t} does not divide the {num_gpus} GPUs per "
+                                        f"node (TRL's rule: tensor_parallel_size must divide the world size, and "
+                                        f"a TP group stays on one node); use a divisor of {num_gpus}")
             for e in engines(total):
                 topo = Topology(num_gpus, num_nodes, e, "colocate", vllm_tensor_parallel_size=t)
                 (rejected.append((topo, why)) if why else out.append(topo))
-    if o.layout in ("auto", "server") and total > 1:
+    if o.layout in ("auto", "server") and total > 1 and not colocated_settings:
         k_fixed = o.server_gpus
         if num_nodes > 1:
             ks = [k_fixed] if k_fixed else [num_gpus]
@@ -152,8 +174,11 @@ class Search:
     """One solve's caches: trainer terms per (B, C, accumulation), rank memory per topology,
     vLLM capacities per (TP, utilisation, C, max_num_seqs), the server's best utilisation."""
 
-    def __init__(self, req: PlanRequest, spec: ModelSpec, card: GpuSpec):
+    def __init__(self, req: PlanRequest, spec: ModelSpec, card: GpuSpec, asked: PlanRequest | None = None):
         self.req, self.spec, self.card = req, spec, card
+        # the request as the user gave it (before apply_pins wrote the pins into its sections): what a
+        # pin released means, for the infeasible message (nearest_pins)
+        self.asked = asked if asked is not None else req
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
         self.turns = g.rollout_turns  # the trainer trains on up to this many turns of P + C
@@ -191,8 +216,11 @@ class Search:
 
     @property
     def batch_limit(self) -> int:
-        """The largest micro-batch tried: the cap, or a pinned batch above it."""
-        return max(self.req.targets.max_batch, self.pins.per_device_train_batch_size or 0)
+        """The largest micro-batch tried: the cap, or a pinned batch above it (given, or implied by
+        pinned completions per step and accumulation)."""
+        pins = self.pins
+        implied = pins.completions // pins.accumulation if pins.completions and pins.accumulation else 0
+        return max(self.req.targets.max_batch, pins.per_device_train_batch_size or 0, implied)
 
     def setup(self, B: int, C: int, ga: int = 2, world: int = 1) -> TrainerSetup:
         """The trainer setup for micro-batch B of P + C tokens (``rollout_turns`` of them one after the
@@ -259,7 +287,7 @@ class Search:
         if topo.vllm_mode != "colocate":
             return blocks, None
         tp = topo.vllm_tensor_parallel_size
-        cap = self.capacity(tp, u, C, B * S * tp, trainer_load=rank.vllm_start_bytes)
+        cap = self.capacity(tp, u, C, trl_max_num_seqs(B, S, tp), trainer_load=rank.vllm_start_bytes)
         blocks.update(vllm_blocks(cap))
         return blocks, cap
 
@@ -298,9 +326,14 @@ def _first_sentence(text: str) -> str:
 
 def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, sleep: bool, conc: int,
                   server_peak: int = 0) -> Option:
-    blocks, _ = s.exact_blocks(topo, B, C, n // B, u)
+    """The option as it will run: its exact phases and, colocated, the concurrency of the engines TRL
+    builds with this config (``max_num_seqs = B x S x TP``, planner.specs.versions.trl_max_num_seqs),
+    whatever ``conc`` the search's bound had; ``conc`` is a server's (all its replicas)."""
+    blocks, cap = s.exact_blocks(topo, B, C, n // B, u)
     placement = "colocate" if topo.vllm_mode == "colocate" else "none"
     peak = phase_peak_bytes(block_totals(blocks), placement, sleep)
+    if cap is not None:
+        conc = engine_concurrency(cap) * topo.num_engines
     return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
 
 
@@ -313,6 +346,8 @@ def _completions(s: Search, B: int, step: int, n_cap: int, N: int) -> int | None
         return None
     if pins.accumulation is not None:
         n = B * pins.accumulation
+        if pins.completions is not None and n * N != pins.completions:
+            return None  # all three pinned: B x S x world must be the pinned completions
     elif pins.completions is not None:
         if pins.completions % N:
             return None
@@ -322,15 +357,65 @@ def _completions(s: Search, B: int, step: int, n_cap: int, N: int) -> int | None
     return n if n % step == 0 else None
 
 
-def _pin_rule_why(s: Search, G: int, N: int) -> str:
-    """Why the pinned batch numbers break TRL's rules on this layout."""
+def _pin_rule_why(s: Search, G: int | tuple[int, ...], N: int | tuple[int, ...]) -> str:
+    """Why the pinned batch numbers break TRL's rules on ``N`` training GPU(s) with groups of ``G``
+    (one value, or every one the search may take), naming the rule."""
     pins = s.pins
-    B = pins.per_device_train_batch_size
-    parts = [f"{k} {v}" for k, v in (("per_device_train_batch_size", B),
-                                     ("gradient_accumulation_steps", pins.accumulation),
-                                     ("generation_batch_size", pins.completions)) if v is not None]
-    return (f"pinned {', '.join(parts)} on {N} training GPU(s): the completions per step must be whole micro-batches "
-            f"on every GPU and whole groups of num_generations {G}")
+    B, S, n = pins.per_device_train_batch_size, pins.accumulation, pins.completions
+    Gs, Ns = (G,) if isinstance(G, int) else G, (N,) if isinstance(N, int) else N
+    parts = [f"{k} {v}" for k, v in (("per_device_train_batch_size", B), ("gradient_accumulation_steps", S),
+                                     ("generation_batch_size", n)) if v is not None]
+    on = f"on {' or '.join(map(str, Ns))} training GPU(s)"
+    if B is not None and S is not None and n is not None:
+        return (f"pinned {', '.join(parts)} {on}: TRL's generation_batch_size = per_device_train_batch_size x "
+                f"steps_per_generation x world size, with steps_per_generation = gradient_accumulation_steps "
+                f"here (one generation per optimizer step): {B} x {S} x {' or '.join(map(str, Ns))} is not {n}; "
+                f"pin two of the three")
+    groups = " or ".join(map(str, Gs))
+    return (f"pinned {', '.join(parts)} {on}: TRL's rules need generation_batch_size divisible by "
+            f"per_device_train_batch_size x world size (whole micro-batches on every GPU) and by "
+            f"num_generations {groups} (whole groups)")
+
+
+def _fixed_batch(s: Search, N: int) -> int | None:
+    """The micro-batch the pins fix on N training GPUs: pinned, or implied by pinned completions per
+    step and accumulation (None: free, or no whole micro-batch, which TRL's rules reject)."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is not None:
+        return pins.per_device_train_batch_size
+    if pins.completions is not None and pins.accumulation is not None:
+        q, r = divmod(pins.completions, N * pins.accumulation)
+        return q if q >= 1 and not r else None
+    return None
+
+
+def _batch_label(s: Search, B: int, N: int) -> str:
+    """``per_device_train_batch_size B (pinned)``, or where the pins imply it from."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is not None:
+        return f"per_device_train_batch_size {B} (pinned)"
+    return (f"per_device_train_batch_size {B} (generation_batch_size {pins.completions} / gradient_accumulation_steps "
+            f"{pins.accumulation} / {N} training GPU(s), pinned)")
+
+
+def _rules_admit(s: Search, N: int, G: int) -> bool:
+    """Whether some micro-batch meets TRL's rules with the pinned batch numbers on N training GPUs
+    with groups of G (memory aside)."""
+    B_pin = s.pins.per_device_train_batch_size
+    batches = [B_pin] if B_pin is not None else range(1, s.batch_limit + 1)
+    return any(_completions(s, B, generation_step(B, G, N), 1 << 30, N) is not None for B in batches)
+
+
+def pin_rule_problem(s: Search) -> str | None:
+    """The line naming TRL's rule when the pinned batch numbers meet it on no layout searched with no
+    group size tried (they contradict each other or the rule, whatever the memory); None otherwise."""
+    pins = s.pins
+    if pins.per_device_train_batch_size is None and pins.accumulation is None and pins.completions is None:
+        return None
+    worlds = sorted({t.world_size for t in s.topos})
+    if not worlds or any(_rules_admit(s, N, G) for N in worlds for G in s.G_options):
+        return None
+    return _pin_rule_why(s, tuple(s.G_options), tuple(worlds))
 
 
 def _trl_candidates(s: Search, stage: tuple[int, int], topo: Topology, walk: Walk) -> Iterator[Scored]:
@@ -351,12 +436,12 @@ def _trainer_why(s: Search, topo: Topology, C: int, rows: list[dict[str, int]]) 
     """Why the training step alone rules the layout out (a pinned micro-batch whose step does not
     fit, the weight sync, or batch 1 over the budget), or "" when some micro-batch's step fits."""
     budget = s.budget
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, topo.world_size)
     per = " per rank" if topo.world_size > 1 else ""
     if rows and B_pin is not None and B_pin > len(rows):
         r = s.rank(topo, B_pin, C)
         need = max(r.peak_bytes, r.steady_bytes + r.sync_bytes)
-        return (f"per_device_train_batch_size {B_pin} (pinned): the training step needs {need / GIB:.1f} GiB{per} "
+        return (f"{_batch_label(s, B_pin, topo.world_size)}: the training step needs {need / GIB:.1f} GiB{per} "
                 f"before vLLM's share, over the {budget / GIB:.1f} GiB budget; micro-batch {len(rows)} is the "
                 f"largest whose step fits")
     if rows:
@@ -418,7 +503,7 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
     """A colocated layout: every utilisation at which vLLM runs, every sleep setting and every
     micro-batch whose phases fit beside it (upper bounds; the exact option built on demand)."""
     tp, N = topo.vllm_tensor_parallel_size, topo.world_size
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, N)
     cap_n = s.req.targets.max_completions_per_step
     start_bytes = s.rank(topo, 1, C).vllm_start_bytes
     yielded = False
@@ -464,12 +549,12 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
 def _colocated_over_budget(s: Search, topo: Topology, C: int, rows: list[dict[str, int]], u: float) -> str:
     """Why nothing fits although vLLM starts: the smallest process (batch 1, or the pinned batch)
     beside vLLM at the lowest utilisation at which it starts, against the budget."""
-    B_pin = s.pins.per_device_train_batch_size
+    B_pin = _fixed_batch(s, topo.world_size)
     _, vtot = s.probe(topo.vllm_tensor_parallel_size, u, C)
     B0 = B_pin or 1
     need = min(phase_peak_bytes({**rows[B0 - 1], **vtot}, "colocate", sl) for sl in s.sleeps)
     per = "a training rank needs" if topo.world_size > 1 else "the process needs"
-    at = f"per_device_train_batch_size {B0} (pinned)" if B_pin else "batch 1"
+    at = _batch_label(s, B0, topo.world_size) if B_pin else "batch 1"
     return (f"{per} {need / GIB:.1f} GiB at {at} with vLLM at utilisation {u} "
             f"({vtot['vllm_awake'] / GIB:.1f} GiB), over the {s.budget / GIB:.1f} GiB budget")
 
@@ -513,7 +598,8 @@ class TrlSolverRuntime:
     installed: tuple[str, ...] = ("trl", "vllm", "transformers", "bitsandbytes")
 
     def prepare(self, req: PlanRequest) -> Search:
-        req = apply_pins(replace(req, resolved=resolve_request(req)))  # resolved once: `--gpu auto` reads the card once
+        asked = replace(req, resolved=resolve_request(req))  # resolved once: `--gpu auto` reads the card once
+        req = apply_pins(asked)
         if req.targets.max_completion_length is None:
             raise InvalidSetupError("max_completion_length must be set (planner.plan fills TRL's default)")
         if req.targets.sleep_mode == "on" and req.trainer.expandable_segments:
@@ -521,9 +607,12 @@ class TrlSolverRuntime:
                                     "allocator refuses it ('Expandable segments are not compatible with memory "
                                     "pool.'); unset expandable_segments or use --sleep-mode off or auto")
         spec, card, cards = _resolve(req)
-        s = Search(req, spec, card)
+        s = Search(req, spec, card, asked)
         s.cards = cards
         s.topos, s.rejected = candidate_topologies(spec, req)
+        why = pin_rule_problem(s)
+        if why:
+            raise InvalidSetupError(why)
         return s
 
     def budget(self, s: Search) -> int:
@@ -554,7 +643,7 @@ class TrlSolverRuntime:
 
     def infeasible(self, s: Search, found: dict[Topology, Found],
                    rejected: list[tuple[Topology, str]]) -> InfeasibleError:
-        return _infeasible(s.req, s, list(_layout_results(found, rejected)))
+        return _infeasible(s.asked, s, list(_layout_results(found, rejected)))
 
     def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
         """The layout's own checks, then every pre-flight check (planner.checks.preflight); an
@@ -590,7 +679,7 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     closest = None
     tried = []
     if req.relax and req.pins.items():
-        nearest, closest = _nearest_pins(req)
+        nearest, closest = nearest_pins(req, solve)
         msg += "; " + "; ".join(nearest)
     if req.relax and closest is None:
         t, g = req.trainer, req.targets
@@ -623,32 +712,6 @@ def _infeasible(req: PlanRequest, s: Search, results: list[LayoutResult]) -> Inf
     elif req.relax:
         msg += "; nothing close fits either (tried " + ", ".join(tried or ["shorter completions"]) + ")"
     return InfeasibleError(msg, closest=closest)
-
-
-def _nearest_pins(req: PlanRequest) -> tuple[list[str], Plan | None]:
-    """For each pin, the value the solver chooses with that pin released (the others held): the
-    nearest change that fits. A released ``max_completion_length`` becomes a target (cut only as far
-    as needed). The first release that fits is the closest plan."""
-    out: list[str] = []
-    closest = None
-    for name, value in req.pins.items():
-        changes: dict[str, Any] = {"pins": replace(req.pins, **{name: None}), "relax": False}
-        if name == "max_completion_length":
-            changes["max_completion_length"] = value
-        try:
-            p = solve(req.with_options(**changes))
-        except (InfeasibleError, InvalidSetupError):
-            out.append(f"{name} {_show(value)}: nothing fits even with it released")
-            continue
-        got = p.pin_value(name)
-        out.append(f"{name} {_show(value)} -> {_show(got)} fits (with the other pins held)")
-        if closest is None:
-            closest = replace(p, extra={**p.extra, "relaxation": f"{name} released: {_show(got)}"})
-    return out, closest
-
-
-def _show(v: Any) -> str:
-    return ",".join(v) if isinstance(v, (list, tuple)) else str(v)
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -772,7 +835,7 @@ def _plan_reasons(s: Search, opt: Option, results: tuple[LayoutResult, ...], rol
         reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep, binding)
     else:
         reasons = _reasons(s, opt, results, roles, G, binding)
-    return [f"{k} {_show(v)}: pinned" for k, v in s.req.pins.items()] + reasons
+    return [f"{k} {show_value(v)}: pinned" for k, v in s.req.pins.items()] + reasons
 
 
 def _limit(constraint: str, name: str, value: Any, detail: str) -> dict[str, Any]:
@@ -870,8 +933,7 @@ def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: Vllm
     else:
         r.append(f"completion length cut to {C} (requested {tgt}): longer does not fit {card.name} with a "
                  f"{margin:.0%} margin")
-    conc = int(cap.max_concurrency) if cap is not None else opt.concurrency
-    waves = opt.waves
+    conc, waves = opt.concurrency, opt.waves  # the engine TRL builds with the plan's config
     r.append(f"{n} completions per step ({n // G} prompts x {G} generations) = batch {B} x {S} steps per "
              f"generation; vLLM holds {conc} full-length sequences at once, so "
              f"{'one wave' if waves == 1 else f'{waves} waves'}")
@@ -994,10 +1056,8 @@ def evaluate(req: PlanRequest, *, topology: Topology, batch_size: int, steps_per
     if why:
         raise InvalidSetupError(why)
     B, S, C = batch_size, steps_per_generation, completion_length
-    if topology.vllm_mode == "colocate":
-        cap, _ = s.probe(topology.vllm_tensor_parallel_size, utilization, C)
-        conc = int(cap.max_concurrency) * topology.num_engines
-        opt = _exact_option(s, topology, C, B, B * S, utilization, sleep_mode, conc)
+    if topology.vllm_mode == "colocate":  # the concurrency is the exact engine's (_exact_option)
+        opt = _exact_option(s, topology, C, B, B * S, utilization, sleep_mode, 0)
     else:
         v = req.vllm
         scap = vllm_capacity(spec, card, gpu_memory_utilization=utilization, max_model_len=s.model_len(C),
@@ -1008,6 +1068,12 @@ def evaluate(req: PlanRequest, *, topology: Topology, batch_size: int, steps_per
         opt = _exact_option(s, topology, C, B, B * S, utilization, False, conc,
                             sum(server_gpu_components(scap, spec).values()))
     plan = build_plan(s, opt, (LayoutResult(topology, opt, chosen=True),), cards, num_generations, evaluated=True)
-    if not all(r.peak_bytes <= r.budget_bytes for r in plan.roles.values()):
-        plan = replace(plan, warnings=plan.warnings + ("the setup exceeds the margin on at least one GPU",))
+    if not plan.fits:  # every GPU's peak against its budget (and vLLM's start): the layout row says so too
+        why = "; ".join(f"{name}: peak {r.peak_bytes / GIB:.1f} GiB over the {r.budget_bytes / GIB:.1f} GiB budget"
+                        if r.peak_bytes > r.budget_bytes else f"{name}: vLLM does not start"
+                        for name, r in plan.roles.items()
+                        if r.peak_bytes > r.budget_bytes or (r.vllm is not None and not r.vllm.startup_ok))
+        row = LayoutResult(topology, opt, why, chosen=True, over_budget=True)
+        plan = replace(plan, layouts=(row,),
+                       warnings=plan.warnings + ("the setup exceeds the margin on at least one GPU",))
     return plan

@@ -56,7 +56,7 @@ from ..specs.versions import (
     unsloth_trl_version,
 )
 from .estimation import resolve_request
-from .loop import Found, Scored, Walk, solve_with
+from .loop import Found, Scored, Walk, nearest_pins, solve_with
 from .margins import RUNTIME_MARGIN
 from .objective import Candidate
 from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
@@ -274,25 +274,54 @@ def _concurrency(e: UnslothEstimate) -> float:
 
 
 def _waves(e: UnslothEstimate, gen_batch: int) -> int:
-    """Generation rounds for ``gen_batch`` completions (a huge number when vLLM holds none at once)."""
-    conc = _concurrency(e)
+    """Generation rounds for ``gen_batch`` completions, whole sequences at once (the plan's
+    ``Option.concurrency``; a huge number when vLLM holds none at once)."""
+    conc = int(_concurrency(e))
     return math.ceil(gen_batch / conc) if conc > 0 else 10 ** 9
 
 
 def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> list[tuple[int, int]]:
     """(batch, accumulation) to try for group size ``g``: one generation batch of ``g`` completions
-    (one prompt) split into micro-batches Unsloth keeps; a batch or accumulation the user fixed is
-    kept as given (Unsloth may then rewrite it, which the plan reports)."""
+    (one prompt) split into micro-batches Unsloth keeps; a batch the user fixed only where Unsloth
+    keeps it (none: its GRPOConfig would rewrite the pin, :func:`_batch_rule_problem`)."""
     if batch is not None and ga is not None:
-        return [(batch, ga)]
+        return [(batch, ga)] if adjusted_batch_size(facts, batch, ga, g) == batch else []
     if batch is not None:
         kept = [(batch, a) for a in range(1, g + 1) if adjusted_batch_size(facts, batch, a, g) == batch
                 and (batch * a) % g == 0]
-        return kept[:1] or [(batch, 1)]
+        return kept[:1]
     if ga is not None:
         kept = [(b, ga) for b in range(g, 0, -1) if adjusted_batch_size(facts, b, ga, g) == b and (b * ga) % g == 0]
         return kept or [(g, ga)]
     return kept_batches(facts, g, g)
+
+
+def _batch_rule_problem(facts: UnslothFacts, a: dict[str, Any]) -> str | None:
+    """The line naming Unsloth's divisibility rule when it would rewrite a pinned batch with every
+    group size the search may take; None when one keeps it."""
+    batch, ga = a["per_device_train_batch_size"], a["gradient_accumulation_steps"]
+    groups = [a["num_generations"]] if a["num_generations"] else list(_GROUP_SIZES)
+    if batch is None or any(_batches(facts, g, batch, ga) for g in groups):
+        return None
+    rule = ("per_device_train_batch_size x gradient_accumulation_steps x world size"
+            if facts.divisibility_rule == "ga_world" else "per_device_train_batch_size")
+    pinned = f"per_device_train_batch_size {batch}" + (f", gradient_accumulation_steps {ga}" if ga else "")
+    return (f"pinned {pinned}: Unsloth {facts.release}'s GRPOConfig sets per_device_train_batch_size to "
+            f"num_generations unless {rule} is a multiple of num_generations ({' or '.join(map(str, groups))}); "
+            f"pin a batch it keeps")
+
+
+def _utilization_problem(s: _State) -> str | None:
+    """The line naming Unsloth's standby rule when standby (asked for) would change a pinned utilisation."""
+    a = s.asked
+    u = a["gpu_memory_utilization"]
+    if u is None or a["standby"] is not True:
+        return None
+    kept, why = requested_utilization(s.facts, u, True, s.card.total_bytes, s.fixed["vllm_version"])
+    if round(kept, 4) == round(u, 4):
+        return None
+    return (f"--vllm-gpu-memory-utilization {u} with --standby: {why} (Unsloth {s.facts.release}'s standby rule); "
+            f"pin {kept:.4g}, or drop --standby")
 
 
 # -- the search ------------------------------------------------------------------------------------
@@ -351,7 +380,11 @@ class UnslothSolverRuntime:
                                                          "per_device_train_batch_size", "gradient_accumulation_steps",
                                                          "max_completion_length")})
         fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
-        return _State(req, spec, card, facts, a, fixed, defaults, margin, int(card.total_bytes * (1 - margin)))
+        s = _State(req, spec, card, facts, a, fixed, defaults, margin, int(card.total_bytes * (1 - margin)))
+        why = _batch_rule_problem(facts, a) or _utilization_problem(s)
+        if why:
+            raise InvalidSetupError(why)
+        return s
 
     def budget(self, s: _State) -> int:
         return s.budget
@@ -375,6 +408,8 @@ class UnslothSolverRuntime:
         for mode in modes:
             for util in utilization_candidates(facts, mode, card.total_bytes, s.fixed["vllm_version"],
                                                a["gpu_memory_utilization"]):
+                if a["gpu_memory_utilization"] is not None and util != round(a["gpu_memory_utilization"], 4):
+                    continue  # this standby setting would change the pinned utilisation
                 for completion in completions:
                     for g in groups:
                         for b, ga in _batches(facts, g, a["per_device_train_batch_size"],
@@ -383,8 +418,9 @@ class UnslothSolverRuntime:
                                                  num_generations=g, per_device_train_batch_size=b,
                                                  gradient_accumulation_steps=ga, max_completion_length=completion,
                                                  **s.fixed)
-                            if not e.fits:
-                                continue
+                            if not e.fits or (a["per_device_train_batch_size"] is not None and
+                                              e.per_device_train_batch_size != a["per_device_train_batch_size"]):
+                                continue  # over the card, or Unsloth would rewrite the pinned batch
                             gen_batch = e.per_device_train_batch_size * ga
                             yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
                                                    e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
@@ -406,7 +442,11 @@ class UnslothSolverRuntime:
 
     def infeasible(self, s: _State, found: dict[Topology, Found],
                    rejected: list[tuple[Topology, str]]) -> InfeasibleError:
-        return InfeasibleError(_why_nothing_fits(s.defaults, s.budget, s.margin), closest=None)
+        msg, closest = _why_nothing_fits(s.defaults, s.budget, s.margin, s.req), None
+        if s.req.relax and s.req.pins.items():
+            lines, closest = nearest_pins(s.req, solve_unsloth)  # TRL's release-and-check
+            msg += "; " + "; ".join(lines)
+        return InfeasibleError(msg, closest=closest)
 
     def checked(self, p: Plan, for_training: bool | None, strict: bool) -> Plan:
         """The runtime pre-flight checks (``strict`` is TRL's: Unsloth's checks carry their own severity)."""
@@ -502,17 +542,22 @@ def _reasons(e: UnslothEstimate, defaults: UnslothEstimate, gen_batch: int, budg
     return out
 
 
-def _why_nothing_fits(d: UnslothEstimate, budget: int, margin: float) -> str:
+def _why_nothing_fits(d: UnslothEstimate, budget: int, margin: float, req: PlanRequest) -> str:
+    """What breaks at the request's settings (Unsloth's defaults where it sets none), and what to try
+    that the request has not set already."""
     if d.capacity is None:
         return f"nothing to plan with: {d.vllm_not_modelled}"
+    at = "the pinned settings" if req.pins.items() else "Unsloth's defaults"
     parts = [f"no Unsloth setup fits {d.gpu.name} with a {margin:.0%} margin"]
     if d.capacity.errors:
-        parts.append(f"vLLM at Unsloth's defaults: {d.capacity.errors[0]}")
+        parts.append(f"vLLM at {at}: {d.capacity.errors[0]}")
     if d.phases:
         worst = max(d.phases, key=lambda k: d.phases[k])
-        parts.append(f"at Unsloth's defaults the {worst.replace('_bytes', '')} phase needs "
+        parts.append(f"at {at} the {worst.replace('_bytes', '')} phase needs "
                      f"{d.phases[worst] / GIB:.2f} GiB of {budget / GIB:.2f}")
-    parts.append("try --weights nf4, a shorter --max-seq-length, a smaller --lora-rank or --standby")
+    tries = (["--weights nf4"] if not d.load_in_4bit else []) + ["a shorter --max-seq-length", "a smaller --lora-rank"] \
+        + (["--standby"] if req.unsloth.standby is False else [])  # None: the search tried both
+    parts.append("try " + ", ".join(tries[:-1]) + " or " + tries[-1])
     return "; ".join(parts)
 
 
