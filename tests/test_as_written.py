@@ -110,3 +110,26 @@ def test_trls_refusals_before_planning(text, rule, command, tmp_path, capsys):
     code, _, err = _run(capsys, [*command, "--config", path, "--model", SMALL, "--gpu", "L4"])
     lines = [line for line in err.splitlines() if line.startswith("plan: error:")]
     assert code == 2 and len(lines) == 1 and rule in lines[0], err
+
+
+@pytest.mark.parametrize("text, gpu, expect", [
+    ("fp16: true\nbf16: false\n", "H100-80GB", {"bf16": False, "fp16": True}),
+    ("bf16: false\n", "H100-80GB", {"bf16": False}),
+    ("fp16: true\n", "T4", {"bf16": False, "fp16": True}),
+    ("bf16: true\n", "T4", "bf16: true in the config file, but the T4 has no bf16"),
+    ("bf16: true\nfp16: true\n", "H100-80GB", "bf16 and fp16 are both true in the config file"),
+])
+def test_a_files_precision_is_held_or_refused(text, gpu, expect, tmp_path, capsys):
+    import json
+
+    from planner.cli import main
+
+    f = tmp_path / "grpo.yaml"
+    f.write_text(text)
+    rc = main(["--config", str(f), "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", gpu, "--json"])
+    out, err = capsys.readouterr()
+    if isinstance(expect, str):
+        assert rc == 2 and err.startswith(f"plan: error: {expect}") and err.count("\n") == 1, err
+    else:
+        config = json.loads(out)["config"]
+        assert {k: config.get(k) for k in expect} == expect

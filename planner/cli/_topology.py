@@ -57,8 +57,11 @@ def layouts_table(plan: Plan) -> list[str]:
             why_not.append(f"{t.label}, {eng}: {row.why}")
         else:
             sp = format_gib(o.server_peak_bytes) if o.server_peak_bytes else ""
-            rows.append((t.label, eng, "yes", format_gib(o.peak_bytes), sp, str(o.one_wave), str(o.batch_size),
-                         f"{o.utilization:.2f}{' +sleep' if o.sleep else ''}", "chosen" if row.chosen else ""))
+            rows.append((t.label, eng, "yes" if row.fits else "no", format_gib(o.peak_bytes), sp, str(o.one_wave),
+                         str(o.batch_size), f"{o.utilization:.2f}{' +sleep' if o.sleep else ''}",
+                         "chosen" if row.chosen else ""))
+            if not row.fits:  # a setup as given (plan estimate) over a GPU's budget, or vLLM not starting
+                why_not.append(f"{t.label}, {eng}: {row.why or 'over the budget'}")
     out = columns(headers, rows, right=frozenset({3, 4, 5, 6})).split("\n")
     return out + [f"not fitting: {w}" for w in why_not]
 

@@ -22,7 +22,7 @@ from ..report.emit import GRPO_YAML
 from ..report.next_steps import next_steps
 from ..search.margins import MEMORY_MODEL_MARGIN
 from ..search.request import KV_CACHE_DTYPES, SLEEP_MODES, PlanRequest, plan_request
-from ..search.results import OBJECTIVE, Plan
+from ..search.results import OBJECTIVE, Plan, engine_concurrency
 from ..search.trl_config import trl_rule_problems
 from . import _unsloth
 from ._common import (
@@ -340,7 +340,8 @@ def render(p: Plan) -> str:
     v = p.vllm
     if v is not None:
         out.append(table([("KV cache", gib_str(v.kv_cache_bytes)), ("KV tokens", f"{v.kv_cache_tokens:,}"),
-                          ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens"),
+                          ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens (KV cache)"),
+                          ("sequences at once", f"{engine_concurrency(v)} (max_num_seqs {v.max_num_seqs})"),
                           ("generation waves", str(p.waves))], "vLLM:"))
     out.append(render_changes(p.changes))
     out.append("objective: " + " > ".join(OBJECTIVE))

@@ -730,6 +730,7 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     config = _trl_config(s, opt, G, host)
     passthrough = {k: v for k, v in req.passthrough if k not in config}  # a TRL config's unmodelled keys
     config.update(passthrough)
+    config.update(_precision_as_given(dict(req.passthrough), card))
     checks = _layout_checks(s, topo, cards, config, rank, host)
     g = req.targets
     targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
@@ -802,6 +803,20 @@ def _trl_config(s: Search, opt: Option, G: int, host: str) -> dict[str, Any]:
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
                    "bf16": bool(s.card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
     return config
+
+
+def _precision_as_given(given: dict[str, Any], card: GpuSpec) -> dict[str, Any]:
+    """A config file's ``bf16`` / ``fp16``, held as written (they choose autocast's dtype; the memory
+    model's weights are ``--weights``), or refused when the card or TRL cannot run them."""
+    precision: dict[str, Any] = {k: given[k] for k in ("bf16", "fp16") if k in given}
+    if precision.get("bf16") and precision.get("fp16"):
+        raise InvalidSetupError("bf16 and fp16 are both true in the config file: transformers refuses both; keep one")
+    if precision.get("bf16") and not card.bf16:
+        raise InvalidSetupError(f"bf16: true in the config file, but the {card.name} has no bf16 (compute capability "
+                                f"below 8.0): set fp16: true instead, or plan for a card with bf16")
+    if precision.get("fp16") and "bf16" not in precision:
+        precision["bf16"] = False  # the planner's own bf16 would contradict the file's fp16
+    return precision
 
 
 def _layout_checks(s: Search, topo: Topology, cards: tuple[GpuSpec, ...], config: dict[str, Any],

@@ -12,8 +12,9 @@ Keys are TRL's own (GRPOConfig, trl.ModelConfig, the grpo script's). Pins: every
 ``dtype``/``torch_dtype``, ``gradient_checkpointing``/``activation_checkpointing``,
 ``vllm_tensor_parallel_size``, ``vllm_mode``, and the ``env:`` block's ``PYTORCH_CUDA_ALLOC_CONF`` /
 ``PYTORCH_ALLOC_CONF`` (``expandable_segments``, as the environment variable sets it).
-``model_name_or_path`` is the model. Keys the plan writes itself (``use_vllm``, ``bf16``, ``lora_alpha``
-and the like follow the plan) are consumed; everything else (``learning_rate``, ``beta``, ``dataset_name``,
+``model_name_or_path`` is the model. Keys the plan writes itself (``use_vllm``, ``lora_alpha`` and the
+like follow the plan) are consumed; ``bf16`` / ``fp16`` pass through and are held as written (the solver
+refuses ``bf16: true`` on a card without it); everything else (``learning_rate``, ``beta``, ``dataset_name``,
 ``reward_funcs``, ``env``, ...) passes through.
 
 As TRL 1.16 reads it (trl/scripts/utils.py ``TrlParser.parse_args_and_config``): ``yaml.safe_load``, the
@@ -70,7 +71,7 @@ MAX_NODES = 100_000  # scalars and collections, every alias expanded
 
 _DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "float32": "fp32", "fp32": "fp32"}
 # written by the plan itself: a value in the file is replaced by the plan's
-CONSUMED = ("use_vllm", "bf16", "fp16", "model_name_or_path", "use_peft", "load_in_4bit", "load_in_8bit", "dtype",
+CONSUMED = ("use_vllm", "model_name_or_path", "use_peft", "load_in_4bit", "load_in_8bit", "dtype",
             "torch_dtype", "gradient_checkpointing", "activation_checkpointing", "vllm_tensor_parallel_size",
             "vllm_mode", "bnb_4bit_quant_type")
 # how TRL 1.16's parser converts a string given for a modelled key (HfArgumentParser._parse_dataclass_field):
