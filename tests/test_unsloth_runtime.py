@@ -450,3 +450,11 @@ def test_the_unsloth_estimate_refuses_what_it_cannot_honour(extra, line, capsys)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"plan: error: {line}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("gpu, bf16", [("T4", False), ("L4", True)])
+def test_the_unsloth_config_sets_the_cards_precision(gpu, bf16):
+    # Unsloth's notebooks: bf16 = is_bfloat16_supported(), fp16 = not is_bfloat16_supported()
+    p = planner.plan("Qwen/Qwen2.5-3B-Instruct", gpu, runtime="unsloth")
+    assert (p.config["bf16"], p.config["fp16"]) == (bf16, not bf16)
+    assert f"fp16={not bf16}" in p.runtime_details.snippet(p.config)

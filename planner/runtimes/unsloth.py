@@ -267,7 +267,10 @@ class UnslothEstimate:
         return {"per_device_train_batch_size": self.per_device_train_batch_size,
                 "gradient_accumulation_steps": self.gradient_accumulation_steps,
                 "num_generations": self.num_generations, "max_prompt_length": self.max_prompt_length,
-                "max_completion_length": self.max_completion_length, "optim": "adamw_8bit"}
+                "max_completion_length": self.max_completion_length, "optim": "adamw_8bit",
+                # the precision Unsloth's GRPO notebooks set: bf16 = is_bfloat16_supported(), fp16 = not it
+                # (from_pretrained's dtype=None picks the same: float16 on a T4 or V100, bfloat16 from Ampere)
+                "bf16": bool(self.gpu.bf16), "fp16": not self.gpu.bf16}
 
     def env(self) -> dict:
         return {"UNSLOTH_VLLM_STANDBY": "1" if self.standby else "0"}
