@@ -5,7 +5,7 @@ quoted from them.
     python benchmarks/reproduce.py --fast            # only those estimated under 30 s
     python benchmarks/reproduce.py --only layouts,unsloth_reports
     python benchmarks/reproduce.py --list            # the registry: files, command, needs, estimated time
-    python benchmarks/reproduce.py --check [--fast] [--only ...]
+    python benchmarks/reproduce.py --check [--fast] [--only ...]   # rerun in a scratch copy and compare
 
 REGISTRY below is the one table of results files: the script (and arguments) that makes each, what it needs
 (``planner``: CPU and the planner only; ``train``: CPU with the train extras, torch, transformers, TRL, PEFT;
@@ -100,11 +100,11 @@ REGISTRY: tuple[Result, ...] = (
     Result("trace_new_architectures", (f"{RESULTS}/trace_new_architectures.txt",),
            ("python", "benchmarks/trace_new_architectures.py"), "train", 40),
     Result("allocator_replay", (f"{RESULTS}/allocator_replay.txt",), ("python", "benchmarks/allocator_replay.py"),
-           "train", 60),
+           "train", 105),
     Result("allocator_notebook", (f"{RESULTS}/allocator_notebook.txt", f"{RESULTS}/allocator_notebook.jsonl"),
-           ("python", "benchmarks/allocator_notebook.py"), "train", 120),
+           ("python", "benchmarks/allocator_notebook.py"), "train", 55),
     Result("trace_vs_measured", (f"{RESULTS}/trace_vs_measured.txt",), ("python", "benchmarks/trace_vs_measured.py"),
-           "train", 180, volatile=(r"^Trace time: .*$",)),
+           "train", 120, volatile=(r"^Trace time: .*$",)),
     # -- other releases' code, in environments under /tmp -----------------------------------------------------
     Result("old_trl_head", (f"{RESULTS}/old_trl_head.txt",), ("python", "benchmarks/old_trl_head.py"), "old-env", 300,
            made_on="CPU; TRL 0.18-0.26 wheels unpacked under /tmp/trl_X (pip install --no-deps --target), "
@@ -343,13 +343,16 @@ def select(only: str | None, fast: bool) -> list[Result]:
             raise SystemExit(f"reproduce.py: unknown result(s) {', '.join(unknown)}; known: {', '.join(by_name())}")
         entries = [by_name()[n] for n in names]
     if fast:
-        entries = [e for e in entries if e.seconds < FAST_SECONDS]
+        entries = [e for e in entries if e.seconds < FAST_SECONDS and e.needs != "record"]
     return entries
 
 
 def print_skip(entry: Result, why: str) -> None:
-    command = " ".join(entry.command) or "(none)"
-    print(f"skip  {entry.name}: needs {why}; made by `{command}`" + (f" on {entry.made_on}" if entry.made_on else ""))
+    if entry.needs == "record":
+        print(f"skip  {entry.name}: a record, {entry.made_on}")
+        return
+    print(f"skip  {entry.name}: needs {why}; made by `{' '.join(entry.command)}`"
+          + (f" on {entry.made_on}" if entry.made_on else ""))
 
 
 def reproduce(entries: list[Result], root: Path, check: bool) -> list[str]:
@@ -362,6 +365,9 @@ def reproduce(entries: list[Result], root: Path, check: bool) -> list[str]:
             print_skip(entry, why)
             continue
         t0 = time.perf_counter()
+        if check:  # the copy holds the committed files: a script that writes nothing must not pass
+            for rel in entry.files:
+                (root / rel).unlink(missing_ok=True)
         failed = run_entry(entry, root)
         drift = [failed] if failed else (compare_result(entry, ROOT, root) if check else [])
         verdict = "FAIL" if failed else ("DRIFT" if drift else ("ok" if check else "wrote"))
