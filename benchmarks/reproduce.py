@@ -66,7 +66,8 @@ class Result:
 
 
 H100_ENV = ("NVIDIA H100 80GB HBM3 (driver 580.159.04), torch 2.11.0+cu130, transformers 5.17.0, peft 0.21.0, "
-            "accelerate 1.15.0, trl 1.16.0, bitsandbytes 0.50.2 (benchmarks/results/h100_heldout/env.txt)")
+            "accelerate 1.15.0, trl 1.16.0, bitsandbytes 0.50.2 (h100_heldout/env.txt; the h100_run_peak rows name the "
+            "same versions)")
 
 REGISTRY: tuple[Result, ...] = (
     # -- CPU, the planner only ------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ REGISTRY: tuple[Result, ...] = (
     Result("trace_vs_analytic", (f"{RESULTS}/trace_vs_analytic.txt",), ("python", "benchmarks/trace_vs_analytic.py"),
            "train", 45),
     Result("trace_new_architectures", (f"{RESULTS}/trace_new_architectures.txt",),
-           ("python", "benchmarks/trace_new_architectures.py"), "train", 40),
+           ("python", "benchmarks/trace_new_architectures.py"), "train", 65),
     Result("allocator_replay", (f"{RESULTS}/allocator_replay.txt",), ("python", "benchmarks/allocator_replay.py"),
            "train", 105),
     Result("allocator_notebook", (f"{RESULTS}/allocator_notebook.txt", f"{RESULTS}/allocator_notebook.jsonl"),
