@@ -68,7 +68,9 @@ def predict(rec: dict):
 def main(path: Path = DATA) -> int:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     util_err, kv_err, fit_ok, fit_n = [], [], 0, 0
-    print(f"{len(rows)} records from {path}\n")
+    root = DATA.parents[2]
+    shown = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path  # no machine's path
+    print(f"{len(rows)} records from {shown}\n")
     for i, rec in enumerate(rows, 1):
         v = rec["versions"]
         head = (f"[{i}] {rec['model']} on {rec['gpu']}, unsloth {v.get('unsloth_zoo') or v.get('unsloth')}, "
