@@ -82,6 +82,16 @@ PLAN_CASES = [  # (extra argv for `plan`, number of problems)
     (["--rechoose", "bogus"], 1), (["--rechoose", ","], 1), (["--rechoose", "all,bogus"], 1),
     (["--rechoose", "learning_rate"], 1), (["--reserve", "-1"], 1), (["--reserve", "nan"], 1),
     (["--reserve", "inf"], 1), (["--reserve", "1000"], 1), (["--reserve", "x"], 1),
+    # pins that contradict each other or TRL's rules (held or refused, never replaced)
+    (["--generation_batch_size", "64", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1"], 1),
+    (["--num-generations", "1"], 1), (["--num-generations", "3", "--generation_batch_size", "8"], 1),
+    (["--per_device_train_batch_size", "0"], 1), (["--vllm-gpu-memory-utilization", "1.5"], 1),
+    (["--num-gpus", "3", "--vllm-tensor-parallel-size", "2"], 1),
+    # the Unsloth runtime's flags: honoured or refused
+    (["--runtime", "unsloth", "--layout", "server"], 1), (["--runtime", "unsloth", "--generation_batch_size", "16"], 1),
+    (["--runtime", "unsloth", "--lora-target-modules", "q_proj,v_proj"], 1),
+    (["--runtime", "unsloth", "--num-generations", "1"], 1), (["--runtime", "unsloth", "--num-gpus", "2"], 1),
+    (["--runtime", "unsloth", "--finetune", "full"], 1), (["--max-seq-length", "1024"], 1),
 ]
 MODEL_CASES = [  # (--model value, --gpu value)
     ("", "L4"), (" ", "L4"), ("a" * 300, "L4"), ("org/" + "a" * 300, "L4"), ("~nosuchuser/x", "L4"),
@@ -109,6 +119,9 @@ ESTIMATE_CASES = [  # (extra argv for `plan estimate`, number of problems)
     (["--batch-size", "0", "--completion-length", "0", "--lora-rank", "0"], 3),
     (["--batch-size", "x"], 1), (["--completion-lengths", "random"], 1),
     (["--reserve", "-0.5"], 1), (["--reserve", "nan"], 1), (["--reserve", "23"], 1), (["--reserve", "two"], 1),
+    (["--runtime", "unsloth", "--batch-size", "0"], 1), (["--runtime", "unsloth", "--num-generations", "1"], 1),
+    (["--runtime", "unsloth", "--layout", "server"], 1),
+    (["--runtime", "unsloth", "--lora-target-modules", "q_proj,v_proj"], 1),
 ]
 
 
