@@ -533,3 +533,27 @@ def test_estimate_from_cli_arguments(capsys):
     e = json.loads(capsys.readouterr().out)
     assert (e["topology"]["vllm_mode"], e["topology"]["engine"], e["topology"]["world_size"]) == ("colocate", "ddp", 2)
     assert e["config"]["per_device_train_batch_size"] == 4 and e["config"]["max_completion_length"] == 256
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero1", "zero2", "zero3", "fsdp"])
+def test_the_optimizer_steps_temporary_is_the_ranks_partition(engine):
+    # adamw_torch's foreach sqrt buffer: parameter-sized on one process (bf16 here); DeepSpeed steps the
+    # client optimizer on the rank's fp32 master partition (ZeRO-3: at most a 1e9-element sub-group),
+    # FSDP on the rank's shards, DDP on every parameter
+    tm, rank = _full(engine)
+    single = tm.components["optimizer_step"]
+    trainable = tm.trainable_params
+    assert single == trainable * 2
+    expected = {"ddp": single, "fsdp": -(-single // N)}.get(engine, -(-trainable // N) * 4)
+    assert rank.components["optimizer_step"] == expected
+
+
+def test_zero3_steps_one_sub_group_at_a_time():
+    from planner.memory.sharding import optimizer_step_per_rank_bytes
+    from planner.specs.topology import ZERO3_SUB_GROUP_SIZE
+
+    trainable = 32_000_000_000
+    assert optimizer_step_per_rank_bytes(trainable * 2, trainable, "zero3", 8) == ZERO3_SUB_GROUP_SIZE * 4
+    assert optimizer_step_per_rank_bytes(trainable * 2, trainable, "zero2", 8) == trainable // 8 * 4
+    assert optimizer_step_per_rank_bytes(0, trainable, "zero3", 8) == 0  # fused / 8-bit: nothing to shard
+    assert DEEPSPEED_DEFAULTS["sub_group_size"] == ZERO3_SUB_GROUP_SIZE

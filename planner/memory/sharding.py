@@ -12,6 +12,7 @@ from ..specs.topology import (
     DEEPSPEED_ENGINES,
     SHARDED_PARAM_ENGINES,
     ZERO3_PARAM_PERSISTENCE_THRESHOLD,
+    ZERO3_SUB_GROUP_SIZE,
     ZERO_OVERLAP_COMM,
     ZERO_REDUCE_BUCKET_SIZE,
     Topology,
@@ -148,6 +149,29 @@ def zero_bucket_bytes(engine: str, compute_bytes: int = 2, reduce_bucket_size: i
     return int(reduce_bucket_size) * compute_bytes * (2 if overlap_comm else 1)
 
 
+def optimizer_step_per_rank_bytes(step_bytes: int, trainable_params: int, engine: str, world: int) -> int:
+    """The optimizer step's temporaries on one rank (``step_bytes``: the single-process figure,
+    planner.memory.optimizer.optimizer_step_transient_bytes; ``adamw_torch``'s foreach ``sqrt`` buffer).
+
+    DeepSpeed steps the client optimizer on the rank's fp32 master partition, not on the model's
+    parameters: ZeRO-1/2 one parameter group at a time, each group one flat fp32 tensor of the
+    rank's partition (0.19.8 stage_1_and_2.py ``_optimizer_step``: ``self.optimizer.param_groups =
+    [original_param_groups[group_no]]``), ZeRO-3 one sub-group at a time (stage3.py
+    ``_optimizer_step(sub_group_id)`` on ``fp32_partitioned_groups_flat[sub_group_id]``), a sub-group
+    at most ``sub_group_size`` elements (default 1e9, runtime/zero/config.py). So the buffer is at
+    most the rank's partition (1/N of the trainable parameters; the whole partition, the safe side of
+    its two parameter groups) in fp32, capped at a sub-group under ZeRO-3. FSDP's optimizer holds the
+    rank's shards of the parameters, in their dtype: 1/N of the single-process figure. DDP: all of it."""
+    if not step_bytes or world == 1 or engine == "ddp":
+        return step_bytes
+    if engine in DEEPSPEED_ENGINES:
+        numel = _shard(trainable_params, world)
+        if engine == "zero3":
+            numel = min(numel, ZERO3_SUB_GROUP_SIZE)
+        return numel * 4
+    return _shard(step_bytes, world)
+
+
 def gather_working_set_bytes(spec: ModelSpec, engine: str, compute_bytes: int = 2, finetune: str = "lora") -> int:
     """Parameters gathered on one rank while a layer computes (ZeRO-3 / FSDP).
 
@@ -269,6 +293,8 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
         # master partition ("8_optimizer_states" in DeepSpeed's estimators): fp32 states
         c["optimizer_state"] = states_at_param_bytes(c["optimizer_state"], DTYPE_BYTES[setup.weights], 4)
     c["optimizer_state"] = optimizer_state_per_rank_bytes(c["optimizer_state"], engine, N)
+    if "optimizer_step" in c:
+        c["optimizer_step"] = optimizer_step_per_rank_bytes(c["optimizer_step"], trainable, engine, N)
     grads_whole = c["gradients"]
     c["gradients"] = gradients_per_rank_bytes(grads_whole, engine, N)
     if engine == "zero3":

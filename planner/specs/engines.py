@@ -8,6 +8,7 @@ from .topology import (
     ZERO3_MAX_REUSE_DISTANCE,
     ZERO3_PARAM_PERSISTENCE_THRESHOLD,
     ZERO3_PREFETCH_BUCKET_SIZE,
+    ZERO3_SUB_GROUP_SIZE,
     ZERO_ALLGATHER_BUCKET_SIZE,
     ZERO_CONTIGUOUS_GRADIENTS,
     ZERO_OVERLAP_COMM,
@@ -35,7 +36,7 @@ def deepspeed_settings(topology: Topology, config: dict) -> dict | None:
                      "stage3_prefetch_bucket_size": ZERO3_PREFETCH_BUCKET_SIZE,
                      "stage3_param_persistence_threshold": ZERO3_PARAM_PERSISTENCE_THRESHOLD,
                      "stage3_max_live_parameters": ZERO3_MAX_LIVE_PARAMETERS,
-                     "stage3_max_reuse_distance": ZERO3_MAX_REUSE_DISTANCE,
+                     "stage3_max_reuse_distance": ZERO3_MAX_REUSE_DISTANCE, "sub_group_size": ZERO3_SUB_GROUP_SIZE,
                      "stage3_gather_16bit_weights_on_model_save": True})
     bf16 = bool(config.get("bf16", True))
     return {

@@ -28,6 +28,7 @@ ZERO3_PREFETCH_BUCKET_SIZE = 50_000_000  # elements prefetched ahead of use
 ZERO3_PARAM_PERSISTENCE_THRESHOLD = 100_000  # parameters this small stay whole on every rank
 ZERO3_MAX_LIVE_PARAMETERS = 1_000_000_000
 ZERO3_MAX_REUSE_DISTANCE = 1_000_000_000
+ZERO3_SUB_GROUP_SIZE = 1_000_000_000  # elements of the fp32 partition the optimizer steps at once
 DEEPSPEED_DEFAULTS = {
     "reduce_bucket_size": ZERO_REDUCE_BUCKET_SIZE,
     "allgather_bucket_size": ZERO_ALLGATHER_BUCKET_SIZE,
@@ -37,6 +38,7 @@ DEEPSPEED_DEFAULTS = {
     "stage3_param_persistence_threshold": ZERO3_PARAM_PERSISTENCE_THRESHOLD,
     "stage3_max_live_parameters": ZERO3_MAX_LIVE_PARAMETERS,
     "stage3_max_reuse_distance": ZERO3_MAX_REUSE_DISTANCE,
+    "sub_group_size": ZERO3_SUB_GROUP_SIZE,
 }
 
 # `trl vllm-serve` (trl 1.16 trl/scripts/vllm_serve.py, ScriptArguments)
