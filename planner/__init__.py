@@ -51,6 +51,7 @@ _EXPORTS = {
     "resolve_gpu": "planner.specs.gpu",
     "GpuSpec": "planner.specs.gpu",
     "PlannerError": "planner.errors",
+    "InfeasibleError": "planner.errors",
     "unsloth_plan": "planner.search.unsloth_solver",
     "unsloth_estimate": "planner.runtimes.unsloth",
     "UnslothEstimate": "planner.runtimes.unsloth",

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from .checks.preflight import CheckReport
 from .checks.preflight import preflight as preflight_plan
-from .errors import InvalidSetupError, PlannerError, VersionError
+from .errors import InfeasibleError, InvalidSetupError, PlannerError, VersionError
 from .memory.allocator import expandable_segments_from_env
 from .memory.calibration import calibration_gap
 from .memory.trainer import TrainerSetup
@@ -284,10 +284,44 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
         solving = completed
         if extra:  # the margin grows where the model covers less than a real run may hold (planner.search.margins)
             solving = completed.with_options(margin=round(min(0.45, (completed.targets.margin or 0.0) + extra), 4))
-    checked = runtime.checked(solve(solving), for_training, strict)
+    try:
+        result = solve(solving)
+    except InfeasibleError as e:
+        raise InfeasibleError(f"{e}{other_runtime_fits(req)}", closest=e.closest) from None
+    checked = runtime.checked(result, for_training, strict)
     if why:
         checked = replace(checked, warnings=tuple(checked.warnings) + why)
     return describe(req, completed, checked)
+
+
+def other_runtime_fits(req: PlanRequest) -> str:
+    """When one runtime cannot fit the request on one GPU, whether the other can, as the end of the
+    error line: Unsloth's ``fast_inference`` shares one 4-bit copy of the weights between the trainer
+    and vLLM, so it fits cards TRL cannot (an 8B model on a T4); TRL fits what Unsloth's rules refuse.
+    Solved, not guessed: the suggestion is printed only when the other runtime's search finds a plan.
+    Empty when it does not, or when the request is not one the other runtime plans (several GPUs, an
+    option it refuses)."""
+    from .search.request import UnslothOptions
+    from .search.unsloth_solver import unsloth_problems
+
+    if req.multi_gpu:
+        return ""
+    if req.runtime == "trl":
+        other = replace(req, runtime="unsloth", resolved=None, trainer=replace(req.trainer, weights="nf4"))
+        if unsloth_problems(other):
+            return ""
+        flag = "--runtime unsloth (4-bit weights shared by the trainer and vLLM)"
+    else:
+        other = complete_request(replace(req, runtime="trl", resolved=None, unsloth=UnslothOptions()))
+        flag = "--runtime trl"
+    try:
+        p = solve(other)
+    except PlannerError:
+        return ""
+    c = p.config
+    return (f"; {flag} fits: per_device_train_batch_size {c['per_device_train_batch_size']}, "
+            f"{c['num_generations']} generations, max_completion_length {c['max_completion_length']}, "
+            f"peak {p.peak_bytes / 2**30:.1f} of {p.budget_bytes / 2**30:.1f} GiB")
 
 
 def unmodelled_margin(req: PlanRequest) -> tuple[float, tuple[str, ...]]:

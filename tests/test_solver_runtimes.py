@@ -5,11 +5,12 @@ from dataclasses import dataclass
 
 import pytest
 
+import planner
 from planner.api import plan_from_request
 from planner.errors import InfeasibleError
+from planner.search.loop import Best, Scored, Walk, solve_with
 from planner.search.objective import Candidate
 from planner.search.request import plan_request
-from planner.search.loop import Best, Scored, Walk, solve_with
 from planner.search.solver import TRL_RUNTIME, runtime_of, solve
 from planner.search.unsloth_solver import UNSLOTH_RUNTIME, solve_unsloth, unsloth_request
 from planner.specs.topology import Topology
@@ -94,3 +95,28 @@ class _Never(_Toy):
 def test_nothing_fits_names_the_last_stage():
     with pytest.raises(InfeasibleError, match="stage 2"):
         solve_with(_Never(), None)
+
+
+def test_when_trl_cannot_fit_the_error_says_unsloth_can():
+    # an 8B model on a T4: TRL needs a trainer copy and a vLLM copy of the weights; Unsloth shares one
+    with pytest.raises(planner.InfeasibleError, match=r"runtime='unsloth' \(4-bit weights shared by the trainer "
+                                                      r"and vLLM\) fits: per_device_train_batch_size \d+"):
+        planner.plan("meta-llama/Llama-3.1-8B-Instruct", "T4")
+    assert planner.plan("meta-llama/Llama-3.1-8B-Instruct", "T4", runtime="unsloth").fits  # solved, not guessed
+
+
+def test_no_other_runtime_is_suggested_when_it_does_not_fit_either():
+    with pytest.raises(planner.InfeasibleError) as e:
+        planner.plan("Qwen/Qwen2.5-14B-Instruct", "T4", runtime="unsloth", weights="bf16")
+    assert "runtime='trl'" not in str(e.value) and "fits:" not in str(e.value)
+    with pytest.raises(planner.InfeasibleError) as e:
+        planner.plan("meta-llama/Llama-3.3-70B-Instruct", "T4")
+    assert "runtime='unsloth'" not in str(e.value)
+
+
+def test_the_cli_names_the_other_runtime_as_a_flag(capsys):
+    from planner.cli import main
+
+    assert main(["--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "T4"]) == 3
+    err = capsys.readouterr().err
+    assert "; --runtime unsloth (4-bit weights shared by the trainer and vLLM) fits: " in err and err.count("\n") == 1
