@@ -363,6 +363,52 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
     return max(forward, sampler) + facts.activation_fixed_bytes
 
 
+# -- the multimodal encoder's profile run (Qwen2.5-VL) -------------------------------------------
+
+# Qwen2.5-VL's largest image: its processor's max_pixels 12845056 = 16384 x 28 x 28
+# (preprocessor_config.json of the Qwen2.5-VL checkpoints, from memory; Unsloth's comment agrees:
+# "For qwen 2.5 VL, this single image/video contributes to 16Ki tokens", unsloth_zoo 2025.9.7
+# vllm_utils.py:1518). vLLM's dummy image for profiling is the one with the most features.
+QWEN2_5_VL_MAX_IMAGE_TOKENS = 16384
+_PIXEL_BYTES = 4  # the processor's float32 pixel_values
+
+
+def _qwen2_5_vl_vision(spec: ModelSpec) -> dict | None:
+    vc = spec.raw_config.get("vision_config") if spec.vision_params else None
+    if not isinstance(vc, dict) or not str(vc.get("model_type") or spec.model_type).startswith("qwen2_5_vl"):
+        return None
+    return vc
+
+
+def image_tokens(spec: ModelSpec) -> int:
+    """Decoder tokens of the largest image vLLM profiles (0: no modelled vision tower)."""
+    return QWEN2_5_VL_MAX_IMAGE_TOKENS if _qwen2_5_vl_vision(spec) else 0
+
+
+def vision_profile_bytes(spec: ModelSpec, images: int) -> tuple[int, int]:
+    """(encoder peak, encoder outputs kept) of the profile run's dummy images; (0, 0) without a
+    modelled vision tower. NOT MEASURED: physically shaped, as ``forward_bytes_per_token``.
+
+    vLLM's ``profile_run`` first runs the vision encoder on ``images`` dummy images of the largest
+    size, keeps the outputs in its encoder cache and then runs the text dummy forward
+    (docs/vllm-memory.md §1.3). Qwen2.5-VL's encoder sees ``tokens x spatial_merge_size^2``
+    patches per image; at its widest point each holds the residual and normed input (2 x hidden),
+    the larger of attention (qkv + output, 4 x hidden; windowed or memory-efficient, no N^2 term)
+    and the gated MLP (3 x intermediate), in 16 bits, beside the patch's float32 pixels
+    (channels x temporal_patch x patch^2). The outputs: ``tokens x out_hidden_size`` in 16 bits.
+    """
+    vc = _qwen2_5_vl_vision(spec)
+    if vc is None or images < 1:
+        return 0, 0
+    d, ff = int(vc.get("hidden_size", 1280)), int(vc.get("intermediate_size", 3420))
+    patch, temporal = int(vc.get("patch_size", 14)), int(vc.get("temporal_patch_size", 2))
+    channels = int(vc.get("in_chans", vc.get("in_channels", 3)))
+    patches = QWEN2_5_VL_MAX_IMAGE_TOKENS * int(vc.get("spatial_merge_size", 2)) ** 2
+    per_patch = _ACT_BYTES * (2 * d + max(4 * d, 3 * ff)) + _PIXEL_BYTES * channels * temporal * patch * patch
+    outputs = QWEN2_5_VL_MAX_IMAGE_TOKENS * int(vc.get("out_hidden_size", spec.hidden_size)) * _ACT_BYTES
+    return images * patches * per_patch, images * outputs
+
+
 def moe_workspace_bytes(spec: ModelSpec, max_num_batched_tokens: int, tp: int = 1,
                         version: str | None = None) -> int:
     """The fused-MoE workspace ``profile_run`` leaves allocated: a PERSISTENT buffer, not a transient.
@@ -1008,7 +1054,7 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                   enforce_eager: bool = False, vllm_version: str | None = None, free_bytes: int | None = None,
                   usage_context: str = "LLM_CLASS", baseline: int | None = None,
-                  processed_logprobs: bool = False) -> VllmCapacity:
+                  processed_logprobs: bool = False, profile_images: int = 0) -> VllmCapacity:
     """Predict what ``vllm.LLM(model, gpu_memory_utilization=..., ...)`` gets on ``gpu``.
 
     ``model``/``gpu``: names or specs. ``None`` arguments take vLLM's defaults for the release
@@ -1020,6 +1066,8 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     input vLLM would refuse as configuration raises :class:`InvalidSetupError`.
     ``processed_logprobs``: the engine was built with ``logprobs_mode="processed_logprobs"`` (TRL >=
     0.24 colocate), which before vLLM 0.17 profiles the sampler's sort (``activation_peak_bytes``).
+    ``profile_images``: dummy images the profile run encodes first (``vision_profile_bytes``; 0 =
+    the text-only peak, as the TRL path still plans).
     """
     spec = resolve_model(model)
     card = resolve_gpu(gpu)
@@ -1048,6 +1096,8 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
         errors.append(start_err)
     weights = weights_bytes(spec, quantization, tp, version)
     activation = activation_peak_bytes(spec, mnbt, mns, version, tp, processed_logprobs)
+    encoder, encoded = vision_profile_bytes(spec, profile_images)
+    activation = max(encoder, activation + encoded) if encoder else activation
     non_torch = non_torch_bytes(tp, version)
     sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
     graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)

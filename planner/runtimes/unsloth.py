@@ -42,6 +42,8 @@ from ..specs.versions import (
     UNSLOTH_CUDAGRAPH_GRAPHS,
     UNSLOTH_LORA_RANKS,
     UNSLOTH_RL_DEFAULTS,
+    UNSLOTH_VISION_KV_SHARE,
+    UNSLOTH_VISION_MIN_BATCHED_TOKENS,
     UnslothFacts,
     parse_version,
     unsloth_facts,
@@ -166,6 +168,50 @@ def unsloth_batch_limits(facts: UnslothFacts, kv_estimate_bytes: float, max_seq_
         mnbt = min(mnbt, seqs * max_seq_length)
         mnbt = max(mnbt, seqs)
     return seqs, mnbt
+
+
+def vision_batch_limits(facts: UnslothFacts, spec: ModelSpec, seqs: int, kv_estimate_bytes: float,
+                        max_seq_length: int, vllm_version: str | None) -> tuple[int, int] | None:
+    """(max_num_seqs, max_num_batched_tokens) load_vllm gives vLLM for a vision model, from the
+    text rule's ``seqs``; None where the release has no vision branch (``UnslothFacts.vision_rule``).
+
+    vLLM profiles the encoder on one dummy image per sequence where its profiler predates the
+    encoder budget, so Unsloth keeps one sequence there; the prefill budget holds one whole image."""
+    if facts.vision_rule == "none" or not spec.vision_params:
+        return None
+    mnbt = max(UNSLOTH_VISION_MIN_BATCHED_TOKENS, max_seq_length)
+    if facts.vision_rule == "one":
+        return 1, mnbt
+    v = parse_version(vllm_version or "0.0.0", "vLLM")
+    if v < (0, 11, 0):
+        seqs = 1
+    elif v < (0, 12, 0):
+        item = mnbt * spec.hidden_size * 2  # 0.11 pads each dummy image to (budget, hidden)
+        seqs = min(seqs, max(int(UNSLOTH_VISION_KV_SHARE * kv_estimate_bytes / item), 1))
+    mnbt = min(mnbt, seqs * max_seq_length)
+    return seqs, max(mnbt, seqs)
+
+
+def engine_batch_limits(facts: UnslothFacts, spec: ModelSpec, kv_estimate_bytes: float, max_seq_length: int,
+                        float8_kv_cache: bool, vllm_version: str | None) -> tuple[int, int, bool]:
+    """(max_num_seqs, max_num_batched_tokens, the vision rule applied) of the engine load_vllm builds."""
+    seqs, mnbt = unsloth_batch_limits(facts, kv_estimate_bytes, max_seq_length, float8_kv_cache)
+    table_seqs = unsloth_batch_limits(facts, kv_estimate_bytes, max_seq_length)[0]  # before fp8's x1.05
+    vision = vision_batch_limits(facts, spec, table_seqs, kv_estimate_bytes, max_seq_length, vllm_version)
+    return (seqs, mnbt, False) if vision is None else (*vision, True)
+
+
+def profiled_images(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: int,
+                    vllm_version: str | None) -> int:
+    """Dummy images vLLM's profile run encodes with ``limit_mm_per_prompt={"image": 1}``: one per
+    sequence before 0.11 (V0's profiler, unsloth_zoo 2026.10.9 vllm_utils.py:2469), else as many
+    as the encoder budget ``max(max_num_batched_tokens, one image)`` holds, at most one per sequence."""
+    per_image = _vllm.image_tokens(spec)
+    if not per_image:
+        return 0
+    if parse_version(vllm_version or "0.0.0", "vLLM") < (0, 11, 0):
+        return max_num_seqs
+    return min(max_num_seqs, -(-max(max_num_batched_tokens, per_image) // per_image))
 
 
 def adjusted_batch_size(facts: UnslothFacts, per_device_train_batch_size: int, gradient_accumulation_steps: int,
@@ -368,7 +414,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     est_4bit = (load_in_4bit if prequantized is None else prequantized) if facts.estimate_4bit_from_checkpoint \
         else load_in_4bit
     kv_est = unsloth_kv_estimate_bytes(facts, spec, actual, total, est_4bit, rank, weights_fp8)
-    seqs, mnbt = unsloth_batch_limits(facts, kv_est, max_seq_length, float8_kv_cache)
+    seqs, mnbt, vision = engine_batch_limits(facts, spec, kv_est, max_seq_length, float8_kv_cache, vllm_version)
     run_batch = adjusted_batch_size(facts, batch, ga, gens)
     slots = vllm_lora_slot_bytes(spec, rank)
     trainer = trainer_terms(spec, lora_rank, run_batch, max_prompt_length, completion)
@@ -380,7 +426,8 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
             kv_cache_dtype="fp8" if float8_kv_cache else "auto",
             quantization="bitsandbytes" if load_in_4bit else ("fp8" if weights_fp8 else None),
             max_num_seqs=seqs, max_num_batched_tokens=max(mnbt, seqs), vllm_version=vllm_version,
-            free_bytes=max(0, free), baseline=0)
+            free_bytes=max(0, free), baseline=0,
+            profile_images=profiled_images(spec, seqs, max(mnbt, seqs), vllm_version) if vision else 0)
     except VersionError as e:
         not_modelled = str(e)
     if cap is not None:

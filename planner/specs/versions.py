@@ -837,6 +837,20 @@ class UnslothFacts:
     # :1130): a 16-bit checkpoint loaded with load_in_4bit=True is estimated at 16 bits. From
     # 2025.9.7 the estimate takes the load_in_4bit argument.
     estimate_4bit_from_checkpoint: bool
+    # What load_vllm gives vLLM for a vision model (``is_vision_model``), beside
+    # ``limit_mm_per_prompt = {"image": 1, "video": 0}`` (2025.9.7 vllm_utils.py:1639-1642; 2026.10.9
+    # :1182-1190, 5045) and chunked prefill on as for text (2025.9.7 :1405; 2026.10.9 :4598):
+    #   "none"    no vision branch in load_vllm (2025.2.4-2025.8.1 have no ``is_vision_model``);
+    #   "one"     "Vision model detected, setting approx_max_num_seqs to 1": max_num_seqs = 1 and
+    #             max_num_batched_tokens = max(8192, max_seq_length), whatever the KV estimate
+    #             (2025.9.7 :1511-1519; 2025.12.1 :1878-1887; 2026.9.1 :2749-2752);
+    #   "by_vllm" vision_max_num_seqs (2026.10.9 :2459-2485, called :4826-4838): 1 with vLLM < 0.11
+    #             ("can still run V0, whose profiler gives every sequence an image", :2469-2471);
+    #             with 0.11.x the table's sequences capped at max(1, int(0.1 x KV estimate /
+    #             (max_num_batched_tokens x hidden x 2 B))) (:2474-2481); from 0.12 the table's
+    #             (V1 caps profiled images by the encoder budget, :2472); max_num_batched_tokens =
+    #             max(8192, max_seq_length) (:4828-4829), then capped at seqs x max_seq_length (:4854-4859).
+    vision_rule: str = "none"
     note: str = ""
 
     @property
@@ -856,6 +870,11 @@ UNSLOTH_KV_ESTIMATE_FRACTION = 0.95   # 0.95 x memory left for the KV cache (202
 UNSLOTH_4BIT_WEIGHT_FACTOR = 16 / 5   # quantised linears / 3.2 in its weight estimate (2025.2.4 :769)
 UNSLOTH_CUDAGRAPH_GRAPHS = 172        # 2026.10.9 :2694
 UNSLOTH_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # 2025.11.3 :1469; 2026.10.9 :2744
+# Vision models: the prefill budget floor, "Single image would contribute to 6404 tokens in Llama 3.2
+# ... For qwen 2.5 VL, this single image/video contributes to 16Ki tokens" (2025.9.7 :1517-1519;
+# 2026.10.9 :4827-4829), and the 0.11.x cap's share of the KV estimate (2026.10.9 :2481).
+UNSLOTH_VISION_MIN_BATCHED_TOKENS = 8192
+UNSLOTH_VISION_KV_SHARE = 0.1
 # RL defaults Unsloth writes into GRPOConfig: batch 4, accumulation 2, 8 generations, adamw_8bit
 # (unsloth 2025.9.6 rl.py:504-516; 2026.10.9 rl.py:3313-3325)
 UNSLOTH_RL_DEFAULTS = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
@@ -877,9 +896,10 @@ _UNSLOTH_CHANGES = (
      dict(gpu_memory_utilization_default=0.5, max_lora_rank_default=64, standby_rule="none",
           standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
           rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
-          divisibility_rule="batch", estimate_4bit_from_checkpoint=True)),
-    ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.10.1 (standby raises to 0.9, :1371)",
-     dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False)),
+          divisibility_rule="batch", estimate_4bit_from_checkpoint=True, vision_rule="none")),
+    ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.10.1 (standby raises to 0.9, :1371; vision models: "
+                              "max_num_seqs 1, :1516)",
+     dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False, vision_rule="one")),
     ("2025.10.8", "2025.11.2", "read: 2025.10.8 (standby raises to 0.8, :1466)",
      dict(standby_floor=0.8)),
     ("2025.11.3", "2025.11.x", "read: 2025.11.3 (card-size tiers, :1541-1546; rank rounding)",
@@ -888,9 +908,12 @@ _UNSLOTH_CHANGES = (
      dict(standby_factor_0_11=0.95, batch_table="v2026")),
     ("2026.3.1", "2026.4.x", "read: 2026.3.1 (tiers replace the request, :1814; vLLM < 0.11 tiers :1787)",
      dict(standby_rule="tiers_set", standby_tiers_pre_0_11=_TIERS_PRE_0_11, estimate_subtracts_cudagraphs=True)),
-    ("2026.5.1", "2026.10.x", "read: 2026.5.1, 2026.7.1, 2026.9.1, 2026.10.9 (lower tiers <= 24 GB, "
+    ("2026.5.1", "2026.10.8", "read: 2026.5.1, 2026.7.1, 2026.9.1 (lower tiers <= 24 GB, "
                               "2026.10.9 :4471-4476; ga x world divisibility, rl.py:3598)",
      dict(standby_tiers=_TIERS_C, divisibility_rule="ga_world")),
+    ("2026.10.9", "2026.10.x", "read: 2026.10.9 (vision models: max_num_seqs by vLLM release, "
+                               "vision_max_num_seqs :2459-2485)",
+     dict(vision_rule="by_vllm")),
 )
 
 _UNSLOTH_ROWS = tuple((parse_version(first, "Unsloth"), last, {**kw, "note": note})
