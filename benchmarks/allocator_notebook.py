@@ -38,6 +38,9 @@ from planner.profiler import trace as T  # noqa: E402
 from planner.profiler.allocator_sim import CachingAllocator  # noqa: E402
 from planner.profiler.allocator_sim import replay as allocator_replay  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibration_data import NOTEBOOK_PROMPT_TOKENS_PER_TURN, NOTEBOOK_TURNS  # noqa: E402
+
 GIB = 1024**3
 
 
@@ -138,8 +141,10 @@ def replay(events: list, n_resident: int) -> tuple[CachingAllocator, list]:
 
 
 # fp32 full fine-tuning under bf16 autocast with accumulation (TRL < 0.27 or >= 0.27 given a model id):
-# the full fine-tuning notebook at one and at six concatenated turns, and tied and untied models
-CASES = (("Qwen/Qwen3-1.7B", 1400, 8), ("Qwen/Qwen3-1.7B", 8400, 48), ("Qwen/Qwen2.5-0.5B-Instruct", 1024, 512),
+# the full fine-tuning notebook at one turn (the 1400-token cap) and as it trains: six concatenated turns of its
+# 1296-token prompt and 8-token completion (calibration_data: the settled reading), and tied and untied models
+SIX_TURNS = (NOTEBOOK_TURNS * NOTEBOOK_PROMPT_TOKENS_PER_TURN, NOTEBOOK_TURNS * 8)
+CASES = (("Qwen/Qwen3-1.7B", 1400, 8), ("Qwen/Qwen3-1.7B", *SIX_TURNS), ("Qwen/Qwen2.5-0.5B-Instruct", 1024, 512),
          ("Qwen/Qwen2.5-1.5B-Instruct", 512, 256), ("meta-llama/Llama-3.2-1B-Instruct", 512, 256),
          ("Qwen/Qwen2.5-7B-Instruct", 512, 256), ("meta-llama/Llama-3.1-8B-Instruct", 512, 256))
 # the same loop with the model loaded in bf16 (a dtype given): nothing to autocast, Adam's states in bf16
