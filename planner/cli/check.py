@@ -26,7 +26,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from ..api import estimate_layout, plan_from_request
+from ..api import plan_from_request
 from ..checks.preflight import Check, CheckReport
 from ..report import outputs
 from ..search.results import Plan
@@ -36,8 +36,7 @@ from ..specs.versions import trl_facts, trl_max_model_len
 from . import _unsloth
 from . import estimate as estimate_command
 from . import plan as plan_command
-from ._common import check_lines, print_json, trainer_kwargs
-from ._topology import gpu_arg
+from ._common import check_lines, print_json
 
 
 def add_arguments(p) -> None:
@@ -123,16 +122,7 @@ def as_written(args, for_training: bool | None) -> tuple[Plan, tuple[str, ...]]:
     else:  # TRL's own: the file's vllm_max_model_length, else the model's context (planner.specs.versions)
         max_len = trl_max_model_len(trl_facts(e.trl_version), resolve_model(e.model).max_position_embeddings,
                                     e.vllm_max_model_len)
-    kw = dict(trainer_kwargs(e), **estimate_command.fixed_kwargs(e))
-    for name in ("server_gpus", "server_host"):
-        if getattr(e, name) is not None:
-            kw[name] = getattr(e, name)
-    p = estimate_layout(e.model, gpu_arg(e.gpu), num_gpus=e.num_gpus, num_nodes=e.num_nodes,
-                        layout="colocate" if e.layout == "auto" else e.layout,
-                        engine="ddp" if e.engine == "auto" else e.engine,
-                        vllm_tensor_parallel_size=e.vllm_tensor_parallel_size or 1, num_generations=e.num_generations,
-                        vllm_gpu_memory_utilization=e.vllm_gpu_memory_utilization or 0.3,
-                        server_port=e.server_port, vllm_max_model_length=max_len, reserve_gib=e.reserve, **kw)
+    p = estimate_command.layout_estimate(e, vllm_max_model_length=max_len)
     p = TRL_RUNTIME.checked(p, for_training, True)
     return replace(p, checks=(fit_check(p, args.config), *p.checks)), notes
 

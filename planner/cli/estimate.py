@@ -29,6 +29,7 @@ from ..errors import ConfigError, InvalidSetupError
 from ..memory.trainer import COMPLETION_LENGTHS
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
+from ..search.results import Plan
 from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT, trl_rule_problems
 from ..specs.versions import trl_facts
 from . import _unsloth
@@ -245,27 +246,35 @@ def fixed_kwargs(args) -> dict:
                 transformers_version=args.transformers_version, rollout_turns=args.rollout_turns)
 
 
-def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None = None) -> int:
-    """One fixed multi-GPU setup: ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset
-    TP 1, an unset ``--server-gpus`` 1. Every flag goes to :func:`planner.estimate_layout`, which
-    refuses those a layout does not model (the same lines as from Python)."""
-    check_outputs(output_dir=args.output_dir, force=args.force)
+def layout_estimate(args, *, gradient_accumulation_steps: int | None = None,
+                    vllm_max_model_length: int | None = None) -> Plan:
+    """:func:`planner.estimate_layout` of an estimate's options (`plan estimate`'s, or `plan check`'s
+    as written): ``--layout auto`` means colocate, ``--engine auto`` DDP, an unset TP 1, an unset
+    ``--server-gpus`` 1, an unset utilisation 0.3. Every flag goes to it, and it refuses those a
+    layout does not model (the same lines as from Python)."""
     kw = dict(trainer_kwargs(args), **fixed_kwargs(args))
     for name in ("server_gpus", "server_host"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    d = estimate_layout(args.model, gpu_arg(args.gpu), num_gpus=args.num_gpus, num_nodes=args.num_nodes,
-                        layout="colocate" if args.layout == "auto" else args.layout,
-                        engine="ddp" if args.engine == "auto" else args.engine,
-                        vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                        num_generations=args.num_generations or 8,
-                        vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
-                        server_port=args.server_port, gradient_accumulation_steps=accumulation_flag,
-                        vllm_max_model_length=args.vllm_max_model_len, vllm_quantization=args.vllm_quantization,
-                        vllm_max_num_seqs=args.vllm_max_num_seqs,
-                        vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
-                        vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
-                        reserve_gib=args.reserve, **kw)
+    return estimate_layout(args.model, gpu_arg(args.gpu), num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                           layout="colocate" if args.layout == "auto" else args.layout,
+                           engine="ddp" if args.engine == "auto" else args.engine,
+                           vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
+                           num_generations=args.num_generations or 8,
+                           vllm_gpu_memory_utilization=_given(args.vllm_gpu_memory_utilization, 0.3),
+                           server_port=args.server_port, gradient_accumulation_steps=gradient_accumulation_steps,
+                           vllm_max_model_length=vllm_max_model_length, vllm_quantization=args.vllm_quantization,
+                           vllm_max_num_seqs=args.vllm_max_num_seqs,
+                           vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
+                           vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
+                           reserve_gib=args.reserve, **kw)
+
+
+def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None = None) -> int:
+    """One fixed multi-GPU setup (:func:`layout_estimate`), printed and written."""
+    check_outputs(output_dir=args.output_dir, force=args.force)
+    d = layout_estimate(args, gradient_accumulation_steps=accumulation_flag,
+                        vllm_max_model_length=args.vllm_max_model_len)
     d = replace(d, warnings=d.warnings + notes)
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
