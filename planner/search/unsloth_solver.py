@@ -161,7 +161,10 @@ _PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completion
 def not_honoured(name: str) -> str:
     """The line that refuses a request field the Unsloth runtime does not honour (as unsloth_problems
     words it), for the CLI's fixed estimate, which has no request."""
-    why = next(w for (_, n), w in _NOT_HONOURED.items() if n == name)
+    return _not_honoured_line(name, next(w for (_, n), w in _NOT_HONOURED.items() if n == name))
+
+
+def _not_honoured_line(name: str, why: str) -> str:
     return f"--{name.replace('_', '-')} is not honoured by --runtime unsloth: {why}"
 
 
@@ -175,7 +178,7 @@ def unsloth_problems(req: PlanRequest) -> list[str]:
                  "--num-nodes and the list of GPUs")
     for (section, name), why in _NOT_HONOURED.items():
         if getattr(getattr(req, section), name) != _DEFAULTS[name]:
-            p.append(f"--{name.replace('_', '-')} is not honoured by --runtime unsloth: {why}")
+            p.append(_not_honoured_line(name, why))
     if t.finetune != "lora":
         p.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
     if t.weights not in WEIGHTS:
@@ -185,8 +188,7 @@ def unsloth_problems(req: PlanRequest) -> list[str]:
     if not t.gradient_checkpointing:
         p.append("--no-gradient-checkpointing is not honoured by --runtime unsloth: it always checkpoints "
                  "(use_gradient_checkpointing='unsloth')")
-    p += [f"--{k.replace('_', '-')} is not honoured by --runtime unsloth: {why}"
-          for k, why in _PINS_NOT_HONOURED.items() if getattr(req.pins, k) is not None]
+    p += [_not_honoured_line(k, why) for k, why in _PINS_NOT_HONOURED.items() if getattr(req.pins, k) is not None]
     if req.passthrough:
         p.append("TRL settings from a config file are not read by --runtime unsloth")
     if not (isinstance(req.calibration, str) and req.calibration == "auto"):
