@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import VersionError
+from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT
 from ..specs.versions import default_optimizer, trl_facts
 
 # the modelled keys a plan's changes are read for (TRL's names), and the words its reasons use for them
@@ -48,7 +49,8 @@ def trl_defaults(trl_version: str | None, transformers_version: str | None = Non
         facts = trl_facts(trl_version)
     except VersionError:
         facts = trl_facts(None)
-    return {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "num_generations": 8,
+    return {"per_device_train_batch_size": TRL_BATCH_DEFAULT, "gradient_accumulation_steps": 1,
+            "num_generations": TRL_NUM_GENERATIONS_DEFAULT,
             "max_completion_length": facts.max_completion_length_default, "use_vllm": False,
             "vllm_mode": facts.vllm_mode_default,
             "vllm_gpu_memory_utilization": facts.vllm_gpu_memory_utilization_default,
