@@ -14,6 +14,8 @@ Public API (imports are lazy so `import planner` stays fast and torch-free):
     planner.resolve_model(name) / planner.resolve_gpu(name)
     planner.plan(model, gpu, runtime="unsloth", ...) -> Plan   Unsloth's fast_inference=True (plan.runtime)
     planner.unsloth_estimate(model, gpu, ...)      -> UnslothEstimate one fixed Unsloth setup
+    planner.MemoryCallback(plan)                   -> a transformers TrainerCallback: each moment of a
+                                                      GRPO run measured against the plan, a record at the end
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ _EXPORTS = {
     "unsloth_plan": "planner.search.unsloth_solver",
     "unsloth_estimate": "planner.runtimes.unsloth",
     "UnslothEstimate": "planner.runtimes.unsloth",
+    "MemoryCallback": "planner.profiler.callback",
+    "PlanExceededWarning": "planner.profiler.callback",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@
     plan vllm --model meta-llama/Llama-3.1-8B-Instruct --gpu H100-80GB --gpu-memory-utilization 0.5
     plan check --model ... --gpu auto          # pre-flight checks
     plan profile --model Qwen/Qwen2.5-0.5B-Instruct --trace
+    plan compare out/planner_memory_record.json   # a run's MemoryCallback record against its plan
     plan models | plan gpus                    # what is shipped
 
 Each subcommand lives in ``planner/cli/<name>.py`` with ``add_parser(subparsers)`` and
@@ -42,7 +43,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 # subcommand name -> module under planner.cli
-SUBCOMMANDS = ("estimate", "vllm", "check", "profile", "models", "gpus")
+SUBCOMMANDS = ("estimate", "vllm", "check", "profile", "compare", "models", "gpus")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,227 @@
+"""planner.MemoryCallback on the real trl.GRPOTrainer (CPU, a random 2-layer Llama, two optimizer steps
+of two micro-batches each), with a scripted stats source: the record has every moment, the warning
+fires once, and the record round-trips through `plan compare`."""
+
+import json
+import warnings
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from plans import fixed_plan  # noqa: E402
+
+import planner  # noqa: E402
+from planner.cli import main  # noqa: E402
+from planner.profiler.run_record import MOMENT_PLAN_KEYS, MOMENTS, planned_moments  # noqa: E402
+
+GIB = 2**30
+MIB = 2**20
+
+
+class Scripted:
+    """Allocator and device figures per moment (what the callback has open when it reads), so each
+    moment's peaks are known: allocated < reserved < device used."""
+
+    def __init__(self, peaks: dict[str, int]):
+        self.peaks = peaks
+        self.callback = None
+        self.resets = 0
+
+    def _peak(self) -> int:
+        return self.peaks[self.callback.moment or "between_steps"]
+
+    def allocated_bytes(self) -> int:
+        return self._peak() - 200 * MIB
+
+    def reserved_bytes(self) -> int:
+        return self._peak()
+
+    def device_used_bytes(self) -> int:
+        return self._peak() + 500 * MIB
+
+    def reset_peaks(self) -> None:
+        self.resets += 1
+
+    def device_name(self) -> str:
+        return "NVIDIA L4"
+
+
+def _plan():
+    return fixed_plan("L4", B=2, S=2, G=2, P=16, C=4, optim="adamw_torch")
+
+
+def _peaks(plan, over: str | None):
+    """Every moment 1 GiB under its prediction; ``over`` 1 GiB above its prediction plus the margin."""
+    phases = {p.name: p.peak_bytes for p in plan.training_rank.phases}
+    predicted = planned_moments(phases, plan.peak_bytes)
+    margin = round(plan.margin * plan.gpu.total_bytes)
+    peaks = {m: predicted[m] - GIB - 500 * MIB for m in MOMENTS}
+    if over:
+        peaks[over] = predicted[over] + margin + GIB - 500 * MIB
+    return peaks
+
+
+def _train(tmp_path, callback):
+    from datasets import Dataset
+    from test_handoff import length_reward, tiny_model_and_tokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer, words = tiny_model_and_tokenizer()
+    prompts = [" ".join(words[(i + j) % len(words)] for j in range(3)) for i in range(8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5: gradient_checkpointing's new name
+        args = _config(GRPOConfig, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=args,
+                              train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+                              callbacks=[callback])
+        trainer.train()
+    return trainer, [w for w in caught if issubclass(w.category, planner.PlanExceededWarning)]
+
+
+def _config(GRPOConfig, tmp_path):
+    return GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                      num_generations=2, max_completion_length=4, max_steps=2, use_vllm=False, report_to=[],
+                      logging_steps=1, save_strategy="no", optim="adamw_torch", use_cpu=True, bf16=False,
+                      gradient_checkpointing=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    plan = _plan()
+    stats = Scripted(_peaks(plan, over="optimizer_step"))
+    cb = planner.MemoryCallback(plan, stats=stats)
+    stats.callback = cb
+    trainer, caught = _train(tmp, cb)
+    return plan, cb, trainer, caught, tmp / "planner_memory_record.json"
+
+
+def test_the_record_has_every_moment_of_the_real_trainer(run):
+    plan, cb, trainer, _, path = run
+    assert trainer.state.global_step == 2 and cb.path == path and path.is_file()
+    record = json.loads(path.read_text())
+    assert set(record["run"]["moments"]) == set(MOMENTS)
+    # each step: its first micro-batch (generation), the second, the optimizer step, what follows
+    assert [s["step"] for s in record["run"]["steps"]] == [1, 2]
+    assert all(set(s["moments"]) == set(MOMENTS) - {"load"} for s in record["run"]["steps"])
+    # the calibration rows: env, load, one step row per optimizer step, as data/calibration has them
+    stages = [r["stage"] for r in record["models"][0]["rows"]]
+    assert stages == ["env", "load", "step", "step"]
+    step = record["models"][0]["rows"][2]
+    assert (step["batch"], step["prompt_len"], step["completion_len"], step["grad_ckpt"]) == (2, 16, 4, True)
+    peaks = cb.stats.peaks
+    assert step["peak_reserved_step_mib"] == max(peaks[m] for m in MOMENTS[1:4]) / MIB
+    assert step["peak_alloc_fwdbwd_mib"] == (max(peaks[m] for m in MOMENTS[1:3]) - 200 * MIB) / MIB
+    # the device-level peak: the NVML reading at the moment's end, here 500 MiB over the reserved peak
+    moment = record["run"]["moments"]["later_micro_batches"]
+    assert moment["device_peak_bytes"] == moment["peak_reserved_bytes"] + 500 * MIB == moment["measured_bytes"]
+    assert record["models"][0]["fits"] and record["gpu"]["name"] == plan.gpu.name == "L4"
+
+
+def test_the_warning_fires_once_naming_the_moment(run):
+    plan, cb, _, caught, path = run
+    assert len(caught) == 1 and cb.warned == "optimizer_step"
+    message = str(caught[0].message)
+    assert message.startswith("planner: optimizer_step peaked at ") and "over the plan's" in message
+    comparison = json.loads(path.read_text())["run"]["comparison"]
+    assert [m for m, c in comparison.items() if c["over_plan"]] == ["optimizer_step"]
+
+
+def test_no_warning_when_every_moment_is_within_the_plan(tmp_path):
+    # the hooks in the order Trainer._run_epoch calls them (one step of two micro-batches), no trainer
+    from types import SimpleNamespace
+
+    plan = _plan()
+    stats = Scripted(_peaks(plan, over=None))
+    cb = planner.MemoryCallback(plan, stats=stats, output=tmp_path / "r.json")
+    stats.callback = cb
+    args = SimpleNamespace(per_device_train_batch_size=2, max_completion_length=4, gradient_checkpointing=True,
+                           optim="adamw_torch", output_dir=str(tmp_path), process_index=0)
+    state = SimpleNamespace(global_step=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for hook in ("on_train_begin", "on_step_begin", "on_substep_end", "on_pre_optimizer_step",
+                     "on_optimizer_step", "on_train_end"):
+            getattr(cb, hook)(args, state, None)
+    assert caught == [] and cb.warned is None
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert not any(c["over_plan"] for c in record["run"]["comparison"].values())
+    assert set(record["run"]["moments"]) == set(MOMENTS)
+
+
+def test_the_record_round_trips_through_plan_compare(run, capsys):
+    plan, cb, _, _, path = run
+    assert main(["compare", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [m["moment"] for m in out["moments"]] == list(MOMENTS)
+    by = {m["moment"]: m for m in out["moments"]}
+    assert by["optimizer_step"]["over_plan"] and not by["load"]["over_plan"]
+    assert by["load"]["planned_bytes"] == plan.training_rank.phase("load").peak_bytes
+    assert main(["compare", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "optimizer_step" in table and "OVER" in table
+
+
+def test_the_record_is_a_calibration_profile_for_the_next_plan(run, tmp_path, monkeypatch, capsys):
+    from planner.memory.calibration import find_calibration
+
+    plan, _, _, _, path = run
+    monkeypatch.setenv("PLANNER_CALIBRATION_DIR", str(tmp_path / "cal"))
+    assert main(["compare", str(path), "--save-calibration"]) == 0
+    saved = capsys.readouterr().out.strip().splitlines()[-1]
+    assert saved.startswith("calibration profile written to ")
+    cal = find_calibration(plan.model, plan.gpu)
+    assert cal is not None and cal.path.startswith(str(tmp_path / "cal"))
+    assert cal.fit_for("bf16", "lora", 16) is not None
+
+
+def test_bad_records_are_one_line_per_problem(tmp_path, capsys):
+    missing = tmp_path / "missing.json"
+    assert main(["compare", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"plan: error: {missing}: no such file"
+    other = tmp_path / "other.json"
+    other.write_text('{"schema": 1}')
+    assert main(["compare", str(other)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"plan: error: {other}: not a planner.MemoryCallback record (no 'run' block of kind "
+        f"'planner.MemoryCallback')"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"schema": 1, "models": [], "run": {
+        "kind": "planner.MemoryCallback", "version": 1, "plan": {"model": "m", "gpu": "L4", "margin": 0.04,
+                                                                  "margin_bytes": "1", "gpu_total_bytes": 1,
+                                                                  "moments": {}},
+        "moments": {"load": {"peak_allocated_bytes": 1, "peak_reserved_bytes": None, "measured_bytes": 1}}}}))
+    assert main(["compare", str(broken)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"plan: error: {broken}: 'run.plan.margin_bytes' must be a number"
+    assert f"plan: error: {broken}: 'run.plan.moments.load' must be a number" in lines
+    assert lines[-1] == f"plan: error: {broken}: 'run.moments.load.peak_reserved_bytes' must be a number"
+    text = tmp_path / "text.json"
+    text.write_text("not json")
+    assert main(["compare", str(text)]) == 2
+    assert capsys.readouterr().err.startswith(f"plan: error: {text}: not JSON (")
+
+
+def test_every_moment_has_its_plan_keys_in_one_place():
+    assert tuple(MOMENT_PLAN_KEYS) == MOMENTS
+    # a plan's phases name every key (the colocated TRL plan); a missing one falls back to the plan's peak
+    plan = _plan()
+    names = {p.name for p in plan.training_rank.phases}
+    assert all(set(keys) <= names for keys in MOMENT_PLAN_KEYS.values())
+    assert planned_moments({}, 7) == dict.fromkeys(MOMENTS, 7)
+
+
+def test_import_planner_stays_torch_free_and_a_non_plan_is_refused():
+    import subprocess
+    import sys
+
+    code = ("import sys, planner; planner.__all__; "
+            "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+    with pytest.raises(planner.PlannerError, match="^MemoryCallback needs a planner.Plan"):
+        planner.MemoryCallback({"phases": {}})
