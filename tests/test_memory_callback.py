@@ -225,3 +225,69 @@ def test_import_planner_stays_torch_free_and_a_non_plan_is_refused():
     assert out.stdout.strip() == "[]", out.stderr
     with pytest.raises(planner.PlannerError, match="^MemoryCallback needs a planner.Plan"):
         planner.MemoryCallback({"phases": {}})
+
+
+def test_the_record_calibrates_a_plan_from_python(run):
+    from planner.profiler.run_record import record_calibration
+
+    plan, _, _, _, path = run
+    cal = record_calibration(path)
+    est = planner.estimate(plan.model.model_id, "L4", calibration=cal, per_device_train_batch_size=2,
+                           max_prompt_length=16, max_completion_length=4)
+    assert est.memory_model == cal.label and cal.label.startswith("calibrated (L4, trl ")
+    analytic = planner.estimate(plan.model.model_id, "L4", calibration=None, per_device_train_batch_size=2,
+                                max_prompt_length=16, max_completion_length=4)
+    assert est.trainer.components["activations"] != analytic.trainer.components["activations"]
+
+
+def test_a_record_without_a_steady_step_cannot_calibrate(run, tmp_path, capsys):
+    plan, _, _, _, path = run
+    data = json.loads(path.read_text())
+    data["models"][0]["fits"] = []
+    one_step = tmp_path / "one.json"
+    one_step.write_text(json.dumps(data))
+    assert main(["compare", str(one_step), "--save-calibration"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"plan: error: {one_step}: no steady training step to calibrate from (the first step, which creates the "
+        f"optimizer state, is left out: record at least 2 optimizer steps)")
+
+
+def test_the_default_stats_need_cuda(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    cb = planner.MemoryCallback(_plan())
+    with pytest.raises(planner.PlannerError, match="^MemoryCallback: no CUDA device visible to torch"):
+        cb.on_train_begin(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=0), None)
+
+
+def test_the_default_stats_read_torch_cuda_and_this_process_in_nvml(monkeypatch):
+    import os
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    from planner.profiler.callback import CudaStats
+
+    peaks = {"reserved": 5 * GIB, "allocated": 4 * GIB}
+    for name, value in {"is_available": lambda: True, "current_device": lambda: 0,
+                        "max_memory_reserved": lambda d: peaks["reserved"],
+                        "max_memory_allocated": lambda d: peaks["allocated"],
+                        "reset_peak_memory_stats": lambda d: peaks.update(reserved=3 * GIB, allocated=2 * GIB),
+                        "mem_get_info": lambda d: (10 * GIB, 80 * GIB)}.items():
+        monkeypatch.setattr(torch.cuda, name, value, raising=False)
+    processes = [SimpleNamespace(pid=1, usedGpuMemory=9 * GIB), SimpleNamespace(pid=os.getpid(), usedGpuMemory=6 * GIB)]
+    nvml = SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: "h",
+                           nvmlDeviceGetComputeRunningProcesses=lambda h: processes)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    stats = CudaStats()
+    assert stats.source == "nvml_process" and stats.device_used_bytes() == 6 * GIB  # this process, not pid 1's
+    assert (stats.reserved_bytes(), stats.allocated_bytes()) == (5 * GIB, 4 * GIB)
+    stats.reset_peaks()
+    assert (stats.reserved_bytes(), stats.allocated_bytes()) == (3 * GIB, 2 * GIB)
+    processes.pop()  # a container that hides this PID from the driver: the device-wide figure
+    assert CudaStats().source == "device_wide" and CudaStats().device_used_bytes() == 70 * GIB

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..specs.units import GIB
 from ._columns import columns
 from ._common import HelpFormatter, print_json
@@ -70,12 +69,10 @@ def save_calibration(data: dict, source: str) -> Path:
 
     from ..memory.calibration import default_output_dir
     from ..profiler.measure import profile_path
+    from ..profiler.run_record import calibration_entry
     from ..report.files import FileOut, write_files
 
-    entry = data["models"][0] if data.get("models") else {}
-    if not entry.get("fits"):
-        raise ConfigError(f"{source}: no steady training step to calibrate from (the first step, which creates "
-                          f"the optimizer state, is left out: record at least 2 optimizer steps)")
+    entry = calibration_entry(data, source)
     folder = default_output_dir()
     path = profile_path(folder, str(data["gpu"].get("name", "")), str(entry.get("model_id", "")))
     path = path.with_name(path.stem + ".run.json")

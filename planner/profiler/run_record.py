@@ -279,3 +279,30 @@ def record_moments(data: dict) -> dict[str, MomentPeak]:
         out[name] = MomentPeak(int(m["peak_allocated_bytes"]), int(m["peak_reserved_bytes"]),
                                int(used) if _number(used) else None, int(peak) if _number(peak) else None)
     return out
+
+
+def record_calibration(path):
+    """A record as the :class:`~planner.memory.calibration.Calibration` it holds, for
+    ``planner.plan(..., calibration=...)`` (``plan compare --save-calibration`` puts the file where
+    ``calibration="auto"`` finds it instead). :class:`ConfigError` when the record has no fit."""
+    from ..memory.calibration import Calibration, installed_versions, version_warnings
+    from ..memory.fit import ModelFit
+
+    data = read_record(path)
+    entry = calibration_entry(data, str(path))
+    versions = dict(data.get("versions", {}))
+    gpu = data.get("gpu", {})
+    return Calibration(model_id=str(entry.get("model_id", "")), gpu_name=str(gpu.get("name", "")),
+                       device_name=str(gpu.get("device_name", "")), versions=versions,
+                       fits=tuple(ModelFit.from_dict(f) for f in entry["fits"]), path=str(path),
+                       created=str(data.get("created", "")),
+                       warnings=tuple(version_warnings(versions, installed_versions())))
+
+
+def calibration_entry(data: dict, source: str) -> dict:
+    """The record's model entry, which must hold a fit to calibrate from."""
+    entry = data["models"][0] if data.get("models") else {}
+    if not entry.get("fits"):
+        raise ConfigError(f"{source}: no steady training step to calibrate from (the first step, which creates "
+                          f"the optimizer state, is left out: record at least 2 optimizer steps)")
+    return entry
