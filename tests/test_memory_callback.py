@@ -164,6 +164,14 @@ def test_the_record_round_trips_through_plan_compare(run, capsys):
     assert main(["compare", str(path)]) == 0
     table = capsys.readouterr().out
     assert "optimizer_step" in table and "OVER" in table
+    # reading a record back imports neither torch nor transformers
+    import subprocess
+    import sys
+
+    code = (f"import sys; from planner.cli import main; assert main(['compare', {str(path)!r}]) == 0; "
+            "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
 
 
 def test_the_record_is_a_calibration_profile_for_the_next_plan(run, tmp_path, monkeypatch, capsys):

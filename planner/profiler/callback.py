@@ -12,7 +12,11 @@ transformers 5.24's ``Trainer._run_epoch`` (trainer.py): ``on_train_begin`` (165
 (1902, before a step's first micro-batch), ``on_substep_end`` (1969, after every micro-batch but the
 last), ``on_pre_optimizer_step`` (1942, after the last micro-batch and gradient clipping),
 ``on_optimizer_step`` (1944, after ``optimizer.step()``), ``on_step_end`` (1957, after ``zero_grad``),
-``on_train_end`` (2038); trainer_callback.py declares them (351-392).
+``on_train_end`` (2038); trainer_callback.py declares them (351-392). TRL 1.16's GRPOTrainer generates
+inside ``training_step`` -> ``_prepare_inputs`` (grpo_trainer.py:1510-1539: every
+``steps_per_generation * num_iterations`` micro-batches, the weight sync at 1770), so generation falls
+in the first micro-batch of a step. Unsloth (2026.10.9, unsloth/models/llama.py:4380-4466) recompiles
+transformers' own ``_inner_training_loop`` with a banner and cache-emptying edits: the same hooks fire.
 
 When a moment's measured peak exceeds the plan's prediction for it plus the plan's margin, the
 callback issues one :class:`PlanExceededWarning` (``warnings.warn``), once per run, naming the moment;
