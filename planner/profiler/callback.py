@@ -188,8 +188,9 @@ class MemoryCallback(TrainerCallback):
     def _note(self, moment: str, peak: MomentPeak) -> None:
         """File a closed moment: the run's largest, this step's, and the warning."""
         self.moments[moment] = self.moments[moment].merge(peak) if moment in self.moments else peak
-        if moment == "between_steps" and self.steps:  # after the step that just ended
-            self.steps[-1]["moments"]["between_steps"] = peak.to_dict()
+        if moment == "between_steps":  # after the step that just ended (before the first: the run's only)
+            if self.steps:
+                self.steps[-1]["moments"]["between_steps"] = peak.to_dict()
         elif moment != "load":
             self._step[moment] = self._step[moment].merge(peak) if moment in self._step else peak
         planned = self.summary["moments"][moment]

@@ -19,7 +19,8 @@ moment                what runs (TRL's GRPOTrainer)                        opene
 ``optimizer_step``    ``optimizer.step()``                                 on_pre_optimizer_step ->
                                                                            on_optimizer_step
 ``between_steps``     the scheduler, ``zero_grad``, logging, saving,       on_optimizer_step ->
-                      evaluation                                           next on_step_begin / on_train_end
+                      evaluation (and the start before the first step:     next on_step_begin / on_train_end
+                      on_train_begin -> on_step_begin)
 ====================  ==================================================  ===========================
 
 TRL generates in the first micro-batch of a step (``_prepare_inputs``: every ``steps_per_generation``
