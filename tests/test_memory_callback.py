@@ -112,7 +112,10 @@ def test_the_record_has_every_moment_of_the_real_trainer(run):
     stages = [r["stage"] for r in record["models"][0]["rows"]]
     assert stages == ["env", "load", "step", "step"]
     step = record["models"][0]["rows"][2]
-    assert (step["batch"], step["prompt_len"], step["completion_len"], step["grad_ckpt"]) == (2, 16, 4, True)
+    # the micro-batch as the model saw it in training: 2 sequences, the prompt padded to the longest
+    # (3 words), the completion (up to 4 tokens) the labelled tail
+    assert (step["batch"], step["grad_ckpt"], step["shape_source"]) == (2, True, "observed")
+    assert step["prompt_len"] == 3 and 1 <= step["completion_len"] <= 4
     peaks = cb.stats.peaks
     assert step["peak_reserved_step_mib"] == max(peaks[m] for m in MOMENTS[1:4]) / MIB
     assert step["peak_alloc_fwdbwd_mib"] == (max(peaks[m] for m in MOMENTS[1:3]) - 200 * MIB) / MIB
@@ -150,6 +153,9 @@ def test_no_warning_when_every_moment_is_within_the_plan(tmp_path):
     assert caught == [] and cb.warned is None
     record = json.loads((tmp_path / "r.json").read_text())
     assert not any(c["over_plan"] for c in record["run"]["comparison"].values())
+    # no model seen training: the step's shape is TRL's bounds and the plan's prompt length
+    step = record["models"][0]["rows"][2]
+    assert (step["batch"], step["prompt_len"], step["completion_len"], step["shape_source"]) == (2, 16, 4, "bounds")
     assert set(record["run"]["moments"]) == set(MOMENTS)
 
 

@@ -168,6 +168,8 @@ class MemoryCallback(TrainerCallback):
         self._before = 0
         self._load: dict[str, Any] = {}
         self._family_fields: dict[str, Any] = {}
+        self._hook: Any = None
+        self._shape_seen: tuple[int, int, int] | None = None  # the step's largest micro-batch trained
 
     # -- reading at a boundary --------------------------------------------------------------------
     def _boundary(self, next_moment: str | None) -> tuple[int, int | None]:
@@ -211,6 +213,27 @@ class MemoryCallback(TrainerCallback):
             self._non_torch = max(0, used - reserved_now)
         self._load = self._load_fields(model, allocated, reserved_now, used)
         self._family_fields = self._family(args)
+        if model is not None and hasattr(model, "register_forward_pre_hook"):
+            self._hook = model.register_forward_pre_hook(self._observe, with_kwargs=True)
+
+    def _observe(self, module, args, kwargs) -> None:
+        """The shape of each micro-batch trained (a forward with gradients): (batch, prompt, completion),
+        the completion being the labelled tail (TRL 1.16 labels only the last ``logits_to_keep``
+        tokens, grpo_trainer.py:1494-1497); without labels, all of it counts as prompt."""
+        import torch
+
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not torch.is_grad_enabled() or not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            return
+        batch, seq = (int(n) for n in ids.shape)
+        labels = kwargs.get("labels")
+        completion = 0
+        if isinstance(labels, torch.Tensor) and labels.shape == ids.shape:
+            scored = (labels != -100).any(dim=0)
+            completion = seq - int(scored.int().argmax()) if bool(scored.any()) else 0
+        shape = (batch, seq - completion, completion)
+        if self._shape_seen is None or batch * seq > self._shape_seen[0] * sum(self._shape_seen[1:]):
+            self._shape_seen = shape
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._before, _ = self._boundary("generation_and_backward")
@@ -228,8 +251,12 @@ class MemoryCallback(TrainerCallback):
         self.steps.append({"step": int(state.global_step) + 1,
                            "moments": {m: p.to_dict() for m, p in self._step.items()}})
         self._step = {}
+        self._shape_seen = None
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         if self.moment is not None:
             self._boundary(None)
         self.record = self._record()
@@ -243,16 +270,23 @@ class MemoryCallback(TrainerCallback):
         return family_fields(self.plan, str(getattr(optim, "value", optim)), expandable_segments_from_env())
 
     def _shape(self, args) -> dict[str, Any]:
-        """The step's shape as the calibration rows give it: TRL's micro-batch and completion bound,
-        the plan's prompt length (TRL 1.16 has no prompt bound; a batch pads to its longest prompt)."""
+        """The step's shape as the calibration rows give it: the largest micro-batch the model was seen
+        training (``shape_source: observed``), else TRL's micro-batch, the plan's prompt length and
+        TRL's completion bound (``bounds``: a batch pads to its longest prompt and completion, which
+        can be shorter, so a fit over such rows can under-state the tokens' cost)."""
         # transformers 5 renamed gradient_checkpointing (kept as a mirrored alias) to activation_checkpointing
         checkpointing = getattr(args, "activation_checkpointing", None)
         if checkpointing is None:
             checkpointing = getattr(args, "gradient_checkpointing", False)
-        return {"grad_ckpt": bool(checkpointing),
-                "batch": int(args.per_device_train_batch_size), "prompt_len": int(self.plan.setup.prompt_length),
-                "completion_len": int(getattr(args, "max_completion_length", None)
-                                      or self.plan.setup.completion_length)}
+        if self._shape_seen is not None:
+            batch, prompt, completion = self._shape_seen
+            source = "observed"
+        else:
+            batch, prompt = int(args.per_device_train_batch_size), int(self.plan.setup.prompt_length)
+            completion = int(getattr(args, "max_completion_length", None) or self.plan.setup.completion_length)
+            source = "bounds"
+        return {"grad_ckpt": bool(checkpointing), "batch": batch, "prompt_len": prompt, "completion_len": completion,
+                "shape_source": source}
 
     def _load_fields(self, model, allocated: int, reserved: int, used: int | None) -> dict[str, Any]:
         params = list(model.parameters()) if model is not None else []
