@@ -41,7 +41,8 @@ reserved then; the caching allocator does not give memory back between boundarie
 **The record** is a calibration profile (schema 1, planner/memory/calibration.py) whose rows are
 data/calibration/README.md's (``env``, ``load``, one ``step`` row per optimizer step: ``before_mib``
 is what was allocated at the step's start, the step peaks are over the whole step, generation
-included), with the fits of planner/memory/fit.py over them, plus a ``run`` block: the plan's
+included; the shape is the largest micro-batch seen training, ``shape_source`` ``observed``, else
+TRL's bounds, ``bounds``), with the fits of planner/memory/fit.py over them, plus a ``run`` block: the plan's
 prediction, the measured peaks and their difference per moment, and each step's moments.
 A fit from such rows holds generation's transients too, so it can over-state a training step's
 activations, never under-state them.
