@@ -77,6 +77,7 @@ REGISTRY: tuple[Result, ...] = (
            "planner", 1),
     Result("run_peak_accuracy", (f"{RESULTS}/run_peak_accuracy.txt",), ("python", "benchmarks/run_peak_accuracy.py"),
            "planner", 1),
+    Result("heldout_fits", (f"{RESULTS}/heldout_fits.txt",), ("python", "benchmarks/heldout_fits.py"), "planner", 8),
     Result("margin_bands", (f"{RESULTS}/margin_bands.txt",), ("python", "benchmarks/margin_bands.py"), "planner", 1),
     Result("trl_notebooks", (f"{RESULTS}/trl_notebooks.txt",), ("python", "benchmarks/trl_notebooks.py"), "planner", 1),
     Result("unsloth_reports", (f"{RESULTS}/unsloth_reports.txt",), ("python", "benchmarks/unsloth_reports.py"),
