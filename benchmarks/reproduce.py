@@ -230,6 +230,80 @@ def render_speed(text: str) -> str:
     return f"a bare `python -c pass` {bare[1]} ms, " + ", ".join(parts[:-1]) + f", {parts[-1]}"
 
 
+def render_accuracy_table(text: str) -> str:
+    """The fit-set vs held-out table at the end of heldout_fits.txt, as a block."""
+    _line(text, r"^README accuracy table:$", f"{RESULTS}/heldout_fits.txt")
+    table = [line for line in text.split("README accuracy table:", 1)[1].splitlines() if line.startswith("|")]
+    return "\n\n" + "\n".join(table) + "\n\n"
+
+
+MARGIN_ROWS = (("calibrated", "calibrated (a profile covers the model, card and setup)"),
+               ("analytic", "analytic (everything else)"),
+               ("fp32 weights under autocast", "+ fp32 weights under autocast"),
+               ("unmeasured optimizer", "+ an optimizer other than 8-bit AdamW"),
+               ("Unsloth runtime", "Unsloth runtime (its own memory model)"))
+
+
+def render_margins(text: str) -> str:
+    """The margin table from margin_bands.txt's rule lines, as a block."""
+    src = f"{RESULTS}/margin_bands.txt"
+    rows = ["| margin | value | held-out basis (the rule: worst under-prediction x (n+1)/n, rounded up) |", "|---|---|---|"]
+    for key, label in MARGIN_ROWS:
+        basis = _line(text, rf"^{re.escape(key)}: (.*)$", src)[1]
+        value = re.search(r"-> band (\d+%)|^(\d+%)", basis)
+        if value is None:
+            raise SystemExit(f"reproduce.py: cannot render from {src}: no band in the {key!r} line")
+        rows.append(f"| {label} | {value[1] or value[2]} | {basis} |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def _chosen_layouts(text: str) -> list[tuple[str, str, list[str]]]:
+    """(model, GPU count, cells of the chosen row) per section of layouts.md."""
+    out, head = [], None
+    for line in text.splitlines():
+        m = re.match(r"^## (\S+) on (\d+) x ", line)
+        if m:
+            head = (m[1], m[2])
+        elif line.endswith("| **chosen** |") and head is not None:
+            out.append((*head, [c.strip() for c in line.strip("|").split("|")]))
+    if not out:
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/layouts.md: no chosen layout")
+    return out
+
+
+def render_layouts_margin(text: str) -> str:
+    """The margin the layouts were planned with, inline."""
+    return _line(text, r"margin (\d+%) \(analytic memory model\)", f"{RESULTS}/layouts.md")[1]
+
+
+def render_layouts(text: str) -> str:
+    """The chosen layout of each section of layouts.md, as a block."""
+    rows = ["| model | GPUs | chosen layout | per-GPU peak (GiB, training / server) | completions / step (one wave) "
+            "| micro-batch x steps |", "|---|---|---|---|---|---|"]
+    for model, gpus, c in _chosen_layouts(text):
+        layout, engine, _, peak, server, completions, _, micro = c[:8]
+        rows.append(f"| {model.split('/')[-1].removesuffix('-Instruct')} | {gpus} | {layout}"
+                    f"{'' if engine == '-' else ', ' + engine} | {peak}{' / ' + server if server else ''} | "
+                    f"{completions} | {micro} |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+GAIN_ROWS = (("Qwen2.5-0.5B-Instruct", "bf16", "H100-80GB"), ("Qwen2.5-3B-Instruct", "bf16", "L4"),
+             ("Qwen2.5-7B-Instruct", "bf16", "H100-80GB"), ("Llama-3.1-8B-Instruct", "bf16", "H100-80GB"),
+             ("Llama-3.1-8B-Instruct", "bf16", "L4"))
+
+
+def render_gain(text: str) -> str:
+    """The rows of gain_vs_defaults.md the README quotes (GAIN_ROWS), with the file's header, as a block."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = [line for line in lines[2:]
+            if tuple(c.strip() for c in line.strip("|").split("|")[:3]) in GAIN_ROWS]
+    if len(rows) != 3 * len(GAIN_ROWS):
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/gain_vs_defaults.md: {len(rows)} rows of "
+                         f"the {len(GAIN_ROWS)} settings, expected 3 each")
+    return "\n\n" + "\n".join(lines[:2] + rows) + "\n\n"
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -243,6 +317,11 @@ SECTIONS: tuple[Section, ...] = (
     Section("Unsloth runtime: checked against real runs", f"{RESULTS}/unsloth_reports.txt", render_unsloth_summary),
     Section("Unsloth runtime: side-by-side table", f"{RESULTS}/unsloth_side_by_side.md", render_side_by_side),
     Section("Speed: CLI wall-clock", f"{RESULTS}/cli_latency.txt", render_speed),
+    Section("The gain over the defaults", f"{RESULTS}/gain_vs_defaults.md", render_gain),
+    Section("Accuracy: fit set vs held out", f"{RESULTS}/heldout_fits.txt", render_accuracy_table),
+    Section("Accuracy: the margins", f"{RESULTS}/margin_bands.txt", render_margins),
+    Section("Beyond one GPU: the layouts' margin", f"{RESULTS}/layouts.md", render_layouts_margin),
+    Section("Beyond one GPU: chosen layouts", f"{RESULTS}/layouts.md", render_layouts),
 )
 
 
