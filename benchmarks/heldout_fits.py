@@ -288,8 +288,8 @@ def other_constants() -> list[str]:
         "vLLM's non-torch growth (memory/vllm.py non_torch_bytes, ~0.25 GiB at TP1, ~2.1 GiB at TP2): read off vLLM "
         "0.19 logs (docs/vllm-memory.md 8.5);",
         "  held-out: none in the repository (unmeasured here; the vLLM KV errors of unsloth_reports.txt include it)",
-        "Unsloth's memory in use before vLLM (runtimes/unsloth.py PRE_VLLM_USED_BYTES): see unsloth_reports.txt "
-        "(its derivation and the runs it is checked on are stated there)",
+        "Unsloth's memory in use before vLLM (runtimes/unsloth.py PRE_VLLM_USED_BYTES): unsloth_pre_vllm.txt "
+        "(each run's own figure from its printed utilisation, the KV cache scored at it)",
     ]
 
 
@@ -301,7 +301,8 @@ def pct(errs) -> tuple[str, str]:
 
 def accuracy_table(rows: list[dict]) -> list[str]:
     """Fit-set vs held-out error per memory model and constant (the README's generated accuracy table)."""
-    from calibration_data import evaluate_allocator_replay, predict_calibrated, predict_notebook, TRL_NOTEBOOKS
+    from calibration_data import TRL_NOTEBOOKS, evaluate_allocator_replay, predict_calibrated, predict_notebook
+
     from planner.memory.fit import family_key, steady_rows
 
     step_fit = score(rows, shipped_constants())
@@ -345,7 +346,22 @@ def accuracy_table(rows: list[dict]) -> list[str]:
         f"| TRL without the fused head (OLD_TRL_MISS) | the 2 TRL notebooks | {cell(nb)} | none | unmeasured "
         f"| trl_notebooks.txt |",
         "| vLLM's non-torch growth | vLLM 0.19 logs | not scored | none | unmeasured | docs/vllm-memory.md |",
+        unsloth_row(),
     ]
+
+
+def unsloth_row() -> str:
+    """Unsloth's pre-vLLM usage: read off the runs' utilisations; the KV cache at each run's own figure."""
+    import unsloth_pre_vllm as upv
+
+    runs = upv.runs()
+    kv = [r for r in runs if r["kv_reported"]]
+    shipped = [r["kv_shipped"] for r in kv]
+    own = [r["kv_own"] for r in kv]
+    return (f"| Unsloth pre-vLLM usage (256 MiB) | the {len(runs)} Unsloth runs' printed utilisations | vLLM KV "
+            f"cache at 256 MiB, {len(shipped)}: max \\|e\\| {pct(shipped)[0]} | no held-out run; the KV cache at "
+            f"each run's own figure (the CUDA context) | {len(own)}: max \\|e\\| {pct(own)[0]} (T4, a known miss) "
+            f"| unsloth_pre_vllm.txt |")
 
 
 def main() -> None:
