@@ -4,7 +4,7 @@ Measured = ``peak_reserved_step_mib + (device_used_mib_after_load - reserved_mib
 (data/calibration/README.md). Predicted = ``planner.estimate(...).trainer.peak_bytes`` with the
 row's model, weights, mode, rank, optimizer, checkpointing and shape on the H100-80GB profile.
 Rows that ran out of memory must be predicted above the card. The evaluation itself is
-``calibration_data.evaluate_calibration`` (tests/test_accuracy.py asserts on it).
+``calibration_data.evaluate_calibration`` (tests/test_fit_set_accuracy.py asserts on it).
 
 Run: python benchmarks/accuracy_trainer.py   (writes benchmarks/results/accuracy_trainer.txt)
 """

@@ -336,29 +336,52 @@ def ceil_percent(fraction: float) -> float:
     return math.ceil(round(fraction * 100, 6)) / 100
 
 
-def margin_bands() -> dict:
-    """Each memory model's margin from the measurements, by the rule planner/search/margins.py states:
-    a plan that fits must not run out of memory, so what counts is under-prediction on data the
-    model's numbers were not fitted on, rounded up to a whole percent.
+def sample_allowance(n: int) -> float:
+    """The small-sample factor of the band rule: the worst of ``n`` held-out errors is only the
+    n/(n+1) quantile a new error falls inside, so it is widened by (n + 1) / n."""
+    return (n + 1) / n
 
-    - calibrated: the worst under-prediction of the shipped profiles on the held-out steps of a
-      calibrated family (:func:`evaluate_calibrated`);
-    - analytic: the worst under-prediction on the held-out steps and the held-out runs
-      (:func:`evaluate_heldout`, :func:`evaluate_runs`), plus the widest disagreement of the
-      analytic activation peak with the trace of the real model code on architectures nobody
-      measured (:func:`evaluate_trace_vs_analytic`, either direction: the trace is not a measurement).
+
+def heldout_band(errors, allowance: float = 0.0) -> dict:
+    """The band rule (planner/search/margins.py): the worst held-out under-prediction times
+    :func:`sample_allowance` of how many errors there are, plus ``allowance``, rounded up to a whole
+    percent. Returns the band and its parts."""
+    errors = list(errors)
+    n = len(errors)
+    under = max(0.0, -min(errors))
+    widened = under * sample_allowance(n)
+    return {"band": ceil_percent(widened + allowance), "n": n, "worst_under": -under, "widened": widened,
+            "allowance": allowance}
+
+
+def margin_bands() -> dict:
+    """Each memory model's margin from its held-out errors, by the rule planner/search/margins.py
+    states (:func:`heldout_band`): a plan that fits must not run out of memory, so what counts is the
+    worst under-prediction on data the model's numbers were not fitted on, widened for the sample size.
+
+    - calibrated: the shipped profiles on the held-out steps of a calibrated family
+      (:func:`evaluate_calibrated`);
+    - analytic: the held-out steps and runs (:func:`evaluate_heldout`, :func:`evaluate_runs`) and the
+      calibration rows, each family predicted by constants refitted without it (heldout_fits.lofo),
+      plus the widest disagreement of the analytic activation peak with the trace of the real model
+      code on architectures nobody measured (:func:`evaluate_trace_vs_analytic`, either direction);
+    - fp32_autocast: the allocator replay of fp32 full fine-tuning under autocast (a simulation of the
+      allocator on TRL's loop, not a measurement; :func:`evaluate_allocator_replay`).
     """
+    from heldout_fits import lofo_heldout_errors
+
     cal = evaluate_calibrated()
     held, runs, trace = evaluate_heldout(), evaluate_runs(), evaluate_trace_vs_analytic()
-    cal_under = max(0.0, -cal["worst_under"])
-    an_under = max(0.0, -held["worst_under"], -min(runs["heldout_errors"]))
-    analytic = an_under + trace["max_abs_error"]
+    lofo = lofo_heldout_errors()
+    replay = [e for r, _, e in evaluate_allocator_replay()["rows"] if r["weights"] == "fp32"]
+    steps = [e for *_, e, _ in held["ran"]]
+    analytic = heldout_band(steps + list(runs["heldout_errors"]) + lofo, trace["max_abs_error"])
     return {
-        "calibrated": {"band": ceil_percent(cal_under), "worst_under": -cal_under, "rows": len(cal["steps"]),
-                       "runs_worst_under": cal["runs_worst_under"]},
-        "analytic": {"band": ceil_percent(analytic), "worst_under": -an_under,
-                     "heldout_steps_worst_under": held["worst_under"], "heldout_runs": runs["heldout_errors"],
+        "calibrated": {**heldout_band([e for *_, e in cal["steps"]]), "runs_worst_under": cal["runs_worst_under"]},
+        "analytic": {**analytic, "heldout_steps": len(steps), "heldout_steps_worst_under": held["worst_under"],
+                     "heldout_runs": runs["heldout_errors"], "lofo_rows": len(lofo), "lofo_worst_under": min(lofo),
                      "trace_max_abs_error": trace["max_abs_error"], "trace_rows": len(trace["rows"])},
+        "fp32_autocast": heldout_band(replay),
     }
 
 

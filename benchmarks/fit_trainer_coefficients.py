@@ -6,6 +6,7 @@ The per-layer saved bytes are derived (planner/memory/activations.py); what is f
 2. the allocator reserve as a fraction of the step's transient bytes (median ratio), with and
    without gradient checkpointing.
 Run: python benchmarks/fit_trainer_coefficients.py
+The same fits with one model family left out, and their held-out errors: benchmarks/heldout_fits.py.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ log() { echo "$*" | tee -a "$LOG"; }
 start=$(date +%s)
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .cache/site .whl/*.whl \
     2>&1 | tail -3 | tee -a "$LOG"
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  export PYTHONPATH="$PYTHONPATH:$PWD/.cache/site"
 fi
 
 {

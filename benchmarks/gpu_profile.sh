@@ -5,7 +5,7 @@
 # trl==1.16.0, bitsandbytes (and TRL's datasets, dill, multiprocess). Run from the repository root:
 #   bash benchmarks/gpu_profile.sh
 # A machine without network access can take TRL and bitsandbytes as wheels in .whl/ (installed into
-# /tmp/site before anything runs); download them elsewhere with
+# .cache/site before anything runs); download them elsewhere with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl trl==1.16.0 bitsandbytes==0.50.2 datasets dill multiprocess
@@ -29,9 +29,9 @@ log() { echo "$*" | tee -a "$LOG"; }
 
 # 1. Wheels in .whl/ (TRL, bitsandbytes and what TRL imports), if any, into a private site folder.
 if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .cache/site .whl/*.whl \
     2>&1 | tee -a "$LOG" || { log "pip install of .whl/ failed"; exit 1; }
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  export PYTHONPATH="$PYTHONPATH:$PWD/.cache/site"
 else
   log "no .whl/ folder: using whatever is installed"
 fi

@@ -12,8 +12,8 @@ LOG="$OUT/run_peak.log"
 : > "$LOG"
 start=$(date +%s)
 if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 | tail -3
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .cache/site .whl/*.whl 2>&1 | tail -3
+  export PYTHONPATH="$PYTHONPATH:$PWD/.cache/site"
 fi
 one() {
   if (( $(date +%s) - start > BUDGET_S )); then echo "skip $* (budget)" | tee -a "$LOG"; return; fi

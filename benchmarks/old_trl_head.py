@@ -3,8 +3,8 @@
     python benchmarks/old_trl_head.py            # -> benchmarks/results/old_trl_head.txt
 
 For each TRL release, a subprocess with that release first on sys.path (``pip install --no-deps
---target /tmp/trl_X trl-X.whl``; ``requests`` beside it in /tmp/trl_deps, as TRL's vLLM client
-imports it) builds the model from its real config with one decoder layer on the meta device
+--target .cache/reproduce/trl_X trl==X``; ``requests`` beside it in .cache/reproduce/trl_deps, as TRL's vLLM
+client imports it; benchmarks/reproduce.py builds both, ``$PLANNER_REPRODUCE_CACHE`` names another cache) builds the model from its real config with one decoder layer on the meta device
 (the head's memory is vocab x hidden x tokens, not depth), prepares it as the setup does
 (``engine=amp``: accelerate's ``Accelerator(mixed_precision="bf16").prepare_model``, which wraps
 ``forward`` in autocast and ``convert_outputs_to_fp32``; ``engine=deepspeed``: the bf16 model as
@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the old releases, inside the repository's ignored area (benchmarks/reproduce.py's CACHE builds them)
+CACHE = Path(os.environ.get("PLANNER_REPRODUCE_CACHE", ROOT / ".cache" / "reproduce"))
 
 RELEASES = ("0.18.0", "0.23.0", "1.1.0")
 MODELS = ("Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-1B-Instruct", "google/gemma-3-1b-it")
@@ -108,7 +110,7 @@ def worker(model_id: str, batch: int, completion: int, engine: str) -> dict:
 
 
 def trace(release: str, model_id: str, batch: int, completion: int, engine: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([f"/tmp/trl_{release}", "/tmp/trl_deps", str(ROOT)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CACHE / f"trl_{release}"), str(CACHE / "trl_deps"), str(ROOT)]))
     out = subprocess.run([sys.executable, __file__, "--worker", model_id, str(batch), str(completion), engine],
                          env=env, capture_output=True, text=True, timeout=900, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

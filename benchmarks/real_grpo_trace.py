@@ -13,7 +13,7 @@ restored as in planner/profiler/trace.py), per phase of TRL's loop, and the larg
 the peak. No GPU, no network (a word-level tokenizer with the model's vocabulary size is built here).
 
     # measure (any venv with trl; prints one JSON line per case)
-    /tmp/trl026/bin/python benchmarks/real_grpo_trace.py measure --out benchmarks/results/real_grpo_trace.jsonl
+    .cache/reproduce/trl026/bin/python benchmarks/real_grpo_trace.py measure --out benchmarks/results/real_grpo_trace.jsonl
     # compare with the planner (the project's venv)
     python benchmarks/real_grpo_trace.py compare benchmarks/results/real_grpo_trace.jsonl
 

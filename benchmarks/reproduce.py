@@ -9,13 +9,15 @@ quoted from them.
 
 REGISTRY below is the one table of results files: the script (and arguments) that makes each, what it needs
 (``planner``: CPU and the planner only; ``train``: CPU with the train extras, torch, transformers, TRL, PEFT;
-``old-env``: an environment of old releases under /tmp that the script's docstring names; ``gpu``: an NVIDIA
+``old-env``: an environment of old releases under .cache/reproduce, built there by its entry's commands; ``gpu``: an NVIDIA
 GPU; ``record``: written once by hand and never regenerated), an estimated run time on the project's 2-core CPU
 machine, and the volatile spans (wall-clock timings, the machine) masked before two versions are compared.
 
-A plain run reruns, in this repository, every entry whose needs this machine meets (``old-env`` and ``gpu``
-entries are skipped, printing the command and the device or environment that made the committed files), then
-rewrites every generated README section from the results files.
+A plain run reruns, in this repository, every entry whose needs this machine meets, then rewrites every
+generated README section from the results files. ``gpu`` and ``record`` entries are skipped, printing the command
+and the device that made the committed files. An ``old-env`` entry runs in its environment under CACHE
+(``.cache/reproduce/``, ignored by git): one its entry can build cheaply (``auto_build``: old TRL wheels unpacked
+without dependencies) is built when missing; otherwise it is skipped with the commands that make it.
 
 ``--check`` writes nothing here: it copies the repository's files (``git ls-files``, tracked and untracked but
 not ignored) into a scratch directory, reruns the same scripts there (``PYTHONPATH`` = the copy), and compares
@@ -47,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = "benchmarks/results"
+CACHE = ".cache/reproduce"  # old releases' environments, inside the repository's ignored area (.gitignore)
 FAST_SECONDS = 30
 TRAIN_MODULES = ("torch", "transformers", "trl", "peft")
 
@@ -63,6 +66,9 @@ class Result:
     volatile: tuple[str, ...] = ()  # regexes (multiline); each match is masked before comparing
     stdout: str | None = None  # the file the command's stdout is written to (the script prints, writes nothing)
     made_on: str = ""  # for old-env / gpu / record: the device or environment that made the committed files
+    env: tuple[str, ...] = ()  # old-env: the folders under CACHE it needs ("{cache}" in a command stands for CACHE)
+    build: tuple[tuple[str, ...], ...] = ()  # old-env: the commands that make them (run from the repository root)
+    auto_build: bool = False  # build the env when missing (cheap: wheels unpacked without dependencies)
 
 
 H100_ENV = ("NVIDIA H100 80GB HBM3 (driver 580.159.04), torch 2.11.0+cu130, transformers 5.17.0, peft 0.21.0, "
@@ -77,10 +83,13 @@ REGISTRY: tuple[Result, ...] = (
            "planner", 1),
     Result("run_peak_accuracy", (f"{RESULTS}/run_peak_accuracy.txt",), ("python", "benchmarks/run_peak_accuracy.py"),
            "planner", 1),
+    Result("heldout_fits", (f"{RESULTS}/heldout_fits.txt",), ("python", "benchmarks/heldout_fits.py"), "planner", 12),
     Result("margin_bands", (f"{RESULTS}/margin_bands.txt",), ("python", "benchmarks/margin_bands.py"), "planner", 1),
     Result("trl_notebooks", (f"{RESULTS}/trl_notebooks.txt",), ("python", "benchmarks/trl_notebooks.py"), "planner", 1),
     Result("unsloth_reports", (f"{RESULTS}/unsloth_reports.txt",), ("python", "benchmarks/unsloth_reports.py"),
            "planner", 1, stdout=f"{RESULTS}/unsloth_reports.txt"),
+    Result("unsloth_pre_vllm", (f"{RESULTS}/unsloth_pre_vllm.txt",), ("python", "benchmarks/unsloth_pre_vllm.py"),
+           "planner", 2),
     Result("vllm_old_releases", (f"{RESULTS}/vllm_old_releases.txt",), ("python", "benchmarks/vllm_old_releases.py"),
            "planner", 1, stdout=f"{RESULTS}/vllm_old_releases.txt"),
     Result("real_grpo_trace_compare", (f"{RESULTS}/real_grpo_trace.txt",),
@@ -106,15 +115,24 @@ REGISTRY: tuple[Result, ...] = (
            ("python", "benchmarks/allocator_notebook.py"), "train", 55),
     Result("trace_vs_measured", (f"{RESULTS}/trace_vs_measured.txt",), ("python", "benchmarks/trace_vs_measured.py"),
            "train", 120, volatile=(r"^Trace time: .*$",)),
-    # -- other releases' code, in environments under /tmp -----------------------------------------------------
+    # -- other releases' code, in environments under .cache/reproduce (built here, ignored by git) -------------
     Result("old_trl_head", (f"{RESULTS}/old_trl_head.txt",), ("python", "benchmarks/old_trl_head.py"), "old-env", 300,
-           made_on="CPU; TRL 0.18-0.26 wheels unpacked under /tmp/trl_X (pip install --no-deps --target), "
-                   "requests in /tmp/trl_deps, torch and transformers of the project's venv"),
+           made_on="CPU; TRL 0.18.0 / 0.23.0 / 1.1.0 wheels unpacked (pip install --no-deps --target), requests "
+                   "beside them, torch and transformers of the project's venv",
+           env=("trl_0.18.0", "trl_0.23.0", "trl_1.1.0", "trl_deps"),
+           build=tuple(("python", "-m", "pip", "install", "-q", "--no-deps", "--target", f"{CACHE}/trl_{v}", f"trl=={v}")
+                       for v in ("0.18.0", "0.23.0", "1.1.0"))
+           + (("python", "-m", "pip", "install", "-q", "--target", f"{CACHE}/trl_deps", "requests"),),
+           auto_build=True),
     Result("real_grpo_trace_measure", (f"{RESULTS}/real_grpo_trace.jsonl",),
-           ("/tmp/trl026/bin/python", "benchmarks/real_grpo_trace.py", "measure", "--out",
+           ("{cache}/trl026/bin/python", "benchmarks/real_grpo_trace.py", "measure", "--out",
             f"{RESULTS}/real_grpo_trace.jsonl"), "old-env", 600,
-           made_on="CPU; a venv /tmp/trl026 with trl 0.26.0 and transformers 4.57.1 (the TRL notebooks' stack); "
-                   "the file is appended to: remove it first"),
+           made_on="CPU; a venv with trl 0.26.0 and transformers 4.57.1 (the TRL notebooks' stack); "
+                   "the file is appended to: remove it first",
+           env=("trl026",),
+           build=(("python", "-m", "venv", f"{CACHE}/trl026"),
+                  (f"{CACHE}/trl026/bin/python", "-m", "pip", "install", "trl==0.26.0", "transformers==4.57.1",
+                   "torch", "accelerate"))),
     # -- measured on a GPU ------------------------------------------------------------------------------------
     Result("h100_heldout", tuple(f"{RESULTS}/h100_heldout/{f}" for f in
                                  ("env.txt", "heldout.log", "fresh.json", "expandable.json", "heldout.json")),
@@ -207,6 +225,15 @@ def render_unsloth_summary(text: str) -> str:
             f"on the {kv[1]} with a modelled vLLM")
 
 
+def render_unsloth_pre_vllm(text: str) -> str:
+    """The Unsloth pre-vLLM figures and the T4 KV miss of unsloth_pre_vllm.txt, inline."""
+    src = f"{RESULTS}/unsloth_pre_vllm.txt"
+    kv = _line(text, r"at each run's own figure max \|error\| ([\d.]+%)", src)
+    miss = _line(text, r"^beyond the target at the run's own figure \(a KV-model miss the shipped figure hid\): (.*)$",
+                 src)
+    return f"at each run's own pre-vLLM usage the KV cache is within {kv[1]}; beyond the 10% target: {miss[1]}"
+
+
 def render_unsloth_kv(text: str) -> str:
     """The KV-cache summary of unsloth_reports.txt, inline (the older-vLLM paragraph)."""
     kv = _line(text, r"^  vLLM KV cache: (\d+) records predicted, max \|error\| ([\d.]+%)", f"{RESULTS}/unsloth_reports.txt")
@@ -229,6 +256,80 @@ def render_speed(text: str) -> str:
     return f"a bare `python -c pass` {bare[1]} ms, " + ", ".join(parts[:-1]) + f", {parts[-1]}"
 
 
+def render_accuracy_table(text: str) -> str:
+    """The fit-set vs held-out table at the end of heldout_fits.txt, as a block."""
+    _line(text, r"^README accuracy table:$", f"{RESULTS}/heldout_fits.txt")
+    table = [line for line in text.split("README accuracy table:", 1)[1].splitlines() if line.startswith("|")]
+    return "\n\n" + "\n".join(table) + "\n\n"
+
+
+MARGIN_ROWS = (("calibrated", "calibrated (a profile covers the model, card and setup)"),
+               ("analytic", "analytic (everything else)"),
+               ("fp32 weights under autocast", "+ fp32 weights under autocast"),
+               ("unmeasured optimizer", "+ an optimizer other than 8-bit AdamW"),
+               ("Unsloth runtime", "Unsloth runtime (its own memory model)"))
+
+
+def render_margins(text: str) -> str:
+    """The margin table from margin_bands.txt's rule lines, as a block."""
+    src = f"{RESULTS}/margin_bands.txt"
+    rows = ["| margin | value | held-out basis (the rule: worst under-prediction x (n+1)/n, rounded up) |", "|---|---|---|"]
+    for key, label in MARGIN_ROWS:
+        basis = _line(text, rf"^{re.escape(key)}: (.*)$", src)[1]
+        value = re.search(r"-> band (\d+%)|^(\d+%)", basis)
+        if value is None:
+            raise SystemExit(f"reproduce.py: cannot render from {src}: no band in the {key!r} line")
+        rows.append(f"| {label} | {value[1] or value[2]} | {basis} |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+def _chosen_layouts(text: str) -> list[tuple[str, str, list[str]]]:
+    """(model, GPU count, cells of the chosen row) per section of layouts.md."""
+    out, head = [], None
+    for line in text.splitlines():
+        m = re.match(r"^## (\S+) on (\d+) x ", line)
+        if m:
+            head = (m[1], m[2])
+        elif line.endswith("| **chosen** |") and head is not None:
+            out.append((*head, [c.strip() for c in line.strip("|").split("|")]))
+    if not out:
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/layouts.md: no chosen layout")
+    return out
+
+
+def render_layouts_margin(text: str) -> str:
+    """The margin the layouts were planned with, inline."""
+    return _line(text, r"margin (\d+%) \(analytic memory model\)", f"{RESULTS}/layouts.md")[1]
+
+
+def render_layouts(text: str) -> str:
+    """The chosen layout of each section of layouts.md, as a block."""
+    rows = ["| model | GPUs | chosen layout | per-GPU peak (GiB, training / server) | completions / step (one wave) "
+            "| micro-batch x steps |", "|---|---|---|---|---|---|"]
+    for model, gpus, c in _chosen_layouts(text):
+        layout, engine, _, peak, server, completions, _, micro = c[:8]
+        rows.append(f"| {model.split('/')[-1].removesuffix('-Instruct')} | {gpus} | {layout}"
+                    f"{'' if engine == '-' else ', ' + engine} | {peak}{' / ' + server if server else ''} | "
+                    f"{completions} | {micro} |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
+GAIN_ROWS = (("Qwen2.5-0.5B-Instruct", "bf16", "H100-80GB"), ("Qwen2.5-3B-Instruct", "bf16", "L4"),
+             ("Qwen2.5-7B-Instruct", "bf16", "H100-80GB"), ("Llama-3.1-8B-Instruct", "bf16", "H100-80GB"),
+             ("Llama-3.1-8B-Instruct", "bf16", "L4"))
+
+
+def render_gain(text: str) -> str:
+    """The rows of gain_vs_defaults.md the README quotes (GAIN_ROWS), with the file's header, as a block."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = [line for line in lines[2:]
+            if tuple(c.strip() for c in line.strip("|").split("|")[:3]) in GAIN_ROWS]
+    if len(rows) != 3 * len(GAIN_ROWS):
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/gain_vs_defaults.md: {len(rows)} rows of "
+                         f"the {len(GAIN_ROWS)} settings, expected 3 each")
+    return "\n\n" + "\n".join(lines[:2] + rows) + "\n\n"
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -240,8 +341,14 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("Older vLLM releases: Unsloth runs' KV error", f"{RESULTS}/unsloth_reports.txt", render_unsloth_kv),
     Section("Unsloth runtime: checked against real runs", f"{RESULTS}/unsloth_reports.txt", render_unsloth_summary),
+    Section("Unsloth runtime: the pre-vLLM usage", f"{RESULTS}/unsloth_pre_vllm.txt", render_unsloth_pre_vllm),
     Section("Unsloth runtime: side-by-side table", f"{RESULTS}/unsloth_side_by_side.md", render_side_by_side),
     Section("Speed: CLI wall-clock", f"{RESULTS}/cli_latency.txt", render_speed),
+    Section("The gain over the defaults", f"{RESULTS}/gain_vs_defaults.md", render_gain),
+    Section("Accuracy: fit set vs held out", f"{RESULTS}/heldout_fits.txt", render_accuracy_table),
+    Section("Accuracy: the margins", f"{RESULTS}/margin_bands.txt", render_margins),
+    Section("Beyond one GPU: the layouts' margin", f"{RESULTS}/layouts.md", render_layouts_margin),
+    Section("Beyond one GPU: chosen layouts", f"{RESULTS}/layouts.md", render_layouts),
 )
 
 
@@ -299,9 +406,38 @@ def has_train_extras() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in TRAIN_MODULES)
 
 
+def env_missing(entry: Result) -> list[str]:
+    """The folders of ``entry``'s old-release environment not yet under CACHE."""
+    return [f"{CACHE}/{d}" for d in entry.env if not (ROOT / CACHE / d).is_dir()]
+
+
+def build_env(entry: Result) -> str | None:
+    """Make ``entry``'s environment under CACHE with its build commands; None, or why it failed."""
+    for cmd in entry.build:
+        argv = [sys.executable if a == "python" else str(ROOT / a) if a.startswith(CACHE + "/") and a.endswith(
+            "python") else a for a in cmd]
+        print(f"build {entry.name}: {' '.join(cmd)}", flush=True)
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+            return f"{' '.join(cmd)} exited {r.returncode}: {tail}"
+    return None
+
+
 def why_not_here(entry: Result, train: bool) -> str | None:
-    """None when this machine can make ``entry``; else why not."""
-    if entry.needs in ("old-env", "gpu", "record"):
+    """None when this machine can make ``entry``; else why not. An old-release environment missing from CACHE
+    is built first when its entry says so (``auto_build``)."""
+    if entry.needs == "old-env":
+        if env_missing(entry) and entry.auto_build and train:
+            failed = build_env(entry)
+            if failed:
+                return f"its environment, whose build failed ({failed})"
+        missing = env_missing(entry)
+        if missing:
+            return (f"{', '.join(missing)} (make it with: "
+                    + " && ".join(" ".join(c) for c in entry.build) + ")")
+        return None if train else "train extras not installed (" + ", ".join(TRAIN_MODULES) + ")"
+    if entry.needs in ("gpu", "record"):
         return entry.needs
     if entry.needs == "train" and not train:
         return "train extras not installed (" + ", ".join(TRAIN_MODULES) + ")"
@@ -310,8 +446,9 @@ def why_not_here(entry: Result, train: bool) -> str | None:
 
 def run_entry(entry: Result, root: Path) -> str | None:
     """Run ``entry``'s command in ``root`` (PYTHONPATH = root); None, or why it failed."""
-    argv = [sys.executable if a == "python" else a for a in entry.command]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    argv = [sys.executable if a == "python" else a.replace("{cache}", str(ROOT / CACHE)) for a in entry.command]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "PLANNER_REPRODUCE_CACHE": str(ROOT / CACHE)}
     r = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]

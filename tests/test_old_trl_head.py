@@ -84,12 +84,12 @@ def test_committed_traces_agree_within_5_percent():
         assert abs(plan / traced - 1) <= 0.05, (release, engine, model, batch, completion, plan, traced)
 
 
-TRL_023 = Path("/tmp/trl_0.23.0")
+TRL_023 = ROOT / ".cache" / "reproduce" / "trl_0.23.0"  # built by benchmarks/reproduce.py --only old_trl_head
 
 
 @pytest.mark.skipif(not (TRL_023 / "trl").is_dir() or importlib.util.find_spec("accelerate") is None,
-                    reason="needs TRL 0.23.0 installed in /tmp/trl_0.23.0 (pip install --no-deps --target "
-                           "/tmp/trl_0.23.0 trl==0.23.0) and requests in /tmp/trl_deps")
+                    reason="needs TRL 0.23.0 in .cache/reproduce/trl_0.23.0 and requests in .cache/reproduce/trl_deps "
+                           "(python benchmarks/reproduce.py --only old_trl_head builds them)")
 def test_live_trace_of_trl_023_small_cell():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

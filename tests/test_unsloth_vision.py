@@ -11,7 +11,7 @@ from planner.specs.units import GIB
 from planner.specs.versions import unsloth_facts
 
 VL = "Qwen/Qwen2.5-VL-7B-Instruct"
-# Unsloth's Qwen2.5-VL (7B) vision GRPO notebook, from memory (not in /work/shared): 4-bit, fast_inference,
+# Unsloth's Qwen2.5-VL (7B) vision GRPO notebook, from memory (not in the shared reports): 4-bit, fast_inference,
 # max_seq_length 16384, gpu_memory_utilization 0.8, LoRA r 16; GRPOConfig batch 1, accumulation 2,
 # 2 generations, prompt 1024, completion 1024.
 NOTEBOOK = dict(max_seq_length=16384, load_in_4bit=True, gpu_memory_utilization=0.8, lora_rank=16,

@@ -4,20 +4,27 @@ A plan keeps every phase under the card less a margin (a fraction of the card). 
 gives one (``--margin``, ``margin=``), the margin is the band of the memory model the plan uses
 (planner.api.complete_request decides which before solving, planner.memory.calibration.calibration_gap):
 
-- ``calibrated`` (a shipped or measured profile covers the model, card and setup): 3%. The shipped
+- ``calibrated`` (a shipped or measured profile covers the model, card and setup): 4%. The shipped
   H100 profiles, fitted on data/calibration's steady rows, under-predict the held-out steps of a
-  calibrated family (benchmarks/results/h100_heldout: Qwen2.5-0.5B, 10 steps) by at worst 2.99%.
-- ``analytic`` (everything else): 4%. Its worst under-predictions of data its few fitted numbers did
-  not see are -0.94% (77 held-out steps) and -1.63% (the 2 held-out whole runs); on architectures
-  nobody measured, its activation peak agrees with the CPU trace of the real model code within
-  1.68% (24 shapes, benchmarks/results/trace_vs_analytic.txt): 1.63% + 1.68% = 3.31%.
+  calibrated family (benchmarks/results/h100_heldout: Qwen2.5-0.5B, 10 steps) by at worst 2.99%;
+  x 11/10 = 3.29%.
+- ``analytic`` (everything else): 6%. Its held-out errors: the 77 held-out H100 steps (worst
+  -0.94%), the 2 held-out whole runs (-1.63%) and the 70 LoRA calibration rows each predicted by the
+  constants refitted without its model family (benchmarks/heldout_fits.py, -3.75%): the worst of
+  149 is -3.75%, x 150/149 = 3.78%; on architectures nobody measured, its activation peak agrees with
+  the CPU trace of the real model code within 1.68% (24 shapes, benchmarks/results/trace_vs_analytic.txt):
+  3.78% + 1.68% = 5.46%.
 
 The rule: a plan that fits must not run out of memory, so what counts is the worst
 *under*-prediction (an over-prediction only wastes memory) on measurements the model was not fitted
-on, rounded up to a whole percent. The errors are relative to the trainer's peak, which is part of
-the card, so the same fraction of the card covers at least as many bytes.
-``calibration_data.margin_bands`` recomputes both from the data (benchmarks/margin_bands.py
-prints them; tests/test_margin_bands.py fails when a constant no longer matches its data).
+on. The worst of n held-out errors is only the n/(n+1) quantile a new error falls inside, so it is
+widened by (n + 1) / n (the small-sample allowance), then rounded up to a whole percent. The errors
+are relative to the trainer's peak, which is part of the card, so the same fraction of the card covers
+at least as many bytes. ``calibration_data.margin_bands`` recomputes every band from the data
+(benchmarks/margin_bands.py writes benchmarks/results/margin_bands.txt, which benchmarks/reproduce.py
+regenerates; tests/test_margin_bands.py recomputes each band from the held-out errors). The bands
+were 3% and 4% while they were the rounded-up worst error alone (the analytic one without the
+leave-one-family-out rows).
 
 The Unsloth runtime (``runtime="unsloth"``, planner/runtimes/unsloth.py) has its own memory
 model and its own band, :data:`RUNTIME_MARGIN`: 5%. It is not derived from data the way the two
@@ -27,6 +34,8 @@ receives within 0.0071 of the printed one, the KV cache of the 4 runs whose vLLM
 3.5%; the trainer's side beside it (adapters, offloaded checkpoints, the chunked loss) is read from
 Unsloth's code, not measured. 5% is the band the runtime shipped with, kept so its plans do not move
 until a measurement replaces it; the user's ``margin=`` / ``--margin`` overrides it as for TRL.
+Unmeasured, so no quantile: its rule is "the runtime's shipped allowance, not derived"; the KV and
+utilisation errors above are vLLM's side only (benchmarks/results/margin_bands.txt lists them beside it).
 
 On top of the band comes what the measurements do not cover. The trainer model was measured
 (shared/calibration, benchmarks/results/h100_*) with bitsandbytes 8-bit AdamW, TRL 1.16's fused
@@ -51,10 +60,12 @@ exists:
   the CPU (benchmarks/results/real_grpo_trace.txt), but were never measured on a GPU, and the caching
   allocator keeps more of such a run reserved than the fitted reserve says: replayed through the
   allocator's rules on TRL's loop (benchmarks/results/allocator_notebook.txt), the planner's peak
-  reserved is -7.1% to +0.4% of the replay; the worst, rounded up, is the margin (8%;
-  tests/test_allocator_replay.py recomputes it).
+  reserved is -7.1% to +0.4% of the replay; the band rule on the 7 replayed fp32 runs (-7.13% x 8/7 =
+  8.15%, rounded up) is the margin (9%; a simulation, not a measurement; tests/test_allocator_replay.py
+  recomputes it).
 - an optimizer other than 8-bit AdamW: its state is exact arithmetic but its step temporaries are
-  read from torch's code, not measured: 3%.
+  read from torch's code, not measured: 3%, a stated allowance (no held-out error exists to take a
+  quantile of).
 """
 
 from __future__ import annotations
@@ -63,7 +74,7 @@ from ..memory.trainer import TrainerSetup
 from ..specs.versions import trl_facts
 
 # each memory model's default margin, a fraction of the card (the rule above; margin_bands recomputes them)
-MEMORY_MODEL_MARGIN = {"calibrated": 0.03, "analytic": 0.04}
+MEMORY_MODEL_MARGIN = {"calibrated": 0.04, "analytic": 0.06}
 
 
 # the default margin of a runtime with its own memory model (the rule above: Unsloth, not measured)
@@ -77,8 +88,8 @@ def label_kind(memory_model: str) -> str:
 
 MEASURED_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 OLD_TRL_MISS = 0.0  # the worst notebook's excess, rounded up; 0: both over-predicted (two runs, trl_notebooks.txt)
-FP32_AUTOCAST_MARGIN = 0.08  # the worst replayed under-prediction, rounded up (allocator_notebook.txt)
-UNMEASURED_OPTIMIZER_MARGIN = 0.03
+FP32_AUTOCAST_MARGIN = 0.09  # the band rule on the replayed fp32 runs (allocator_notebook.txt)
+UNMEASURED_OPTIMIZER_MARGIN = 0.03  # a stated allowance: nothing measured to take a quantile of
 
 
 def coverage_margin(setup: TrainerSetup, trl_version: str | None = None) -> tuple[float, tuple[str, ...]]:
