@@ -181,7 +181,8 @@ def test_rank_memory_zero2():
     tm, r = _full("zero2")
     c = r.components
     assert c["weights"] == 2 * P
-    assert c["gradients"] == math.ceil(tm.components["gradients"] / 4)
+    # the same moment, sharded: FSDP's reduce-scatter leaves each rank a quarter of the gradients
+    assert r.moment_components["backward"]["gradients"] == math.ceil(tm.moment("backward")["gradients"] / 4)
     assert c["optimizer_state"] == 2 * P + STATE_OVERHEAD_BYTES
     assert c["master_weights"] == P
 
@@ -203,7 +204,8 @@ def test_rank_memory_fsdp():
     tm, r = _full("fsdp")
     c = r.components
     assert c["weights"] == 66_327_040
-    assert c["gradients"] == math.ceil(tm.components["gradients"] / 4)
+    # the same moment, sharded: FSDP's reduce-scatter leaves each rank a quarter of the gradients
+    assert r.moment_components["backward"]["gradients"] == math.ceil(tm.moment("backward")["gradients"] / 4)
     assert c["master_weights"] == c["zero_buckets"] == 0
 
 
@@ -541,11 +543,13 @@ def test_the_optimizer_steps_temporary_is_the_ranks_partition(engine):
     # client optimizer on the rank's fp32 master partition (ZeRO-3: at most a 1e9-element sub-group),
     # FSDP on the rank's shards, DDP on every parameter
     tm, rank = _full(engine)
-    single = tm.components["optimizer_step"]
+    single = tm.moment("optimizer_step")["optimizer_step"]
     trainable = tm.trainable_params
     assert single == trainable * 2
     expected = {"ddp": single, "fsdp": -(-single // N)}.get(engine, -(-trainable // N) * 4)
-    assert rank.components["optimizer_step"] == expected
+    assert rank.moment_components["optimizer_step"]["optimizer_step"] == expected
+    # the rank's peak is its largest moment, and its components are that moment's
+    assert rank.peak_bytes == max(rank.moments.values()) == rank.moments[rank.binding_moment]
 
 
 def test_zero3_steps_one_sub_group_at_a_time():
