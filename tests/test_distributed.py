@@ -561,3 +561,23 @@ def test_zero3_steps_one_sub_group_at_a_time():
     assert optimizer_step_per_rank_bytes(trainable * 2, trainable, "zero2", 8) == trainable // 8 * 4
     assert optimizer_step_per_rank_bytes(0, trainable, "zero3", 8) == 0  # fused / 8-bit: nothing to shard
     assert DEEPSPEED_DEFAULTS["sub_group_size"] == ZERO3_SUB_GROUP_SIZE
+
+
+def test_issue23_zero3_on_8_ranks_steps_an_eighth_and_names_its_moment():
+    # the issue's example: Qwen2.5-32B full fine-tuning, ZeRO-3 on 8 H100s, adamw_torch (foreach)
+    from planner.specs.topology import ZERO3_SUB_GROUP_SIZE
+
+    spec = resolve_model("Qwen/Qwen2.5-32B-Instruct")
+    setup = TrainerSetup(weights="bf16", finetune="full", optim="adamw_torch", prompt_length=256,
+                         completion_length=512)
+    tm = trainer_memory(spec, setup)
+    rank = rank_trainer_memory(spec, setup, Topology(num_gpus=8, engine="zero3"), trainer=tm)
+    single = tm.moment("optimizer_step")["optimizer_step"]
+    on_rank = rank.moment_components["optimizer_step"]["optimizer_step"]
+    assert single == tm.trainable_params * 2  # one bf16 temporary per parameter on one process: 61 GiB
+    # the rank's fp32 master partition, one 1e9-element sub-group at a time: 3.7 GiB, 1/16 of it
+    assert on_rank == ZERO3_SUB_GROUP_SIZE * 4 <= single / 8
+    assert rank.peak_bytes == max(rank.moments.values()) == rank.moments[rank.binding_moment]
+    # its JSON has every moment and names the binding one
+    d = rank.to_dict()
+    assert set(d["moments"]) == set(tm.moments) and d["binding_moment"] == rank.binding_moment

@@ -120,6 +120,34 @@ def optimizer_step_transient_bytes(trainable_params: int, optim: str, param_byte
     return 0
 
 
+# The caching allocator's segment rules (c10/cuda/CUDACachingAllocator.cpp): requests up to 1 MiB come from
+# 2 MiB small-pool segments, requests under 10 MiB share 20 MiB segments, larger ones get a segment of their
+# own rounded up to 2 MiB (with expandable segments: 2 MiB pages, the same rounding).
+SMALL_SEGMENT_BYTES = 2 * MIB
+MID_SEGMENT_BYTES = 20 * MIB
+LARGE_ROUNDING_BYTES = 2 * MIB
+SMALL_REQUEST_BYTES = 1 * MIB
+
+
+def step_temporary_tensors(tensors: list[tuple[int, int]], optim: str, param_bytes: int) -> int:
+    """How many of the step's temporaries leave the small pool (over 1 MiB): one per such trainable
+    tensor for foreach, the two of the largest for the for-loop, none for fused and bitsandbytes."""
+    kind = step_implementation(optim)
+    large = sum(c for n, c in tensors if n * param_bytes > SMALL_REQUEST_BYTES)
+    if kind == "foreach":
+        return large
+    if kind == "forloop":
+        return 2 if large else 0
+    return 0
+
+
+def step_reserve_bound_bytes(large_temporaries: int) -> int:
+    """What the allocator can hold beyond the step's live tensors, by its segment rules: where a
+    temporary does not fit in a block the backward left cached it gets a segment of its own, at most
+    2 MiB of rounding each, plus one partly used mid-size and one partly used small segment."""
+    return large_temporaries * LARGE_ROUNDING_BYTES + MID_SEGMENT_BYTES + SMALL_SEGMENT_BYTES
+
+
 # torch's caching allocator rounds every allocation up to a 512-byte block
 ALLOCATOR_MIN_BLOCK_BYTES = 512
 

@@ -66,6 +66,8 @@ from .optimizer import (
     clip_grad_norm_bytes,
     optimizer_state_bytes,
     optimizer_step_transient_bytes,
+    step_reserve_bound_bytes,
+    step_temporary_tensors,
 )
 from .process import cublas_workspace_bytes, non_torch_bytes
 from .rollout import rollout_buffer_bytes
@@ -80,9 +82,10 @@ MOMENTS = ("forward", "logprob_head", "backward", "clip_grad", "optimizer_step")
 # Where each moment's allocator reserve comes from: ``fitted`` (allocator.py's fitted step reserve,
 # from the transient bytes the step recycles), ``allocator_sim`` (the forward of a later micro-batch
 # under autocast: the fitted reserve or, if larger, the backward's V x h gradient blocks that
-# planner/profiler/allocator_sim.py's replay finds free but reserved then), ``bound`` (the step and
-# clipping recycle no activation-sized blocks of their own: the fitted term's intercept, the small
-# pool and rounding, bounds what they hold beyond their tensors).
+# planner/profiler/allocator_sim.py's replay finds free but reserved then), ``bound`` (clipping and
+# the step allocate into the blocks the backward left cached, or into segments of their own: the
+# allocator's segment rounding bounds what they hold beyond their tensors,
+# optimizer.step_reserve_bound_bytes).
 MOMENT_RESERVE = {"forward": "fitted or allocator_sim", "logprob_head": "fitted", "backward": "fitted",
                   "clip_grad": "bound", "optimizer_step": "bound"}
 
@@ -222,6 +225,12 @@ def binding_moment(moments: dict[str, int]) -> str | None:
     return best
 
 
+def above_resident(moment: dict) -> int:
+    """A forward/backward moment's tensors above the resident state (gradients, activations, the
+    log-prob head; not the allocator's reserve): what a trace's activation peak measures."""
+    return moment["gradients"] + moment["activations"] + moment["logprob_head"]
+
+
 def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     """Every moment of a training step of ``setup`` on ``spec``; the peak is the largest (module docstring)."""
     spec = _spec_as_run(spec, setup)
@@ -266,15 +275,16 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
 def _step_moments(setup: TrainerSetup, trained: _TrainedParams, base: dict) -> dict[str, dict]:
     """The ``clip_grad`` and ``optimizer_step`` moments after the last micro-batch's backward: every
     gradient alive (the activations and the head freed), clipping's 0-d norms, then the optimizer's
-    temporaries; beyond their tensors the allocator holds the fitted reserve's intercept (a bound,
-    MOMENT_RESERVE), the backward's larger cached pool being free to serve or to release."""
-    reserve = allocator_reserve_bytes(0, setup.gradient_checkpointing, setup.expandable_segments, setup.finetune)
-    tensors = sum(count for _, count in trained.tensor_numels)
-    grads = {**base, "gradients": trained.all_gradient_bytes, "allocator_reserve": reserve}
+    temporaries; beyond their tensors the allocator holds at most its segments' rounding (a bound from
+    its rules, optimizer.step_reserve_bound_bytes), the backward's larger cached pool being free to
+    serve or to release."""
+    grads = {**base, "gradients": trained.all_gradient_bytes}
     step = optimizer_step_transient_bytes(trained.params, setup.optim, trained.param_bytes,
-                                          max((numel for numel, _ in trained.tensor_numels), default=0))
-    return {"clip_grad": {**grads, "clip_grad": clip_grad_norm_bytes(tensors)},
-            "optimizer_step": {**grads, "optimizer_step": step}}
+                                          trained.largest_tensor_numel)
+    large = step_temporary_tensors(trained.tensor_numels, setup.optim, trained.param_bytes)
+    return {"clip_grad": {**grads, "clip_grad": clip_grad_norm_bytes(trained.num_tensors),
+                          "allocator_reserve": step_reserve_bound_bytes(0)},
+            "optimizer_step": {**grads, "optimizer_step": step, "allocator_reserve": step_reserve_bound_bytes(large)}}
 
 
 def _spec_as_run(spec: ModelSpec, setup: TrainerSetup) -> ModelSpec:
@@ -300,24 +310,34 @@ class _TrainedParams:
     # bytes of one trainable parameter: torch's AdamW keeps its states, and its step's temporaries,
     # in that dtype (memory/optimizer.py)
     param_bytes: int
+    largest_tensor_numel: int = 0  # the largest trainable tensor (the for-loop AdamW's temporaries)
+    num_tensors: int = 0  # trainable tensors (clipping's per-gradient norms)
 
 
 def _trained_params(spec: ModelSpec, setup: TrainerSetup) -> _TrainedParams:
     """The trainable parameters of ``setup`` on ``spec``, their tensors and their gradients' bytes."""
     if setup.finetune == "lora":
         trainable = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
+        numels = lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules)
         return _TrainedParams(params=trainable,
                               adapter_bytes=adapter_bytes(spec, setup.lora_rank, setup.lora_target_modules),
-                              tensor_numels=lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules),
+                              tensor_numels=numels,
                               all_gradient_bytes=gradient_bytes(trainable, ADAPTER_BYTES_PER_PARAM),
-                              param_bytes=ADAPTER_BYTES_PER_PARAM)
+                              param_bytes=ADAPTER_BYTES_PER_PARAM,
+                              largest_tensor_numel=max((n for n, _ in numels), default=0),
+                              num_tensors=sum(c for _, c in numels))
     trainable = spec.param_counts().active
     tensors = [(s_.in_features * s_.out_features, s_.layers * s_.count) for s_ in spec.linear_shapes()]
     rest = trainable - sum(n * c for n, c in tensors)
     tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
     return _TrainedParams(params=trainable, adapter_bytes=0, tensor_numels=tensors,
                           all_gradient_bytes=gradient_bytes(trainable, setup.compute_bytes),
-                          param_bytes=DTYPE_BYTES[setup.weights])
+                          param_bytes=DTYPE_BYTES[setup.weights],
+                          largest_tensor_numel=max([n for n, _ in tensors[:-1]] + [spec.vocab_size * spec.hidden_size]),
+                          # the linear weights, their biases, every RMSNorm (per layer, q/k norms, the final
+                          # one) and the embedding
+                          num_tensors=sum(c * (2 if s_.bias else 1) for s_, (_, c) in zip(spec.linear_shapes(), tensors))
+                          + spec.num_layers * (spec.norms_per_layer + (2 if spec.qk_norm else 0)) + 2)
 
 
 @dataclass(frozen=True)

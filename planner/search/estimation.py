@@ -374,7 +374,11 @@ def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=
         return trainer, "analytic", list(warnings)
     non_torch = {"non_torch": components["non_torch"]} if "non_torch" in components else {}
     moments = {name: {**c, **non_torch} for name, c in trainer.moment_components.items()}
-    moments["logprob_head"] = moments["backward"] = components
+    moments["logprob_head"], moments["backward"] = dict(components), dict(components)
+    # the forward's reserve is the step's fitted one (calibrated now) unless the backward's stranded
+    # V x h gradient blocks (MOMENT_RESERVE: allocator_sim) are larger
+    fitted, forward = backward["allocator_reserve"], moments["forward"]["allocator_reserve"]
+    moments["forward"]["allocator_reserve"] = max(components["allocator_reserve"], forward if forward > fitted else 0)
     return trainer.with_moments(moments), label, list(warnings)
 
 
