@@ -79,6 +79,7 @@ REGISTRY: tuple[Result, ...] = (
            "planner", 1),
     Result("margin_bands", (f"{RESULTS}/margin_bands.txt",), ("python", "benchmarks/margin_bands.py"), "planner", 1),
     Result("trl_notebooks", (f"{RESULTS}/trl_notebooks.txt",), ("python", "benchmarks/trl_notebooks.py"), "planner", 1),
+    Result("step_moments", (f"{RESULTS}/step_moments.txt",), ("python", "benchmarks/step_moments.py"), "planner", 1),
     Result("unsloth_reports", (f"{RESULTS}/unsloth_reports.txt",), ("python", "benchmarks/unsloth_reports.py"),
            "planner", 1, stdout=f"{RESULTS}/unsloth_reports.txt"),
     Result("vllm_old_releases", (f"{RESULTS}/vllm_old_releases.txt",), ("python", "benchmarks/vllm_old_releases.py"),
@@ -213,6 +214,16 @@ def render_unsloth_kv(text: str) -> str:
     return f"the same {kv[1]} runs are within {kv[2]}"
 
 
+def render_step_moments(text: str) -> str:
+    """The example's peak line and its moments diagram from step_moments.txt, as a block."""
+    src = f"{RESULTS}/step_moments.txt"
+    peak = _line(text, r"^peak .*$", src)[0]
+    m = re.search(r"^--- diagram ---\n(.*?)\n--- end diagram ---$", text, re.MULTILINE | re.DOTALL)
+    if m is None:
+        raise SystemExit(f"reproduce.py: cannot render from {src}: no diagram")
+    return f"\n\n{text.splitlines()[0]}: {peak}.\n\n```\n{m[1]}\n```\n\n"
+
+
 SPEED_LABELS = ("`plan estimate`", "colocated `plan estimate`", "`plan` (the solver)")
 
 
@@ -242,6 +253,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("Unsloth runtime: checked against real runs", f"{RESULTS}/unsloth_reports.txt", render_unsloth_summary),
     Section("Unsloth runtime: side-by-side table", f"{RESULTS}/unsloth_side_by_side.md", render_side_by_side),
     Section("Speed: CLI wall-clock", f"{RESULTS}/cli_latency.txt", render_speed),
+    Section("Moments of one step", f"{RESULTS}/step_moments.txt", render_step_moments),
 )
 
 
