@@ -9,6 +9,7 @@ parameter count can be checked with pencil and paper.
 
 import argparse
 import math
+import re
 import time
 
 import pytest
@@ -581,3 +582,12 @@ def test_issue23_zero3_on_8_ranks_steps_an_eighth_and_names_its_moment():
     # its JSON has every moment and names the binding one
     d = rank.to_dict()
     assert set(d["moments"]) == set(tm.moments) and d["binding_moment"] == rank.binding_moment
+
+
+def test_the_plan_text_lists_the_ranks_moments():
+    p = plan_distributed("Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB", num_gpus=2, finetune="full", optim="adamw_torch")
+    rank = p.roles["training_rank"].rank
+    line = next(x for x in render(p).splitlines() if x.startswith("  trainer step moments: "))
+    assert [part.split()[0] for part in line.split(": ", 1)[1].split(", ")] == list(rank.moments)
+    assert re.search(rf"{rank.binding_moment} +[\d.]+ GiB \(binding\)", line) and line.count("(binding)") == 1
+    assert p.to_dict()["roles"]["training_rank"]["trainer"]["binding_moment"] == rank.binding_moment
