@@ -1,4 +1,4 @@
-"""The trainer process's device memory during a GRPO training step: every term, summed.
+"""The trainer process's device memory during a GRPO training step, moment by moment.
 
 ``trainer_memory(spec, setup)`` returns the **device-level peak** of one training micro-step
 (what nvidia-smi shows for the process; the figure data/calibration/README.md defines as
@@ -33,11 +33,15 @@ weights, adapters, optimizer state, rollout buffers):
 
 Within a step nothing empties the cache, so the reserved pool only grows: the device-level peak is
 the largest moment. At the step the backward's freed blocks are cached; the temporaries take them
-where they fit, else new segments, and where the card is short the allocator frees its cached blocks
-and retries before it fails (c10/cuda/CUDACachingAllocator.cpp: ``release_cached_blocks`` on a failed
+where they fit, else new segments, and where the card is short the allocator first releases its
+wholly free cached segments and retries before it fails (c10/cuda/CUDACachingAllocator.cpp,
+``malloc``: ``release_available_cached_blocks`` then ``release_cached_blocks`` after a failed
 ``cudaMalloc``). So the step needs max(the backward's reserved, resident + gradients + temporaries),
-not their sum. ``TrainerMemory.components`` is the binding moment's contents, so each sums to the
-peak. ``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
+not their sum. Not modelled: free blocks a temporary does not fit, in segments a live gradient pins
+(neither reusable nor releasable); and on a card with room to spare the measured peak reserved can
+exceed this moment by the temporaries the allocator put in new segments rather than reuse.
+``TrainerMemory.components`` is the binding moment's contents, so they sum to the peak.
+``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
 between generation and training (rollout.rollout_buffer_bytes), with ``rollout_sequences`` set.
 
     peak = max over moments of (resident terms + that moment's tensors + its allocator reserve)
