@@ -99,6 +99,8 @@ REGISTRY: tuple[Result, ...] = (
     # -- CPU, the train extras --------------------------------------------------------------------------------
     Result("trace_vs_analytic", (f"{RESULTS}/trace_vs_analytic.txt",), ("python", "benchmarks/trace_vs_analytic.py"),
            "train", 45),
+    Result("optimizer_step_trace", (f"{RESULTS}/optimizer_step_trace.txt",),
+           ("python", "benchmarks/optimizer_step_trace.py"), "train", 5),
     Result("trace_new_architectures", (f"{RESULTS}/trace_new_architectures.txt",),
            ("python", "benchmarks/trace_new_architectures.py"), "train", 65),
     Result("allocator_replay", (f"{RESULTS}/allocator_replay.txt",), ("python", "benchmarks/allocator_replay.py"),
