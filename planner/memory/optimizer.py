@@ -67,7 +67,7 @@ def states_at_param_bytes(optimizer_state_bytes: int, from_param_bytes: int, to_
 # ``bnb`` bitsandbytes' per-tensor in-place kernels. transformers maps ``optim="adamw_torch"`` to
 # ``torch.optim.AdamW`` with neither ``foreach`` nor ``fused`` (5.24.0 trainer_optimizer.py:201-208;
 # 4.57.3 trainer.py:1500-1506) and torch then takes foreach for CUDA tensors
-# (torch/optim/adam.py:977, optimizer.py:161-186 ``_default_to_fused_or_foreach``); ``adamw_torch_fused`` passes
+# (torch/optim/adam.py:936-940, optimizer.py:161-186 ``_default_to_fused_or_foreach``); ``adamw_torch_fused`` passes
 # ``fused=True``. ``adamw_8bit`` / ``paged_adamw_8bit`` / ``paged_adamw_32bit`` go to bitsandbytes' ``AdamW``
 # with ``optim_bits`` 8 when the name has "8bit" (else 32) and ``is_paged`` when it has "paged"
 # (trainer_optimizer.py:246-289). No ``optim=`` string selects the for-loop: ``adamw_torch_forloop`` is this module's
