@@ -21,7 +21,7 @@ from calibration_data import load_rows, measured_setup  # noqa: E402
 
 from planner.memory import activations as act  # noqa: E402
 from planner.memory.fit import least_squares  # noqa: E402
-from planner.memory.trainer import trainer_memory  # noqa: E402
+from planner.memory.trainer import above_resident, trainer_memory  # noqa: E402
 from planner.specs.model import resolve_model  # noqa: E402
 
 
@@ -53,8 +53,11 @@ def main() -> None:
         for r in rows:
             if r["grad_ckpt"] != ckpt or r["mode"] != "lora":
                 continue
-            c = trainer_memory(resolve_model(r["model"]), measured_setup(r)).components
-            transient = c["activations"] + c["logprob_head"] - (saved_bytes(r, ckpt) if ckpt else 0)
+            t = trainer_memory(resolve_model(r["model"]), measured_setup(r))
+            layers, head = (above_resident(t.moment(m)) for m in ("backward", "logprob_head"))
+            # the layers' activations plus what the head's moment holds above the layers' peak
+            transient = (t.moment("backward")["activations"] + max(0, head - layers)
+                         - (saved_bytes(r, ckpt) if ckpt else 0))
             pts.append((transient, r["measured_reserve_bytes"]))
         slope, base = least_squares([x for x, _ in pts], [y for _, y in pts])
         print(f"reserve, checkpointing={ckpt}: base {base / 2**20:.0f} MiB + {slope:.3f} x transient "

@@ -86,6 +86,7 @@ REGISTRY: tuple[Result, ...] = (
     Result("heldout_fits", (f"{RESULTS}/heldout_fits.txt",), ("python", "benchmarks/heldout_fits.py"), "planner", 12),
     Result("margin_bands", (f"{RESULTS}/margin_bands.txt",), ("python", "benchmarks/margin_bands.py"), "planner", 1),
     Result("trl_notebooks", (f"{RESULTS}/trl_notebooks.txt",), ("python", "benchmarks/trl_notebooks.py"), "planner", 1),
+    Result("step_moments", (f"{RESULTS}/step_moments.txt",), ("python", "benchmarks/step_moments.py"), "planner", 1),
     Result("unsloth_reports", (f"{RESULTS}/unsloth_reports.txt",), ("python", "benchmarks/unsloth_reports.py"),
            "planner", 1, stdout=f"{RESULTS}/unsloth_reports.txt"),
     Result("unsloth_pre_vllm", (f"{RESULTS}/unsloth_pre_vllm.txt",), ("python", "benchmarks/unsloth_pre_vllm.py"),
@@ -107,6 +108,8 @@ REGISTRY: tuple[Result, ...] = (
     # -- CPU, the train extras --------------------------------------------------------------------------------
     Result("trace_vs_analytic", (f"{RESULTS}/trace_vs_analytic.txt",), ("python", "benchmarks/trace_vs_analytic.py"),
            "train", 45),
+    Result("optimizer_step_trace", (f"{RESULTS}/optimizer_step_trace.txt",),
+           ("python", "benchmarks/optimizer_step_trace.py"), "train", 5),
     Result("trace_new_architectures", (f"{RESULTS}/trace_new_architectures.txt",),
            ("python", "benchmarks/trace_new_architectures.py"), "train", 65),
     Result("allocator_replay", (f"{RESULTS}/allocator_replay.txt",), ("python", "benchmarks/allocator_replay.py"),
@@ -240,6 +243,16 @@ def render_unsloth_kv(text: str) -> str:
     return f"the same {kv[1]} runs are within {kv[2]}"
 
 
+def render_step_moments(text: str) -> str:
+    """The example's peak line and its moments diagram from step_moments.txt, as a block."""
+    src = f"{RESULTS}/step_moments.txt"
+    peak = _line(text, r"^peak .*$", src)[0]
+    m = re.search(r"^--- diagram ---\n(.*?)\n--- end diagram ---$", text, re.MULTILINE | re.DOTALL)
+    if m is None:
+        raise SystemExit(f"reproduce.py: cannot render from {src}: no diagram")
+    return f"\n\n{text.splitlines()[0]}: {peak}.\n\n```\n{m[1]}\n```\n\n"
+
+
 SPEED_LABELS = ("`plan estimate`", "colocated `plan estimate`", "`plan` (the solver)")
 
 
@@ -349,6 +362,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("Accuracy: the margins", f"{RESULTS}/margin_bands.txt", render_margins),
     Section("Beyond one GPU: the layouts' margin", f"{RESULTS}/layouts.md", render_layouts_margin),
     Section("Beyond one GPU: chosen layouts", f"{RESULTS}/layouts.md", render_layouts),
+    Section("Moments of one step", f"{RESULTS}/step_moments.txt", render_step_moments),
 )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.memory.lora import adapter_bytes  # noqa: E402
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.memory.trainer import TrainerSetup, above_resident, trainer_memory  # noqa: E402
 from planner.memory.weights import weights_bytes  # noqa: E402
 from planner.profiler.shrink import SHRINKABLE, shrunken_spec  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
@@ -35,11 +35,12 @@ RANK = 16
 
 def planner_bytes(spec, shape: Shape, gc: bool) -> tuple[int, int]:
     """(activation peak, layers' backward peak) as the planner predicts them."""
-    c = trainer_memory(spec, TrainerSetup(lora_rank=RANK, batch_size=shape.batch_size,
+    t = trainer_memory(spec, TrainerSetup(lora_rank=RANK, batch_size=shape.batch_size,
                                           prompt_length=shape.prompt_length,
                                           completion_length=shape.completion_length,
-                                          gradient_checkpointing=gc)).components
-    return c["activations"] + c["logprob_head"] + c["gradients"], c["activations"] + c["gradients"]
+                                          gradient_checkpointing=gc))
+    layers = above_resident(t.moment("backward"))
+    return max(layers, above_resident(t.moment("logprob_head"))), layers
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.memory.trainer import TrainerSetup, trainer_memory  # noqa: E402
+from planner.memory.trainer import TrainerSetup, above_resident, trainer_memory  # noqa: E402
 from planner.profiler.trace import Shape, trace_steps  # noqa: E402
 from planner.specs.model import resolve_model  # noqa: E402
 
@@ -34,8 +34,8 @@ SHAPES = (Shape(4, 256, 1024), Shape(8, 256, 1792))
 def analytic_bytes(spec, rank: int, shape: Shape) -> int:
     setup = TrainerSetup(lora_rank=rank, batch_size=shape.batch_size, prompt_length=shape.prompt_length,
                          completion_length=shape.completion_length)
-    c = trainer_memory(spec, setup).components
-    return c["activations"] + c["logprob_head"] + c["gradients"]
+    t = trainer_memory(spec, setup)
+    return max(above_resident(t.moment(m)) for m in ("logprob_head", "backward"))
 
 
 def main() -> None:

@@ -63,7 +63,10 @@ def report() -> str:
         lines += ["", name,
                   f"  implied: {implied}; head {e.setup.logprob_head}; trained sequence "
                   f"{e.setup.prompt_length} + {e.setup.completion_length} tokens",
-                  "  trainer terms (GiB): " + ", ".join(f"{k} {b / GIB:.3f}" for k, b in c.items()),
+                  "  trainer step moments (GiB): " + ", ".join(f"{k} {b / GIB:.3f}" for k, b in e.trainer.moments.items())
+                  + f"; the peak is the {e.trainer.binding_moment} moment",
+                  f"  trainer terms at the {e.trainer.binding_moment} moment (GiB): "
+                  + ", ".join(f"{k} {b / GIB:.3f}" for k, b in c.items()),
                   f"  vLLM (GiB): weights {v.weights_bytes / GIB:.2f}, activation {v.activation_peak_bytes / GIB:.2f}, "
                   f"graphs {v.cudagraph_bytes / GIB:.2f}, KV {v.kv_cache_bytes / GIB:.2f}, starts {v.startup_ok}",
                   f"  reserved after init: predicted {r['init_reserved'] / GIB:.2f} GiB, reported {r['reported_init']:.2f}",

@@ -109,8 +109,28 @@ def test_rollout_turns_train_the_concatenated_turns_and_serve_one(capsys):
     assert six["vllm"]["kv_cache_bytes"] == one["vllm"]["kv_cache_bytes"]
     assert six["trainer"]["components"]["activations"] > 5 * one["trainer"]["components"]["activations"]
     # the same trainer as a one-turn sequence of the concatenated length
-    assert main(base[:5] + ["--prompt-length", "8400", "--completion-length", "48", "--json"]) == 0
+    # (with the same TRL release: its log-prob head is a moment of the trainer's step)
+    assert main(base[:5] + ["--prompt-length", "8400", "--completion-length", "48", "--trl-version", "0.26.0",
+                            "--json"]) == 0
     flat = json.loads(capsys.readouterr().out)
     assert flat["trainer"] == six["trainer"]
     assert main(base[:-1] + ["--rollout-turns", "6"]) == 0
     assert "batch 1 x (6 turns x (1400 + 8) = 8400 + 48) tokens" in capsys.readouterr().out
+
+
+def test_estimate_shows_every_moment_and_names_the_binding_one(capsys):
+    # issue 23: foreach AdamW on fp32 full fine-tuning; the optimizer step is the largest moment
+    argv = ["estimate", "--model", "Qwen/Qwen3-1.7B", "--gpu", "H100-80GB", "--weights", "fp32", "--finetune", "full",
+            "--optim", "adamw_torch"]
+    assert main(argv + ["--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["trainer"]
+    assert list(t["moments"]) == ["forward", "logprob_head", "backward", "clip_grad", "optimizer_step"]
+    assert t["binding_moment"] == "optimizer_step" == max(t["moments"], key=t["moments"].get)
+    assert t["peak_bytes"] == max(t["moments"].values()) == sum(t["components"].values())
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "trainer (a run's peak, at its optimizer_step moment):" in text
+    lines = text.splitlines()
+    i = lines.index("trainer step, moment by moment (the peak is the largest):")
+    assert [line.split()[0] for line in lines[i + 1:i + 6]] == list(t["moments"])
+    assert lines[i + 5].endswith("<- binding") and sum("<- binding" in line for line in lines) == 1

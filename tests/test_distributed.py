@@ -9,6 +9,7 @@ parameter count can be checked with pencil and paper.
 
 import argparse
 import math
+import re
 import time
 
 import pytest
@@ -181,7 +182,8 @@ def test_rank_memory_zero2():
     tm, r = _full("zero2")
     c = r.components
     assert c["weights"] == 2 * P
-    assert c["gradients"] == math.ceil(tm.components["gradients"] / 4)
+    # the same moment, sharded: FSDP's reduce-scatter leaves each rank a quarter of the gradients
+    assert r.moment_components["backward"]["gradients"] == math.ceil(tm.moment("backward")["gradients"] / 4)
     assert c["optimizer_state"] == 2 * P + STATE_OVERHEAD_BYTES
     assert c["master_weights"] == P
 
@@ -203,7 +205,8 @@ def test_rank_memory_fsdp():
     tm, r = _full("fsdp")
     c = r.components
     assert c["weights"] == 66_327_040
-    assert c["gradients"] == math.ceil(tm.components["gradients"] / 4)
+    # the same moment, sharded: FSDP's reduce-scatter leaves each rank a quarter of the gradients
+    assert r.moment_components["backward"]["gradients"] == math.ceil(tm.moment("backward")["gradients"] / 4)
     assert c["master_weights"] == c["zero_buckets"] == 0
 
 
@@ -541,11 +544,13 @@ def test_the_optimizer_steps_temporary_is_the_ranks_partition(engine):
     # client optimizer on the rank's fp32 master partition (ZeRO-3: at most a 1e9-element sub-group),
     # FSDP on the rank's shards, DDP on every parameter
     tm, rank = _full(engine)
-    single = tm.components["optimizer_step"]
+    single = tm.moment("optimizer_step")["optimizer_step"]
     trainable = tm.trainable_params
     assert single == trainable * 2
     expected = {"ddp": single, "fsdp": -(-single // N)}.get(engine, -(-trainable // N) * 4)
-    assert rank.components["optimizer_step"] == expected
+    assert rank.moment_components["optimizer_step"]["optimizer_step"] == expected
+    # the rank's peak is its largest moment, and its components are that moment's
+    assert rank.peak_bytes == max(rank.moments.values()) == rank.moments[rank.binding_moment]
 
 
 def test_zero3_steps_one_sub_group_at_a_time():
@@ -557,3 +562,32 @@ def test_zero3_steps_one_sub_group_at_a_time():
     assert optimizer_step_per_rank_bytes(trainable * 2, trainable, "zero2", 8) == trainable // 8 * 4
     assert optimizer_step_per_rank_bytes(0, trainable, "zero3", 8) == 0  # fused / 8-bit: nothing to shard
     assert DEEPSPEED_DEFAULTS["sub_group_size"] == ZERO3_SUB_GROUP_SIZE
+
+
+def test_issue23_zero3_on_8_ranks_steps_an_eighth_and_names_its_moment():
+    # the issue's example: Qwen2.5-32B full fine-tuning, ZeRO-3 on 8 H100s, adamw_torch (foreach)
+    from planner.specs.topology import ZERO3_SUB_GROUP_SIZE
+
+    spec = resolve_model("Qwen/Qwen2.5-32B-Instruct")
+    setup = TrainerSetup(weights="bf16", finetune="full", optim="adamw_torch", prompt_length=256,
+                         completion_length=512)
+    tm = trainer_memory(spec, setup)
+    rank = rank_trainer_memory(spec, setup, Topology(num_gpus=8, engine="zero3"), trainer=tm)
+    single = tm.moment("optimizer_step")["optimizer_step"]
+    on_rank = rank.moment_components["optimizer_step"]["optimizer_step"]
+    assert single == tm.trainable_params * 2  # one bf16 temporary per parameter on one process: 61 GiB
+    # the rank's fp32 master partition, one 1e9-element sub-group at a time: 3.7 GiB, 1/16 of it
+    assert on_rank == ZERO3_SUB_GROUP_SIZE * 4 <= single / 8
+    assert rank.peak_bytes == max(rank.moments.values()) == rank.moments[rank.binding_moment]
+    # its JSON has every moment and names the binding one
+    d = rank.to_dict()
+    assert set(d["moments"]) == set(tm.moments) and d["binding_moment"] == rank.binding_moment
+
+
+def test_the_plan_text_lists_the_ranks_moments():
+    p = plan_distributed("Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB", num_gpus=2, finetune="full", optim="adamw_torch")
+    rank = p.roles["training_rank"].rank
+    line = next(x for x in render(p).splitlines() if x.startswith("  trainer step moments: "))
+    assert [part.split()[0] for part in line.split(": ", 1)[1].split(", ")] == list(rank.moments)
+    assert re.search(rf"{rank.binding_moment} +[\d.]+ GiB \(binding\)", line) and line.count("(binding)") == 1
+    assert p.to_dict()["roles"]["training_rank"]["trainer"]["binding_moment"] == rank.binding_moment

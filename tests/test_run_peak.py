@@ -5,7 +5,7 @@ import pytest
 from calibration_data import evaluate_runs
 
 from planner.errors import InvalidSetupError
-from planner.memory.trainer import TrainerSetup, trainer_memory
+from planner.memory.trainer import TrainerSetup, above_resident, trainer_memory
 from planner.specs.model import resolve_model
 
 
@@ -37,10 +37,17 @@ def test_one_isolated_step_would_have_under_predicted_the_runs(result):
 def test_gradient_accumulation_keeps_earlier_gradients_alive():
     spec = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
     shape = dict(finetune="full", optim="adamw_torch", batch_size=2, completion_length=512, completion_lengths="fixed")
-    one = trainer_memory(spec, TrainerSetup(**shape)).peak_bytes
-    four = trainer_memory(spec, TrainerSetup(**shape, gradient_accumulation_steps=4)).peak_bytes
-    # full fine-tuning: about a model's worth of bf16 gradients more than a step that builds them up
-    assert 0.5 * spec.n_params * 2 < four - one <= spec.n_params * 2
+    one = trainer_memory(spec, TrainerSetup(**shape))
+    four = trainer_memory(spec, TrainerSetup(**shape, gradient_accumulation_steps=4))
+    # full fine-tuning: a later micro-batch's log-prob head holds a model's worth of bf16 gradients more than
+    # the first one's, which builds them up
+    head = [above_resident(t.moment("logprob_head")) for t in (one, four)]
+    assert head[1] - head[0] == spec.n_params * 2
+    # the optimizer step holds every gradient either way: accumulation does not change it; here foreach
+    # AdamW's temporary makes it the peak of the step without accumulation, not with it
+    assert four.moments["optimizer_step"] == one.moments["optimizer_step"]
+    assert (one.binding_moment, four.binding_moment) == ("optimizer_step", "logprob_head")
+    assert 0 < four.peak_bytes - one.peak_bytes < four.moments["logprob_head"] - one.moments["logprob_head"]
 
 
 def test_varied_lengths_never_lower_the_peak():

@@ -195,3 +195,108 @@ def test_coverage_margin():
     # the old-TRL rule adds OLD_TRL_MISS and says so only when it is not 0 (tests/test_trl_notebooks.py)
     assert m == round(OLD_TRL_MISS + FP32_AUTOCAST_MARGIN + UNMEASURED_OPTIMIZER_MARGIN, 4) > 0.1
     assert len(reasons) == 2 + (OLD_TRL_MISS > 0)
+
+
+# -- issue 23: the step as moments; the peak is the largest --------------------------------------
+
+QWEN3 = "Qwen/Qwen3-1.7B"
+FP32_FULL = dict(weights="fp32", finetune="full", batch_size=1, prompt_length=256, completion_length=512)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(optim="adamw_torch"), dict(optim="adamw_torch_fused"),
+                                dict(FP32_FULL, optim="adamw_torch"), dict(FP32_FULL, optim="adamw_torch_fused"),
+                                dict(FP32_FULL, optim="adamw_torch_fused", gradient_accumulation_steps=4),
+                                dict(logprob_head="plain", gradient_checkpointing=False),
+                                dict(weights="nf4", optim="paged_adamw_8bit", expandable_segments=True)])
+def test_the_peak_is_the_largest_moment(kw):
+    from planner.memory.trainer import MOMENTS
+
+    t = trainer_memory(resolve_model(QWEN3), TrainerSetup(**kw))
+    assert tuple(t.moments) == MOMENTS
+    assert t.peak_bytes == max(t.moments.values()) == t.moments[t.binding_moment]
+    assert t.components == t.moment(t.binding_moment)  # the binding moment's contents
+    d = t.to_dict()
+    assert d["moments"] == t.moments and d["binding_moment"] == t.binding_moment
+
+
+def test_each_moment_holds_what_is_alive_then():
+    spec = resolve_model(QWEN3)
+    t = trainer_memory(spec, TrainerSetup(**FP32_FULL, optim="adamw_torch"))
+    step, backward, clip = (t.moment(m) for m in ("optimizer_step", "backward", "clip_grad"))
+    # at the step the micro-batch's activations and the head are freed; every gradient (fp32) is alive
+    assert step["activations"] == step["logprob_head"] == step["autocast_cache"] == 0
+    assert step["gradients"] == clip["gradients"] == 4 * t.trainable_params
+    assert backward["optimizer_step"] == 0 and backward["activations"] > 0
+    # clipping's 0-d norms: one 512-byte block per gradient, their stack and the total; Qwen3-1.7B trains
+    # 28 x (7 linear + 2 norms + q/k norms) + the embedding + the final norm = 310 tensors
+    assert clip["clip_grad"] == (2 * 310 + 2) * 512
+    # the resident terms are the same at every moment
+    for name in ("non_torch", "weights", "optimizer_state", "cublas_workspace"):
+        assert len({t.moment(m)[name] for m in t.moments}) == 1
+
+
+def test_the_optimizer_step_no_longer_stacks_on_the_backward():
+    # foreach AdamW on fp32 full fine-tuning of Qwen3-1.7B: one fp32 temporary per parameter,
+    # 1,720,574,976 x 4 B = 6.41 GiB, no longer added to the backward's peak
+    from planner.memory.optimizer import step_reserve_bound_bytes
+
+    spec = resolve_model(QWEN3)
+    foreach = trainer_memory(spec, TrainerSetup(**FP32_FULL, optim="adamw_torch"))
+    fused = trainer_memory(spec, TrainerSetup(**FP32_FULL, optim="adamw_torch_fused"))
+    assert foreach.trainable_params == 311_164_928 + 352_321_536 + 1_056_964_608 + 123_904 == 1_720_574_976
+    temp = foreach.moment("optimizer_step")["optimizer_step"]
+    assert temp == 1_720_574_976 * 4 and fused.moment("optimizer_step")["optimizer_step"] == 0
+    # the step's moment: resident + every gradient + the temporaries + the allocator's segment rounding (a
+    # bound: 2 MiB for each of the 28 x 7 matrices and the embedding, over 1 MiB in fp32, + 20 + 2 MiB)
+    resident = sum(foreach.moment("optimizer_step")[k] for k in
+                   ("non_torch", "cublas_workspace", "weights", "adapters", "optimizer_state", "rollout_buffers"))
+    assert step_reserve_bound_bytes(28 * 7 + 1) == (2 * 197 + 22) * MIB
+    assert foreach.moments["optimizer_step"] == resident + 2 * 1_720_574_976 * 4 + (2 * 197 + 22) * MIB
+    # the other moments do not depend on the optimizer's implementation
+    assert {m: v for m, v in foreach.moments.items() if m != "optimizer_step"} == \
+        {m: v for m, v in fused.moments.items() if m != "optimizer_step"}
+    # the peak is max(backward, step), not backward + step: 33.3 GiB, where the sum said 34.6
+    assert foreach.binding_moment == "optimizer_step"
+    assert foreach.peak_bytes == max(fused.peak_bytes, foreach.moments["optimizer_step"])
+    assert foreach.peak_bytes < fused.moments["backward"] + temp
+
+
+def test_step_temporaries_per_optimizer_implementation():
+    from planner.memory.optimizer import OPTIMIZERS, optimizer_step_transient_bytes, step_implementation
+
+    n, largest = 1_720_574_976, 151_936 * 2048  # Qwen3-1.7B's parameters; its (tied) embedding
+    assert optimizer_step_transient_bytes(n, "adamw_torch", 4, largest) == n * 4  # foreach: every sqrt at once
+    assert optimizer_step_transient_bytes(n, "adamw_torch", 2, largest) == n * 2  # bf16 parameters: bf16 states
+    # for-loop: the sqrt and the quotient of one tensor at a time, the largest: 2 x 311 M x 4 B = 2.32 GiB
+    assert optimizer_step_transient_bytes(n, "adamw_torch_forloop", 4, largest) == 2 * 311_164_928 * 4
+    for optim in ("adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
+        assert optimizer_step_transient_bytes(n, optim, 4, largest) == 0  # in place, in one kernel or per tensor
+    assert {step_implementation(o) for o in OPTIMIZERS} == {"foreach", "fused", "bnb"}
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        step_implementation("sgd")
+
+
+def test_the_binding_moment_is_named():
+    spec = resolve_model(QWEN3)
+    name = {kw: trainer_memory(spec, TrainerSetup(**dict(kw))).binding_moment for kw in (
+        (("optim", "adamw_torch"), *FP32_FULL.items()),
+        (("optim", "adamw_torch_fused"), ("gradient_accumulation_steps", 4), *FP32_FULL.items()),
+        (("logprob_head", "plain"),),
+        (("gradient_checkpointing", True),))}
+    assert list(name.values()) == ["optimizer_step", "forward", "logprob_head", "backward"]
+
+
+def test_calibrated_memory_replaces_the_backward_moments_only():
+    from planner.search.estimation import calibrated_trainer_memory, resolve_calibration
+    from planner.specs.gpu import resolve_gpu
+
+    spec = resolve_model(QWEN3)
+    cal = resolve_calibration(spec, resolve_gpu("H100-80GB"))
+    assert cal is not None
+    setup = TrainerSetup(batch_size=2, prompt_length=256, completion_length=1024)
+    analytic = trainer_memory(spec, setup)
+    t, label, _ = calibrated_trainer_memory(spec, setup, cal)
+    assert label != "analytic"
+    assert t.moment("backward") == t.moment("logprob_head") != analytic.moment("backward")
+    assert t.moment("optimizer_step")["gradients"] == analytic.moment("optimizer_step")["gradients"]
+    assert t.peak_bytes == max(t.moments.values()) and t.binding_moment == "backward"

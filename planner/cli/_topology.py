@@ -96,6 +96,10 @@ def render(plan: Plan) -> str:
             if v:
                 out.append(f"    {k:<{width}}  {format_gib(v):>11}")
         out.append("  phases: " + ", ".join(f"{p.name} {format_gib(p.peak_bytes)}" for p in role.phases))
+        if role.rank is not None and role.rank.moments:
+            out.append("  trainer step moments: " + ", ".join(
+                f"{m} {format_gib(v)}" + (" (binding)" if m == role.rank.binding_moment else "")
+                for m, v in role.rank.moments.items()))
     out.append("layouts considered:")
     out += ["  " + line for line in layouts_table(plan)]
     out.append("why:")

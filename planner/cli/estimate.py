@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from ..api import ROLLOUT_TURNS_TRL_ONLY, estimate_layout
 from ..errors import ConfigError, InvalidSetupError
-from ..memory.trainer import COMPLETION_LENGTHS
+from ..memory.trainer import COMPLETION_LENGTHS, binding_moment
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
 from ..search.results import Plan
@@ -300,6 +300,12 @@ def verdict(e) -> str:
         else "does not fit"
 
 
+def moment_rows(moments: dict[str, int]) -> list[tuple[str, str]]:
+    """One row per moment of the step, the binding one marked."""
+    bind = binding_moment(moments)
+    return [(name, gib_str(v) + ("  <- binding" if name == bind else "")) for name, v in moments.items()]
+
+
 def render(e) -> str:
     t = e.trainer
     s = e.setup
@@ -320,7 +326,10 @@ def render(e) -> str:
              ("  trainer steady (between steps)", gib_str(t.steady_bytes))]
     what = ("a run's peak" if s.completion_lengths == "varied" or s.gradient_accumulation_steps > 1
             else "one isolated step")
-    out = [head, table(rows, f"trainer ({what}):")]
+    out = [head, table(rows, f"trainer ({what}, at its {t.binding_moment} moment):" if t.binding_moment
+                       else f"trainer ({what}):")]
+    if t.moment_components:
+        out.append(table(moment_rows(t.moments), "trainer step, moment by moment (the peak is the largest):"))
     if e.phases is not None:
         v = e.vllm
         out.append(table([("budget (ceil(total x util))", gib_str(v.budget_bytes)),

@@ -45,7 +45,7 @@ from .trainer import TrainerSetup
 from .vllm import VllmCapacity, sleep_resident_bytes, vllm_process_bytes
 
 # Trainer terms alive only during a training step; every other term is resident between steps.
-STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve", "optimizer_step",
+STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve", "optimizer_step", "clip_grad",
                    "autocast_cache", "fp32_gradient_partition", "gather_working_set")
 
 # where vLLM runs relative to this GPU: "colocate" (in the same process) or "none" (a server elsewhere)

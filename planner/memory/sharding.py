@@ -4,7 +4,7 @@ of a training rank and of a server GPU."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..specs.model import ModelSpec
@@ -18,10 +18,10 @@ from ..specs.topology import (
     Topology,
 )
 from .lora import lora_params
-from .optimizer import STATE_OVERHEAD_BYTES, TORCH_ADAMW, states_at_param_bytes
+from .optimizer import STATE_OVERHEAD_BYTES, TORCH_ADAMW, states_at_param_bytes, step_implementation
 from .phases import STEP_COMPONENTS, merge_transient_bytes, trainer_blocks, vllm_blocks
 from .process import NCCL_BUFFER_BYTES_PER_RANK
-from .trainer import TrainerMemory, TrainerSetup, trainer_memory
+from .trainer import TrainerMemory, TrainerSetup, binding_moment, trainer_memory
 from .vllm import VllmCapacity
 from .weights import DTYPE_BYTES
 from .weights import weights_bytes as trainer_weights_bytes
@@ -149,9 +149,11 @@ def zero_bucket_bytes(engine: str, compute_bytes: int = 2, reduce_bucket_size: i
     return int(reduce_bucket_size) * compute_bytes * (2 if overlap_comm else 1)
 
 
-def optimizer_step_per_rank_bytes(step_bytes: int, trainable_params: int, engine: str, world: int) -> int:
+def optimizer_step_per_rank_bytes(step_bytes: int, trainable_params: int, engine: str, world: int,
+                                  optim: str = "adamw_torch") -> int:
     """The optimizer step's temporaries on one rank (``step_bytes``: the single-process figure,
-    planner.memory.optimizer.optimizer_step_transient_bytes; ``adamw_torch``'s foreach ``sqrt`` buffer).
+    planner.memory.optimizer.optimizer_step_transient_bytes; ``adamw_torch``'s foreach ``sqrt`` buffer,
+    the for-loop's two copies of the largest tensor).
 
     DeepSpeed steps the client optimizer on the rank's fp32 master partition, not on the model's
     parameters: ZeRO-1/2 one parameter group at a time, each group one flat fp32 tensor of the
@@ -161,14 +163,16 @@ def optimizer_step_per_rank_bytes(step_bytes: int, trainable_params: int, engine
     at most ``sub_group_size`` elements (default 1e9, runtime/zero/config.py). So the buffer is at
     most the rank's partition (1/N of the trainable parameters; the whole partition, the safe side of
     its two parameter groups) in fp32, capped at a sub-group under ZeRO-3. FSDP's optimizer holds the
-    rank's shards of the parameters, in their dtype: 1/N of the single-process figure. DDP: all of it."""
+    rank's shards of the parameters, in their dtype: 1/N of the single-process figure. DDP: all of it.
+    The for-loop (``optim`` ``adamw_torch_forloop``) steps the flat partition as one tensor: two
+    copies of it under DeepSpeed."""
     if not step_bytes or world == 1 or engine == "ddp":
         return step_bytes
     if engine in DEEPSPEED_ENGINES:
         numel = _shard(trainable_params, world)
         if engine == "zero3":
             numel = min(numel, ZERO3_SUB_GROUP_SIZE)
-        return numel * 4
+        return numel * 4 * (2 if step_implementation(optim) == "forloop" else 1)
     return _shard(step_bytes, world)
 
 
@@ -229,10 +233,20 @@ def weight_sync_transient(spec: ModelSpec, setup: TrainerSetup, engine: str) -> 
 class RankMemory:
     """One training rank's trainer memory: the step's terms, the resident state, the weight sync."""
 
-    components: dict  # training-step peak by term (sums to peak_bytes)
+    components: dict  # training-step peak by term (sums to peak_bytes): the binding moment's
     sync_components: dict  # transient bytes of the weight sync
     vllm_start_bytes: int  # what the trainer holds when a colocated vLLM starts
     engine: str = "ddp"
+    moment_components: dict = field(default_factory=dict)  # each moment of the step on this rank, by term
+
+    @property
+    def moments(self) -> dict[str, int]:
+        """Bytes of every moment of the step on this rank (the peak is the largest)."""
+        return {name: sum(c.values()) for name, c in self.moment_components.items()}
+
+    @property
+    def binding_moment(self) -> str | None:
+        return binding_moment(self.moments)
 
     @property
     def peak_bytes(self) -> int:
@@ -262,7 +276,8 @@ class RankMemory:
     def to_dict(self) -> dict:
         return {"peak_bytes": self.peak_bytes, "steady_bytes": self.steady_bytes, "load_bytes": self.load_bytes,
                 "vllm_start_bytes": self.vllm_start_bytes, "sync_bytes": self.sync_bytes,
-                "components": dict(self.components), "sync_components": dict(self.sync_components)}
+                "components": dict(self.components), "sync_components": dict(self.sync_components),
+                "moments": dict(self.moments), "binding_moment": self.binding_moment}
 
 
 def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology,
@@ -270,21 +285,47 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     """The trainer memory of the worst training rank (rank 0) under ``topology``.
 
     ``trainer``: the single-process terms (``trainer_memory`` with ``world_size=1``), when the
-    caller has them (calibrated or cached). NCCL buffers are their own term here (``nccl``)."""
+    caller has them (calibrated or cached). NCCL buffers are their own term here (``nccl``). Every
+    moment of the step (planner.memory.trainer.MOMENTS) is sharded term by term and the rank's peak
+    is its largest moment: sharding changes which moment binds (the optimizer step's temporaries
+    shrink to the rank's partition, the activations do not)."""
     if trainer is None:
         trainer = trainer_memory(spec, replace(setup, world_size=1))
     N, engine = topology.world_size, topology.engine
     if N == 1 and engine != "ddp":
         engine = "ddp"  # one process: no sharding, whatever the config says
-    c = dict(trainer.components)
+    moments = trainer.moment_components or {"step": trainer.components}
+    ranked = {name: _rank_components(spec, setup, topology, engine, dict(c), trainer.trainable_params)
+              for name, c in moments.items()}
+    bind = binding_moment({name: sum(c.values()) for name, c in ranked.items()}) or "step"
+    c = ranked[bind]
+    if N == 1:  # one process: exactly the single-process terms (the sharding terms are all 0)
+        c = {k: v for k, v in c.items() if v or k in trainer.components}
+    # When a colocated vLLM starts (GRPOTrainer.__init__), DDP runs have the model on the GPU;
+    # DeepSpeed and FSDP place it at accelerator.prepare() (docs/trl-grpo.md §3), except ZeRO-3's
+    # zero.Init (zero3_init_flag), which loads the shards straight to the GPU.
+    # No matmul has run yet, so no cuBLAS workspace exists.
+    start = c["non_torch"] + c.get("nccl", 0)
+    if engine in ("ddp", "zero3"):
+        start += c["weights"] + c["adapters"]
+    return RankMemory(components=c, sync_components=weight_sync_transient(spec, setup, engine),
+                      vllm_start_bytes=start, engine=engine,
+                      moment_components=ranked if trainer.moment_components else {})
+
+
+def _rank_components(spec: ModelSpec, setup: TrainerSetup, topology: Topology, engine: str, c: dict,
+                     trainable: int) -> dict:
+    """One moment's single-process terms ``c`` as rank 0 holds them under ``engine`` on
+    ``topology.world_size`` ranks (the table in the package docstring)."""
+    N = topology.world_size
     s = setup.compute_bytes
     ds = engine in DEEPSPEED_ENGINES
-    trainable = trainer.trainable_params
     if ds and setup.finetune == "lora" and setup.weights != "fp32":
         # DeepSpeed's bf16 mode casts the whole module (adapters too) to bf16; the fp32 copy is
         # the master partition below.
         c["adapters"] = trainable * s
-        c["gradients"] = trainable * s
+        if c["gradients"]:
+            c["gradients"] = trainable * s
     persistent = zero3_persistent_params(spec) * s if engine == "zero3" else 0
     c["weights"] = weights_per_rank_bytes(c["weights"], engine, N, persistent)
     c["adapters"] = weights_per_rank_bytes(c["adapters"], engine, N)
@@ -294,7 +335,7 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
         c["optimizer_state"] = states_at_param_bytes(c["optimizer_state"], DTYPE_BYTES[setup.weights], 4)
     c["optimizer_state"] = optimizer_state_per_rank_bytes(c["optimizer_state"], engine, N)
     if "optimizer_step" in c:
-        c["optimizer_step"] = optimizer_step_per_rank_bytes(c["optimizer_step"], trainable, engine, N)
+        c["optimizer_step"] = optimizer_step_per_rank_bytes(c["optimizer_step"], trainable, engine, N, setup.optim)
     grads_whole = c["gradients"]
     c["gradients"] = gradients_per_rank_bytes(grads_whole, engine, N)
     if engine == "zero3":
@@ -312,17 +353,7 @@ def rank_trainer_memory(spec: ModelSpec, setup: TrainerSetup, topology: Topology
     c["zero_buckets"] = zero_bucket_bytes(engine, s)
     c["gather_working_set"] = gather_working_set_bytes(spec, engine, s, setup.finetune)
     c["nccl"] = nccl_bytes_per_rank(N, topology.vllm_mode)
-    # When a colocated vLLM starts (GRPOTrainer.__init__), DDP runs have the model on the GPU;
-    # DeepSpeed and FSDP place it at accelerator.prepare() (docs/trl-grpo.md §3), except ZeRO-3's
-    # zero.Init (zero3_init_flag), which loads the shards straight to the GPU.
-    # No matmul has run yet, so no cuBLAS workspace exists.
-    start = c["non_torch"] + c["nccl"]
-    if engine in ("ddp", "zero3"):
-        start += c["weights"] + c["adapters"]
-    if N == 1:  # one process: exactly the single-process terms (the sharding terms are all 0)
-        c = {k: v for k, v in c.items() if v or k in trainer.components}
-    return RankMemory(components=c, sync_components=weight_sync_transient(spec, setup, engine),
-                      vllm_start_bytes=start, engine=engine)
+    return c
 
 
 # -- a server GPU --------------------------------------------------------------------------

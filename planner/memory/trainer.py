@@ -1,4 +1,4 @@
-"""The trainer process's device memory during a GRPO training step: every term, summed.
+"""The trainer process's device memory during a GRPO training step, moment by moment.
 
 ``trainer_memory(spec, setup)`` returns the **device-level peak** of one training micro-step
 (what nvidia-smi shows for the process; the figure data/calibration/README.md defines as
@@ -14,24 +14,37 @@ Two facts of a real run change that peak, and both are setup fields:
 ``completion_lengths="fixed"`` with one accumulation step is one isolated step of one shape: the
 protocol of the calibration data.
 
-A real GRPOTrainer step holds three things a synthetic forward/backward/step does not, each its
-own component (0 in the setups the calibration measured, so those predictions are unchanged):
-- ``optimizer_step``: the optimizer's step temporaries (``adamw_torch``'s foreach ``sqrt`` buffer,
-  one parameter-sized tensor; optimizer.optimizer_step_transient_bytes), on top of the end of
-  backward (every gradient alive, the activations' blocks still cached: no reuse is assumed,
-  the safe side); ``max_grad_norm`` clipping's per-tensor norms (optimizer.clip_grad_norm_bytes) fit in
-  the small pool the backward cached and add nothing.
-- ``autocast_cache``: fp32 weights under bf16 autocast keep a bf16 copy of every trainable matrix
-  until the forward ends (amp.autocast_weight_cache_bytes); it counts only where that forward moment
-  (earlier micro-batches' gradients + saved activations + the cache) is above the backward's. At that
-  moment of a later micro-batch the allocator also holds the backward's vocabulary-sized gradient
-  blocks, free but reserved (in ``allocator_reserve``; replayed in planner/profiler/allocator_sim.py).
-- ``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
-  between generation and training (rollout.rollout_buffer_bytes), with ``rollout_sequences`` set.
+**The peak is the largest moment.** One step, moment by moment (``MOMENTS``), each the tensors alive
+then plus what the caching allocator keeps reserved then (``MOMENT_RESERVE`` says where each
+reserve comes from); between them the same resident terms (non-PyTorch memory, cuBLAS workspace,
+weights, adapters, optimizer state, rollout buffers):
 
-    peak = non_torch + cublas_workspace + weights + adapters + optimizer_state + gradients
-         + activations + logprob_head + optimizer_step + autocast_cache + rollout_buffers
-         + allocator_reserve
+- ``forward``: a later micro-batch's forward under autocast (earlier gradients alive under
+  accumulation, the saved activations, autocast's 16-bit weight copies, amp.autocast_weight_cache_bytes;
+  at that moment the allocator also holds the backward's vocabulary-sized gradient blocks, free but
+  reserved, as planner/profiler/allocator_sim.py replays them).
+- ``logprob_head``: the log-prob head's own peak at the start of backward (logprob_head.logprob_head_bytes).
+- ``backward``: the layers' peak (first micro-batch without accumulation; with it a later one, whose
+  earlier gradients are alive: it holds the first one's terms and more).
+- ``clip_grad``: ``max_grad_norm`` clipping's per-tensor norms (optimizer.clip_grad_norm_bytes) on
+  every gradient; the activations and the head are freed by then.
+- ``optimizer_step``: every gradient plus the step's temporaries (optimizer.optimizer_step_transient_bytes:
+  foreach, for-loop, fused, bitsandbytes).
+
+Within a step nothing empties the cache, so the reserved pool only grows: the device-level peak is
+the largest moment. At the step the backward's freed blocks are cached; the temporaries take them
+where they fit, else new segments, and where the card is short the allocator first releases its
+wholly free cached segments and retries before it fails (c10/cuda/CUDACachingAllocator.cpp,
+``malloc``: ``release_available_cached_blocks`` then ``release_cached_blocks`` after a failed
+``cudaMalloc``). So the step needs max(the backward's reserved, resident + gradients + temporaries),
+not their sum. Not modelled: free blocks a temporary does not fit, in segments a live gradient pins
+(neither reusable nor releasable); and on a card with room to spare the measured peak reserved can
+exceed this moment by the temporaries the allocator put in new segments rather than reuse.
+``TrainerMemory.components`` is the binding moment's contents, so they sum to the peak.
+``rollout_buffers``: the generation batch's ids, masks and fp32 per-token log-probs TRL keeps
+between generation and training (rollout.rollout_buffer_bytes), with ``rollout_sequences`` set.
+
+    peak = max over moments of (resident terms + that moment's tensors + its allocator reserve)
 """
 
 from __future__ import annotations
@@ -54,8 +67,11 @@ from .lora import (
 )
 from .optimizer import (
     OPTIMIZERS,
+    clip_grad_norm_bytes,
     optimizer_state_bytes,
     optimizer_step_transient_bytes,
+    step_reserve_bound_bytes,
+    step_temporary_tensors,
 )
 from .process import cublas_workspace_bytes, non_torch_bytes
 from .rollout import rollout_buffer_bytes
@@ -64,6 +80,18 @@ from .weights import DTYPE_BYTES, WEIGHT_FORMATS, weights_bytes
 FINETUNE_MODES = ("lora", "full")
 MIXED_PRECISION = ("bf16", "fp16", "no")
 COMPLETION_LENGTHS = ("varied", "fixed")
+
+# The moments of one training step, in the order they happen (module docstring).
+MOMENTS = ("forward", "logprob_head", "backward", "clip_grad", "optimizer_step")
+# Where each moment's allocator reserve comes from: ``fitted`` (allocator.py's fitted step reserve,
+# from the transient bytes the step recycles), ``allocator_sim`` (the forward of a later micro-batch
+# under autocast: the fitted reserve or, if larger, the backward's V x h gradient blocks that
+# planner/profiler/allocator_sim.py's replay finds free but reserved then), ``bound`` (clipping and
+# the step allocate into the blocks the backward left cached, or into segments of their own: the
+# allocator's segment rounding bounds what they hold beyond their tensors,
+# optimizer.step_reserve_bound_bytes).
+MOMENT_RESERVE = {"forward": "fitted or allocator_sim", "logprob_head": "fitted", "backward": "fitted",
+                  "clip_grad": "bound", "optimizer_step": "bound"}
 
 
 @dataclass(frozen=True)
@@ -139,9 +167,9 @@ def validate_setup(s: TrainerSetup) -> None:
 
 @dataclass(frozen=True)
 class TrainerMemory:
-    """Per-component bytes of the trainer process at the step's peak, and between steps."""
+    """The trainer process at the step's peak (its binding moment), every moment, and between steps."""
 
-    components: dict = field(default_factory=dict)  # name -> bytes, sums to peak_bytes
+    components: dict = field(default_factory=dict)  # name -> bytes at the binding moment, sums to peak_bytes
     steady_bytes: int = 0
     resident_bytes: int = 0  # weights + adapters + optimizer state (+ non-PyTorch)
     load_bytes: int = 0  # after loading, before the first step (what vLLM sees at start-up)
@@ -156,20 +184,59 @@ class TrainerMemory:
     # the forward of a later micro-batch under autocast, above the resident state (earlier gradients,
     # saved activations, autocast's 16-bit weight copies); 0 where autocast caches nothing
     forward_bytes: int = 0
+    # moment -> its components (MOMENTS); empty for a TrainerMemory built from components alone
+    moment_components: dict = field(default_factory=dict)
 
     @property
     def peak_bytes(self) -> int:
         return sum(self.components.values())
 
+    @property
+    def moments(self) -> dict[str, int]:
+        """Bytes of every moment of the step (the peak is the largest)."""
+        return {name: sum(c.values()) for name, c in self.moment_components.items()}
+
+    @property
+    def binding_moment(self) -> str | None:
+        """The moment that sets the peak (None without moments)."""
+        return binding_moment(self.moments)
+
+    def moment(self, name: str) -> dict:
+        """The components of moment ``name``."""
+        return dict(self.moment_components[name])
+
+    def with_moments(self, moment_components: dict) -> TrainerMemory:
+        """This memory with new moments, its components those of the new binding moment."""
+        name = binding_moment({k: sum(c.values()) for k, c in moment_components.items()})
+        return replace(self, moment_components=moment_components,
+                       components=dict(moment_components[name]) if name else dict(self.components))
+
     def to_dict(self) -> dict:
         return {"peak_bytes": self.peak_bytes, "steady_bytes": self.steady_bytes,
                 "load_bytes": self.load_bytes, "resident_bytes": self.resident_bytes,
                 "trainable_params": self.trainable_params, "tokens": self.tokens,
-                "components": dict(self.components)}
+                "components": dict(self.components), "moments": self.moments,
+                "binding_moment": self.binding_moment}
+
+
+def binding_moment(moments: dict[str, int]) -> str | None:
+    """The largest moment; of equal ones the later (a calibrated backward, which holds the head's
+    peak, is named ``backward``)."""
+    best = None
+    for name, v in moments.items():
+        if best is None or v >= moments[best]:
+            best = name
+    return best
+
+
+def above_resident(moment: dict) -> int:
+    """A forward/backward moment's tensors above the resident state (gradients, activations, the
+    log-prob head; not the allocator's reserve): what a trace's activation peak measures."""
+    return moment["gradients"] + moment["activations"] + moment["logprob_head"]
 
 
 def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
-    """Sum every trainer-side term for ``setup`` on ``spec`` (see the module docstring)."""
+    """Every moment of a training step of ``setup`` on ``spec``; the peak is the largest (module docstring)."""
     spec = _spec_as_run(spec, setup)
     weights = weights_bytes(spec, setup.weights, setup.double_quant)
     trained = _trained_params(spec, setup)
@@ -179,42 +246,49 @@ def trainer_memory(spec: ModelSpec, setup: TrainerSetup) -> TrainerMemory:
     layer_moment, head_moment = backward.moments(accumulating)
     accumulated = max(layer_moment, head_moment) - max(backward.moments(False))
     activations = backward.saved_bytes + backward.transient_bytes
-    gradients_at_peak = layer_moment - activations  # what gradients add at the layers' peak
     head = max(0, head_moment - layer_moment)
     reserve, run_reserve = _step_reserve_bytes(setup, backward.transient_bytes, activations, head)
-    # The optimizer step, after the last micro-batch's backward: every gradient alive, the step's
-    # temporaries on top (counted above the backward's peak: no reuse of its cached blocks assumed).
-    # max_grad_norm clipping runs first: its per-tensor 0-d norms (clip_grad_norm_bytes, ~1 KiB per
-    # tensor) land in the small pool's 2 MiB segments the backward already cached and are freed before
-    # the step: no reserved bytes on top, so they are not added.
-    step = optimizer_step_transient_bytes(trained.params, setup.optim, trained.param_bytes)
-    backward_peak = gradients_at_peak + activations + head
-    forward, autocast, forward_reserve_extra = _autocast_forward_bytes(spec, setup, trained, backward,
-                                                                       backward_peak + step, reserve)
     rollout = rollout_buffer_bytes(setup.rollout_sequences, setup.prompt_length, setup.completion_length,
                                    reference_logps=setup.reference_logps)
     non_torch = non_torch_bytes(setup.world_size)
-    components = {
-        "non_torch": non_torch,
-        "cublas_workspace": cublas_workspace_bytes(),
-        "weights": weights,
-        "adapters": trained.adapter_bytes,
-        "optimizer_state": optimizer,
-        "gradients": gradients_at_peak,
-        "activations": activations,
-        "logprob_head": head,
-        "optimizer_step": step,
-        "autocast_cache": autocast,
-        "rollout_buffers": rollout,
-        "allocator_reserve": reserve + forward_reserve_extra,
+    resident = {"non_torch": non_torch, "cublas_workspace": cublas_workspace_bytes(), "weights": weights,
+                "adapters": trained.adapter_bytes, "optimizer_state": optimizer}
+    step_terms = {"gradients": 0, "activations": 0, "logprob_head": 0, "optimizer_step": 0, "autocast_cache": 0,
+                  "rollout_buffers": rollout, "allocator_reserve": 0}
+    forward = _forward_moment(spec, setup, trained, backward, reserve)
+    moments = {
+        "forward": {**resident, **step_terms, **forward},
+        "logprob_head": {**resident, **step_terms, "gradients": backward.all_gradient_bytes if accumulating else 0,
+                         "activations": backward.saved_bytes + backward.final_norm_bytes,
+                         "logprob_head": backward.head_peak_bytes, "allocator_reserve": reserve},
+        "backward": {**resident, **step_terms, "gradients": layer_moment - activations, "activations": activations,
+                     "allocator_reserve": reserve},
+        **_step_moments(setup, trained, {**resident, **step_terms}),
     }
-    resident = weights + trained.adapter_bytes + optimizer + components["cublas_workspace"] + rollout
-    return TrainerMemory(components=components,
-                         steady_bytes=non_torch + resident,  # TRL empties the cache before generation
-                         resident_bytes=resident,
-                         load_bytes=non_torch + weights + trained.adapter_bytes,
-                         trainable_params=trained.params, tokens=setup.tokens, run_reserve_bytes=run_reserve,
-                         accumulated_gradient_bytes=accumulated, forward_bytes=forward)
+    resident_bytes = weights + trained.adapter_bytes + optimizer + resident["cublas_workspace"] + rollout
+    memory = TrainerMemory(steady_bytes=non_torch + resident_bytes,  # TRL empties the cache before generation
+                           resident_bytes=resident_bytes,
+                           load_bytes=non_torch + weights + trained.adapter_bytes,
+                           trainable_params=trained.params, tokens=setup.tokens, run_reserve_bytes=run_reserve,
+                           accumulated_gradient_bytes=accumulated,
+                           forward_bytes=forward["gradients"] + forward["activations"] + forward["autocast_cache"]
+                           if forward["autocast_cache"] else 0)
+    return memory.with_moments(moments)
+
+
+def _step_moments(setup: TrainerSetup, trained: _TrainedParams, base: dict) -> dict[str, dict]:
+    """The ``clip_grad`` and ``optimizer_step`` moments after the last micro-batch's backward: every
+    gradient alive (the activations and the head freed), clipping's 0-d norms, then the optimizer's
+    temporaries; beyond their tensors the allocator holds at most its segments' rounding (a bound from
+    its rules, optimizer.step_reserve_bound_bytes), the backward's larger cached pool being free to
+    serve or to release."""
+    grads = {**base, "gradients": trained.all_gradient_bytes}
+    step = optimizer_step_transient_bytes(trained.params, setup.optim, trained.param_bytes,
+                                          trained.largest_tensor_numel)
+    large = step_temporary_tensors(trained.tensor_numels, setup.optim, trained.param_bytes)
+    return {"clip_grad": {**grads, "clip_grad": clip_grad_norm_bytes(trained.num_tensors),
+                          "allocator_reserve": step_reserve_bound_bytes(0)},
+            "optimizer_step": {**grads, "optimizer_step": step, "allocator_reserve": step_reserve_bound_bytes(large)}}
 
 
 def _spec_as_run(spec: ModelSpec, setup: TrainerSetup) -> ModelSpec:
@@ -240,24 +314,34 @@ class _TrainedParams:
     # bytes of one trainable parameter: torch's AdamW keeps its states, and its step's temporaries,
     # in that dtype (memory/optimizer.py)
     param_bytes: int
+    largest_tensor_numel: int = 0  # the largest trainable tensor (the for-loop AdamW's temporaries)
+    num_tensors: int = 0  # trainable tensors (clipping's per-gradient norms)
 
 
 def _trained_params(spec: ModelSpec, setup: TrainerSetup) -> _TrainedParams:
     """The trainable parameters of ``setup`` on ``spec``, their tensors and their gradients' bytes."""
     if setup.finetune == "lora":
         trainable = lora_params(spec, setup.lora_rank, setup.lora_target_modules)
+        numels = lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules)
         return _TrainedParams(params=trainable,
                               adapter_bytes=adapter_bytes(spec, setup.lora_rank, setup.lora_target_modules),
-                              tensor_numels=lora_tensor_numels(spec, setup.lora_rank, setup.lora_target_modules),
+                              tensor_numels=numels,
                               all_gradient_bytes=gradient_bytes(trainable, ADAPTER_BYTES_PER_PARAM),
-                              param_bytes=ADAPTER_BYTES_PER_PARAM)
+                              param_bytes=ADAPTER_BYTES_PER_PARAM,
+                              largest_tensor_numel=max((n for n, _ in numels), default=0),
+                              num_tensors=sum(c for _, c in numels))
     trainable = spec.param_counts().active
     tensors = [(s_.in_features * s_.out_features, s_.layers * s_.count) for s_ in spec.linear_shapes()]
     rest = trainable - sum(n * c for n, c in tensors)
     tensors.append((rest, 1))  # embeddings/norms: one big tensor is the right 8-bit bucket
     return _TrainedParams(params=trainable, adapter_bytes=0, tensor_numels=tensors,
                           all_gradient_bytes=gradient_bytes(trainable, setup.compute_bytes),
-                          param_bytes=DTYPE_BYTES[setup.weights])
+                          param_bytes=DTYPE_BYTES[setup.weights],
+                          largest_tensor_numel=max([n for n, _ in tensors[:-1]] + [spec.vocab_size * spec.hidden_size]),
+                          # the linear weights, their biases, every RMSNorm (per layer, q/k norms, the final
+                          # one) and the embedding
+                          num_tensors=sum(c * (2 if s_.bias else 1) for s_, (_, c) in zip(spec.linear_shapes(), tensors))
+                          + spec.num_layers * (spec.norms_per_layer + (2 if spec.qk_norm else 0)) + 2)
 
 
 @dataclass(frozen=True)
@@ -343,18 +427,13 @@ def _step_reserve_bytes(setup: TrainerSetup, transient_bytes: int, activations_b
     return max(reserve, run_reserve), run_reserve
 
 
-def _autocast_forward_bytes(spec: ModelSpec, setup: TrainerSetup, trained: _TrainedParams,
-                            backward: _BackwardTerms, backward_step_bytes: int,
-                            reserve_bytes: int) -> tuple[int, int, int]:
-    """(forward, autocast cache, reserve extra) of a later micro-batch's forward under autocast: its bytes
-    above the resident state, what it adds above the backward's and optimizer step's peak
-    (``backward_step_bytes``), and what its reserve adds above ``reserve_bytes``; 0s where autocast caches nothing."""
-    # The forward of a later micro-batch under autocast: earlier gradients alive (accumulation), the
-    # saved activations built up, and autocast's 16-bit weight copies until the forward returns.
+def _forward_moment(spec: ModelSpec, setup: TrainerSetup, trained: _TrainedParams, backward: _BackwardTerms,
+                    reserve_bytes: int) -> dict[str, int]:
+    """The step terms of a later micro-batch's forward (the first one's without accumulation): earlier
+    gradients alive under accumulation, the saved activations built up, autocast's 16-bit weight
+    copies until the forward returns (0 where autocast caches nothing), and the allocator's reserve."""
     cache = autocast_weight_cache_bytes(spec, setup.weights, setup.finetune, trained.params, setup.mixed_precision)
     accumulating = setup.gradient_accumulation_steps > 1
-    forward = (trained.all_gradient_bytes if accumulating else 0) + backward.saved_bytes + cache if cache else 0
-    autocast = max(0, forward - backward_step_bytes)
     # What the caching allocator keeps reserved at that forward moment: the backward's V x h gradient
     # buffers (the head's new gradient before it is added into .grad, and with a tied embedding the
     # lookup's dense gradient too) are the largest blocks and are free during the forward, which is
@@ -365,5 +444,5 @@ def _autocast_forward_bytes(spec: ModelSpec, setup: TrainerSetup, trained: _Trai
     # forward, 2.15 GiB reserved above the allocated peak where the fitted reserve says 0.46.
     stranded = (backward.head_gradient_bytes + backward.pending_head_gradient_bytes
                 if accumulating and cache else 0)
-    old_peak = max(backward_step_bytes, forward) + reserve_bytes
-    return forward, autocast, max(0, forward + max(reserve_bytes, stranded) - old_peak)
+    return {"gradients": trained.all_gradient_bytes if accumulating else 0, "activations": backward.saved_bytes,
+            "autocast_cache": cache, "allocator_reserve": max(reserve_bytes, stranded)}

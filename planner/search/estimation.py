@@ -15,7 +15,7 @@ with and without sleep mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from ..checks.preflight import architecture_warnings
@@ -357,16 +357,29 @@ def resolve_calibration(spec: ModelSpec, card: GpuSpec, calibration="auto"):
 
 def calibrated_trainer_memory(spec: ModelSpec, setup: TrainerSetup, calibration=None):
     """``trainer_memory`` with a calibration profile's measured terms swapped in where the profile
-    covers the setup: (TrainerMemory, memory-model label, warnings)."""
+    covers the setup: (TrainerMemory, memory-model label, warnings).
+
+    The profile measured the peak of a forward and backward above the resident state (the log-prob
+    head's moment and the layers' both inside it): it replaces the ``backward`` moment and the
+    ``logprob_head`` moment takes the same figure. The other moments (the forward under autocast,
+    clipping, the optimizer step) stay analytic, with the profile's non-PyTorch memory."""
     trainer = trainer_memory(spec, setup)
     if calibration is None:
         return trainer, "analytic", []
-    components, label, warnings = apply_calibration(dict(trainer.components), calibration, setup,
+    backward = trainer.moment("backward")
+    components, label, warnings = apply_calibration(backward, calibration, setup,
                                                     run_reserve_bytes=trainer.run_reserve_bytes,
                                                     accumulated_gradient_bytes=trainer.accumulated_gradient_bytes)
-    if components == trainer.components:
+    if components == backward:
         return trainer, "analytic", list(warnings)
-    return replace(trainer, components=components), label, list(warnings)
+    non_torch = {"non_torch": components["non_torch"]} if "non_torch" in components else {}
+    moments = {name: {**c, **non_torch} for name, c in trainer.moment_components.items()}
+    moments["logprob_head"], moments["backward"] = dict(components), dict(components)
+    # the forward's reserve is the step's fitted one (calibrated now) unless the backward's stranded
+    # V x h gradient blocks (MOMENT_RESERVE: allocator_sim) are larger
+    fitted, forward = backward["allocator_reserve"], moments["forward"]["allocator_reserve"]
+    moments["forward"]["allocator_reserve"] = max(components["allocator_reserve"], forward if forward > fitted else 0)
+    return trainer.with_moments(moments), label, list(warnings)
 
 
 def resolve_request(req: PlanRequest) -> Resolved:

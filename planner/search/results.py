@@ -3,7 +3,9 @@ choice for 1..N GPUs), with the pieces they are made of. Only data and its rende
 here; the solver builds them (planner/search/solver.py), checks and the hand-off read them.
 
 One JSON schema for every plan and both runtimes: ``runtime``, ``config`` (GRPOConfig keyword
-arguments), ``phases`` (the training GPU's phases, each with ``peak_bytes``), ``vllm``, ``trainer``,
+arguments), ``phases`` (the training GPU's phases, each with ``peak_bytes``), ``vllm``, ``trainer`` (with
+``moments``: each moment of the training step in bytes, ``binding_moment``: the largest, whose terms are
+``components``; per rank under ``roles``),
 ``peak_bytes``, ``budget_bytes``, ``headroom_bytes``, ``margin``, ``fits``, ``checks``, ``reasons``,
 ``warnings``, ``assumptions``, ``next_steps``, ``objective``, ``topology``; a plan with more than one
 GPU also has ``roles`` (per-role memory: the training rank and a server GPU), ``layouts`` (every
