@@ -144,7 +144,7 @@ def test_the_conversion_kinds_are_trls_own():
     for key, kind in _KINDS.items():
         action = parser._option_string_actions.get(f"--{key}")
         if action is None:  # the planner's own names, and keys TRL no longer has
-            assert key in ("max_prompt_length", "completions_per_step")
+            assert key in ("max_prompt_length", "completions_per_step", "use_liger_loss")
             continue
         t = action.type
         expected = {"bool": string_to_bool, "int": int, "float": float}.get(kind)

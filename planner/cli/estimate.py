@@ -62,6 +62,7 @@ CONFIG_ARGS = {
     "lora_r": "lora_rank", "lora_target_modules": "lora_target_modules", "optim": "optim", "weights": "weights",
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
     "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
+    "use_liger_kernel": "use_liger_kernel",
 }
 # with --config, what neither a flag nor the file sets takes TRL's default (TrainingArguments' batch of 8,
 # GRPOConfig's 8 generations, one accumulation step, sleep mode off); the prompt length has no TRL default

@@ -101,7 +101,7 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     for name in ("weights", "finetune", "gradient_checkpointing"):
         out[name] = _entry(getattr(t, name), _option_source(getattr(t, name), _TRAINER_DEFAULTS[name]))
     out["logprob_head"] = _entry(completed.trainer.logprob_head, "option" if t.logprob_head else "installed package"
-                                 if installed.get("trl") else "default")
+                                 if installed.get("trl") else "default", **_liger_note(t, completed.trainer.logprob_head))
     out["expandable_segments"] = _entry(completed.trainer.expandable_segments, "option"
                                         if t.expandable_segments is not None else "installed package",
                                         note="PYTORCH_CUDA_ALLOC_CONF")
@@ -114,6 +114,17 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
                                  expected_error=EXPECTED_ERROR[kind])
     return out
+
+
+def _liger_note(t: Any, head: str | None) -> dict[str, str]:
+    """What ``use_liger_kernel`` did to the head (planner.memory.logprob_head), as a note."""
+    if not getattr(t, "use_liger_kernel", False):
+        return {}
+    if head == "fused":
+        return {"note": "use_liger_kernel: this TRL only patches the layers with Liger's kernels (not modelled: "
+                        "their savings are not counted) and keeps the fused head"}
+    return {"note": f"use_liger_kernel: the '{head}' head (no [B, C, V] logits; derived from the TRL and "
+                    f"liger-kernel source, not measured)"}
 
 
 # the Unsloth runtime's defaults, where they are not the request's (planner.search.unsloth_solver)

@@ -41,6 +41,7 @@ _OPTIONS = (
     ("trainer", "optim", "--optim", "optim"),
     ("trainer", "gradient_checkpointing", "--gradient-checkpointing", "gradient_checkpointing"),
     ("trainer", "logprob_head", "--logprob-head", "logprob_head"),
+    ("trainer", "use_liger_kernel", "--use-liger-kernel", "use_liger_kernel"),
     ("trainer", "expandable_segments", "--expandable-segments", "expandable_segments"),
     ("trainer", "transformers_version", "--transformers-version", "transformers_version"),
     ("vllm", "kv_cache_dtype", "--vllm-kv-cache-dtype", "vllm_kv_cache_dtype"),

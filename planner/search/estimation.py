@@ -59,15 +59,17 @@ from .results import Estimate, rollout_summary
 TRL_DEFAULT = "trl-default"  # weights/optim: what the TRL/transformers release does when the user names none
 
 
-def default_logprob_head(trl_version: str | None = None, engine: str = "amp") -> str:
+def default_logprob_head(trl_version: str | None = None, engine: str = "amp", liger: bool = False) -> str:
     """The log-prob head the TRL release uses (fused tiled head in current releases; before, the
     full-logits path: ``plain`` under accelerate's native AMP, a bf16 variant under DeepSpeed;
+    with ``use_liger_kernel`` (``liger``) the release's Liger head, ``TrlFacts.liger_head``;
     memory/logprob_head.py)."""
     try:
         facts = trl_facts(trl_version)
     except VersionError:  # an installed TRL outside the table: assume the current release
         return "fused"
-    return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine)
+    return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine,
+                            liger=facts.liger_head if liger else None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class FixedSetup:
     gradient_accumulation_steps: int = 1
     num_generations: int | None = None
     logprob_head: str | None = None
+    use_liger_kernel: bool = False
     expandable_segments: bool | None = None
     calibration: Any = "auto"
     vllm_gpu_memory_utilization: float | None = None
@@ -133,7 +136,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              completion_lengths: CompletionLengths = "varied", rollout_turns: int = 1, lora_rank: int | None = None,
              batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
              sleep_mode: bool | None = None, vllm_max_model_len: int | None = None,
-             reserve_gib: float | None = None) -> Estimate:
+             reserve_gib: float | None = None, use_liger_kernel: bool = False) -> Estimate:
     """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
     TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
     ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
@@ -176,8 +179,9 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         weights=weights, finetune=finetune, lora_target_modules=lora_target_modules, optim=optim,
         gradient_checkpointing=gradient_checkpointing, steps_per_generation=steps_per_generation,
         gradient_accumulation_steps=gradient_accumulation_steps, num_generations=num_generations,
-        logprob_head=logprob_head, expandable_segments=expandable_segments, calibration=calibration,
-        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_tensor_parallel_size=vllm_tensor_parallel_size,
+        logprob_head=logprob_head, use_liger_kernel=use_liger_kernel, expandable_segments=expandable_segments,
+        calibration=calibration, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=vllm_tensor_parallel_size,
         vllm_kv_cache_dtype=vllm_kv_cache_dtype, vllm_quantization=vllm_quantization,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
         vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
@@ -213,6 +217,7 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
                    lora_rank=f.lora_r, lora_target_modules=f.lora_target_modules,
                    optim="adamw_torch" if f.optim == TRL_DEFAULT else f.optim,
                    gradient_checkpointing=f.gradient_checkpointing, logprob_head=f.logprob_head,
+                   use_liger_kernel=f.use_liger_kernel,
                    expandable_segments=f.expandable_segments, transformers_version=f.transformers_version,
                    kv_cache_dtype=f.vllm_kv_cache_dtype, tensor_parallel_size=f.vllm_tensor_parallel_size,
                    vllm_version=f.vllm_version, trl_version=f.trl_version, prompt_length=f.max_prompt_length,
@@ -263,7 +268,8 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
                          gradient_checkpointing=f.gradient_checkpointing, batch_size=f.per_device_train_batch_size,
                          prompt_length=f.max_prompt_length * f.rollout_turns,
                          completion_length=f.max_completion_length * f.rollout_turns,
-                         logprob_head=f.logprob_head or default_logprob_head(f.trl_version),
+                         logprob_head=f.logprob_head or default_logprob_head(f.trl_version,
+                                                                             liger=f.use_liger_kernel),
                          expandable_segments=bool(expandable), gradient_accumulation_steps=f.gradient_accumulation_steps,
                          completion_lengths=f.completion_lengths, transformers_version=f.transformers_version)
     return spec, card, setup, assumptions

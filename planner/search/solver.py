@@ -64,7 +64,7 @@ from ..specs.topology import (
     Topology,
 )
 from ..specs.units import GIB
-from ..specs.versions import trl_max_num_seqs
+from ..specs.versions import trl_facts, trl_max_num_seqs
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
 from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, solve_with
 from .objective import OBJECTIVE, Candidate
@@ -802,6 +802,8 @@ def _trl_config(s: Search, opt: Option, G: int, host: str) -> dict[str, Any]:
         config.update({"vllm_server_host": host, "vllm_server_port": s.req.topology.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
                    "bf16": bool(s.card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    if t_opts.use_liger_kernel:  # use_liger_loss before TRL 0.25 (planner.specs.versions TrlFacts.liger_field)
+        config[trl_facts(s.req.vllm.trl_version).liger_field or "use_liger_kernel"] = True
     return config
 
 
