@@ -62,7 +62,7 @@ CONFIG_ARGS = {
     "lora_r": "lora_rank", "lora_target_modules": "lora_target_modules", "optim": "optim", "weights": "weights",
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
     "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
-    "use_liger_kernel": "use_liger_kernel",
+    "use_liger_kernel": "use_liger_kernel", "use_vllm": "use_vllm",
 }
 # with --config, what neither a flag nor the file sets takes TRL's default (TrainingArguments' batch of 8,
 # GRPOConfig's 8 generations, one accumulation step, sleep mode off); the prompt length has no TRL default
@@ -107,6 +107,10 @@ def add_arguments(p) -> None:
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
     v.add_argument(*spellings("vllm_gpu_memory_utilization"), type=float, default=None,
                    help="vLLM's share of the card (default: no vLLM)")
+    v.add_argument("--no-vllm", dest="use_vllm", action="store_const", const=False, default=None,
+                   help="TRL's use_vllm=False: the trainer generates batch x steps per generation completions "
+                        "with transformers' generate; its generation phase is added (default: the training step "
+                        "alone; with --config, as the file's use_vllm says)")
     v.add_argument("--sleep-mode", action="store_true", default=None, help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
     g.add_argument(*spellings("num_generations"), type=int, default=None, help="group size (multi-GPU rules only)")
@@ -143,9 +147,11 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
     if cfg is not None:
         values, notes = _trl_vllm({**cfg.pins, **cfg.options}, cfg, args.trl_version)
     for key, dest in CONFIG_ARGS.items():
-        unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
+        unset = getattr(out, dest, None) == "auto" if dest == "layout" else getattr(out, dest, None) is None
         if key in values and unset:
             setattr(out, dest, values[key])
+    if getattr(args, "use_vllm", None) is None and out.vllm_gpu_memory_utilization is not None:
+        out.use_vllm = None  # a --vllm-gpu-memory-utilization flag adds the engine the file does not start
     if cfg is not None and out.completion_length is None:  # the TRL release's GRPOConfig default
         out.completion_length = trl_facts(args.trl_version).max_completion_length_default
     for name, default in (CONFIG_DEFAULTS if cfg is not None else DEFAULTS).items():
@@ -188,6 +194,7 @@ def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[st
     if cfg.use_vllm is not True:
         for key in ("layout", "vllm_enable_sleep_mode"):
             values.pop(key, None)
+        values["use_vllm"] = False  # TRL's default: transformers' generate (a --vllm-gpu-memory-utilization flag wins)
         if values.pop("vllm_gpu_memory_utilization", None) is None:
             return values, []
         return values, [f"--config {cfg.path} does not set use_vllm: true, so TRL starts no vLLM engine and its "
@@ -220,6 +227,9 @@ def run(args) -> int:
     if (rc := _unsloth.dispatch(args, "estimate")) is not None:
         return rc
     accumulation_flag = args.gradient_accumulation_steps  # given on the command line (a layout checks it)
+    if args.use_vllm is False and is_multi_gpu(args):
+        raise InvalidSetupError("--no-vllm is modelled on one GPU: drop --num-gpus / --num-nodes / --layout, or "
+                                "keep vLLM")
     args, notes = with_config(args)
     if is_multi_gpu(args):
         return _run_layout(args, notes, accumulation_flag)
@@ -229,7 +239,8 @@ def run(args) -> int:
                  vllm_max_num_seqs=args.vllm_max_num_seqs, vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
                  vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve)
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve,
+                 use_vllm=args.use_vllm)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -322,7 +333,12 @@ def render(e) -> str:
     what = ("a run's peak" if s.completion_lengths == "varied" or s.gradient_accumulation_steps > 1
             else "one isolated step")
     out = [head, table(rows, f"trainer ({what}):")]
-    if e.phases is not None:
+    if e.phases is not None and e.vllm is None:  # no vLLM: transformers' generate in the trainer
+        gen = {k: b for k, b in e.phases["generation"].components.items() if k.startswith("generate.")}
+        out.append(table([(k.split(".", 1)[1], gib_str(b)) for k, b in gen.items()],
+                         "generation without vLLM (transformers' generate):"))
+        out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases], "phases:"))
+    elif e.phases is not None:
         v = e.vllm
         out.append(table([("budget (ceil(total x util))", gib_str(v.budget_bytes)),
                           ("weights", gib_str(v.weights_bytes)),

@@ -22,9 +22,19 @@ from ..checks.preflight import architecture_warnings
 from ..errors import InvalidSetupError, VersionError
 from ..memory.allocator import expandable_segments_from_env
 from ..memory.calibration import apply_calibration, find_calibration
+from ..memory.generate import GenerationShape, generation_components
 from ..memory.logprob_head import trl_logprob_head
-from ..memory.phases import ColocatedPhases, colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
+from ..memory.phases import (
+    ColocatedPhases,
+    GeneratePhases,
+    colocated_phases,
+    generate_phases,
+    merge_transient_bytes,
+    trainer_blocks,
+    vllm_blocks,
+)
 from ..memory.process import CUDA_CONTEXT_BYTES
+from ..memory.sharding import largest_parameter_params
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
 from ..specs.gpu import GpuSpec, resolve_gpu, with_reserve
@@ -107,6 +117,9 @@ class FixedSetup:
     completion_lengths: str = "varied"
     rollout_turns: int = 1
     reserve_gib: float | None = None  # kept free on the card (--reserve): off the usable memory
+    # False: TRL's default, no vLLM: transformers' generate in the trainer (its phase is modelled);
+    # None: the trainer's step alone unless a vLLM utilisation is given (a synthetic step)
+    use_vllm: bool | None = None
 
     @property
     def colocated(self) -> bool:
@@ -136,7 +149,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              completion_lengths: CompletionLengths = "varied", rollout_turns: int = 1, lora_rank: int | None = None,
              batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
              sleep_mode: bool | None = None, vllm_max_model_len: int | None = None,
-             reserve_gib: float | None = None, use_liger_kernel: bool = False) -> Estimate:
+             reserve_gib: float | None = None, use_liger_kernel: bool = False,
+             use_vllm: bool | None = None) -> Estimate:
     """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
     TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
     ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
@@ -163,7 +177,13 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     as many prompt and completion tokens per sequence (TRL does not truncate a rollout function's ids).
 
     ``reserve_gib``: memory kept free for a display or another process (``--reserve``): the card's
-    usable memory is that much smaller (``assumptions["reserve"]``)."""
+    usable memory is that much smaller (``assumptions["reserve"]``).
+
+    ``use_vllm=False`` (TRL's default, the CLI's ``--no-vllm``): no vLLM engine; the trainer generates
+    ``per_device_train_batch_size x steps_per_generation`` completions at once with transformers'
+    ``generate``, and the phases add that generation (planner.memory.generate). ``use_vllm=True``
+    without a utilisation: colocated at the TRL release's default utilisation. None: as before, the
+    trainer's step alone unless ``vllm_gpu_memory_utilization`` is given."""
     problems: list[str] = []
     given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
                  max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
@@ -186,8 +206,17 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
         vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
         transformers_version=transformers_version, completion_lengths=completion_lengths,
-        rollout_turns=rollout_turns, reserve_gib=reserve_gib, **named)
+        rollout_turns=rollout_turns, reserve_gib=reserve_gib, use_vllm=use_vllm, **named)
+    if use_vllm is True and vllm_gpu_memory_utilization is None:
+        fixed = replace(fixed, vllm_gpu_memory_utilization=_trl_default_utilization(trl_version))
     return estimate_fixed(model, gpu, fixed)
+
+
+def _trl_default_utilization(trl_version: str | None) -> float:
+    try:
+        return trl_facts(trl_version).vllm_gpu_memory_utilization_default
+    except VersionError:
+        return trl_facts(None).vllm_gpu_memory_utilization_default
 
 
 def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup) -> Estimate:
@@ -200,8 +229,9 @@ def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
     if fixed.rollout_turns > 1:
         extra["rollout"] = rollout_summary(fixed.rollout_turns, fixed.max_prompt_length, fixed.max_completion_length)
     if fixed.vllm_gpu_memory_utilization is None:
+        generating = generation_phases(spec, setup, trainer, fixed) if fixed.use_vllm is False else None
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
-                        warnings=tuple(warnings), extra=extra)
+                        phases=generating, warnings=tuple(warnings), extra=extra)
     capacity = fixed_engine(spec, card, setup, fixed, trainer.load_bytes)
     phases = fixed_phases(spec, setup, trainer, capacity, fixed)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
@@ -231,7 +261,25 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
         sleep_mode=f.vllm_enable_sleep_mode, vllm_gpu_memory_utilization=f.vllm_gpu_memory_utilization,
         vllm_max_model_len=f.vllm_max_model_length, vllm_max_num_seqs=f.vllm_max_num_seqs,
         vllm_max_num_batched_tokens=f.vllm_max_num_batched_tokens, vllm_enforce_eager=f.vllm_enforce_eager,
-        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns), req
+        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns) + no_vllm_problems(f), req
+
+
+def no_vllm_problems(f: FixedSetup) -> list[str]:
+    """``use_vllm=False`` against the settings only a vLLM engine reads, one line each."""
+    if f.use_vllm is not None and not isinstance(f.use_vllm, bool):
+        return [f"use_vllm must be True or False, got {f.use_vllm!r}"]
+    if f.use_vllm is not False:
+        return []
+    p = []
+    if f.vllm_gpu_memory_utilization is not None:
+        p.append("--no-vllm and --vllm-gpu-memory-utilization: without vLLM there is no engine to give a share; "
+                 "drop one of them")
+    if f.vllm_enable_sleep_mode:
+        p.append("--no-vllm and --sleep-mode: sleep mode puts vLLM to sleep, and there is no vLLM; drop one of them")
+    if f.rollout_turns != 1:
+        p.append("--no-vllm with --rollout-turns: a multi-turn rollout_func is modelled with vLLM generating each "
+                 "turn; drop one of them")
+    return p
 
 
 def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
@@ -297,6 +345,18 @@ def fixed_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemory, c
               **vllm_blocks(capacity)}
     sleep = fixed.vllm_enable_sleep_mode
     return colocated_phases(blocks, sleep, tuple(sleep_warnings(fixed.trl_version) if sleep else ()))
+
+
+def generation_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemory,
+                      fixed: FixedSetup) -> GeneratePhases:
+    """Load, generation and training without vLLM: the generation batch (``batch x steps per
+    generation`` sequences of the setup's prompt and completion lengths) in transformers' ``generate``."""
+    shape = GenerationShape(fixed.per_device_train_batch_size * fixed.steps_per_generation, setup.prompt_length,
+                            setup.completion_length, setup.compute_bytes)
+    blocks = {**trainer_blocks(trainer.components, {}),
+              "generate": generation_components(spec, shape, quantized=setup.weights in ("nf4", "int8"),
+                                                largest_matrix_params=largest_parameter_params(spec))}
+    return generate_phases(blocks)
 
 
 def _positive(v) -> bool:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..memory.phases import ColocatedPhases, Phase, PhasePeaks, build_phases, colocated_phases
+from ..memory.phases import ColocatedPhases, GeneratePhases, Phase, PhasePeaks, build_phases, colocated_phases
 from ..memory.sharding import RankMemory
 from ..memory.trainer import TrainerMemory, TrainerSetup
 from ..memory.vllm import VllmCapacity
@@ -53,7 +53,7 @@ class Estimate:
     trainer: TrainerMemory
     memory_model: str = "analytic"  # or "calibrated (H100-80GB, trl 1.16.0, ...)"
     vllm: VllmCapacity | None = None  # when colocated
-    phases: ColocatedPhases | None = None  # when colocated
+    phases: ColocatedPhases | GeneratePhases | None = None  # when colocated, or generating without vLLM
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
