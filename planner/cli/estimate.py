@@ -91,6 +91,9 @@ def add_arguments(p) -> None:
                    help="prompt tokens per sequence (default: 256)")
     g.add_argument("--completion-length", *spellings("max_completion_length"), dest="completion_length", type=int,
                    default=None, help="completion tokens per sequence (default: 512)")
+    g.add_argument("--typical-prompt-length", type=int, default=None,
+                   help="the prompt length a batch pads to (TRL pads each batch to its longest prompt): the trainer "
+                        "is estimated at it, vLLM's length keeps --prompt-length (default: --prompt-length)")
     g.add_argument(*spellings("steps_per_generation"), type=int, default=None,
                    help="(default: 1; with --config, TRL's: generation_batch_size / (batch x GPUs), else "
                         "gradient_accumulation_steps)")
@@ -255,7 +258,9 @@ def fixed_kwargs(args) -> dict:
                 max_completion_length=args.completion_length, steps_per_generation=args.steps_per_generation,
                 vllm_enable_sleep_mode=args.sleep_mode, vllm_kv_cache_dtype=args.vllm_kv_cache_dtype,
                 vllm_version=args.vllm_version, trl_version=args.trl_version,
-                transformers_version=args.transformers_version, rollout_turns=args.rollout_turns)
+                transformers_version=args.transformers_version, rollout_turns=args.rollout_turns,
+                **({"typical_prompt_length": args.typical_prompt_length}
+                   if getattr(args, "typical_prompt_length", None) is not None else {}))
 
 
 def layout_estimate(args, *, gradient_accumulation_steps: int | None = None,

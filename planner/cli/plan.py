@@ -117,6 +117,9 @@ def add_arguments(p) -> None:
         pins.add_argument(*spellings(name), dest=name, type=kind, default=None, help=text)
     pins.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="max_prompt_length", type=int,
                       default=None, help="longest prompt in tokens (default: 256; sets vllm_max_model_length)")
+    pins.add_argument("--typical-prompt-length", type=int, default=None,
+                      help="the prompt length a batch pads to (TRL pads each batch to its longest prompt): the "
+                           "trainer is planned at it, vLLM keeps the longest (default: the longest, the safe side)")
     g = p.add_argument_group("targets and caps")
     g.add_argument("--target-completion-length", type=int, default=None,
                    help="a completion length the solver may cut to fit (default: TRL's default)")
@@ -189,7 +192,8 @@ def request_from_args(args) -> PlanRequest:
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
                  rollout_turns=args.rollout_turns, transformers_version=args.transformers_version,
-                 server_gpus=args.server_gpus, server_host=args.server_host)
+                 server_gpus=args.server_gpus, server_host=args.server_host,
+                 typical_prompt_length=args.typical_prompt_length)
     for name in ("utilization_range", "server_utilization_range"):
         if getattr(args, name) is not None:
             given[name] = _utilization_range(getattr(args, name), _flag(name))

@@ -79,6 +79,8 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     if "max_prompt_length" not in out:
         out["prompt_length"] = _entry(plan.turn_prompt_length, _option_source(g.prompt_length, 256),
                                       note="sets vllm_max_model_length with the completion length")
+    out["trained_prompt_length"] = _trained_prompt_entry(plan.setup.prompt_length // max(1, g.rollout_turns),
+                                                         g.typical_prompt_length)
     if g.rollout_turns != 1:
         out["rollout_turns"] = _entry(g.rollout_turns, "option",
                                       note=f"a rollout_func concatenating its turns: vLLM serves one turn, the "
@@ -114,6 +116,16 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
                                  expected_error=EXPECTED_ERROR[kind])
     return out
+
+
+def _trained_prompt_entry(value: int, typical: int | None) -> dict[str, Any]:
+    """Which prompt length the trainer's memory (and transformers' generate) was planned at."""
+    if typical is not None:
+        return _entry(value, "option", note="--typical-prompt-length: the length a batch pads to (TRL pads each "
+                                            "batch to its longest prompt); vLLM's max_model_len keeps the longest")
+    return _entry(value, "default", note="the longest prompt (max_prompt_length is only TRL's bound; a batch pads "
+                                         "to its own longest prompt): the safe side; --typical-prompt-length plans "
+                                         "at the length your batches pad to")
 
 
 def _liger_note(t: Any, head: str | None) -> dict[str, str]:

@@ -42,6 +42,7 @@ _OPTIONS = (
     ("trainer", "gradient_checkpointing", "--gradient-checkpointing", "gradient_checkpointing"),
     ("trainer", "logprob_head", "--logprob-head", "logprob_head"),
     ("trainer", "use_liger_kernel", "--use-liger-kernel", "use_liger_kernel"),
+    ("targets", "typical_prompt_length", "--typical-prompt-length", "typical_prompt_length"),
     ("trainer", "expandable_segments", "--expandable-segments", "expandable_segments"),
     ("trainer", "transformers_version", "--transformers-version", "transformers_version"),
     ("vllm", "kv_cache_dtype", "--vllm-kv-cache-dtype", "vllm_kv_cache_dtype"),

@@ -63,6 +63,7 @@ from .request import (
     normalise_targets,
     one_setting,
     request_problems,
+    typical_prompt_problems,
 )
 from .results import Estimate, rollout_summary
 
@@ -120,6 +121,7 @@ class FixedSetup:
     # False: TRL's default, no vLLM: transformers' generate in the trainer (its phase is modelled);
     # None: the trainer's step alone unless a vLLM utilisation is given (a synthetic step)
     use_vllm: bool | None = None
+    typical_prompt_length: int | None = None  # the length a batch pads to; None: max_prompt_length (the bound)
 
     @property
     def colocated(self) -> bool:
@@ -150,7 +152,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
              sleep_mode: bool | None = None, vllm_max_model_len: int | None = None,
              reserve_gib: float | None = None, use_liger_kernel: bool = False,
-             use_vllm: bool | None = None) -> Estimate:
+             use_vllm: bool | None = None, typical_prompt_length: int | None = None) -> Estimate:
     """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
     TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
     ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
@@ -183,7 +185,11 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     ``per_device_train_batch_size x steps_per_generation`` completions at once with transformers'
     ``generate``, and the phases add that generation (planner.memory.generate). ``use_vllm=True``
     without a utilisation: colocated at the TRL release's default utilisation. None: as before, the
-    trainer's step alone unless ``vllm_gpu_memory_utilization`` is given."""
+    trainer's step alone unless ``vllm_gpu_memory_utilization`` is given.
+
+    ``typical_prompt_length``: the length a batch pads to (TRL pads each batch to its longest prompt;
+    ``max_prompt_length`` is the bound vLLM's length is checked against): the trainer and transformers'
+    ``generate`` are estimated at it (``assumptions["trained_prompt_length"]``)."""
     problems: list[str] = []
     given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
                  max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
@@ -206,7 +212,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
         vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
         transformers_version=transformers_version, completion_lengths=completion_lengths,
-        rollout_turns=rollout_turns, reserve_gib=reserve_gib, use_vllm=use_vllm, **named)
+        rollout_turns=rollout_turns, reserve_gib=reserve_gib, use_vllm=use_vllm,
+        typical_prompt_length=typical_prompt_length, **named)
     if use_vllm is True and vllm_gpu_memory_utilization is None:
         fixed = replace(fixed, vllm_gpu_memory_utilization=_trl_default_utilization(trl_version))
     return estimate_fixed(model, gpu, fixed)
@@ -261,7 +268,8 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
         sleep_mode=f.vllm_enable_sleep_mode, vllm_gpu_memory_utilization=f.vllm_gpu_memory_utilization,
         vllm_max_model_len=f.vllm_max_model_length, vllm_max_num_seqs=f.vllm_max_num_seqs,
         vllm_max_num_batched_tokens=f.vllm_max_num_batched_tokens, vllm_enforce_eager=f.vllm_enforce_eager,
-        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns) + no_vllm_problems(f), req
+        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns) + no_vllm_problems(f) + \
+        typical_prompt_problems(f.typical_prompt_length, f.max_prompt_length), req
 
 
 def no_vllm_problems(f: FixedSetup) -> list[str]:
@@ -306,6 +314,10 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
         weights = default_weights_format(f.trl_version, f.transformers_version, spec.dtype)
         assumptions["weights"] = {"value": weights, "source": f"no dtype given: TRL and transformers load {dtype}"
                                   + (f" (the checkpoint's {spec.dtype})" if dtype == "auto" else "")}
+    if f.typical_prompt_length is not None:
+        assumptions["trained_prompt_length"] = {
+            "value": f.typical_prompt_length, "source": "option",
+            "note": f"the length a batch pads to; vLLM's length keeps the longest prompt ({f.max_prompt_length})"}
     if optim == TRL_DEFAULT:
         optim = default_optimizer(f.transformers_version)
         assumptions["optim"] = {"value": optim, "source": "TrainingArguments.optim's default for this transformers"}
@@ -314,7 +326,7 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
     setup = TrainerSetup(weights=weights, finetune=f.finetune, lora_rank=f.lora_r,
                          lora_target_modules=tuple(targets) if targets else None, optim=optim,
                          gradient_checkpointing=f.gradient_checkpointing, batch_size=f.per_device_train_batch_size,
-                         prompt_length=f.max_prompt_length * f.rollout_turns,
+                         prompt_length=(f.typical_prompt_length or f.max_prompt_length) * f.rollout_turns,
                          completion_length=f.max_completion_length * f.rollout_turns,
                          logprob_head=f.logprob_head or default_logprob_head(f.trl_version,
                                                                              liger=f.use_liger_kernel),

@@ -88,6 +88,9 @@ class Targets:
     num_generations: int | None = None  # None: TRL's 8 first, then 16, 4, 2
     max_completion_length: int | None = None  # None: the TRL release's default
     prompt_length: int = 256  # longest prompt (tokens); sets vllm_max_model_length with the completion
+    # the length a batch pads to (TRL pads each batch to its longest prompt): what the trainer and
+    # transformers' generate hold; None: the longest prompt (the bound, the safe side)
+    typical_prompt_length: int | None = None
     utilization_range: tuple[float, float] = (0.3, 0.7)  # vllm_gpu_memory_utilization searched
     margin: float | None = None  # safety margin, a fraction of the card; None: the memory model's band (planner.search.margins)
     sleep_mode: str = "auto"  # auto | on | off
@@ -428,6 +431,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _positive_int(p, "max_completion_length", g.max_completion_length, optional=True)
     if not _is_int(g.prompt_length) or g.prompt_length < 0:
         p.append(f"--max-prompt-length must be a non-negative integer, got {g.prompt_length!r}")
+    p += typical_prompt_problems(g.typical_prompt_length, req.pins.max_prompt_length or g.prompt_length)
     _range(p, "utilization_range", g.utilization_range)
     if g.margin is not None and (not _is_number(g.margin) or not 0 <= g.margin < 0.5):
         p.append(f"--margin must be in [0, 0.5), got {g.margin!r}")
@@ -545,6 +549,18 @@ def apply_pins(req: PlanRequest) -> PlanRequest:
                       max_completion_length=C if C is not None else g.max_completion_length,
                       utilization_range=(u, u) if u is not None else g.utilization_range, sleep_mode=sleep)
     return replace(req, trainer=trainer, targets=targets)
+
+
+def typical_prompt_problems(typical: Any, bound: Any) -> list[str]:
+    """``typical_prompt_length``: a positive whole number of tokens, at most the longest prompt."""
+    if typical is None:
+        return []
+    if not _is_int(typical) or typical < 1:
+        return [f"--typical-prompt-length must be a positive integer, got {typical!r}"]
+    if _is_int(bound) and typical > bound:
+        return [f"--typical-prompt-length {typical} is longer than the longest prompt ({bound} tokens, "
+                f"--max-prompt-length): a batch pads to its longest prompt, never beyond it"]
+    return []
 
 
 def liger_problems(t: TrainerOptions, trl_version: str | None, runtime: str = "trl",

@@ -321,7 +321,10 @@ class Plan:
 
     @property
     def turn_prompt_length(self) -> int:
-        """The prompt vLLM serves (``setup.prompt_length`` is what the trainer trains on)."""
+        """The prompt vLLM serves, the longest (``setup.prompt_length`` is what the trainer trains on:
+        the typical length a batch pads to when one was given, ``extra["max_prompt_length"]`` the bound)."""
+        if "max_prompt_length" in self.extra:
+            return int(self.extra["max_prompt_length"])
         return self.setup.prompt_length // self.rollout_turns
 
     @property

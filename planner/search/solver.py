@@ -181,6 +181,8 @@ class Search:
         self.asked = asked if asked is not None else req
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
+        # what the trainer trains on: the length a batch pads to (TRL pads to its longest prompt), else the bound
+        self.P_trained = g.typical_prompt_length or g.prompt_length
         self.turns = g.rollout_turns  # the trainer trains on up to this many turns of P + C
         self.pins = req.pins
         if g.margin is None:
@@ -226,7 +228,7 @@ class Search:
         """The trainer setup for micro-batch B of P + C tokens (``rollout_turns`` of them one after the
         other). ``ga`` 2 stands for any accumulation (later micro-batches hold the earlier ones'
         gradients; more steps add nothing more)."""
-        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P * self.turns,
+        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P_trained * self.turns,
                             completion_length=C * self.turns, gradient_accumulation_steps=ga, world_size=world)
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
@@ -745,7 +747,8 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     setup = s.setup(B, C, S, topo.world_size)
     extra = {**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {}),
              **({"passthrough": list(passthrough)} if passthrough else {}),
-             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {})}
+             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {}),
+             **({"max_prompt_length": s.P} if s.P_trained != s.P else {})}
     return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
                 roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
