@@ -170,7 +170,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
          max_seq_length: int | None = None, reserve_gib: float | None = None,
-         use_liger_kernel: bool = False, typical_prompt_length: int | None = None) -> Plan:
+         use_liger_kernel: bool = False, typical_prompt_length: int | None = None, use_vllm: bool = True) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -198,14 +198,12 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     ``reserve_gib``: memory kept free on every card for a display or another process (the CLI's
     ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``).
 
-    ``use_liger_kernel=True``: TRL's Liger GRPO loss (``use_liger_loss`` before TRL 0.25), whose head
-    never builds the ``[B, C, V]`` logits; the TRL release planned for decides which head that is
-    (planner.memory.logprob_head), and the handed-off GRPOConfig sets it.
-
-    ``typical_prompt_length``: the length a batch pads to (TRL pads each batch to its longest prompt;
-    ``max_prompt_length`` is only the bound, and gone from GRPOConfig in TRL 1.0): the trainer is
-    planned at it, vLLM's ``max_model_len`` keeps the bound. None: the bound (the safe side). The
-    plan's ``assumptions["trained_prompt_length"]`` says which length was used."""
+    ``use_liger_kernel=True``: TRL's Liger GRPO loss (``use_liger_loss`` before 0.25), no ``[B, C, V]``
+    logits; the TRL release decides the head (planner.memory.logprob_head); the GRPOConfig sets it.
+    ``typical_prompt_length``: the length a batch pads to (TRL pads to its longest prompt; ``max_prompt_length``
+    is the bound vLLM keeps); None: the bound. ``assumptions["trained_prompt_length"]`` says which.
+    ``use_vllm=False`` (``--no-vllm``): transformers' ``generate`` in the trainer, one GPU, its own phase
+    (planner.memory.generate); no utilisation to choose."""
     gpu = with_reserve(gpu, reserve_gib)
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
@@ -224,7 +222,7 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
         relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
         unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
-        use_liger_kernel=use_liger_kernel, typical_prompt_length=typical_prompt_length)
+        use_liger_kernel=use_liger_kernel, typical_prompt_length=typical_prompt_length, use_vllm=use_vllm)
     if runtime == "unsloth" and rollout_turns != 1:
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     return python_checks(plan_from_request(request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)))

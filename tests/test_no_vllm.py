@@ -104,5 +104,59 @@ def test_the_cli_flag_and_the_config_key(tmp_path):
     assert (r.returncode, r.stderr) == (2, "plan: error: --no-vllm and --vllm-gpu-memory-utilization: without vLLM "
                                            "there is no engine to give a share; drop one of them\n")
     r = _cli("estimate", "--model", QWEN7, "--gpu", "H100-80GB", "--no-vllm", "--num-gpus", "2")
-    assert (r.returncode, r.stderr) == (2, "plan: error: --no-vllm is modelled on one GPU: drop --num-gpus / "
-                                           "--num-nodes / --layout, or keep vLLM\n")
+    assert (r.returncode, r.stderr) == (2, "plan: error: --no-vllm is modelled on one GPU: drop --num-gpus, "
+                                           "--num-nodes and --layout, or keep vLLM\n")
+
+
+def test_the_search_plans_without_vllm():
+    p = planner.plan(QWEN7, "H100-80GB", use_vllm=False, calibration=None)
+    c = p.config
+    assert c["use_vllm"] is False and not [k for k in c if k.startswith("vllm_")] and "vllm_mode" not in c
+    assert p.vllm is None and p.topology.vllm_mode == "generate" and p.topology.num_engines == 0
+    assert [ph.name for ph in p.training_rank.phases] == ["load", "generation", "training"]
+    gen = p.training_rank.phase("generation").components
+    assert not [k for k in gen if k.startswith("vllm.")]
+    B, S = c["per_device_train_batch_size"], c["gradient_accumulation_steps"]
+    spec = resolve_model(QWEN7)
+    assert gen["generate.kv_cache"] == generation_kv_cache_bytes(spec, GenerationShape(B * S, 256, 512))
+    assert p.peak_bytes <= p.training_rank.budget_bytes
+    assert p.binding["limits"]["vllm_gpu_memory_utilization"]["constraint"] == "none"
+    assert any("transformers' generate" in r for r in p.reasons)
+    # the generation grows with the completions per step: a long completion on a small card binds it
+    small = planner.plan(QWEN7, "L4", weights="nf4", use_vllm=False, calibration=None,
+                         pin={"max_completion_length": 4096})
+    assert small.training_rank.phase("generation").peak_bytes <= small.training_rank.budget_bytes
+
+
+def test_a_no_vllm_plan_refuses_what_only_vllm_or_several_gpus_read():
+    with pytest.raises(InvalidSetupError) as e:
+        planner.plan(QWEN7, "H100-80GB", use_vllm=False, num_gpus=2, vllm_gpu_memory_utilization=0.4)
+    assert str(e.value).splitlines() == [
+        "use_vllm=False is planned on one GPU: drop num_gpus, num_nodes and layout, or keep vLLM",
+        "use_vllm=False with vllm_gpu_memory_utilization: it configures vLLM, and there is none; drop it or keep vLLM"]
+    with pytest.raises(InvalidSetupError) as e:
+        planner.plan(QWEN7, "L4", use_vllm=False, runtime="unsloth")
+    assert str(e.value) == ("use_vllm is not honoured by runtime='unsloth': fast_inference=True generates with "
+                            "Unsloth's own vLLM")
+
+
+def test_plan_no_vllm_on_the_cli_and_from_a_config(tmp_path):
+    r = _cli("--model", QWEN7, "--gpu", "H100-80GB", "--no-vllm", "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"use_vllm": false' in r.stdout and '"generation_backend"' not in r.stdout
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text("use_vllm: \"false\"\nper_device_train_batch_size: 8\n")
+    r = _cli("--model", QWEN7, "--gpu", "H100-80GB", "--config", str(cfg), "--output", str(tmp_path / "out.yaml"))
+    assert r.returncode == 0, r.stderr
+    written = (tmp_path / "out.yaml").read_text()
+    assert "use_vllm: false" in written and "vllm_gpu_memory_utilization" not in written
+    assert "per_device_train_batch_size: 8" in written
+
+
+def test_the_handed_off_grpo_config_generates_with_transformers(monkeypatch):
+    pytest.importorskip("trl")
+    from planner.runtimes import trl_handoff as handoff
+
+    monkeypatch.setattr(handoff, "_runtime", lambda: (False, False, False))
+    args = handoff.grpo_config_from_plan(planner.plan(QWEN7, "H100-80GB", use_vllm=False, calibration=None))
+    assert args.use_vllm is False and args.per_device_train_batch_size > 0

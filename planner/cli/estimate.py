@@ -231,7 +231,7 @@ def run(args) -> int:
         return rc
     accumulation_flag = args.gradient_accumulation_steps  # given on the command line (a layout checks it)
     if args.use_vllm is False and is_multi_gpu(args):
-        raise InvalidSetupError("--no-vllm is modelled on one GPU: drop --num-gpus / --num-nodes / --layout, or "
+        raise InvalidSetupError("--no-vllm is modelled on one GPU: drop --num-gpus, --num-nodes and --layout, or "
                                 "keep vLLM")
     args, notes = with_config(args)
     if is_multi_gpu(args):

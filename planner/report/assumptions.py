@@ -91,7 +91,8 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
             if installed.get("trl") else "default"
         out["max_completion_length"] = _entry(completed.targets.max_completion_length, src,
                                               note="a target: cut when it does not fit (pin it to hold it)")
-    for name in ("max_batch", "max_completions_per_step", "utilization_range", "sleep_mode"):
+    vllm_targets = ("utilization_range", "sleep_mode") if req.topology.use_vllm is not False else ()
+    for name in ("max_batch", "max_completions_per_step", *vllm_targets):
         value = getattr(g, name)
         out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
     kind = notes.get("memory_model_kind") or label_kind(plan.memory_model)

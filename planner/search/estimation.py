@@ -181,15 +181,11 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     ``reserve_gib``: memory kept free for a display or another process (``--reserve``): the card's
     usable memory is that much smaller (``assumptions["reserve"]``).
 
-    ``use_vllm=False`` (TRL's default, the CLI's ``--no-vllm``): no vLLM engine; the trainer generates
-    ``per_device_train_batch_size x steps_per_generation`` completions at once with transformers'
-    ``generate``, and the phases add that generation (planner.memory.generate). ``use_vllm=True``
-    without a utilisation: colocated at the TRL release's default utilisation. None: as before, the
-    trainer's step alone unless ``vllm_gpu_memory_utilization`` is given.
-
-    ``typical_prompt_length``: the length a batch pads to (TRL pads each batch to its longest prompt;
-    ``max_prompt_length`` is the bound vLLM's length is checked against): the trainer and transformers'
-    ``generate`` are estimated at it (``assumptions["trained_prompt_length"]``)."""
+    ``use_vllm=False`` (``--no-vllm``): transformers' ``generate`` of the ``batch x steps_per_generation``
+    completions in the trainer, a phase of its own (planner.memory.generate); True without a
+    utilisation: the TRL release's default one; None: the step alone unless a utilisation is given.
+    ``typical_prompt_length``: the length a batch pads to, the trainer's and generate's (``max_prompt_length``
+    stays vLLM's bound; ``assumptions["trained_prompt_length"]``)."""
     problems: list[str] = []
     given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
                  max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,

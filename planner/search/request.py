@@ -113,6 +113,8 @@ class TopologyOptions:
     server_host: str | None = None  # None: trl vllm-serve's default
     server_port: int = 8000
     server_utilization_range: tuple[float, float] = (0.5, 0.95)
+    # False: TRL's use_vllm=False, transformers' generate in the trainer (one GPU; planner.memory.generate)
+    use_vllm: bool = True
 
 
 @dataclass(frozen=True)
@@ -412,8 +414,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _choice(p, "optim", t.optim, OPTIMIZERS, optional=True)
     _bool(p, "gradient_checkpointing", t.gradient_checkpointing)
     _choice(p, "logprob_head", t.logprob_head, LOGPROB_HEADS, optional=True)
-    _bool(p, "use_liger_kernel", t.use_liger_kernel)
-    p += liger_problems(t, v.trl_version, req.runtime, req.pins.lora_target_modules)
+    p += generation_problems(req)
     _bool(p, "expandable_segments", t.expandable_segments, optional=True)
     _version(p, "transformers_version", t.transformers_version)
     if t.finetune == "full" and t.weights in ("nf4", "int8"):
@@ -431,7 +432,6 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _positive_int(p, "max_completion_length", g.max_completion_length, optional=True)
     if not _is_int(g.prompt_length) or g.prompt_length < 0:
         p.append(f"--max-prompt-length must be a non-negative integer, got {g.prompt_length!r}")
-    p += typical_prompt_problems(g.typical_prompt_length, req.pins.max_prompt_length or g.prompt_length)
     _range(p, "utilization_range", g.utilization_range)
     if g.margin is not None and (not _is_number(g.margin) or not 0 <= g.margin < 0.5):
         p.append(f"--margin must be in [0, 0.5), got {g.margin!r}")
@@ -549,6 +549,42 @@ def apply_pins(req: PlanRequest) -> PlanRequest:
                       max_completion_length=C if C is not None else g.max_completion_length,
                       utilization_range=(u, u) if u is not None else g.utilization_range, sleep_mode=sleep)
     return replace(req, trainer=trainer, targets=targets)
+
+
+def generation_problems(req: PlanRequest) -> list[str]:
+    """The Liger head, the generation without vLLM and the typical prompt length, one line each."""
+    p: list[str] = []
+    t, g = req.trainer, req.targets
+    _bool(p, "use_liger_kernel", t.use_liger_kernel)
+    p += liger_problems(t, req.vllm.trl_version, req.runtime, req.pins.lora_target_modules)
+    p += no_vllm_request_problems(req)
+    return p + typical_prompt_problems(g.typical_prompt_length, req.pins.max_prompt_length or g.prompt_length)
+
+
+def no_vllm_request_problems(req: PlanRequest) -> list[str]:
+    """``use_vllm=False`` against what only a vLLM engine, or several GPUs, would read: one line each."""
+    o, g, pins = req.topology, req.targets, req.pins
+    if o.use_vllm is not False:
+        if not isinstance(o.use_vllm, bool):
+            return [f"use_vllm must be True or False, got {o.use_vllm!r}"]
+        return []
+    if req.runtime != "trl":
+        return []  # the Unsloth runtime refuses it as an option it does not honour (unsloth_solver)
+    p = []
+    if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes > 1 or o.layout != "auto":
+        p.append("--no-vllm is planned on one GPU: drop --num-gpus, --num-nodes and --layout, or keep vLLM")
+    vllm_only = [k for k in ("vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_max_model_length")
+                 if getattr(pins, k) is not None] + (["vllm_tensor_parallel_size"]
+                                                     if req.vllm.tensor_parallel_size is not None else [])
+    if g.sleep_mode == "on":
+        vllm_only.append("sleep_mode")
+    if vllm_only:
+        p.append(f"--no-vllm with {', '.join(vllm_only)}: {'it configures' if len(vllm_only) == 1 else 'they configure'}"
+                 f" vLLM, and there is none; drop {'it' if len(vllm_only) == 1 else 'them'} or keep vLLM")
+    if g.rollout_turns != 1:
+        p.append("--no-vllm with --rollout-turns: a multi-turn rollout_func is modelled with vLLM generating each "
+                 "turn; drop one of them")
+    return p
 
 
 def typical_prompt_problems(typical: Any, bound: Any) -> list[str]:
