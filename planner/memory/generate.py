@@ -22,7 +22,8 @@ transformers 5.24 (derived from the source, not measured; the safe side where it
 - **sampling**: ``logits_to_keep=1`` (generation/utils.py:2955-2956): the last position's logits
   ``[N, V]`` in the compute dtype, their fp32 copy (:3248), the processed scores and the softmax
   probabilities (:3275) and multinomial's working copy, fp32: ``N x V x (compute + 16)`` bytes.
-- **4/8-bit weights**: bitsandbytes dequantises one weight at a time: the largest matrix in bf16.
+- **4/8-bit weights**: bitsandbytes dequantises one weight at a time: the largest quantized matrix in
+  bf16 (a decoder projection: ``lm_head`` and the embedding stay in 16 bits).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..specs.model import ModelSpec
+from .lora import lora_targets
 from .vllm import forward_bytes_per_token, kv_bytes_per_token, linear_attention_state_bytes
 
 SAMPLING_FP32_COPIES = 4  # next_token_logits, processed scores, softmax probabilities, multinomial's copy
@@ -64,6 +66,11 @@ def generation_kv_cache_bytes(spec: ModelSpec, shape: GenerationShape) -> int:
     linear_layers = spec.num_layers - spec.num_attention_layers if spec.is_hybrid_linear else 0
     states = shape.sequences * linear_layers * linear_attention_state_bytes(spec, state_bytes=shape.compute_bytes)
     return shape.tokens * kv_bytes_per_cached_token(spec, shape.compute_bytes) + states
+
+
+def largest_projection_params(spec: ModelSpec) -> int:
+    """The largest linear projection of the decoder layers (what bitsandbytes quantizes; not lm_head)."""
+    return max((t.in_features * t.out_features for t in lora_targets(spec, None)), default=0)
 
 
 def generation_components(spec: ModelSpec, shape: GenerationShape, quantized: bool = False,

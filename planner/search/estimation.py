@@ -22,7 +22,7 @@ from ..checks.preflight import architecture_warnings
 from ..errors import InvalidSetupError, VersionError
 from ..memory.allocator import expandable_segments_from_env
 from ..memory.calibration import apply_calibration, find_calibration
-from ..memory.generate import GenerationShape, generation_components
+from ..memory.generate import GenerationShape, generation_components, largest_projection_params
 from ..memory.logprob_head import trl_logprob_head
 from ..memory.phases import (
     ColocatedPhases,
@@ -34,7 +34,6 @@ from ..memory.phases import (
     vllm_blocks,
 )
 from ..memory.process import CUDA_CONTEXT_BYTES
-from ..memory.sharding import largest_parameter_params
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
 from ..specs.gpu import GpuSpec, resolve_gpu, with_reserve
@@ -363,7 +362,7 @@ def generation_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemo
                             setup.completion_length, setup.compute_bytes)
     blocks = {**trainer_blocks(trainer.components, {}),
               "generate": generation_components(spec, shape, quantized=setup.weights in ("nf4", "int8"),
-                                                largest_matrix_params=largest_parameter_params(spec))}
+                                                largest_matrix_params=largest_projection_params(spec))}
     return generate_phases(blocks)
 
 

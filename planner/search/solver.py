@@ -42,7 +42,7 @@ from typing import Any
 from ..checks.layout import _check, topology_checks, tp_problem
 from ..checks.preflight import architecture_warnings, with_checks
 from ..errors import InfeasibleError, InvalidSetupError
-from ..memory.generate import GenerationShape, generation_components
+from ..memory.generate import GenerationShape, generation_components, largest_projection_params
 from ..memory.phases import block_totals, phase_peak_bytes, vllm_blocks
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.sharding import (
@@ -272,7 +272,7 @@ class Search:
         setup = self.setup(B, C)
         shape = GenerationShape(B * S, setup.prompt_length, setup.completion_length, setup.compute_bytes)
         return generation_components(self.spec, shape, quantized=setup.weights in ("nf4", "int8"),
-                                     largest_matrix_params=largest_parameter_params(self.spec))
+                                     largest_matrix_params=largest_projection_params(self.spec))
 
     # vLLM side
     def capacity(self, tp: int, u: float, C: int, max_num_seqs: int, trainer_load: int = 0) -> VllmCapacity:
