@@ -126,7 +126,7 @@ class Pins:
     a pinned ``vllm_enable_sleep_mode`` the only sleep setting. The planner models
     ``steps_per_generation = gradient_accumulation_steps``, so the completions per optimizer step
     (``completions_per_step``, global) equal ``generation_batch_size``. ``max_prompt_length`` is the
-    planner's prompt length (TRL 1.x has no such field: it is not written back).
+    planner's prompt length (TRL 0.28 and later have no such field: it is not written back).
 
     A pin is held exactly (``Plan.pin_value(name) == value``) or the request fails: InvalidSetupError
     when the pins contradict each other or a rule (TRL's batch rules on every layout searched, a setting

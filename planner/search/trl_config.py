@@ -29,7 +29,7 @@ Keys are checked against those ``trl grpo --config`` accepts: the init fields of
 ``accelerate launch``'s options (TRL hands the leftover keys to it). With TRL installed and planned for,
 the fields are read from its installed source (``ast``: no import, so no torch); otherwise from the table
 in planner.specs.versions (TRL 1.16.0). A key removed in the TRL release planned for
-(``max_prompt_length``: gone from GRPOConfig in 1.0.0) is a warning that says so; it is still read as the
+(``max_prompt_length``: gone from GRPOConfig in 0.28.0) is a warning that says so; it is still read as the
 prompt length to plan for and not written back. An unknown key (a misspelling) is a warning with a
 did-you-mean, left out of the written config; with ``unknown="error"`` (``plan check``) it is an error.
 

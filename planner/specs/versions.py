@@ -1017,8 +1017,8 @@ def unsloth_vllm_version(unsloth_version: str | None = None, compute_capability:
 
 
 # GRPOConfig(max_prompt_length=...) exists up to TRL 0.27 (0.27.0 trl/trainer/grpo_config.py:852)
-# and is gone in 1.0.0 (1.0.0 grpo_config.py has no such field).
-TRL_MAX_PROMPT_LENGTH_UNTIL = (1, 0, 0)
+# and is gone from 0.28.0 (the 0.28.0 and 1.0.0 wheels' grpo_config.py have no such field).
+TRL_MAX_PROMPT_LENGTH_UNTIL = (0, 28, 0)
 # GRPOConfig(use_liger_loss=...) exists from 0.17.0 (grpo_config.py:391), deprecated into use_liger_kernel in
 # 0.25.0 (0.25.0 grpo_config.py:627, :723-727) and gone in 0.28.0 (the 0.28.0 wheel has no such field)
 TRL_USE_LIGER_LOSS_UNTIL = (0, 28, 0)
