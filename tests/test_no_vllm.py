@@ -160,3 +160,21 @@ def test_the_handed_off_grpo_config_generates_with_transformers(monkeypatch):
     monkeypatch.setattr(handoff, "_runtime", lambda: (False, False, False))
     args = handoff.grpo_config_from_plan(planner.plan(QWEN7, "H100-80GB", use_vllm=False, calibration=None))
     assert args.use_vllm is False and args.per_device_train_batch_size > 0
+
+
+def test_transformers_continuous_batching_is_refused_where_it_would_generate(tmp_path):
+    from planner.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_grpo_config({"use_vllm": False, "use_transformers_continuous_batching": "true"}, "grpo.yaml")
+    assert str(e.value) == ("--config grpo.yaml: use_transformers_continuous_batching: transformers' continuous "
+                            "batching (a paged KV cache of its own) is not modelled; drop it to plan transformers' "
+                            "generate, or set use_vllm: true")
+    # with vLLM generating, TRL never reaches it (grpo_trainer.py: `if self.use_vllm: ... elif ...`)
+    parse_grpo_config({"use_vllm": True, "use_transformers_paged": True}, "grpo.yaml")
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text("use_transformers_paged: true\nper_device_train_batch_size: 8\n")  # no use_vllm: TRL's False
+    r = _cli("estimate", "--config", str(cfg), "--model", QWEN7, "--gpu", "H100-80GB")
+    assert (r.returncode, r.stderr) == (2, f"plan: error: --config {cfg}: use_transformers_paged: transformers' "
+                                           f"continuous batching (a paged KV cache of its own) is not modelled; drop "
+                                           f"it to plan transformers' generate, or set use_vllm: true\n")

@@ -30,7 +30,12 @@ from ..memory.trainer import COMPLETION_LENGTHS
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
 from ..search.results import Plan
-from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT, trl_rule_problems
+from ..search.trl_config import (
+    TRL_BATCH_DEFAULT,
+    TRL_NUM_GENERATIONS_DEFAULT,
+    continuous_batching_problem,
+    trl_rule_problems,
+)
 from ..specs.versions import trl_facts
 from . import _unsloth
 from ._common import (
@@ -198,6 +203,8 @@ def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[st
         for key in ("layout", "vllm_enable_sleep_mode"):
             values.pop(key, None)
         values["use_vllm"] = False  # TRL's default: transformers' generate (a --vllm-gpu-memory-utilization flag wins)
+        if line := continuous_batching_problem(dict(cfg.passthrough), cfg.path):
+            raise ConfigError(line)
         if values.pop("vllm_gpu_memory_utilization", None) is None:
             return values, []
         return values, [f"--config {cfg.path} does not set use_vllm: true, so TRL starts no vLLM engine and its "

@@ -79,8 +79,8 @@ CONSUMED = ("use_vllm", "model_name_or_path", "use_peft", "load_in_4bit", "load_
 # bool and `bool | None` -> string_to_bool; int -> int(); `int | None` -> "none"/"null" or int(); float -> float()
 _KINDS = {
     **dict.fromkeys(("use_peft", "load_in_4bit", "load_in_8bit", "gradient_checkpointing", "activation_checkpointing",
-                     "use_vllm", "vllm_enable_sleep_mode", "bf16", "fp16", "use_liger_kernel", "use_liger_loss"),
-                    "bool"),
+                     "use_vllm", "vllm_enable_sleep_mode", "bf16", "fp16", "use_liger_kernel", "use_liger_loss",
+                     "use_transformers_continuous_batching", "use_transformers_paged"), "bool"),
     **dict.fromkeys(("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r",
                      "vllm_tensor_parallel_size"), "int"),
     **dict.fromkeys(("steps_per_generation", "generation_batch_size", "num_generations", "max_completion_length",
@@ -458,6 +458,8 @@ def parse_grpo_config(data: Any, path: str = "<config>", *, trl_version: str | N
         problems.append(model_problem)
     env = _env_block(data["env"], path, problems) if "env" in data else {}
     problems += liger_config_problems(data, path, trl_version)
+    if data.get("use_vllm") is False and (line := continuous_batching_problem(data, path)):
+        problems.append(line)
     removed, strays = _key_notes(data, path, trl_version)
     if unknown == "error":
         problems += [f"{s} (plan check refuses unknown keys)" for s in strays.values()]
@@ -497,6 +499,18 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def continuous_batching_problem(data: dict[str, Any], path: str) -> str | None:
+    """One line when the file asks TRL to generate with transformers' continuous batching
+    (``use_transformers_continuous_batching``, or its deprecated ``use_transformers_paged``; TRL 1.16
+    grpo_trainer.py:1783-1810 ``generate_batch``) where vLLM does not generate: its paged cache is not modelled."""
+    key = next((k for k in ("use_transformers_continuous_batching", "use_transformers_paged") if data.get(k) is True),
+               None)
+    if key is None:
+        return None
+    return (f"--config {path}: {key}: transformers' continuous batching (a paged KV cache of its own) is not "
+            f"modelled; drop it to plan transformers' generate, or set use_vllm: true")
 
 
 def liger_config_problems(data: dict[str, Any], path: str, trl_version: str | None = None) -> list[str]:
