@@ -170,3 +170,18 @@ def test_the_flag_in_both_spellings(flag):
     assert (r.returncode, r.stderr) == (2, "plan: error: --use-liger-kernel: TRL 0.16.0 has no Liger GRPO loss "
                                            "(use_liger_loss from TRL 0.17.0, use_liger_kernel from 0.25.0); plan for "
                                            "--trl-version 0.17.0 or later\n")
+
+
+def test_the_preflight_checks_say_liger_kernel_is_needed(monkeypatch):
+    from planner.checks import preflight as checks
+
+    p = planner.plan(QWEN7, "H100-80GB", use_liger_kernel=True, trl_version="1.12.0")
+    monkeypatch.setattr(checks, "_installed", lambda dist: None if dist == "liger-kernel" else "1.16.0")
+    found = [c for c in planner.preflight(p, for_training=True) if c.id == "liger-installed"]
+    assert [(c.severity, c.message) for c in found] == [
+        ("error", "use_liger_kernel needs liger-kernel, which is not installed (TRL raises ImportError)")]
+    monkeypatch.setattr(checks, "_installed", lambda dist: "0.8.5" if dist == "liger-kernel" else "1.16.0")
+    found = [c for c in planner.preflight(p) if c.id == "liger-installed"]
+    assert [(c.severity, c.message) for c in found] == [("info", "liger-kernel 0.8.5 installed for use_liger_kernel")]
+    plain = planner.plan(QWEN7, "H100-80GB", trl_version="1.12.0")
+    assert not [c for c in planner.preflight(plain) if c.id == "liger-installed"]
