@@ -52,13 +52,22 @@ grpo_trainer.py:1719-1732); no ``[B, C, V]`` logits exist. Derived from the whee
   gradient and its cast (:96, :170), and every chunk's input gradient kept in a list, then
   concatenated (:363, :446): 2 x B*C*h in the compute dtype. A trainable head adds the fp32 weight
   gradient (:98), its cast (:171) and the loss's accumulator (``zeros_like(weight)``, :255).
+  These releases still score the completions outside the loss with the full-logits path (the
+  no-grad ``_get_per_token_logps_and_entropies`` over ``per_device_train_batch_size`` sequences,
+  1.12.0 grpo_trainer.py:2523 and :2661-2672): the old-policy log-probs whenever vLLM generates with
+  ``vllm_importance_sampling_correction`` (default True from 0.23.0, 0.23.0 grpo_config.py:601 and
+  grpo_trainer.py:1371-1374), the reference model's with ``beta != 0`` (default 0.04 in 0.17-0.19,
+  0.18.0 grpo_config.py:391), or an accumulation that is not ``steps_per_generation``. That pass holds
+  the fp32 logits and their divided copy, 8 B per logit of ``B x C x V`` (the full-logits forward's
+  peak, above); it never coexists with the loss, so the head is the larger of the two (counted in
+  0.20-0.22 too, where it needs beta != 0: the safe side).
 - ``liger-seq`` (liger-kernel before 0.8.0, chosen with ``--logprob-head liger-seq``): one
   sequence's full ``[C, V]`` logits per chunk (liger_kernel 0.7.0 fused_linear_ppo.py:361-373:
   ``matmul`` in the compute dtype, ``log_softmax(logits.float())``) under ``torch.func.grad_and_value``
   (:126-149, ``argnums=(0, 1)``: the weight always): the logits (2 B), fp32 log-probs (4 B), their
   gradient (4 B) and the fp32 logits' gradient (4 B): 14 B per logit of one sequence; the weight gradient of every chunk and its
   accumulator are built whether or not the head trains (:102, :137, :175), 2 x V*h in the compute
-  dtype, plus the input gradients as above.
+  dtype, plus the input gradients as above; the scoring pass as for ``liger``.
 - ``chunked`` (TRL 1.14): TRL's own ``_ChunkedLogProbFunction`` over the micro-batch's N = B*C
   completion tokens (1.14.2 trl/trainer/grpo_trainer.py:1398-1475), tiles of 2048 tokens x 8192
   columns (utils.py:1457, grpo_trainer.py:123) with the same 18 B per tile element (utils.py:1587-1640),
@@ -90,6 +99,7 @@ CHUNKED_VOCAB_TILE = 8192  # _CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.14.2 trl/trainer
 # one tile element in backward: compute-dtype product 2, fp32 logits 4, exp's shifted input 4, probs 4, grad 4
 TILE_BYTES_PER_ELEMENT = 18
 LIGER_SEQ_BYTES_PER_LOGIT = 14  # bf16 logits 2 + fp32 log_softmax 4 + its gradient 4 + the fp32 logits' gradient 4
+SCORING_BYTES_PER_LOGIT = 8  # the no-grad full-logits pass: fp32 logits + their divided copy
 
 
 def fused_head_bytes(spec: ModelSpec, completion_tokens: int, compute_bytes: int = 2,
@@ -157,7 +167,12 @@ def plain_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, h
     raise ValueError(f"unknown full-logits head {head!r}")
 
 
-def liger_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
+def scoring_pass_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """The no-grad full-logits scoring pass TRL 0.17-1.13 runs beside the Liger loss: 8 B per logit."""
+    return completion_logits(spec, batch_size, completion_length) * SCORING_BYTES_PER_LOGIT
+
+
+def liger_loss_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
                      lm_head_trainable: bool = False) -> int:
     """``LigerFusedLinearGRPOLoss`` (liger-kernel >= 0.8.0): one tile, one sequence's hidden-state
     gradient (fp32 and its cast), every sequence's input gradient twice (the list and its
@@ -170,7 +185,14 @@ def liger_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, c
     return tile + chunk + inputs + head
 
 
-def liger_seq_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2) -> int:
+def liger_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
+                     lm_head_trainable: bool = False) -> int:
+    """The ``liger`` head: the larger of the loss (:func:`liger_loss_bytes`) and the scoring pass."""
+    return max(liger_loss_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable),
+               scoring_pass_bytes(spec, batch_size, completion_length))
+
+
+def liger_seq_loss_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2) -> int:
     """liger-kernel before 0.8.0: one sequence's ``[C, V]`` logits at 14 B each, the weight gradient of
     the chunk and its accumulator (built even for a frozen head) and the input gradients twice."""
     h, C = spec.hidden_size, completion_length
@@ -215,7 +237,8 @@ def logprob_head_bytes(spec: ModelSpec, head: str, batch_size: int, completion_l
     if head == "liger":
         return liger_head_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable)
     if head == "liger-seq":
-        return liger_seq_head_bytes(spec, batch_size, completion_length, compute_bytes)
+        return max(liger_seq_loss_bytes(spec, batch_size, completion_length, compute_bytes),
+                   scoring_pass_bytes(spec, batch_size, completion_length))
     if head == "chunked":
         return chunked_head_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable)
     if head in LOGPROB_HEADS:
