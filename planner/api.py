@@ -96,7 +96,7 @@ def complete_request(req: PlanRequest) -> PlanRequest:
     if t.optim is None and req.pins.optim is None:
         trainer = replace(trainer, optim=choose_optim(req)[0])
     if t.logprob_head is None:
-        trainer = replace(trainer, logprob_head=default_logprob_head(v.trl_version))
+        trainer = replace(trainer, logprob_head=default_logprob_head(v.trl_version, liger=t.use_liger_kernel))
     if t.expandable_segments is None:
         trainer = replace(trainer, expandable_segments=expandable_segments_from_env())
     targets = g
@@ -169,7 +169,8 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          vllm_version: str | None = None, transformers_version: str | None = None, calibration: Any = "auto",
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
-         max_seq_length: int | None = None, reserve_gib: float | None = None) -> Plan:
+         max_seq_length: int | None = None, reserve_gib: float | None = None,
+         use_liger_kernel: bool = False, typical_prompt_length: int | None = None, use_vllm: bool = True) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -195,7 +196,14 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused.
 
     ``reserve_gib``: memory kept free on every card for a display or another process (the CLI's
-    ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``)."""
+    ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``).
+
+    ``use_liger_kernel=True``: TRL's Liger GRPO loss (``use_liger_loss`` before 0.25), no ``[B, C, V]``
+    logits; the TRL release decides the head (planner.memory.logprob_head); the GRPOConfig sets it.
+    ``typical_prompt_length``: the length a batch pads to (TRL pads to its longest prompt; ``max_prompt_length``
+    is the bound vLLM keeps); None: the bound. ``assumptions["trained_prompt_length"]`` says which.
+    ``use_vllm=False`` (``--no-vllm``): transformers' ``generate`` in the trainer, one GPU, its own phase
+    (planner.memory.generate); no utilisation to choose."""
     gpu = with_reserve(gpu, reserve_gib)
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
@@ -213,7 +221,8 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         server_port=server_port, server_utilization_range=server_utilization_range, trl_version=trl_version,
         vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
         relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
-        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length)
+        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
+        use_liger_kernel=use_liger_kernel, typical_prompt_length=typical_prompt_length, use_vllm=use_vllm)
     if runtime == "unsloth" and rollout_turns != 1:
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     return python_checks(plan_from_request(request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)))
@@ -402,7 +411,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
                     completion_lengths: CompletionLengths = "varied", lora_rank: int | None = None,
                     batch_size: int | None = None, prompt_length: int | None = None,
                     completion_length: int | None = None, sleep_mode: bool | None = None,
-                    reserve_gib: float | None = None) -> Plan:
+                    reserve_gib: float | None = None, use_liger_kernel: bool = False) -> Plan:
     """Per-GPU memory of one fixed multi-GPU setup, no search (``plan estimate --num-gpus``).
 
     The layout is given (``colocate`` or ``server``, the engine, TP / server split), so are the
@@ -415,7 +424,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
     ``vllm_enforce_eager``, ``completion_lengths="fixed"``, and a ``gradient_accumulation_steps``
     other than ``steps_per_generation`` (a plan runs one generation per optimizer step). On one GPU
     (colocated) ``vllm_max_model_length`` is honoured (`plan check --config` evaluates a file with it).
-    ``reserve_gib``: as in :func:`plan`."""
+    ``reserve_gib`` and ``use_liger_kernel``: as in :func:`plan`."""
     gpu = with_reserve(gpu, reserve_gib)
     problems: list[str] = []
     B = one_setting(problems, "per_device_train_batch_size", per_device_train_batch_size, "batch_size", batch_size, 1)
@@ -444,6 +453,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
                        server_host=server_host, kv_cache_dtype=vllm_kv_cache_dtype, weights=weights,
                        finetune=finetune, lora_rank=rank, lora_target_modules=lora_target_modules, optim=optim,
                        gradient_checkpointing=gradient_checkpointing, logprob_head=logprob_head,
+                       use_liger_kernel=use_liger_kernel,
                        expandable_segments=expandable_segments, rollout_turns=rollout_turns, margin=margin,
                        calibration=calibration, trl_version=trl_version, vllm_version=vllm_version,
                        transformers_version=transformers_version,

@@ -112,7 +112,10 @@ def test_estimate_runs_vllm_as_trl_does(tmp_path, capsys):
     cfg = _write(tmp_path, "vllm_gpu_memory_utilization: 0.5\nper_device_train_batch_size: 4\nnum_generations: 4\n",
                  "no_vllm.yaml")
     d = _json(capsys, ["estimate", "--config", cfg, "--model", MODEL, "--gpu", "H100-80GB", "--json"])
-    assert d.get("vllm") is None and d.get("phases") is None
+    # ... and generates with transformers' generate in the trainer (use_vllm=False): that phase, no vLLM block
+    assert d.get("vllm") is None and d["phases"]["generation_backend"] == "transformers"
+    assert [k for k in d["phases"]["generation"]["components"] if k.startswith("vllm.")] == []
+    assert d["phases"]["generation"]["components"]["generate.kv_cache"] > 0
     assert f"--config {cfg} does not set use_vllm: true, so TRL starts no vLLM engine and its " \
            f"vllm_gpu_memory_utilization is not used (--vllm-gpu-memory-utilization adds one)" in d["warnings"]
     # a flag adds it back

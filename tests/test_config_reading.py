@@ -144,7 +144,7 @@ def test_the_conversion_kinds_are_trls_own():
     for key, kind in _KINDS.items():
         action = parser._option_string_actions.get(f"--{key}")
         if action is None:  # the planner's own names, and keys TRL no longer has
-            assert key in ("max_prompt_length", "completions_per_step")
+            assert key in ("max_prompt_length", "completions_per_step", "use_liger_loss")
             continue
         t = action.type
         expected = {"bool": string_to_bool, "int": int, "float": float}.get(kind)
@@ -300,7 +300,7 @@ def test_a_removed_key_is_named_as_removed_in_the_release_planned_for(key_source
     for command in ([], ["check"], ["estimate"]):  # a warning everywhere: the planner knows what it meant
         code, _, err = _run(capsys, [*command, "--config", path, "--gpu", "L4", "--trl-version", "1.16.0"])
         assert code == 0, err
-        removed = (f"plan: warning: {path}: max_prompt_length was removed from TRL in 1.0.0 (planning for TRL "
+        removed = (f"plan: warning: {path}: max_prompt_length was removed from TRL in 0.28.0 (planning for TRL "
                    f"1.16.0): read as the planner's max_prompt_length, not written to the output\n")
         # a file without use_vllm: true: `plan check` checks the planner's plan for it, and says so
         no_vllm = (f"plan: warning: --config {path} does not set use_vllm: true (TRL would generate with "

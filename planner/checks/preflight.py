@@ -10,7 +10,7 @@ a message and the fix. Passing checks are reported too, with severity ``info``.
 
 What is checked, and where each rule comes from:
 
-- installed packages (``trl-*``, ``vllm-*``, ``bitsandbytes-*``, ``peft-installed``): TRL colocate
+- installed packages (``trl-*``, ``vllm-*``, ``bitsandbytes-*``, ``peft-installed``, ``liger-installed``): TRL colocate
   support, sleep mode, the releases whose colocated sleep mode generates from stale weights
   (trl#5312), vLLM inside the range the installed TRL supports, bitsandbytes for 8-bit and paged
   optimizers and for nf4/int8 weights. Every version fact comes from :mod:`planner.specs.versions`.
@@ -257,6 +257,12 @@ def _packages(ctx: _Context) -> list:
     if ctx.setup.finetune == "lora" and _installed("peft") is None:
         out.append(Check("peft-installed", env, "PEFT is not installed: LoRA fine-tuning needs it",
                          f"pip install peft (or {_INSTALL_HINT})"))
+    # Liger: TRL's loss imports liger_kernel, and transformers' layer patching needs it too
+    if ctx.cfg.get("use_liger_kernel") or ctx.cfg.get("use_liger_loss"):
+        liger = _installed("liger-kernel")
+        out.append(Check("liger-installed", env, "use_liger_kernel needs liger-kernel, which is not installed (TRL "
+                         "raises ImportError)", "pip install liger-kernel") if liger is None else
+                   Check("liger-installed", "info", f"liger-kernel {liger} installed for use_liger_kernel"))
     # vLLM
     if ctx.use_vllm:
         out += _vllm_package(ctx)

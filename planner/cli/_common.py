@@ -70,6 +70,9 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
                    help="recompute activations in backward (default: on, TRL's default; reduces memory)")
     g.add_argument("--logprob-head", choices=LOGPROB_HEADS, default=None,
                    help="TRL's log-prob head (default: what the installed TRL does, else fused)")
+    g.add_argument(*spellings("use_liger_kernel"), dest="use_liger_kernel", action="store_const", const=True,
+                   default=None, help="TRL's Liger GRPO loss (use_liger_loss before TRL 0.25): no [B, C, V] logits; "
+                                      "the TRL release decides the head (default: off, as in TRL)")
     g.add_argument("--expandable-segments", action=argparse.BooleanOptionalAction, default=None,
                    help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (default: read from the environment)")
 
@@ -142,7 +145,7 @@ def trainer_kwargs(args) -> dict:
     kw = dict(weights=args.weights, finetune=args.finetune, lora_r=args.lora_rank,
               lora_target_modules=target_modules(args), optim=args.optim,
               gradient_checkpointing=args.gradient_checkpointing, logprob_head=args.logprob_head,
-              expandable_segments=args.expandable_segments)
+              expandable_segments=args.expandable_segments, use_liger_kernel=args.use_liger_kernel)
     return {k: v for k, v in kw.items() if v is not None or k in ("logprob_head", "expandable_segments")}
 
 

@@ -99,13 +99,18 @@ def estimate_args(args) -> argparse.Namespace:
 
 def _uses_vllm(args) -> bool:
     """Whether the --config file (or a flag) starts a vLLM engine as TRL reads it (``use_vllm: true``, or a
-    utilisation flag). Without one TRL generates with transformers, which no plan models: then the solver's
-    plan is checked, as without --config, and stderr says so."""
+    utilisation flag). Without one TRL generates with transformers: then the solver's plan is checked (without
+    vLLM when the file says ``use_vllm: false``), as without --config, and stderr says so."""
     from ..search.trl_config import read_grpo_config
 
     cfg = read_grpo_config(args.config, trl_version=args.trl_version, unknown="error")
     if (cfg.use_vllm is True or args.vllm_gpu_memory_utilization is not None):
         return True
+    if cfg.use_vllm is False:
+        print(f"plan: warning: --config {args.config} sets use_vllm: false: checking the planner's plan without vLLM "
+              f"(transformers' generate, its batch chosen by the planner), not the file's setup as written",
+              file=sys.stderr)
+        return False
     print(f"plan: warning: --config {args.config} does not set use_vllm: true (TRL would generate with "
           f"transformers, which plan check does not model): checking the planner's plan for it instead",
           file=sys.stderr)

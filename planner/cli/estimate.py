@@ -30,7 +30,12 @@ from ..memory.trainer import COMPLETION_LENGTHS, binding_moment
 from ..report.outputs import check_outputs, report_rating, write_if_ok
 from ..search.estimation import TRL_DEFAULT, estimate
 from ..search.results import Plan
-from ..search.trl_config import TRL_BATCH_DEFAULT, TRL_NUM_GENERATIONS_DEFAULT, trl_rule_problems
+from ..search.trl_config import (
+    TRL_BATCH_DEFAULT,
+    TRL_NUM_GENERATIONS_DEFAULT,
+    continuous_batching_problem,
+    trl_rule_problems,
+)
 from ..specs.versions import trl_facts
 from . import _unsloth
 from ._common import (
@@ -62,6 +67,7 @@ CONFIG_ARGS = {
     "lora_r": "lora_rank", "lora_target_modules": "lora_target_modules", "optim": "optim", "weights": "weights",
     "finetune": "finetune", "gradient_checkpointing": "gradient_checkpointing", "layout": "layout",
     "expandable_segments": "expandable_segments",  # the file's env: PYTORCH_CUDA_ALLOC_CONF
+    "use_liger_kernel": "use_liger_kernel", "use_vllm": "use_vllm",
 }
 # with --config, what neither a flag nor the file sets takes TRL's default (TrainingArguments' batch of 8,
 # GRPOConfig's 8 generations, one accumulation step, sleep mode off); the prompt length has no TRL default
@@ -90,6 +96,9 @@ def add_arguments(p) -> None:
                    help="prompt tokens per sequence (default: 256)")
     g.add_argument("--completion-length", *spellings("max_completion_length"), dest="completion_length", type=int,
                    default=None, help="completion tokens per sequence (default: 512)")
+    g.add_argument("--typical-prompt-length", type=int, default=None,
+                   help="the prompt length a batch pads to (TRL pads each batch to its longest prompt): the trainer "
+                        "is estimated at it, vLLM's length keeps --prompt-length (default: --prompt-length)")
     g.add_argument(*spellings("steps_per_generation"), type=int, default=None,
                    help="(default: 1; with --config, TRL's: generation_batch_size / (batch x GPUs), else "
                         "gradient_accumulation_steps)")
@@ -106,6 +115,10 @@ def add_arguments(p) -> None:
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
     v.add_argument(*spellings("vllm_gpu_memory_utilization"), type=float, default=None,
                    help="vLLM's share of the card (default: no vLLM)")
+    v.add_argument("--no-vllm", dest="use_vllm", action="store_const", const=False, default=None,
+                   help="TRL's use_vllm=False: the trainer generates batch x steps per generation completions "
+                        "with transformers' generate; its generation phase is added (default: the training step "
+                        "alone; with --config, as the file's use_vllm says)")
     v.add_argument("--sleep-mode", action="store_true", default=None, help="vllm_enable_sleep_mode=True")
     add_vllm_args(p)
     g.add_argument(*spellings("num_generations"), type=int, default=None, help="group size (multi-GPU rules only)")
@@ -142,9 +155,11 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
     if cfg is not None:
         values, notes = _trl_vllm({**cfg.pins, **cfg.options}, cfg, args.trl_version)
     for key, dest in CONFIG_ARGS.items():
-        unset = getattr(out, dest) == "auto" if dest == "layout" else getattr(out, dest) is None
+        unset = getattr(out, dest, None) == "auto" if dest == "layout" else getattr(out, dest, None) is None
         if key in values and unset:
             setattr(out, dest, values[key])
+    if getattr(args, "use_vllm", None) is None and out.vllm_gpu_memory_utilization is not None:
+        out.use_vllm = None  # a --vllm-gpu-memory-utilization flag adds the engine the file does not start
     if cfg is not None and out.completion_length is None:  # the TRL release's GRPOConfig default
         out.completion_length = trl_facts(args.trl_version).max_completion_length_default
     for name, default in (CONFIG_DEFAULTS if cfg is not None else DEFAULTS).items():
@@ -187,6 +202,9 @@ def _trl_vllm(values: dict, cfg, trl_version: str | None) -> tuple[dict, list[st
     if cfg.use_vllm is not True:
         for key in ("layout", "vllm_enable_sleep_mode"):
             values.pop(key, None)
+        values["use_vllm"] = False  # TRL's default: transformers' generate (a --vllm-gpu-memory-utilization flag wins)
+        if line := continuous_batching_problem(dict(cfg.passthrough), cfg.path):
+            raise ConfigError(line)
         if values.pop("vllm_gpu_memory_utilization", None) is None:
             return values, []
         return values, [f"--config {cfg.path} does not set use_vllm: true, so TRL starts no vLLM engine and its "
@@ -219,6 +237,9 @@ def run(args) -> int:
     if (rc := _unsloth.dispatch(args, "estimate")) is not None:
         return rc
     accumulation_flag = args.gradient_accumulation_steps  # given on the command line (a layout checks it)
+    if args.use_vllm is False and is_multi_gpu(args):
+        raise InvalidSetupError("--no-vllm is modelled on one GPU: drop --num-gpus, --num-nodes and --layout, or "
+                                "keep vLLM")
     args, notes = with_config(args)
     if is_multi_gpu(args):
         return _run_layout(args, notes, accumulation_flag)
@@ -228,7 +249,8 @@ def run(args) -> int:
                  vllm_max_num_seqs=args.vllm_max_num_seqs, vllm_max_num_batched_tokens=args.vllm_max_num_batched_tokens,
                  vllm_enforce_eager=args.vllm_enforce_eager, completion_lengths=args.completion_lengths,
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
-                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve)
+                 vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve,
+                 use_vllm=args.use_vllm)
     e = replace(e, warnings=e.warnings + notes)
     if args.json:
         print_json(e.to_dict())
@@ -243,7 +265,9 @@ def fixed_kwargs(args) -> dict:
                 max_completion_length=args.completion_length, steps_per_generation=args.steps_per_generation,
                 vllm_enable_sleep_mode=args.sleep_mode, vllm_kv_cache_dtype=args.vllm_kv_cache_dtype,
                 vllm_version=args.vllm_version, trl_version=args.trl_version,
-                transformers_version=args.transformers_version, rollout_turns=args.rollout_turns)
+                transformers_version=args.transformers_version, rollout_turns=args.rollout_turns,
+                **({"typical_prompt_length": args.typical_prompt_length}
+                   if getattr(args, "typical_prompt_length", None) is not None else {}))
 
 
 def layout_estimate(args, *, gradient_accumulation_steps: int | None = None,
@@ -330,7 +354,12 @@ def render(e) -> str:
                        else f"trainer ({what}):")]
     if t.moment_components:
         out.append(table(moment_rows(t.moments), "trainer step, moment by moment (the peak is the largest):"))
-    if e.phases is not None:
+    if e.phases is not None and e.vllm is None:  # no vLLM: transformers' generate in the trainer
+        gen = {k: b for k, b in e.phases["generation"].components.items() if k.startswith("generate.")}
+        out.append(table([(k.split(".", 1)[1], gib_str(b)) for k, b in gen.items()],
+                         "generation without vLLM (transformers' generate):"))
+        out.append(table([(p.name, gib_str(p.peak_bytes)) for p in e.phases.phases], "phases:"))
+    elif e.phases is not None:
         v = e.vllm
         out.append(table([("budget (ceil(total x util))", gib_str(v.budget_bytes)),
                           ("weights", gib_str(v.weights_bytes)),

@@ -117,6 +117,12 @@ def add_arguments(p) -> None:
         pins.add_argument(*spellings(name), dest=name, type=kind, default=None, help=text)
     pins.add_argument("--prompt-length", *spellings("max_prompt_length"), dest="max_prompt_length", type=int,
                       default=None, help="longest prompt in tokens (default: 256; sets vllm_max_model_length)")
+    p.add_argument("--no-vllm", dest="use_vllm", action="store_const", const=False, default=None,
+                   help="TRL's use_vllm=False: generate with transformers' generate in the trainer (one GPU; the "
+                        "generation phase holds its KV cache); default: plan vLLM, or the --config file's use_vllm")
+    pins.add_argument("--typical-prompt-length", type=int, default=None,
+                      help="the prompt length a batch pads to (TRL pads each batch to its longest prompt): the "
+                           "trainer is planned at it, vLLM keeps the longest (default: the longest, the safe side)")
     g = p.add_argument_group("targets and caps")
     g.add_argument("--target-completion-length", type=int, default=None,
                    help="a completion length the solver may cut to fit (default: TRL's default)")
@@ -163,6 +169,8 @@ def request_from_args(args) -> PlanRequest:
     pins: dict = dict(cfg.pins) if cfg else {}
     sources = {k: "config file" for k in pins}
     options: dict = dict(cfg.options) if cfg else {}
+    if cfg is not None and cfg.use_vllm is False:  # said in the file: TRL generates with transformers
+        options["use_vllm"] = False
     trainer = trainer_kwargs(args)
     for flag, pin in (("lora_r", "lora_r"), ("lora_target_modules", "lora_target_modules"), ("optim", "optim")):
         if trainer.get(flag) is not None:
@@ -189,7 +197,8 @@ def request_from_args(args) -> PlanRequest:
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
                  rollout_turns=args.rollout_turns, transformers_version=args.transformers_version,
-                 server_gpus=args.server_gpus, server_host=args.server_host)
+                 server_gpus=args.server_gpus, server_host=args.server_host,
+                 typical_prompt_length=args.typical_prompt_length, use_vllm=args.use_vllm)
     for name in ("utilization_range", "server_utilization_range"):
         if getattr(args, name) is not None:
             given[name] = _utilization_range(getattr(args, name), _flag(name))

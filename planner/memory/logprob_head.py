@@ -36,13 +36,54 @@
   ``plain-bf16-noentropy`` (0.18-0.19: out-of-place division, no entropy): 4 B per logit.
 - ``plain-legacy``: the earlier derived figure (10 B per logit; docs/trl-grpo.md §4), kept only for
   comparison.
+
+``use_liger_kernel=True`` (``use_liger_loss`` in TRL 0.17-0.24) replaces the head, by TRL release
+(versions.py, ``TrlFacts.liger_head``). TRL then runs the backbone alone and hands the completion
+positions' last hidden states ``[B, C, h]`` and ``lm_head.weight`` to a chunked loss (0.25.0
+grpo_trainer.py:1719-1732); no ``[B, C, V]`` logits exist. Derived from the wheels' code, not measured:
+
+- ``liger`` (TRL 0.17-1.13): ``LigerFusedLinearGRPOLoss``, as in the newest liger-kernel the TRL pins
+  accept (all are lower bounds; 0.8.5 read; TRL 1.13 ships a copy, trl/losses/fused_linear_ppo.py:21
+  "Adapted from Liger-Kernel v0.8.2"). The loss runs forward and backward at once in its forward,
+  one sequence per chunk (``chunk_size=1``, liger_kernel 0.8.5 chunked_loss/grpo_loss.py:426), and
+  within a sequence in tiles of 2048 tokens x 4096 vocabulary columns (fused_linear_ppo.py:9-10):
+  one tile's compute-dtype product and fp32 logits, ``exp``'s shifted input, the probabilities and
+  their gradient (fused_linear_ppo.py:114-120), 18 B per tile element; the chunk's fp32 hidden-state
+  gradient and its cast (:96, :170), and every chunk's input gradient kept in a list, then
+  concatenated (:363, :446): 2 x B*C*h in the compute dtype. A trainable head adds the fp32 weight
+  gradient (:98), its cast (:171) and the loss's accumulator (``zeros_like(weight)``, :255).
+  These releases still score the completions outside the loss with the full-logits path (the
+  no-grad ``_get_per_token_logps_and_entropies`` over ``per_device_train_batch_size`` sequences,
+  1.12.0 grpo_trainer.py:2523 and :2661-2672): the old-policy log-probs whenever vLLM generates with
+  ``vllm_importance_sampling_correction`` (default True from 0.23.0, 0.23.0 grpo_config.py:601 and
+  grpo_trainer.py:1371-1374), the reference model's with ``beta != 0`` (default 0.04 in 0.17-0.19,
+  0.18.0 grpo_config.py:391), or an accumulation that is not ``steps_per_generation``. That pass holds
+  the fp32 logits and their divided copy, 8 B per logit of ``B x C x V`` (the full-logits forward's
+  peak, above); it never coexists with the loss, so the head is the larger of the two (counted in
+  0.20-0.22 too, where it needs beta != 0: the safe side).
+- ``liger-seq`` (liger-kernel before 0.8.0, chosen with ``--logprob-head liger-seq``): one
+  sequence's full ``[C, V]`` logits per chunk (liger_kernel 0.7.0 fused_linear_ppo.py:361-373:
+  ``matmul`` in the compute dtype, ``log_softmax(logits.float())``) under ``torch.func.grad_and_value``
+  (:126-149, ``argnums=(0, 1)``: the weight always): the logits (2 B), fp32 log-probs (4 B), their
+  gradient (4 B) and the fp32 logits' gradient (4 B): 14 B per logit of one sequence; the weight gradient of every chunk and its
+  accumulator are built whether or not the head trains (:102, :137, :175), 2 x V*h in the compute
+  dtype, plus the input gradients as above; the scoring pass as for ``liger``.
+- ``chunked`` (TRL 1.14): TRL's own ``_ChunkedLogProbFunction`` over the micro-batch's N = B*C
+  completion tokens (1.14.2 trl/trainer/grpo_trainer.py:1398-1475), tiles of 2048 tokens x 8192
+  columns (utils.py:1457, grpo_trainer.py:123) with the same 18 B per tile element (utils.py:1587-1640),
+  the fp32 hidden-state gradient of all N tokens and its cast (6 B x N*h); a trainable head adds
+  its fp32 gradient and the cast (utils.py:1580-1582, 1657).
+- From TRL 1.15 ``use_liger_kernel`` only patches the layers with Liger's kernels and keeps the
+  fused head (1.15.0 grpo_trainer.py:1025-1040): the head is ``fused``.
 """
 
 from __future__ import annotations
 
 from ..specs.model import ModelSpec
 
-LOGPROB_HEADS = ("fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy")
+LOGPROB_HEADS = ("fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy",
+                 "liger", "liger-seq", "chunked")
+LIGER_HEADS = ("liger", "liger-seq", "chunked")  # what use_liger_kernel selects before TRL 1.15
 FUSED_TOKEN_TILE = 4096
 FUSED_VOCAB_TILE = 32768
 PLAIN_AMP_BYTES_PER_LOGIT = 16  # fp32 branch backward: saved logits + gather grad + row grads + stacked
@@ -51,6 +92,14 @@ PLAIN_BF16_INPLACE_BYTES_PER_LOGIT = 8  # bf16 branch, div_: CopySlices backward
 LEGACY_BYTES_PER_LOGIT = 10
 ENTROPY_CHUNK_ROWS = 128  # entropy_from_logits(chunk_size=128) (0.23.0 trl/trainer/utils.py:1480)
 ENTROPY_CHUNK_TEMPORARIES = 3  # log_softmax(chunk), exp(logps), exp(logps) * logps
+LIGER_TOKEN_TILE = 2048  # _SELECTIVE_LOGPROB_SEQ_CHUNK_SIZE (liger_kernel 0.8.5 chunked_loss/fused_linear_ppo.py:10)
+LIGER_VOCAB_TILE = 4096  # _SELECTIVE_LOGPROB_VOCAB_CHUNK_SIZE (fused_linear_ppo.py:9)
+CHUNKED_TOKEN_TILE = 2048  # _CHUNKED_LOGPROB_TOKEN_CHUNK_SIZE (TRL 1.14.2 trl/trainer/utils.py:1457)
+CHUNKED_VOCAB_TILE = 8192  # _CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.14.2 trl/trainer/grpo_trainer.py:123)
+# one tile element in backward: compute-dtype product 2, fp32 logits 4, exp's shifted input 4, probs 4, grad 4
+TILE_BYTES_PER_ELEMENT = 18
+LIGER_SEQ_BYTES_PER_LOGIT = 14  # bf16 logits 2 + fp32 log_softmax 4 + its gradient 4 + the fp32 logits' gradient 4
+SCORING_BYTES_PER_LOGIT = 8  # the no-grad full-logits pass: fp32 logits + their divided copy
 
 
 def fused_head_bytes(spec: ModelSpec, completion_tokens: int, compute_bytes: int = 2,
@@ -118,9 +167,57 @@ def plain_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, h
     raise ValueError(f"unknown full-logits head {head!r}")
 
 
-def trl_logprob_head(fused_lm_head: bool, temperature: str, entropy: bool, engine: str = "amp") -> str:
-    """The head a TRL release's facts give: ``fused``; else ``plain`` under accelerate's native AMP
-    (``engine="amp"``), or the bf16 variant under DeepSpeed (``engine="deepspeed"``)."""
+def scoring_pass_bytes(spec: ModelSpec, batch_size: int, completion_length: int) -> int:
+    """The no-grad full-logits scoring pass TRL 0.17-1.13 runs beside the Liger loss: 8 B per logit."""
+    return completion_logits(spec, batch_size, completion_length) * SCORING_BYTES_PER_LOGIT
+
+
+def liger_loss_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
+                     lm_head_trainable: bool = False) -> int:
+    """``LigerFusedLinearGRPOLoss`` (liger-kernel >= 0.8.0): one tile, one sequence's hidden-state
+    gradient (fp32 and its cast), every sequence's input gradient twice (the list and its
+    concatenation), and a trainable head's fp32 gradient, cast and accumulator (module docstring)."""
+    h, C = spec.hidden_size, completion_length
+    tile = min(C, LIGER_TOKEN_TILE) * LIGER_VOCAB_TILE * TILE_BYTES_PER_ELEMENT
+    chunk = C * h * (4 + compute_bytes)
+    inputs = 2 * batch_size * C * h * compute_bytes
+    head = spec.vocab_size * h * (4 + 2 * compute_bytes) if lm_head_trainable else 0
+    return tile + chunk + inputs + head
+
+
+def liger_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
+                     lm_head_trainable: bool = False) -> int:
+    """The ``liger`` head: the larger of the loss (:func:`liger_loss_bytes`) and the scoring pass."""
+    return max(liger_loss_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable),
+               scoring_pass_bytes(spec, batch_size, completion_length))
+
+
+def liger_seq_loss_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2) -> int:
+    """liger-kernel before 0.8.0: one sequence's ``[C, V]`` logits at 14 B each, the weight gradient of
+    the chunk and its accumulator (built even for a frozen head) and the input gradients twice."""
+    h, C = spec.hidden_size, completion_length
+    logits = C * spec.vocab_size * LIGER_SEQ_BYTES_PER_LOGIT
+    head = 2 * spec.vocab_size * h * compute_bytes
+    return logits + head + 2 * batch_size * C * h * compute_bytes
+
+
+def chunked_head_bytes(spec: ModelSpec, batch_size: int, completion_length: int, compute_bytes: int = 2,
+                       lm_head_trainable: bool = False) -> int:
+    """TRL 1.14's ``_ChunkedLogProbFunction`` over the micro-batch's ``B x C`` tokens: one tile, the
+    fp32 hidden-state gradient of every token and its cast, a trainable head's fp32 gradient and cast."""
+    n = batch_size * completion_length
+    tile = min(n, CHUNKED_TOKEN_TILE) * CHUNKED_VOCAB_TILE * TILE_BYTES_PER_ELEMENT
+    head = spec.vocab_size * spec.hidden_size * (4 + compute_bytes) if lm_head_trainable else 0
+    return tile + n * spec.hidden_size * (4 + compute_bytes) + head
+
+
+def trl_logprob_head(fused_lm_head: bool, temperature: str, entropy: bool, engine: str = "amp",
+                     liger: str | None = None) -> str:
+    """The head a TRL release's facts give: its Liger head (``liger``: ``TrlFacts.liger_head``) when
+    ``use_liger_kernel`` is on and the release has one; else ``fused``; else ``plain`` under
+    accelerate's native AMP (``engine="amp"``), or the bf16 variant under DeepSpeed (``engine="deepspeed"``)."""
+    if liger:
+        return liger
     if fused_lm_head:
         return "fused"
     if engine == "amp":
@@ -137,6 +234,13 @@ def logprob_head_bytes(spec: ModelSpec, head: str, batch_size: int, completion_l
     """Peak bytes of the log-prob head for one micro-batch, by head kind."""
     if head == "fused":
         return fused_head_bytes(spec, batch_size * completion_length, compute_bytes, lm_head_trainable)
+    if head == "liger":
+        return liger_head_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable)
+    if head == "liger-seq":
+        return max(liger_seq_loss_bytes(spec, batch_size, completion_length, compute_bytes),
+                   scoring_pass_bytes(spec, batch_size, completion_length))
+    if head == "chunked":
+        return chunked_head_bytes(spec, batch_size, completion_length, compute_bytes, lm_head_trainable)
     if head in LOGPROB_HEADS:
         # nn.Linear's backward writes the weight gradient in the compute dtype (the new .grad)
         grad = spec.vocab_size * spec.hidden_size * compute_bytes if lm_head_trainable else 0

@@ -17,7 +17,11 @@ What TRL 1.16 does (trl/generation/vllm_generation.py; docs/trl-grpo.md §3):
 - **training**: the trainer's step peak plus vLLM's footprint, or, with sleep mode (level 2),
   only what stays mapped while vLLM sleeps (CUDA-graph pool, context, buffers).
 A GPU without vLLM (a training rank of a ``trl vllm-serve`` layout) has load, weight sync and
-training. The process's peak is the largest phase.
+training. Without vLLM at all (``use_vllm=False``, placement ``"generate"``) the trainer generates
+with transformers' ``generate`` on its own weights: load, generation (the resident state plus the
+``generate`` block; the training step's cached blocks are taken as reusable by it, since nothing
+empties the cache and the two never coexist: a bound, not measured) and training; no weight sync.
+The process's peak is the largest phase.
 
 Each phase is a sum of *blocks*; each block is a dict of named components (bytes):
 
@@ -31,6 +35,8 @@ block           components
 ``sync``        the weight sync's transients
 ``vllm_awake``  vLLM's device footprint awake (``planner.memory.vllm.vllm_process_bytes``)
 ``vllm_asleep`` what stays mapped while vLLM sleeps (``sleep_resident_bytes``, level 2)
+``generate``    transformers' ``generate`` without vLLM: its KV cache, forward, sampling
+                (``planner.memory.generate.generation_components``)
 ==============  =====================================================================
 """
 
@@ -48,8 +54,9 @@ from .vllm import VllmCapacity, sleep_resident_bytes, vllm_process_bytes
 STEP_COMPONENTS = ("gradients", "activations", "logprob_head", "allocator_reserve", "optimizer_step", "clip_grad",
                    "autocast_cache", "fp32_gradient_partition", "gather_working_set")
 
-# where vLLM runs relative to this GPU: "colocate" (in the same process) or "none" (a server elsewhere)
-PLACEMENTS = ("colocate", "none")
+# where vLLM runs relative to this GPU: "colocate" (in the same process), "none" (a server elsewhere) or
+# "generate" (no vLLM: transformers' generate in the trainer, use_vllm=False)
+PLACEMENTS = ("colocate", "none", "generate")
 
 # (placement, sleep mode) -> the phases, in order, each a tuple of blocks
 PHASE_BLOCKS: dict[tuple[str, bool], tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -64,6 +71,9 @@ PHASE_BLOCKS: dict[tuple[str, bool], tuple[tuple[str, tuple[str, ...]], ...]] = 
     ("none", False): (("load", ("load",)),
                       ("weight_sync", ("step", "sync")),
                       ("training", ("step",))),
+    ("generate", False): (("load", ("load",)),
+                          ("generation", ("resident", "generate")),
+                          ("training", ("step",))),
 }
 
 
@@ -188,6 +198,30 @@ class ColocatedPhases(PhasePeaks):
         d["with_sleep_mode"] = chosen if self.sleep_mode else other
         d["without_sleep_mode"] = other if self.sleep_mode else chosen
         return d
+
+
+@dataclass(frozen=True)
+class GeneratePhases(PhasePeaks):
+    """Load, generation with transformers' ``generate`` and training of a trainer without vLLM."""
+
+    phases: tuple[Phase, ...]
+    warnings: tuple[str, ...] = ()
+    sleep_mode: bool = False  # no vLLM to put to sleep
+
+    def __getitem__(self, name: str) -> Phase:
+        return self.phase(name)
+
+    def to_dict(self) -> dict:
+        d: dict = {p.name: p.to_dict() for p in self.phases}
+        d["peak_bytes"] = self.peak_bytes
+        d["binding_phase"] = self.binding_phase
+        d["generation_backend"] = "transformers"
+        return d
+
+
+def generate_phases(blocks: Mapping[str, Mapping[str, int]], warnings: tuple[str, ...] = ()) -> GeneratePhases:
+    """The phases without vLLM (placement ``"generate"``)."""
+    return GeneratePhases(phases=build_phases(blocks, "generate", False), warnings=warnings)
 
 
 def colocated_phases(blocks: Mapping[str, Mapping[str, int]], sleep_mode: bool,

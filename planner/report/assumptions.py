@@ -81,6 +81,8 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     if "max_prompt_length" not in out:
         out["prompt_length"] = _entry(plan.turn_prompt_length, _option_source(g.prompt_length, 256),
                                       note="sets vllm_max_model_length with the completion length")
+    out["trained_prompt_length"] = _trained_prompt_entry(plan.setup.prompt_length // max(1, g.rollout_turns),
+                                                         g.typical_prompt_length)
     if g.rollout_turns != 1:
         out["rollout_turns"] = _entry(g.rollout_turns, "option",
                                       note=f"a rollout_func concatenating its turns: vLLM serves one turn, the "
@@ -91,7 +93,8 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
             if installed.get("trl") else "default"
         out["max_completion_length"] = _entry(completed.targets.max_completion_length, src,
                                               note="a target: cut when it does not fit (pin it to hold it)")
-    for name in ("max_batch", "max_completions_per_step", "utilization_range", "sleep_mode"):
+    vllm_targets = ("utilization_range", "sleep_mode") if req.topology.use_vllm is not False else ()
+    for name in ("max_batch", "max_completions_per_step", *vllm_targets):
         value = getattr(g, name)
         out[name] = _entry(value, _option_source(value, _TARGET_DEFAULTS[name]))
     kind = notes.get("memory_model_kind") or label_kind(plan.memory_model)
@@ -103,7 +106,7 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     for name in ("weights", "finetune", "gradient_checkpointing"):
         out[name] = _entry(getattr(t, name), _option_source(getattr(t, name), _TRAINER_DEFAULTS[name]))
     out["logprob_head"] = _entry(completed.trainer.logprob_head, "option" if t.logprob_head else "installed package"
-                                 if installed.get("trl") else "default")
+                                 if installed.get("trl") else "default", **_liger_note(t, completed.trainer.logprob_head))
     out["expandable_segments"] = _entry(completed.trainer.expandable_segments, "option"
                                         if t.expandable_segments is not None else "installed package",
                                         note="PYTORCH_CUDA_ALLOC_CONF")
@@ -116,6 +119,27 @@ def assumptions(req: PlanRequest, completed: PlanRequest, plan: Any, installed: 
     out["memory_model"] = _entry(plan.memory_model, "default" if req.calibration == "auto" else "option",
                                  expected_error=EXPECTED_ERROR[kind])
     return out
+
+
+def _trained_prompt_entry(value: int, typical: int | None) -> dict[str, Any]:
+    """Which prompt length the trainer's memory (and transformers' generate) was planned at."""
+    if typical is not None:
+        return _entry(value, "option", note="--typical-prompt-length: the length a batch pads to (TRL pads each "
+                                            "batch to its longest prompt); vLLM's max_model_len keeps the longest")
+    return _entry(value, "default", note="the longest prompt (max_prompt_length is only TRL's bound; a batch pads "
+                                         "to its own longest prompt): the safe side; --typical-prompt-length plans "
+                                         "at the length your batches pad to")
+
+
+def _liger_note(t: Any, head: str | None) -> dict[str, str]:
+    """What ``use_liger_kernel`` did to the head (planner.memory.logprob_head), as a note."""
+    if not getattr(t, "use_liger_kernel", False):
+        return {}
+    if head == "fused":
+        return {"note": "use_liger_kernel: this TRL only patches the layers with Liger's kernels (not modelled: "
+                        "their savings are not counted) and keeps the fused head"}
+    return {"note": f"use_liger_kernel: the '{head}' head (no [B, C, V] logits; derived from the TRL and "
+                    f"liger-kernel source, not measured)"}
 
 
 # the Unsloth runtime's defaults, where they are not the request's (planner.search.unsloth_solver)

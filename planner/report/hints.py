@@ -36,6 +36,7 @@ def to_python(text: str) -> str:
     without a value or as a sentence's subject: ``flag``). Commands in backticks stay as they are."""
     if not text or "--" not in text:
         return text
+    text = text.replace("--no-vllm", "use_vllm=False")  # the one flag whose keyword is not its name
 
     def sub(m: re.Match) -> str:
         neg, name, value = m.group(1), m.group(2).replace("-", "_"), m.group(3)

@@ -41,6 +41,9 @@ _OPTIONS = (
     ("trainer", "optim", "--optim", "optim"),
     ("trainer", "gradient_checkpointing", "--gradient-checkpointing", "gradient_checkpointing"),
     ("trainer", "logprob_head", "--logprob-head", "logprob_head"),
+    ("trainer", "use_liger_kernel", "--use-liger-kernel", "use_liger_kernel"),
+    ("targets", "typical_prompt_length", "--typical-prompt-length", "typical_prompt_length"),
+    ("topology", "use_vllm", "--no-vllm", "use_vllm"),
     ("trainer", "expandable_segments", "--expandable-segments", "expandable_segments"),
     ("trainer", "transformers_version", "--transformers-version", "transformers_version"),
     ("vllm", "kv_cache_dtype", "--vllm-kv-cache-dtype", "vllm_kv_cache_dtype"),
@@ -119,6 +122,8 @@ def _settings(req: PlanRequest) -> list[tuple[str, str, Any]]:
 def _cli_words(flag: str, value: Any) -> list[str]:
     if flag == "--vllm-enable-sleep-mode":
         return [flag, "true" if value else "false"]
+    if flag == "--no-vllm":
+        return [flag] if value is False else []
     if isinstance(value, bool):
         return [flag if value else "--no-" + flag[2:]]
     if isinstance(value, (tuple, list)):

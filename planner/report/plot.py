@@ -196,9 +196,10 @@ def render_phases(plan_or_estimate, fmt: str = "png", *, title: str | None = Non
     ax.set_ylabel("GiB")
     ax.set_ylim(0, max(total, max(bottoms)) * 1.08)
     ax.set_xlim(-0.5, len(order) - 0.5)
-    sleep = "on" if sleep_mode else "off"
+    generating = any(n.startswith("generate.") for n in names)  # no vLLM: transformers' generate
+    sleep = "no vLLM" if generating else f"sleep mode {'on' if sleep_mode else 'off'}"
     ax.set_title(_text(title) if title else f"{_text(model.model_id)} on {_text(gpu.name)}: memory per phase "
-                 f"(sleep mode {sleep}, GiB)\n{_text(config_line(plan_or_estimate))}", fontsize=10)
+                 f"({sleep}, GiB)\n{_text(config_line(plan_or_estimate))}", fontsize=10)
     by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))
     stack = [human_name(k) for k in names]
     labels = [lb for lb in by_label if lb not in stack] + stack[::-1]  # lines, then the stack top-down

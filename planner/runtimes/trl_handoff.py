@@ -117,12 +117,14 @@ def grpo_config_from_plan(plan, **overrides):
 
 
 def _build_config(trl, plan, kw: dict):
+    import dataclasses
+
     kw = checkpointing_renamed(kw)  # the installed transformers: the one whose GRPOConfig this builds
+    known = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
+    if "use_liger_loss" in kw and "use_liger_loss" not in known:  # a plan for TRL 0.17-0.24, TRL >= 0.28 here
+        kw["use_liger_kernel"] = kw.pop("use_liger_loss")
     passed = set(plan.extra.get("passthrough", ()))  # a TRL config file's other keys (script, ModelConfig)
     if passed:
-        import dataclasses
-
-        known = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
         kw = {k: v for k, v in kw.items() if k not in passed or k in known}
     kw.setdefault("model_init_kwargs", {"dtype": model_init_kwargs_from_plan(plan, quantization=False)["dtype"]})
     return trl.GRPOConfig(**kw)

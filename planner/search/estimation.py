@@ -15,15 +15,24 @@ with and without sleep mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from ..checks.preflight import architecture_warnings
 from ..errors import InvalidSetupError, VersionError
 from ..memory.allocator import expandable_segments_from_env
 from ..memory.calibration import apply_calibration, find_calibration
+from ..memory.generate import GenerationShape, generation_components, largest_projection_params
 from ..memory.logprob_head import trl_logprob_head
-from ..memory.phases import ColocatedPhases, colocated_phases, merge_transient_bytes, trainer_blocks, vllm_blocks
+from ..memory.phases import (
+    ColocatedPhases,
+    GeneratePhases,
+    colocated_phases,
+    generate_phases,
+    merge_transient_bytes,
+    trainer_blocks,
+    vllm_blocks,
+)
 from ..memory.process import CUDA_CONTEXT_BYTES
 from ..memory.trainer import TrainerMemory, TrainerSetup, trainer_memory
 from ..memory.vllm import VllmCapacity, baseline_bytes, vllm_capacity
@@ -53,21 +62,24 @@ from .request import (
     normalise_targets,
     one_setting,
     request_problems,
+    typical_prompt_problems,
 )
 from .results import Estimate, rollout_summary
 
 TRL_DEFAULT = "trl-default"  # weights/optim: what the TRL/transformers release does when the user names none
 
 
-def default_logprob_head(trl_version: str | None = None, engine: str = "amp") -> str:
+def default_logprob_head(trl_version: str | None = None, engine: str = "amp", liger: bool = False) -> str:
     """The log-prob head the TRL release uses (fused tiled head in current releases; before, the
     full-logits path: ``plain`` under accelerate's native AMP, a bf16 variant under DeepSpeed;
+    with ``use_liger_kernel`` (``liger``) the release's Liger head, ``TrlFacts.liger_head``;
     memory/logprob_head.py)."""
     try:
         facts = trl_facts(trl_version)
     except VersionError:  # an installed TRL outside the table: assume the current release
         return "fused"
-    return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine)
+    return trl_logprob_head(facts.fused_logprob_head, facts.logprob_temperature, facts.logprob_entropy, engine,
+                            liger=facts.liger_head if liger else None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ class FixedSetup:
     gradient_accumulation_steps: int = 1
     num_generations: int | None = None
     logprob_head: str | None = None
+    use_liger_kernel: bool = False
     expandable_segments: bool | None = None
     calibration: Any = "auto"
     vllm_gpu_memory_utilization: float | None = None
@@ -104,6 +117,10 @@ class FixedSetup:
     completion_lengths: str = "varied"
     rollout_turns: int = 1
     reserve_gib: float | None = None  # kept free on the card (--reserve): off the usable memory
+    # False: TRL's default, no vLLM: transformers' generate in the trainer (its phase is modelled);
+    # None: the trainer's step alone unless a vLLM utilisation is given (a synthetic step)
+    use_vllm: bool | None = None
+    typical_prompt_length: int | None = None  # the length a batch pads to; None: max_prompt_length (the bound)
 
     @property
     def colocated(self) -> bool:
@@ -133,7 +150,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              completion_lengths: CompletionLengths = "varied", rollout_turns: int = 1, lora_rank: int | None = None,
              batch_size: int | None = None, prompt_length: int | None = None, completion_length: int | None = None,
              sleep_mode: bool | None = None, vllm_max_model_len: int | None = None,
-             reserve_gib: float | None = None) -> Estimate:
+             reserve_gib: float | None = None, use_liger_kernel: bool = False,
+             use_vllm: bool | None = None, typical_prompt_length: int | None = None) -> Estimate:
     """Memory of one GRPO setup on one GPU, no solving. Sizes are per device. The keywords are
     TRL's names (GRPOConfig, trl.ModelConfig), as in ``planner.plan`` and the CLI's flags;
     ``lora_rank``, ``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and
@@ -160,7 +178,13 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     as many prompt and completion tokens per sequence (TRL does not truncate a rollout function's ids).
 
     ``reserve_gib``: memory kept free for a display or another process (``--reserve``): the card's
-    usable memory is that much smaller (``assumptions["reserve"]``)."""
+    usable memory is that much smaller (``assumptions["reserve"]``).
+
+    ``use_vllm=False`` (``--no-vllm``): transformers' ``generate`` of the ``batch x steps_per_generation``
+    completions in the trainer, a phase of its own (planner.memory.generate); True without a
+    utilisation: the TRL release's default one; None: the step alone unless a utilisation is given.
+    ``typical_prompt_length``: the length a batch pads to, the trainer's and generate's (``max_prompt_length``
+    stays vLLM's bound; ``assumptions["trained_prompt_length"]``)."""
     problems: list[str] = []
     given = dict(lora_r=lora_r, per_device_train_batch_size=per_device_train_batch_size,
                  max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
@@ -176,14 +200,25 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         weights=weights, finetune=finetune, lora_target_modules=lora_target_modules, optim=optim,
         gradient_checkpointing=gradient_checkpointing, steps_per_generation=steps_per_generation,
         gradient_accumulation_steps=gradient_accumulation_steps, num_generations=num_generations,
-        logprob_head=logprob_head, expandable_segments=expandable_segments, calibration=calibration,
-        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization, vllm_tensor_parallel_size=vllm_tensor_parallel_size,
+        logprob_head=logprob_head, use_liger_kernel=use_liger_kernel, expandable_segments=expandable_segments,
+        calibration=calibration, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=vllm_tensor_parallel_size,
         vllm_kv_cache_dtype=vllm_kv_cache_dtype, vllm_quantization=vllm_quantization,
         vllm_max_num_seqs=vllm_max_num_seqs, vllm_max_num_batched_tokens=vllm_max_num_batched_tokens,
         vllm_enforce_eager=vllm_enforce_eager, vllm_version=vllm_version, trl_version=trl_version,
         transformers_version=transformers_version, completion_lengths=completion_lengths,
-        rollout_turns=rollout_turns, reserve_gib=reserve_gib, **named)
+        rollout_turns=rollout_turns, reserve_gib=reserve_gib, use_vllm=use_vllm,
+        typical_prompt_length=typical_prompt_length, **named)
+    if use_vllm is True and vllm_gpu_memory_utilization is None:
+        fixed = replace(fixed, vllm_gpu_memory_utilization=_trl_default_utilization(trl_version))
     return estimate_fixed(model, gpu, fixed)
+
+
+def _trl_default_utilization(trl_version: str | None) -> float:
+    try:
+        return trl_facts(trl_version).vllm_gpu_memory_utilization_default
+    except VersionError:
+        return trl_facts(None).vllm_gpu_memory_utilization_default
 
 
 def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup) -> Estimate:
@@ -196,8 +231,9 @@ def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
     if fixed.rollout_turns > 1:
         extra["rollout"] = rollout_summary(fixed.rollout_turns, fixed.max_prompt_length, fixed.max_completion_length)
     if fixed.vllm_gpu_memory_utilization is None:
+        generating = generation_phases(spec, setup, trainer, fixed) if fixed.use_vllm is False else None
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
-                        warnings=tuple(warnings), extra=extra)
+                        phases=generating, warnings=tuple(warnings), extra=extra)
     capacity = fixed_engine(spec, card, setup, fixed, trainer.load_bytes)
     phases = fixed_phases(spec, setup, trainer, capacity, fixed)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
@@ -213,6 +249,7 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
                    lora_rank=f.lora_r, lora_target_modules=f.lora_target_modules,
                    optim="adamw_torch" if f.optim == TRL_DEFAULT else f.optim,
                    gradient_checkpointing=f.gradient_checkpointing, logprob_head=f.logprob_head,
+                   use_liger_kernel=f.use_liger_kernel,
                    expandable_segments=f.expandable_segments, transformers_version=f.transformers_version,
                    kv_cache_dtype=f.vllm_kv_cache_dtype, tensor_parallel_size=f.vllm_tensor_parallel_size,
                    vllm_version=f.vllm_version, trl_version=f.trl_version, prompt_length=f.max_prompt_length,
@@ -226,7 +263,26 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
         sleep_mode=f.vllm_enable_sleep_mode, vllm_gpu_memory_utilization=f.vllm_gpu_memory_utilization,
         vllm_max_model_len=f.vllm_max_model_length, vllm_max_num_seqs=f.vllm_max_num_seqs,
         vllm_max_num_batched_tokens=f.vllm_max_num_batched_tokens, vllm_enforce_eager=f.vllm_enforce_eager,
-        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns), req
+        vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns) + no_vllm_problems(f) + \
+        typical_prompt_problems(f.typical_prompt_length, f.max_prompt_length), req
+
+
+def no_vllm_problems(f: FixedSetup) -> list[str]:
+    """``use_vllm=False`` against the settings only a vLLM engine reads, one line each."""
+    if f.use_vllm is not None and not isinstance(f.use_vllm, bool):
+        return [f"use_vllm must be True or False, got {f.use_vllm!r}"]
+    if f.use_vllm is not False:
+        return []
+    p = []
+    if f.vllm_gpu_memory_utilization is not None:
+        p.append("--no-vllm and --vllm-gpu-memory-utilization: without vLLM there is no engine to give a share; "
+                 "drop one of them")
+    if f.vllm_enable_sleep_mode:
+        p.append("--no-vllm and --sleep-mode: sleep mode puts vLLM to sleep, and there is no vLLM; drop one of them")
+    if f.rollout_turns != 1:
+        p.append("--no-vllm with --rollout-turns: a multi-turn rollout_func is modelled with vLLM generating each "
+                 "turn; drop one of them")
+    return p
 
 
 def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
@@ -253,6 +309,10 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
         weights = default_weights_format(f.trl_version, f.transformers_version, spec.dtype)
         assumptions["weights"] = {"value": weights, "source": f"no dtype given: TRL and transformers load {dtype}"
                                   + (f" (the checkpoint's {spec.dtype})" if dtype == "auto" else "")}
+    if f.typical_prompt_length is not None:
+        assumptions["trained_prompt_length"] = {
+            "value": f.typical_prompt_length, "source": "option",
+            "note": f"the length a batch pads to; vLLM's length keeps the longest prompt ({f.max_prompt_length})"}
     if optim == TRL_DEFAULT:
         optim = default_optimizer(f.transformers_version)
         assumptions["optim"] = {"value": optim, "source": "TrainingArguments.optim's default for this transformers"}
@@ -261,9 +321,10 @@ def complete_setup(model: str | ModelSpec, gpu: str | GpuSpec,
     setup = TrainerSetup(weights=weights, finetune=f.finetune, lora_rank=f.lora_r,
                          lora_target_modules=tuple(targets) if targets else None, optim=optim,
                          gradient_checkpointing=f.gradient_checkpointing, batch_size=f.per_device_train_batch_size,
-                         prompt_length=f.max_prompt_length * f.rollout_turns,
+                         prompt_length=(f.typical_prompt_length or f.max_prompt_length) * f.rollout_turns,
                          completion_length=f.max_completion_length * f.rollout_turns,
-                         logprob_head=f.logprob_head or default_logprob_head(f.trl_version),
+                         logprob_head=f.logprob_head or default_logprob_head(f.trl_version,
+                                                                             liger=f.use_liger_kernel),
                          expandable_segments=bool(expandable), gradient_accumulation_steps=f.gradient_accumulation_steps,
                          completion_lengths=f.completion_lengths, transformers_version=f.transformers_version)
     return spec, card, setup, assumptions
@@ -291,6 +352,18 @@ def fixed_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemory, c
               **vllm_blocks(capacity)}
     sleep = fixed.vllm_enable_sleep_mode
     return colocated_phases(blocks, sleep, tuple(sleep_warnings(fixed.trl_version) if sleep else ()))
+
+
+def generation_phases(spec: ModelSpec, setup: TrainerSetup, trainer: TrainerMemory,
+                      fixed: FixedSetup) -> GeneratePhases:
+    """Load, generation and training without vLLM: the generation batch (``batch x steps per
+    generation`` sequences of the setup's prompt and completion lengths) in transformers' ``generate``."""
+    shape = GenerationShape(fixed.per_device_train_batch_size * fixed.steps_per_generation, setup.prompt_length,
+                            setup.completion_length, setup.compute_bytes)
+    blocks = {**trainer_blocks(trainer.components, {}),
+              "generate": generation_components(spec, shape, quantized=setup.weights in ("nf4", "int8"),
+                                                largest_matrix_params=largest_projection_params(spec))}
+    return generate_phases(blocks)
 
 
 def _positive(v) -> bool:

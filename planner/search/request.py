@@ -19,9 +19,9 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, TypeGuard
 
-from ..errors import InvalidSetupError
+from ..errors import InvalidSetupError, VersionError
 from ..memory.calibration import Calibration
-from ..memory.logprob_head import LOGPROB_HEADS
+from ..memory.logprob_head import LIGER_HEADS, LOGPROB_HEADS
 from ..memory.lora import lora_targets
 from ..memory.optimizer import OPTIMIZERS
 from ..memory.trainer import COMPLETION_LENGTHS, FINETUNE_MODES
@@ -31,6 +31,7 @@ from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
 from ..specs.topology import ENGINES as TOPOLOGY_ENGINES
 from ..specs.topology import LAYOUTS
+from ..specs.versions import trl_facts
 
 SLEEP_MODES = ("auto", "on", "off")
 RUNTIMES = ("trl", "unsloth")
@@ -41,7 +42,8 @@ ENGINES = ("auto", *TOPOLOGY_ENGINES)
 Weights = Literal["bf16", "fp16", "fp32", "nf4", "int8"]  # WEIGHT_FORMATS
 Finetune = Literal["lora", "full"]  # FINETUNE_MODES
 Optim = Literal["adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"]
-LogprobHead = Literal["fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy"]
+LogprobHead = Literal["fused", "plain", "plain-bf16", "plain-bf16-inplace", "plain-bf16-noentropy", "plain-legacy",
+                      "liger", "liger-seq", "chunked"]
 SleepMode = Literal["auto", "on", "off"]  # SLEEP_MODES
 KvCacheDtype = Literal["auto", "fp8"]  # KV_CACHE_DTYPES
 Layout = Literal["auto", "colocate", "server"]  # planner.specs.topology.LAYOUTS
@@ -64,6 +66,7 @@ class TrainerOptions:
     optim: str | None = None  # None: adamw_8bit, or adamw_torch when planning for this machine without bitsandbytes
     gradient_checkpointing: bool = True  # TRL's default; reduces memory
     logprob_head: str | None = None  # None: what the TRL release planned for uses
+    use_liger_kernel: bool = False  # GRPOConfig.use_liger_kernel (use_liger_loss before TRL 0.25): the Liger head
     expandable_segments: bool | None = None  # None: read PYTORCH_CUDA_ALLOC_CONF
     transformers_version: str | None = None  # None: installed, else the newest known
 
@@ -85,6 +88,9 @@ class Targets:
     num_generations: int | None = None  # None: TRL's 8 first, then 16, 4, 2
     max_completion_length: int | None = None  # None: the TRL release's default
     prompt_length: int = 256  # longest prompt (tokens); sets vllm_max_model_length with the completion
+    # the length a batch pads to (TRL pads each batch to its longest prompt): what the trainer and
+    # transformers' generate hold; None: the longest prompt (the bound, the safe side)
+    typical_prompt_length: int | None = None
     utilization_range: tuple[float, float] = (0.3, 0.7)  # vllm_gpu_memory_utilization searched
     margin: float | None = None  # safety margin, a fraction of the card; None: the memory model's band (planner.search.margins)
     sleep_mode: str = "auto"  # auto | on | off
@@ -107,6 +113,8 @@ class TopologyOptions:
     server_host: str | None = None  # None: trl vllm-serve's default
     server_port: int = 8000
     server_utilization_range: tuple[float, float] = (0.5, 0.95)
+    # False: TRL's use_vllm=False, transformers' generate in the trainer (one GPU; planner.memory.generate)
+    use_vllm: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class Pins:
     a pinned ``vllm_enable_sleep_mode`` the only sleep setting. The planner models
     ``steps_per_generation = gradient_accumulation_steps``, so the completions per optimizer step
     (``completions_per_step``, global) equal ``generation_batch_size``. ``max_prompt_length`` is the
-    planner's prompt length (TRL 1.x has no such field: it is not written back).
+    planner's prompt length (TRL 0.28 and later have no such field: it is not written back).
 
     A pin is held exactly (``Plan.pin_value(name) == value``) or the request fails: InvalidSetupError
     when the pins contradict each other or a rule (TRL's batch rules on every layout searched, a setting
@@ -406,6 +414,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _choice(p, "optim", t.optim, OPTIMIZERS, optional=True)
     _bool(p, "gradient_checkpointing", t.gradient_checkpointing)
     _choice(p, "logprob_head", t.logprob_head, LOGPROB_HEADS, optional=True)
+    p += generation_problems(req)
     _bool(p, "expandable_segments", t.expandable_segments, optional=True)
     _version(p, "transformers_version", t.transformers_version)
     if t.finetune == "full" and t.weights in ("nf4", "int8"):
@@ -540,6 +549,87 @@ def apply_pins(req: PlanRequest) -> PlanRequest:
                       max_completion_length=C if C is not None else g.max_completion_length,
                       utilization_range=(u, u) if u is not None else g.utilization_range, sleep_mode=sleep)
     return replace(req, trainer=trainer, targets=targets)
+
+
+def generation_problems(req: PlanRequest) -> list[str]:
+    """The Liger head, the generation without vLLM and the typical prompt length, one line each."""
+    p: list[str] = []
+    t, g = req.trainer, req.targets
+    _bool(p, "use_liger_kernel", t.use_liger_kernel)
+    p += liger_problems(t, req.vllm.trl_version, req.runtime, req.pins.lora_target_modules)
+    p += no_vllm_request_problems(req)
+    return p + typical_prompt_problems(g.typical_prompt_length, req.pins.max_prompt_length or g.prompt_length)
+
+
+def no_vllm_request_problems(req: PlanRequest) -> list[str]:
+    """``use_vllm=False`` against what only a vLLM engine, or several GPUs, would read: one line each."""
+    o, g, pins = req.topology, req.targets, req.pins
+    if o.use_vllm is not False:
+        if not isinstance(o.use_vllm, bool):
+            return [f"use_vllm must be True or False, got {o.use_vllm!r}"]
+        return []
+    if req.runtime != "trl":
+        return []  # the Unsloth runtime refuses it as an option it does not honour (unsloth_solver)
+    p = []
+    if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes > 1 or o.layout != "auto":
+        p.append("--no-vllm is planned on one GPU: drop --num-gpus, --num-nodes and --layout, or keep vLLM")
+    vllm_only = [k for k in ("vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_max_model_length")
+                 if getattr(pins, k) is not None] + (["vllm_tensor_parallel_size"]
+                                                     if req.vllm.tensor_parallel_size is not None else [])
+    if g.sleep_mode == "on":
+        vllm_only.append("sleep_mode")
+    if vllm_only:
+        p.append(f"--no-vllm with {', '.join(vllm_only)}: {'it configures' if len(vllm_only) == 1 else 'they configure'}"
+                 f" vLLM, and there is none; drop {'it' if len(vllm_only) == 1 else 'them'} or keep vLLM")
+    if g.rollout_turns != 1:
+        p.append("--no-vllm with --rollout-turns: a multi-turn rollout_func is modelled with vLLM generating each "
+                 "turn; drop one of them")
+    return p
+
+
+def typical_prompt_problems(typical: Any, bound: Any) -> list[str]:
+    """``typical_prompt_length``: a positive whole number of tokens, at most the longest prompt."""
+    if typical is None:
+        return []
+    if not _is_int(typical) or typical < 1:
+        return [f"--typical-prompt-length must be a positive integer, got {typical!r}"]
+    if _is_int(bound) and typical > bound:
+        return [f"--typical-prompt-length {typical} is longer than the longest prompt ({bound} tokens, "
+                f"--max-prompt-length): a batch pads to its longest prompt, never beyond it"]
+    return []
+
+
+def liger_problems(t: TrainerOptions, trl_version: str | None, runtime: str = "trl",
+                   pinned_targets: tuple[str, ...] | None = None) -> list[str]:
+    """``use_liger_kernel`` against the TRL release planned for (planner.specs.versions
+    ``TrlFacts.liger_head``), the log-prob head named and the LoRA targets (the option's or the
+    pinned ``lora_target_modules``): one line each."""
+    head = t.logprob_head
+    if not t.use_liger_kernel:
+        if head in LIGER_HEADS:
+            return [f"--logprob-head {head} is TRL's head with use_liger_kernel: add --use-liger-kernel"]
+        return []
+    if runtime != "trl":
+        return []  # the Unsloth runtime refuses it as an option it does not honour (unsloth_solver)
+    try:
+        facts = trl_facts(trl_version)
+    except VersionError:
+        return []  # the version's own problem is reported by _version
+    if facts.liger_head is None:
+        return [f"--use-liger-kernel: TRL {facts.release} has no Liger GRPO loss (use_liger_loss from TRL 0.17.0, "
+                f"use_liger_kernel from 0.25.0); plan for --trl-version 0.17.0 or later"]
+    p = []
+    if head is not None and head != facts.liger_head and not (head == "liger-seq" and facts.liger_head == "liger"):
+        also = " (or liger-seq for liger-kernel before 0.8.0)" if facts.liger_head == "liger" else ""
+        p.append(f"--logprob-head {head} contradicts --use-liger-kernel: TRL {facts.release} with Liger uses the "
+                 f"'{facts.liger_head}' head{also}")
+    mods = tuple(m for given in (t.lora_target_modules, pinned_targets) if isinstance(given, tuple) for m in given)
+    if facts.liger_head != "fused" and t.finetune == "lora" and "lm_head" in mods:
+        why = ("TRL raises: the chunked projection reads lm_head.weight directly" if facts.liger_refuses_lm_head_adapter
+               else "Liger reads lm_head.weight directly, so the adapter on the head is never trained")
+        p.append(f"--use-liger-kernel with a LoRA adapter on lm_head: {why}; remove lm_head from "
+                 f"--lora-target-modules")
+    return p
 
 
 def validate_request(req: PlanRequest) -> None:

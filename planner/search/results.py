@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..memory.phases import ColocatedPhases, Phase, PhasePeaks, build_phases, colocated_phases
+from ..memory.phases import ColocatedPhases, GeneratePhases, Phase, PhasePeaks, build_phases, colocated_phases
 from ..memory.sharding import RankMemory
 from ..memory.trainer import TrainerMemory, TrainerSetup
 from ..memory.vllm import VllmCapacity
@@ -55,7 +55,7 @@ class Estimate:
     trainer: TrainerMemory
     memory_model: str = "analytic"  # or "calibrated (H100-80GB, trl 1.16.0, ...)"
     vllm: VllmCapacity | None = None  # when colocated
-    phases: ColocatedPhases | None = None  # when colocated
+    phases: ColocatedPhases | GeneratePhases | None = None  # when colocated, or generating without vLLM
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -323,7 +323,10 @@ class Plan:
 
     @property
     def turn_prompt_length(self) -> int:
-        """The prompt vLLM serves (``setup.prompt_length`` is what the trainer trains on)."""
+        """The prompt vLLM serves, the longest (``setup.prompt_length`` is what the trainer trains on:
+        the typical length a batch pads to when one was given, ``extra["max_prompt_length"]`` the bound)."""
+        if "max_prompt_length" in self.extra:
+            return int(self.extra["max_prompt_length"])
         return self.setup.prompt_length // self.rollout_turns
 
     @property

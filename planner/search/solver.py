@@ -42,6 +42,7 @@ from typing import Any
 from ..checks.layout import _check, topology_checks, tp_problem
 from ..checks.preflight import architecture_warnings, with_checks
 from ..errors import InfeasibleError, InvalidSetupError
+from ..memory.generate import GenerationShape, generation_components, largest_projection_params
 from ..memory.phases import block_totals, phase_peak_bytes, vllm_blocks
 from ..memory.process import NCCL_BUFFER_BYTES_PER_RANK
 from ..memory.sharding import (
@@ -64,7 +65,7 @@ from ..specs.topology import (
     Topology,
 )
 from ..specs.units import GIB
-from ..specs.versions import trl_max_num_seqs
+from ..specs.versions import trl_facts, trl_max_num_seqs
 from .estimation import calibrated_trainer_memory, colocated_vllm, resolve_request
 from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, solve_with
 from .objective import OBJECTIVE, Candidate
@@ -126,6 +127,8 @@ def candidate_topologies(spec: ModelSpec, req: PlanRequest) -> tuple[list[Topolo
             return ["ddp"]
         return list(AUTO_ENGINES) if o.engine == "auto" else [o.engine]
 
+    if o.use_vllm is False:  # transformers' generate in the trainer: one layout, nothing of vLLM's to choose
+        return [Topology(num_gpus, num_nodes, "ddp", "generate")], []
     colocated_settings = colocate_only_settings(req)
     if o.layout == "server" and colocated_settings:
         raise InvalidSetupError(f"{', '.join(colocated_settings)} configure{'s' * (len(colocated_settings) == 1)} "
@@ -181,6 +184,8 @@ class Search:
         self.asked = asked if asked is not None else req
         t, g = req.trainer, req.targets
         self.P = g.prompt_length
+        # what the trainer trains on: the length a batch pads to (TRL pads to its longest prompt), else the bound
+        self.P_trained = g.typical_prompt_length or g.prompt_length
         self.turns = g.rollout_turns  # the trainer trains on up to this many turns of P + C
         self.pins = req.pins
         if g.margin is None:
@@ -226,7 +231,7 @@ class Search:
         """The trainer setup for micro-batch B of P + C tokens (``rollout_turns`` of them one after the
         other). ``ga`` 2 stands for any accumulation (later micro-batches hold the earlier ones'
         gradients; more steps add nothing more)."""
-        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P * self.turns,
+        return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P_trained * self.turns,
                             completion_length=C * self.turns, gradient_accumulation_steps=ga, world_size=world)
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
@@ -261,6 +266,14 @@ class Search:
             self._rows[key] = rows
         return self._rows[key]
 
+    # transformers' generate (no vLLM)
+    def generate_block(self, B: int, C: int, S: int) -> dict[str, int]:
+        """transformers' ``generate`` of the ``B x S`` completions of one generation (planner.memory.generate)."""
+        setup = self.setup(B, C)
+        shape = GenerationShape(B * S, setup.prompt_length, setup.completion_length, setup.compute_bytes)
+        return generation_components(self.spec, shape, quantized=setup.weights in ("nf4", "int8"),
+                                     largest_matrix_params=largest_projection_params(self.spec))
+
     # vLLM side
     def capacity(self, tp: int, u: float, C: int, max_num_seqs: int, trainer_load: int = 0) -> VllmCapacity:
         """The engine TRL builds (estimation.colocated_vllm); ``trainer_load`` only moves the
@@ -284,6 +297,9 @@ class Search:
         the engine with ``max_num_seqs = B x S x TP`` as TRL passes it."""
         rank = self.rank(topo, B, C, min(S, 2))
         blocks = dict(rank.blocks())
+        if topo.vllm_mode == "generate":
+            blocks["generate"] = self.generate_block(B, C, S)
+            return blocks, None
         if topo.vllm_mode != "colocate":
             return blocks, None
         tp = topo.vllm_tensor_parallel_size
@@ -330,11 +346,15 @@ def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, s
     builds with this config (``max_num_seqs = B x S x TP``, planner.specs.versions.trl_max_num_seqs),
     whatever ``conc`` the search's bound had; ``conc`` is a server's (all its replicas)."""
     blocks, cap = s.exact_blocks(topo, B, C, n // B, u)
-    placement = "colocate" if topo.vllm_mode == "colocate" else "none"
-    peak = phase_peak_bytes(block_totals(blocks), placement, sleep)
+    peak = phase_peak_bytes(block_totals(blocks), _placement(topo), sleep)
     if cap is not None:
         conc = engine_concurrency(cap) * topo.num_engines
     return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
+
+
+def _placement(topo: Topology) -> str:
+    """The training rank's placement (planner.memory.phases.PLACEMENTS) of a layout."""
+    return {"colocate": "colocate", "generate": "generate"}.get(topo.vllm_mode, "none")
 
 
 def _completions(s: Search, B: int, step: int, n_cap: int, N: int) -> int | None:
@@ -428,6 +448,8 @@ def _trl_candidates(s: Search, stage: tuple[int, int], topo: Topology, walk: Wal
         return
     if topo.vllm_mode == "server":
         yield from _server_candidates(s, topo, C, G, rows, walk)
+    elif topo.vllm_mode == "generate":
+        yield from _generate_candidates(s, topo, C, G, rows, walk)
     else:
         yield from _colocated_candidates(s, topo, C, G, rows, walk)
 
@@ -481,6 +503,38 @@ def _server_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dic
                      lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
     if not yielded:
         walk.why = _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync"
+
+
+def _generate_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dict[str, int]],
+                         walk: Walk) -> Iterator[Scored]:
+    """No vLLM (``use_vllm=False``): every micro-batch whose step fits, with the most completions per
+    step whose generation (transformers' ``generate`` of all of them at once) fits too; one wave."""
+    N = topo.world_size
+    n_cap = s.req.targets.max_completions_per_step
+    yielded = ruled_out = False
+    for B, tot in enumerate(rows, start=1):
+        step = generation_step(B, G, N)
+        n = _completions(s, B, step, n_cap, N)
+        if n is None:
+            ruled_out = True
+            continue
+        pinned = s.pins.accumulation is not None or s.pins.completions is not None
+        peak = _generate_peak(s, tot, B, C, n)
+        while peak > s.budget and not pinned and n - step >= step:
+            n -= step  # fewer completions per generation: a smaller generation batch
+            peak = _generate_peak(s, tot, B, C, n)
+        if peak > s.budget:
+            continue
+        yielded = True
+        yield Scored(Candidate(C, n * N, 1, B, 0.0, False, topo.engine, 1), peak,
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, 0.0, False, n * N))
+    if not yielded:
+        walk.why = _pin_rule_why(s, G, N) if ruled_out and s.pins.items() else \
+            "no micro-batch's generation (transformers' generate of its completions) fits beside the trainer"
+
+
+def _generate_peak(s: Search, tot: dict[str, int], B: int, C: int, n: int) -> int:
+    return phase_peak_bytes({**tot, "generate": sum(s.generate_block(B, C, n // B).values())}, "generate", False)
 
 
 def _engine_problem(s: Search, cap: VllmCapacity, u: float, tp: int, start_bytes: int) -> tuple[str, str]:
@@ -745,7 +799,8 @@ def build_plan(s: Search, opt: Option, results: tuple[LayoutResult, ...], cards:
     setup = s.setup(B, C, S, topo.world_size)
     extra = {**({"server_host": host, "server_port": o.server_port} if topo.total_gpus > 1 else {}),
              **({"passthrough": list(passthrough)} if passthrough else {}),
-             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {})}
+             **({"rollout": rollout_summary(s.turns, s.P, C)} if s.turns > 1 else {}),
+             **({"max_prompt_length": s.P} if s.P_trained != s.P else {})}
     return Plan(model=spec, gpu=card, gpus=tuple(cards), topology=topo, setup=setup, trainer=tm, config=config,
                 roles=roles, margin=s.margin, targets=targets, option=opt, reasons=tuple(reasons), layouts=results,
                 checks=tuple(checks), memory_model=label, warnings=tuple(warnings),
@@ -759,8 +814,8 @@ def _roles(s: Search, opt: Option, blocks: dict, cap: VllmCapacity | None,
     server's settings (None when colocated)."""
     spec, card, topo, C = s.spec, s.card, opt.topology, opt.completion_length
     N = topo.world_size
-    if topo.vllm_mode == "colocate":
-        return {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, "colocate",
+    if topo.vllm_mode in ("colocate", "generate"):
+        return {"training_rank": RoleMemory("training_rank", N, topo.training_devices, blocks, _placement(topo),
                                             opt.sleep, s.budget, rank, cap)}, None
     t, d = topo.server_tensor_parallel_size, topo.server_data_parallel_size
     v = s.req.vllm
@@ -792,16 +847,19 @@ def _trl_config(s: Search, opt: Option, G: int, host: str) -> dict[str, Any]:
         "generation_batch_size": B * S * topo.world_size,
         "num_generations": G,
         "max_completion_length": C,
-        "use_vllm": True,
-        "vllm_mode": topo.vllm_mode,
+        "use_vllm": topo.vllm_mode != "generate",
     }
+    if topo.vllm_mode != "generate":
+        config["vllm_mode"] = topo.vllm_mode
     if topo.vllm_mode == "colocate":
         config.update({"vllm_gpu_memory_utilization": opt.utilization, "vllm_max_model_length": s.model_len(C),
                        "vllm_enable_sleep_mode": opt.sleep, "vllm_tensor_parallel_size": topo.vllm_tensor_parallel_size})
-    else:
+    elif topo.vllm_mode == "server":
         config.update({"vllm_server_host": host, "vllm_server_port": s.req.topology.server_port})
     config.update({"gradient_checkpointing": t_opts.gradient_checkpointing,
                    "bf16": bool(s.card.bf16) and t_opts.weights != "fp32", "optim": s.base["optim"]})
+    if t_opts.use_liger_kernel:  # use_liger_loss before TRL 0.25 (planner.specs.versions TrlFacts.liger_field)
+        config[trl_facts(s.req.vllm.trl_version).liger_field or "use_liger_kernel"] = True
     return config
 
 
@@ -846,6 +904,8 @@ def _plan_reasons(s: Search, opt: Option, results: tuple[LayoutResult, ...], rol
         reasons = [f"evaluated as given (no search): {topo.label}, {ENGINE_LABELS[topo.engine]}, micro-batch "
                    f"{opt.batch_size} x {opt.steps_per_generation} steps per generation x {topo.world_size} ranks, "
                    f"completion length {opt.completion_length}"]
+    elif topo.vllm_mode == "generate":
+        reasons = _reasons_generate(s, opt, G, roles["training_rank"], binding)
     elif topo.total_gpus == 1:
         reasons = _reasons_one_gpu(s, opt, G, roles["training_rank"], cap, by_sleep, binding)
     else:
@@ -868,7 +928,9 @@ def _binding(s: Search, opt: Option, role: RoleMemory, G: int) -> dict[str, Any]
     lo, hi = g.utilization_range
     phase = role.binding_phase
     # utilisation (colocated vLLM's share; the server's is its own search)
-    if pins.vllm_gpu_memory_utilization is not None:
+    if topo.vllm_mode == "generate":
+        util = _limit("none", "use_vllm", None, "no vLLM (use_vllm=False): no utilisation to choose")
+    elif pins.vllm_gpu_memory_utilization is not None:
         util = _limit("pin", "vllm_gpu_memory_utilization", opt.utilization, f"vllm_gpu_memory_utilization "
                       f"{opt.utilization} is pinned")
     elif colocated and opt.utilization >= hi - 1e-9:
@@ -903,6 +965,9 @@ def _binding(s: Search, opt: Option, role: RoleMemory, G: int) -> dict[str, Any]
         if n + step > cap_n:
             comp = _limit("cap", "max_completions_per_step", cap_n, f"{opt.completions} completions per step: "
                           f"the most allowed (--max-completions-per-step {cap_n} per GPU)")
+        elif topo.vllm_mode == "generate":
+            comp = _limit("memory", phase, opt.completions, f"{opt.completions} completions per step: as many as "
+                          f"transformers' generate holds at once beside the trainer (the {phase} phase)")
         else:
             comp = dict(util) if util["constraint"] != "memory" else _limit(
                 "memory", phase, opt.completions, f"{opt.completions} completions per step: as many as vLLM's KV "
@@ -964,6 +1029,23 @@ def _reasons_one_gpu(s: Search, opt: Option, G: int, role: RoleMemory, cap: Vllm
     else:
         r.append("sleep mode off: everything fits with vLLM awake (no wake-up latency"
                  + (")" if alternative is None else ", and sleeping would not improve the objective)"))
+    return r
+
+
+def _reasons_generate(s: Search, opt: Option, G: int, role: RoleMemory, binding: dict[str, Any]) -> list[str]:
+    """Why this option without vLLM: the length, the completions transformers' generate holds at once,
+    the micro-batch, the binding phase."""
+    card, margin = s.card, s.margin
+    tgt = s.req.targets.max_completion_length
+    C, B, n = opt.completion_length, opt.batch_size, opt.completions_per_device
+    r = [f"completion length {tgt} reached as requested" if C == tgt else
+         f"completion length cut to {C} (requested {tgt}): longer does not fit {card.name} with a {margin:.0%} margin",
+         f"no vLLM (use_vllm=False): the trainer generates all {n} completions per step ({n // G} prompts x {G} "
+         f"generations = batch {B} x {n // B} steps per generation) at once with transformers' generate, whose KV "
+         f"cache is in the generation phase",
+         binding["limits"]["per_device_train_batch_size"]["detail"],
+         f"every phase fits under {(1 - margin):.0%} of {card.total_bytes / GIB:.1f} GiB with "
+         f"{role.headroom_bytes / GIB:.1f} GiB to spare (binding phase: {role.binding_phase})"]
     return r
 
 
@@ -1042,11 +1124,13 @@ def _reasons(s: Search, opt: Option, rows: tuple[LayoutResult, ...], roles: dict
 def _largest_fitting_batch(s: Search, opt: Option) -> int:
     """The largest micro-batch whose phases fit at the chosen utilisation and sleep setting."""
     topo = opt.topology
-    placement = "colocate" if topo.vllm_mode == "colocate" else "none"
+    placement = _placement(topo)
     vtot = s.probe(topo.vllm_tensor_parallel_size, opt.utilization, opt.completion_length)[1] \
         if placement == "colocate" else {}
     b = 0
     for B, tot in enumerate(s.rows(topo, opt.completion_length), start=1):
+        if placement == "generate":  # the generation of the plan's steps per generation at this micro-batch
+            vtot = {"generate": sum(s.generate_block(B, opt.completion_length, opt.steps_per_generation).values())}
         if phase_peak_bytes({**tot, **vtot}, placement, opt.sleep) > s.budget:
             break
         b = B

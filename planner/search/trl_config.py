@@ -29,7 +29,7 @@ Keys are checked against those ``trl grpo --config`` accepts: the init fields of
 ``accelerate launch``'s options (TRL hands the leftover keys to it). With TRL installed and planned for,
 the fields are read from its installed source (``ast``: no import, so no torch); otherwise from the table
 in planner.specs.versions (TRL 1.16.0). A key removed in the TRL release planned for
-(``max_prompt_length``: gone from GRPOConfig in 1.0.0) is a warning that says so; it is still read as the
+(``max_prompt_length``: gone from GRPOConfig in 0.28.0) is a warning that says so; it is still read as the
 prompt length to plan for and not written back. An unknown key (a misspelling) is a warning with a
 did-you-mean, left out of the written config; with ``unknown="error"`` (``plan check``) it is an error.
 
@@ -57,6 +57,7 @@ from ..specs.versions import (
     TRL_MAX_PROMPT_LENGTH_UNTIL,
     TRL_SCRIPT_KEYS,
     TRL_SCRIPT_KEYS_RELEASE,
+    TRL_USE_LIGER_LOSS_UNTIL,
     _fmt,
     _installed,
     parse_version,
@@ -73,12 +74,13 @@ _DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"
 # written by the plan itself: a value in the file is replaced by the plan's
 CONSUMED = ("use_vllm", "model_name_or_path", "use_peft", "load_in_4bit", "load_in_8bit", "dtype",
             "torch_dtype", "gradient_checkpointing", "activation_checkpointing", "vllm_tensor_parallel_size",
-            "vllm_mode", "bnb_4bit_quant_type")
+            "vllm_mode", "bnb_4bit_quant_type", "use_liger_kernel", "use_liger_loss")
 # how TRL 1.16's parser converts a string given for a modelled key (HfArgumentParser._parse_dataclass_field):
 # bool and `bool | None` -> string_to_bool; int -> int(); `int | None` -> "none"/"null" or int(); float -> float()
 _KINDS = {
     **dict.fromkeys(("use_peft", "load_in_4bit", "load_in_8bit", "gradient_checkpointing", "activation_checkpointing",
-                     "use_vllm", "vllm_enable_sleep_mode", "bf16", "fp16"), "bool"),
+                     "use_vllm", "vllm_enable_sleep_mode", "bf16", "fp16", "use_liger_kernel", "use_liger_loss",
+                     "use_transformers_continuous_batching", "use_transformers_paged"), "bool"),
     **dict.fromkeys(("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r",
                      "vllm_tensor_parallel_size"), "int"),
     **dict.fromkeys(("steps_per_generation", "generation_batch_size", "num_generations", "max_completion_length",
@@ -87,7 +89,7 @@ _KINDS = {
 }
 _TRUE, _FALSE = ("yes", "true", "t", "y", "1"), ("no", "false", "f", "n", "0")  # string_to_bool
 # keys removed from TRL's script in a release: the first release without them
-REMOVED = {"max_prompt_length": TRL_MAX_PROMPT_LENGTH_UNTIL}
+REMOVED = {"max_prompt_length": TRL_MAX_PROMPT_LENGTH_UNTIL, "use_liger_loss": TRL_USE_LIGER_LOSS_UNTIL}
 # the planner's own spellings (PIN_ALIASES) and their TRL names
 _TRL_NAME = {"lora_rank": "lora_r", "prompt_length": "max_prompt_length", "vllm_max_model_len": "vllm_max_model_length",
              "effective_batch_size": "generation_batch_size", "completions_per_step": "generation_batch_size",
@@ -397,6 +399,8 @@ def _options(data: dict, env: dict[str, str]) -> dict[str, Any]:
         options["tensor_parallel_size"] = data["vllm_tensor_parallel_size"]
     if data.get("vllm_mode") in ("colocate", "server"):
         options["layout"] = data["vllm_mode"]
+    if data.get("use_liger_kernel") is True or data.get("use_liger_loss") is True:
+        options["use_liger_kernel"] = True
     if any(name in env for name in _ALLOCATOR_VARS):  # TRL exports env: before training starts
         options["expandable_segments"] = expandable_segments_from_env({**os.environ, **env})
     return options
@@ -453,6 +457,9 @@ def parse_grpo_config(data: Any, path: str = "<config>", *, trl_version: str | N
     if model_problem:
         problems.append(model_problem)
     env = _env_block(data["env"], path, problems) if "env" in data else {}
+    problems += liger_config_problems(data, path, trl_version)
+    if data.get("use_vllm") is False and (line := continuous_batching_problem(data, path)):
+        problems.append(line)
     removed, strays = _key_notes(data, path, trl_version)
     if unknown == "error":
         problems += [f"{s} (plan check refuses unknown keys)" for s in strays.values()]
@@ -486,6 +493,60 @@ def read_grpo_config(path: str | Path, *, trl_version: str | None = None, unknow
 
 
 # -- TRL's own refusals (GRPOConfig.__post_init__) -------------------------------------------------------
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def continuous_batching_problem(data: dict[str, Any], path: str) -> str | None:
+    """One line when the file asks TRL to generate with transformers' continuous batching
+    (``use_transformers_continuous_batching``, or its deprecated ``use_transformers_paged``; TRL 1.16
+    grpo_trainer.py:1783-1810 ``generate_batch``) where vLLM does not generate: its paged cache is not modelled."""
+    key = next((k for k in ("use_transformers_continuous_batching", "use_transformers_paged") if data.get(k) is True),
+               None)
+    if key is None:
+        return None
+    return (f"--config {path}: {key}: transformers' continuous batching (a paged KV cache of its own) is not "
+            f"modelled; drop it to plan transformers' generate, or set use_vllm: true")
+
+
+def liger_config_problems(data: dict[str, Any], path: str, trl_version: str | None = None) -> list[str]:
+    """What ``GRPOTrainer.__init__`` refuses next to ``use_liger_kernel: true`` (``use_liger_loss`` before
+    TRL 0.25) while the Liger head is liger-kernel's loss (TRL 0.17-1.13; planner.specs.versions
+    ``TrlFacts.liger_head``): ``top_entropy_quantile`` below 1 (0.24.0 grpo_trainer.py:365, 1.13.0 :827),
+    an ``importance_sampling_level`` other than token (sequence too from 1.0.0, 1.0.0 :549),
+    ``off_policy_mask_threshold`` (1.0.0 :541, 1.13.0 :798) and an entropy bonus (1.13.0 :848). One line each."""
+    if data.get("use_liger_kernel") is not True and data.get("use_liger_loss") is not True:
+        return []
+    try:
+        facts = trl_facts(trl_version)
+    except VersionError:
+        return []
+    if facts.liger_head != "liger":
+        return []
+    head = f"--config {path}: use_liger_kernel with"
+    out = []
+    quantile = _number(data.get("top_entropy_quantile", 1.0))
+    if quantile is not None and quantile < 1.0:
+        out.append(f"{head} top_entropy_quantile {data['top_entropy_quantile']}: TRL {facts.release} raises (Liger "
+                   f"kernels don't support masking token positions by entropy); use 1.0 or drop use_liger_kernel")
+    levels = ("token", "sequence") if parse_version(facts.release, "TRL") >= (1, 0, 0) else ("token",)
+    level = data.get("importance_sampling_level", "token")
+    if level not in levels:
+        out.append(f"{head} importance_sampling_level {level!r}: TRL {facts.release}'s Liger loss takes "
+                   f"{' or '.join(levels)}")
+    if data.get("off_policy_mask_threshold") is not None:
+        out.append(f"{head} off_policy_mask_threshold: TRL {facts.release} raises (the Liger loss has no off-policy "
+                   f"mask); drop one of them")
+    coef = _number(data.get("entropy_coef", 0.0))
+    if (coef is not None and coef != 0.0) or data.get("use_adaptive_entropy") is True:
+        out.append(f"{head} an entropy bonus (entropy_coef / use_adaptive_entropy): TRL {facts.release} raises (the "
+                   f"Liger loss has no entropy term); drop one of them")
+    return out
+
 
 TRL_BATCH_DEFAULT = 8  # TrainingArguments.per_device_train_batch_size
 TRL_NUM_GENERATIONS_DEFAULT = 8  # GRPOConfig.num_generations

@@ -144,6 +144,8 @@ _NOT_HONOURED = {
     ("vllm", "trl_version"): "the TRL release follows --unsloth-version (Unsloth's pairing)",
     ("trainer", "lora_target_modules"): "get_peft_model targets every projection (Unsloth's notebooks)",
     ("trainer", "logprob_head"): "Unsloth computes the loss in chunks (its own head)",
+    ("trainer", "use_liger_kernel"): "Unsloth computes the loss in chunks (its own head)",
+    ("topology", "use_vllm"): "fast_inference=True generates with Unsloth's own vLLM",
     ("trainer", "expandable_segments"): "standby strips it; the runtime checks read the environment",
     ("trainer", "transformers_version"): "the transformers release is not modelled for this runtime",
     ("targets", "utilization_range"): "pin the utilisation (--gpu-memory-utilization) or let the search choose",

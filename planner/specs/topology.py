@@ -12,7 +12,7 @@ ENGINES = ("ddp", "zero1", "zero2", "zero3", "fsdp")
 AUTO_ENGINES = ("ddp", "zero1", "zero2", "zero3")  # FSDP only on request (package docstring)
 DEEPSPEED_ENGINES = ("zero1", "zero2", "zero3")
 SHARDED_PARAM_ENGINES = ("zero3", "fsdp")
-VLLM_MODES = ("colocate", "server")
+VLLM_MODES = ("colocate", "server", "generate")  # generate: no vLLM, transformers' generate (use_vllm=False)
 LAYOUTS = ("auto", "colocate", "server")
 ENGINE_LABELS = {"ddp": "DDP", "zero1": "ZeRO-1", "zero2": "ZeRO-2", "zero3": "ZeRO-3", "fsdp": "FSDP2"}
 _COMMUNICATION_RANK = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}  # more = more traffic
@@ -65,7 +65,7 @@ class Topology:
     num_gpus: int  # per node
     num_nodes: int = 1
     engine: str = "ddp"  # ddp | zero1 | zero2 | zero3 | fsdp
-    vllm_mode: str = "colocate"  # colocate | server
+    vllm_mode: str = "colocate"  # colocate | server | generate (no vLLM: use_vllm=False)
     vllm_tensor_parallel_size: int = 1  # colocate: TP of each engine (GRPOConfig.vllm_tensor_parallel_size)
     server_gpus: int = 0  # server: GPUs running `trl vllm-serve`
     server_tensor_parallel_size: int = 1
@@ -84,7 +84,7 @@ class Topology:
         if self.vllm_mode not in VLLM_MODES:
             raise InvalidSetupError(f"vllm_mode must be 'server' or 'colocate', got {self.vllm_mode!r}")
         total = self.num_gpus * self.num_nodes
-        if self.vllm_mode == "colocate":
+        if self.vllm_mode in ("colocate", "generate"):
             if self.server_gpus:
                 raise InvalidSetupError("server_gpus is for vllm_mode='server'; colocate runs vLLM on the "
                                         "training GPUs")
@@ -127,6 +127,8 @@ class Topology:
         """vLLM engines: TP groups of training ranks (colocate) or the server's DP replicas."""
         if self.vllm_mode == "colocate":
             return self.world_size // self.vllm_tensor_parallel_size
+        if self.vllm_mode == "generate":
+            return 0
         return self.server_data_parallel_size
 
     @property
@@ -145,6 +147,8 @@ class Topology:
 
     @property
     def label(self) -> str:
+        if self.vllm_mode == "generate":
+            return "no vLLM (transformers generate)"
         if self.vllm_mode == "colocate":
             return f"colocate TP{self.vllm_tensor_parallel_size}"
         dp = f" DP{self.server_data_parallel_size}" if self.server_data_parallel_size > 1 else ""

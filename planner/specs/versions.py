@@ -17,7 +17,10 @@ starts at a release we did not read (0.10.1, 0.23, 0.30, 0.32) inherits the fact
 read just before it, and each row says so.
 ``path:line`` citations are for the release named. TRL facts come from the installed trl 1.16.0,
 the 0.28.0, 1.9.0, 1.9.2, 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels, and
-docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones.
+docs/trl-grpo.md (a git snapshot of 1.10.0.dev0 with tag-verified history) for older ones. The Liger
+facts (``liger_head``, ``liger_field``) come from the 0.16.0, 0.17.0, 0.18.0, 0.20.0, 0.23.0, 0.24.0,
+0.25.0, 1.0.0, 1.5.0, 1.9.0, 1.10.0, 1.12.0, 1.13.0, 1.14.0, 1.14.2 and 1.15.0 wheels and the liger-kernel
+0.7.0, 0.8.0, 0.8.2 and 0.8.5 wheels.
 """
 
 from __future__ import annotations
@@ -471,6 +474,21 @@ class TrlFacts:
     # sampler on its PyTorch path, which sorts the vocabulary before vLLM 0.17
     # (VllmFacts.sampler_sort_bytes_per_logit).
     processed_logprobs: bool = False
+    # The log-prob head with use_liger_kernel=True (planner/memory/logprob_head.py): None = no Liger GRPO
+    # loss (before 0.17.0: the 0.16.0 wheel's grpo_trainer.py never names Liger); "liger" =
+    # liger-kernel's LigerFusedLinearGRPOLoss (0.17.0 grpo_trainer.py:70-71, 0.25.0 :91 and :521, 1.12.0)
+    # or TRL 1.13's copy of it (1.13.0 grpo_trainer.py:73 and :1044, trl/losses/fused_linear_ppo.py:21);
+    # "chunked" = TRL's own _ChunkedLogProbFunction (1.14.0 grpo_trainer.py:1372 and :1459, 1.14.2 :1382, :1469);
+    # "fused" = from 1.15.0 Liger only patches the layers and the fused head stays (1.15.0 :1025-1040).
+    liger_head: str | None = None
+    # the GRPOConfig field that turns the Liger loss on: use_liger_loss (0.17.0 grpo_config.py:391,
+    # 0.24.0 :221), use_liger_kernel from 0.25.0 (0.25.0 grpo_trainer.py:397; use_liger_loss deprecated
+    # into it, grpo_config.py:723-727); in 0.17-0.24 TrainingArguments.use_liger_kernel is transformers'
+    # own model patching, not the GRPO loss
+    liger_field: str | None = None
+    # TRL refuses use_liger_kernel with a PEFT adapter on lm_head from 1.9.0 (1.9.0 grpo_trainer.py:796,
+    # 1.14.2 :827; absent in the 1.5.0 wheel); before, the adapter on the head is silently never trained
+    liger_refuses_lm_head_adapter: bool = False
     note: str = ""
 
     @property
@@ -503,6 +521,7 @@ _TRL_CHANGES = (
                     note="no colocate mode (vLLM on a dedicated GPU)")),
     # vllm_min from the wheels' METADATA `Requires-Dist: vllm>=0.8.3; extra == "vllm"` (0.18.0-0.20.0) and
     # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
+    ("0.17.0", dict(liger_head="liger", liger_field="use_liger_loss", note="read: 0.17.0 wheel")),
     ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, vllm_min="0.8.3",
                     note="read: 0.18.0 wheel (METADATA vllm>=0.8.3)")),
     ("0.19.0", dict(max_num_batched_tokens=4096)),
@@ -512,7 +531,7 @@ _TRL_CHANGES = (
     # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
     ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", processed_logprobs=True,
                     note="read: 0.24.0 wheel (import_utils.py:90)")),
-    ("0.25.0", dict(sleep_level=2, note="read: 0.25.0 wheel (import_utils.py:90)")),
+    ("0.25.0", dict(sleep_level=2, liger_field="use_liger_kernel", note="read: 0.25.0 wheel (import_utils.py:90)")),
     # 0.26.0 import_utils.py:97: 0.10.2 <= vLLM <= 0.11.2 (METADATA vllm<0.12.0,>=0.10.2)
     ("0.26.0", dict(max_model_len_rule="vllm_max_model_length", vllm_max="0.11.2",
                     note="read: 0.26.0 wheel (import_utils.py:97)")),
@@ -526,15 +545,16 @@ _TRL_CHANGES = (
     # 1.5.0 import_utils.py:112: 0.12.0 <= vLLM <= 0.18.0 (the same as 1.4.0)
     ("1.5.0", dict(vllm_min="0.12.0", vllm_max="0.18.0", note="read: 1.5.0 wheel (import_utils.py:112)")),
     ("1.8.0", dict(vllm_min="0.16.0", vllm_max="0.23.0", note="")),
-    ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", note="read: 1.9.0 and 1.9.2 wheels")),
+    ("1.9.0", dict(vllm_min="0.17.0", vllm_max="0.25.1", liger_refuses_lm_head_adapter=True,
+                   note="read: 1.9.0 and 1.9.2 wheels")),
     ("1.10.0", dict(sleep_weight_sync_broken=False, max_completion_length_default=512, vllm_max="0.26.0",
                     logprob_temperature="copy",
                     note="read: 1.10.0 wheel")),
     ("1.11.0", dict(vllm_min="0.19.0", vllm_max="0.27.1", note="read: 1.11.0 and 1.12.0 wheels")),
     ("1.13.0", dict(vllm_min="0.19.1", vllm_max="0.28.0", note="read: 1.13.0 wheel")),
-    ("1.14.0", dict(vllm_min="0.20.0", vllm_max="0.30.0", logprob_temperature="kernel",
+    ("1.14.0", dict(vllm_min="0.20.0", vllm_max="0.30.0", logprob_temperature="kernel", liger_head="chunked",
                     note="read: 1.14.0 and 1.14.2 wheels")),
-    ("1.15.0", dict(fused_lm_head=True, vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel")),
+    ("1.15.0", dict(fused_lm_head=True, liger_head="fused", vllm_min="0.21.0", vllm_max="0.31.0", note="read: 1.15.0 wheel")),
     ("1.16.0", dict(vllm_min="0.22.0", vllm_max="0.31.0",
                     note="read: installed 1.16.0 (trl/import_utils.py:107)")),
 )
@@ -997,8 +1017,11 @@ def unsloth_vllm_version(unsloth_version: str | None = None, compute_capability:
 
 
 # GRPOConfig(max_prompt_length=...) exists up to TRL 0.27 (0.27.0 trl/trainer/grpo_config.py:852)
-# and is gone in 1.0.0 (1.0.0 grpo_config.py has no such field).
-TRL_MAX_PROMPT_LENGTH_UNTIL = (1, 0, 0)
+# and is gone from 0.28.0 (the 0.28.0 and 1.0.0 wheels' grpo_config.py have no such field).
+TRL_MAX_PROMPT_LENGTH_UNTIL = (0, 28, 0)
+# GRPOConfig(use_liger_loss=...) exists from 0.17.0 (grpo_config.py:391), deprecated into use_liger_kernel in
+# 0.25.0 (0.25.0 grpo_config.py:627, :723-727) and gone in 0.28.0 (the 0.28.0 wheel has no such field)
+TRL_USE_LIGER_LOSS_UNTIL = (0, 28, 0)
 
 
 def unsloth_trl_version(unsloth_version: str | None = None) -> tuple[str, str]:
