@@ -246,7 +246,7 @@ def test_checks_standby_needs_trl_023(monkeypatch):
     monkeypatch.setattr("planner.specs.versions.installed_version",
                         _installed({"unsloth": "2025.11.3", "unsloth_zoo": "2025.11.4", "trl": "0.22.2",
                                     "vllm": "0.11.2"}))
-    e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", standby=True, unsloth_version="2025.11.3",
+    e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", standby=True, unsloth_version="2025.11.4",
                          vllm_version="0.11.2")
     checks = unsloth_checks(e, for_training=True, alloc_conf="")
     assert "unsloth-standby-trl" in _ids(checks, "error")

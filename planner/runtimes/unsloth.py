@@ -60,6 +60,9 @@ from ..specs.versions import (
 PRE_VLLM_USED_BYTES = 256 * MIB
 COMPUTE_BYTES = 2  # bf16 / fp16 activations and vLLM LoRA slots
 MAX_LORAS = 1      # load_vllm(max_loras=1) (unsloth_zoo 2026.10.9 vllm_utils.py:4388)
+# "tiers_le" releases (2025.10.10-2025.11.1) replace a standby request at or below this with the tier
+# (unsloth_zoo 2025.10.10 vllm_utils.py:1466 ``gpu_memory_utilization <= 0.9``)
+STANDBY_REPLACES_AT_MOST = 0.9
 
 
 # -- what vLLM receives ---------------------------------------------------------------------------
@@ -83,6 +86,9 @@ def requested_utilization(facts: UnslothFacts, requested: float, standby: bool, 
     target = standby_target(facts, total_bytes, vllm_version) if standby else None
     if target is None:
         return requested, "as requested" if not standby else f"standby: Unsloth {facts.release} keeps the request"
+    if facts.standby_rule == "tiers_le" and requested <= STANDBY_REPLACES_AT_MOST and requested != target:
+        verb = "raises" if requested < target else "lowers"
+        return target, f"standby {verb} {requested} to {target:.4g} (card-size target; a request <= 0.9 is replaced)"
     if requested < target:
         return target, f"standby raises {requested} to {target:.4g} (card-size target)"
     if requested > target and facts.standby_rule == "tiers_set":
