@@ -860,6 +860,14 @@ class UnslothFacts:
     # UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE=1 keeps the request under standby (from 2025.11.4 :1568, 1582;
     # 2025.11.6 :1672, 1688; 2026.10.9 the same variable); not modelled as a mode, named as a fix.
     standby_util_override_env: bool = False
+    # The CUDA-graph mode load_vllm's CompilationConfig asks for (compilation_config=3, the default):
+    #   "piecewise"          full_cuda_graph=False (2025.9.7 vllm_utils.py:1586; earlier releases the same);
+    #   "full"               full_cuda_graph=True (2025.9.14 :1589, 2025.10.13 :1691), which vLLM 0.10.2
+    #                        turns into cudagraph_mode=FULL (config/compilation.py:455-462);
+    #   "full_and_piecewise" cudagraph_mode=FULL_AND_PIECEWISE where CompilationConfig has it (2025.11.1
+    #                        :1755, 2025.12.1 :1996, 2026.10.9 :4993): FULL decode graphs beside the
+    #                        piecewise ones also with vLLM 0.10.x, whose own default is PIECEWISE.
+    cudagraph_mode: str = "piecewise"
     note: str = ""
 
     @property
@@ -908,17 +916,20 @@ _UNSLOTH_CHANGES = (
           standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
           rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
           divisibility_rule="batch", estimate_4bit_from_checkpoint=True, vision_rule="none",
-          standby_util_override_env=False)),
-    ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.9.14, 2025.10.1, 2025.10.4, 2025.10.6 (standby raises to "
-                              "0.9, 2025.9.7 :1371; vision models: max_num_seqs 1, :1516)",
+          standby_util_override_env=False, cudagraph_mode="piecewise")),
+    ("2025.9.7", "2025.9.13", "read: 2025.9.7 (standby raises to 0.9, :1371; vision models: max_num_seqs 1, "
+                              ":1516)",
      dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False, vision_rule="one")),
+    ("2025.9.14", "2025.10.7", "read: 2025.9.14, 2025.10.1, 2025.10.4, 2025.10.6 (full_cuda_graph=True, "
+                               "2025.9.14 :1589)",
+     dict(cudagraph_mode="full")),
     ("2025.10.8", "2025.10.9", "read: 2025.10.8, 2025.10.9 (standby raises to 0.8, :1466)",
      dict(standby_floor=0.8)),
     ("2025.10.10", "2025.10.x", "read: 2025.10.10, 2025.10.13 (standby replaces a request <= 0.9 with a "
                                 "card-size tier, 2025.10.10 :1466-1476)",
      dict(standby_rule="tiers_le", standby_floor=None, standby_tiers=_TIERS_B)),
     ("2025.11.1", "2025.11.1", "read: 2025.11.1 (rank rounding, :1523; standby as 2025.10.10, :1497)",
-     dict(rounds_lora_rank=True)),
+     dict(rounds_lora_rank=True, cudagraph_mode="full_and_piecewise")),
     ("2025.11.2", "2025.11.3", "read: 2025.11.2, 2025.11.3 (standby raises to a card-size tier, :1541-1549)",
      dict(standby_rule="tiers", standby_tiers=_TIERS_A)),
     ("2025.11.4", "2025.11.5", "read: 2025.11.4, 2025.11.5 (UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE, 2025.11.4 :1568)",
@@ -976,6 +987,19 @@ _UNSLOTH_TRL_PINS = (
 # Standby hands TRL vllm_enable_sleep_mode only for TRL >= 0.23 (unsloth 2026.10.9 models/rl.py:4179);
 # standby refuses expandable_segments:True (unsloth_zoo 2026.10.9 vllm_utils.py:803, __init__.py:335-343);
 # standby is switched off for vision models unless UNSLOTH_VLLM_STANDBY_VISION=1 (2026.10.9 vllm_utils.py:4430-4441).
+# A vLLM start that fails with "memory" in its error is retried once at 0.75 x max_num_seqs (2025.3.8
+# vllm_utils.py:1009-1015, the utilisation kept) and from 2025.5.7 also 0.85 x the utilisation
+# (2025.5.7 :1211-1213, 2025.9.7 :1676-1689, 2026.10.9 :5367-5389, which also shrinks
+# max_num_batched_tokens, _shrink_for_memory_retry, not modelled); never with standby (2025.9.7 :1676:
+# "Sleep mode uses CuMemAllocator which can't run multiple instances in single process").
+UNSLOTH_RETRY_SEQS = 0.75
+_UNSLOTH_RETRY_UTILIZATION_FROM = "2025.5.7"
+
+
+def unsloth_retry_utilization(version: str | None = None) -> float:
+    """The factor on the utilisation of Unsloth's one retry after a vLLM start that ran out of memory."""
+    v = parse_version(unsloth_facts(version).release, "Unsloth")
+    return 0.85 if v >= parse_version(_UNSLOTH_RETRY_UTILIZATION_FROM, "Unsloth") else 1.0
 UNSLOTH_STANDBY_MIN_TRL = "0.23.0"
 # vLLM >= 0.28 moved bitsandbytes out of tree: load_in_4bit needs ``pip install vllm-bnb-plugin``
 # (unsloth_zoo 2026.10.9 vllm_utils.py:349-366; the vLLM side: VllmFacts.bitsandbytes_supported)
