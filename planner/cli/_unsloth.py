@@ -85,7 +85,10 @@ def request_from_args(args, shared_request: Callable[[Any], PlanRequest]) -> Pla
     with its options."""
     _refuse_cli(args)
     changes: dict = {"runtime": "unsloth"}
-    if args.weights is None:
+    if args.weights == "fp8":  # the TRL request the shared builder validates refuses it: set it afterwards
+        changes["weights"] = args.weights
+        args = argparse.Namespace(**{**vars(args), "weights": "bf16"})
+    elif args.weights is None:
         from ..search.unsloth_solver import default_weights  # imported when the runtime is asked for
 
         changes["weights"] = default_weights(args.finetune)
@@ -123,14 +126,17 @@ def _estimate_refusals(args) -> list[str]:
         problems.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
     if getattr(args, "optim", None) not in (None, "adamw_8bit"):
         problems.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
-    if getattr(args, "weights", None) not in (None, "nf4", "bf16", "fp16"):
-        problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
+    if getattr(args, "weights", None) not in (None, "nf4", "bf16", "fp16", "fp8"):
+        problems.append(f"--runtime unsloth takes --weights nf4, bf16, fp16 or fp8, got {args.weights}")
     if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
         problems.append("--runtime unsloth plans one GPU (vLLM runs inside the one training process): drop "
                         "--num-gpus, --num-nodes and the list of GPUs")
     from ..search.request import Pins, fixed_setup_problems, pin_problems
-    from ..search.unsloth_solver import not_honoured
+    from ..search.unsloth_solver import fp8_release_problem, not_honoured
+    from ..specs.versions import unsloth_facts
 
+    if getattr(args, "weights", None) == "fp8":
+        problems += [p for p in [fp8_release_problem(unsloth_facts(args.unsloth_version))] if p]
     if getattr(args, "layout", None) not in (None, "auto"):
         problems.append(not_honoured("layout"))
     if getattr(args, "lora_target_modules", None):
@@ -161,7 +167,7 @@ def run_estimate(args) -> int:
         num_generations=args.num_generations,
         max_prompt_length=args.prompt_length if args.prompt_length is not None else 256,
         max_completion_length=args.completion_length, unsloth_version=args.unsloth_version,
-        vllm_version=args.vllm_version, load_in_4bit=args.weights in (None, "nf4"))
+        vllm_version=args.vllm_version, load_in_4bit=args.weights in (None, "nf4"), weights_fp8=args.weights == "fp8")
     if args.json:
         d = e.to_dict()
         d["checks"] = [c.to_dict() for c in unsloth_checks(e)]
@@ -201,7 +207,8 @@ def _vllm_rows(e) -> list[tuple[str, str]]:
 
 def render_estimate(e) -> str:
     out = [f"{e.model.model_id} on {e.gpu.name} ({e.gpu.total_bytes / 2**30:.2f} GiB), Unsloth {e.facts.release} "
-           f"fast_inference=True, {'4-bit' if e.load_in_4bit else '16-bit'}, LoRA r={e.lora_rank}, "
+           f"fast_inference=True, {'4-bit' if e.load_in_4bit else ('FP8' if e.load_in_fp8 else '16-bit')}, "
+           f"LoRA r={e.lora_rank}, "
            f"standby {'on' if e.standby else 'off'}",
            table(_vllm_rows(e), "vLLM (inside its share: the one copy of the weights):"),
            table([(k, gib_str(v)) for k, v in e.trainer.items()], "trainer (outside vLLM's share):"),

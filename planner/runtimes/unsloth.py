@@ -41,11 +41,13 @@ from ..specs.versions import (
     UNSLOTH_ACTIVATION_BATCH,
     UNSLOTH_ACTIVATION_SLACK,
     UNSLOTH_CUDAGRAPH_GRAPHS,
+    UNSLOTH_FP8_ON_THE_FLY_MIN_CC,
     UNSLOTH_LORA_RANKS,
     UNSLOTH_RETRY_SEQS,
     UNSLOTH_RL_DEFAULTS,
     UNSLOTH_VISION_KV_SHARE,
     UNSLOTH_VISION_MIN_BATCHED_TOKENS,
+    VLLM_FP8_MIN_CC,
     UnslothFacts,
     parse_version,
     unsloth_facts,
@@ -144,7 +146,8 @@ def vllm_lora_rank(facts: UnslothFacts, lora_rank: int) -> int:
 def unsloth_kv_estimate_bytes(facts: UnslothFacts, spec: ModelSpec, vllm_util: float, total_bytes: int,
                               load_in_4bit: bool, max_lora_rank: int, weights_fp8: bool = False) -> float:
     """Unsloth's "vLLM's KV Cache can use up to X GB": its share less its own weight and LoRA
-    estimate (and, from 2026.3.1, a CUDA-graph allowance). Not what vLLM then allocates."""
+    estimate (and, from 2026.3.1, a CUDA-graph allowance). Not what vLLM then allocates. FP8 weights
+    at 8/5 of 16 bits (the note on ``versions.UNSLOTH_LOAD_IN_FP8_FROM``)."""
     hd, mlp, layers = spec.hidden_size, spec.intermediate_size, spec.num_layers
     kv = hd // spec.num_attention_heads * spec.num_kv_heads
     quantizable = ((2 * hd + 2 * kv) * hd + 3 * hd * mlp) * layers * 2
@@ -303,6 +306,7 @@ class UnslothEstimate:
     standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
     # device bytes in use at each step of vLLM's start-up after the profile run (:func:`startup_steps`)
     startup: dict = field(default_factory=dict)
+    load_in_fp8: bool = False  # from_pretrained(load_in_fp8=True): vLLM's FP8 weights, shared
     extra_cudagraph_bytes: int = 0  # graphs Unsloth's CompilationConfig adds to vLLM's default (FULL decode)
     # each phase's bytes by component (``phases`` holds their sums): load, generation, training
     phase_parts: dict = field(default_factory=dict)
@@ -313,7 +317,8 @@ class UnslothEstimate:
 
     def from_pretrained_kwargs(self) -> dict:
         return {"model_name": self.model.model_id, "max_seq_length": self.max_seq_length,
-                "load_in_4bit": self.load_in_4bit, "fast_inference": True, "max_lora_rank": self.lora_rank,
+                "load_in_4bit": self.load_in_4bit, **({"load_in_fp8": True} if self.load_in_fp8 else {}),
+                "fast_inference": True, "max_lora_rank": self.lora_rank,
                 "gpu_memory_utilization": self.requested_gpu_memory_utilization,
                 "float8_kv_cache": self.float8_kv_cache}
 
@@ -375,8 +380,10 @@ def _positive(name: str, value) -> int:
     return value
 
 
-def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool) -> None:
-    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache) cannot use."""
+def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool,
+                  load_in_4bit: bool = False, weights_fp8: bool = False) -> None:
+    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache, or its
+    FP8 weights) cannot use."""
     if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
         raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
     _positive("max_seq_length", max_seq_length)
@@ -386,6 +393,12 @@ def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cach
                                 f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
     if card.compute_capability and float(card.compute_capability) < 7.0:
         raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+    if weights_fp8 and load_in_4bit:
+        raise InvalidSetupError("load_in_fp8 and load_in_4bit exclude each other (unsloth models/loader.py: "
+                                "'not compatible with `load_in_4bit`')")
+    if weights_fp8 and card.compute_capability and float(card.compute_capability) < VLLM_FP8_MIN_CC:
+        raise InvalidSetupError(f"FP8 weights need compute capability >= {VLLM_FP8_MIN_CC} (vLLM's fp8 quantization; "
+                                f"W8A16 Marlin on Ampere); {card.name} has {card.compute_capability}: use --weights nf4")
 
 
 def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bool = True,
@@ -407,7 +420,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     card = resolve_gpu(gpu)
     facts = unsloth_facts(unsloth_version)
     util = facts.gpu_memory_utilization_default if gpu_memory_utilization is None else gpu_memory_utilization
-    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache)
+    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache, load_in_4bit, weights_fp8)
     batch = _positive("per_device_train_batch_size", per_device_train_batch_size
                       or UNSLOTH_RL_DEFAULTS["per_device_train_batch_size"])
     ga = _positive("gradient_accumulation_steps", gradient_accumulation_steps
@@ -448,7 +461,8 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         vllm_not_modelled=side["not_modelled"], lora_slot_bytes=slots, kv_cache_bytes=side["kv_bytes"],
         kv_cache_tokens=side["kv_tokens"], trainer=trainer, phases=side["phases"], fits=side["fits"],
         pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason, standby_requested=standby_requested,
-        phase_parts=side["parts"], startup=side["startup"], extra_cudagraph_bytes=side["extra_graphs"])
+        phase_parts=side["parts"], startup=side["startup"], extra_cudagraph_bytes=side["extra_graphs"],
+        load_in_fp8=weights_fp8)
 
 
 def _vllm_side(facts: UnslothFacts, spec: ModelSpec, card: GpuSpec, actual: float, max_seq_length: int,
@@ -678,6 +692,11 @@ def _card_checks(e: UnslothEstimate) -> list:
         if float(cc) < 7.0:
             out.append(Check("unsloth-gpu-capability", "error", f"vLLM needs compute capability >= 7.0; "
                              f"{e.gpu.name} has {cc}", "use a newer card or fast_inference=False"))
+        if e.load_in_fp8 and float(cc) < UNSLOTH_FP8_ON_THE_FLY_MIN_CC:
+            out.append(Check("unsloth-fp8-weights", "warning", f"load_in_fp8 on {e.gpu.name} (compute capability "
+                             f"{cc}): Unsloth quantizes on the fly only from {UNSLOTH_FP8_ON_THE_FLY_MIN_CC}, so "
+                             f"{e.model.model_id} needs an FP8 checkpoint Unsloth maps it to",
+                             "load an FP8 checkpoint (e.g. unsloth/<model>-FP8-Block) or use an H100"))
         if e.float8_kv_cache and float(cc) < 8.0:
             out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
                              f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))

@@ -49,9 +49,11 @@ from ..specs.model import ModelSpec
 from ..specs.topology import Topology
 from ..specs.units import GIB
 from ..specs.versions import (
+    UNSLOTH_LOAD_IN_FP8_FROM,
     UNSLOTH_RL_DEFAULTS,
     UnslothFacts,
     grpo_config_has_max_prompt_length,
+    parse_version,
     unsloth_facts,
     unsloth_trl_version,
 )
@@ -64,7 +66,7 @@ from .results import Option, Plan, RoleMemory
 
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
 DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
-WEIGHTS = ("nf4", "bf16", "fp16")
+WEIGHTS = ("nf4", "bf16", "fp16", "fp8")  # fp8: load_in_fp8=True (versions.UNSLOTH_LOAD_IN_FP8_FROM)
 _UTILIZATIONS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
 _GROUP_SIZES = (8, 6, 4, 2)
 
@@ -158,6 +160,14 @@ _PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completion
                       "steps_per_generation": "pin --gradient-accumulation-steps"}
 
 
+def fp8_release_problem(facts: UnslothFacts) -> str | None:
+    """The line refusing ``--weights fp8`` for a release without from_pretrained(load_in_fp8=...); None from it on."""
+    if parse_version(facts.release, "Unsloth") >= parse_version(UNSLOTH_LOAD_IN_FP8_FROM, "Unsloth"):
+        return None
+    return (f"--weights fp8 needs Unsloth >= {UNSLOTH_LOAD_IN_FP8_FROM} (from_pretrained(load_in_fp8=True)); "
+            f"planned for Unsloth {facts.release}: pass --unsloth-version {UNSLOTH_LOAD_IN_FP8_FROM} or newer")
+
+
 def not_honoured(name: str) -> str:
     """The line that refuses a request field the Unsloth runtime does not honour (as unsloth_problems
     words it), for the CLI's fixed estimate, which has no request."""
@@ -182,7 +192,7 @@ def unsloth_problems(req: PlanRequest) -> list[str]:
     if t.finetune != "lora":
         p.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
     if t.weights not in WEIGHTS:
-        p.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {t.weights}")
+        p.append(f"--runtime unsloth takes --weights nf4, bf16, fp16 or fp8, got {t.weights}")
     if (req.pins.optim or t.optim) not in (None, "adamw_8bit"):
         p.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
     if not t.gradient_checkpointing:
@@ -227,7 +237,7 @@ def _asked(req: PlanRequest) -> dict[str, Any]:
                 per_device_train_batch_size=pins.per_device_train_batch_size,
                 gradient_accumulation_steps=pins.gradient_accumulation_steps,
                 gpu_memory_utilization=pins.vllm_gpu_memory_utilization, standby=u.standby,
-                load_in_4bit=t.weights == "nf4", lora_rank=pins.lora_r or t.lora_rank,
+                load_in_4bit=t.weights == "nf4", weights_fp8=t.weights == "fp8", lora_rank=pins.lora_r or t.lora_rank,
                 float8_kv_cache=req.vllm.kv_cache_dtype == "fp8", unsloth_version=u.unsloth_version,
                 vllm_version=req.vllm.vllm_version)
 
@@ -374,7 +384,9 @@ class UnslothSolverRuntime:
         a = _asked(req)
         margin = RUNTIME_MARGIN["unsloth"] if req.targets.margin is None else req.targets.margin
         facts = unsloth_facts(a["unsloth_version"])
-        fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "float8_kv_cache", "lora_rank",
+        if a["weights_fp8"] and fp8_release_problem(facts):
+            raise InvalidSetupError(fp8_release_problem(facts))
+        fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "weights_fp8", "float8_kv_cache", "lora_rank",
                                    "max_prompt_length")}
         fixed.update(unsloth_version=facts.release, vllm_version=a["vllm_version"])
         defaults = unsloth_estimate(spec, card, standby=bool(a["standby"]), **fixed,
@@ -492,10 +504,12 @@ def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: 
     ga = e.gradient_accumulation_steps
     option = Option(topo, e.max_completion_length, e.per_device_train_batch_size, gen_batch,
                     e.requested_gpu_memory_utilization, e.standby, int(_concurrency(e)), role.peak_bytes)
-    setup = TrainerSetup(weights="nf4" if e.load_in_4bit else req.trainer.weights, finetune="lora",
+    setup = TrainerSetup(weights="bf16" if e.load_in_fp8 else _weights(e, req), finetune="lora",
                          lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
                          prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
                          gradient_accumulation_steps=ga)
+    if e.load_in_fp8:  # TrainerSetup knows the formats a TRL trainer loads; this trainer holds no copy of its own
+        object.__setattr__(setup, "weights", "fp8")  # (it trains on vLLM's shared FP8 tensors)
     g, u = req.targets, req.unsloth
     targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                    prompt_length=e.max_prompt_length, margin=margin, max_seq_length=e.max_seq_length,
@@ -505,6 +519,11 @@ def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: 
                 config=_grpo_config(e, gen_batch, details.trl_version), roles={"training_rank": role},
                 margin=margin, targets=targets, option=option, reasons=tuple(pins + reasons),
                 memory_model=MEMORY_MODEL, pinned=req.pinned, runtime="unsloth", runtime_details=details)
+
+
+def _weights(e: UnslothEstimate, req: PlanRequest) -> str:
+    """The plan's weight format: nf4 for load_in_4bit, fp8 for load_in_fp8, else the request's 16 bits."""
+    return "nf4" if e.load_in_4bit else ("fp8" if e.load_in_fp8 else req.trainer.weights)
 
 
 MEMORY_MODEL = "unsloth runtime (planner/runtimes/unsloth.py: Unsloth's rules per release, analytic)"
@@ -579,7 +598,7 @@ def unsloth_next_steps(p: Plan) -> dict[str, Any]:
     pins = {k: p.pin_value(k) for k in p.pinned}
     u = d.estimate
     args = [repr(p.model.model_id), repr(gpu), "runtime='unsloth'",
-            f"weights={('nf4' if u.load_in_4bit else p.setup.weights)!r}",
+            f"weights={p.setup.weights!r}",
             f"lora_rank={u.lora_rank}", f"max_seq_length={u.max_seq_length}"] + ([f"pin={pins!r}"] if pins else [])
     python = "\n".join(["import planner", f"plan = planner.plan({', '.join(args)})",
                         "# reward_fn(completions, **kwargs) -> list[float]; dataset: a datasets.Dataset with a "
@@ -595,6 +614,6 @@ def unsloth_plan(model: Any, gpu: Any = "auto", **options: Any) -> Plan:
     return solve_unsloth(unsloth_request(model, gpu, **options))
 
 
-__all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME",
+__all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME", "fp8_release_problem",
            "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
            "with_unsloth_checks", "unsloth_next_steps", "kept_batches", "utilization_candidates"]

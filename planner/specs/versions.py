@@ -1001,6 +1001,21 @@ def unsloth_retry_utilization(version: str | None = None) -> float:
     v = parse_version(unsloth_facts(version).release, "Unsloth")
     return 0.85 if v >= parse_version(_UNSLOTH_RETRY_UTILIZATION_FROM, "Unsloth") else 1.0
 UNSLOTH_STANDBY_MIN_TRL = "0.23.0"
+# FP8 RL: from_pretrained(load_in_fp8=True | "block") exists from unsloth 2025.11.4 (models/loader.py:148,
+# 676; not in 2025.11.3's loader.py): a mapped FP8 checkpoint (unsloth/<model>-FP8-Dynamic / -FP8-Block,
+# loader_utils.py get_model_name) or, where none is mapped, an on-the-fly quantization that needs compute
+# capability >= 9.0, torch >= 2.9 and torchao (loader_utils.py:286-340, "On the fly `load_in_fp8` requires
+# H100 GPUs or after"). load_vllm hands an FP8 checkpoint to vLLM as FP8 (is_fp8 from the name or
+# quant_method, unsloth_zoo 2025.10.4 vllm_utils.py:1486; 2025.11.6 :1716) and prices it at 8/5 of 16 bits
+# in its KV estimate (``load_in_8bit = is_fp8``, 2025.11.3 :1584 with :1441 ``factor = 8/5``). The trainer
+# wraps vLLM's FP8 tensors as transformers' FP8Linear (block scales) or FbgemmFp8Linear (row scales)
+# (unsloth_zoo 2025.11.6 :1298-1318): one shared copy, 1 B per weight plus its scales; its backward
+# dequantizes one weight at a time to bf16 (unsloth 2025.11.4 kernels/fp8.py:384, 455, 512).
+UNSLOTH_LOAD_IN_FP8_FROM = "2025.11.4"
+UNSLOTH_FP8_ON_THE_FLY_MIN_CC = 9.0
+# vLLM's fp8 quantization needs compute capability 8.0 (Fp8Config.get_min_capability() = 80, vLLM 0.10.2
+# model_executor/layers/quantization/fp8.py:112-113); below 8.9 it runs W8A16 through Marlin (:228).
+VLLM_FP8_MIN_CC = 8.0
 # vLLM >= 0.28 moved bitsandbytes out of tree: load_in_4bit needs ``pip install vllm-bnb-plugin``
 # (unsloth_zoo 2026.10.9 vllm_utils.py:349-366; the vLLM side: VllmFacts.bitsandbytes_supported)
 UNSLOTH_BNB_PLUGIN = "vllm-bnb-plugin"
