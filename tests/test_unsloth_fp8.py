@@ -83,4 +83,5 @@ def test_cli_estimate_fp8(capsys):
                "--unsloth-version", "2025.12.1", "--vllm-version", "0.11.2", "--json"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert json.loads(out)["from_pretrained"]["load_in_fp8"] is True
+    assert json.loads(out)["unsloth"]["from_pretrained"]["load_in_fp8"] is True
+

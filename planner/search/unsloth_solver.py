@@ -376,6 +376,11 @@ class UnslothSolverRuntime:
     installed: tuple[str, ...] = ("unsloth_zoo", "trl", "vllm")
 
     def prepare(self, req: PlanRequest) -> _State:
+        return self.prepare_fixed(req, refuse_rewrites=True)
+
+    def prepare_fixed(self, req: PlanRequest, refuse_rewrites: bool) -> _State:
+        """The solve's state; ``refuse_rewrites``: refuse a pinned batch or utilisation Unsloth would change
+        (the search; a fixed setup shows the change instead, :func:`unsloth_fixed_plan`)."""
         problems = unsloth_problems(req)
         if problems:
             raise InvalidSetupError("\n".join(problems))
@@ -395,7 +400,7 @@ class UnslothSolverRuntime:
                                                          "max_completion_length")})
         fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
         s = _State(req, spec, card, facts, a, fixed, defaults, margin, int(card.total_bytes * (1 - margin)))
-        why = _batch_rule_problem(facts, a) or _utilization_problem(s)
+        why = refuse_rewrites and (_batch_rule_problem(facts, a) or _utilization_problem(s))
         if why:
             raise InvalidSetupError(why)
         return s
@@ -609,11 +614,28 @@ def unsloth_next_steps(p: Plan) -> dict[str, Any]:
             "script": d.snippet(p.config), "python": python, "files": []}
 
 
+def unsloth_fixed_plan(req: PlanRequest) -> Plan:
+    """The Plan of one fixed Unsloth setup, no search: the request's settings and pins, Unsloth's defaults
+    for the rest (gpu_memory_utilization 0.5, batch 4 x 2 x 8 generations, standby off) and what Unsloth
+    changes in them (a batch its GRPOConfig rewrites, a standby utilisation), fitting or not
+    (``plan estimate --runtime unsloth``; the checks, assumptions and next steps as a plan has them come
+    from planner.api). InvalidSetupError where the vLLM release is not modelled (no Plan to build)."""
+    s = UNSLOTH_RUNTIME.prepare_fixed(req, refuse_rewrites=False)
+    e = s.defaults
+    if e.capacity is None:
+        raise InvalidSetupError(f"vLLM side not modelled: {e.vllm_not_modelled}")
+    trl, trl_reason = unsloth_trl_version(s.facts.release)
+    details = UnslothRuntime(estimate=e, trl_version=trl, trl_version_reason=trl_reason,
+                             changes=tuple(_changes(s.facts, e)))
+    gen_batch = e.per_device_train_batch_size * e.gradient_accumulation_steps
+    return _plan_of(s.req, details, gen_batch, s.margin, s.budget, _reasons(e, e, gen_batch, s.budget))
+
+
 def unsloth_plan(model: Any, gpu: Any = "auto", **options: Any) -> Plan:
     """The search alone (no checks, assumptions or next steps: planner.plan(..., runtime="unsloth") adds them)."""
     return solve_unsloth(unsloth_request(model, gpu, **options))
 
 
 __all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME", "fp8_release_problem",
-           "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
+           "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan", "unsloth_fixed_plan",
            "with_unsloth_checks", "unsloth_next_steps", "kept_batches", "utilization_candidates"]
