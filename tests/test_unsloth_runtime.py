@@ -398,7 +398,7 @@ def test_refusals_are_the_same_lines_from_python_and_the_cli(capsys):
     assert rc == 2 and [to_python(line.removeprefix("plan: error: ")) for line in err] == py
     with pytest.raises(InvalidSetupError, match="one GPU"):
         planner.plan(LLAMA8, "T4", num_gpus=2, runtime="unsloth")
-    with pytest.raises(InvalidSetupError, match="one group per step"):
+    with pytest.raises(InvalidSetupError, match="the search sets generation_batch_size"):
         planner.plan(LLAMA8, "T4", runtime="unsloth", pin={"generation_batch_size": 16})
 
 

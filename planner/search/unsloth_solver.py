@@ -151,10 +151,10 @@ _NOT_HONOURED = {
     ("targets", "utilization_range"): "pin the utilisation (--gpu-memory-utilization) or let the search choose",
     ("targets", "sleep_mode"): "Unsloth's sleep is --standby",
     ("targets", "max_batch"): "the search tries the batches Unsloth keeps",
-    ("targets", "max_completions_per_step"): "one group per step (Unsloth's notebooks)",
     ("targets", "rollout_turns"): "multi-turn rollouts are modelled with TRL only",
 }
-_PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completions_per_step": "one group per step",
+_GEN = "the search sets generation_batch_size = batch x accumulation (pin those)"
+_PINS_NOT_HONOURED = {"generation_batch_size": _GEN, "completions_per_step": _GEN,
                       "vllm_enable_sleep_mode": "use --standby", "vllm_max_model_length": "use --max-seq-length",
                       "lora_target_modules": "get_peft_model targets every projection",
                       "steps_per_generation": "pin --gradient-accumulation-steps"}
@@ -308,6 +308,22 @@ def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> 
     return kept_batches(facts, g, g)
 
 
+def _generation_batches(s: _State, e: UnslothEstimate, g: int, ga: int) -> list[tuple[int, int]]:
+    """(generation batch, accumulation steps) for the micro-batch ``e`` runs: its one group (``ga`` steps)
+    and, like the TRL search, the most groups vLLM generates in one wave at that micro-batch (at most
+    ``max_completions_per_step``; the accumulation grows, Unsloth's GRPOConfig keeping the micro-batch).
+    The memory does not change with it (each step trains one micro-batch); a pinned accumulation is kept."""
+    b = e.per_device_train_batch_size
+    out = [(b * ga, ga)]
+    if s.asked["gradient_accumulation_steps"] is not None:
+        return out
+    limit = min(s.req.targets.max_completions_per_step, int(_concurrency(e)))
+    for acc in range(limit // b, ga, -1):
+        if (b * acc) % g == 0 and adjusted_batch_size(s.facts, b, acc, g) == b:
+            return out + [(b * acc, acc)]
+    return out
+
+
 def _batch_rule_problem(facts: UnslothFacts, a: dict[str, Any]) -> str | None:
     """The line naming Unsloth's divisibility rule when it would rewrite a pinned batch with every
     group size the search may take; None when one keeps it."""
@@ -440,12 +456,14 @@ class UnslothSolverRuntime:
                             if not e.fits or (a["per_device_train_batch_size"] is not None and
                                               e.per_device_train_batch_size != a["per_device_train_batch_size"]):
                                 continue  # over the card, or Unsloth would rewrite the pinned batch
-                            gen_batch = e.per_device_train_batch_size * ga
-                            yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
-                                                   e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
-                                                   preferred_group=g == wanted, num_generations=g,
-                                                   kv_cache_bytes=e.kv_cache_bytes or 0),
-                                         max(e.phases.values()), lambda e=e, gen_batch=gen_batch: (e, gen_batch))
+                            for gen_batch, acc in _generation_batches(s, e, g, ga):
+                                yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
+                                                       e.per_device_train_batch_size, util, e.standby,
+                                                       runtime="unsloth", preferred_group=g == wanted,
+                                                       num_generations=g, kv_cache_bytes=e.kv_cache_bytes or 0),
+                                             max(e.phases.values()),
+                                             lambda e=e, gen_batch=gen_batch, acc=acc:
+                                             (replace(e, gradient_accumulation_steps=acc), gen_batch))
 
     def build(self, s: _State, stage: None, chosen: Topology, found: dict[Topology, Found],
               rejected: list[tuple[Topology, str]]) -> Plan:
