@@ -96,7 +96,8 @@ def requested_utilization(facts: UnslothFacts, requested: float, standby: bool, 
         verb = "raises" if requested < target else "lowers"
         return target, f"standby {verb} {requested} to {target:.4g} (card-size target; a request <= 0.9 is replaced)"
     if requested < target:
-        return target, f"standby raises {requested} to {target:.4g} (card-size target)"
+        kind = "its floor" if facts.standby_rule == "floor" else "card-size target"
+        return target, f"standby raises {requested} to {target:.4g} ({kind})"
     if requested > target and facts.standby_rule == "tiers_set":
         return target, f"standby lowers {requested} to {target:.4g} (card-size target)"
     return requested, "as requested (at or above the standby target)"
