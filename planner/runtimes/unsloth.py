@@ -777,11 +777,17 @@ def startup_failure(e: UnslothEstimate) -> tuple[str, int] | None:
 def retry_estimate(e: UnslothEstimate) -> tuple[int, float, dict[str, int]] | None:
     """Unsloth's one retry after a start that ran out of memory (none with standby): (max_num_seqs,
     utilisation vLLM receives, its start-up steps), with vLLM's KV cache re-sized as the release sizes it."""
-    cap = e.capacity
-    if e.standby or cap is None:
+    if e.standby or e.capacity is None:
         return None
     seqs = max(int(e.max_num_seqs * UNSLOTH_RETRY_SEQS), 1)
     util = e.vllm_gpu_memory_utilization * unsloth_retry_utilization(e.facts.release)
+    return seqs, util, restart_steps(e, seqs, util)
+
+
+def restart_steps(e: UnslothEstimate, seqs: int, util: float) -> dict[str, int]:
+    """The start-up steps of the same engine with ``seqs`` sequences at utilisation ``util`` (received)."""
+    cap = e.capacity
+    assert cap is not None
     again = _vllm.vllm_capacity(
         e.model, e.gpu, gpu_memory_utilization=util, max_model_len=cap.max_model_len,
         kv_cache_dtype=cap.kv_cache_dtype, quantization=cap.quantization, max_num_seqs=seqs,
@@ -789,9 +795,17 @@ def retry_estimate(e: UnslothEstimate) -> tuple[int, float, dict[str, int]] | No
         free_bytes=cap.free_bytes, baseline=0)
     blocks = _vllm.num_blocks(again.available_kv_bytes - e.lora_slot_bytes, again.layout.bytes_per_block)
     kv = blocks * again.layout.bytes_per_block
-    steps = startup_steps(again, e.pre_vllm_used_bytes, e.lora_slot_bytes, kv,
-                          unsloth_extra_cudagraph_bytes(e.facts, again))
-    return seqs, util, steps
+    return startup_steps(again, e.pre_vllm_used_bytes, e.lora_slot_bytes, kv,
+                         unsloth_extra_cudagraph_bytes(e.facts, again))
+
+
+def fewer_sequences(e: UnslothEstimate) -> int | None:
+    """The most sequences (of 3/4, 1/2, 1/4 of max_num_seqs, 8, 1) at which the same utilisation starts."""
+    for seqs in sorted({max(e.max_num_seqs * k // 4, 1) for k in (3, 2, 1)} | {8, 1}, reverse=True):
+        if seqs < e.max_num_seqs and all(b <= e.gpu.total_bytes
+                                         for b in restart_steps(e, seqs, e.vllm_gpu_memory_utilization).values()):
+            return seqs
+    return None
 
 
 def _startup_fixes(e: UnslothEstimate, excess: int) -> list[str]:
@@ -805,8 +819,12 @@ def _startup_fixes(e: UnslothEstimate, excess: int) -> list[str]:
     if round(kept, 4) != asked:  # standby would not keep it
         lower += (" with UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE=1" if e.facts.standby_util_override_env
                   else " with standby off") + f" (standby uses {kept:.4g})"
-    fixes = [lower, f"fewer sequences (max_num_seqs {e.max_num_seqs}: the warm-up samples {rows} x "
-                    f"{e.model.vocab_size:,} logits; Unsloth sizes it from its KV estimate)"]
+    n = fewer_sequences(e)
+    how = (f"from_pretrained(max_num_seqs={n})" if e.facts.max_num_seqs_kwarg else
+           f"{n} would start; Unsloth {e.facts.release} sets max_num_seqs itself") if n else \
+        "none starts at this utilisation"
+    fixes = [lower, f"fewer sequences ({how}; max_num_seqs {e.max_num_seqs}: the warm-up samples {rows} x "
+                    f"{e.model.vocab_size:,} logits)"]
     if e.standby:
         fixes.append("standby off (UNSLOTH_VLLM_STANDBY=0: the request is kept, and a failed start is retried)")
     return fixes

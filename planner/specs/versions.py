@@ -868,6 +868,9 @@ class UnslothFacts:
     #                        :1755, 2025.12.1 :1996, 2026.10.9 :4993): FULL decode graphs beside the
     #                        piecewise ones also with vLLM 0.10.x, whose own default is PIECEWISE.
     cudagraph_mode: str = "piecewise"
+    # from_pretrained(max_num_seqs=N) other than 256 is kept as vLLM's max_num_seqs (2026.10.9
+    # vllm_utils.py:4401, 4819-4820 ``explicit_max_num_seqs``; 2026.9.1 has no such branch)
+    max_num_seqs_kwarg: bool = False
     note: str = ""
 
     @property
@@ -916,7 +919,7 @@ _UNSLOTH_CHANGES = (
           standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
           rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
           divisibility_rule="batch", estimate_4bit_from_checkpoint=True, vision_rule="none",
-          standby_util_override_env=False, cudagraph_mode="piecewise")),
+          standby_util_override_env=False, cudagraph_mode="piecewise", max_num_seqs_kwarg=False)),
     ("2025.9.7", "2025.9.13", "read: 2025.9.7 (standby raises to 0.9, :1371; vision models: max_num_seqs 1, "
                               ":1516)",
      dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False, vision_rule="one")),
@@ -944,7 +947,7 @@ _UNSLOTH_CHANGES = (
      dict(standby_tiers=_TIERS_C, divisibility_rule="ga_world")),
     ("2026.10.9", "2026.10.x", "read: 2026.10.9 (vision models: max_num_seqs by vLLM release, "
                                "vision_max_num_seqs :2459-2485)",
-     dict(vision_rule="by_vllm")),
+     dict(vision_rule="by_vllm", max_num_seqs_kwarg=True)),
 )
 
 _UNSLOTH_ROWS = tuple((parse_version(first, "Unsloth"), last, {**kw, "note": note})
