@@ -65,6 +65,21 @@ def predict(rec: dict):
     return est, None
 
 
+def truncated_verdict(rec: dict, predicted: float) -> str:
+    """A print cut after its whole percent ("actual GPU Utilization= 88."): whether the prediction falls in
+    that percent (empty when the record has no such line)."""
+    import re
+
+    for line in rec.get("evidence", ()):
+        m = re.search(r"actual GPU [Uu]tili[sz]ation\s*=\s*(\d+)\.\s*$", line)
+        if m:
+            lo = int(m.group(1)) / 100
+            ok = lo <= predicted < lo + 0.01
+            return (f"; the excerpt keeps '{m.group(1)}.': [{lo:.2f}, {lo + 0.01:.2f}) "
+                    + ("holds the prediction" if ok else "does NOT hold the prediction"))
+    return ""
+
+
 def main(path: Path = DATA) -> int:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     util_err, kv_err, fit_ok, fit_n = [], [], 0, 0
@@ -91,7 +106,7 @@ def main(path: Path = DATA) -> int:
             util_err.append(abs(u - printed))
             line += f", printed {printed:.4f}, |error| {abs(u - printed):.4f}"
         else:
-            line += ", printed: none (excerpt truncated)"
+            line += ", printed: none (excerpt truncated)" + truncated_verdict(rec, u)
         print(line + f"  ({est.utilization_reason})")
         ex = rec.get("extra") or {}
         if rec["kv_cache_gb"] is not None:

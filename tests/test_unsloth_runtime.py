@@ -62,20 +62,21 @@ def test_cli_plan_done_when(capsys):
 def test_cli_estimate_done_when(capsys):
     rc, out = _run(capsys, ["estimate", *DONE_WHEN])
     assert rc == 0
-    d = json.loads(out)
-    v = d["vllm"]
+    d = json.loads(out)  # the one Plan schema, as `plan` prints it
+    v = d["unsloth"]["vllm"]
     assert 0.45 < v["gpu_memory_utilization"] < 0.5   # Unsloth's default request 0.5, shrunk by free/total
     assert v["kv_cache_bytes"] > 0 and v["weights_bytes"] > 4 * GIB and isinstance(d["fits"], bool)
     # shared flags left at their defaults mean Unsloth's defaults: 4 x 2 x 8
-    g = d["grpo_config"]
+    g = d["config"]
     assert (g["per_device_train_batch_size"], g["gradient_accumulation_steps"], g["num_generations"]) == (4, 2, 8)
+    assert d["runtime"] == "unsloth" and "assumptions" in d and "next_steps" in d
 
 
 def test_cli_estimate_explicit_batch_is_kept_and_adjusted(capsys):
     rc, out = _run(capsys, ["estimate", *DONE_WHEN, "--batch-size", "3", "--gradient-accumulation-steps", "1",
                             "--num-generations", "8"])
     d = json.loads(out)
-    assert d["grpo_config"]["per_device_train_batch_size"] == 8 and "3 -> 8" in d["batch_adjusted"]
+    assert d["config"]["per_device_train_batch_size"] == 8 and "3 -> 8" in d["unsloth"]["batch_adjusted"]
 
 
 def test_cli_trl_runtime_unchanged_by_marked_defaults(capsys):
@@ -246,7 +247,7 @@ def test_checks_standby_needs_trl_023(monkeypatch):
     monkeypatch.setattr("planner.specs.versions.installed_version",
                         _installed({"unsloth": "2025.11.3", "unsloth_zoo": "2025.11.4", "trl": "0.22.2",
                                     "vllm": "0.11.2"}))
-    e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", standby=True, unsloth_version="2025.11.3",
+    e = unsloth_estimate("Qwen/Qwen2.5-3B-Instruct", "L4", standby=True, unsloth_version="2025.11.4",
                          vllm_version="0.11.2")
     checks = unsloth_checks(e, for_training=True, alloc_conf="")
     assert "unsloth-standby-trl" in _ids(checks, "error")
@@ -397,7 +398,7 @@ def test_refusals_are_the_same_lines_from_python_and_the_cli(capsys):
     assert rc == 2 and [to_python(line.removeprefix("plan: error: ")) for line in err] == py
     with pytest.raises(InvalidSetupError, match="one GPU"):
         planner.plan(LLAMA8, "T4", num_gpus=2, runtime="unsloth")
-    with pytest.raises(InvalidSetupError, match="one group per step"):
+    with pytest.raises(InvalidSetupError, match="the search sets generation_batch_size"):
         planner.plan(LLAMA8, "T4", runtime="unsloth", pin={"generation_batch_size": 16})
 
 
@@ -413,7 +414,7 @@ def test_cli_estimate_without_lora_rank(capsys):
     integer, got None'): the request's default rank, 16."""
     rc, out = _run(capsys, ["estimate", "--runtime", "unsloth", "--model", LLAMA8, "--gpu", "T4", "--json"])
     d = json.loads(out)
-    assert rc == 0 and d["from_pretrained"]["max_lora_rank"] == 16 and d["get_peft_model"]["r"] == 16
+    assert rc == 0 and d["unsloth"]["from_pretrained"]["max_lora_rank"] == 16 and d["unsloth"]["get_peft_model"]["r"] == 16
 
 
 def test_cli_and_python_give_the_same_plan(capsys, no_packages):

@@ -58,7 +58,8 @@ def gpu_with_reserve(args, gpu):
 
 def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("trainer")
-    g.add_argument("--weights", choices=WEIGHT_FORMATS, default=None, help="trainer weight format (default: bf16)")
+    g.add_argument("--weights", choices=(*WEIGHT_FORMATS, "fp8"), default=None,
+                   help="trainer weight format (default: bf16; fp8: --runtime unsloth's load_in_fp8)")
     g.add_argument("--finetune", choices=FINETUNE_MODES, default=None, help="lora or full (default: lora)")
     g.add_argument("--lora-rank", *spellings("lora_r"), dest="lora_rank", type=int, default=None,
                    help="LoRA rank, trl.ModelConfig's lora_r (default: 16; higher: more memory)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..checks.preflight import CheckReport
@@ -72,9 +73,9 @@ def _refuse_cli(args) -> None:
     problems = []
     if getattr(args, "config", None):
         problems.append("--config is read for the TRL runtime; with --runtime unsloth give its settings as flags")
-    for flag in ("output", "plot", "output_dir"):
+    for flag in ("plot", "output_dir"):
         if getattr(args, flag, None):
-            problems.append(f"--{flag.replace('_', '-')} is not written for --runtime unsloth (the plan prints "
+            problems.append(f"--{flag.replace('_', '-')} is not written for --runtime unsloth (--output writes "
                             "the Python script to run)")
     if problems:
         raise InvalidSetupError("\n".join(problems))
@@ -85,7 +86,10 @@ def request_from_args(args, shared_request: Callable[[Any], PlanRequest]) -> Pla
     with its options."""
     _refuse_cli(args)
     changes: dict = {"runtime": "unsloth"}
-    if args.weights is None:
+    if args.weights == "fp8":  # the TRL request the shared builder validates refuses it: set it afterwards
+        changes["weights"] = args.weights
+        args = argparse.Namespace(**{**vars(args), "weights": "bf16"})
+    elif args.weights is None:
         from ..search.unsloth_solver import default_weights  # imported when the runtime is asked for
 
         changes["weights"] = default_weights(args.finetune)
@@ -109,12 +113,30 @@ def plan_from_args(args, shared_request: Callable[[Any], PlanRequest], for_train
 
 
 def run_plan(args, shared_request: Callable[[Any], PlanRequest]) -> int:
+    """The plan, printed; ``--output FILE`` writes its script (atomically, planner.report.files, ``--force``
+    to replace), checked before planning and written only for a plan that fits and passes its checks."""
+    from ..report.files import check_target, write_file
+    from ..report.outputs import rating_errors, report_rating
+
+    output, force = getattr(args, "output", None), bool(getattr(args, "force", False))
+    if output is not None:
+        check_target(output, force)
     p = plan_from_args(args, shared_request)
+    errors = rating_errors(p)
+    written = None
+    if output is not None and not errors:
+        written = write_file(output, p.runtime_details.snippet(p.config), force=force)
+        p = replace(p, next_steps={**p.next_steps, "command": f"python {written}", "files": [str(written)]})
     if args.json:
-        print_json(p.to_dict())
+        d = p.to_dict()
+        if written is not None:
+            d["written"] = {written.name: str(written)}
+        print_json(d)
     else:
         print(render_plan(p))
-    return 0
+        if written is not None:
+            print(f"wrote {written}")
+    return report_rating(errors, output is not None)
 
 
 def _estimate_refusals(args) -> list[str]:
@@ -123,14 +145,17 @@ def _estimate_refusals(args) -> list[str]:
         problems.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
     if getattr(args, "optim", None) not in (None, "adamw_8bit"):
         problems.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
-    if getattr(args, "weights", None) not in (None, "nf4", "bf16", "fp16"):
-        problems.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {args.weights}")
+    if getattr(args, "weights", None) not in (None, "nf4", "bf16", "fp16", "fp8"):
+        problems.append(f"--runtime unsloth takes --weights nf4, bf16, fp16 or fp8, got {args.weights}")
     if getattr(args, "num_gpus", 1) * getattr(args, "num_nodes", 1) > 1 or "," in str(getattr(args, "gpu", "")):
         problems.append("--runtime unsloth plans one GPU (vLLM runs inside the one training process): drop "
                         "--num-gpus, --num-nodes and the list of GPUs")
     from ..search.request import Pins, fixed_setup_problems, pin_problems
-    from ..search.unsloth_solver import not_honoured
+    from ..search.unsloth_solver import fp8_release_problem, not_honoured
+    from ..specs.versions import unsloth_facts
 
+    if getattr(args, "weights", None) == "fp8":
+        problems += [p for p in [fp8_release_problem(unsloth_facts(args.unsloth_version))] if p]
     if getattr(args, "layout", None) not in (None, "auto"):
         problems.append(not_honoured("layout"))
     if getattr(args, "lora_target_modules", None):
@@ -142,33 +167,49 @@ def _estimate_refusals(args) -> list[str]:
     return problems
 
 
+def estimate_request(args) -> PlanRequest:
+    """The fixed setup of `plan estimate --runtime unsloth` as a request: what the flags give, pinned;
+    Unsloth's defaults (planner.search.unsloth_solver.unsloth_fixed_plan) for the rest; no margin unless
+    given (fits = the card holds it, as the TRL runtime's one-GPU estimate judges)."""
+    from ..search.unsloth_solver import unsloth_request  # imported when the runtime is asked for
+
+    util = args.gpu_memory_utilization
+    if util is None:
+        util = getattr(args, "vllm_gpu_memory_utilization", None)
+    pin = {k: v for k, v in (("per_device_train_batch_size", args.batch_size),
+                             ("gradient_accumulation_steps", args.gradient_accumulation_steps),
+                             ("num_generations", args.num_generations),
+                             ("max_completion_length", args.completion_length),
+                             ("vllm_gpu_memory_utilization", util)) if v is not None}
+    fp8_cache = args.float8_kv_cache or getattr(args, "vllm_kv_cache_dtype", None) == "fp8"
+    return unsloth_request(
+        args.model, gpu_arg(args.gpu), weights=args.weights or "nf4",
+        lora_rank=DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank,
+        max_seq_length=args.max_seq_length or 2048, standby=bool(args.standby),
+        prompt_length=args.prompt_length if args.prompt_length is not None else 256,
+        unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
+        kv_cache_dtype="fp8" if fp8_cache else "auto", pin=pin,
+        margin=getattr(args, "margin", None) or 0.0)  # an estimate is judged against the card, as TRL's
+
+
 def run_estimate(args) -> int:
-    """One fixed Unsloth setup (no search): Unsloth's defaults for what is not given."""
+    """One fixed Unsloth setup (no search), as the one Plan (``--json``: the same schema as `plan`): Unsloth's
+    defaults for what is not given; exit 1 when it does not fit or a check fails."""
     _refuse_cli(args)
     problems = _estimate_refusals(args)
     if problems:
         raise InvalidSetupError("\n".join(problems))
-    util = args.gpu_memory_utilization
-    if util is None:
-        util = getattr(args, "vllm_gpu_memory_utilization", None)
-    from ..runtimes.unsloth import unsloth_checks, unsloth_estimate  # imported when the runtime is asked for
+    from ..api import describe
+    from ..report.outputs import rating_errors, report_rating
+    from ..search.unsloth_solver import unsloth_fixed_plan, with_unsloth_checks
 
-    e = unsloth_estimate(
-        args.model, gpu_arg(args.gpu), max_seq_length=args.max_seq_length or 2048, gpu_memory_utilization=util,
-        standby=bool(args.standby), float8_kv_cache=args.float8_kv_cache or args.vllm_kv_cache_dtype == "fp8",
-        lora_rank=DEFAULT_LORA_RANK if args.lora_rank is None else args.lora_rank,
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
-        num_generations=args.num_generations,
-        max_prompt_length=args.prompt_length if args.prompt_length is not None else 256,
-        max_completion_length=args.completion_length, unsloth_version=args.unsloth_version,
-        vllm_version=args.vllm_version, load_in_4bit=args.weights in (None, "nf4"))
+    req = estimate_request(args)
+    p = describe(req, req, with_unsloth_checks(unsloth_fixed_plan(req)))
     if args.json:
-        d = e.to_dict()
-        d["checks"] = [c.to_dict() for c in unsloth_checks(e)]
-        print_json(d)
+        print_json(p.to_dict())
     else:
-        print(render_estimate(e))
-    return 0
+        print(render_estimate(p.runtime_details.estimate))
+    return report_rating(rating_errors(p), False)
 
 
 def run_check(args, shared_request: Callable[[Any], PlanRequest]) -> int:
@@ -201,7 +242,8 @@ def _vllm_rows(e) -> list[tuple[str, str]]:
 
 def render_estimate(e) -> str:
     out = [f"{e.model.model_id} on {e.gpu.name} ({e.gpu.total_bytes / 2**30:.2f} GiB), Unsloth {e.facts.release} "
-           f"fast_inference=True, {'4-bit' if e.load_in_4bit else '16-bit'}, LoRA r={e.lora_rank}, "
+           f"fast_inference=True, {'4-bit' if e.load_in_4bit else ('FP8' if e.load_in_fp8 else '16-bit')}, "
+           f"LoRA r={e.lora_rank}, "
            f"standby {'on' if e.standby else 'off'}",
            table(_vllm_rows(e), "vLLM (inside its share: the one copy of the weights):"),
            table([(k, gib_str(v)) for k, v in e.trainer.items()], "trainer (outside vLLM's share):"),

@@ -16,6 +16,7 @@ No torch import: every term is arithmetic on the config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..errors import InvalidSetupError, VersionError
@@ -40,15 +41,20 @@ from ..specs.versions import (
     UNSLOTH_ACTIVATION_BATCH,
     UNSLOTH_ACTIVATION_SLACK,
     UNSLOTH_CUDAGRAPH_GRAPHS,
+    UNSLOTH_FP8_ON_THE_FLY_MIN_CC,
     UNSLOTH_LORA_RANKS,
+    UNSLOTH_RETRY_SEQS,
     UNSLOTH_RL_DEFAULTS,
     UNSLOTH_VISION_KV_SHARE,
     UNSLOTH_VISION_MIN_BATCHED_TOKENS,
+    VLLM_FP8_MIN_CC,
     UnslothFacts,
     parse_version,
     unsloth_facts,
+    unsloth_retry_utilization,
     unsloth_vision_turns_standby_off,
     unsloth_vllm_version,
+    vllm_facts,
 )
 
 # Memory already in use on the card when load_vllm reads torch.cuda.mem_get_info() (unsloth_zoo 2025.5.8
@@ -65,6 +71,9 @@ from ..specs.versions import (
 PRE_VLLM_USED_BYTES = 256 * MIB
 COMPUTE_BYTES = 2  # bf16 / fp16 activations and vLLM LoRA slots
 MAX_LORAS = 1      # load_vllm(max_loras=1) (unsloth_zoo 2026.10.9 vllm_utils.py:4388)
+# "tiers_le" releases (2025.10.10-2025.11.1) replace a standby request at or below this with the tier
+# (unsloth_zoo 2025.10.10 vllm_utils.py:1466 ``gpu_memory_utilization <= 0.9``)
+STANDBY_REPLACES_AT_MOST = 0.9
 
 
 # -- what vLLM receives ---------------------------------------------------------------------------
@@ -88,8 +97,12 @@ def requested_utilization(facts: UnslothFacts, requested: float, standby: bool, 
     target = standby_target(facts, total_bytes, vllm_version) if standby else None
     if target is None:
         return requested, "as requested" if not standby else f"standby: Unsloth {facts.release} keeps the request"
+    if facts.standby_rule == "tiers_le" and requested <= STANDBY_REPLACES_AT_MOST and requested != target:
+        verb = "raises" if requested < target else "lowers"
+        return target, f"standby {verb} {requested} to {target:.4g} (card-size target; a request <= 0.9 is replaced)"
     if requested < target:
-        return target, f"standby raises {requested} to {target:.4g} (card-size target)"
+        kind = "its floor" if facts.standby_rule == "floor" else "card-size target"
+        return target, f"standby raises {requested} to {target:.4g} ({kind})"
     if requested > target and facts.standby_rule == "tiers_set":
         return target, f"standby lowers {requested} to {target:.4g} (card-size target)"
     return requested, "as requested (at or above the standby target)"
@@ -139,7 +152,8 @@ def vllm_lora_rank(facts: UnslothFacts, lora_rank: int) -> int:
 def unsloth_kv_estimate_bytes(facts: UnslothFacts, spec: ModelSpec, vllm_util: float, total_bytes: int,
                               load_in_4bit: bool, max_lora_rank: int, weights_fp8: bool = False) -> float:
     """Unsloth's "vLLM's KV Cache can use up to X GB": its share less its own weight and LoRA
-    estimate (and, from 2026.3.1, a CUDA-graph allowance). Not what vLLM then allocates."""
+    estimate (and, from 2026.3.1, a CUDA-graph allowance). Not what vLLM then allocates. FP8 weights
+    at 8/5 of 16 bits (the note on ``versions.UNSLOTH_LOAD_IN_FP8_FROM``)."""
     hd, mlp, layers = spec.hidden_size, spec.intermediate_size, spec.num_layers
     kv = hd // spec.num_attention_heads * spec.num_kv_heads
     quantizable = ((2 * hd + 2 * kv) * hd + 3 * hd * mlp) * layers * 2
@@ -296,6 +310,10 @@ class UnslothEstimate:
     pre_vllm_used_bytes: int
     vllm_version_reason: str = "given"
     standby_requested: bool = False  # asked for; ``standby`` is what Unsloth runs (vision models: off)
+    # device bytes in use at each step of vLLM's start-up after the profile run (:func:`startup_steps`)
+    startup: dict = field(default_factory=dict)
+    load_in_fp8: bool = False  # from_pretrained(load_in_fp8=True): vLLM's FP8 weights, shared
+    extra_cudagraph_bytes: int = 0  # graphs Unsloth's CompilationConfig adds to vLLM's default (FULL decode)
     # each phase's bytes by component (``phases`` holds their sums): load, generation, training
     phase_parts: dict = field(default_factory=dict)
 
@@ -305,7 +323,8 @@ class UnslothEstimate:
 
     def from_pretrained_kwargs(self) -> dict:
         return {"model_name": self.model.model_id, "max_seq_length": self.max_seq_length,
-                "load_in_4bit": self.load_in_4bit, "fast_inference": True, "max_lora_rank": self.lora_rank,
+                "load_in_4bit": self.load_in_4bit, **({"load_in_fp8": True} if self.load_in_fp8 else {}),
+                "fast_inference": True, "max_lora_rank": self.lora_rank,
                 "gpu_memory_utilization": self.requested_gpu_memory_utilization,
                 "float8_kv_cache": self.float8_kv_cache}
 
@@ -339,6 +358,8 @@ class UnslothEstimate:
              "budget_bytes": None if cap is None else cap.budget_bytes,
              "activation_peak_bytes": None if cap is None else cap.activation_peak_bytes,
              "cudagraph_bytes": None if cap is None else cap.cudagraph_bytes,
+             "extra_cudagraph_bytes": self.extra_cudagraph_bytes,
+             "startup_steps": dict(self.startup),
              "errors": [] if cap is None else list(cap.errors)}
         adjusted = self.per_device_train_batch_size != self.requested_batch_size
         return {
@@ -365,8 +386,10 @@ def _positive(name: str, value) -> int:
     return value
 
 
-def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool) -> None:
-    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache) cannot use."""
+def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cache: bool,
+                  load_in_4bit: bool = False, weights_fp8: bool = False) -> None:
+    """One clear error for a bad utilisation, length or rank, or a card vLLM (or its fp8 KV cache, or its
+    FP8 weights) cannot use."""
     if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
         raise InvalidSetupError(f"gpu_memory_utilization must be in (0, 1], got {util}")
     _positive("max_seq_length", max_seq_length)
@@ -376,6 +399,12 @@ def _check_inputs(card: GpuSpec, util, max_seq_length, lora_rank, float8_kv_cach
                                 f"{card.compute_capability} (unsloth_zoo vllm_utils.py: 'Your GPU is too old')")
     if card.compute_capability and float(card.compute_capability) < 7.0:
         raise InvalidSetupError(f"vLLM needs compute capability >= 7.0; {card.name} has {card.compute_capability}")
+    if weights_fp8 and load_in_4bit:
+        raise InvalidSetupError("load_in_fp8 and load_in_4bit exclude each other (unsloth models/loader.py: "
+                                "'not compatible with `load_in_4bit`')")
+    if weights_fp8 and card.compute_capability and float(card.compute_capability) < VLLM_FP8_MIN_CC:
+        raise InvalidSetupError(f"FP8 weights need compute capability >= {VLLM_FP8_MIN_CC} (vLLM's fp8 quantization; "
+                                f"W8A16 Marlin on Ampere); {card.name} has {card.compute_capability}: use --weights nf4")
 
 
 def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bool = True,
@@ -397,7 +426,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     card = resolve_gpu(gpu)
     facts = unsloth_facts(unsloth_version)
     util = facts.gpu_memory_utilization_default if gpu_memory_utilization is None else gpu_memory_utilization
-    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache)
+    _check_inputs(card, util, max_seq_length, lora_rank, float8_kv_cache, load_in_4bit, weights_fp8)
     batch = _positive("per_device_train_batch_size", per_device_train_batch_size
                       or UNSLOTH_RL_DEFAULTS["per_device_train_batch_size"])
     ga = _positive("gradient_accumulation_steps", gradient_accumulation_steps
@@ -424,7 +453,34 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     slots = vllm_lora_slot_bytes(spec, rank)
     trainer = trainer_terms(spec, lora_rank, run_batch, max_prompt_length, completion)
 
+    side = _vllm_side(facts, spec, card, actual, max_seq_length, float8_kv_cache, load_in_4bit, weights_fp8,
+                      seqs, mnbt, vision, vllm_version, free, pre_used, slots, trainer, standby)
+    cap = side["capacity"]
+    return UnslothEstimate(
+        model=spec, gpu=card, facts=facts, vllm_version=None if cap is None else cap.version,
+        requested_gpu_memory_utilization=util, standby=standby, vllm_gpu_memory_utilization=actual,
+        utilization_reason=why, max_seq_length=max_seq_length, load_in_4bit=load_in_4bit,
+        float8_kv_cache=float8_kv_cache, lora_rank=lora_rank, max_lora_rank=rank, unsloth_kv_estimate_bytes=kv_est,
+        max_num_seqs=seqs, max_num_batched_tokens=mnbt, per_device_train_batch_size=run_batch,
+        requested_batch_size=batch, gradient_accumulation_steps=ga, num_generations=gens,
+        max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
+        vllm_not_modelled=side["not_modelled"], lora_slot_bytes=slots, kv_cache_bytes=side["kv_bytes"],
+        kv_cache_tokens=side["kv_tokens"], trainer=trainer, phases=side["phases"], fits=side["fits"],
+        pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason, standby_requested=standby_requested,
+        phase_parts=side["parts"], startup=side["startup"], extra_cudagraph_bytes=side["extra_graphs"],
+        load_in_fp8=weights_fp8)
+
+
+def _vllm_side(facts: UnslothFacts, spec: ModelSpec, card: GpuSpec, actual: float, max_seq_length: int,
+               float8_kv_cache: bool, load_in_4bit: bool, weights_fp8: bool, seqs: int, mnbt: int, vision: bool,
+               vllm_version: str | None, free: int, pre_used: int, slots: int, trainer: dict,
+               standby: bool) -> dict:
+    """vLLM as load_vllm starts it (planner.memory.vllm.vllm_capacity at the utilisation it receives),
+    the KV cache less the LoRA slots, the phases and the start-up steps; the vLLM side empty (and
+    ``not_modelled`` saying why) for a release planner.memory.vllm does not model."""
+    total = card.total_bytes
     cap, not_modelled, kv_bytes, kv_tokens, phases, fits, parts = None, None, None, None, {}, None, {}
+    startup, extra_graphs = {}, 0
     try:
         cap = _vllm.vllm_capacity(
             spec, card, gpu_memory_utilization=actual, max_model_len=min(max_seq_length, spec.max_position_embeddings),
@@ -442,35 +498,62 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
         conc = _vllm.max_concurrency(blocks, cap.layout.blocks_per_request)
         kv_tokens = _vllm.kv_cache_tokens(blocks, len(cap.layout.groups), cap.layout.block_size, conc,
                                           cap.max_model_len, cap.version)
-        parts = phase_components(cap, pre_used, slots, kv_bytes, trainer, standby)
+        extra_graphs = unsloth_extra_cudagraph_bytes(facts, cap)
+        parts = phase_components(cap, pre_used, slots, kv_bytes, trainer, standby, extra_graphs)
         phases = {f"{name}_bytes": sum(c.values()) for name, c in parts.items()}
+        startup = startup_steps(cap, pre_used, slots, kv_bytes, extra_graphs)
         fits = bool(cap.startup_ok and blocks > 0 and max(phases.values()) <= total)
-    return UnslothEstimate(
-        model=spec, gpu=card, facts=facts, vllm_version=None if cap is None else cap.version,
-        requested_gpu_memory_utilization=util, standby=standby, vllm_gpu_memory_utilization=actual,
-        utilization_reason=why, max_seq_length=max_seq_length, load_in_4bit=load_in_4bit,
-        float8_kv_cache=float8_kv_cache, lora_rank=lora_rank, max_lora_rank=rank, unsloth_kv_estimate_bytes=kv_est,
-        max_num_seqs=seqs, max_num_batched_tokens=mnbt, per_device_train_batch_size=run_batch,
-        requested_batch_size=batch, gradient_accumulation_steps=ga, num_generations=gens,
-        max_prompt_length=max_prompt_length, max_completion_length=completion, capacity=cap,
-        vllm_not_modelled=not_modelled, lora_slot_bytes=slots, kv_cache_bytes=kv_bytes, kv_cache_tokens=kv_tokens,
-        trainer=trainer, phases=phases, fits=fits, pre_vllm_used_bytes=pre_used, vllm_version_reason=vllm_reason,
-        standby_requested=standby_requested, phase_parts=parts)
+    return {"capacity": cap, "not_modelled": not_modelled, "kv_bytes": kv_bytes, "kv_tokens": kv_tokens,
+            "phases": phases, "fits": fits, "parts": parts, "startup": startup, "extra_graphs": extra_graphs}
+
+
+def unsloth_extra_cudagraph_bytes(facts: UnslothFacts, cap: _vllm.VllmCapacity) -> int:
+    """CUDA-graph bytes Unsloth's CompilationConfig adds to what the vLLM release captures by default:
+    the FULL decode graphs (one per capture size <= max_num_seqs) of ``cudagraph_mode=FULL_AND_PIECEWISE``
+    (``UnslothFacts.cudagraph_mode``) on a vLLM whose default is PIECEWISE (0.10.1-0.10.x, the releases
+    with a ``cudagraph_mode`` read), priced as planner.memory.vllm.cudagraph_bytes prices a graph."""
+    vf = vllm_facts(cap.version)
+    if (facts.cudagraph_mode != "full_and_piecewise" or vf.cudagraph_full_decode or cap.enforce_eager
+            or parse_version(cap.version, "vLLM") < (0, 10, 1)):
+        return 0
+    full = sum(1 for size in cap.cudagraph_sizes if size <= cap.max_num_seqs)
+    return full * cap.model.num_layers * vf.cudagraph_bytes_per_graph_layer
+
+
+def startup_steps(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: int,
+                  extra_graphs: int = 0) -> dict[str, int]:
+    """Device bytes in use at each step of vLLM's start-up after its profile run, in order.
+
+    ``kv_cache_allocated``: what was in use before vLLM, the weights and LoRA slots, the KV cache
+    and non-torch memory (the profile run's activations are freed again). ``cudagraph_capture``:
+    then the CUDA graphs (vLLM's and Unsloth's extra FULL decode graphs), captured after the KV cache
+    whether or not the release left room for them in its budget (``VllmFacts.cudagraph_estimate_subtracted``:
+    not before 0.20). ``sampler_warmup``: then the sampler's warm-up, which vLLM runs after the graphs
+    (0.10.2 and 0.11.0 v1/worker/gpu_worker.py compile_or_warm_up_model: ``_dummy_run(min(max_num_seqs,
+    max_num_batched_tokens))`` and ``_dummy_sampler_run``), as large as the profile's sampler phase
+    over that many rows (planner.memory.vllm.activation_peak_bytes, the release's bytes per logit).
+    """
+    rows = min(cap.max_num_seqs, cap.max_num_batched_tokens)
+    allocated = pre_used + cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.moe_workspace_bytes
+    graphs = allocated + cap.cudagraph_bytes + extra_graphs
+    warmup = _vllm.activation_peak_bytes(cap.model, rows, rows, cap.version, cap.tensor_parallel_size)
+    return {"kv_cache_allocated": allocated, "cudagraph_capture": graphs, "sampler_warmup": graphs + warmup}
 
 
 def phase_components(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: int, trainer: dict,
-                     standby: bool) -> dict[str, dict[str, int]]:
+                     standby: bool, extra_graphs: int = 0) -> dict[str, dict[str, int]]:
     """Each phase of the runtime by component. ``load``: what was in use before vLLM, vLLM's
     budget and the CUDA graphs it does not count in it. ``generation``: vLLM's share (the one copy
     of the weights, the LoRA slots, the KV cache, non-torch memory and graphs) beside the trainer's
     persistent terms and, without standby, the last step's (nothing empties the cache).
-    ``training``: the same with the step; standby frees the KV cache while training."""
+    ``training``: the same with the step; standby frees the KV cache while training.
+    ``extra_graphs``: Unsloth's FULL decode graphs beyond the release's default (outside the budget)."""
     pre = {"process.pre_vllm": pre_used}
     vllm = {"vllm.weights": cap.weights_bytes, "vllm.lora_slots": slots, "vllm.kv_cache": kv_bytes,
-            "vllm.non_torch": cap.non_torch_bytes, "vllm.cudagraph": cap.cudagraph_bytes}
+            "vllm.non_torch": cap.non_torch_bytes, "vllm.cudagraph": cap.cudagraph_bytes + extra_graphs}
     persistent = {f"trainer.{k}": trainer[k] for k in ("adapters", "optimizer_state", "cublas_workspace")}
     step = {f"trainer.{k}": trainer[k] for k in ("gradients", "activations", "allocator_reserve")}
-    graphs_outside = 0 if cap.cudagraph_subtracted else cap.cudagraph_bytes
+    graphs_outside = (0 if cap.cudagraph_subtracted else cap.cudagraph_bytes) + extra_graphs
     return {
         "load": {**pre, "vllm.budget": cap.budget_bytes, "vllm.cudagraph_outside_budget": graphs_outside},
         "generation": {**pre, **vllm, **persistent, **({} if standby else step)},
@@ -520,7 +603,7 @@ def unsloth_checks(e: UnslothEstimate, *, trl_version: str | None = None, for_tr
     from the environment)."""
     env = "error" if for_training else "warning"
     return (_package_checks(e, env) + _trl_checks(e, env, trl_version) + _vllm_checks(e, env) + _card_checks(e)
-            + _standby_checks(e, alloc_conf) + _request_checks(e))
+            + _standby_checks(e, alloc_conf) + _request_checks(e) + _startup_checks(e))
 
 
 def _package_checks(e: UnslothEstimate, env: str) -> list:
@@ -615,6 +698,11 @@ def _card_checks(e: UnslothEstimate) -> list:
         if float(cc) < 7.0:
             out.append(Check("unsloth-gpu-capability", "error", f"vLLM needs compute capability >= 7.0; "
                              f"{e.gpu.name} has {cc}", "use a newer card or fast_inference=False"))
+        if e.load_in_fp8 and float(cc) < UNSLOTH_FP8_ON_THE_FLY_MIN_CC:
+            out.append(Check("unsloth-fp8-weights", "warning", f"load_in_fp8 on {e.gpu.name} (compute capability "
+                             f"{cc}): Unsloth quantizes on the fly only from {UNSLOTH_FP8_ON_THE_FLY_MIN_CC}, so "
+                             f"{e.model.model_id} needs an FP8 checkpoint Unsloth maps it to",
+                             "load an FP8 checkpoint (e.g. unsloth/<model>-FP8-Block) or use an H100"))
         if e.float8_kv_cache and float(cc) < 8.0:
             out.append(Check("unsloth-fp8-kv-cache", "error", f"float8_kv_cache needs compute capability >= 8.0; "
                              f"{e.gpu.name} has {cc}", "drop --float8-kv-cache"))
@@ -673,3 +761,103 @@ def _request_checks(e: UnslothEstimate) -> list:
                          + ("" if e.fits else "; vLLM: " + "; ".join(e.capacity.errors if e.capacity else [])),
                          "" if e.fits else "plan with `plan --runtime unsloth` for a setup that fits"))
     return out
+
+
+# -- vLLM's start-up inside the Unsloth process -----------------------------------------------------
+
+_STARTUP_CAUSE = {"kv_cache_allocated": "KV cache allocation",
+                  "cudagraph_capture": "CUDA graphs (captured after the KV cache)",
+                  "sampler_warmup": "sampler warm-up (after the KV cache and the CUDA graphs)"}
+
+
+def startup_failure(e: UnslothEstimate) -> tuple[str, int] | None:
+    """(the first start-up step over the card, its bytes), or None when vLLM starts or fails before
+    (vLLM's own start-up and KV-cache errors, ``capacity.errors``)."""
+    if e.capacity is None or not e.capacity.startup_ok or not e.kv_cache_bytes:
+        return None
+    total = e.gpu.total_bytes
+    return next(((step, b) for step, b in e.startup.items() if b > total), None)
+
+
+def retry_estimate(e: UnslothEstimate) -> tuple[int, float, dict[str, int]] | None:
+    """Unsloth's one retry after a start that ran out of memory (none with standby): (max_num_seqs,
+    utilisation vLLM receives, its start-up steps), with vLLM's KV cache re-sized as the release sizes it."""
+    if e.standby or e.capacity is None:
+        return None
+    seqs = max(int(e.max_num_seqs * UNSLOTH_RETRY_SEQS), 1)
+    util = e.vllm_gpu_memory_utilization * unsloth_retry_utilization(e.facts.release)
+    return seqs, util, restart_steps(e, seqs, util)
+
+
+def restart_steps(e: UnslothEstimate, seqs: int, util: float) -> dict[str, int]:
+    """The start-up steps of the same engine with ``seqs`` sequences at utilisation ``util`` (received)."""
+    cap = e.capacity
+    assert cap is not None
+    again = _vllm.vllm_capacity(
+        e.model, e.gpu, gpu_memory_utilization=util, max_model_len=cap.max_model_len,
+        kv_cache_dtype=cap.kv_cache_dtype, quantization=cap.quantization, max_num_seqs=seqs,
+        max_num_batched_tokens=max(cap.max_num_batched_tokens, seqs), vllm_version=cap.version,
+        free_bytes=cap.free_bytes, baseline=0)
+    blocks = _vllm.num_blocks(again.available_kv_bytes - e.lora_slot_bytes, again.layout.bytes_per_block)
+    kv = blocks * again.layout.bytes_per_block
+    return startup_steps(again, e.pre_vllm_used_bytes, e.lora_slot_bytes, kv,
+                         unsloth_extra_cudagraph_bytes(e.facts, again))
+
+
+def fewer_sequences(e: UnslothEstimate) -> int | None:
+    """The most sequences (of 3/4, 1/2, 1/4 of max_num_seqs, 8, 1) at which the same utilisation starts."""
+    for seqs in sorted({max(e.max_num_seqs * k // 4, 1) for k in (3, 2, 1)} | {8, 1}, reverse=True):
+        if seqs < e.max_num_seqs and all(b <= e.gpu.total_bytes
+                                         for b in restart_steps(e, seqs, e.vllm_gpu_memory_utilization).values()):
+            return seqs
+    return None
+
+
+def _startup_fixes(e: UnslothEstimate, excess: int) -> list[str]:
+    """What lets the start through: a lower utilisation (the KV cache gives back ``excess``), fewer
+    sequences (the warm-up's logits, the decode graphs), standby off."""
+    total, free = e.gpu.total_bytes, e.gpu.total_bytes - e.pre_vllm_used_bytes
+    asked = math.floor((e.vllm_gpu_memory_utilization - excess / total) * total / free * 100) / 100
+    rows = min(e.max_num_seqs, e.max_num_batched_tokens)
+    lower = f"gpu_memory_utilization <= {asked:.2f}"
+    kept, _why = requested_utilization(e.facts, asked, e.standby, total, e.vllm_version)
+    if round(kept, 4) != asked:  # standby would not keep it
+        lower += (" with UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE=1" if e.facts.standby_util_override_env
+                  else " with standby off") + f" (standby uses {kept:.4g})"
+    n = fewer_sequences(e)
+    how = (f"from_pretrained(max_num_seqs={n})" if e.facts.max_num_seqs_kwarg else
+           f"{n} would start; Unsloth {e.facts.release} sets max_num_seqs itself") if n else \
+        "none starts at this utilisation"
+    fixes = [lower, f"fewer sequences ({how}; max_num_seqs {e.max_num_seqs}: the warm-up samples {rows} x "
+                    f"{e.model.vocab_size:,} logits)"]
+    if e.standby:
+        fixes.append("standby off (UNSLOTH_VLLM_STANDBY=0: the request is kept, and a failed start is retried)")
+    return fixes
+
+
+def _startup_checks(e: UnslothEstimate) -> list:
+    """``unsloth-startup``: whether vLLM's start-up after its profile run (KV cache, CUDA graphs, sampler
+    warm-up, :func:`startup_steps`) fits the card; the cause and the fix when it does not, and whether
+    Unsloth's retry (without standby) starts."""
+    from ..checks.preflight import Check
+
+    if not e.startup or e.capacity is None or not e.capacity.startup_ok or not e.kv_cache_bytes:
+        return []  # vLLM stops before (the unsloth-memory check names its error)
+    total = e.gpu.total_bytes
+    steps = ", ".join(f"{k.replace('_', ' ')} {b / GIB:.2f}" for k, b in e.startup.items())
+    failed = startup_failure(e)
+    if failed is None:
+        return [Check("unsloth-startup", "info", f"vLLM starts: {steps} GiB of {total / GIB:.2f} GiB")]
+    step, peak = failed
+    graphs = e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes if e.capacity else 0
+    msg = (f"vLLM's start-up runs out of memory at the {_STARTUP_CAUSE[step]}: {peak / GIB:.2f} GiB of "
+           f"{total / GIB:.2f} GiB ({steps} GiB; CUDA graphs {graphs / GIB:.2f} GiB, vLLM {e.vllm_version})")
+    retry = retry_estimate(e)
+    if retry is not None:
+        seqs, util, again = retry
+        ok = all(b <= total for b in again.values())
+        msg += (f"; Unsloth retries once at {util:.4f} and {seqs} sequences, which "
+                + ("starts" if ok else f"fails too ({max(again.values()) / GIB:.2f} GiB)"))
+        if ok:
+            return [Check("unsloth-startup", "warning", msg, "; ".join(_startup_fixes(e, peak - total)))]
+    return [Check("unsloth-startup", "error", msg, "; ".join(_startup_fixes(e, peak - total)))]

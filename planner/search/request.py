@@ -372,6 +372,9 @@ def _positive_int(problems: list[str], name: str, v: Any, upper: int | None = No
         problems.append(f"{_flag(name)} must be at most {upper}, got {v}")
 
 
+UNSLOTH_ONLY_WEIGHTS = "fp8"  # Unsloth's load_in_fp8 (planner.search.unsloth_solver); the TRL runtime refuses it
+
+
 def _choice(problems: list[str], name: str, v: Any, choices: tuple, optional: bool = False) -> None:
     if v is None and optional:
         return
@@ -403,7 +406,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     the trainer's GPU (a plan always may; an estimate only with a vLLM utilisation)."""
     p: list[str] = []
     t, v, g, o = req.trainer, req.vllm, req.targets, req.topology
-    _choice(p, "weights", t.weights, WEIGHT_FORMATS)
+    _choice(p, "weights", t.weights, (*WEIGHT_FORMATS, UNSLOTH_ONLY_WEIGHTS))
     _choice(p, "finetune", t.finetune, FINETUNE_MODES)
     _positive_int(p, "lora_r", t.lora_rank, upper=65536)
     mods = t.lora_target_modules
@@ -467,6 +470,9 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if req.runtime == "trl":
         p += [f"{_flag(k)} is an option of the Unsloth runtime (--runtime unsloth)"
               for k, v in vars(req.unsloth).items() if v is not None]
+        if t.weights == UNSLOTH_ONLY_WEIGHTS:
+            p.append("--weights fp8 is planned with --runtime unsloth only (from_pretrained(load_in_fp8=True): "
+                     "vLLM's FP8 weights shared with the trainer)")
     if not (req.calibration is None or (isinstance(req.calibration, str) and req.calibration == "auto")
             or type(req.calibration).__name__ == "Calibration"):
         p.append(f"calibration must be 'auto', None or a Calibration (planner.memory.calibration), got {req.calibration!r}")

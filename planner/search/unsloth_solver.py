@@ -49,9 +49,11 @@ from ..specs.model import ModelSpec
 from ..specs.topology import Topology
 from ..specs.units import GIB
 from ..specs.versions import (
+    UNSLOTH_LOAD_IN_FP8_FROM,
     UNSLOTH_RL_DEFAULTS,
     UnslothFacts,
     grpo_config_has_max_prompt_length,
+    parse_version,
     unsloth_facts,
     unsloth_trl_version,
 )
@@ -64,7 +66,7 @@ from .results import Option, Plan, RoleMemory
 
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
 DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
-WEIGHTS = ("nf4", "bf16", "fp16")
+WEIGHTS = ("nf4", "bf16", "fp16", "fp8")  # fp8: load_in_fp8=True (versions.UNSLOTH_LOAD_IN_FP8_FROM)
 _UTILIZATIONS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
 _GROUP_SIZES = (8, 6, 4, 2)
 
@@ -151,13 +153,21 @@ _NOT_HONOURED = {
     ("targets", "utilization_range"): "pin the utilisation (--gpu-memory-utilization) or let the search choose",
     ("targets", "sleep_mode"): "Unsloth's sleep is --standby",
     ("targets", "max_batch"): "the search tries the batches Unsloth keeps",
-    ("targets", "max_completions_per_step"): "one group per step (Unsloth's notebooks)",
     ("targets", "rollout_turns"): "multi-turn rollouts are modelled with TRL only",
 }
-_PINS_NOT_HONOURED = {"generation_batch_size": "one group per step", "completions_per_step": "one group per step",
+_GEN = "the search sets generation_batch_size = batch x accumulation (pin those)"
+_PINS_NOT_HONOURED = {"generation_batch_size": _GEN, "completions_per_step": _GEN,
                       "vllm_enable_sleep_mode": "use --standby", "vllm_max_model_length": "use --max-seq-length",
                       "lora_target_modules": "get_peft_model targets every projection",
                       "steps_per_generation": "pin --gradient-accumulation-steps"}
+
+
+def fp8_release_problem(facts: UnslothFacts) -> str | None:
+    """The line refusing ``--weights fp8`` for a release without from_pretrained(load_in_fp8=...); None from it on."""
+    if parse_version(facts.release, "Unsloth") >= parse_version(UNSLOTH_LOAD_IN_FP8_FROM, "Unsloth"):
+        return None
+    return (f"--weights fp8 needs Unsloth >= {UNSLOTH_LOAD_IN_FP8_FROM} (from_pretrained(load_in_fp8=True)); "
+            f"planned for Unsloth {facts.release}: pass --unsloth-version {UNSLOTH_LOAD_IN_FP8_FROM} or newer")
 
 
 def not_honoured(name: str) -> str:
@@ -184,7 +194,7 @@ def unsloth_problems(req: PlanRequest) -> list[str]:
     if t.finetune != "lora":
         p.append("--runtime unsloth plans LoRA (fast_inference=True trains adapters on vLLM's weights)")
     if t.weights not in WEIGHTS:
-        p.append(f"--runtime unsloth takes --weights nf4, bf16 or fp16, got {t.weights}")
+        p.append(f"--runtime unsloth takes --weights nf4, bf16, fp16 or fp8, got {t.weights}")
     if (req.pins.optim or t.optim) not in (None, "adamw_8bit"):
         p.append("--runtime unsloth is modelled with adamw_8bit (Unsloth's RL default) only")
     if not t.gradient_checkpointing:
@@ -229,7 +239,7 @@ def _asked(req: PlanRequest) -> dict[str, Any]:
                 per_device_train_batch_size=pins.per_device_train_batch_size,
                 gradient_accumulation_steps=pins.gradient_accumulation_steps,
                 gpu_memory_utilization=pins.vllm_gpu_memory_utilization, standby=u.standby,
-                load_in_4bit=t.weights == "nf4", lora_rank=pins.lora_r or t.lora_rank,
+                load_in_4bit=t.weights == "nf4", weights_fp8=t.weights == "fp8", lora_rank=pins.lora_r or t.lora_rank,
                 float8_kv_cache=req.vllm.kv_cache_dtype == "fp8", unsloth_version=u.unsloth_version,
                 vllm_version=req.vllm.vllm_version)
 
@@ -300,6 +310,22 @@ def _batches(facts: UnslothFacts, g: int, batch: int | None, ga: int | None) -> 
     return kept_batches(facts, g, g)
 
 
+def _generation_batches(s: _State, e: UnslothEstimate, g: int, ga: int) -> list[tuple[int, int]]:
+    """(generation batch, accumulation steps) for the micro-batch ``e`` runs: its one group (``ga`` steps)
+    and, like the TRL search, the most groups vLLM generates in one wave at that micro-batch (at most
+    ``max_completions_per_step``; the accumulation grows, Unsloth's GRPOConfig keeping the micro-batch).
+    The memory does not change with it (each step trains one micro-batch); a pinned accumulation is kept."""
+    b = e.per_device_train_batch_size
+    out = [(b * ga, ga)]
+    if s.asked["gradient_accumulation_steps"] is not None:
+        return out
+    limit = min(s.req.targets.max_completions_per_step, int(_concurrency(e)))
+    for acc in range(limit // b, ga, -1):
+        if (b * acc) % g == 0 and adjusted_batch_size(s.facts, b, acc, g) == b:
+            return out + [(b * acc, acc)]
+    return out
+
+
 def _batch_rule_problem(facts: UnslothFacts, a: dict[str, Any]) -> str | None:
     """The line naming Unsloth's divisibility rule when it would rewrite a pinned batch with every
     group size the search may take; None when one keeps it."""
@@ -368,6 +394,11 @@ class UnslothSolverRuntime:
     installed: tuple[str, ...] = ("unsloth_zoo", "trl", "vllm")
 
     def prepare(self, req: PlanRequest) -> _State:
+        return self.prepare_fixed(req, refuse_rewrites=True)
+
+    def prepare_fixed(self, req: PlanRequest, refuse_rewrites: bool) -> _State:
+        """The solve's state; ``refuse_rewrites``: refuse a pinned batch or utilisation Unsloth would change
+        (the search; a fixed setup shows the change instead, :func:`unsloth_fixed_plan`)."""
         problems = unsloth_problems(req)
         if problems:
             raise InvalidSetupError("\n".join(problems))
@@ -376,7 +407,9 @@ class UnslothSolverRuntime:
         a = _asked(req)
         margin = RUNTIME_MARGIN["unsloth"] if req.targets.margin is None else req.targets.margin
         facts = unsloth_facts(a["unsloth_version"])
-        fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "float8_kv_cache", "lora_rank",
+        if a["weights_fp8"] and fp8_release_problem(facts):
+            raise InvalidSetupError(fp8_release_problem(facts))
+        fixed = {k: a[k] for k in ("max_seq_length", "load_in_4bit", "weights_fp8", "float8_kv_cache", "lora_rank",
                                    "max_prompt_length")}
         fixed.update(unsloth_version=facts.release, vllm_version=a["vllm_version"])
         defaults = unsloth_estimate(spec, card, standby=bool(a["standby"]), **fixed,
@@ -385,7 +418,7 @@ class UnslothSolverRuntime:
                                                          "max_completion_length")})
         fixed["vllm_version"] = defaults.vllm_version or a["vllm_version"]
         s = _State(req, spec, card, facts, a, fixed, defaults, margin, int(card.total_bytes * (1 - margin)))
-        why = _batch_rule_problem(facts, a) or _utilization_problem(s)
+        why = refuse_rewrites and (_batch_rule_problem(facts, a) or _utilization_problem(s))
         if why:
             raise InvalidSetupError(why)
         return s
@@ -425,12 +458,14 @@ class UnslothSolverRuntime:
                             if not e.fits or (a["per_device_train_batch_size"] is not None and
                                               e.per_device_train_batch_size != a["per_device_train_batch_size"]):
                                 continue  # over the card, or Unsloth would rewrite the pinned batch
-                            gen_batch = e.per_device_train_batch_size * ga
-                            yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
-                                                   e.per_device_train_batch_size, util, e.standby, runtime="unsloth",
-                                                   preferred_group=g == wanted, num_generations=g,
-                                                   kv_cache_bytes=e.kv_cache_bytes or 0),
-                                         max(e.phases.values()), lambda e=e, gen_batch=gen_batch: (e, gen_batch))
+                            for gen_batch, acc in _generation_batches(s, e, g, ga):
+                                yield Scored(Candidate(completion, gen_batch, _waves(e, gen_batch),
+                                                       e.per_device_train_batch_size, util, e.standby,
+                                                       runtime="unsloth", preferred_group=g == wanted,
+                                                       num_generations=g, kv_cache_bytes=e.kv_cache_bytes or 0),
+                                             max(e.phases.values()),
+                                             lambda e=e, gen_batch=gen_batch, acc=acc:
+                                             (replace(e, gradient_accumulation_steps=acc), gen_batch))
 
     def build(self, s: _State, stage: None, chosen: Topology, found: dict[Topology, Found],
               rejected: list[tuple[Topology, str]]) -> Plan:
@@ -494,10 +529,12 @@ def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: 
     ga = e.gradient_accumulation_steps
     option = Option(topo, e.max_completion_length, e.per_device_train_batch_size, gen_batch,
                     e.requested_gpu_memory_utilization, e.standby, int(_concurrency(e)), role.peak_bytes)
-    setup = TrainerSetup(weights="nf4" if e.load_in_4bit else req.trainer.weights, finetune="lora",
+    setup = TrainerSetup(weights="bf16" if e.load_in_fp8 else _weights(e, req), finetune="lora",
                          lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
                          prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
                          gradient_accumulation_steps=ga)
+    if e.load_in_fp8:  # TrainerSetup knows the formats a TRL trainer loads; this trainer holds no copy of its own
+        object.__setattr__(setup, "weights", "fp8")  # (it trains on vLLM's shared FP8 tensors)
     g, u = req.targets, req.unsloth
     targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                    prompt_length=e.max_prompt_length, margin=margin, max_seq_length=e.max_seq_length,
@@ -507,6 +544,11 @@ def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: 
                 config=_grpo_config(e, gen_batch, details.trl_version), roles={"training_rank": role},
                 margin=margin, targets=targets, option=option, reasons=tuple(pins + reasons),
                 memory_model=MEMORY_MODEL, pinned=req.pinned, runtime="unsloth", runtime_details=details)
+
+
+def _weights(e: UnslothEstimate, req: PlanRequest) -> str:
+    """The plan's weight format: nf4 for load_in_4bit, fp8 for load_in_fp8, else the request's 16 bits."""
+    return "nf4" if e.load_in_4bit else ("fp8" if e.load_in_fp8 else req.trainer.weights)
 
 
 MEMORY_MODEL = "unsloth runtime (planner/runtimes/unsloth.py: Unsloth's rules per release, analytic)"
@@ -581,7 +623,7 @@ def unsloth_next_steps(p: Plan) -> dict[str, Any]:
     pins = {k: p.pin_value(k) for k in p.pinned}
     u = d.estimate
     args = [repr(p.model.model_id), repr(gpu), "runtime='unsloth'",
-            f"weights={('nf4' if u.load_in_4bit else p.setup.weights)!r}",
+            f"weights={p.setup.weights!r}",
             f"lora_rank={u.lora_rank}", f"max_seq_length={u.max_seq_length}"] + ([f"pin={pins!r}"] if pins else [])
     python = "\n".join(["import planner", f"plan = planner.plan({', '.join(args)})",
                         "# reward_fn(completions, **kwargs) -> list[float]; dataset: a datasets.Dataset with a "
@@ -592,11 +634,28 @@ def unsloth_next_steps(p: Plan) -> dict[str, Any]:
             "script": d.snippet(p.config), "python": python, "files": []}
 
 
+def unsloth_fixed_plan(req: PlanRequest) -> Plan:
+    """The Plan of one fixed Unsloth setup, no search: the request's settings and pins, Unsloth's defaults
+    for the rest (gpu_memory_utilization 0.5, batch 4 x 2 x 8 generations, standby off) and what Unsloth
+    changes in them (a batch its GRPOConfig rewrites, a standby utilisation), fitting or not
+    (``plan estimate --runtime unsloth``; the checks, assumptions and next steps as a plan has them come
+    from planner.api). InvalidSetupError where the vLLM release is not modelled (no Plan to build)."""
+    s = UNSLOTH_RUNTIME.prepare_fixed(req, refuse_rewrites=False)
+    e = s.defaults
+    if e.capacity is None:
+        raise InvalidSetupError(f"vLLM side not modelled: {e.vllm_not_modelled}")
+    trl, trl_reason = unsloth_trl_version(s.facts.release)
+    details = UnslothRuntime(estimate=e, trl_version=trl, trl_version_reason=trl_reason,
+                             changes=tuple(_changes(s.facts, e)))
+    gen_batch = e.per_device_train_batch_size * e.gradient_accumulation_steps
+    return _plan_of(s.req, details, gen_batch, s.margin, s.budget, _reasons(e, e, gen_batch, s.budget))
+
+
 def unsloth_plan(model: Any, gpu: Any = "auto", **options: Any) -> Plan:
     """The search alone (no checks, assumptions or next steps: planner.plan(..., runtime="unsloth") adds them)."""
     return solve_unsloth(unsloth_request(model, gpu, **options))
 
 
-__all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME",
-           "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan",
+__all__ = ["UnslothRuntime", "UnslothSolverRuntime", "UNSLOTH_RUNTIME", "fp8_release_problem",
+           "default_weights", "unsloth_request", "unsloth_problems", "solve_unsloth", "unsloth_plan", "unsloth_fixed_plan",
            "with_unsloth_checks", "unsloth_next_steps", "kept_batches", "utilization_candidates"]

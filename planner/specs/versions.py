@@ -798,7 +798,8 @@ def optimizer_default_read(transformers_version: str | None = None) -> bool:
 # unsloth/models/{loader,rl}.py. unsloth and unsloth_zoo are released in lock-step with the same
 # calendar version numbers, so one version string keys both (the zoo's when a log gives it).
 # Read from the unsloth_zoo wheels 2025.2.4, 2025.3.8, 2025.4.1, 2025.5.7, 2025.6.8, 2025.7.1,
-# 2025.8.1, 2025.9.7, 2025.10.1, 2025.10.8, 2025.11.3, 2025.12.1, 2026.1.1, 2026.3.1, 2026.5.1,
+# 2025.8.1, 2025.9.1, 2025.9.2, 2025.9.6, 2025.9.7, 2025.9.14, 2025.10.1, 2025.10.4, 2025.10.6,
+# 2025.10.8, 2025.10.9, 2025.10.10, 2025.10.13, 2025.11.1-2025.11.6, 2025.12.1, 2025.12.8, 2026.1.1, 2026.3.1, 2026.5.1,
 # 2026.7.1, 2026.9.1, 2026.10.9 and the unsloth wheels 2025.2.4, 2025.3.8, 2025.5.7, 2025.9.6,
 # 2025.11.3, 2026.10.9 (``pip download --no-deps``). A range starts at the first wheel read with
 # the change; releases between two wheels read are assumed to behave like the earlier one.
@@ -816,11 +817,15 @@ class UnslothFacts:
     gpu_memory_utilization_default: float
     max_lora_rank_default: int
     # What UNSLOTH_VLLM_STANDBY=1 does to the requested utilisation:
-    #   "none"      no override (2025.2.4-2025.8.x);
-    #   "floor"     raised to ``standby_floor`` when below it (2025.9.7 vllm_utils.py:1371-1372: 0.9;
-    #               2025.10.8 :1466-1468: 0.8);
-    #   "tiers"     raised to a card-size tier when below it (2025.11.3 :1538-1550), then
-    #               2025.12.1 :1686 multiplies the tier by 0.95 for vLLM >= 0.11;
+    #   "none"      no override (2025.2.4-2025.9.6);
+    #   "floor"     raised to ``standby_floor`` when below it (2025.9.7 vllm_utils.py:1371-1372,
+    #               2025.9.14 and 2025.10.1 :1375, 2025.10.4 and 2025.10.6 :1465: 0.9; 2025.10.8 and
+    #               2025.10.9 :1466-1468: 0.8, "Used to allow 0.9, but now 0.85 works only");
+    #   "tiers_le"  a request at or below 0.9 replaced by a card-size tier, raised or lowered; above
+    #               0.9 kept (2025.10.10 :1466-1476, 2025.10.13 :1463-1473, 2025.11.1 :1497-1507);
+    #   "tiers"     raised to a card-size tier when below it (2025.11.2 and 2025.11.3 :1538-1550), then
+    #               2025.11.6 :1685-1686 (2025.12.1 the same lines) multiplies the tier by 0.95 for
+    #               vLLM >= 0.11;
     #   "tiers_set" replaced by the tier whether below or above (2026.3.1 :1786-1820 "your setting
     #               of gpu_memory_utilization will OOM. Changing ..."), separate tiers for vLLM < 0.11.
     standby_rule: str
@@ -829,19 +834,20 @@ class UnslothFacts:
     # the first row whose minimum the card reaches wins, the last row (min 0) otherwise.
     standby_tiers: tuple
     standby_tiers_pre_0_11: tuple  # used with vLLM < 0.11 where the release splits (2026.3.1 on)
-    standby_factor_0_11: float     # x0.95 for vLLM >= 0.11 (2025.12.1 :1686; 2026.10.9 :4480)
-    # max_lora_rank rounded up to a rank vLLM accepts: determine_max_lora_rank (2025.11.3
-    # vllm_utils.py:1469 fallback list [8, 16, 32, 64, 128, 256, 320, 512], read from
+    standby_factor_0_11: float     # x0.95 for vLLM >= 0.11 (2025.11.6 and 2025.12.1 :1686; 2026.10.9 :4480)
+    # max_lora_rank rounded up to a rank vLLM accepts: determine_max_lora_rank (2025.11.1
+    # vllm_utils.py:1436, called :1523; 2025.11.3 :1469 fallback list [8, 16, 32, 64, 128, 256, 320, 512], read from
     # vllm.config.lora when importable; 2026.10.9 :2744, 2765-2775). Before 2025.11.3 the rank
-    # goes to vLLM unchanged (vLLM itself rejects other ranks).
+    # goes to vLLM unchanged (vLLM itself rejects other ranks; 2025.10.13 has no determine_max_lora_rank).
     rounds_lora_rank: bool
     # max_num_seqs / chunked-prefill tokens from Unsloth's own KV estimate (GiB):
     #   "v2025" table 128/160/192/224/256/288/320/226/368 seqs at <= 2/4/8/12/16/24/40/48/80 GiB
     #           (2025.2.4 vllm_utils.py:896-905; the 226 at <= 48 GiB is in the source), and
     #           max_num_batched_tokens = max_seq_length (2025.2.4 :922-925; 2025.9.7 :1537);
     #   "v2026" (mnbt, seqs) = (2048, 8), (2048, 16), (4096, 32), (4096, 48), (6144, 64), (6144, 80),
-    #           (8192, 96), (8192, 112), (8192, 128), (8192, 256) at the same GiB steps (2025.12.1
-    #           vllm_utils.py:1867; 2026.10.9 :4807-4816), mnbt capped at seqs x max_seq_length
+    #           (8192, 96), (8192, 112), (8192, 128), (8192, 256) at the same GiB steps (2025.11.6 and
+    #           2025.12.1 vllm_utils.py:1867-1875; 2026.10.9 :4807-4816; 2025.11.5 still has "v2025",
+    #           :1761-1762), mnbt capped at seqs x max_seq_length
     #           (2026.10.9 :4853-4855).
     batch_table: str
     # approximate_vllm_memory_usage subtracts a CUDA-graph allowance 172 x hidden x layers x 4 B,
@@ -871,6 +877,20 @@ class UnslothFacts:
     #             (V1 caps profiled images by the encoder budget, :2472); max_num_batched_tokens =
     #             max(8192, max_seq_length) (:4828-4829), then capped at seqs x max_seq_length (:4854-4859).
     vision_rule: str = "none"
+    # UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE=1 keeps the request under standby (from 2025.11.4 :1568, 1582;
+    # 2025.11.6 :1672, 1688; 2026.10.9 the same variable); not modelled as a mode, named as a fix.
+    standby_util_override_env: bool = False
+    # The CUDA-graph mode load_vllm's CompilationConfig asks for (compilation_config=3, the default):
+    #   "piecewise"          full_cuda_graph=False (2025.9.7 vllm_utils.py:1586; earlier releases the same);
+    #   "full"               full_cuda_graph=True (2025.9.14 :1589, 2025.10.13 :1691), which vLLM 0.10.2
+    #                        turns into cudagraph_mode=FULL (config/compilation.py:455-462);
+    #   "full_and_piecewise" cudagraph_mode=FULL_AND_PIECEWISE where CompilationConfig has it (2025.11.1
+    #                        :1755, 2025.12.1 :1996, 2026.10.9 :4993): FULL decode graphs beside the
+    #                        piecewise ones also with vLLM 0.10.x, whose own default is PIECEWISE.
+    cudagraph_mode: str = "piecewise"
+    # from_pretrained(max_num_seqs=N) other than 256 is kept as vLLM's max_num_seqs (2026.10.9
+    # vllm_utils.py:4401, 4819-4820 ``explicit_max_num_seqs``; 2026.9.1 has no such branch)
+    max_num_seqs_kwarg: bool = False
     note: str = ""
 
     @property
@@ -907,24 +927,38 @@ UNSLOTH_RL_DEFAULTS = {"per_device_train_batch_size": 4, "gradient_accumulation_
 # Standby sleep: Unsloth's CuMemAllocator.sleep skips the "weights" tag (shared with training)
 # and releases the rest, i.e. the KV cache (unsloth_zoo 2026.10.9 vllm_utils.py:838-840).
 
-_TIERS_A = ((4.0, 0.925), (2.5, 0.9), (2.0, 0.875), (1.4, 0.85), (1.0, 0.8), (0.0, 0.75))
+_TIERS_B = ((4.0, 0.925), (2.0, 0.9), (1.4, 0.85), (1.0, 0.8), (0.0, 0.75))  # 2025.10.10 :1471-1475
+_TIERS_A = ((4.0, 0.925), (2.5, 0.9), (2.0, 0.875), (1.4, 0.85), (1.0, 0.8), (0.0, 0.75))  # 2025.11.2 :1541-1546
 _TIERS_C = ((4.0, 0.925), (2.5, 0.9), (2.0, 0.825), (1.4, 0.8), (1.0, 0.775), (0.0, 0.75))
 _TIERS_PRE_0_11 = ((9.0, 0.9), (4.0, 0.875), (2.5, 0.85), (2.0, 0.825), (1.4, 0.8), (1.0, 0.75), (0.0, 0.7))
 
 _UNSLOTH_CHANGES = (
-    ("2025.2.4", "2025.9.6", "read: 2025.2.4, 2025.3.8, 2025.4.1, 2025.5.7, 2025.6.8, 2025.7.1, 2025.8.1",
+    ("2025.2.4", "2025.9.6", "read: 2025.2.4, 2025.3.8, 2025.4.1, 2025.5.7, 2025.6.8, 2025.7.1, 2025.8.1, "
+                             "2025.9.1, 2025.9.2, 2025.9.6 (no standby override in load_vllm)",
      dict(gpu_memory_utilization_default=0.5, max_lora_rank_default=64, standby_rule="none",
           standby_floor=None, standby_tiers=(), standby_tiers_pre_0_11=(), standby_factor_0_11=1.0,
           rounds_lora_rank=False, batch_table="v2025", estimate_subtracts_cudagraphs=False,
-          divisibility_rule="batch", estimate_4bit_from_checkpoint=True, vision_rule="none")),
-    ("2025.9.7", "2025.10.7", "read: 2025.9.7, 2025.10.1 (standby raises to 0.9, :1371; vision models: "
-                              "max_num_seqs 1, :1516)",
+          divisibility_rule="batch", estimate_4bit_from_checkpoint=True, vision_rule="none",
+          standby_util_override_env=False, cudagraph_mode="piecewise", max_num_seqs_kwarg=False)),
+    ("2025.9.7", "2025.9.13", "read: 2025.9.7 (standby raises to 0.9, :1371; vision models: max_num_seqs 1, "
+                              ":1516)",
      dict(standby_rule="floor", standby_floor=0.9, estimate_4bit_from_checkpoint=False, vision_rule="one")),
-    ("2025.10.8", "2025.11.2", "read: 2025.10.8 (standby raises to 0.8, :1466)",
+    ("2025.9.14", "2025.10.7", "read: 2025.9.14, 2025.10.1, 2025.10.4, 2025.10.6 (full_cuda_graph=True, "
+                               "2025.9.14 :1589)",
+     dict(cudagraph_mode="full")),
+    ("2025.10.8", "2025.10.9", "read: 2025.10.8, 2025.10.9 (standby raises to 0.8, :1466)",
      dict(standby_floor=0.8)),
-    ("2025.11.3", "2025.11.x", "read: 2025.11.3 (card-size tiers, :1541-1546; rank rounding)",
-     dict(standby_rule="tiers", standby_floor=None, standby_tiers=_TIERS_A, rounds_lora_rank=True)),
-    ("2025.12.1", "2026.2.x", "read: 2025.12.1, 2026.1.1 (x0.95 with vLLM >= 0.11, :1686; new batch table :1867)",
+    ("2025.10.10", "2025.10.x", "read: 2025.10.10, 2025.10.13 (standby replaces a request <= 0.9 with a "
+                                "card-size tier, 2025.10.10 :1466-1476)",
+     dict(standby_rule="tiers_le", standby_floor=None, standby_tiers=_TIERS_B)),
+    ("2025.11.1", "2025.11.1", "read: 2025.11.1 (rank rounding, :1523; standby as 2025.10.10, :1497)",
+     dict(rounds_lora_rank=True, cudagraph_mode="full_and_piecewise")),
+    ("2025.11.2", "2025.11.3", "read: 2025.11.2, 2025.11.3 (standby raises to a card-size tier, :1541-1549)",
+     dict(standby_rule="tiers", standby_tiers=_TIERS_A)),
+    ("2025.11.4", "2025.11.5", "read: 2025.11.4, 2025.11.5 (UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE, 2025.11.4 :1568)",
+     dict(standby_util_override_env=True)),
+    ("2025.11.6", "2026.2.x", "read: 2025.11.6, 2025.12.1, 2025.12.8, 2026.1.1 (x0.95 with vLLM >= 0.11, :1686; "
+                              "new batch table :1867)",
      dict(standby_factor_0_11=0.95, batch_table="v2026")),
     ("2026.3.1", "2026.4.x", "read: 2026.3.1 (tiers replace the request, :1814; vLLM < 0.11 tiers :1787)",
      dict(standby_rule="tiers_set", standby_tiers_pre_0_11=_TIERS_PRE_0_11, estimate_subtracts_cudagraphs=True)),
@@ -933,7 +967,7 @@ _UNSLOTH_CHANGES = (
      dict(standby_tiers=_TIERS_C, divisibility_rule="ga_world")),
     ("2026.10.9", "2026.10.x", "read: 2026.10.9 (vision models: max_num_seqs by vLLM release, "
                                "vision_max_num_seqs :2459-2485)",
-     dict(vision_rule="by_vllm")),
+     dict(vision_rule="by_vllm", max_num_seqs_kwarg=True)),
 )
 
 _UNSLOTH_ROWS = tuple((parse_version(first, "Unsloth"), last, {**kw, "note": note})
@@ -976,7 +1010,35 @@ _UNSLOTH_TRL_PINS = (
 # Standby hands TRL vllm_enable_sleep_mode only for TRL >= 0.23 (unsloth 2026.10.9 models/rl.py:4179);
 # standby refuses expandable_segments:True (unsloth_zoo 2026.10.9 vllm_utils.py:803, __init__.py:335-343);
 # standby is switched off for vision models unless UNSLOTH_VLLM_STANDBY_VISION=1 (2026.10.9 vllm_utils.py:4430-4441).
+# A vLLM start that fails with "memory" in its error is retried once at 0.75 x max_num_seqs (2025.3.8
+# vllm_utils.py:1009-1015, the utilisation kept) and from 2025.5.7 also 0.85 x the utilisation
+# (2025.5.7 :1211-1213, 2025.9.7 :1676-1689, 2026.10.9 :5367-5389, which also shrinks
+# max_num_batched_tokens, _shrink_for_memory_retry, not modelled); never with standby (2025.9.7 :1676:
+# "Sleep mode uses CuMemAllocator which can't run multiple instances in single process").
+UNSLOTH_RETRY_SEQS = 0.75
+_UNSLOTH_RETRY_UTILIZATION_FROM = "2025.5.7"
+
+
+def unsloth_retry_utilization(version: str | None = None) -> float:
+    """The factor on the utilisation of Unsloth's one retry after a vLLM start that ran out of memory."""
+    v = parse_version(unsloth_facts(version).release, "Unsloth")
+    return 0.85 if v >= parse_version(_UNSLOTH_RETRY_UTILIZATION_FROM, "Unsloth") else 1.0
 UNSLOTH_STANDBY_MIN_TRL = "0.23.0"
+# FP8 RL: from_pretrained(load_in_fp8=True | "block") exists from unsloth 2025.11.4 (models/loader.py:148,
+# 676; not in 2025.11.3's loader.py): a mapped FP8 checkpoint (unsloth/<model>-FP8-Dynamic / -FP8-Block,
+# loader_utils.py get_model_name) or, where none is mapped, an on-the-fly quantization that needs compute
+# capability >= 9.0, torch >= 2.9 and torchao (loader_utils.py:286-340, "On the fly `load_in_fp8` requires
+# H100 GPUs or after"). load_vllm hands an FP8 checkpoint to vLLM as FP8 (is_fp8 from the name or
+# quant_method, unsloth_zoo 2025.10.4 vllm_utils.py:1486; 2025.11.6 :1716) and prices it at 8/5 of 16 bits
+# in its KV estimate (``load_in_8bit = is_fp8``, 2025.11.3 :1584 with :1441 ``factor = 8/5``). The trainer
+# wraps vLLM's FP8 tensors as transformers' FP8Linear (block scales) or FbgemmFp8Linear (row scales)
+# (unsloth_zoo 2025.11.6 :1298-1318): one shared copy, 1 B per weight plus its scales; its backward
+# dequantizes one weight at a time to bf16 (unsloth 2025.11.4 kernels/fp8.py:384, 455, 512).
+UNSLOTH_LOAD_IN_FP8_FROM = "2025.11.4"
+UNSLOTH_FP8_ON_THE_FLY_MIN_CC = 9.0
+# vLLM's fp8 quantization needs compute capability 8.0 (Fp8Config.get_min_capability() = 80, vLLM 0.10.2
+# model_executor/layers/quantization/fp8.py:112-113); below 8.9 it runs W8A16 through Marlin (:228).
+VLLM_FP8_MIN_CC = 8.0
 # vLLM >= 0.28 moved bitsandbytes out of tree: load_in_4bit needs ``pip install vllm-bnb-plugin``
 # (unsloth_zoo 2026.10.9 vllm_utils.py:349-366; the vLLM side: VllmFacts.bitsandbytes_supported)
 UNSLOTH_BNB_PLUGIN = "vllm-bnb-plugin"
