@@ -442,23 +442,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _positive_int(p, "max_batch", g.max_batch, upper=4096)
     _positive_int(p, "max_completions_per_step", g.max_completions_per_step, upper=1 << 20)
     _positive_int(p, "rollout_turns", g.rollout_turns, upper=256)
-    _positive_int(p, "num_gpus", o.num_gpus, upper=MAX_GPUS_PER_NODE)
-    _positive_int(p, "num_nodes", o.num_nodes, upper=MAX_NODES)
-    _choice(p, "layout", o.layout, LAYOUTS)
-    _choice(p, "engine", o.engine, ENGINES)
-    _positive_int(p, "server_gpus", o.server_gpus, upper=MAX_GPUS_PER_NODE, optional=True)
-    if o.server_host is not None and (not isinstance(o.server_host, str) or not o.server_host.strip()
-                                      or any(c.isspace() for c in o.server_host)):
-        p.append(f"--server-host must be a host name or address, got {o.server_host!r}")
-    if not _is_int(o.server_port) or not 1 <= o.server_port <= 65535:
-        p.append(f"--server-port must be a port number 1-65535, got {o.server_port!r}")
-    _range(p, "server_utilization_range", o.server_utilization_range)
-    if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
-        p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
-    tp = v.tensor_parallel_size
-    if tp is not None and _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
-        p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
-                 f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
+    _topology_problems(p, o, v)
     _pin_problems(p, req.pins)
     L, P = req.pins.vllm_max_model_length, req.pins.max_prompt_length
     P = P if P is not None else g.prompt_length
@@ -482,6 +466,27 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     if not gpus or not all(isinstance(x, GpuSpec) or (isinstance(x, str) and x.strip()) for x in gpus):
         p.append(f"--gpu must be a GPU name, 'auto' or a GpuSpec, got {req.gpu!r}")
     return p
+
+
+def _topology_problems(p: list[str], o, v) -> None:
+    """The layout's problems (GPUs, nodes, server, vLLM TP against the GPUs), appended to ``p``."""
+    _positive_int(p, "num_gpus", o.num_gpus, upper=MAX_GPUS_PER_NODE)
+    _positive_int(p, "num_nodes", o.num_nodes, upper=MAX_NODES)
+    _choice(p, "layout", o.layout, LAYOUTS)
+    _choice(p, "engine", o.engine, ENGINES)
+    _positive_int(p, "server_gpus", o.server_gpus, upper=MAX_GPUS_PER_NODE, optional=True)
+    if o.server_host is not None and (not isinstance(o.server_host, str) or not o.server_host.strip()
+                                      or any(c.isspace() for c in o.server_host)):
+        p.append(f"--server-host must be a host name or address, got {o.server_host!r}")
+    if not _is_int(o.server_port) or not 1 <= o.server_port <= 65535:
+        p.append(f"--server-port must be a port number 1-65535, got {o.server_port!r}")
+    _range(p, "server_utilization_range", o.server_utilization_range)
+    if _is_int(o.num_gpus) and _is_int(o.num_nodes) and o.num_gpus * o.num_nodes == 1 and o.layout == "server":
+        p.append("--layout server needs at least 2 GPUs (one serves, one trains); use --num-gpus 2 or more")
+    tp = v.tensor_parallel_size
+    if tp is not None and _is_int(tp) and _is_int(o.num_gpus) and o.num_gpus >= 1 and tp > o.num_gpus:
+        p.append(f"--vllm-tensor-parallel-size {v.tensor_parallel_size} is larger than the {o.num_gpus} GPU(s) "
+                 f"per node; use --num-gpus {v.tensor_parallel_size} or a smaller TP")
 
 
 def pin_problems(pins: Pins) -> list[str]:
