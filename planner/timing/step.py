@@ -101,6 +101,7 @@ class StepTime:
                 "completions_per_hour": round(self.completions_per_hour, 1),
                 "efficiency": {"mfu": self.efficiency.mfu,
                                "bandwidth_efficiency": self.efficiency.bandwidth_efficiency,
+                               "decode_step_seconds": self.efficiency.decode_step_seconds,
                                "source": self.efficiency.source},
                 "assumptions": list(self.assumptions), **self.detail}
 
@@ -114,8 +115,8 @@ def generation_seconds(s: StepShape, eff: Efficiency) -> float:
     decode_peak = s.decode_peak_flops_per_s or s.peak_flops_per_s
     prefill_fpt = flops_per_token(s, s.prompt_tokens / 2)
     decode_fpt = flops_per_token(s, s.prompt_tokens + s.completion_tokens / 2)
-    overhead = ph.eager_step_seconds(s.num_layers, s.cuda_graphs) + ph.tp_step_seconds(s.num_layers,
-                                                                                        s.tensor_parallel_size)
+    overhead = (eff.decode_step_seconds + ph.eager_step_seconds(s.num_layers, s.cuda_graphs)
+                + ph.tp_step_seconds(s.num_layers, s.tensor_parallel_size))
     per_round = ph.prefill_seconds(s.sequences_per_round, s.prompt_tokens, prefill_fpt, decode_peak, eff.mfu)
     for batch in ph.wave_sizes(s.sequences_per_round, s.concurrency):
         per_round += ph.decode_wave_seconds(batch, s.completion_tokens, s.prompt_tokens, s.decode_weight_read_bytes,
