@@ -169,7 +169,8 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          vllm_version: str | None = None, transformers_version: str | None = None, calibration: Any = "auto",
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
-         max_seq_length: int | None = None, reserve_gib: float | None = None) -> Plan:
+         max_seq_length: int | None = None, reserve_gib: float | None = None,
+         expected_completion_length: int | None = None, reward_seconds_per_completion: float = 0.0) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -195,7 +196,10 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     options: ``max_seq_length``, ``standby``, ``unsloth_version``; what it cannot honour is refused.
 
     ``reserve_gib``: memory kept free on every card for a display or another process (the CLI's
-    ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``)."""
+    ``--reserve``): the budget is the card less the margin less the reserve (``assumptions["reserve"]``).
+
+    ``expected_completion_length`` (None: the cap) and ``reward_seconds_per_completion`` (0): the step
+    time's inputs (``plan.step_time()``, the JSON's ``time``; planner.search.timing)."""
     gpu = with_reserve(gpu, reserve_gib)
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
@@ -213,7 +217,9 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         server_port=server_port, server_utilization_range=server_utilization_range, trl_version=trl_version,
         vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
         relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
-        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length)
+        unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
+        expected_completion_length=expected_completion_length,
+        reward_seconds_per_completion=reward_seconds_per_completion)
     if runtime == "unsloth" and rollout_turns != 1:
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     return python_checks(plan_from_request(request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)))
@@ -348,6 +354,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
         p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
                                             req.trainer.transformers_version))
+    p = replace(p, timing_inputs=req.targets.timing_inputs())
     own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
     return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
 

@@ -23,7 +23,7 @@ from ..checks.preflight import CheckReport
 from ..errors import InvalidSetupError
 from ..search.request import PlanRequest, validate_request
 from ..search.results import Plan
-from ._common import check_lines, gib_str, print_json, table
+from ._common import check_lines, gib_str, print_json, render_time, table
 from ._topology import gpu_arg
 
 RUNTIMES = ("trl", "unsloth")
@@ -229,6 +229,7 @@ def render_plan(p: Plan) -> str:
            table([(k.replace("_bytes", ""), gib_str(v)) for k, v in e.phases.items()]
                  + [("budget (card - margin)", gib_str(p.budget_bytes)), ("headroom", gib_str(p.headroom_bytes))],
                  "peak per phase:"),
+           render_time(p.step_time()),
            "why:\n" + "\n".join(f"  - {r}" for r in p.reasons),
            "Unsloth will:\n" + "\n".join(f"  - {c}" for c in d.changes),
            "assumptions (--json for their sources):\n" + "\n".join(

@@ -28,6 +28,7 @@ from . import _unsloth
 from ._common import (
     add_config_arg,
     add_model_gpu_args,
+    add_time_arguments,
     add_trainer_args,
     gib_str,
     gpu_with_reserve,
@@ -35,6 +36,7 @@ from ._common import (
     model_arg,
     print_json,
     read_config,
+    render_time,
     spellings,
     table,
     trainer_kwargs,
@@ -129,6 +131,7 @@ def add_arguments(p) -> None:
                    help="a multi-turn rollout_func that returns every turn's prompt and completion ids "
                         "concatenated (TRL's OpenEnv examples): vLLM serves one turn of prompt + completion, the "
                         "trainer trains on up to this many (default: 1)")
+    add_time_arguments(g)
     g.add_argument("--margin", type=float, default=None,
                    help=f"safety margin as a fraction of the card (default: from the memory model: "
                         f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
@@ -189,7 +192,9 @@ def request_from_args(args) -> PlanRequest:
                  kv_cache_dtype=args.vllm_kv_cache_dtype, tensor_parallel_size=args.vllm_tensor_parallel_size,
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
                  rollout_turns=args.rollout_turns, transformers_version=args.transformers_version,
-                 server_gpus=args.server_gpus, server_host=args.server_host)
+                 server_gpus=args.server_gpus, server_host=args.server_host,
+                 expected_completion_length=args.expected_completion_length,
+                 reward_seconds_per_completion=args.reward_seconds_per_completion)
     for name in ("utilization_range", "server_utilization_range"):
         if getattr(args, name) is not None:
             given[name] = _utilization_range(getattr(args, name), _flag(name))
@@ -326,7 +331,8 @@ def budget_label(p: Plan) -> str:
 
 def render(p: Plan) -> str:
     if p.multi_gpu:
-        return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
+        return "\n".join(x for x in (render_layout(p), render_time(p.step_time()), render_binding(p),
+                                     render_assumptions(p)) if x)
     cfg = p.config
     role = p.training_rank
     pinned = set(p.pinned)
@@ -343,6 +349,7 @@ def render(p: Plan) -> str:
                           ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens (KV cache)"),
                           ("sequences at once", f"{engine_concurrency(v)} (max_num_seqs {v.max_num_seqs})"),
                           ("generation waves", str(p.waves))], "vLLM:"))
+    out.append(render_time(p.step_time()))
     out.append(render_changes(p.changes))
     out.append("objective: " + " > ".join(OBJECTIVE))
     out += [x for x in (render_binding(p), render_assumptions(p)) if x]

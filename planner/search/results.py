@@ -25,7 +25,9 @@ from ..memory.vllm import VllmCapacity
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
 from ..specs.topology import DEEPSPEED_DEFAULTS, Topology
+from ..timing.step import StepTime
 from .objective import OBJECTIVE, Candidate, objective_lines, score
+from .timing import estimate_time, plan_time
 
 if TYPE_CHECKING:
     from ..checks.preflight import Check
@@ -56,6 +58,12 @@ class Estimate:
     phases: ColocatedPhases | None = None  # when colocated
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # expected_completion_length / reward_seconds_per_completion for the step time (planner.search.timing)
+    timing_inputs: dict[str, Any] = field(default_factory=dict)
+
+    def step_time(self) -> StepTime | None:
+        """The predicted seconds per optimizer step by phase (None without colocated vLLM)."""
+        return estimate_time(self, **self.timing_inputs)
 
     @property
     def peak_bytes(self) -> int:
@@ -90,6 +98,9 @@ class Estimate:
             d["vllm"] = self.vllm.to_dict()["vllm"]
         if self.phases is not None:
             d["phases"] = self.phases.to_dict()
+        t = self.step_time()
+        if t is not None:
+            d["time"] = t.to_dict()
         d.update(self.extra)
         return d
 
@@ -308,6 +319,12 @@ class Plan:
     # what the plan changed: {key, from, to, why} per modelled key whose value differs from the one given
     # (a flag, a --config key) or, left out, from TRL's default (planner.report.changes)
     changes: tuple[dict[str, Any], ...] = ()
+    # expected_completion_length / reward_seconds_per_completion for the step time (planner.search.timing)
+    timing_inputs: dict[str, Any] = field(default_factory=dict)
+
+    def step_time(self) -> StepTime:
+        """The predicted seconds per optimizer step, by phase (planner.search.timing.plan_time)."""
+        return plan_time(self, **self.timing_inputs)
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -433,6 +450,7 @@ class Plan:
             "binding": dict(self.binding),
             "next_steps": dict(self.next_steps),
             "changes": [dict(c) for c in self.changes],
+            "time": self.step_time().to_dict(),
         }
         if self.multi_gpu:
             d.update(gpus=[g.name for g in self.gpus], layout=self.layout,
