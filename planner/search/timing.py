@@ -24,6 +24,7 @@ What is read (each a stated assumption in the JSON's ``time.assumptions``):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ..memory.lora import lora_params
@@ -31,6 +32,7 @@ from ..memory.vllm import VllmCapacity, kv_bytes_per_token
 from ..memory.weights import DTYPE_BYTES, quantisable_linear_params
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
+from ..specs.topology import Topology
 from ..timing.phases import NF4_DEQUANT_BYTES_PER_WEIGHT
 from ..timing.step import StepShape, StepTime, step_time
 
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
 GB = 1e9
 
 
+@lru_cache(maxsize=64)
+def kv_bytes(spec: ModelSpec, kv_cache_dtype: str, tp: int) -> int:
+    return kv_bytes_per_token(spec, kv_cache_dtype, tp)
+
+
+@lru_cache(maxsize=64)
 def matmul_params(spec: ModelSpec) -> tuple[float, float]:
     """(parameters a token passes through, decoder linear weights): the decoder's projections with
     only the routed experts of a mixture-of-experts counted, and the LM head (embeddings cost no FLOPs)."""
@@ -71,11 +79,16 @@ def decode_read_bytes(spec: ModelSpec, cap: VllmCapacity | None, four_bit_vllm: 
     return float(cap.weights_bytes) if cap is not None else spec.param_counts().active * 2.0
 
 
+@lru_cache(maxsize=64)
+def _lora_params(spec: ModelSpec, rank: int, targets: tuple[str, ...] | None) -> int:
+    return lora_params(spec, rank, targets)
+
+
 def trainer_terms(spec: ModelSpec, setup: TrainerSetup) -> dict:
     """The training side of a StepShape: passes, trainable parameters and their bytes."""
     full = setup.finetune == "full"
-    trainable = float(spec.param_counts().active if full else lora_params(spec, setup.lora_rank,
-                                                                           setup.lora_target_modules))
+    trainable = float(spec.param_counts().active if full else _lora_params(spec, setup.lora_rank,
+                                                                            setup.lora_target_modules))
     state = 2.0 if "8bit" in setup.optim else 8.0
     param = 4.0 if not full or setup.weights == "fp32" else float(DTYPE_BYTES.get(setup.weights, 2))
     _, linear = matmul_params(spec)
@@ -94,37 +107,49 @@ def time_assumptions(expected: int, cap: int, reward: float) -> tuple[str, ...]:
             "see planner/search/timing.py for what each phase reads")
 
 
-def plan_time(p: Plan, expected_completion_length: int | None = None,
-              reward_seconds_per_completion: float = 0.0) -> StepTime:
-    """The predicted seconds of one optimizer step of plan ``p``, by phase (module docstring)."""
-    t, o, s, spec, gpu = p.topology, p.option, p.setup, p.model, p.gpu
+def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topology, completions_per_device: int,
+                concurrency: int, sleep: bool, vllm: VllmCapacity | None, runtime: str = "trl",
+                expected_completion_length: int | None = None,
+                reward_seconds_per_completion: float = 0.0) -> StepTime:
+    """The predicted seconds of one optimizer step of one configuration (module docstring): the
+    solver's candidates and a finished plan alike. ``concurrency``: sequences decoded at once by all
+    engines together; ``completions_per_device``: the generation batch per training GPU (one
+    optimizer step's worth: TRL's ``steps_per_generation = gradient_accumulation_steps``)."""
+    t, s = topo, setup
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
-    unsloth = p.runtime == "unsloth"
-    vllm = p.vllm
+    unsloth = runtime == "unsloth"
     server = t.vllm_mode == "server"
     tp = (t.server_tensor_parallel_size if server else t.vllm_tensor_parallel_size) or 1
     engines = max(1, t.server_data_parallel_size if server else t.num_engines)
-    sequences = o.completions_per_device * (t.world_size // engines if server else tp)
-    dtype = compute_dtype(gpu, s)
-    four_bit_vllm = unsloth and s.weights == "nf4"
-    reference = 1 if s.reference_logps else 0
+    sequences = completions_per_device * (t.world_size // engines if server else tp)
+    peak = gpu.peak_tflops(compute_dtype(gpu, s)) * 1e12
+    weights = float(vllm.weights_bytes) if vllm is not None else 0.0
+    terms = trainer_terms(spec, s)
+    terms["trained_sequences"] = completions_per_device
     shape = StepShape(
         matmul_params=matmul_params(spec)[0], num_layers=spec.num_layers, q_dim=spec.q_dim,
-        decode_weight_read_bytes=decode_read_bytes(spec, vllm, four_bit_vllm),
-        kv_bytes_per_token=kv_bytes_per_token(spec, vllm.kv_cache_dtype if vllm else "auto", tp),
-        peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12, decode_peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12 * tp,
+        decode_weight_read_bytes=decode_read_bytes(spec, vllm, unsloth and s.weights == "nf4"),
+        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype if vllm else "auto", tp),
+        peak_flops_per_s=peak, decode_peak_flops_per_s=peak * tp,
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
-        concurrency=max(1, o.concurrency // engines), cuda_graphs=not (vllm is not None and vllm.enforce_eager),
-        tensor_parallel_size=tp, logprob_forwards=reference + (0 if unsloth else 1), sleep=o.sleep and not unsloth,
-        vllm_weight_bytes=float(vllm.weights_bytes) if vllm is not None else 0.0,
-        weight_sync_bytes=0.0 if unsloth else float(vllm.weights_bytes if vllm is not None else 0),
+        concurrency=max(1, concurrency // engines), cuda_graphs=not (vllm is not None and vllm.enforce_eager),
+        tensor_parallel_size=tp, logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth else 1),
+        sleep=sleep and not unsloth, vllm_weight_bytes=weights, weight_sync_bytes=0.0 if unsloth else weights,
         weight_sync_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes) if server else 0.0,
         engine=t.engine, ranks=t.world_size, link_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes),
-        reward_seconds_per_completion=reward_seconds_per_completion, completions_per_step=o.completions,
-        **trainer_terms(spec, s))
+        reward_seconds_per_completion=reward_seconds_per_completion,
+        completions_per_step=completions_per_device * t.world_size, **terms)
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
+
+
+def plan_time(p: Plan, expected_completion_length: int | None = None,
+              reward_seconds_per_completion: float = 0.0) -> StepTime:
+    """The predicted seconds of one optimizer step of plan ``p``, by phase (:func:`option_time`)."""
+    o = p.option
+    return option_time(p.model, p.gpu, p.setup, p.topology, o.completions_per_device, o.concurrency, o.sleep, p.vllm,
+                       p.runtime, expected_completion_length, reward_seconds_per_completion)
 
 
 def estimate_time(e: Estimate, expected_completion_length: int | None = None,
@@ -145,7 +170,7 @@ def estimate_time(e: Estimate, expected_completion_length: int | None = None,
     shape = StepShape(
         matmul_params=matmul_params(spec)[0], num_layers=spec.num_layers, q_dim=spec.q_dim,
         decode_weight_read_bytes=decode_read_bytes(spec, vllm, False),
-        kv_bytes_per_token=kv_bytes_per_token(spec, vllm.kv_cache_dtype), peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12,
+        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype, 1), peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12,
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
         concurrency=concurrency, cuda_graphs=not vllm.enforce_eager, logprob_forwards=1 + (1 if s.reference_logps else 0),
