@@ -5,7 +5,8 @@ runtime) is the same for every runtime: for each stage the
 runtime tries in order (TRL: its completion lengths, longest first, times its group sizes; Unsloth:
 one stage, its whole grid), for each part it plans (a layout: TRL's topologies, Unsloth's one GPU),
 it walks the runtime's candidates, keeps those whose peak stays under the budget (the card less the
-one margin), ranks them with planner.search.objective.score and keeps the best (:class:`Best`). The
+one margin), ranks them with planner.search.objective.ranked (its order, with the predicted step time
+against the fastest) and keeps the best (:class:`Best`); the parts' bests compare the same way. The
 first stage in which something fits ends the search; the best part's best candidate becomes the
 Plan, or, when nothing fits, the runtime's error names what breaks (and the closest plan).
 
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 
 from ..errors import InfeasibleError, InvalidSetupError
 from ..specs.topology import Topology
-from .objective import Candidate, score
+from .objective import Candidate, ranked
 from .request import PlanRequest
 from .results import Plan
 
@@ -44,6 +45,9 @@ class Scored:
     candidate: Candidate
     peak_bytes: int
     make: Callable[..., Any]
+    # the predicted seconds per optimizer step, computed only for the candidates it can decide between
+    # (those that tie on the objective's terms before time: planner.search.objective.ranked)
+    seconds: Callable[[], float] | None = None
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Found:
     why: str = ""
     by_sleep: tuple[tuple[bool, Any], ...] = ()
     key: tuple = ()
+    candidate: Candidate | None = None  # what the objective read of the option (parts compare by it)
 
 
 @dataclass
@@ -73,21 +78,23 @@ class Best:
     key: tuple | None = None
     option: Any | None = None
     by_sleep: dict[bool, tuple[tuple, Any]] = field(default_factory=dict)
+    candidate: Candidate | None = None
 
-    def consider(self, k: tuple, sleep: bool, make: Callable[[], Any]) -> None:
+    def consider(self, k: tuple, sleep: bool, make: Callable[[], Any], candidate: Candidate | None = None) -> None:
         better = self.key is None or k > self.key
         other = self.by_sleep.get(sleep)
         if better or other is None or k > other[0]:
             opt = make()
             if better:
-                self.key, self.option = k, opt
+                self.key, self.option, self.candidate = k, opt, candidate
             if other is None or k > other[0]:
                 self.by_sleep[sleep] = (k, opt)
 
     def found(self, why: str = "") -> Found:
         if self.option is None or self.key is None:
             return Found(None, why)
-        return Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()), self.key)
+        return Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()), self.key,
+                     self.candidate)
 
 
 class SolverRuntime(Protocol):
@@ -144,16 +151,20 @@ def solve_with(rt: SolverRuntime, req: PlanRequest) -> Plan:
     fitting = {part: f for part, f in found.items() if f.option is not None}
     if not fitting:
         raise rt.infeasible(s, found, rejected)
-    chosen = max(fitting, key=lambda part: fitting[part].key)
+    parts_ = list(fitting)
+    cands = [fitting[p].candidate for p in parts_]
+    keys = ranked([c for c in cands if c is not None])[1] if None not in cands else [fitting[p].key for p in parts_]
+    chosen = parts_[max(range(len(parts_)), key=lambda i: keys[i])]  # ties keep the first
     return rt.build(s, stage, chosen, found, rejected)
 
 
 def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
-    """One part's best candidate at one stage: those under the budget, ranked by objective.score."""
+    """One part's best candidate at one stage: those under the budget, ranked by objective.ranked."""
     walk, best, budget = Walk(), Best(), rt.budget(s)
-    for c in rt.candidates(s, stage, part, walk):
-        if c.peak_bytes <= budget:
-            best.consider(score(c.candidate), c.candidate.sleep, c.make)
+    fitting = [c for c in rt.candidates(s, stage, part, walk) if c.peak_bytes <= budget]
+    cands, keys = ranked([c.candidate for c in fitting], [c.seconds for c in fitting])
+    for c, cand, k in zip(fitting, cands, keys, strict=True):
+        best.consider(k, cand.sleep, c.make, cand)
     return best.found(walk.why)
 
 

@@ -151,6 +151,7 @@ class Option:
     concurrency: int  # sequences decoded at once by all engines together
     peak_bytes: int  # the training GPU's largest phase, exactly as reported
     server_peak_bytes: int = 0
+    step_seconds: float = 0.0  # predicted seconds per optimizer step (planner.search.timing.option_time)
 
     @property
     def steps_per_generation(self) -> int:
@@ -174,7 +175,7 @@ class Option:
         tp = t.vllm_tensor_parallel_size if t.vllm_mode == "colocate" else t.server_tensor_parallel_size
         return Candidate(completion_length=self.completion_length, completions=self.completions, waves=self.waves,
                          batch_size=self.batch_size, utilization=self.utilization, sleep=self.sleep,
-                         engine=t.engine, tensor_parallel_size=tp)
+                         engine=t.engine, tensor_parallel_size=tp, step_seconds=self.step_seconds)
 
     def key(self) -> tuple:
         """The objective's score (planner.search.objective.score): larger is better."""

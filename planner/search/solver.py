@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from ..checks.layout import _check, topology_checks, tp_problem
@@ -70,6 +71,7 @@ from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, 
 from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, engine_concurrency, rollout_summary, waves_for
+from .timing import option_time
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -229,6 +231,15 @@ class Search:
         return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P * self.turns,
                             completion_length=C * self.turns, gradient_accumulation_steps=ga, world_size=world)
 
+    def seconds(self, topo: Topology, B: int, C: int, n: int, conc: int, sleep: bool,
+                cap: VllmCapacity | None) -> float:
+        """The predicted seconds per optimizer step of a candidate (planner.search.timing.option_time)."""
+        if cap is None and topo.vllm_mode == "server":
+            got = self.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
+            cap = got[1] if got[0] is not None else None
+        return option_time(self.spec, self.card, self.setup(B, C), topo, n, conc, sleep, cap, "trl",
+                           **self.req.targets.timing_inputs()).step_seconds
+
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
         """One process's trainer terms, calibrated where a profile covers the setup."""
         key = (B, C, ga)
@@ -334,7 +345,7 @@ def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, s
     peak = phase_peak_bytes(block_totals(blocks), placement, sleep)
     if cap is not None:
         conc = engine_concurrency(cap) * topo.num_engines
-    return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
+    return Option(topo, C, B, n, u, sleep, conc, peak, server_peak, s.seconds(topo, B, C, n, conc, sleep, cap))
 
 
 def _completions(s: Search, B: int, step: int, n_cap: int, N: int) -> int | None:
@@ -478,7 +489,8 @@ def _server_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dic
         yielded = True
         yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
                                topo.server_tensor_parallel_size), peak,
-                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak),
+                     partial(s.seconds, topo, B, C, n, conc, False, cap))
     if not yielded:
         walk.why = _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync"
 
@@ -535,7 +547,8 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
                 yielded = True
                 yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp), peak,
                              lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
-                             _exact_option(s, topo, C, B, n, u, sleep, conc))
+                             _exact_option(s, topo, C, B, n, u, sleep, conc),
+                             partial(s.seconds, topo, B, C, n, conc, sleep, cap))
     if yielded:
         return
     if ruled_out:

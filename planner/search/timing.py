@@ -25,7 +25,7 @@ What is read (each a stated assumption in the JSON's ``time.assumptions``):
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..memory.lora import lora_params
 from ..memory.vllm import VllmCapacity, kv_bytes_per_token
@@ -38,7 +38,6 @@ from ..timing.step import StepShape, StepTime, step_time
 
 if TYPE_CHECKING:
     from ..memory.trainer import TrainerSetup
-    from .results import Estimate, Plan
 
 GB = 1e9
 
@@ -144,18 +143,19 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
 
 
-def plan_time(p: Plan, expected_completion_length: int | None = None,
+def plan_time(p: Any, expected_completion_length: int | None = None,
               reward_seconds_per_completion: float = 0.0) -> StepTime:
-    """The predicted seconds of one optimizer step of plan ``p``, by phase (:func:`option_time`)."""
+    """The predicted seconds of one optimizer step of plan ``p`` (a planner.search.results.Plan, not
+    imported: results imports this module), by phase (:func:`option_time`)."""
     o = p.option
     return option_time(p.model, p.gpu, p.setup, p.topology, o.completions_per_device, o.concurrency, o.sleep, p.vllm,
                        p.runtime, expected_completion_length, reward_seconds_per_completion)
 
 
-def estimate_time(e: Estimate, expected_completion_length: int | None = None,
+def estimate_time(e: Any, expected_completion_length: int | None = None,
                   reward_seconds_per_completion: float = 0.0) -> StepTime | None:
-    """One GPU's fixed setup (``plan estimate``): one generation batch of ``rollout_sequences``
-    (B x steps per generation) per optimizer step when vLLM is colocated; None without vLLM (the
+    """One GPU's fixed setup (``plan estimate``, a planner.search.results.Estimate): one generation
+    batch of ``rollout_sequences`` (B x steps per generation) per optimizer step when vLLM is colocated; None without vLLM (the
     estimate then models no generation)."""
     s, spec, gpu, vllm = e.setup, e.model, e.gpu, e.vllm
     if vllm is None:
