@@ -30,6 +30,7 @@ from .report.changes import CHANGE_KEYS, plan_changes
 from .report.hints import to_python
 from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
+from .search.loop import runners_up
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
     PIN_ALIASES,
@@ -272,7 +273,8 @@ def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
     return pins
 
 
-def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
+def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False,
+                      top: int = 0) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags), either runtime:
     the one solver (planner.search.solver.solve), then the runtime's checks, assumptions and next
     steps (its :class:`~planner.search.loop.SolverRuntime`). TRL: the request is completed from
@@ -280,7 +282,8 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     covers less than a real run may hold; the checks are the layout's own and every pre-flight check
     (``for_training``, ``strict``: see planner.checks.preflight; a plan carries an unmodelled
     architecture as a warning, `plan check` as an error). Unsloth: its runtime checks
-    (planner.runtimes.unsloth.unsloth_checks, ``for_training``)."""
+    (planner.runtimes.unsloth.unsloth_checks, ``for_training``). ``top`` > 0: the JSON's
+    ``runners_up`` lists the plan and the next ``top`` configurations (planner.search.loop.runners_up)."""
     runtime = runtime_of(req)
     why: tuple[str, ...] = ()
     completed = solving = req
@@ -295,6 +298,8 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     except InfeasibleError as e:
         raise InfeasibleError(f"{e}{other_runtime_fits(req)}", closest=e.closest) from None
     checked = runtime.checked(result, for_training, strict)
+    if top > 0:  # the runners-up (`plan --top N`): the plan's own search, every fitting candidate ranked
+        checked = replace(checked, extra={**checked.extra, "runners_up": runners_up(runtime, solving, top)})
     if why:
         checked = replace(checked, warnings=tuple(checked.warnings) + why)
     return describe(req, completed, checked)

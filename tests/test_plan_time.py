@@ -55,3 +55,28 @@ def test_estimate_and_cli_show_the_time(capsys):
 def test_unsloth_plan_shares_weights():
     t = planner.plan("Qwen/Qwen2.5-3B-Instruct", "T4", runtime="unsloth").step_time()
     assert t.phases["weight_sync"] == 0 and t.phases["sleep_wake"] == 0 and t.phases["generation"] > 0
+
+
+def test_time_decides_only_beyond_the_tolerance():
+    from planner.search.objective import Candidate, ranked, why_lost
+
+    fast = Candidate(512, 64, 1, 8, 0.5, False, step_seconds=100.0)
+    big_slow = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=110.0)  # larger micro-batch, 10% slower
+    big_close = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=101.0)  # larger micro-batch, within 2%
+    _, keys = ranked([fast, big_slow])
+    assert keys[0] > keys[1] and why_lost(keys[0], keys[1]).startswith("slower")
+    _, keys = ranked([fast, big_close])
+    assert keys[1] > keys[0] and why_lost(keys[1], keys[0]) == "a smaller micro-batch"
+    # times are computed lazily, only where they can decide: a candidate with fewer completions loses first
+    fewer = Candidate(512, 32, 1, 8, 0.5, False)
+    cands, keys = ranked([fast, fewer], [lambda: 1.0, lambda: 1.0])
+    assert cands[1].step_seconds == 0 and keys[0] > keys[1]
+
+
+def test_plan_top_lists_runners_up(capsys):
+    assert main(["--model", MODEL, "--gpu", GPU, "--top", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runners_up"]
+    assert 2 <= len(rows) <= 4 and rows[0]["why_lost"] == "chosen"
+    assert all(r["why_lost"] != "chosen" and r["step_seconds"] > 0 and r["peak_bytes"] > 0 for r in rows[1:])
+    assert main(["--model", MODEL, "--gpu", GPU, "--top", "2"]) == 0
+    assert "runners-up" in capsys.readouterr().out

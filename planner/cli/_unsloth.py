@@ -105,7 +105,8 @@ def plan_from_args(args, shared_request: Callable[[Any], PlanRequest], for_train
     entry of both runtimes)."""
     from ..api import plan_from_request
 
-    return plan_from_request(request_from_args(args, shared_request), for_training=for_training)
+    return plan_from_request(request_from_args(args, shared_request), for_training=for_training,
+                             top=getattr(args, "top", None) or 0)
 
 
 def run_plan(args, shared_request: Callable[[Any], PlanRequest]) -> int:

@@ -156,6 +156,9 @@ def add_arguments(p) -> None:
     o.add_argument("--plot", default=None,
                    help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
     o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
+    o.add_argument("--top", type=int, default=None, metavar="N",
+                   help="also list the N best configurations after the plan's: memory, predicted step time and "
+                        "why each lost (the JSON's runners_up)")
     _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
 
 
@@ -258,7 +261,7 @@ def run(args) -> int:
         return rc
     check_outputs(args)
     req = request_from_args(args)
-    p = with_file_changes(plan_from_request(req), req, args)
+    p = with_file_changes(plan_from_request(req, top=args.top or 0), req, args)
     written, errors = outputs.write_if_ok(p, **_outputs(args))
     files = written_roles(args, written)
     p = replace(p, next_steps=next_steps(p, files, request=req, outputs=_outputs(args),
@@ -270,6 +273,8 @@ def run(args) -> int:
         print_json(d)
     else:
         print(render(p))
+        if runners := render_runners_up(p):
+            print(runners)
         print(render_next_steps(p))
         for path in written:
             print(f"wrote {path}")
@@ -327,6 +332,21 @@ def budget_label(p: Plan) -> str:
     """The budget line's name: the card less the margin, and less the reserve when one is kept."""
     reserve = p.gpu.reserve_bytes
     return f"budget (card - margin - {reserve / 2**30:g} GiB reserve)" if reserve else "budget (card - margin)"
+
+
+def render_runners_up(p: Plan) -> str:
+    """`plan --top N`: the plan and its runners-up, one line each."""
+    rows = p.extra.get("runners_up")
+    if not rows:
+        return ""
+    out = ["runners-up (peak is the search's bound):"]
+    for r in rows:
+        tp = f" TP {r['vllm_tensor_parallel_size']}" if r["vllm_tensor_parallel_size"] > 1 else ""
+        out.append(f"  {r['layout']} {r['engine']}{tp}: {r['completions_per_step']} completions x {r['completion_length']}"
+                   f" tokens, micro-batch {r['micro_batch']}, util {r['utilization']:g}"
+                   f"{', sleep' if r['sleep'] else ''}; peak {gib_str(r['peak_bytes']).strip()}, "
+                   f"{r['step_seconds']:.1f} s/step: {r['why_lost']}")
+    return "\n".join(out)
 
 
 def render(p: Plan) -> str:

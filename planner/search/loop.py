@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ..errors import InfeasibleError, InvalidSetupError
 from ..specs.topology import Topology
-from .objective import Candidate, ranked
+from .objective import Candidate, ranked, why_lost
 from .request import PlanRequest
 from .results import Plan
 
@@ -166,6 +166,43 @@ def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
     for c, cand, k in zip(fitting, cands, keys, strict=True):
         best.consider(k, cand.sleep, c.make, cand)
     return best.found(walk.why)
+
+
+def runners_up(rt: SolverRuntime, req: PlanRequest, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best configurations after the plan's, at the stage where something fits (the plan's),
+    across its parts: each with its layout, settings, peak (the search's bound), predicted step time and
+    why it lost (the objective's first worse term, planner.search.objective.why_lost). Settings that
+    differ only in vLLM's share are shown once (its best)."""
+    s = rt.prepare(req)
+    parts, _ = rt.parts(s)
+    rows: list[tuple[Topology, Scored]] = []
+    for stage in rt.stages(s):
+        rows = [(part, c) for part in parts for c in rt.candidates(s, stage, part, Walk())
+                if c.peak_bytes <= rt.budget(s)]
+        if rows:
+            break
+    cands, keys = ranked([c.candidate for _, c in rows], [c.seconds for _, c in rows])
+    order = sorted(range(len(rows)), key=lambda i: keys[i], reverse=True)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for i in order:
+        part, c = rows[i]
+        cand = cands[i]
+        shown = (part.label, part.engine, cand.completion_length, cand.num_generations, cand.completions,
+                 cand.batch_size, cand.tensor_parallel_size, cand.sleep)
+        if shown in seen:
+            continue
+        seen.add(shown)
+        secs = cand.step_seconds or (c.seconds() if c.seconds is not None else 0.0)
+        out.append({"layout": part.label, "engine": part.engine, "completion_length": cand.completion_length,
+                    "num_generations": cand.num_generations or None, "completions_per_step": cand.completions,
+                    "waves": cand.waves, "micro_batch": cand.batch_size, "utilization": cand.utilization,
+                    "sleep": cand.sleep, "vllm_tensor_parallel_size": cand.tensor_parallel_size,
+                    "peak_bytes": c.peak_bytes, "step_seconds": round(secs, 2),
+                    "why_lost": "chosen" if not out else why_lost(keys[order[0]], keys[i])})
+        if len(out) > n:
+            break
+    return out
 
 
 def nearest_pins(req: PlanRequest, solve: Callable[[PlanRequest], Plan]) -> tuple[list[str], Plan | None]:

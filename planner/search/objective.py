@@ -137,3 +137,17 @@ def score(c: Candidate) -> tuple:
 
 
 PREFIX = 6  # score()'s values for terms 1-4 (completion length, group x 2, one wave x 2, engine)
+# what each value of a ranked() key says, in order (why a runner-up lost: the first that differs)
+KEY_TERMS = ("a shorter completion length", "not the requested group size", "a smaller group size",
+             "needs more than one generation wave", "fewer completions per step (or more waves)",
+             "a higher-communication engine", "slower (predicted step time beyond 2% of the fastest)",
+             "a smaller micro-batch", "a larger vLLM tensor parallelism", "sleep mode / standby on",
+             "the memory term (vLLM's share)")
+
+
+def why_lost(winner: tuple, other: tuple) -> str:
+    """The objective's first term on which ``other`` (a ranked() key) is worse than ``winner``."""
+    for i, (a, b) in enumerate(zip(winner, other, strict=True)):
+        if a != b:
+            return KEY_TERMS[i] if i < len(KEY_TERMS) else f"term {i + 1}"
+    return "a tie (the first found is kept)"
