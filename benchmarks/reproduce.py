@@ -208,6 +208,23 @@ def render_unsloth_summary(text: str) -> str:
             f"on the {kv[1]} with a modelled vLLM")
 
 
+def render_step_time_accuracy(text: str) -> str:
+    """The held-out and fit-set errors of step_time.txt, inline."""
+    src = f"{RESULTS}/step_time.txt"
+    held = _line(text, r"^held-out \(leave-one-out\): median ([\d.]+), worst ([\d.]+)$", src)
+    fit = _line(text, r"^fit-set: median ([\d.]+), worst ([\d.]+)$", src)
+    return (f"held out (leave-one-out), the median run within {held[1]}x and the worst within {held[2]}x "
+            f"(fit set: {fit[1]}x and {fit[2]}x)")
+
+
+def render_step_time_example(text: str) -> str:
+    """The README example's time breakdown and the sleep / micro-batch table of step_time.txt, as a block."""
+    at = text.find("## where the time goes")
+    if at < 0:
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/step_time.txt: no example section")
+    return "\n```text\n" + text[at:].rstrip("\n") + "\n```\n"
+
+
 def render_unsloth_kv(text: str) -> str:
     """The KV-cache summary of unsloth_reports.txt, inline (the older-vLLM paragraph)."""
     kv = _line(text, r"^  vLLM KV cache: (\d+) records predicted, max \|error\| ([\d.]+%)", f"{RESULTS}/unsloth_reports.txt")
@@ -242,6 +259,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Older vLLM releases: Unsloth runs' KV error", f"{RESULTS}/unsloth_reports.txt", render_unsloth_kv),
     Section("Unsloth runtime: checked against real runs", f"{RESULTS}/unsloth_reports.txt", render_unsloth_summary),
     Section("Unsloth runtime: side-by-side table", f"{RESULTS}/unsloth_side_by_side.md", render_side_by_side),
+    Section("Time: accuracy on the Unsloth runs", f"{RESULTS}/step_time.txt", render_step_time_accuracy),
+    Section("Time: the first example", f"{RESULTS}/step_time.txt", render_step_time_example),
     Section("Speed: CLI wall-clock", f"{RESULTS}/cli_latency.txt", render_speed),
 )
 

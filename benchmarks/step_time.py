@@ -259,11 +259,51 @@ def accuracy_lines(runs: list[Run]) -> tuple[list[str], Efficiency]:
     return lines, shipped
 
 
+EXAMPLE = ("Qwen/Qwen2.5-3B-Instruct", "L4", 1024)  # the README's first example: plan ... --max-completion-length 1024
+
+
+def _row(label: str, p) -> str:
+    c, t = p.config, p.step_time()
+    return (f"  {label:<34} micro-batch {c['per_device_train_batch_size']:>2} x {c['gradient_accumulation_steps']:>2}, "
+            f"{c['generation_batch_size']:>3} completions, {p.waves} wave(s), util {c['vllm_gpu_memory_utilization']:g}, "
+            f"sleep {'on ' if c['vllm_enable_sleep_mode'] else 'off'}: peak {p.peak_bytes / 2**30:5.2f} GiB, "
+            f"{t.step_seconds:6.1f} s/step, {t.completions_per_hour:6.0f} completions/h")
+
+
+def example_lines() -> list[str]:
+    """Where the time goes for the README's first example, and when sleep mode or a larger micro-batch
+    pays (the planner's own predictions, no measurement)."""
+    import planner
+
+    model, gpu, cap = EXAMPLE
+    base = {"max_completion_length": cap}
+    p = planner.plan(model, gpu, pin=base)
+    t = p.step_time()
+    phases = ", ".join(f"{k} {v:.1f} s ({v / t.step_seconds:.0%})"
+                       for k, v in sorted(t.phases.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    short = planner.plan(model, gpu, pin=base, expected_completion_length=300).step_time()
+    n = p.config["generation_batch_size"]
+    lines = ["## where the time goes (predicted): plan --model " f"{model} --gpu {gpu} --max-completion-length {cap}",
+             f"step {t.step_seconds:.1f} s: {phases}; {t.completions_per_hour:.0f} completions per hour",
+             f"with --expected-completion-length 300: step {short.step_seconds:.1f} s, "
+             f"{short.completions_per_hour:.0f} completions per hour", "",
+             "## when sleep mode or a larger micro-batch pays (each row a plan with these settings pinned)",
+             _row("the plan", p)]
+    for label, kw in (("sleep off", dict(sleep_mode="off")), ("sleep on", dict(sleep_mode="on"))):
+        lines.append(_row(label + " (the solver's best)", planner.plan(model, gpu, pin=base, **kw)))
+    for label, weights in (("16-bit", "bf16"), ("4-bit (nf4)", "nf4")):
+        for B in (1, 8):
+            q = planner.plan(model, gpu, weights=weights, pin={**base, "per_device_train_batch_size": B,
+                                                               "generation_batch_size": n})
+            lines.append(_row(f"{label}, micro-batch {B}", q))
+    return lines
+
+
 def main() -> int:
     runs = load_runs()
     lines, shipped = accuracy_lines(runs)
     text = "\n".join(["# Predicted vs measured seconds per GRPO step, Unsloth runs with progress lines",
-                      f"# split: {SPLIT}", "", *lines]) + "\n"
+                      f"# split: {SPLIT}", "", *lines, "", *example_lines()]) + "\n"
     print(text, end="")
     OUT.write_text(text)
     if (FITTED.mfu, FITTED.bandwidth_efficiency, FITTED.decode_step_seconds) != (
