@@ -63,14 +63,15 @@ def test_time_decides_only_beyond_the_tolerance():
     fast = Candidate(512, 64, 1, 8, 0.5, False, step_seconds=100.0)
     big_slow = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=110.0)  # larger micro-batch, 10% slower
     big_close = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=101.0)  # larger micro-batch, within 2%
-    _, keys = ranked([fast, big_slow])
+    keys = [k for _, _, k in ranked([fast, big_slow])]
     assert keys[0] > keys[1] and why_lost(keys[0], keys[1]).startswith("slower")
-    _, keys = ranked([fast, big_close])
+    keys = [k for _, _, k in ranked([fast, big_close])]
     assert keys[1] > keys[0] and why_lost(keys[1], keys[0]) == "a smaller micro-batch"
     # times are computed lazily, only where they can decide: a candidate with fewer completions loses first
     fewer = Candidate(512, 32, 1, 8, 0.5, False)
-    cands, keys = ranked([fast, fewer], [lambda: 1.0, lambda: 1.0])
-    assert cands[1].step_seconds == 0 and keys[0] > keys[1]
+    (_, c0, k0), (_, c1, k1) = ranked([fast, fewer], [lambda: 1.0, lambda: 1.0])
+    assert c0.step_seconds == 1.0 and c1.step_seconds == 0 and k0 > k1
+    assert [i for i, _, _ in ranked([fast, fewer], contenders_only=True)] == [0]
 
 
 def test_plan_top_lists_runners_up(capsys):

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ..errors import InfeasibleError, InvalidSetupError
 from ..specs.topology import Topology
-from .objective import Candidate, ranked, why_lost
+from .objective import PREFIX, Candidate, ranked, score, why_lost
 from .request import PlanRequest
 from .results import Plan
 
@@ -153,7 +153,8 @@ def solve_with(rt: SolverRuntime, req: PlanRequest) -> Plan:
         raise rt.infeasible(s, found, rejected)
     parts_ = list(fitting)
     cands = [fitting[p].candidate for p in parts_]
-    keys = ranked([c for c in cands if c is not None])[1] if None not in cands else [fitting[p].key for p in parts_]
+    keys = [k for _, _, k in ranked([c for c in cands if c is not None])] if None not in cands \
+        else [fitting[p].key for p in parts_]
     chosen = parts_[max(range(len(parts_)), key=lambda i: keys[i])]  # ties keep the first
     return rt.build(s, stage, chosen, found, rejected)
 
@@ -161,10 +162,19 @@ def solve_with(rt: SolverRuntime, req: PlanRequest) -> Plan:
 def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
     """One part's best candidate at one stage: those under the budget, ranked by objective.ranked."""
     walk, best, budget = Walk(), Best(), rt.budget(s)
-    fitting = [c for c in rt.candidates(s, stage, part, walk) if c.peak_bytes <= budget]
-    cands, keys = ranked([c.candidate for c in fitting], [c.seconds for c in fitting])
-    for c, cand, k in zip(fitting, cands, keys, strict=True):
-        best.consider(k, cand.sleep, c.make, cand)
+    tops: dict[bool, tuple[tuple, list[Scored]]] = {}  # per sleep setting: the best terms 1-4 and who ties
+    for c in rt.candidates(s, stage, part, walk):
+        if c.peak_bytes > budget:
+            continue
+        p = score(c.candidate)[:PREFIX]
+        top = tops.get(c.candidate.sleep)
+        if top is None or p > top[0]:
+            tops[c.candidate.sleep] = (p, [c])
+        elif p == top[0]:
+            top[1].append(c)
+    fitting = [c for _, group in tops.values() for c in group]  # the contenders (objective.ranked)
+    for i, cand, k in ranked([c.candidate for c in fitting], [c.seconds for c in fitting], contenders_only=True):
+        best.consider(k, cand.sleep, fitting[i].make, cand)
     return best.found(walk.why)
 
 
@@ -181,7 +191,10 @@ def runners_up(rt: SolverRuntime, req: PlanRequest, n: int) -> list[dict[str, An
                 if c.peak_bytes <= rt.budget(s)]
         if rows:
             break
-    cands, keys = ranked([c.candidate for _, c in rows], [c.seconds for _, c in rows])
+    cands, keys = [], []
+    for _, cand, k in ranked([c.candidate for _, c in rows], [c.seconds for _, c in rows]):
+        cands.append(cand)
+        keys.append(k)
     order = sorted(range(len(rows)), key=lambda i: keys[i], reverse=True)
     out: list[dict[str, Any]] = []
     seen: set[tuple] = set()

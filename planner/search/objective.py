@@ -89,33 +89,37 @@ def time_term(seconds: float, fastest: float) -> int:
     return -math.floor(math.log(seconds / fastest) / math.log1p(TIME_TOLERANCE))
 
 
-def ranked(cands: Sequence[Candidate], seconds: Sequence[Callable[[], float] | None] | None = None
-           ) -> tuple[list[Candidate], list[tuple]]:
-    """Each candidate's full key (larger is better; keys compare only within one call): :func:`score`'s
-    terms 1-4, the time term against the fastest candidate sharing those terms, then terms 5-8.
+def ranked(cands: Sequence[Candidate], seconds: Sequence[Callable[[], float] | None] | None = None,
+           contenders_only: bool = False) -> list[tuple[int, Candidate, tuple]]:
+    """``(index, candidate, key)`` per candidate (larger key is better; keys compare only within one
+    call): :func:`score`'s terms 1-4, the time term against the fastest candidate sharing those terms,
+    then terms 5-8.
 
     ``seconds`` (one callable or None per candidate) fills in the predicted step time only where it can
-    decide: the candidates that tie on terms 1-4 with the best of all, or with the best of their sleep
-    setting (the solver keeps both); the others lose on those terms whatever their time. Returns the
-    candidates (with the times filled in) and their keys."""
+    decide: the contenders, the candidates that tie on terms 1-4 with the best of all or with the best
+    of their sleep setting (the solver keeps both); the others lose on those terms whatever their time.
+    ``contenders_only``: leave the others out (the solver's walk; the runners-up list keeps them)."""
     scores = [score(c) for c in cands]
+    prefixes = [k[:PREFIX] for k in scores]
     top: dict[bool, tuple] = {}
-    for c, k in zip(cands, scores, strict=True):
-        if c.sleep not in top or k[:PREFIX] > top[c.sleep]:
-            top[c.sleep] = k[:PREFIX]
+    for c, p in zip(cands, prefixes, strict=True):
+        if c.sleep not in top or p > top[c.sleep]:
+            top[c.sleep] = p
     best = max(top.values(), default=None)
-    out = list(cands)
+    kept: list[tuple[int, Candidate]] = []
     fastest: dict[tuple, float] = {}
-    for i, (c, k) in enumerate(zip(cands, scores, strict=True)):
-        p = k[:PREFIX]
+    for i, (c, p) in enumerate(zip(cands, prefixes, strict=True)):
+        contender = p == best or p == top[c.sleep]
+        if contenders_only and not contender:
+            continue
         fn = seconds[i] if seconds is not None else None
-        if fn is not None and (p == best or p == top[c.sleep]):
-            out[i] = c = replace(c, step_seconds=fn())
+        if fn is not None and contender:
+            c = replace(c, step_seconds=fn())
         if c.step_seconds > 0:
             fastest[p] = min(fastest.get(p, math.inf), c.step_seconds)
-    keys = [k[:PREFIX] + (time_term(c.step_seconds, fastest.get(k[:PREFIX], 0.0)),) + k[PREFIX:]
-            for c, k in zip(out, scores, strict=True)]
-    return out, keys
+        kept.append((i, c))
+    return [(i, c, prefixes[i] + (time_term(c.step_seconds, fastest.get(prefixes[i], 0.0)),) + scores[i][PREFIX:])
+            for i, c in kept]
 
 
 def score(c: Candidate) -> tuple:

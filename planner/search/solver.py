@@ -210,6 +210,7 @@ class Search:
         self._rows: dict = {}
         self._cap: dict = {}
         self._server: dict = {}
+        self._seconds: dict = {}
 
     # trainer side
     def model_len(self, C: int) -> int:
@@ -233,7 +234,20 @@ class Search:
 
     def seconds(self, topo: Topology, B: int, C: int, n: int, conc: int, sleep: bool,
                 cap: VllmCapacity | None) -> float:
-        """The predicted seconds per optimizer step of a candidate (planner.search.timing.option_time)."""
+        """The predicted seconds per optimizer step of a candidate (planner.search.timing.option_time),
+        cached: beyond the sequences generated, more concurrency changes nothing, vLLM's share changes
+        only the concurrency (its weights are the same at every share), and the micro-batch only the
+        per-micro-batch weight reads."""
+        conc = min(conc, n * topo.world_size * max(1, topo.vllm_tensor_parallel_size))
+        # the micro-batch counts only where each one re-reads the weights (4-bit dequantisation, ZeRO-3)
+        per_micro_batch = self.base["weights"] == "nf4" or topo.engine in ("zero3", "fsdp")
+        key = (topo, B if per_micro_batch else 0, C, n, conc, sleep)
+        if key not in self._seconds:
+            self._seconds[key] = self._step_seconds(topo, B, C, n, conc, sleep, cap)
+        return self._seconds[key]
+
+    def _step_seconds(self, topo: Topology, B: int, C: int, n: int, conc: int, sleep: bool,
+                      cap: VllmCapacity | None) -> float:
         if cap is None and topo.vllm_mode == "server":
             got = self.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
             cap = got[1] if got[0] is not None else None

@@ -137,12 +137,12 @@ def ring_allgather_seconds(nbytes: float, ranks: int, link_bytes_per_s: float) -
 def engine_comm_seconds(engine: str, ranks: int, grad_bytes: float, param_bytes: float,
                         micro_batches: int, link_bytes_per_s: float) -> float:
     """Data-parallel communication per optimizer step: DDP, ZeRO-1 and ZeRO-2 reduce the gradients
-    once (a ring all-reduce's volume); ZeRO-3 / FSDP also gather the parameters for every micro-batch's
+    once (a ring all-reduce's volume); ZeRO-3 / FSDP (full sharding) also gather the parameters for every micro-batch's
     forward and backward (two all-gathers each)."""
     if ranks <= 1:
         return 0.0
     t = ring_allreduce_seconds(grad_bytes, ranks, link_bytes_per_s)
-    if engine == "zero3":
+    if engine in ("zero3", "fsdp"):
         t += 2 * micro_batches * ring_allgather_seconds(param_bytes, ranks, link_bytes_per_s)
     return t
 
