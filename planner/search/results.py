@@ -212,7 +212,8 @@ class LayoutResult:
                      completion_length=o.completion_length, micro_batch=o.batch_size,
                      steps_per_generation=o.steps_per_generation, completions_per_step=o.completions,
                      completions_in_one_wave=o.one_wave, concurrency=o.concurrency, utilization=o.utilization,
-                     sleep_mode=o.sleep, waves=o.waves)
+                     sleep_mode=o.sleep, waves=o.waves,
+                     step_seconds=round(o.step_seconds, 2) if o.step_seconds else None)
         return d
 
 
