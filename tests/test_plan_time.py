@@ -81,3 +81,10 @@ def test_plan_top_lists_runners_up(capsys):
     assert all(r["why_lost"] != "chosen" and r["step_seconds"] > 0 and r["peak_bytes"] > 0 for r in rows[1:])
     assert main(["--model", MODEL, "--gpu", GPU, "--top", "2"]) == 0
     assert "runners-up" in capsys.readouterr().out
+
+
+def test_unsloth_estimate_json_carries_the_time(capsys):
+    assert main(["estimate", "--runtime", "unsloth", "--model", "Qwen/Qwen2.5-3B-Instruct", "--gpu", "T4",
+                 "--max-seq-length", "1024", "--json", "--expected-completion-length", "200"]) == 0
+    t = json.loads(capsys.readouterr().out)["time"]
+    assert t["phases"]["weight_sync"] == 0 and t["step_seconds"] > 0 and "200 tokens" in t["assumptions"][0]

@@ -163,12 +163,18 @@ def run_estimate(args) -> int:
         max_prompt_length=args.prompt_length if args.prompt_length is not None else 256,
         max_completion_length=args.completion_length, unsloth_version=args.unsloth_version,
         vllm_version=args.vllm_version, load_in_4bit=args.weights in (None, "nf4"))
+    from ..search.timing import unsloth_estimate_time
+
+    t = unsloth_estimate_time(e, getattr(args, "expected_completion_length", None),
+                              getattr(args, "reward_seconds_per_completion", None) or 0.0)
     if args.json:
         d = e.to_dict()
         d["checks"] = [c.to_dict() for c in unsloth_checks(e)]
+        d["time"] = t.to_dict()
         print_json(d)
     else:
         print(render_estimate(e))
+        print(render_time(t))
     return 0
 
 

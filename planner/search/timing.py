@@ -178,3 +178,22 @@ def estimate_time(e: Any, expected_completion_length: int | None = None,
         reward_seconds_per_completion=reward_seconds_per_completion, completions_per_step=trained,
         generations_per_step=trained / sequences, **trainer_terms(spec, s))
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
+
+
+def unsloth_estimate_time(e: Any, expected_completion_length: int | None = None,
+                          reward_seconds_per_completion: float = 0.0) -> StepTime:
+    """One fixed Unsloth setup (``plan estimate --runtime unsloth``, a planner.runtimes.unsloth
+    UnslothEstimate): one GPU, the generation batch of batch x accumulation completions, vLLM's
+    concurrency from its KV tokens (as planner.search.unsloth_solver ranks it)."""
+    from ..memory.trainer import TrainerSetup
+
+    setup = TrainerSetup(weights="nf4" if e.load_in_4bit else ("bf16" if e.gpu.bf16 else "fp16"), finetune="lora",
+                         lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
+                         prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
+                         gradient_accumulation_steps=e.gradient_accumulation_steps)
+    seq = e.max_prompt_length + e.max_completion_length
+    conc = int(min(e.max_num_seqs, e.kv_cache_tokens / seq)) if e.kv_cache_tokens else 0
+    topo = Topology(1, 1, "ddp", "colocate", vllm_tensor_parallel_size=1)
+    return option_time(e.model, e.gpu, setup, topo, e.per_device_train_batch_size * e.gradient_accumulation_steps,
+                       conc, e.standby, e.capacity, "unsloth", expected_completion_length,
+                       reward_seconds_per_completion)
