@@ -96,6 +96,7 @@ REGISTRY: tuple[Result, ...] = (
     Result("real_grpo_trace_compare", (f"{RESULTS}/real_grpo_trace.txt",),
            ("python", "benchmarks/real_grpo_trace.py", "compare", f"{RESULTS}/real_grpo_trace.jsonl"), "planner", 1,
            stdout=f"{RESULTS}/real_grpo_trace.txt"),
+    Result("step_time", (f"{RESULTS}/step_time.txt",), ("python", "benchmarks/step_time.py"), "planner", 45),
     Result("gain_vs_defaults", (f"{RESULTS}/gain_vs_defaults.md",), ("python", "benchmarks/gain_vs_defaults.py"),
            "planner", 3),
     Result("unsloth_side_by_side", (f"{RESULTS}/unsloth_side_by_side.md",),
@@ -237,6 +238,23 @@ def render_unsloth_pre_vllm(text: str) -> str:
     return f"at each run's own pre-vLLM usage the KV cache is within {kv[1]}; beyond the 10% target: {miss[1]}"
 
 
+def render_step_time_accuracy(text: str) -> str:
+    """The held-out and fit-set errors of step_time.txt, inline."""
+    src = f"{RESULTS}/step_time.txt"
+    held = _line(text, r"^held-out \(leave-one-out\): median ([\d.]+), worst ([\d.]+)$", src)
+    fit = _line(text, r"^fit-set: median ([\d.]+), worst ([\d.]+)$", src)
+    return (f"held out (leave-one-out), the median run within {held[1]}x and the worst within {held[2]}x "
+            f"(fit set: {fit[1]}x and {fit[2]}x)")
+
+
+def render_step_time_example(text: str) -> str:
+    """The README example's time breakdown and the sleep / micro-batch table of step_time.txt, as a block."""
+    at = text.find("## where the time goes")
+    if at < 0:
+        raise SystemExit(f"reproduce.py: cannot render from {RESULTS}/step_time.txt: no example section")
+    return "\n```text\n" + text[at:].rstrip("\n") + "\n```\n"
+
+
 def render_unsloth_kv(text: str) -> str:
     """The KV-cache summary of unsloth_reports.txt, inline (the older-vLLM paragraph)."""
     kv = _line(text, r"^  vLLM KV cache: (\d+) records predicted, max \|error\| ([\d.]+%)", f"{RESULTS}/unsloth_reports.txt")
@@ -356,6 +374,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Unsloth runtime: checked against real runs", f"{RESULTS}/unsloth_reports.txt", render_unsloth_summary),
     Section("Unsloth runtime: the pre-vLLM usage", f"{RESULTS}/unsloth_pre_vllm.txt", render_unsloth_pre_vllm),
     Section("Unsloth runtime: side-by-side table", f"{RESULTS}/unsloth_side_by_side.md", render_side_by_side),
+    Section("Time: accuracy on the Unsloth runs", f"{RESULTS}/step_time.txt", render_step_time_accuracy),
+    Section("Time: the first example", f"{RESULTS}/step_time.txt", render_step_time_example),
     Section("Speed: CLI wall-clock", f"{RESULTS}/cli_latency.txt", render_speed),
     Section("The gain over the defaults", f"{RESULTS}/gain_vs_defaults.md", render_gain),
     Section("Accuracy: fit set vs held out", f"{RESULTS}/heldout_fits.txt", render_accuracy_table),

@@ -30,6 +30,7 @@ from .report.changes import CHANGE_KEYS, plan_changes
 from .report.hints import to_python
 from .report.next_steps import next_steps, unsloth_steps
 from .search.estimation import default_logprob_head, resolve_request
+from .search.loop import runners_up
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
     PIN_ALIASES,
@@ -170,7 +171,8 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
          relax: bool = True, passthrough: Mapping[str, Any] | None = None, lora_rank: int | None = None,
          prompt_length: int | None = None, unsloth_version: str | None = None, standby: bool | None = None,
          max_seq_length: int | None = None, reserve_gib: float | None = None,
-         use_liger_kernel: bool = False, typical_prompt_length: int | None = None, use_vllm: bool = True) -> Plan:
+         use_liger_kernel: bool = False, typical_prompt_length: int | None = None, use_vllm: bool = True,
+         expected_completion_length: int | None = None, reward_seconds_per_completion: float = 0.0) -> Plan:
     """Solve for the configuration that fits and makes the most of the GPUs, with its pre-flight
     checks (``plan.checks``). One GPU or many: the same search and the same :class:`Plan`. When
     nothing fits, the InfeasibleError names what breaks and carries the closest plan that fits (``.closest``).
@@ -187,9 +189,8 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     Planner options: ``weights``, ``finetune``, ``utilization_range`` (the vLLM shares searched),
     ``margin`` (None: the memory model's band), ``sleep_mode``, ``max_batch``, ``max_completions_per_step``,
     ``rollout_turns``, the layout (``num_gpus``, ``num_nodes``, ``layout``, ``engine``, ``server_*``) and
-    the releases planned for. Fix hints in errors and checks name keyword arguments.
-
-    ``weights``: None is the runtime's default (bf16 with TRL, 4-bit with Unsloth).
+    the releases planned for. Fix hints in errors and checks name keyword arguments. ``weights``: None is
+    the runtime's default (bf16 with TRL, 4-bit with Unsloth).
 
     ``runtime="unsloth"``: Unsloth's fast_inference=True, the same request, pins and :class:`Plan`
     (``plan.runtime == "unsloth"``; planner.search.unsloth_solver), with its runtime checks; its own
@@ -203,7 +204,9 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
     ``typical_prompt_length``: the length a batch pads to (TRL pads to its longest prompt; ``max_prompt_length``
     is the bound vLLM keeps); None: the bound. ``assumptions["trained_prompt_length"]`` says which.
     ``use_vllm=False`` (``--no-vllm``): transformers' ``generate`` in the trainer, one GPU, its own phase
-    (planner.memory.generate); no utilisation to choose."""
+    (planner.memory.generate); no utilisation to choose.
+    ``expected_completion_length`` (None: the cap) and ``reward_seconds_per_completion`` (0): the step
+    time's inputs (``plan.step_time()``, the JSON's ``time``; planner.search.timing)."""
     gpu = with_reserve(gpu, reserve_gib)
     settings: dict[str, Any] = dict(
         pin=pin, per_device_train_batch_size=per_device_train_batch_size,
@@ -222,7 +225,9 @@ def plan(model: str | ModelSpec, gpu: GpuArg = "auto", num_gpus: int = 1, num_no
         vllm_version=vllm_version, transformers_version=transformers_version, calibration=calibration,
         relax=relax, passthrough=passthrough, lora_rank=lora_rank, prompt_length=prompt_length,
         unsloth_version=unsloth_version, standby=standby, max_seq_length=max_seq_length,
-        use_liger_kernel=use_liger_kernel, typical_prompt_length=typical_prompt_length, use_vllm=use_vllm)
+        use_liger_kernel=use_liger_kernel, typical_prompt_length=typical_prompt_length, use_vllm=use_vllm,
+        expected_completion_length=expected_completion_length,
+        reward_seconds_per_completion=reward_seconds_per_completion)
     if runtime == "unsloth" and rollout_turns != 1:
         raise InvalidSetupError(ROLLOUT_TURNS_TRL_ONLY)
     return python_checks(plan_from_request(request_of(model, gpu, num_gpus, num_nodes, layout, runtime, settings)))
@@ -275,7 +280,8 @@ def trl_pins(problems: list[str], pin: Any, given: dict[str, Any]) -> Any:
     return pins
 
 
-def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False) -> Plan:
+def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict: bool = False,
+                      top: int = 0) -> Plan:
     """:func:`plan` for a request already built (the CLI builds one from its flags), either runtime:
     the one solver (planner.search.solver.solve), then the runtime's checks, assumptions and next
     steps (its :class:`~planner.search.loop.SolverRuntime`). TRL: the request is completed from
@@ -283,7 +289,8 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     covers less than a real run may hold; the checks are the layout's own and every pre-flight check
     (``for_training``, ``strict``: see planner.checks.preflight; a plan carries an unmodelled
     architecture as a warning, `plan check` as an error). Unsloth: its runtime checks
-    (planner.runtimes.unsloth.unsloth_checks, ``for_training``)."""
+    (planner.runtimes.unsloth.unsloth_checks, ``for_training``). ``top`` > 0: the JSON's
+    ``runners_up`` lists the plan and the next ``top`` configurations (planner.search.loop.runners_up)."""
     runtime = runtime_of(req)
     why: tuple[str, ...] = ()
     completed = solving = req
@@ -298,6 +305,8 @@ def plan_from_request(req: PlanRequest, for_training: bool | None = None, strict
     except InfeasibleError as e:
         raise InfeasibleError(f"{e}{other_runtime_fits(req)}", closest=e.closest) from None
     checked = runtime.checked(result, for_training, strict)
+    if top > 0:  # the runners-up (`plan --top N`): the plan's own search, every fitting candidate ranked
+        checked = replace(checked, extra={**checked.extra, "runners_up": runners_up(runtime, solving, top)})
     if why:
         checked = replace(checked, warnings=tuple(checked.warnings) + why)
     return describe(req, completed, checked)
@@ -357,6 +366,7 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
         p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
                                             req.trainer.transformers_version))
+    p = replace(p, timing_inputs=req.targets.timing_inputs())
     own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
     return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
 

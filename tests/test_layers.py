@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "planner"
 
 # lowest first; a layer may import any layer before it
-LAYERS = ["errors", "specs", "memory", "checks", "runtimes", "search", "report", "profiler", "api", "cli"]
+LAYERS = ["errors", "specs", "memory", "timing", "checks", "runtimes", "search", "report", "profiler", "api", "cli"]
 TOP_LEVEL = {"__init__.py", "api.py", "errors.py"}
 
 

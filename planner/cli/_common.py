@@ -190,3 +190,21 @@ def check_lines(report) -> list[str]:
     """A CheckReport as aligned lines (severity, id, message, the fix under it) and the count line
     (planner.checks.preflight.CheckReport.lines: ``print(report)`` in Python prints the same)."""
     return report.lines()
+
+
+def add_time_arguments(g) -> None:
+    """The step time's two inputs (planner.search.timing), `plan` and `plan estimate` alike."""
+    g.add_argument("--expected-completion-length", type=int, default=None,
+                   help="the completions' expected length in tokens, for the step time (default: "
+                        "max_completion_length, the slowest case)")
+    g.add_argument("--reward-seconds-per-completion", type=float, default=None,
+                   help="the reward functions' seconds per completion, for the step time (default: 0)")
+
+
+def render_time(t) -> str:
+    """The predicted step time and where it goes (planner.search.timing), one line each."""
+    if t is None:
+        return ""
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(t.phases.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    return (f"time: {t.step_seconds:.1f} s per optimizer step ({parts}); {t.completions_per_hour:,.0f} completions "
+            f"per hour\n  ({t.assumptions[0]}; {t.efficiency.source})")

@@ -24,7 +24,7 @@ from ..checks.preflight import CheckReport
 from ..errors import InvalidSetupError
 from ..search.request import PlanRequest, validate_request
 from ..search.results import Plan
-from ._common import check_lines, gib_str, print_json, table
+from ._common import check_lines, gib_str, print_json, render_time, table
 from ._topology import gpu_arg
 
 RUNTIMES = ("trl", "unsloth")
@@ -109,7 +109,8 @@ def plan_from_args(args, shared_request: Callable[[Any], PlanRequest], for_train
     entry of both runtimes)."""
     from ..api import plan_from_request
 
-    return plan_from_request(request_from_args(args, shared_request), for_training=for_training)
+    return plan_from_request(request_from_args(args, shared_request), for_training=for_training,
+                             top=getattr(args, "top", None) or 0)
 
 
 def run_plan(args, shared_request: Callable[[Any], PlanRequest]) -> int:
@@ -189,6 +190,8 @@ def estimate_request(args) -> PlanRequest:
         prompt_length=args.prompt_length if args.prompt_length is not None else 256,
         unsloth_version=args.unsloth_version, vllm_version=args.vllm_version,
         kv_cache_dtype="fp8" if fp8_cache else "auto", pin=pin,
+        expected_completion_length=getattr(args, "expected_completion_length", None),
+        reward_seconds_per_completion=getattr(args, "reward_seconds_per_completion", None) or 0.0,
         margin=getattr(args, "margin", None) or 0.0)  # an estimate is judged against the card, as TRL's
 
 
@@ -271,6 +274,7 @@ def render_plan(p: Plan) -> str:
            table([(k.replace("_bytes", ""), gib_str(v)) for k, v in e.phases.items()]
                  + [("budget (card - margin)", gib_str(p.budget_bytes)), ("headroom", gib_str(p.headroom_bytes))],
                  "peak per phase:"),
+           render_time(p.step_time()),
            "why:\n" + "\n".join(f"  - {r}" for r in p.reasons),
            "Unsloth will:\n" + "\n".join(f"  - {c}" for c in d.changes),
            "assumptions (--json for their sources):\n" + "\n".join(

@@ -41,12 +41,14 @@ from . import _unsloth
 from ._common import (
     add_config_arg,
     add_model_gpu_args,
+    add_time_arguments,
     add_trainer_args,
     add_vllm_args,
     gib_str,
     model_arg,
     print_json,
     read_config,
+    render_time,
     spellings,
     table,
     trainer_kwargs,
@@ -112,6 +114,7 @@ def add_arguments(p) -> None:
                    help="varied (GRPO: the allocator's reserve of a whole run) or fixed (one isolated step)")
     g.add_argument("--transformers-version", default=None,
                    help="transformers release to model (default: installed, else newest known)")
+    add_time_arguments(g)
     v = p.add_argument_group("colocated vLLM (off unless --vllm-gpu-memory-utilization is given)")
     v.add_argument(*spellings("vllm_gpu_memory_utilization"), type=float, default=None,
                    help="vLLM's share of the card (default: no vLLM)")
@@ -251,12 +254,18 @@ def run(args) -> int:
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve,
                  use_vllm=args.use_vllm)
-    e = replace(e, warnings=e.warnings + notes)
+    e = replace(e, warnings=e.warnings + notes, timing_inputs=timing_inputs(args))
     if args.json:
         print_json(e.to_dict())
     else:
-        print(render(e))
+        print("\n".join(x for x in (render(e), render_time(e.step_time())) if x))
     return report_rating([] if e.fits else ["the setup does not fit the GPU"], False)
+
+
+def timing_inputs(args) -> dict:
+    """The step time's inputs the flags give (planner.search.timing)."""
+    return {"expected_completion_length": args.expected_completion_length,
+            "reward_seconds_per_completion": args.reward_seconds_per_completion or 0.0}
 
 
 def fixed_kwargs(args) -> dict:
@@ -299,12 +308,12 @@ def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None
     check_outputs(output_dir=args.output_dir, force=args.force)
     d = layout_estimate(args, gradient_accumulation_steps=accumulation_flag,
                         vllm_max_model_length=args.vllm_max_model_len)
-    d = replace(d, warnings=d.warnings + notes)
+    d = replace(d, warnings=d.warnings + notes, timing_inputs=timing_inputs(args))
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())
     else:
-        print(render_layout(d))
+        print("\n".join(x for x in (render_layout(d), render_time(d.step_time())) if x))
         for path in written:
             print(f"wrote {path}")
     return report_rating(errors, bool(args.output_dir))

@@ -28,6 +28,7 @@ from . import _unsloth
 from ._common import (
     add_config_arg,
     add_model_gpu_args,
+    add_time_arguments,
     add_trainer_args,
     gib_str,
     gpu_with_reserve,
@@ -35,6 +36,7 @@ from ._common import (
     model_arg,
     print_json,
     read_config,
+    render_time,
     spellings,
     table,
     trainer_kwargs,
@@ -135,6 +137,7 @@ def add_arguments(p) -> None:
                    help="a multi-turn rollout_func that returns every turn's prompt and completion ids "
                         "concatenated (TRL's OpenEnv examples): vLLM serves one turn of prompt + completion, the "
                         "trainer trains on up to this many (default: 1)")
+    add_time_arguments(g)
     g.add_argument("--margin", type=float, default=None,
                    help=f"safety margin as a fraction of the card (default: from the memory model: "
                         f"{MEMORY_MODEL_MARGIN['calibrated']:g} calibrated, {MEMORY_MODEL_MARGIN['analytic']:g} "
@@ -159,6 +162,9 @@ def add_arguments(p) -> None:
     o.add_argument("--plot", default=None,
                    help="draw the per-phase memory picture to this .png, .pdf or .svg (no extension: .png)")
     o.add_argument("--force", action="store_true", help="replace files that exist (default: refuse)")
+    o.add_argument("--top", type=int, default=None, metavar="N",
+                   help="also list the N best configurations after the plan's: memory, predicted step time and "
+                        "why each lost (the JSON's runners_up)")
     _unsloth.add_arguments(p)  # --runtime and the Unsloth flags
 
 
@@ -198,7 +204,9 @@ def request_from_args(args) -> PlanRequest:
                  max_batch=args.max_batch, max_completions_per_step=args.max_completions_per_step,
                  rollout_turns=args.rollout_turns, transformers_version=args.transformers_version,
                  server_gpus=args.server_gpus, server_host=args.server_host,
-                 typical_prompt_length=args.typical_prompt_length, use_vllm=args.use_vllm)
+                 typical_prompt_length=args.typical_prompt_length, use_vllm=args.use_vllm,
+                 expected_completion_length=args.expected_completion_length,
+                 reward_seconds_per_completion=args.reward_seconds_per_completion)
     for name in ("utilization_range", "server_utilization_range"):
         if getattr(args, name) is not None:
             given[name] = _utilization_range(getattr(args, name), _flag(name))
@@ -262,7 +270,7 @@ def run(args) -> int:
         return rc
     check_outputs(args)
     req = request_from_args(args)
-    p = with_file_changes(plan_from_request(req), req, args)
+    p = with_file_changes(plan_from_request(req, top=args.top or 0), req, args)
     written, errors = outputs.write_if_ok(p, **_outputs(args))
     files = written_roles(args, written)
     p = replace(p, next_steps=next_steps(p, files, request=req, outputs=_outputs(args),
@@ -274,6 +282,8 @@ def run(args) -> int:
         print_json(d)
     else:
         print(render(p))
+        if runners := render_runners_up(p):
+            print(runners)
         print(render_next_steps(p))
         for path in written:
             print(f"wrote {path}")
@@ -333,9 +343,25 @@ def budget_label(p: Plan) -> str:
     return f"budget (card - margin - {reserve / 2**30:g} GiB reserve)" if reserve else "budget (card - margin)"
 
 
+def render_runners_up(p: Plan) -> str:
+    """`plan --top N`: the plan and its runners-up, one line each."""
+    rows = p.extra.get("runners_up")
+    if not rows:
+        return ""
+    out = ["runners-up (peak is the search's bound):"]
+    for r in rows:
+        tp = f" TP {r['vllm_tensor_parallel_size']}" if r["vllm_tensor_parallel_size"] > 1 else ""
+        out.append(f"  {r['layout']} {r['engine']}{tp}: {r['completions_per_step']} completions x {r['completion_length']}"
+                   f" tokens, micro-batch {r['micro_batch']}, util {r['utilization']:g}"
+                   f"{', sleep' if r['sleep'] else ''}; peak {gib_str(r['peak_bytes']).strip()}, "
+                   f"{r['step_seconds']:.1f} s/step: {r['why_lost']}")
+    return "\n".join(out)
+
+
 def render(p: Plan) -> str:
     if p.multi_gpu:
-        return "\n".join(x for x in (render_layout(p), render_binding(p), render_assumptions(p)) if x)
+        return "\n".join(x for x in (render_layout(p), render_time(p.step_time()), render_binding(p),
+                                     render_assumptions(p)) if x)
     cfg = p.config
     role = p.training_rank
     pinned = set(p.pinned)
@@ -352,6 +378,7 @@ def render(p: Plan) -> str:
                           ("max concurrency", f"{v.max_concurrency:.2f}x at {v.max_model_len} tokens (KV cache)"),
                           ("sequences at once", f"{engine_concurrency(v)} (max_num_seqs {v.max_num_seqs})"),
                           ("generation waves", str(p.waves))], "vLLM:"))
+    out.append(render_time(p.step_time()))
     out.append(render_changes(p.changes))
     out.append("objective: " + " > ".join(OBJECTIVE))
     out += [x for x in (render_binding(p), render_assumptions(p)) if x]

@@ -5,7 +5,8 @@ runtime) is the same for every runtime: for each stage the
 runtime tries in order (TRL: its completion lengths, longest first, times its group sizes; Unsloth:
 one stage, its whole grid), for each part it plans (a layout: TRL's topologies, Unsloth's one GPU),
 it walks the runtime's candidates, keeps those whose peak stays under the budget (the card less the
-one margin), ranks them with planner.search.objective.score and keeps the best (:class:`Best`). The
+one margin), ranks them with planner.search.objective.ranked (its order, with the predicted step time
+against the fastest) and keeps the best (:class:`Best`); the parts' bests compare the same way. The
 first stage in which something fits ends the search; the best part's best candidate becomes the
 Plan, or, when nothing fits, the runtime's error names what breaks (and the closest plan).
 
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 
 from ..errors import InfeasibleError, InvalidSetupError
 from ..specs.topology import Topology
-from .objective import Candidate, score
+from .objective import PREFIX, Candidate, ranked, score, why_lost
 from .request import PlanRequest
 from .results import Plan
 
@@ -44,6 +45,9 @@ class Scored:
     candidate: Candidate
     peak_bytes: int
     make: Callable[..., Any]
+    # the predicted seconds per optimizer step, computed only for the candidates it can decide between
+    # (those that tie on the objective's terms before time: planner.search.objective.ranked)
+    seconds: Callable[[], float] | None = None
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Found:
     why: str = ""
     by_sleep: tuple[tuple[bool, Any], ...] = ()
     key: tuple = ()
+    candidate: Candidate | None = None  # what the objective read of the option (parts compare by it)
 
 
 @dataclass
@@ -73,21 +78,23 @@ class Best:
     key: tuple | None = None
     option: Any | None = None
     by_sleep: dict[bool, tuple[tuple, Any]] = field(default_factory=dict)
+    candidate: Candidate | None = None
 
-    def consider(self, k: tuple, sleep: bool, make: Callable[[], Any]) -> None:
+    def consider(self, k: tuple, sleep: bool, make: Callable[[], Any], candidate: Candidate | None = None) -> None:
         better = self.key is None or k > self.key
         other = self.by_sleep.get(sleep)
         if better or other is None or k > other[0]:
             opt = make()
             if better:
-                self.key, self.option = k, opt
+                self.key, self.option, self.candidate = k, opt, candidate
             if other is None or k > other[0]:
                 self.by_sleep[sleep] = (k, opt)
 
     def found(self, why: str = "") -> Found:
         if self.option is None or self.key is None:
             return Found(None, why)
-        return Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()), self.key)
+        return Found(self.option, "", tuple((sl, o) for sl, (_, o) in self.by_sleep.items()), self.key,
+                     self.candidate)
 
 
 class SolverRuntime(Protocol):
@@ -144,17 +151,71 @@ def solve_with(rt: SolverRuntime, req: PlanRequest) -> Plan:
     fitting = {part: f for part, f in found.items() if f.option is not None}
     if not fitting:
         raise rt.infeasible(s, found, rejected)
-    chosen = max(fitting, key=lambda part: fitting[part].key)
+    parts_ = list(fitting)
+    cands = [fitting[p].candidate for p in parts_]
+    keys = [k for _, _, k in ranked([c for c in cands if c is not None])] if None not in cands \
+        else [fitting[p].key for p in parts_]
+    chosen = parts_[max(range(len(parts_)), key=lambda i: keys[i])]  # ties keep the first
     return rt.build(s, stage, chosen, found, rejected)
 
 
 def _best_of(rt: SolverRuntime, s: Any, stage: Any, part: Topology) -> Found:
-    """One part's best candidate at one stage: those under the budget, ranked by objective.score."""
+    """One part's best candidate at one stage: those under the budget, ranked by objective.ranked."""
     walk, best, budget = Walk(), Best(), rt.budget(s)
+    tops: dict[bool, tuple[tuple, list[Scored]]] = {}  # per sleep setting: the best terms 1-4 and who ties
     for c in rt.candidates(s, stage, part, walk):
-        if c.peak_bytes <= budget:
-            best.consider(score(c.candidate), c.candidate.sleep, c.make)
+        if c.peak_bytes > budget:
+            continue
+        p = score(c.candidate)[:PREFIX]
+        top = tops.get(c.candidate.sleep)
+        if top is None or p > top[0]:
+            tops[c.candidate.sleep] = (p, [c])
+        elif p == top[0]:
+            top[1].append(c)
+    fitting = [c for _, group in tops.values() for c in group]  # the contenders (objective.ranked)
+    for i, cand, k in ranked([c.candidate for c in fitting], [c.seconds for c in fitting], contenders_only=True):
+        best.consider(k, cand.sleep, fitting[i].make, cand)
     return best.found(walk.why)
+
+
+def runners_up(rt: SolverRuntime, req: PlanRequest, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best configurations after the plan's, at the stage where something fits (the plan's),
+    across its parts: each with its layout, settings, peak (the search's bound), predicted step time and
+    why it lost (the objective's first worse term, planner.search.objective.why_lost). Settings that
+    differ only in vLLM's share are shown once (its best)."""
+    s = rt.prepare(req)
+    parts, _ = rt.parts(s)
+    rows: list[tuple[Topology, Scored]] = []
+    for stage in rt.stages(s):
+        rows = [(part, c) for part in parts for c in rt.candidates(s, stage, part, Walk())
+                if c.peak_bytes <= rt.budget(s)]
+        if rows:
+            break
+    cands, keys = [], []
+    for _, cand, k in ranked([c.candidate for _, c in rows], [c.seconds for _, c in rows]):
+        cands.append(cand)
+        keys.append(k)
+    order = sorted(range(len(rows)), key=lambda i: keys[i], reverse=True)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for i in order:
+        part, c = rows[i]
+        cand = cands[i]
+        shown = (part.label, part.engine, cand.completion_length, cand.num_generations, cand.completions,
+                 cand.batch_size, cand.tensor_parallel_size, cand.sleep)
+        if shown in seen:
+            continue
+        seen.add(shown)
+        secs = cand.step_seconds or (c.seconds() if c.seconds is not None else 0.0)
+        out.append({"layout": part.label, "engine": part.engine, "completion_length": cand.completion_length,
+                    "num_generations": cand.num_generations or None, "completions_per_step": cand.completions,
+                    "waves": cand.waves, "micro_batch": cand.batch_size, "utilization": cand.utilization,
+                    "sleep": cand.sleep, "vllm_tensor_parallel_size": cand.tensor_parallel_size,
+                    "peak_bytes": c.peak_bytes, "step_seconds": round(secs, 2),
+                    "why_lost": "chosen" if not out else why_lost(keys[order[0]], keys[i])})
+        if len(out) > n:
+            break
+    return out
 
 
 def nearest_pins(req: PlanRequest, solve: Callable[[PlanRequest], Plan]) -> tuple[list[str], Plan | None]:

@@ -99,6 +99,15 @@ class Targets:
     # a multi-turn rollout_func that returns every turn's prompt and completion ids concatenated (TRL's
     # OpenEnv examples): vLLM serves one turn of prompt + completion, the trainer trains on up to this many
     rollout_turns: int = 1
+    # the step time (planner.search.timing): the completions' expected length (None: the cap, the
+    # slowest case) and the reward functions' seconds per completion
+    expected_completion_length: int | None = None
+    reward_seconds_per_completion: float = 0.0
+
+    def timing_inputs(self) -> dict[str, Any]:
+        """The keyword arguments of planner.search.timing.plan_time this request gives."""
+        return {"expected_completion_length": self.expected_completion_length,
+                "reward_seconds_per_completion": self.reward_seconds_per_completion}
 
 
 @dataclass(frozen=True)
@@ -363,6 +372,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _time_problems(problems: list[str], g: Targets) -> None:
+    """The step time's inputs: a positive expected length, a non-negative reward time."""
+    _positive_int(problems, "expected_completion_length", g.expected_completion_length, optional=True)
+    r = g.reward_seconds_per_completion
+    if not _is_number(r) or not 0 <= r < 1e6:
+        problems.append(f"{_flag('reward_seconds_per_completion')} must be a number of seconds >= 0, got {r!r}")
+
+
 def _positive_int(problems: list[str], name: str, v: Any, upper: int | None = None, optional: bool = False) -> None:
     if v is None and optional:
         return
@@ -442,6 +459,7 @@ def request_problems(req: PlanRequest, colocated: bool = True) -> list[str]:
     _positive_int(p, "max_batch", g.max_batch, upper=4096)
     _positive_int(p, "max_completions_per_step", g.max_completions_per_step, upper=1 << 20)
     _positive_int(p, "rollout_turns", g.rollout_turns, upper=256)
+    _time_problems(p, g)
     _topology_problems(p, o, v)
     _pin_problems(p, req.pins)
     L, P = req.pins.vllm_max_model_length, req.pins.max_prompt_length

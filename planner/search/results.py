@@ -27,7 +27,9 @@ from ..memory.vllm import VllmCapacity
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
 from ..specs.topology import DEEPSPEED_DEFAULTS, Topology
+from ..timing.step import StepTime
 from .objective import OBJECTIVE, Candidate, objective_lines, score
+from .timing import estimate_time, plan_time
 
 if TYPE_CHECKING:
     from ..checks.preflight import Check
@@ -58,6 +60,12 @@ class Estimate:
     phases: ColocatedPhases | GeneratePhases | None = None  # when colocated, or generating without vLLM
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # expected_completion_length / reward_seconds_per_completion for the step time (planner.search.timing)
+    timing_inputs: dict[str, Any] = field(default_factory=dict)
+
+    def step_time(self) -> StepTime | None:
+        """The predicted seconds per optimizer step by phase (None without colocated vLLM)."""
+        return estimate_time(self, **self.timing_inputs)
 
     @property
     def peak_bytes(self) -> int:
@@ -92,6 +100,9 @@ class Estimate:
             d["vllm"] = self.vllm.to_dict()["vllm"]
         if self.phases is not None:
             d["phases"] = self.phases.to_dict()
+        t = self.step_time()
+        if t is not None:
+            d["time"] = t.to_dict()
         d.update(self.extra)
         return d
 
@@ -142,6 +153,7 @@ class Option:
     concurrency: int  # sequences decoded at once by all engines together
     peak_bytes: int  # the training GPU's largest phase, exactly as reported
     server_peak_bytes: int = 0
+    step_seconds: float = 0.0  # predicted seconds per optimizer step (planner.search.timing.option_time)
 
     @property
     def steps_per_generation(self) -> int:
@@ -165,7 +177,7 @@ class Option:
         tp = t.vllm_tensor_parallel_size if t.vllm_mode == "colocate" else t.server_tensor_parallel_size
         return Candidate(completion_length=self.completion_length, completions=self.completions, waves=self.waves,
                          batch_size=self.batch_size, utilization=self.utilization, sleep=self.sleep,
-                         engine=t.engine, tensor_parallel_size=tp)
+                         engine=t.engine, tensor_parallel_size=tp, step_seconds=self.step_seconds)
 
     def key(self) -> tuple:
         """The objective's score (planner.search.objective.score): larger is better."""
@@ -202,7 +214,8 @@ class LayoutResult:
                      completion_length=o.completion_length, micro_batch=o.batch_size,
                      steps_per_generation=o.steps_per_generation, completions_per_step=o.completions,
                      completions_in_one_wave=o.one_wave, concurrency=o.concurrency, utilization=o.utilization,
-                     sleep_mode=o.sleep, waves=o.waves)
+                     sleep_mode=o.sleep, waves=o.waves,
+                     step_seconds=round(o.step_seconds, 2) if o.step_seconds else None)
         return d
 
 
@@ -310,6 +323,12 @@ class Plan:
     # what the plan changed: {key, from, to, why} per modelled key whose value differs from the one given
     # (a flag, a --config key) or, left out, from TRL's default (planner.report.changes)
     changes: tuple[dict[str, Any], ...] = ()
+    # expected_completion_length / reward_seconds_per_completion for the step time (planner.search.timing)
+    timing_inputs: dict[str, Any] = field(default_factory=dict)
+
+    def step_time(self) -> StepTime:
+        """The predicted seconds per optimizer step, by phase (planner.search.timing.plan_time)."""
+        return plan_time(self, **self.timing_inputs)
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -438,6 +457,7 @@ class Plan:
             "binding": dict(self.binding),
             "next_steps": dict(self.next_steps),
             "changes": [dict(c) for c in self.changes],
+            "time": self.step_time().to_dict(),
         }
         if self.multi_gpu:
             d.update(gpus=[g.name for g in self.gpus], layout=self.layout,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from ..checks.layout import _check, topology_checks, tp_problem
@@ -71,6 +72,7 @@ from .loop import Found, Scored, SolverRuntime, Walk, nearest_pins, show_value, 
 from .objective import OBJECTIVE, Candidate
 from .request import PlanRequest, apply_pins, model_problems
 from .results import LayoutResult, Option, Plan, RoleMemory, engine_concurrency, rollout_summary, waves_for
+from .timing import option_time
 
 __all__ = ["OBJECTIVE", "GENERATION_CHOICES", "solve", "evaluate", "candidate_topologies", "completion_ladder",
            "utilizations", "generation_step"]
@@ -213,6 +215,7 @@ class Search:
         self._rows: dict = {}
         self._cap: dict = {}
         self._server: dict = {}
+        self._seconds: dict = {}
 
     # trainer side
     def model_len(self, C: int) -> int:
@@ -233,6 +236,28 @@ class Search:
         gradients; more steps add nothing more)."""
         return TrainerSetup(**self.base, batch_size=B, prompt_length=self.P_trained * self.turns,
                             completion_length=C * self.turns, gradient_accumulation_steps=ga, world_size=world)
+
+    def seconds(self, topo: Topology, B: int, C: int, n: int, conc: int, sleep: bool,
+                cap: VllmCapacity | None) -> float:
+        """The predicted seconds per optimizer step of a candidate (planner.search.timing.option_time),
+        cached: beyond the sequences generated, more concurrency changes nothing, vLLM's share changes
+        only the concurrency (its weights are the same at every share), and the micro-batch only the
+        per-micro-batch weight reads."""
+        conc = min(conc, n * topo.world_size * max(1, topo.vllm_tensor_parallel_size))
+        # the micro-batch counts only where each one re-reads the weights (4-bit dequantisation, ZeRO-3)
+        per_micro_batch = self.base["weights"] == "nf4" or topo.engine in ("zero3", "fsdp")
+        key = (topo, B if per_micro_batch else 0, C, n, conc, sleep)
+        if key not in self._seconds:
+            self._seconds[key] = self._step_seconds(topo, B, C, n, conc, sleep, cap)
+        return self._seconds[key]
+
+    def _step_seconds(self, topo: Topology, B: int, C: int, n: int, conc: int, sleep: bool,
+                      cap: VllmCapacity | None) -> float:
+        if cap is None and topo.vllm_mode == "server":
+            got = self.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
+            cap = got[1] if got[0] is not None else None
+        return option_time(self.spec, self.card, self.setup(B, C), topo, n, conc, sleep, cap, "trl",
+                           **self.req.targets.timing_inputs()).step_seconds
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
         """One process's trainer terms, calibrated where a profile covers the setup."""
@@ -349,7 +374,7 @@ def _exact_option(s: Search, topo: Topology, C: int, B: int, n: int, u: float, s
     peak = phase_peak_bytes(block_totals(blocks), _placement(topo), sleep)
     if cap is not None:
         conc = engine_concurrency(cap) * topo.num_engines
-    return Option(topo, C, B, n, u, sleep, conc, peak, server_peak)
+    return Option(topo, C, B, n, u, sleep, conc, peak, server_peak, s.seconds(topo, B, C, n, conc, sleep, cap))
 
 
 def _placement(topo: Topology) -> str:
@@ -500,7 +525,8 @@ def _server_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[dic
         yielded = True
         yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, False, topo.engine,
                                topo.server_tensor_parallel_size), peak,
-                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak))
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, u, False, conc, server_peak),
+                     partial(s.seconds, topo, B, C, n, conc, False, cap))
     if not yielded:
         walk.why = _pin_rule_why(s, G, N) if s.pins.items() else "no micro-batch fits beside the weight sync"
 
@@ -589,7 +615,8 @@ def _colocated_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[
                 yielded = True
                 yield Scored(Candidate(C, n * N, waves_for(topo, n, conc), B, u, sleep, topo.engine, tp), peak,
                              lambda B=B, n=n, u=u, sleep=sleep, conc=conc:
-                             _exact_option(s, topo, C, B, n, u, sleep, conc))
+                             _exact_option(s, topo, C, B, n, u, sleep, conc),
+                             partial(s.seconds, topo, B, C, n, conc, sleep, cap))
     if yielded:
         return
     if ruled_out:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any
 
 from ..errors import InfeasibleError, InvalidSetupError
@@ -63,6 +64,7 @@ from .margins import RUNTIME_MARGIN
 from .objective import Candidate
 from .request import PlanRequest, Targets, TopologyOptions, TrainerOptions, VllmOptions, plan_request
 from .results import Option, Plan, RoleMemory
+from .timing import option_time
 
 MAX_SEQ_LENGTH_DEFAULT = 2048  # from_pretrained(max_seq_length=2048) (unsloth 2026.10.9 models/loader.py:1243)
 DEFAULT_WEIGHTS = "nf4"  # Unsloth's notebooks load in 4 bit
@@ -287,6 +289,28 @@ def _concurrency(e: UnslothEstimate) -> float:
     return min(e.max_num_seqs, e.kv_cache_tokens / (e.max_prompt_length + e.max_completion_length))
 
 
+def _setup(req: PlanRequest, e: UnslothEstimate) -> TrainerSetup:
+    """The trainer as Unsloth runs the estimate: LoRA, its batch, accumulation and lengths."""
+    setup = TrainerSetup(weights="bf16" if e.load_in_fp8 else _weights(e, req), finetune="lora",
+                         lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
+                         prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
+                         gradient_accumulation_steps=e.gradient_accumulation_steps)
+    if e.load_in_fp8:  # TrainerSetup knows the formats a TRL trainer loads; this trainer holds no copy of its own
+        object.__setattr__(setup, "weights", "fp8")  # (it trains on vLLM's shared FP8 tensors)
+    return setup
+
+
+def _seconds(req: PlanRequest, e: UnslothEstimate, gen_batch: int) -> float:
+    """The predicted seconds per optimizer step of an estimate (planner.search.timing.option_time)."""
+    return option_time(e.model, e.gpu, _setup(req, e), _ONE_GPU, gen_batch, int(_concurrency(e)), e.standby,
+                       e.capacity, "unsloth", **req.targets.timing_inputs()).step_seconds
+
+
+def _seconds_at(req: PlanRequest, e: UnslothEstimate, gen_batch: int, accumulation: int) -> float:
+    """:func:`_seconds` of ``e`` run with ``accumulation`` micro-batches per optimizer step."""
+    return _seconds(req, replace(e, gradient_accumulation_steps=accumulation), gen_batch)
+
+
 def _waves(e: UnslothEstimate, gen_batch: int) -> int:
     """Generation rounds for ``gen_batch`` completions, whole sequences at once (the plan's
     ``Option.concurrency``; a huge number when vLLM holds none at once)."""
@@ -465,7 +489,8 @@ class UnslothSolverRuntime:
                                                        num_generations=g, kv_cache_bytes=e.kv_cache_bytes or 0),
                                              max(e.phases.values()),
                                              lambda e=e, gen_batch=gen_batch, acc=acc:
-                                             (replace(e, gradient_accumulation_steps=acc), gen_batch))
+                                             (replace(e, gradient_accumulation_steps=acc), gen_batch),
+                                             partial(_seconds_at, s.req, e, gen_batch, acc))
 
     def build(self, s: _State, stage: None, chosen: Topology, found: dict[Topology, Found],
               rejected: list[tuple[Topology, str]]) -> Plan:
@@ -526,15 +551,10 @@ def _plan_of(req: PlanRequest, details: UnslothRuntime, gen_batch: int, margin: 
     topo = Topology(1, 1, "ddp", "colocate", vllm_tensor_parallel_size=1)
     role = RoleMemory("training_rank", 1, topo.training_devices, e.phase_parts, "unsloth", e.standby, budget,
                       None, e.capacity)
-    ga = e.gradient_accumulation_steps
     option = Option(topo, e.max_completion_length, e.per_device_train_batch_size, gen_batch,
-                    e.requested_gpu_memory_utilization, e.standby, int(_concurrency(e)), role.peak_bytes)
-    setup = TrainerSetup(weights="bf16" if e.load_in_fp8 else _weights(e, req), finetune="lora",
-                         lora_rank=e.lora_rank, optim="adamw_8bit", batch_size=e.per_device_train_batch_size,
-                         prompt_length=e.max_prompt_length, completion_length=e.max_completion_length,
-                         gradient_accumulation_steps=ga)
-    if e.load_in_fp8:  # TrainerSetup knows the formats a TRL trainer loads; this trainer holds no copy of its own
-        object.__setattr__(setup, "weights", "fp8")  # (it trains on vLLM's shared FP8 tensors)
+                    e.requested_gpu_memory_utilization, e.standby, int(_concurrency(e)), role.peak_bytes,
+                    step_seconds=_seconds(req, e, gen_batch))
+    setup = _setup(req, e)
     g, u = req.targets, req.unsloth
     targets = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                    prompt_length=e.max_prompt_length, margin=margin, max_seq_length=e.max_seq_length,

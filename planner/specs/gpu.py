@@ -1,5 +1,11 @@
-"""GPU specs: the memory CUDA reports, bf16 support and bandwidth, from profiles/gpus.json,
-or the real card through NVML with ``--gpu auto``.
+"""GPU specs: the memory CUDA reports, bf16 support, memory bandwidth, the dense peak throughput per
+dtype and the interconnect (NVLink, PCIe), from profiles/gpus.json, or the real card through NVML
+with ``--gpu auto`` (whose throughput comes from the shipped profile its name matches, else none).
+
+Throughput figures are the datasheets' dense peaks (half the "with sparsity" figures), each profile
+naming its source in ``throughput_source``; planner.timing turns them into seconds with fitted
+efficiencies. ``nvlink_gbs`` and ``pcie_gbs`` are the datasheets' totals over both directions (one
+direction is half); ``nvlink_gbs`` is 0 for a card without NVLink.
 
 ``total_bytes`` is what ``cudaMemGetInfo`` (``torch.cuda.mem_get_info()[1]``) reports, the
 figure vLLM multiplies by ``gpu_memory_utilization``: an H100 80GB HBM3 reports 81,079 MiB,
@@ -43,6 +49,15 @@ class GpuSpec:
     driver_version: str = ""
     count: int = 1  # cards of this kind seen (auto) or requested
     reserve_bytes: int = 0  # kept free for a display or another process (--reserve): never planned into
+    dense_tflops: tuple[tuple[str, float], ...] = ()  # (dtype, dense peak TFLOPS) from the datasheet
+    nvlink_gbs: float = 0.0  # NVLink, both directions together (0: none)
+    pcie_gbs: float = 0.0  # the host link (x16 unless the card has fewer lanes), both directions together
+    throughput_source: str = ""
+
+    def peak_tflops(self, dtype: str) -> float:
+        """The dense peak TFLOPS for ``dtype`` (bf16, fp16, fp32, fp8, int8); 0 when the card has no
+        such unit or the profile has no figure."""
+        return dict(self.dense_tflops).get(dtype, 0.0)
 
     @property
     def usable_bytes(self) -> int:
@@ -59,6 +74,9 @@ class GpuSpec:
                      nvml_name=self.nvml_name, driver_version=self.driver_version)
         if self.reserve_bytes:
             d["reserve_bytes"] = self.reserve_bytes
+        if self.dense_tflops:
+            d.update(dense_tflops=dict(self.dense_tflops), nvlink_gbs=self.nvlink_gbs, pcie_gbs=self.pcie_gbs,
+                     throughput_source=self.throughput_source)
         return d
 
 
@@ -78,7 +96,10 @@ def _spec_from_entry(e: dict) -> GpuSpec:
     return GpuSpec(name=e["name"], total_bytes=int(e["total_bytes"]), bf16=bool(e.get("bf16", True)),
                    memory_bandwidth_gbs=float(e.get("memory_bandwidth_gbs", 0.0)),
                    compute_capability=str(e.get("compute_capability", "")), fp8=bool(e.get("fp8", False)),
-                   source=f"shipped profile ({e.get('total_source', 'profiles/gpus.json')})")
+                   source=f"shipped profile ({e.get('total_source', 'profiles/gpus.json')})",
+                   dense_tflops=tuple((k, float(v)) for k, v in e.get("dense_tflops", {}).items()),
+                   nvlink_gbs=float(e.get("nvlink_gbs", 0.0)), pcie_gbs=float(e.get("pcie_gbs", 0.0)),
+                   throughput_source=str(e.get("throughput_source", "")))
 
 
 def shipped_gpu_names() -> list[str]:

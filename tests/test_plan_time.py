@@ -1,0 +1,90 @@
+"""The step time in plans and estimates (planner.search.timing): JSON, text and the two inputs."""
+
+import json
+
+import pytest
+
+import planner
+from planner.cli import main
+from planner.errors import InvalidSetupError
+
+MODEL, GPU = "Qwen/Qwen2.5-0.5B-Instruct", "H100-80GB"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return planner.plan(MODEL, GPU)
+
+
+def test_plan_json_carries_the_step_time(plan):
+    t = plan.to_dict()["time"]
+    assert t["step_seconds"] == pytest.approx(sum(t["phases"].values()), abs=0.01)
+    assert {"generation", "logprob", "training", "optimizer", "weight_sync"} <= set(t["phases"])
+    assert t["completions_per_hour"] == pytest.approx(t["completions_per_step"] * 3600 / t["step_seconds"], rel=1e-3)
+    assert t["completions_per_step"] == plan.option.completions
+    assert any("cap" in a for a in t["assumptions"])
+
+
+def test_shorter_completions_and_slower_rewards_move_the_time(plan):
+    base = plan.step_time()
+    short = planner.plan(MODEL, GPU, expected_completion_length=64).step_time()
+    assert short.phases["generation"] < base.phases["generation"] and short.step_seconds < base.step_seconds
+    slow = planner.plan(MODEL, GPU, reward_seconds_per_completion=0.5).step_time()
+    assert slow.phases["reward"] == pytest.approx(0.5 * plan.option.completions_per_device)
+
+
+def test_bad_time_inputs_are_one_line_each():
+    with pytest.raises(InvalidSetupError) as e:
+        planner.plan(MODEL, GPU, expected_completion_length=0, reward_seconds_per_completion=-1)
+    lines = str(e.value).splitlines()
+    assert any("expected" in x for x in lines) and any("reward_seconds_per_completion" in x for x in lines)
+
+
+def test_estimate_and_cli_show_the_time(capsys):
+    e = planner.estimate(MODEL, GPU, vllm_gpu_memory_utilization=0.3, per_device_train_batch_size=4)
+    assert e.to_dict()["time"]["completions_per_step"] == 4
+    assert planner.estimate(MODEL, GPU).to_dict().get("time") is None  # no vLLM: no generation modelled
+    assert main(["estimate", "--model", MODEL, "--gpu", GPU, "--vllm-gpu-memory-utilization", "0.3", "--json",
+                 "--expected-completion-length", "100"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert "100 tokens" in d["time"]["assumptions"][0]
+    main(["--model", MODEL, "--gpu", GPU])
+    assert "s per optimizer step (" in capsys.readouterr().out
+
+
+def test_unsloth_plan_shares_weights():
+    t = planner.plan("Qwen/Qwen2.5-3B-Instruct", "T4", runtime="unsloth").step_time()
+    assert t.phases["weight_sync"] == 0 and t.phases["sleep_wake"] == 0 and t.phases["generation"] > 0
+
+
+def test_time_decides_only_beyond_the_tolerance():
+    from planner.search.objective import Candidate, ranked, why_lost
+
+    fast = Candidate(512, 64, 1, 8, 0.5, False, step_seconds=100.0)
+    big_slow = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=110.0)  # larger micro-batch, 10% slower
+    big_close = Candidate(512, 64, 1, 16, 0.5, False, step_seconds=101.0)  # larger micro-batch, within 2%
+    keys = [k for _, _, k in ranked([fast, big_slow])]
+    assert keys[0] > keys[1] and why_lost(keys[0], keys[1]).startswith("slower")
+    keys = [k for _, _, k in ranked([fast, big_close])]
+    assert keys[1] > keys[0] and why_lost(keys[1], keys[0]) == "a smaller micro-batch"
+    # times are computed lazily, only where they can decide: a candidate with fewer completions loses first
+    fewer = Candidate(512, 32, 1, 8, 0.5, False)
+    (_, c0, k0), (_, c1, k1) = ranked([fast, fewer], [lambda: 1.0, lambda: 1.0])
+    assert c0.step_seconds == 1.0 and c1.step_seconds == 0 and k0 > k1
+    assert [i for i, _, _ in ranked([fast, fewer], contenders_only=True)] == [0]
+
+
+def test_plan_top_lists_runners_up(capsys):
+    assert main(["--model", MODEL, "--gpu", GPU, "--top", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runners_up"]
+    assert 2 <= len(rows) <= 4 and rows[0]["why_lost"] == "chosen"
+    assert all(r["why_lost"] != "chosen" and r["step_seconds"] > 0 and r["peak_bytes"] > 0 for r in rows[1:])
+    assert main(["--model", MODEL, "--gpu", GPU, "--top", "2"]) == 0
+    assert "runners-up" in capsys.readouterr().out
+
+
+def test_unsloth_estimate_json_carries_the_time(capsys):
+    assert main(["estimate", "--runtime", "unsloth", "--model", "Qwen/Qwen2.5-3B-Instruct", "--gpu", "T4",
+                 "--max-seq-length", "1024", "--json", "--expected-completion-length", "200"]) == 0
+    t = json.loads(capsys.readouterr().out)["time"]
+    assert t["phases"]["weight_sync"] == 0 and t["step_seconds"] > 0 and "200 tokens" in t["assumptions"][0]
