@@ -20,8 +20,8 @@ from ..specs.units import GIB
 from ._columns import columns
 from ._common import HelpFormatter, print_json
 
-HEADERS = ("moment", "planned (GiB)", "+ margin (GiB)", "measured (GiB)", "reserved (GiB)", "allocated (GiB)",
-           "vs plan", "")
+HEADERS = ("moment", "planned (GiB)", "set by", "own (GiB)", "+ margin (GiB)", "measured (GiB)", "reserved (GiB)",
+           "allocated (GiB)", "vs plan", "")
 
 
 def add_parser(sub) -> None:
@@ -34,13 +34,16 @@ def add_parser(sub) -> None:
 
 
 def comparison(data: dict) -> dict:
-    """Planned against measured per moment, from a read record."""
+    """Planned against measured per moment, from a read record (the predictions are the record's: the
+    plan's, as planner.profiler.run_record.moment_predictions made them when the run started)."""
     from ..profiler.run_record import compare_moments, record_moments
 
     run = data["run"]
     plan = run["plan"]
-    rows = compare_moments(plan["moments"], record_moments(data), int(plan["margin_bytes"]))
+    rows = compare_moments(plan["moments"], record_moments(data), int(plan["margin_bytes"]),
+                           plan.get("moment_sources"))
     out = {"model": plan["model"], "gpu": plan["gpu"], "margin": plan["margin"], "margin_bytes": plan["margin_bytes"],
+           "role": plan.get("role", "training_rank"), "rank": plan.get("rank", 0),
            "device_source": run.get("device_source"), "steps": len(run.get("steps", [])),
            "moments": [{"moment": m, **r} for m, r in rows.items()]}
     out["over_plan"] = [r["moment"] for r in out["moments"] if r.get("over_plan")]
@@ -54,13 +57,21 @@ def _gib(n) -> str:
 def _table(c: dict) -> str:
     rows = []
     for r in c["moments"]:
-        diff = r.get("difference")
-        rows.append((r["moment"], _gib(r.get("planned_bytes")), _gib(r.get("planned_with_margin_bytes")),
+        diff, own = r.get("difference"), r.get("own_bytes")
+        rows.append((r["moment"], _gib(r.get("planned_bytes")), r.get("set_by", "-"),
+                     _gib(max(own.values())) if own else "-", _gib(r.get("planned_with_margin_bytes")),
                      _gib(r["measured_bytes"]), _gib(r["peak_reserved_bytes"]), _gib(r["peak_allocated_bytes"]),
                      "-" if diff is None else f"{diff:+.1%}", "OVER" if r.get("over_plan") else ""))
-    head = (f"{c['model']} on {c['gpu']}: {c['steps']} optimizer steps measured; margin {c['margin']:.0%} "
-            f"({_gib(c['margin_bytes'])} GiB); measured = the device-level peak ({c['device_source']})")
-    return head + "\n" + columns(HEADERS, rows, right=frozenset({1, 2, 3, 4, 5, 6}))
+    head = (f"{c['model']} on {c['gpu']} ({c['role']}, rank {c['rank']}): {c['steps']} optimizer steps measured; "
+            f"margin {c['margin']:.0%} ({_gib(c['margin_bytes'])} GiB); measured = the device-level peak "
+            f"({c['device_source']})\nplanned: the device-level prediction, set by that plan moment ('kept "
+            f"reserved': its blocks stay cached); own: the largest of the moment's own plan moments")
+    notes = [f"{r['moment']}: {r['fallback']}" for r in c["moments"] if r.get("fallback")]
+    over = [f"{r['moment']} ({_gib(r['measured_bytes'])} GiB measured, planned {_gib(r['planned_bytes'])} GiB "
+            f"+ {_gib(c['margin_bytes'])} GiB margin, set by {r.get('set_by', '-')})"
+            for r in c["moments"] if r.get("over_plan")]
+    tail = ["over the plan: " + "; ".join(over) if over else "every moment within the plan plus its margin"]
+    return "\n".join([head, columns(HEADERS, rows, right=frozenset({1, 3, 4, 5, 6, 7, 8})), *notes, *tail])
 
 
 def save_calibration(data: dict, source: str) -> Path:

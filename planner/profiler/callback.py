@@ -19,9 +19,14 @@ in the first micro-batch of a step. Unsloth (2026.10.9, unsloth/models/llama.py:
 transformers' own ``_inner_training_loop`` with a banner and cache-emptying edits: the same hooks fire.
 
 When a moment's measured peak exceeds the plan's prediction for it plus the plan's margin, the
-callback issues one :class:`PlanExceededWarning` (``warnings.warn``), once per run, naming the moment;
-the record holds every moment's comparison. The stats source is injectable (:class:`MemoryStats`);
-the default, :class:`CudaStats`, reads ``torch.cuda`` and NVML, imported when training starts.
+callback issues one :class:`PlanExceededWarning` (``warnings.warn``), once per run, naming the moment
+and the plan moment its prediction comes from; the record holds every moment's comparison. The
+predictions are run_record.moment_predictions's (the one place ``plan compare`` reads them from too,
+through the record): the plan's moments of the trainer step and phases per callback moment, for the
+process's role. In a multi-process run every process runs its own callback and writes its own record
+(``.rankN``); each is a training rank and is compared with the plan's training-rank figures (rank
+0's). The stats source is injectable (:class:`MemoryStats`); the default, :class:`CudaStats`, reads
+``torch.cuda`` and NVML, imported when training starts.
 
 This module imports transformers (to subclass ``TrainerCallback``); ``import planner`` does not
 import it (``planner.MemoryCallback`` is a lazy export).
@@ -199,13 +204,17 @@ class MemoryCallback(TrainerCallback):
         margin = self.summary["margin_bytes"]
         if self.warn and self.warned is None and over_plan(peak.measured, planned, margin):
             self.warned = moment
-            warnings.warn(exceeded_message(moment, peak.measured, planned, margin), PlanExceededWarning,
+            set_by = self.summary["moment_sources"][moment]["set_by"]
+            warnings.warn(exceeded_message(moment, peak.measured, planned, margin, set_by), PlanExceededWarning,
                           stacklevel=4)
 
     # -- the hooks --------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self.stats is None:
             self.stats = CudaStats()
+        # every trainer process is a training rank (a server GPU runs trl vllm-serve, no trainer): its
+        # prediction is the plan's training-rank figures (rank 0's, the largest), whatever its index
+        self.summary["rank"] = int(getattr(args, "process_index", 0) or 0)
         self.moment = "load"
         allocated, used = self._boundary("between_steps")
         reserved_now = int(self.stats.reserved_bytes())
