@@ -136,7 +136,9 @@ def vllm_blocks(capacity: VllmCapacity) -> dict[str, dict[str, int]]:
     awake = {"vllm.weights": capacity.weights_bytes, "vllm.kv_cache": capacity.kv_cache_bytes,
              "vllm.activation_peak": capacity.activation_peak_bytes,
              "vllm.cudagraph": capacity.cudagraph_bytes, "vllm.non_torch": capacity.non_torch_bytes}
-    awake["vllm.other"] = total - sum(awake.values())
+    # An engine whose weights and profile exceed its budget never starts (capacity.startup_ok False); up to
+    # its failure it holds what it loaded, not its budget: no negative remainder.
+    awake["vllm.other"] = max(0, total - sum(awake.values()))
     return {"vllm_awake": awake, "vllm_asleep": {"vllm.asleep": sleep_resident_bytes(capacity, level=2)}}
 
 
