@@ -493,7 +493,7 @@ def baseline_bytes(tp: int = 1, version: str | None = None) -> int:
 # -- CUDA graphs ----------------------------------------------------------------------------------
 
 def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, version: str | None = None,
-                            blackwell: bool = False) -> tuple[int, ...]:
+                            blackwell: bool = False, engine: str = "v1") -> tuple[int, ...]:
     """Batch sizes vLLM captures, as ``VllmConfig._set_cudagraph_sizes`` builds them.
 
     0.33.0 config/vllm.py:2398-2603 (no speculative decoding, ``uniform_decode_query_len`` 1):
@@ -505,9 +505,14 @@ def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, vers
     Older rules (``VllmFacts.cudagraph_sizes_rule``): 0.8.5-0.9.x ``[1, 2, 4] + range(8, 513, 8)``
     whatever ``max_num_seqs`` is (67 sizes; 0.8.5 config.py:4031-4045); 0.10-0.11 ``[1, 2, 4] +
     range(8, min(2 x max_num_seqs, 512) + 1, 8)`` (0.10.2 config/scheduler.py:244,
-    config/__init__.py:3640-3660); both filtered to ``<= max_num_batched_tokens`` only.
+    config/__init__.py:3640-3660); both filtered to ``<= max_num_batched_tokens`` only. 0.8.5's V0 engine
+    (``engine="v0"``): ``[1, 2, 4] + 8 x i`` up to the first size >= ``max_num_seqs`` (0.8.5 config.py:4000-4030).
     """
     facts = vllm_facts(version)
+    if engine == "v0":
+        grid = [1, 2, 4] + [8 * i for i in range(1, 1025)]
+        top = next((x for x in grid if x >= max_num_seqs), grid[-1])
+        return tuple(x for x in grid if x <= top)
     if facts.cudagraph_sizes_rule in ("every8_to_512", "every8_to_2x_seqs"):
         top = 512 if facts.cudagraph_sizes_rule == "every8_to_512" else min(max_num_seqs * 2, 512)
         return tuple(s for s in [1, 2, 4] + list(range(8, top + 1, 8)) if s <= max_num_batched_tokens)
@@ -527,7 +532,7 @@ def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, vers
 
 
 def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: int, enforce_eager: bool = False,
-                    version: str | None = None, tp: int = 1, blackwell: bool = False) -> int:
+                    version: str | None = None, tp: int = 1, blackwell: bool = False, engine: str = "v1") -> int:
     """ESTIMATE of the CUDA-graph pool vLLM captures (0 with ``enforce_eager``).
 
     vLLM profiles it (``profile_cudagraph_memory``, v1/worker/gpu/cudagraph_utils.py:922, with
@@ -542,15 +547,17 @@ def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: 
     and 280 KiB per graph per layer fitted to Llama-3.1-8B on H100 (51+51 graphs, 0.91 GiB
     actual, v0.19). Reported pools are 0.5-1.9 GiB on H100 for 2-30B models at default sizes,
     and vLLM's own estimate differs from the captured pool by up to ~2x either way
-    (docs/vllm-memory.md §1.4, §4.3): treat this term as +-50%.
+    (docs/vllm-memory.md §1.4, §4.3): treat this term as +-50%. 0.8.5's V0 engine (``engine="v0"``) captures
+    one whole-model graph per size of its own list (0.8.5 worker/model_runner.py capture_model), counted as
+    one graph per size.
     """
     if enforce_eager:
         return 0
     facts = vllm_facts(version)
-    sizes = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, version, blackwell)
+    sizes = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, version, blackwell, engine)
     if not sizes:
         return 0
-    full = sum(1 for s in sizes if s <= max_num_seqs) if facts.cudagraph_full_decode else 0
+    full = sum(1 for s in sizes if s <= max_num_seqs) if facts.cudagraph_full_decode and engine == "v1" else 0
     graphs = len(sizes) + full
     return (graphs * spec.num_layers * facts.cudagraph_bytes_per_graph_layer
             + max(sizes) * forward_bytes_per_token(spec, tp))
@@ -1121,8 +1128,8 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     encoder, encoded = vision_profile_bytes(spec, profile_images)
     activation = max(encoder, activation + encoded) if encoder else activation
     non_torch = non_torch_bytes(tp, version)
-    sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
-    graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)
+    sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell, engine)
+    graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell, engine)
     moe_ws = moe_workspace_bytes(spec, mnbt, tp, version)
     available = (budget - weights - moe_ws - activation - non_torch
                  - (graphs if facts.cudagraph_estimate_subtracted else 0)

@@ -578,11 +578,13 @@ def startup_steps(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: 
     (0.10.2 and 0.11.0 v1/worker/gpu_worker.py compile_or_warm_up_model: ``_dummy_run(min(max_num_seqs,
     max_num_batched_tokens))`` and ``_dummy_sampler_run``), as large as the profile's sampler phase
     over that many rows (planner.memory.vllm.activation_peak_bytes, the release's bytes per logit).
+    0.8.5's V0 engine has no sampler warm-up: it captures the graphs and stops (worker/worker.py:344-361).
     """
     rows = min(cap.max_num_seqs, cap.max_num_batched_tokens)
     allocated = pre_used + cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.moe_workspace_bytes
     graphs = allocated + cap.cudagraph_bytes + extra_graphs
-    warmup = _vllm.activation_peak_bytes(cap.model, rows, rows, cap.version, cap.tensor_parallel_size)
+    warmup = 0 if cap.engine == "v0" else _vllm.activation_peak_bytes(cap.model, rows, rows, cap.version,
+                                                                       cap.tensor_parallel_size)
     return {"kv_cache_allocated": allocated, "cudagraph_capture": graphs, "sampler_warmup": graphs + warmup}
 
 
