@@ -288,8 +288,9 @@ def other_constants() -> list[str]:
         "vLLM's non-torch growth (memory/vllm.py non_torch_bytes, ~0.25 GiB at TP1, ~2.1 GiB at TP2): read off vLLM "
         "0.19 logs (docs/vllm-memory.md 8.5);",
         "  held-out: none in the repository (unmeasured here; the vLLM KV errors of unsloth_reports.txt include it)",
-        "Unsloth's memory in use before vLLM (runtimes/unsloth.py PRE_VLLM_USED_BYTES): unsloth_pre_vllm.txt "
-        "(each run's own figure from its printed utilisation, the KV cache scored at it)",
+        "Unsloth's memory in use before vLLM (runtimes/unsloth.py pre_vllm_used_bytes, the CUDA context): "
+        "unsloth_pre_vllm.txt (each run's own figure from its printed utilisation; fit, leave-one-run-out, the KV "
+        "cache scored at each)",
     ]
 
 
@@ -351,17 +352,20 @@ def accuracy_table(rows: list[dict]) -> list[str]:
 
 
 def unsloth_row() -> str:
-    """Unsloth's pre-vLLM usage: read off the runs' utilisations; the KV cache at each run's own figure."""
+    """Unsloth's pre-vLLM usage (the CUDA context by resident threads): fit on the 8 runs' own figures, held
+    out by leaving one run out; the KV cache at the model's and the held-out figure."""
     import unsloth_pre_vllm as upv
 
     runs = upv.runs()
     kv = [r for r in runs if r["kv_reported"]]
-    shipped = [r["kv_shipped"] for r in kv]
-    own = [r["kv_own"] for r in kv]
-    return (f"| Unsloth pre-vLLM usage (256 MiB) | the {len(runs)} Unsloth runs' printed utilisations | vLLM KV "
-            f"cache at 256 MiB, {len(shipped)}: max \\|e\\| {pct(shipped)[0]} | no held-out run; the KV cache at "
-            f"each run's own figure (the CUDA context) | {len(own)}: max \\|e\\| {pct(own)[0]} (T4, a known miss) "
-            f"| unsloth_pre_vllm.txt |")
+    fit = [(r["model_used"] - r["own_used"]) / MIB for r in runs]
+    loo = [(r["loo_used"] - r["own_used"]) / MIB for r in runs]
+    return (f"| Unsloth pre-vLLM usage (CUDA context: fixed + bytes per resident thread) | the {len(runs)} "
+            f"Unsloth runs' own figures (from their printed utilisations) | max \\|e\\| "
+            f"{max(map(abs, fit)):.0f} MiB; vLLM KV cache, {len(kv)}: max \\|e\\| "
+            f"{pct([r['kv_model'] for r in kv])[0]} | leave one run out; H100 calibration env row | "
+            f"max \\|e\\| {max(map(abs, loo)):.0f} MiB; vLLM KV cache, {len(kv)}: max \\|e\\| "
+            f"{pct([r['kv_loo'] for r in kv])[0]} | unsloth_pre_vllm.txt |")
 
 
 def main() -> None:

@@ -230,12 +230,21 @@ def render_unsloth_summary(text: str) -> str:
 
 
 def render_unsloth_pre_vllm(text: str) -> str:
-    """The Unsloth pre-vLLM figures and the T4 KV miss of unsloth_pre_vllm.txt, inline."""
+    """The Unsloth pre-vLLM model (fit, held-out error, the H100 check) and the KV errors of
+    unsloth_pre_vllm.txt, inline."""
     src = f"{RESULTS}/unsloth_pre_vllm.txt"
-    kv = _line(text, r"at each run's own figure max \|error\| ([\d.]+%)", src)
-    miss = _line(text, r"^beyond the target at the run's own figure \(a KV-model miss the shipped figure hid\): (.*)$",
-                 src)
-    return f"at each run's own pre-vLLM usage the KV cache is within {kv[1]}; beyond the 10% target: {miss[1]}"
+    fit = _line(text, r"^fit \(all (\d+) runs.*\): ([\d.]+ MiB \+ \d+ B per thread)", src)
+    err = _line(text, r"fit set max (\d+) MiB, median (\d+); leave-one-run-out \(held out\) max (\d+) MiB, "
+                      r"median (\d+)", src)
+    h100 = _line(text, r"bare context (\d+) MiB measured, (\d+) MiB modelled \(([+-][\d.]+%)\)", src)
+    kv = _line(text, r"at the model's figure max \|error\| ([\d.]+%); at each run's own figure ([\d.]+%); "
+                     r"leave-one-run-out ([\d.]+%)", src)
+    miss = _line(text, r"^beyond the target at the run's own figure: (.*)$", src)
+    return (f"the CUDA context, {fit[2]} resident (fit on the {fit[1]} runs' own figures): held out (leave one run "
+            f"out) within {err[3]} MiB (median {err[4]}; fit set {err[1]}, median {err[2]}); the H100 calibration "
+            f"row's bare context {h100[1]} MiB measured, {h100[2]} modelled ({h100[3]}); vLLM's KV cache within "
+            f"{kv[1]} at the model's figure, {kv[2]} at each run's own, {kv[3]} held out; beyond the 10% target: "
+            f"{miss[1]}")
 
 
 def render_step_time_accuracy(text: str) -> str:

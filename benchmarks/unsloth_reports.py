@@ -4,7 +4,8 @@
 
 Per record: the utilisation vLLM receives (target: within 0.01 of the printed one), Unsloth's own
 "KV Cache can use up to" estimate and its Num Sequences / chunked-prefill choice, vLLM's KV cache
-(target: within 10%) and fits vs the outcome. A record whose vLLM release planner.memory.vllm does not
+(target: within 10%), vLLM's activation peak and CUDA-graph pool where the log prints them (no target) and
+fits vs the outcome. A record whose vLLM release planner.memory.vllm does not
 model is printed with the reason, not dropped; it is predicted as soon as planner.memory.vllm covers it.
 """
 
@@ -20,7 +21,8 @@ from planner.errors import PlannerError
 from planner.runtimes.unsloth import unsloth_estimate
 from planner.specs.units import GIB
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "unsloth" / "unsloth-reports.jsonl"  # a copy of shared/unsloth (data/unsloth/README.md)
+# a copy of shared/unsloth (data/unsloth/README.md)
+DATA = Path(__file__).resolve().parent.parent / "data" / "unsloth" / "unsloth-reports.jsonl"
 
 # model id in the record -> shipped profile with the same architecture
 MODELS = {
@@ -128,6 +130,14 @@ def main(path: Path = DATA) -> int:
             kv_err.append(abs(kv - reported_kv) / reported_kv)
             line += f", reported {reported_kv} GiB ({(kv - reported_kv) / reported_kv:+.1%})"
         print(line)
+        cap = est.capacity
+        parts = [f"{name}: predicted {mine / GIB:.2f} GiB, printed {ex[key]} GiB"
+                 for name, mine, key in (("activation peak", cap.activation_peak_bytes, "vllm_activation_peak_gib"),
+                                         ("CUDA graphs", cap.cudagraph_bytes + est.extra_cudagraph_bytes,
+                                          "cudagraph_gib"))
+                 if ex.get(key) is not None]
+        if parts:
+            print(f"    vLLM {cap.engine} engine; " + "; ".join(parts))
         if rec["outcome"] in ("ran",) or rec["outcome"].startswith("oom"):
             fit_n += 1
             want = rec["outcome"] == "ran"

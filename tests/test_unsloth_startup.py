@@ -46,7 +46,7 @@ def test_standby_start_that_runs_out_names_the_warmup_and_the_fixes():
     assert c.message.startswith("vLLM's start-up runs out of memory at the sampler warm-up (after the KV cache and "
                                 "the CUDA graphs): 14.89 GiB of 14.74 GiB")
     assert "retries" not in c.message
-    assert c.fix.startswith("gpu_memory_utilization <= 0.95; fewer sequences (112 would start; Unsloth 2025.9.7 sets "
+    assert c.fix.startswith("gpu_memory_utilization <= 0.96; fewer sequences (112 would start; Unsloth 2025.9.7 sets "
                             "max_num_seqs itself; max_num_seqs 224: the warm-up samples 224 x 151,936 logits)")
     assert c.fix.endswith("standby off (UNSLOTH_VLLM_STANDBY=0: the request is kept, and a failed start is retried)")
 
@@ -54,10 +54,10 @@ def test_standby_start_that_runs_out_names_the_warmup_and_the_fixes():
 def test_without_standby_unsloth_retries_at_085_and_075_of_the_sequences():
     c = _startup(_t4(unsloth_version="2025.11.3"))
     assert c.severity == "warning"
-    assert "; Unsloth retries once at 0.8105 and 168 sequences, which starts" in c.message
+    assert "; Unsloth retries once at 0.8175 and 168 sequences, which starts" in c.message
     # 2025.3.8's retry keeps the utilisation (vllm_utils.py:1009-1015): it fails again
     c = _startup(_t4(unsloth_version="2025.3.8"))
-    assert c.severity == "error" and "retries once at 0.9535 and 168 sequences, which fails too" in c.message
+    assert c.severity == "error" and "retries once at 0.9618 and 168 sequences, which fails too" in c.message
 
 
 def test_from_2026_10_9_the_fix_names_from_pretrained_max_num_seqs():
@@ -94,7 +94,12 @@ def test_unsloth_full_decode_graphs_on_vllm_0_10(release, vllm, extra):
                    "FULL_AND_PIECEWISE, 288 sequences) is under-predicted: record 7 printed 'Graph capturing "
                    "finished in 14 secs, took 1.15 GiB' (vLLM 0.11.2, L4); the planner has 0.48 GiB. So the start-up "
                    "OOMs Unsloth's comments report (an L4 at 0.9 with standby, unsloth_zoo 2025.11.3 "
-                   "vllm_utils.py:1537) are not predicted")
+                   "vllm_utils.py:1537) are not predicted. Not the capture sizes (Unsloth keeps vLLM's, "
+                   "vllm_utils.py:1770-1772 commented out: 67 sizes, 39 FULL) nor the mode (FULL_AND_PIECEWISE is "
+                   "0.11's default). A candidate, not quantified: Unsloth's inductor_compile_config asks Inductor "
+                   "for its own CUDA graphs and memory planning (vllm_utils.py:1775-1790 -> temporary_patches/"
+                   "common.py:90,93 'triton.cudagraphs', 'memory_planning'), which vLLM 0.11.0 hands to compile_fx "
+                   "for every piecewise submodule (compilation/backends.py:337, compiler_interface.py:291-299)")
 def test_record_7_cuda_graph_pool_within_25_percent():
     rec = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][6]
     assert rec["model"] == "unsloth/Llama-3.2-1B-Instruct-FP8-Block" and rec["extra"]["cudagraph_gib"] == 1.15
@@ -102,3 +107,30 @@ def test_record_7_cuda_graph_pool_within_25_percent():
                          vllm_version="0.11.2", load_in_4bit=False, max_seq_length=2048, weights_fp8=True)
     graphs = (e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes) / GIB
     assert graphs == pytest.approx(1.15, rel=0.25)
+
+
+def _v0_records():
+    import unsloth_reports as ur
+
+    recs = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    return [(rec, ur.predict(rec)[0]) for rec in recs[3:6]]  # records 4-6: vLLM 0.8.5 inside Unsloth
+
+
+def test_vllm_085_records_run_the_v0_engine_with_its_activation_peak_and_no_sampler_warmup():
+    for rec, e in _v0_records():
+        assert e.capacity.engine == "v0"
+        assert round(e.capacity.activation_peak_bytes / GIB, 2) == rec["extra"]["vllm_activation_peak_gib"]
+        assert e.startup["sampler_warmup"] == e.startup["cudagraph_capture"]
+        # V0 captures up to the first size >= max_num_seqs (0.8.5 config.py:4000-4030)
+        assert e.capacity.cudagraph_sizes[-1] == -(-e.max_num_seqs // 8) * 8
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: V0's graph pools (whole-model graphs, its own capture sizes) are "
+                   "under-predicted with the v0.19 per-graph-layer cost: record 4 (bitsandbytes, RTX 4090) 0.29 GiB "
+                   "against 0.70 printed, record 5 0.23 against 0.34, record 6 0.18 against 0.21; the bitsandbytes "
+                   "runs (records 1-4) print ~0.6-0.7 GiB whatever the model size, a per-kernel cost (bnb's dequantize "
+                   "+ matmul per shard, 0.8.5 quantization/bitsandbytes.py:356-375) the model does not count")
+def test_v0_graph_pools_within_25_percent():
+    for rec, e in _v0_records():
+        graphs = (e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes) / GIB
+        assert graphs == pytest.approx(rec["extra"]["cudagraph_gib"], rel=0.25), rec["model"]

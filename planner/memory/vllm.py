@@ -325,7 +325,8 @@ def forward_bytes_per_token(spec: ModelSpec, tp: int = 1) -> int:
 
 
 def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_seqs: int,
-                          version: str | None = None, tp: int = 1, processed_logprobs: bool = False) -> int:
+                          version: str | None = None, tp: int = 1, processed_logprobs: bool = False,
+                          engine: str = "v1") -> int:
     """Transient torch peak of vLLM's ``profile_run`` (freed again, but reserved from the budget).
 
     ``profile_run`` (V2 runner v1/worker/gpu/model_runner.py:1022-1039; V1 runner
@@ -347,12 +348,25 @@ def activation_peak_bytes(spec: ModelSpec, max_num_batched_tokens: int, max_num_
     Gemma-2-9B and 3.76 for Gemma-3-27B, against 1.9-2.2 and 3.65-3.99 GiB measured on v0.19
     (docs/vllm-memory.md §1.3, §8.4). It does not depend on ``max_model_len`` (chunked prefill).
     The forward phase is physically shaped but not calibrated (no data at small ``max_num_seqs``).
+
+    ``engine="v0"`` (0.8.5's V0 engine, ``vllm_capacity``): the dummy run (0.8.5 worker/model_runner.py:
+    1262-1360) prefills ``max_num_seqs`` sequences over ``max_num_batched_tokens`` tokens with top_p 0.99 and
+    top_k vocab - 1 (L1267-1268) and samples every one: the fp32 copy and PyTorch's sort
+    (model_executor/layers/sampler.py:270-275, ``_apply_top_k_top_p`` L387-413) unless FlashInfer's
+    sampler is loaded (L25-33; Unsloth sets VLLM_USE_FLASHINFER_SAMPLER=0 below compute capability 8.0,
+    unsloth_zoo 2025.5.7 vllm_utils.py:1027-1032, and 1 above only where flashinfer is installed): the sort's
+    38 B per logit. V0 reports the increase over its own init snapshot (worker.py:245-253), so there is no
+    fixed term.
     """
     facts = vllm_facts(version)
     if max_num_batched_tokens < 1 or max_num_seqs < 1:
         raise InvalidSetupError("max_num_batched_tokens and max_num_seqs must be >= 1")
     rows = min(max_num_batched_tokens, max_num_seqs)
     forward = max_num_batched_tokens * forward_bytes_per_token(spec, tp)
+    if engine == "v0":
+        sampler = (math.ceil(rows * spec.vocab_size * facts.sampler_sort_bytes_per_logit)
+                   + max_num_batched_tokens * spec.hidden_size * _ACT_BYTES * 2)
+        return max(forward, sampler)
     if facts.sampler_triton_min_rows is None:
         sorts = processed_logprobs  # before 0.17: the sort unless FlashInfer samples (see VllmFacts)
     else:
@@ -479,7 +493,7 @@ def baseline_bytes(tp: int = 1, version: str | None = None) -> int:
 # -- CUDA graphs ----------------------------------------------------------------------------------
 
 def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, version: str | None = None,
-                            blackwell: bool = False) -> tuple[int, ...]:
+                            blackwell: bool = False, engine: str = "v1") -> tuple[int, ...]:
     """Batch sizes vLLM captures, as ``VllmConfig._set_cudagraph_sizes`` builds them.
 
     0.33.0 config/vllm.py:2398-2603 (no speculative decoding, ``uniform_decode_query_len`` 1):
@@ -491,9 +505,14 @@ def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, vers
     Older rules (``VllmFacts.cudagraph_sizes_rule``): 0.8.5-0.9.x ``[1, 2, 4] + range(8, 513, 8)``
     whatever ``max_num_seqs`` is (67 sizes; 0.8.5 config.py:4031-4045); 0.10-0.11 ``[1, 2, 4] +
     range(8, min(2 x max_num_seqs, 512) + 1, 8)`` (0.10.2 config/scheduler.py:244,
-    config/__init__.py:3640-3660); both filtered to ``<= max_num_batched_tokens`` only.
+    config/__init__.py:3640-3660); both filtered to ``<= max_num_batched_tokens`` only. 0.8.5's V0 engine
+    (``engine="v0"``): ``[1, 2, 4] + 8 x i`` up to the first size >= ``max_num_seqs`` (0.8.5 config.py:4000-4030).
     """
     facts = vllm_facts(version)
+    if engine == "v0":
+        grid = [1, 2, 4] + [8 * i for i in range(1, 1025)]
+        top = next((x for x in grid if x >= max_num_seqs), grid[-1])
+        return tuple(x for x in grid if x <= top)
     if facts.cudagraph_sizes_rule in ("every8_to_512", "every8_to_2x_seqs"):
         top = 512 if facts.cudagraph_sizes_rule == "every8_to_512" else min(max_num_seqs * 2, 512)
         return tuple(s for s in [1, 2, 4] + list(range(8, top + 1, 8)) if s <= max_num_batched_tokens)
@@ -513,7 +532,7 @@ def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, vers
 
 
 def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: int, enforce_eager: bool = False,
-                    version: str | None = None, tp: int = 1, blackwell: bool = False) -> int:
+                    version: str | None = None, tp: int = 1, blackwell: bool = False, engine: str = "v1") -> int:
     """ESTIMATE of the CUDA-graph pool vLLM captures (0 with ``enforce_eager``).
 
     vLLM profiles it (``profile_cudagraph_memory``, v1/worker/gpu/cudagraph_utils.py:922, with
@@ -528,15 +547,17 @@ def cudagraph_bytes(spec: ModelSpec, max_num_seqs: int, max_num_batched_tokens: 
     and 280 KiB per graph per layer fitted to Llama-3.1-8B on H100 (51+51 graphs, 0.91 GiB
     actual, v0.19). Reported pools are 0.5-1.9 GiB on H100 for 2-30B models at default sizes,
     and vLLM's own estimate differs from the captured pool by up to ~2x either way
-    (docs/vllm-memory.md §1.4, §4.3): treat this term as +-50%.
+    (docs/vllm-memory.md §1.4, §4.3): treat this term as +-50%. 0.8.5's V0 engine (``engine="v0"``) captures
+    one whole-model graph per size of its own list (0.8.5 worker/model_runner.py capture_model), counted as
+    one graph per size.
     """
     if enforce_eager:
         return 0
     facts = vllm_facts(version)
-    sizes = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, version, blackwell)
+    sizes = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, version, blackwell, engine)
     if not sizes:
         return 0
-    full = sum(1 for s in sizes if s <= max_num_seqs) if facts.cudagraph_full_decode else 0
+    full = sum(1 for s in sizes if s <= max_num_seqs) if facts.cudagraph_full_decode and engine == "v1" else 0
     graphs = len(sizes) + full
     return (graphs * spec.num_layers * facts.cudagraph_bytes_per_graph_layer
             + max(sizes) * forward_bytes_per_token(spec, tp))
@@ -973,6 +994,7 @@ class VllmCapacity:
     errors: tuple
     estimated_max_model_len: int | None = None
     moe_workspace_bytes: int = 0  # persistent fused-MoE workspace (0.19+), inside the budget
+    engine: str = "v1"  # "v0": the V0 engine of 0.8.5 (``vllm_capacity(engine=...)``)
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -982,6 +1004,8 @@ class VllmCapacity:
     @property
     def held_outside_budget_bytes(self) -> int:
         """Memory vLLM did not size that still comes out of its budget (0.8.5-0.9.0 only)."""
+        if self.engine == "v0":  # V0 sizes from its own snapshot (vllm_capacity)
+            return 0
         return held_outside_budget_bytes(self.total_bytes, self.free_bytes, self.baseline_bytes, self.version)
 
     @property
@@ -1054,7 +1078,7 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                   enforce_eager: bool = False, vllm_version: str | None = None, free_bytes: int | None = None,
                   usage_context: str = "LLM_CLASS", baseline: int | None = None,
-                  processed_logprobs: bool = False, profile_images: int = 0) -> VllmCapacity:
+                  processed_logprobs: bool = False, profile_images: int = 0, engine: str = "v1") -> VllmCapacity:
     """Predict what ``vllm.LLM(model, gpu_memory_utilization=..., ...)`` gets on ``gpu``.
 
     ``model``/``gpu``: names or specs. ``None`` arguments take vLLM's defaults for the release
@@ -1067,7 +1091,11 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     ``processed_logprobs``: the engine was built with ``logprobs_mode="processed_logprobs"`` (TRL >=
     0.24 colocate), which before vLLM 0.17 profiles the sampler's sort (``activation_peak_bytes``).
     ``profile_images``: dummy images the profile run encodes first (``vision_profile_bytes``; 0 =
-    the text-only peak, as the TRL path still plans).
+    the text-only peak, as the TRL path still plans). ``engine="v0"``: 0.8.5's V0 engine (the fallback
+    below compute capability 8.0, engine/arg_utils.py:1349-1356, and what Unsloth's 0.8.5 runs log):
+    ``total x util - (weights + torch peak increase + non-torch increase)`` over its init snapshot
+    (worker/worker.py:245-253), so nothing held before vLLM comes out of the KV cache, and the sort
+    sampler's activation peak (``activation_peak_bytes``).
     """
     spec = resolve_model(model)
     card = resolve_gpu(gpu)
@@ -1095,16 +1123,17 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
     if start_err:
         errors.append(start_err)
     weights = weights_bytes(spec, quantization, tp, version)
-    activation = activation_peak_bytes(spec, mnbt, mns, version, tp, processed_logprobs)
+    v0 = _checked_engine(engine, facts)
+    activation = activation_peak_bytes(spec, mnbt, mns, version, tp, processed_logprobs, engine)
     encoder, encoded = vision_profile_bytes(spec, profile_images)
     activation = max(encoder, activation + encoded) if encoder else activation
     non_torch = non_torch_bytes(tp, version)
-    sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell)
-    graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell)
+    sizes = () if enforce_eager else cudagraph_capture_sizes(mns, mnbt, version, blackwell, engine)
+    graphs = cudagraph_bytes(spec, mns, mnbt, enforce_eager, version, tp, blackwell, engine)
     moe_ws = moe_workspace_bytes(spec, mnbt, tp, version)
     available = (budget - weights - moe_ws - activation - non_torch
                  - (graphs if facts.cudagraph_estimate_subtracted else 0)
-                 - held_outside_budget_bytes(total, free_bytes, base, version))
+                 - (0 if v0 else held_outside_budget_bytes(total, free_bytes, base, version)))
     layout = kv_layout(spec, max_model_len, mnbt, kv_cache_dtype, tp, version, block)
     kv_err, est = kv_check_error(spec, layout, available, max_model_len, mnbt, kv_cache_dtype, tp, version)
     if kv_err:
@@ -1121,7 +1150,17 @@ def vllm_capacity(model, gpu, gpu_memory_utilization: float | None = None, max_m
         cudagraph_subtracted=facts.cudagraph_estimate_subtracted, cudagraph_sizes=sizes,
         available_kv_bytes=available, kv_bytes_per_token=kv_bytes_per_token(spec, kv_cache_dtype, tp),
         layout=layout, num_blocks=blocks, max_concurrency=conc, kv_cache_tokens=tokens,
-        startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est, moe_workspace_bytes=moe_ws)
+        startup_ok=not errors, errors=tuple(errors), estimated_max_model_len=est, moe_workspace_bytes=moe_ws,
+        engine=engine)
+
+
+def _checked_engine(engine: str, facts: VllmFacts) -> bool:
+    """Whether ``engine`` is 0.8.5's V0 engine (refused for a release whose V0 path was not read)."""
+    if engine not in ("v1", "v0"):
+        raise InvalidSetupError(f"engine must be 'v1' or 'v0', got {engine!r}")
+    if engine == "v0" and facts.first != "0.8.5":
+        raise InvalidSetupError(f"the V0 engine is modelled for vLLM 0.8.5 only, not {facts.release}")
+    return engine == "v0"
 
 
 def _checked_max_model_len(spec: ModelSpec, max_model_len: int | None) -> int:
@@ -1192,8 +1231,7 @@ def vllm_process_bytes(capacity: VllmCapacity, include_baseline: bool = True) ->
     (``held_outside_budget_bytes``); only vLLM's own part is counted here.
     """
     overshoot = 0 if capacity.cudagraph_subtracted else capacity.cudagraph_bytes
-    held = held_outside_budget_bytes(capacity.total_bytes, capacity.free_bytes, capacity.baseline_bytes,
-                                     capacity.version)
+    held = capacity.held_outside_budget_bytes
     own = max(0, capacity.budget_bytes - held)
     return (capacity.baseline_bytes if include_baseline else 0) + own + overshoot
 

@@ -60,15 +60,61 @@ from ..specs.versions import (
 # Memory already in use on the card when load_vllm reads torch.cuda.mem_get_info() (unsloth_zoo 2025.5.8
 # vllm_utils.py:851-852, 903): the process's CUDA context and nothing of Unsloth's. unsloth 2025.5.7 creates
 # the context at import (kernels/utils.py:88-91 reads each device's current stream; no tensor) and calls
-# load_vllm (models/llama.py:1826) before any weight is on the card. The context depends on the card and
-# driver; each run's own figure, from its printed utilisation (benchmarks/unsloth_pre_vllm.py ->
-# benchmarks/results/unsloth_pre_vllm.txt): 103-143 MiB on T4, 227 on L4, 432 on an RTX 4090, 463 on an
-# A100-80GB. One figure serves every card here, so none is right: 256 MiB was read off these same runs'
-# utilisations (fit set: the 8 runs that print one; no held-out run). It keeps the utilisation within 0.01
-# everywhere, but on a T4 it is ~110 MiB too high, which hides a KV-model miss: at each run's own figure the
-# two T4 KV predictions are +14.7% and +11.5% (leave-one-run-out median figure: the same), beyond the 10%
-# target (strict xfail, tests/test_unsloth_pre_vllm.py). A live card (``--gpu auto``) gives the real figure.
+# load_vllm (models/llama.py:1826) before any weight is on the card. A CUDA context holds a fixed part
+# (driver state, the runtime's loaded modules) and a local-memory reserve of (stack bytes per thread) x
+# (threads resident at once = SMs x the compute capability's resident threads per SM), so it grows with
+# the card's SMs, not its memory. Modelled as CUDA_CONTEXT_FIXED_BYTES + CUDA_CONTEXT_BYTES_PER_THREAD x
+# resident threads, least squares on each run's own figure (fit set, decided before fitting: the 8 Unsloth
+# runs that print their utilisation; each figure from its printed utilisation, benchmarks/unsloth_pre_vllm.py
+# -> benchmarks/results/unsloth_pre_vllm.txt): 50.3 MiB + 1996 B per thread. Fit-set error max 26 MiB (median 15);
+# held out (leave one run out, refitted on the other 7): max 31 MiB, median 18. Independent checks: the H100
+# calibration env row's bare context (data/calibration, used_mib_at_init 527 MiB; modelled in that results
+# file) and record 10's A100-40GB utilisation cut after "88." (benchmarks/unsloth_reports.py). Two T4 runs of
+# unsloth 2025.2.4 sit ~40 MiB below the model (103-104 MiB against 142). A card outside CARD_SMS takes
+# PRE_VLLM_USED_BYTES; a live card (``--gpu auto``) gives the real figure.
+CUDA_CONTEXT_FIXED_BYTES = 52_773_000  # 50.3 MiB
+CUDA_CONTEXT_BYTES_PER_THREAD = 1996  # 1.95 KiB
+# SMs per card (the vendors' datasheets), by planner card name
+CARD_SMS = {"H100-80GB": 132, "H100-PCIe-80GB": 114, "H100-NVL-94GB": 132, "H200": 132, "H20-96GB": 78,
+            "GH200-96GB": 132, "B200": 148, "A100-80GB": 108, "A100-40GB": 108, "L40S": 142, "L40": 142,
+            "A40": 84, "L20": 92, "RTX-A6000": 84, "RTX-6000-Ada": 142, "RTX-PRO-6000-Blackwell": 188,
+            "A10G": 80, "A10": 72, "L4": 58, "RTX-4090": 128, "RTX-3090": 82, "RTX-5090": 170, "RTX-5080": 84,
+            "RTX-4080": 76, "RTX-4070-Ti": 60, "RTX-4070": 46, "RTX-4060-Ti-16GB": 34, "RTX-3060-12GB": 28,
+            "T4": 40, "V100-16GB": 80, "V100-32GB": 80}
+# resident threads per SM by compute capability (CUDA C++ Programming Guide, "Technical Specifications per
+# Compute Capability": 1024 on 7.5, 1536 on 8.6/8.9/12.x, 2048 on 7.0/8.0/9.0/10.0)
+THREADS_PER_SM = {"7.0": 2048, "7.5": 1024, "8.0": 2048, "8.6": 1536, "8.7": 2048, "8.9": 1536, "9.0": 2048,
+                  "10.0": 2048, "12.0": 1536}
+# the fallback for a card without an SM count: the median of the 8 runs' own figures rounded up (143 MiB) is
+# a T4's; 256 MiB, the figure shipped before the per-card model, covers the cards in between
 PRE_VLLM_USED_BYTES = 256 * MIB
+
+
+def resident_threads(card: GpuSpec) -> int | None:
+    """SMs x resident threads per SM of ``card`` (None for a card without an SM count)."""
+    sms = CARD_SMS.get(card.name)
+    per_sm = THREADS_PER_SM.get(card.compute_capability)
+    return None if sms is None or per_sm is None else sms * per_sm
+
+
+def pre_vllm_used_bytes(card: GpuSpec) -> int:
+    """What is on ``card`` when load_vllm reads the free memory: the CUDA context (see CARD_SMS)."""
+    threads = resident_threads(card)
+    if threads is None:
+        return PRE_VLLM_USED_BYTES
+    return CUDA_CONTEXT_FIXED_BYTES + threads * CUDA_CONTEXT_BYTES_PER_THREAD
+
+
+def vllm_engine(vllm_version: str | None, card: GpuSpec, load_in_4bit: bool) -> str:
+    """The engine vLLM 0.8.5 starts inside Unsloth: "v0" below compute capability 8.0 (engine/arg_utils.py:
+    1349-1356) and with bitsandbytes weights (every 0.8.5 Unsloth log of a 4-bit run prints V0's
+    worker.py:287 lines; the reason is not in the wheels read), else "v1"; "v1" from 0.9."""
+    try:
+        first = vllm_facts(vllm_version).first
+    except VersionError:
+        return "v1"
+    major = int((card.compute_capability or "8.0").split(".")[0])
+    return "v0" if first == "0.8.5" and (major < 8 or load_in_4bit) else "v1"
 COMPUTE_BYTES = 2  # bf16 / fp16 activations and vLLM LoRA slots
 MAX_LORAS = 1      # load_vllm(max_loras=1) (unsloth_zoo 2026.10.9 vllm_utils.py:4388)
 # "tiers_le" releases (2025.10.10-2025.11.1) replace a standby request at or below this with the tier
@@ -417,7 +463,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
                      weights_fp8: bool = False, prequantized: bool | None = None) -> UnslothEstimate:
     """Memory of one Unsloth ``fast_inference=True`` GRPO setup; ``None`` takes Unsloth's defaults.
 
-    ``free_bytes``: free memory when load_vllm runs (default: the card less PRE_VLLM_USED_BYTES, or
+    ``free_bytes``: free memory when load_vllm runs (default: the card less its CUDA context, or
     the live free figure of a detected card). A vLLM release planner.memory.vllm does not model yet gives
     the Unsloth side only (``vllm_not_modelled`` says why) and ``fits = None``. ``prequantized``:
     the checkpoint is already bitsandbytes 4-bit (``*-bnb-4bit``; default: ``load_in_4bit``).
@@ -440,7 +486,7 @@ def unsloth_estimate(model, gpu, *, max_seq_length: int = 1024, load_in_4bit: bo
     if standby and spec.vision_params and unsloth_vision_turns_standby_off(facts.release):
         standby = False
     total = card.total_bytes
-    free = (card.usable_bytes - PRE_VLLM_USED_BYTES) if free_bytes is None else free_bytes
+    free = (card.usable_bytes - pre_vllm_used_bytes(card)) if free_bytes is None else free_bytes
     pre_used = total - free
 
     actual, why = vllm_utilization(facts, util, standby, total, free, spec, max_seq_length, vllm_version)
@@ -487,7 +533,7 @@ def _vllm_side(facts: UnslothFacts, spec: ModelSpec, card: GpuSpec, actual: floa
             kv_cache_dtype="fp8" if float8_kv_cache else "auto",
             quantization="bitsandbytes" if load_in_4bit else ("fp8" if weights_fp8 else None),
             max_num_seqs=seqs, max_num_batched_tokens=max(mnbt, seqs), vllm_version=vllm_version,
-            free_bytes=max(0, free), baseline=0,
+            free_bytes=max(0, free), baseline=0, engine=vllm_engine(vllm_version, card, load_in_4bit),
             profile_images=profiled_images(spec, seqs, max(mnbt, seqs), vllm_version) if vision else 0)
     except VersionError as e:
         not_modelled = str(e)
@@ -532,11 +578,13 @@ def startup_steps(cap: _vllm.VllmCapacity, pre_used: int, slots: int, kv_bytes: 
     (0.10.2 and 0.11.0 v1/worker/gpu_worker.py compile_or_warm_up_model: ``_dummy_run(min(max_num_seqs,
     max_num_batched_tokens))`` and ``_dummy_sampler_run``), as large as the profile's sampler phase
     over that many rows (planner.memory.vllm.activation_peak_bytes, the release's bytes per logit).
+    0.8.5's V0 engine has no sampler warm-up: it captures the graphs and stops (worker/worker.py:344-361).
     """
     rows = min(cap.max_num_seqs, cap.max_num_batched_tokens)
     allocated = pre_used + cap.weights_bytes + slots + kv_bytes + cap.non_torch_bytes + cap.moe_workspace_bytes
     graphs = allocated + cap.cudagraph_bytes + extra_graphs
-    warmup = _vllm.activation_peak_bytes(cap.model, rows, rows, cap.version, cap.tensor_parallel_size)
+    warmup = 0 if cap.engine == "v0" else _vllm.activation_peak_bytes(cap.model, rows, rows, cap.version,
+                                                                       cap.tensor_parallel_size)
     return {"kv_cache_allocated": allocated, "cudagraph_capture": graphs, "sampler_warmup": graphs + warmup}
 
 
@@ -797,7 +845,7 @@ def restart_steps(e: UnslothEstimate, seqs: int, util: float) -> dict[str, int]:
         e.model, e.gpu, gpu_memory_utilization=util, max_model_len=cap.max_model_len,
         kv_cache_dtype=cap.kv_cache_dtype, quantization=cap.quantization, max_num_seqs=seqs,
         max_num_batched_tokens=max(cap.max_num_batched_tokens, seqs), vllm_version=cap.version,
-        free_bytes=cap.free_bytes, baseline=0)
+        free_bytes=cap.free_bytes, baseline=0, engine=cap.engine)
     blocks = _vllm.num_blocks(again.available_kv_bytes - e.lora_slot_bytes, again.layout.bytes_per_block)
     kv = blocks * again.layout.bytes_per_block
     return startup_steps(again, e.pre_vllm_used_bytes, e.lora_slot_bytes, kv,
