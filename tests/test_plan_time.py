@@ -88,3 +88,25 @@ def test_unsloth_estimate_json_carries_the_time(capsys):
                  "--max-seq-length", "1024", "--json", "--expected-completion-length", "200"]) == 0
     t = json.loads(capsys.readouterr().out)["time"]
     assert t["phases"]["weight_sync"] == 0 and t["step_seconds"] > 0 and "200 tokens" in t["assumptions"][0]
+
+
+def test_generation_without_vllm_is_timed_as_transformers_generate(capsys):
+    from planner.timing import phases as ph
+
+    p = planner.plan(MODEL, "L4", use_vllm=False)
+    t = p.to_dict()["time"]
+    assert p.to_dict()["config"]["use_vllm"] is False
+    # no weight sync, no sleep, no old-policy pass (TRL computes it for vLLM's importance sampling only)
+    assert t["phases"]["weight_sync"] == 0 and t["phases"]["sleep_wake"] == 0 and t["phases"]["logprob"] == 0
+    # the whole generation batch in one generate call: at least the host's launches per token step
+    host = p.setup.completion_length * (p.model.num_layers * ph.GENERATE_SECONDS_PER_LAYER
+                                        + ph.GENERATE_SECONDS_PER_STEP)
+    assert t["phases"]["generation"] >= host
+    # more sequences in the batch cost more (the cache read per token step grows with the batch)
+    fewer = planner.plan(MODEL, "L4", use_vllm=False, max_completions_per_step=64).step_time()
+    assert 0 < fewer.phases["generation"] < t["phases"]["generation"]
+    # plan estimate --no-vllm: the B x steps_per_generation batch, per optimizer step
+    assert main(["estimate", "--model", MODEL, "--gpu", "L4", "--no-vllm", "--json",
+                 "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2"]) == 0
+    e = json.loads(capsys.readouterr().out)["time"]
+    assert e["completions_per_step"] == 8 and e["phases"]["generation"] > 0 and e["phases"]["logprob"] == 0

@@ -84,3 +84,17 @@ def test_shipped_constants_on_the_unsloth_runs():
                for r in runs for p in [st.predict(r, FITTED, lengths)]]
     assert max(factors) < 2.0 and sorted(factors)[3] < 1.35
     assert "held-out (leave-one-out): median 1.25, worst 1.74" in text
+
+
+def test_transformers_generate_is_one_batch_bounded_by_the_host():
+    # a small batch of a small model: the host's launches (per layer and per step) bound the wave
+    host = 100 * (36 * ph.GENERATE_SECONDS_PER_LAYER + ph.GENERATE_SECONDS_PER_STEP)
+    assert ph.generate_wave_seconds(1, 100, 0, 1e6, 0, 0, 1e12, 1e15, 1.0, 1.0, 36) == pytest.approx(host)
+    # a large one: the weights and the cache read per token step (the roofline), no engine cost per step
+    gpu = ph.decode_wave_seconds(512, 100, 256, 6e9, 36_864, 0, 320e9, 65e12, 0.5, 0.5)
+    assert ph.generate_wave_seconds(512, 100, 256, 6e9, 36_864, 0, 320e9, 65e12, 0.5, 0.5, 36) == pytest.approx(gpu)
+    # the whole generation batch at once: the engine's concurrency plays no part, eager adds nothing more
+    hf = dict(generator="transformers", sequences_per_round=64)
+    one = step_time(shape(concurrency=64, **hf), EFF).phases["generation"]
+    assert step_time(shape(concurrency=2, **hf), EFF).phases["generation"] == pytest.approx(one)
+    assert step_time(shape(concurrency=2, cuda_graphs=False, **hf), EFF).phases["generation"] == pytest.approx(one)

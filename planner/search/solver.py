@@ -553,7 +553,8 @@ def _generate_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[d
             continue
         yielded = True
         yield Scored(Candidate(C, n * N, 1, B, 0.0, False, topo.engine, 1), peak,
-                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, 0.0, False, n * N))
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, 0.0, False, n * N),
+                     partial(s.seconds, topo, B, C, n, n * N, False, None))
     if not yielded:
         walk.why = _pin_rule_why(s, G, N) if ruled_out and s.pins.items() else \
             "no micro-batch's generation (transformers' generate of its completions) fits beside the trainer"

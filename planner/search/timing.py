@@ -19,14 +19,25 @@ What is read (each a stated assumption in the JSON's ``time.assumptions``):
 - sleep mode: vLLM's weights out to host memory and back over PCIe once per generation (TRL);
   Unsloth's standby frees the KV cache only (no copy timed);
 - 4-bit weights dequantise per matmul in training, and in vLLM's decode when vLLM holds them in 4
-  bits (Unsloth); links: NVLink within a node where the card has it, else PCIe, one direction.
+  bits (Unsloth); links: NVLink within a node where the card has it, else PCIe, one direction;
+- no vLLM (``use_vllm=False``, the layout ``generate``): transformers' eager ``generate`` of the whole
+  generation batch at once (planner.memory.generate: ``per_device_train_batch_size x
+  steps_per_generation`` sequences, one call), reading the trainer's own weights (4-bit ones
+  dequantised per step: a batch of more than one token takes bitsandbytes' dequantise-and-multiply
+  path) and transformers' 16-bit cache per token step, bounded below by the host's launches
+  (planner.timing.phases.generate_wave_seconds, measured on a CPU, a lower bound); no weight sync, no
+  sleep; the old policy's log-probs are not computed (TRL computes them for vLLM's importance sampling
+  or an accumulation that is not a multiple of ``steps_per_generation``, neither of which a plan has).
+  The roofline's efficiencies are the ones fitted on vLLM runs: no run without vLLM was fitted or scored.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..memory.generate import kv_bytes_per_cached_token
 from ..memory.lora import lora_params
 from ..memory.vllm import VllmCapacity, kv_bytes_per_token
 from ..memory.weights import DTYPE_BYTES, quantisable_linear_params
@@ -78,6 +89,17 @@ def decode_read_bytes(spec: ModelSpec, cap: VllmCapacity | None, four_bit_vllm: 
     return float(cap.weights_bytes) if cap is not None else spec.param_counts().active * 2.0
 
 
+def generate_terms(spec: ModelSpec, setup: TrainerSetup) -> dict:
+    """The generation side of a StepShape without vLLM: transformers' ``generate`` on the trainer's own
+    weights (module docstring) and its cache in the compute dtype (planner.memory.generate)."""
+    if setup.weights == "nf4":
+        read = decode_read_bytes(spec, None, True)
+    else:
+        read = spec.param_counts().active * float(DTYPE_BYTES.get(setup.weights, 2))
+    return dict(generator="transformers", cuda_graphs=False, decode_weight_read_bytes=read,
+                kv_bytes_per_token=float(kv_bytes_per_cached_token(spec, setup.compute_bytes)))
+
+
 @lru_cache(maxsize=64)
 def _lora_params(spec: ModelSpec, rank: int, targets: tuple[str, ...] | None) -> int:
     return lora_params(spec, rank, targets)
@@ -118,6 +140,7 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
     unsloth = runtime == "unsloth"
+    generate = t.vllm_mode == "generate"
     server = t.vllm_mode == "server"
     tp = (t.server_tensor_parallel_size if server else t.vllm_tensor_parallel_size) or 1
     engines = max(1, t.server_data_parallel_size if server else t.num_engines)
@@ -134,12 +157,14 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
         concurrency=max(1, concurrency // engines), cuda_graphs=not (vllm is not None and vllm.enforce_eager),
-        tensor_parallel_size=tp, logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth else 1),
+        tensor_parallel_size=tp, logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth or generate else 1),
         sleep=sleep and not unsloth, vllm_weight_bytes=weights, weight_sync_bytes=0.0 if unsloth else weights,
         weight_sync_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes) if server else 0.0,
         engine=t.engine, ranks=t.world_size, link_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes),
         reward_seconds_per_completion=reward_seconds_per_completion,
         completions_per_step=completions_per_device * t.world_size, **terms)
+    if generate:
+        shape = replace(shape, concurrency=sequences, **generate_terms(spec, s))
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
 
 
@@ -155,28 +180,38 @@ def plan_time(p: Any, expected_completion_length: int | None = None,
 def estimate_time(e: Any, expected_completion_length: int | None = None,
                   reward_seconds_per_completion: float = 0.0) -> StepTime | None:
     """One GPU's fixed setup (``plan estimate``, a planner.search.results.Estimate): one generation
-    batch of ``rollout_sequences`` (B x steps per generation) per optimizer step when vLLM is colocated; None without vLLM (the
-    estimate then models no generation)."""
+    batch of ``rollout_sequences`` (B x steps per generation) per ``steps_per_generation`` micro-steps,
+    by colocated vLLM or, without vLLM (``use_vllm=False``), by transformers' ``generate``; None when
+    the estimate models no generation (no vLLM named and ``use_vllm`` not set)."""
     s, spec, gpu, vllm = e.setup, e.model, e.gpu, e.vllm
-    if vllm is None:
+    generate = vllm is None and e.phases is not None  # GeneratePhases: use_vllm=False
+    if vllm is None and not generate:
         return None
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
     trained = s.batch_size * s.gradient_accumulation_steps
     sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
-    dtype = compute_dtype(gpu, s)
-    concurrency = max(1, min(vllm.max_num_seqs, int(vllm.max_concurrency)))
-    sleep = bool(e.phases is not None and getattr(e.phases, "sleep_mode", False))
+    # TRL's old-policy pass: vLLM's importance sampling (default on), or an accumulation that is not a
+    # multiple of steps_per_generation (planner/search/timing.py's module docstring)
+    old_pass = not generate or s.gradient_accumulation_steps % max(1, sequences // max(1, s.batch_size)) != 0
     shape = StepShape(
         matmul_params=matmul_params(spec)[0], num_layers=spec.num_layers, q_dim=spec.q_dim,
-        decode_weight_read_bytes=decode_read_bytes(spec, vllm, False),
-        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype, 1), peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12,
+        decode_weight_read_bytes=0.0, kv_bytes_per_token=0.0,
+        peak_flops_per_s=gpu.peak_tflops(compute_dtype(gpu, s)) * 1e12,
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
-        concurrency=concurrency, cuda_graphs=not vllm.enforce_eager, logprob_forwards=1 + (1 if s.reference_logps else 0),
-        sleep=sleep, vllm_weight_bytes=float(vllm.weights_bytes), weight_sync_bytes=float(vllm.weights_bytes),
+        concurrency=sequences, logprob_forwards=(1 if old_pass else 0) + (1 if s.reference_logps else 0),
         reward_seconds_per_completion=reward_seconds_per_completion, completions_per_step=trained,
         generations_per_step=trained / sequences, **trainer_terms(spec, s))
+    if generate:
+        shape = replace(shape, **generate_terms(spec, s))
+    else:
+        assert vllm is not None
+        shape = replace(shape, decode_weight_read_bytes=decode_read_bytes(spec, vllm, False),
+                        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype, 1),
+                        concurrency=max(1, min(vllm.max_num_seqs, int(vllm.max_concurrency))),
+                        cuda_graphs=not vllm.enforce_eager, sleep=bool(getattr(e.phases, "sleep_mode", False)),
+                        vllm_weight_bytes=float(vllm.weights_bytes), weight_sync_bytes=float(vllm.weights_bytes))
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
 
 

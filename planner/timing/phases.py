@@ -25,6 +25,13 @@ NF4_DEQUANT_BYTES_PER_WEIGHT = 4.5
 # An eager (no CUDA graph) decode step launches every layer's kernels from Python: about ten kernels
 # of ~5 us each per layer (stated order of magnitude, not fitted). CUDA graphs replay them at once.
 EAGER_LAUNCH_SECONDS_PER_LAYER = 5e-5
+# transformers' eager ``generate`` (no vLLM): the host's seconds per decode step, per decoder layer and
+# per step (the generation loop, embedding, head, sampling), measured by benchmarks/generate_overhead.py
+# (results/generate_overhead.txt: a tiny random Qwen2 on the CPU, torch 2.13, transformers 5.24; a lower
+# bound on a GPU, where every op also pays its CUDA launch). The GPU runs behind the host, so a step takes
+# the larger of the two (:func:`generate_wave_seconds`).
+GENERATE_SECONDS_PER_LAYER = 2.6e-4
+GENERATE_SECONDS_PER_STEP = 3.5e-4
 # One small all-reduce's latency (NCCL ring on one node, stated order of magnitude, not fitted).
 ALLREDUCE_LATENCY_SECONDS = 1e-5
 
@@ -65,6 +72,21 @@ def decode_wave_seconds(batch: int, completion_tokens: float, prompt_tokens: flo
                          bandwidth_bytes_per_s, bandwidth_efficiency)
     compute = compute_seconds(steps * batch * flops_per_token, peak_flops_per_s, mfu)
     return max(read, compute) + steps * step_overhead_seconds
+
+
+def generate_wave_seconds(batch: int, completion_tokens: float, prompt_tokens: float, weight_read_bytes: float,
+                          kv_bytes_per_token: float, flops_per_token: float, bandwidth_bytes_per_s: float,
+                          peak_flops_per_s: float, bandwidth_efficiency: float, mfu: float,
+                          num_layers: int) -> float:
+    """transformers' eager ``generate`` of ``batch`` sequences at once (TRL without vLLM: no waves, no
+    CUDA graphs): per token step the GPU reads the weights and the batch's cache as in
+    :func:`decode_wave_seconds` (no fixed engine cost), while the host launches every layer's ops
+    one after the other (:data:`GENERATE_SECONDS_PER_LAYER`, :data:`GENERATE_SECONDS_PER_STEP`); the
+    GPU runs behind the host, so the wave takes the larger of the two."""
+    gpu = decode_wave_seconds(batch, completion_tokens, prompt_tokens, weight_read_bytes, kv_bytes_per_token,
+                              flops_per_token, bandwidth_bytes_per_s, peak_flops_per_s, bandwidth_efficiency, mfu)
+    host = completion_tokens * (num_layers * GENERATE_SECONDS_PER_LAYER + GENERATE_SECONDS_PER_STEP)
+    return max(gpu, host) if batch > 0 else 0.0
 
 
 def wave_sizes(sequences: int, concurrency: int) -> list[int]:
