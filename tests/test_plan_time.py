@@ -110,3 +110,35 @@ def test_generation_without_vllm_is_timed_as_transformers_generate(capsys):
                  "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2"]) == 0
     e = json.loads(capsys.readouterr().out)["time"]
     assert e["completions_per_step"] == 8 and e["phases"]["generation"] > 0 and e["phases"]["logprob"] == 0
+
+
+def _top(capsys, *argv: str) -> dict:
+    assert main(["--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "A100-40GB", "--prompt-length", "128",
+                 "--max-completion-length", "256", "--top", "8", "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_time_decides_how_a_fixed_batch_runs_not_the_batch(capsys):
+    """The objective's design (planner.search.objective): the completions per step are fixed before
+    time; time then picks how they run. Qwen2.5-7B on an A100-40GB, prompt 128, completion 256, 32
+    completions per step (plan --top 5): without time the larger micro-batch with sleep mode would win;
+    sleep's wake-up costs more than 2% of this short step, so the plan runs micro-batch 8 without it."""
+    from planner.search.objective import Candidate, score
+
+    d = _top(capsys, "--generation-batch-size", "32")
+    rows = d["runners_up"]
+    chosen = rows[0]
+    assert (chosen["completions_per_step"], chosen["micro_batch"], chosen["sleep"]) == (32, 8, False)
+    slept = [r for r in rows if r["sleep"] and r["micro_batch"] > chosen["micro_batch"]]
+    assert slept and all(r["why_lost"].startswith("slower") for r in slept)
+    assert all(r["step_seconds"] > chosen["step_seconds"] * 1.02 for r in slept)
+    # the order without time (score) prefers the sleeping, larger micro-batch: time decided
+    cands = [Candidate(256, 32, 1, r["micro_batch"], r["utilization"], r["sleep"]) for r in (chosen, slept[0])]
+    assert score(cands[1]) > score(cands[0])
+    assert "never traded" in d["objective"][1] and "seconds per optimizer step" in d["objective"][3]
+    # with the batch left to the solver, more completions per step win even where a smaller batch's
+    # step is shorter: the effective batch is never traded for speed
+    rows = _top(capsys, "--max-batch", "16", "--max-completions-per-step", "16")["runners_up"]
+    fewer = [r for r in rows if r["completions_per_step"] < rows[0]["completions_per_step"]]
+    assert fewer and all(r["why_lost"].startswith("fewer completions") for r in fewer)
+    assert all(r["step_seconds"] < rows[0]["step_seconds"] for r in fewer)
