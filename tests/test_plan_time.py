@@ -142,3 +142,35 @@ def test_time_decides_how_a_fixed_batch_runs_not_the_batch(capsys):
     fewer = [r for r in rows if r["completions_per_step"] < rows[0]["completions_per_step"]]
     assert fewer and all(r["why_lost"].startswith("fewer completions") for r in fewer)
     assert all(r["step_seconds"] < rows[0]["step_seconds"] for r in fewer)
+
+
+@pytest.mark.parametrize("release, use_vllm, accumulation, steps, runs", [
+    ("0.17.0", True, 4, 4, False),  # num_iterations > 1 only
+    ("0.18.0", True, 4, 8, True), ("0.18.0", True, 8, 4, False),  # steps_per_generation > accumulation
+    ("0.22.0", True, 4, 4, False), ("0.22.0", True, 6, 4, True),  # accumulation not a multiple
+    ("0.23.0", True, 4, 4, True), ("1.16.0", True, 4, 4, True),  # vLLM's importance sampling
+    ("1.16.0", False, 4, 4, False), ("1.16.0", False, 6, 4, True),
+])
+def test_the_old_policy_pass_per_trl_release(release, use_vllm, accumulation, steps, runs):
+    from planner.specs.versions import trl_old_logprob_pass
+
+    assert trl_old_logprob_pass(release, use_vllm, accumulation, steps) is runs
+
+
+def test_old_pass_and_liger_head_in_plans_and_estimates(capsys):
+    def phases(*argv: str) -> dict:
+        assert main(["--model", MODEL, "--gpu", GPU, "--json", *argv]) == 0
+        return json.loads(capsys.readouterr().out)["time"]["phases"]
+
+    new, old = phases("--trl-version", "1.16.0"), phases("--trl-version", "0.22.0")
+    assert new["logprob"] > 0 and old["logprob"] == 0  # importance sampling's pass from TRL 0.23.0
+    # TRL 1.13's Liger loss: the head over the completion tokens, recomputed, its gradient matmul in fp32
+    liger = phases("--trl-version", "1.13.0", "--use-liger-kernel")
+    plain = phases("--trl-version", "1.13.0")
+    assert liger["training"] > plain["training"] and liger["generation"] == plain["generation"]
+    # TRL 1.15 on: use_liger_kernel keeps the fused head, no change in time
+    assert phases("--trl-version", "1.16.0", "--use-liger-kernel")["training"] == new["training"]
+    for release, pass_ in (("0.22.0", False), ("1.16.0", True)):
+        assert main(["estimate", "--model", MODEL, "--gpu", GPU, "--vllm-gpu-memory-utilization", "0.3",
+                     "--trl-version", release, "--json"]) == 0
+        assert (json.loads(capsys.readouterr().out)["time"]["phases"]["logprob"] > 0) is pass_

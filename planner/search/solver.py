@@ -257,7 +257,7 @@ class Search:
             got = self.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
             cap = got[1] if got[0] is not None else None
         return option_time(self.spec, self.card, self.setup(B, C), topo, n, conc, sleep, cap, "trl",
-                           **self.req.targets.timing_inputs()).step_seconds
+                           **self.req.targets.timing_inputs(), trl_version=self.req.vllm.trl_version).step_seconds
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
         """One process's trainer terms, calibrated where a profile covers the setup."""

@@ -11,9 +11,15 @@ What is read (each a stated assumption in the JSON's ``time.assumptions``):
 - generation: per optimizer step, one generation batch of ``completions_per_device`` sequences per
   training GPU (TRL's ``steps_per_generation = gradient_accumulation_steps``), decoded in the plan's
   waves; a colocated engine serves its tensor-parallel group's requests, a server all ranks';
-- log-prob passes: TRL computes the old policy's log-probs (vLLM's importance-sampling correction, on
-  by default; planner.memory.rollout) and the reference model's when ``beta != 0``; Unsloth's run
-  the reference pass only;
+- log-prob passes: TRL computes the old policy's log-probs when vLLM generates with its
+  importance-sampling correction (on by default from TRL 0.23.0) or when a generation batch outlives
+  one step's accumulation (planner.specs.versions.trl_old_logprob_pass: a plan's never does), and the
+  reference model's when ``beta != 0``; Unsloth's run the reference pass only;
+- the LM head: the 6N rule over every token, except under a Liger loss (``use_liger_kernel`` before
+  TRL 1.15: the ``liger``, ``chunked`` and ``liger-seq`` heads), whose chunked forward and backward over
+  the completion tokens replace the head's share (planner.timing.phases.head_flops: no FLOPs beyond
+  ``6 x tokens x h x V`` for ``liger-seq``; the others recompute the logits and run the gradient
+  matmuls in fp32, at the card's fp32 peak);
 - weight sync: TRL loads the trainer's weights into vLLM once per generation (a device copy when
   colocated, NCCL over the link to a server); Unsloth shares them (none);
 - sleep mode: vLLM's weights out to host memory and back over PCIe once per generation (TRL);
@@ -44,6 +50,7 @@ from ..memory.weights import DTYPE_BYTES, quantisable_linear_params
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
 from ..specs.topology import Topology
+from ..specs.versions import trl_old_logprob_pass
 from ..timing.phases import NF4_DEQUANT_BYTES_PER_WEIGHT
 from ..timing.step import StepShape, StepTime, step_time
 
@@ -117,7 +124,8 @@ def trainer_terms(spec: ModelSpec, setup: TrainerSetup) -> dict:
                 full_finetune=full, recompute=setup.gradient_checkpointing, trainable_params=trainable,
                 param_bytes=param, grad_bytes=param, state_bytes=state,
                 quantised_weights=float(linear) if setup.weights == "nf4" else 0.0,
-                grad_comm_bytes=trainable * 2, param_comm_bytes=trainable * 2)
+                grad_comm_bytes=trainable * 2, param_comm_bytes=trainable * 2, logprob_head=setup.logprob_head,
+                head_params=float(spec.vocab_size * spec.hidden_size))
 
 
 def time_assumptions(expected: int, cap: int, reward: float) -> tuple[str, ...]:
@@ -131,7 +139,7 @@ def time_assumptions(expected: int, cap: int, reward: float) -> tuple[str, ...]:
 def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topology, completions_per_device: int,
                 concurrency: int, sleep: bool, vllm: VllmCapacity | None, runtime: str = "trl",
                 expected_completion_length: int | None = None,
-                reward_seconds_per_completion: float = 0.0) -> StepTime:
+                reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime:
     """The predicted seconds of one optimizer step of one configuration (module docstring): the
     solver's candidates and a finished plan alike. ``concurrency``: sequences decoded at once by all
     engines together; ``completions_per_device``: the generation batch per training GPU (one
@@ -141,6 +149,8 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
     expected = min(cap, expected_completion_length or cap)
     unsloth = runtime == "unsloth"
     generate = t.vllm_mode == "generate"
+    # a plan's accumulation is its steps_per_generation: only vLLM's importance sampling runs the pass
+    old_pass = int(trl_old_logprob_pass(trl_version, not generate, 1, 1))
     server = t.vllm_mode == "server"
     tp = (t.server_tensor_parallel_size if server else t.vllm_tensor_parallel_size) or 1
     engines = max(1, t.server_data_parallel_size if server else t.num_engines)
@@ -157,7 +167,8 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
         concurrency=max(1, concurrency // engines), cuda_graphs=not (vllm is not None and vllm.enforce_eager),
-        tensor_parallel_size=tp, logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth or generate else 1),
+        tensor_parallel_size=tp, fp32_peak_flops_per_s=gpu.peak_tflops("fp32") * 1e12,
+        logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth else old_pass),
         sleep=sleep and not unsloth, vllm_weight_bytes=weights, weight_sync_bytes=0.0 if unsloth else weights,
         weight_sync_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes) if server else 0.0,
         engine=t.engine, ranks=t.world_size, link_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes),
@@ -169,16 +180,16 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
 
 
 def plan_time(p: Any, expected_completion_length: int | None = None,
-              reward_seconds_per_completion: float = 0.0) -> StepTime:
+              reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime:
     """The predicted seconds of one optimizer step of plan ``p`` (a planner.search.results.Plan, not
     imported: results imports this module), by phase (:func:`option_time`)."""
     o = p.option
     return option_time(p.model, p.gpu, p.setup, p.topology, o.completions_per_device, o.concurrency, o.sleep, p.vllm,
-                       p.runtime, expected_completion_length, reward_seconds_per_completion)
+                       p.runtime, expected_completion_length, reward_seconds_per_completion, trl_version)
 
 
 def estimate_time(e: Any, expected_completion_length: int | None = None,
-                  reward_seconds_per_completion: float = 0.0) -> StepTime | None:
+                  reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime | None:
     """One GPU's fixed setup (``plan estimate``, a planner.search.results.Estimate): one generation
     batch of ``rollout_sequences`` (B x steps per generation) per ``steps_per_generation`` micro-steps,
     by colocated vLLM or, without vLLM (``use_vllm=False``), by transformers' ``generate``; None when
@@ -191,13 +202,14 @@ def estimate_time(e: Any, expected_completion_length: int | None = None,
     expected = min(cap, expected_completion_length or cap)
     trained = s.batch_size * s.gradient_accumulation_steps
     sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
-    # TRL's old-policy pass: vLLM's importance sampling (default on), or an accumulation that is not a
-    # multiple of steps_per_generation (planner/search/timing.py's module docstring)
-    old_pass = not generate or s.gradient_accumulation_steps % max(1, sequences // max(1, s.batch_size)) != 0
+    # TRL's old-policy pass: vLLM's importance sampling (default on from TRL 0.23), or a generation batch
+    # that outlives one step's accumulation (planner.specs.versions.trl_old_logprob_pass)
+    old_pass = trl_old_logprob_pass(trl_version, not generate, s.gradient_accumulation_steps,
+                                    sequences // max(1, s.batch_size))
     shape = StepShape(
         matmul_params=matmul_params(spec)[0], num_layers=spec.num_layers, q_dim=spec.q_dim,
         decode_weight_read_bytes=0.0, kv_bytes_per_token=0.0,
-        peak_flops_per_s=gpu.peak_tflops(compute_dtype(gpu, s)) * 1e12,
+        peak_flops_per_s=gpu.peak_tflops(compute_dtype(gpu, s)) * 1e12, fp32_peak_flops_per_s=gpu.peak_tflops("fp32") * 1e12,
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
         concurrency=sequences, logprob_forwards=(1 if old_pass else 0) + (1 if s.reference_logps else 0),

@@ -119,6 +119,34 @@ def training_flops(tokens: float, flops_per_token: float, full_finetune: bool, r
     return tokens * flops_per_token * (forwards + backward)
 
 
+LIGER_HEADS = ("liger", "chunked", "liger-seq")  # planner.memory.logprob_head.LIGER_HEADS (the layers below)
+
+
+def head_flops(head: str, tokens: float, head_params: float, trainable: bool) -> tuple[float, float]:
+    """The LM head's forward and backward over ``tokens`` completion tokens when a chunked loss takes
+    it over (``use_liger_kernel``; planner.memory.logprob_head), as ``(FLOPs in the compute dtype, FLOPs
+    in fp32)``; ``2 x tokens x head_params`` per matmul. Read from the code, not measured:
+
+    - ``liger-seq`` (liger-kernel < 0.8): ``torch.func.grad_and_value`` per sequence (0.7.0
+      chunked_loss/fused_linear_ppo.py:126-149, ``argnums=(0, 1)``): the forward, the input gradient and
+      the weight gradient, trainable or not, in the compute dtype: ``6 x tokens x h x V``, no more;
+    - ``liger`` (liger-kernel >= 0.8, TRL 0.17-1.13) and ``chunked`` (TRL 1.14): the forward keeps only
+      the log-normaliser and the backward recomputes each tile's logits (liger_kernel 0.8.5
+      fused_linear_ppo.py:49 and :114; TRL 1.14.0 utils.py:1610), both in the compute dtype; then the
+      input gradient, and the weight gradient when the head trains, as fp32 matmuls of fp32 tiles
+      (``grad_logits @ weight.float()``: 0.8.5 :127 and :129; 1.14.0 utils.py:1649 and :1651): ``4 x
+      tokens x h x V`` at the compute dtype's peak and ``2`` or ``4 x tokens x h x V`` at fp32's;
+    - any other head (``fused``, ``plain``): none here; the 6N rule over every token counts it (TRL 1.16's
+      fused head also recomputes its tiles and accumulates the gradients in fp32 on tensor cores,
+      trl/kernels/chunked_logprob.py:52-62 and :425: the 6N rule's passes with checkpointing)."""
+    per = 2.0 * tokens * head_params
+    if head == "liger-seq":
+        return 3 * per, 0.0
+    if head in ("liger", "chunked"):
+        return 2 * per, (2 if trainable else 1) * per
+    return 0.0, 0.0
+
+
 def dequant_seconds(matmul_passes: int, quantised_weights: float, bandwidth_bytes_per_s: float,
                     bandwidth_efficiency: float) -> float:
     """4-bit weights dequantised once per matmul pass (:data:`NF4_DEQUANT_BYTES_PER_WEIGHT`)."""

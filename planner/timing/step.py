@@ -62,6 +62,9 @@ class StepShape:
     param_bytes: float = 2.0
     grad_bytes: float = 2.0
     state_bytes: float = 8.0
+    logprob_head: str = "fused"  # a Liger head (liger, chunked, liger-seq) replaces the head's 6N share
+    head_params: float = 0.0  # the LM head's vocab x hidden (counted in matmul_params)
+    fp32_peak_flops_per_s: float = 0.0  # the fp32 gradient matmuls of the liger / chunked heads (0: the compute dtype's)
     # vLLM hand-over
     sleep: bool = False
     vllm_weight_bytes: float = 0.0  # moved out and back by sleep mode
@@ -134,6 +137,18 @@ def generation_seconds(s: StepShape, eff: Efficiency) -> float:
     return s.generation_rounds * per_round
 
 
+def head_seconds(s: StepShape, eff: Efficiency, tokens: float) -> float:
+    """A Liger head's time less the head's share the 6N rule counted over all ``tokens`` (0 for the
+    other heads): the chunked loss over the completion tokens (planner.timing.phases.head_flops)."""
+    if s.logprob_head not in ph.LIGER_HEADS or s.head_params <= 0:
+        return 0.0
+    counted = ph.training_flops(tokens, 2.0 * s.head_params, s.full_finetune, s.recompute, 0)
+    low, fp32 = ph.head_flops(s.logprob_head, s.trained_sequences * s.completion_tokens, s.head_params,
+                              s.full_finetune)
+    return ((low - counted) / (s.peak_flops_per_s * eff.mfu)  # may be negative: the rule counted more
+            + ph.compute_seconds(fp32, s.fp32_peak_flops_per_s or s.peak_flops_per_s, eff.mfu))
+
+
 def training_phases(s: StepShape, eff: Efficiency) -> dict[str, float]:
     """The log-prob passes, the forward and backward (with recompute and 4-bit dequantisation), the
     optimizer step and the data-parallel communication."""
@@ -143,6 +158,7 @@ def training_phases(s: StepShape, eff: Efficiency) -> dict[str, float]:
     logprob = ph.compute_seconds(tokens * fpt * s.logprob_forwards, s.peak_flops_per_s, eff.mfu)
     train = ph.compute_seconds(ph.training_flops(tokens, fpt, s.full_finetune, s.recompute, 0),
                                s.peak_flops_per_s, eff.mfu)
+    train += head_seconds(s, eff, tokens)
     train_passes = 1 + (1 if s.recompute else 0) + 1  # forward, recompute, backward (activation grads)
     logprob += ph.dequant_seconds(micro_batches * s.logprob_forwards, s.quantised_weights,
                                   s.bandwidth_bytes_per_s, eff.bandwidth_efficiency)
