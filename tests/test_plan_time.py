@@ -174,3 +174,34 @@ def test_old_pass_and_liger_head_in_plans_and_estimates(capsys):
         assert main(["estimate", "--model", MODEL, "--gpu", GPU, "--vllm-gpu-memory-utilization", "0.3",
                      "--trl-version", release, "--json"]) == 0
         assert (json.loads(capsys.readouterr().out)["time"]["phases"]["logprob"] > 0) is pass_
+
+
+def _config_time(capsys, tmp_path, text: str, *argv: str) -> dict:
+    path = tmp_path / "grpo.yaml"
+    path.write_text(f"model_name_or_path: {MODEL}\nbf16: true\nnum_generations: 8\n" + text)
+    assert main(["estimate", "--config", str(path), "--gpu", GPU, "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)["time"]
+
+
+def test_estimate_from_a_trl_config_carries_the_time(capsys, tmp_path):
+    # the plan's own config file, read back: the same step time as the plan
+    assert main(["--model", MODEL, "--gpu", GPU, "--output", str(tmp_path / "grpo.yaml"), "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)["time"]
+    assert main(["estimate", "--config", str(tmp_path / "grpo.yaml"), "--gpu", GPU, "--json"]) == 0
+    read = json.loads(capsys.readouterr().out)["time"]
+    assert read["step_seconds"] == planned["step_seconds"] and read["phases"] == planned["phases"]
+    # no max_completion_length in the file: TRL's default cap, the expected length unless given
+    vllm = "use_vllm: true\nvllm_mode: colocate\nper_device_train_batch_size: 8\n"
+    t = _config_time(capsys, tmp_path, vllm)
+    assert t["assumptions"][0].startswith("completions 512 tokens: the cap")
+    short = _config_time(capsys, tmp_path, vllm, "--expected-completion-length", "100")
+    assert "100 tokens: given" in short["assumptions"][0] and short["step_seconds"] < t["step_seconds"]
+    # without vLLM: transformers' generate of the generation batch (TRL's rule: generation_batch_size /
+    # per-device batch = 8 steps per generation), every 8 micro-steps: half a generation per optimizer
+    # step of 4; the old policy's pass runs (4 is not a multiple of 8)
+    gen = "use_vllm: false\nper_device_train_batch_size: 8\nmax_completion_length: 256\n"
+    half = _config_time(capsys, tmp_path, gen + "gradient_accumulation_steps: 4\ngeneration_batch_size: 64\n")
+    whole = _config_time(capsys, tmp_path, gen + "gradient_accumulation_steps: 8\ngeneration_batch_size: 64\n")
+    assert half["completions_per_step"] == 32 and whole["completions_per_step"] == 64
+    assert half["phases"]["generation"] == pytest.approx(whole["phases"]["generation"] / 2, rel=0.01)
+    assert half["phases"]["logprob"] > 0 and whole["phases"]["logprob"] == 0

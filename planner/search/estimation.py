@@ -228,7 +228,8 @@ def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, fixed.calibration))
     warnings += architecture_warnings(spec)
     extra: dict = {"assumptions": assumptions} if assumptions else {}
-    timing = {"trl_version": fixed.trl_version}  # which releases run the old-policy pass (search.timing)
+    # the generation batch the memory models, and which releases run the old-policy pass (search.timing)
+    timing = {"trl_version": fixed.trl_version, "steps_per_generation": fixed.steps_per_generation}
     if fixed.rollout_turns > 1:
         extra["rollout"] = rollout_summary(fixed.rollout_turns, fixed.max_prompt_length, fixed.max_completion_length)
     if fixed.vllm_gpu_memory_utilization is None:

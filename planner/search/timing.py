@@ -189,11 +189,14 @@ def plan_time(p: Any, expected_completion_length: int | None = None,
 
 
 def estimate_time(e: Any, expected_completion_length: int | None = None,
-                  reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime | None:
+                  reward_seconds_per_completion: float = 0.0, trl_version: str | None = None,
+                  steps_per_generation: int | None = None) -> StepTime | None:
     """One GPU's fixed setup (``plan estimate``, a planner.search.results.Estimate): one generation
-    batch of ``rollout_sequences`` (B x steps per generation) per ``steps_per_generation`` micro-steps,
-    by colocated vLLM or, without vLLM (``use_vllm=False``), by transformers' ``generate``; None when
-    the estimate models no generation (no vLLM named and ``use_vllm`` not set)."""
+    batch of B x ``steps_per_generation`` sequences (the estimate's, TRL's rule from a ``--config``: what
+    its memory models; not given, ``rollout_sequences`` or one optimizer step's B x accumulation) every
+    ``steps_per_generation`` micro-steps, so accumulation / steps_per_generation generations per
+    optimizer step, by colocated vLLM or, without vLLM (``use_vllm=False``), by transformers'
+    ``generate``; None when the estimate models no generation (no vLLM named, ``use_vllm`` not set)."""
     s, spec, gpu, vllm = e.setup, e.model, e.gpu, e.vllm
     generate = vllm is None and e.phases is not None  # GeneratePhases: use_vllm=False
     if vllm is None and not generate:
@@ -201,7 +204,10 @@ def estimate_time(e: Any, expected_completion_length: int | None = None,
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
     trained = s.batch_size * s.gradient_accumulation_steps
-    sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
+    if steps_per_generation:
+        sequences = s.batch_size * steps_per_generation
+    else:
+        sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
     # TRL's old-policy pass: vLLM's importance sampling (default on from TRL 0.23), or a generation batch
     # that outlives one step's accumulation (planner.specs.versions.trl_old_logprob_pass)
     old_pass = trl_old_logprob_pass(trl_version, not generate, s.gradient_accumulation_steps,
