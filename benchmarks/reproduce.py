@@ -97,6 +97,8 @@ REGISTRY: tuple[Result, ...] = (
            ("python", "benchmarks/real_grpo_trace.py", "compare", f"{RESULTS}/real_grpo_trace.jsonl"), "planner", 1,
            stdout=f"{RESULTS}/real_grpo_trace.txt"),
     Result("step_time", (f"{RESULTS}/step_time.txt",), ("python", "benchmarks/step_time.py"), "planner", 45),
+    Result("generate_overhead", (f"{RESULTS}/generate_overhead.txt",), ("python", "benchmarks/generate_overhead.py"),
+           "train", 10, volatile=(r"^ +\d+  [\d.]+$", r"^per (layer|step): .*$")),
     Result("gain_vs_defaults", (f"{RESULTS}/gain_vs_defaults.md",), ("python", "benchmarks/gain_vs_defaults.py"),
            "planner", 3),
     Result("unsloth_side_by_side", (f"{RESULTS}/unsloth_side_by_side.md",),

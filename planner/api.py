@@ -366,7 +366,8 @@ def describe(req: PlanRequest, completed: PlanRequest, p: Plan) -> Plan:
     if p.runtime == "trl":  # what the plan changed from what was given, or from TRL's defaults
         p = replace(p, changes=plan_changes(p, given_values(req), req.vllm.trl_version,
                                             req.trainer.transformers_version))
-    p = replace(p, timing_inputs=req.targets.timing_inputs())
+    trl = {"trl_version": req.vllm.trl_version} if p.runtime == "trl" else {}
+    p = replace(p, timing_inputs={**req.targets.timing_inputs(), **trl})
     own = runtime.next_steps(p)  # the runtime's own (Unsloth's script), with the command that reproduces the plan
     return replace(p, next_steps=unsloth_steps(own, req) if own is not None else next_steps(p, request=req))
 

@@ -84,3 +84,36 @@ def test_shipped_constants_on_the_unsloth_runs():
                for r in runs for p in [st.predict(r, FITTED, lengths)]]
     assert max(factors) < 2.0 and sorted(factors)[3] < 1.35
     assert "held-out (leave-one-out): median 1.25, worst 1.74" in text
+
+
+def test_transformers_generate_is_one_batch_bounded_by_the_host():
+    # a small batch of a small model: the host's launches (per layer and per step) bound the wave
+    host = 100 * (36 * ph.GENERATE_SECONDS_PER_LAYER + ph.GENERATE_SECONDS_PER_STEP)
+    assert ph.generate_wave_seconds(1, 100, 0, 1e6, 0, 0, 1e12, 1e15, 1.0, 1.0, 36) == pytest.approx(host)
+    # a large one: the weights and the cache read per token step (the roofline), no engine cost per step
+    gpu = ph.decode_wave_seconds(512, 100, 256, 6e9, 36_864, 0, 320e9, 65e12, 0.5, 0.5)
+    assert ph.generate_wave_seconds(512, 100, 256, 6e9, 36_864, 0, 320e9, 65e12, 0.5, 0.5, 36) == pytest.approx(gpu)
+    # the whole generation batch at once: the engine's concurrency plays no part, eager adds nothing more
+    hf = dict(generator="transformers", sequences_per_round=64)
+    one = step_time(shape(concurrency=64, **hf), EFF).phases["generation"]
+    assert step_time(shape(concurrency=2, **hf), EFF).phases["generation"] == pytest.approx(one)
+    assert step_time(shape(concurrency=2, cuda_graphs=False, **hf), EFF).phases["generation"] == pytest.approx(one)
+
+
+def test_a_liger_head_replaces_the_heads_share_of_the_6n_rule():
+    per = 2.0 * 1000 * 5e8  # 2 x completion tokens x h x V
+    assert ph.head_flops("liger-seq", 1000, 5e8, trainable=False) == (3 * per, 0.0)  # 6 x T x h x V, no more
+    assert ph.head_flops("liger", 1000, 5e8, trainable=False) == (2 * per, per)  # forward + recompute; fp32 grad
+    assert ph.head_flops("chunked", 1000, 5e8, trainable=True) == (2 * per, 2 * per)  # and the weight's gradient
+    assert ph.head_flops("fused", 1000, 5e8, trainable=True) == (0.0, 0.0)  # the 6N rule counts it
+    # full fine-tuning, no prompt, no recompute: liger-seq's 6 T h V is exactly the rule's share (no change)
+    kw = dict(prompt_tokens=0, recompute=False, full_finetune=True, head_params=5e8)
+    base = step_time(shape(**kw), EFF).phases["training"]
+    assert step_time(shape(logprob_head="liger-seq", **kw), EFF).phases["training"] == pytest.approx(base)
+    # the liger / chunked heads' fp32 gradient matmuls run at the fp32 peak: slower than the rule's share
+    slow = step_time(shape(logprob_head="liger", fp32_peak_flops_per_s=8e12, **kw), EFF).phases["training"]
+    assert slow > base
+    # over the completion tokens only: with a prompt the rule counted the head over more tokens than Liger runs
+    lora = dict(head_params=5e8, prompt_tokens=2048, recompute=True)
+    assert step_time(shape(logprob_head="liger-seq", **lora), EFF).phases["training"] < \
+        step_time(shape(**lora), EFF).phases["training"]

@@ -254,7 +254,7 @@ def run(args) -> int:
                  vllm_tensor_parallel_size=_given(args.vllm_tensor_parallel_size, 1),
                  vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, reserve_gib=args.reserve,
                  use_vllm=args.use_vllm)
-    e = replace(e, warnings=e.warnings + notes, timing_inputs=timing_inputs(args))
+    e = replace(e, warnings=e.warnings + notes, timing_inputs={**e.timing_inputs, **timing_inputs(args)})
     if args.json:
         print_json(e.to_dict())
     else:
@@ -308,7 +308,7 @@ def _run_layout(args, notes: tuple[str, ...] = (), accumulation_flag: int | None
     check_outputs(output_dir=args.output_dir, force=args.force)
     d = layout_estimate(args, gradient_accumulation_steps=accumulation_flag,
                         vllm_max_model_length=args.vllm_max_model_len)
-    d = replace(d, warnings=d.warnings + notes, timing_inputs=timing_inputs(args))
+    d = replace(d, warnings=d.warnings + notes, timing_inputs={**d.timing_inputs, **timing_inputs(args)})
     written, errors = write_if_ok(d, output_dir=args.output_dir, force=args.force)
     if args.json:
         print_json(d.to_dict())

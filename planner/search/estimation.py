@@ -228,16 +228,19 @@ def estimate_fixed(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
     trainer, label, warnings = calibrated_trainer_memory(spec, setup, resolve_calibration(spec, card, fixed.calibration))
     warnings += architecture_warnings(spec)
     extra: dict = {"assumptions": assumptions} if assumptions else {}
+    # the generation batch the memory models, and which releases run the old-policy pass (search.timing)
+    timing = {"trl_version": fixed.trl_version, "steps_per_generation": fixed.steps_per_generation}
     if fixed.rollout_turns > 1:
         extra["rollout"] = rollout_summary(fixed.rollout_turns, fixed.max_prompt_length, fixed.max_completion_length)
     if fixed.vllm_gpu_memory_utilization is None:
         generating = generation_phases(spec, setup, trainer, fixed) if fixed.use_vllm is False else None
         return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label,
-                        phases=generating, warnings=tuple(warnings), extra=extra)
+                        phases=generating, warnings=tuple(warnings), extra=extra, timing_inputs=timing)
     capacity = fixed_engine(spec, card, setup, fixed, trainer.load_bytes)
     phases = fixed_phases(spec, setup, trainer, capacity, fixed)
     return Estimate(model=spec, gpu=card, setup=setup, trainer=trainer, memory_model=label, vllm=capacity,
-                    phases=phases, warnings=tuple(warnings) + tuple(phases.warnings), extra=extra)
+                    phases=phases, warnings=tuple(warnings) + tuple(phases.warnings), extra=extra,
+                    timing_inputs=timing)
 
 
 def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup) -> tuple[list[str], PlanRequest]:

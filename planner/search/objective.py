@@ -9,6 +9,30 @@ planner.search.unsloth_solver; a TRL plan's layouts compare through ``results.Op
 for another objective (e.g. the time per step), replace :func:`score` and :data:`OBJECTIVE` here; the
 loop only keeps the candidate with the largest score.
 
+The design (issue 25: "maximise completions per hour at the requested effective batch"): the
+effective batch, the completions generated per optimizer step, is a training setting, not a speed
+knob (it changes the gradient's noise and the steps an epoch takes), so the objective FIXES it before
+time is looked at, and time decides only HOW that batch runs:
+
+- fixed first, in this order: the completion length (term 1), the group size (term 2, Unsloth), the
+  completions per step generated in one wave (term 3: the requested one when pinned, i.e.
+  ``generation_batch_size`` / ``per_device_train_batch_size`` x accumulation, else the largest that
+  fits in one wave up to ``max_completions_per_step``), and the engine (term 4). A candidate with fewer
+  completions per step loses on term 3 even when its completions per hour are higher: a smaller
+  batch is never bought with speed;
+- then time (term T): among the candidates that tie on terms 1-4, the least predicted seconds per
+  optimizer step. At a fixed number of completions per step, least seconds per step IS most
+  completions per hour, so term T is issue 25's "most completions per hour at that batch"; it cannot
+  pick a slower configuration at equal completions per step;
+- what time decides between: sleep mode on or off, the micro-batch (and so the accumulation), vLLM's
+  share and tensor parallelism, where they change the predicted time by more than
+  :data:`TIME_TOLERANCE`; within it the proxies below decide (larger micro-batch, smaller TP, no
+  sleep, least idle memory). Example (tests/test_plan_time.py, ``plan --top 5``): Qwen2.5-7B on an
+  A100-40GB, prompt 128, completion 256, ``--generation-batch-size 32``: without time the larger
+  micro-batch (32, with sleep mode) would win; sleep's wake-up costs more than 2% of that short step,
+  so the plan runs micro-batch 8 without sleep mode, and the sleeping micro-batch 32 is listed as
+  "slower".
+
 The terms, most important first:
 
 1. the completion length (reach the requested one; cut only when it does not fit);
@@ -42,15 +66,19 @@ from dataclasses import dataclass, replace
 from ..specs.topology import _COMMUNICATION_RANK
 
 TIME_TOLERANCE = 0.02  # step times closer than this (relative) tie
-TIME_TERM = "least predicted seconds per optimizer step (most completions per hour at that batch; within 2% a tie)"
+TIME_TERM = ("then, at those completions per step, the least predicted seconds per optimizer step (= the most "
+             "completions per hour at that effective batch; within 2% a tie): sleep mode, micro-batch, vLLM's share "
+             "and TP are chosen by time")
 OBJECTIVE = ("reach the requested completion length",
-             "most completions per optimisation step generated in one wave",
+             "most completions per optimisation step generated in one wave (the effective batch: fixed before "
+             "time, never traded for speed)",
+             "the lowest-communication engine",
              TIME_TERM,
              "largest training micro-batch",
              "least idle memory (highest vLLM utilisation that fits)")
 UNSLOTH_OBJECTIVE = ("reach the requested completion length (max_seq_length - prompt)",
                      "the requested group size, else the largest that fits (8, 6, 4, 2)",
-                     "the generation batch in one vLLM wave",
+                     "the generation batch in one vLLM wave (the effective batch: fixed before time)",
                      TIME_TERM,
                      "largest training micro-batch (fewest accumulation steps)",
                      "standby off unless it does better (Unsloth's default)",

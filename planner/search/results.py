@@ -64,7 +64,7 @@ class Estimate:
     timing_inputs: dict[str, Any] = field(default_factory=dict)
 
     def step_time(self) -> StepTime | None:
-        """The predicted seconds per optimizer step by phase (None without colocated vLLM)."""
+        """The predicted seconds per optimizer step by phase (None when no generation is modelled)."""
         return estimate_time(self, **self.timing_inputs)
 
     @property

@@ -257,7 +257,7 @@ class Search:
             got = self.server(topo.server_tensor_parallel_size, topo.server_data_parallel_size, C)
             cap = got[1] if got[0] is not None else None
         return option_time(self.spec, self.card, self.setup(B, C), topo, n, conc, sleep, cap, "trl",
-                           **self.req.targets.timing_inputs()).step_seconds
+                           **self.req.targets.timing_inputs(), trl_version=self.req.vllm.trl_version).step_seconds
 
     def trainer(self, B: int, C: int, ga: int = 2) -> TrainerMemory:
         """One process's trainer terms, calibrated where a profile covers the setup."""
@@ -553,7 +553,8 @@ def _generate_candidates(s: Search, topo: Topology, C: int, G: int, rows: list[d
             continue
         yielded = True
         yield Scored(Candidate(C, n * N, 1, B, 0.0, False, topo.engine, 1), peak,
-                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, 0.0, False, n * N))
+                     lambda B=B, n=n: _exact_option(s, topo, C, B, n, 0.0, False, n * N),
+                     partial(s.seconds, topo, B, C, n, n * N, False, None))
     if not yielded:
         walk.why = _pin_rule_why(s, G, N) if ruled_out and s.pins.items() else \
             "no micro-batch's generation (transformers' generate of its completions) fits beside the trainer"

@@ -11,28 +11,46 @@ What is read (each a stated assumption in the JSON's ``time.assumptions``):
 - generation: per optimizer step, one generation batch of ``completions_per_device`` sequences per
   training GPU (TRL's ``steps_per_generation = gradient_accumulation_steps``), decoded in the plan's
   waves; a colocated engine serves its tensor-parallel group's requests, a server all ranks';
-- log-prob passes: TRL computes the old policy's log-probs (vLLM's importance-sampling correction, on
-  by default; planner.memory.rollout) and the reference model's when ``beta != 0``; Unsloth's run
-  the reference pass only;
+- log-prob passes: TRL computes the old policy's log-probs when vLLM generates with its
+  importance-sampling correction (on by default from TRL 0.23.0) or when a generation batch outlives
+  one step's accumulation (planner.specs.versions.trl_old_logprob_pass: a plan's never does), and the
+  reference model's when ``beta != 0``; Unsloth's run the reference pass only;
+- the LM head: the 6N rule over every token, except under a Liger loss (``use_liger_kernel`` before
+  TRL 1.15: the ``liger``, ``chunked`` and ``liger-seq`` heads), whose chunked forward and backward over
+  the completion tokens replace the head's share (planner.timing.phases.head_flops: no FLOPs beyond
+  ``6 x tokens x h x V`` for ``liger-seq``; the others recompute the logits and run the gradient
+  matmuls in fp32, at the card's fp32 peak);
 - weight sync: TRL loads the trainer's weights into vLLM once per generation (a device copy when
   colocated, NCCL over the link to a server); Unsloth shares them (none);
 - sleep mode: vLLM's weights out to host memory and back over PCIe once per generation (TRL);
   Unsloth's standby frees the KV cache only (no copy timed);
 - 4-bit weights dequantise per matmul in training, and in vLLM's decode when vLLM holds them in 4
-  bits (Unsloth); links: NVLink within a node where the card has it, else PCIe, one direction.
+  bits (Unsloth); links: NVLink within a node where the card has it, else PCIe, one direction;
+- no vLLM (``use_vllm=False``, the layout ``generate``): transformers' eager ``generate`` of the whole
+  generation batch at once (planner.memory.generate: ``per_device_train_batch_size x
+  steps_per_generation`` sequences, one call), reading the trainer's own weights (4-bit ones
+  dequantised per step: a batch of more than one token takes bitsandbytes' dequantise-and-multiply
+  path) and transformers' 16-bit cache per token step, bounded below by the host's launches
+  (planner.timing.phases.generate_wave_seconds, measured on a CPU, a lower bound); no weight sync, no
+  sleep; the old policy's log-probs are not computed (TRL computes them for vLLM's importance sampling
+  or an accumulation that is not a multiple of ``steps_per_generation``, neither of which a plan has).
+  The roofline's efficiencies are the ones fitted on vLLM runs: no run without vLLM was fitted or scored.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..memory.generate import kv_bytes_per_cached_token
 from ..memory.lora import lora_params
 from ..memory.vllm import VllmCapacity, kv_bytes_per_token
 from ..memory.weights import DTYPE_BYTES, quantisable_linear_params
 from ..specs.gpu import GpuSpec
 from ..specs.model import ModelSpec
 from ..specs.topology import Topology
+from ..specs.versions import trl_old_logprob_pass
 from ..timing.phases import NF4_DEQUANT_BYTES_PER_WEIGHT
 from ..timing.step import StepShape, StepTime, step_time
 
@@ -78,6 +96,17 @@ def decode_read_bytes(spec: ModelSpec, cap: VllmCapacity | None, four_bit_vllm: 
     return float(cap.weights_bytes) if cap is not None else spec.param_counts().active * 2.0
 
 
+def generate_terms(spec: ModelSpec, setup: TrainerSetup) -> dict:
+    """The generation side of a StepShape without vLLM: transformers' ``generate`` on the trainer's own
+    weights (module docstring) and its cache in the compute dtype (planner.memory.generate)."""
+    if setup.weights == "nf4":
+        read = decode_read_bytes(spec, None, True)
+    else:
+        read = spec.param_counts().active * float(DTYPE_BYTES.get(setup.weights, 2))
+    return dict(generator="transformers", cuda_graphs=False, decode_weight_read_bytes=read,
+                kv_bytes_per_token=float(kv_bytes_per_cached_token(spec, setup.compute_bytes)))
+
+
 @lru_cache(maxsize=64)
 def _lora_params(spec: ModelSpec, rank: int, targets: tuple[str, ...] | None) -> int:
     return lora_params(spec, rank, targets)
@@ -95,7 +124,8 @@ def trainer_terms(spec: ModelSpec, setup: TrainerSetup) -> dict:
                 full_finetune=full, recompute=setup.gradient_checkpointing, trainable_params=trainable,
                 param_bytes=param, grad_bytes=param, state_bytes=state,
                 quantised_weights=float(linear) if setup.weights == "nf4" else 0.0,
-                grad_comm_bytes=trainable * 2, param_comm_bytes=trainable * 2)
+                grad_comm_bytes=trainable * 2, param_comm_bytes=trainable * 2, logprob_head=setup.logprob_head,
+                head_params=float(spec.vocab_size * spec.hidden_size))
 
 
 def time_assumptions(expected: int, cap: int, reward: float) -> tuple[str, ...]:
@@ -109,7 +139,7 @@ def time_assumptions(expected: int, cap: int, reward: float) -> tuple[str, ...]:
 def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topology, completions_per_device: int,
                 concurrency: int, sleep: bool, vllm: VllmCapacity | None, runtime: str = "trl",
                 expected_completion_length: int | None = None,
-                reward_seconds_per_completion: float = 0.0) -> StepTime:
+                reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime:
     """The predicted seconds of one optimizer step of one configuration (module docstring): the
     solver's candidates and a finished plan alike. ``concurrency``: sequences decoded at once by all
     engines together; ``completions_per_device``: the generation batch per training GPU (one
@@ -118,6 +148,9 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
     unsloth = runtime == "unsloth"
+    generate = t.vllm_mode == "generate"
+    # a plan's accumulation is its steps_per_generation: only vLLM's importance sampling runs the pass
+    old_pass = int(trl_old_logprob_pass(trl_version, not generate, 1, 1))
     server = t.vllm_mode == "server"
     tp = (t.server_tensor_parallel_size if server else t.vllm_tensor_parallel_size) or 1
     engines = max(1, t.server_data_parallel_size if server else t.num_engines)
@@ -134,49 +167,69 @@ def option_time(spec: ModelSpec, gpu: GpuSpec, setup: TrainerSetup, topo: Topolo
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
         concurrency=max(1, concurrency // engines), cuda_graphs=not (vllm is not None and vllm.enforce_eager),
-        tensor_parallel_size=tp, logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth else 1),
+        tensor_parallel_size=tp, fp32_peak_flops_per_s=gpu.peak_tflops("fp32") * 1e12,
+        logprob_forwards=(1 if s.reference_logps else 0) + (0 if unsloth else old_pass),
         sleep=sleep and not unsloth, vllm_weight_bytes=weights, weight_sync_bytes=0.0 if unsloth else weights,
         weight_sync_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes) if server else 0.0,
         engine=t.engine, ranks=t.world_size, link_bytes_per_s=link_bytes_per_s(gpu, t.num_nodes),
         reward_seconds_per_completion=reward_seconds_per_completion,
         completions_per_step=completions_per_device * t.world_size, **terms)
+    if generate:
+        shape = replace(shape, concurrency=sequences, **generate_terms(spec, s))
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
 
 
 def plan_time(p: Any, expected_completion_length: int | None = None,
-              reward_seconds_per_completion: float = 0.0) -> StepTime:
+              reward_seconds_per_completion: float = 0.0, trl_version: str | None = None) -> StepTime:
     """The predicted seconds of one optimizer step of plan ``p`` (a planner.search.results.Plan, not
     imported: results imports this module), by phase (:func:`option_time`)."""
     o = p.option
     return option_time(p.model, p.gpu, p.setup, p.topology, o.completions_per_device, o.concurrency, o.sleep, p.vllm,
-                       p.runtime, expected_completion_length, reward_seconds_per_completion)
+                       p.runtime, expected_completion_length, reward_seconds_per_completion, trl_version)
 
 
 def estimate_time(e: Any, expected_completion_length: int | None = None,
-                  reward_seconds_per_completion: float = 0.0) -> StepTime | None:
+                  reward_seconds_per_completion: float = 0.0, trl_version: str | None = None,
+                  steps_per_generation: int | None = None) -> StepTime | None:
     """One GPU's fixed setup (``plan estimate``, a planner.search.results.Estimate): one generation
-    batch of ``rollout_sequences`` (B x steps per generation) per optimizer step when vLLM is colocated; None without vLLM (the
-    estimate then models no generation)."""
+    batch of B x ``steps_per_generation`` sequences (the estimate's, TRL's rule from a ``--config``: what
+    its memory models; not given, ``rollout_sequences`` or one optimizer step's B x accumulation) every
+    ``steps_per_generation`` micro-steps, so accumulation / steps_per_generation generations per
+    optimizer step, by colocated vLLM or, without vLLM (``use_vllm=False``), by transformers'
+    ``generate``; None when the estimate models no generation (no vLLM named, ``use_vllm`` not set)."""
     s, spec, gpu, vllm = e.setup, e.model, e.gpu, e.vllm
-    if vllm is None:
+    generate = vllm is None and e.phases is not None  # GeneratePhases: use_vllm=False
+    if vllm is None and not generate:
         return None
     cap = s.completion_length
     expected = min(cap, expected_completion_length or cap)
     trained = s.batch_size * s.gradient_accumulation_steps
-    sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
-    dtype = compute_dtype(gpu, s)
-    concurrency = max(1, min(vllm.max_num_seqs, int(vllm.max_concurrency)))
-    sleep = bool(e.phases is not None and getattr(e.phases, "sleep_mode", False))
+    if steps_per_generation:
+        sequences = s.batch_size * steps_per_generation
+    else:
+        sequences = max(s.rollout_sequences, trained)  # one generation batch (B x steps per generation)
+    # TRL's old-policy pass: vLLM's importance sampling (default on from TRL 0.23), or a generation batch
+    # that outlives one step's accumulation (planner.specs.versions.trl_old_logprob_pass)
+    old_pass = trl_old_logprob_pass(trl_version, not generate, s.gradient_accumulation_steps,
+                                    sequences // max(1, s.batch_size))
     shape = StepShape(
         matmul_params=matmul_params(spec)[0], num_layers=spec.num_layers, q_dim=spec.q_dim,
-        decode_weight_read_bytes=decode_read_bytes(spec, vllm, False),
-        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype, 1), peak_flops_per_s=gpu.peak_tflops(dtype) * 1e12,
+        decode_weight_read_bytes=0.0, kv_bytes_per_token=0.0,
+        peak_flops_per_s=gpu.peak_tflops(compute_dtype(gpu, s)) * 1e12, fp32_peak_flops_per_s=gpu.peak_tflops("fp32") * 1e12,
         bandwidth_bytes_per_s=gpu.memory_bandwidth_gbs * GB, host_link_bytes_per_s=gpu.pcie_gbs / 2 * GB,
         prompt_tokens=s.prompt_length, completion_tokens=expected, generation_rounds=1, sequences_per_round=sequences,
-        concurrency=concurrency, cuda_graphs=not vllm.enforce_eager, logprob_forwards=1 + (1 if s.reference_logps else 0),
-        sleep=sleep, vllm_weight_bytes=float(vllm.weights_bytes), weight_sync_bytes=float(vllm.weights_bytes),
+        concurrency=sequences, logprob_forwards=(1 if old_pass else 0) + (1 if s.reference_logps else 0),
         reward_seconds_per_completion=reward_seconds_per_completion, completions_per_step=trained,
         generations_per_step=trained / sequences, **trainer_terms(spec, s))
+    if generate:
+        shape = replace(shape, **generate_terms(spec, s))
+    else:
+        assert vllm is not None
+        shape = replace(shape, decode_weight_read_bytes=decode_read_bytes(spec, vllm, False),
+                        kv_bytes_per_token=kv_bytes(spec, vllm.kv_cache_dtype, 1),
+                        concurrency=max(1, min(vllm.max_num_seqs, int(vllm.max_concurrency))),
+                        cuda_graphs=not vllm.enforce_eager, sleep=bool(getattr(e.phases, "sleep_mode", False)),
+                        vllm_weight_bytes=float(vllm.weights_bytes), weight_sync_bytes=float(vllm.weights_bytes))
     return step_time(shape, assumptions=time_assumptions(expected, cap, reward_seconds_per_completion))
 
 

@@ -489,6 +489,15 @@ class TrlFacts:
     # TRL refuses use_liger_kernel with a PEFT adapter on lm_head from 1.9.0 (1.9.0 grpo_trainer.py:796,
     # 1.14.2 :827; absent in the 1.5.0 wheel); before, the adapter on the head is silently never trained
     liger_refuses_lm_head_adapter: bool = False
+    # When GRPO runs the old policy's log-prob pass (old_per_token_logps, a no-grad forward over the
+    # generation batch), num_iterations = 1: "num_iterations" never (0.16.0 grpo_trainer.py:743, 0.17.0
+    # :1004: only num_iterations > 1); "steps_per_generation" when steps_per_generation > accumulation
+    # (0.18.0 :1132); "accumulation_multiple" when the accumulation is not a multiple of
+    # steps_per_generation (0.20.0 :1619, 0.22.0 :1331, 1.16.0 :2642-2644); see trl_old_logprob_pass
+    old_logps_rule: str = "num_iterations"
+    # ... and always when vLLM generates with vllm_importance_sampling_correction (default True): from
+    # 0.23.0 (grpo_config.py:601-602, grpo_trainer.py:1371-1374; absent in the 0.22.0 wheel)
+    importance_sampling: bool = False
     note: str = ""
 
     @property
@@ -523,11 +532,13 @@ _TRL_CHANGES = (
     # `vllm>=0.10.0` (0.21.0-0.23.0); no upper bound and no check in trl/import_utils.py there
     ("0.17.0", dict(liger_head="liger", liger_field="use_liger_loss", note="read: 0.17.0 wheel")),
     ("0.18.0", dict(colocate_supported=True, vllm_gpu_memory_utilization_default=0.3, vllm_min="0.8.3",
+                    old_logps_rule="steps_per_generation",
                     note="read: 0.18.0 wheel (METADATA vllm>=0.8.3)")),
     ("0.19.0", dict(max_num_batched_tokens=4096)),
-    ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation", logprob_entropy=True)),
+    ("0.20.0", dict(max_num_seqs_multiplier="steps_per_generation", logprob_entropy=True,
+                    old_logps_rule="accumulation_multiple")),
     ("0.21.0", dict(vllm_min="0.10.0", note="read: 0.21.0-0.23.0 wheels (METADATA vllm>=0.10.0)")),
-    ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1)),
+    ("0.23.0", dict(sleep_mode_supported=True, sleep_level=1, importance_sampling=True)),
     # 0.24.0 trl/import_utils.py:90 warns unless vLLM == 0.10.2 (METADATA vllm==0.10.2)
     ("0.24.0", dict(vllm_min="0.10.2", vllm_max="0.10.2", processed_logprobs=True,
                     note="read: 0.24.0 wheel (import_utils.py:90)")),
@@ -600,6 +611,21 @@ def _trl_facts(version: str) -> TrlFacts:
                            f"{TRL_OLDEST_KNOWN} to 1.16.x")
     first, kw = row
     return TrlFacts(release=_fmt(v), first=_fmt(first), **kw)
+
+
+def trl_old_logprob_pass(trl_version: str | None, use_vllm: bool, accumulation: int,
+                         steps_per_generation: int) -> bool:
+    """Whether GRPO runs the old policy's log-prob pass (num_iterations = 1; ``TrlFacts.old_logps_rule``
+    and ``importance_sampling``): vLLM's importance-sampling correction from 0.23.0, else only where a
+    generation batch outlives one optimizer step's accumulation."""
+    facts = trl_facts(trl_version)
+    if use_vllm and facts.importance_sampling:
+        return True
+    if facts.old_logps_rule == "accumulation_multiple":
+        return accumulation % max(1, steps_per_generation) != 0
+    if facts.old_logps_rule == "steps_per_generation":
+        return steps_per_generation > accumulation
+    return False
 
 
 def trl_max_num_seqs(per_device_train_batch_size: int, steps_per_generation: int,

@@ -25,6 +25,13 @@ NF4_DEQUANT_BYTES_PER_WEIGHT = 4.5
 # An eager (no CUDA graph) decode step launches every layer's kernels from Python: about ten kernels
 # of ~5 us each per layer (stated order of magnitude, not fitted). CUDA graphs replay them at once.
 EAGER_LAUNCH_SECONDS_PER_LAYER = 5e-5
+# transformers' eager ``generate`` (no vLLM): the host's seconds per decode step, per decoder layer and
+# per step (the generation loop, embedding, head, sampling), measured by benchmarks/generate_overhead.py
+# (results/generate_overhead.txt: a tiny random Qwen2 on the CPU, torch 2.13, transformers 5.24; a lower
+# bound on a GPU, where every op also pays its CUDA launch). The GPU runs behind the host, so a step takes
+# the larger of the two (:func:`generate_wave_seconds`).
+GENERATE_SECONDS_PER_LAYER = 2.6e-4
+GENERATE_SECONDS_PER_STEP = 3.5e-4
 # One small all-reduce's latency (NCCL ring on one node, stated order of magnitude, not fitted).
 ALLREDUCE_LATENCY_SECONDS = 1e-5
 
@@ -67,6 +74,21 @@ def decode_wave_seconds(batch: int, completion_tokens: float, prompt_tokens: flo
     return max(read, compute) + steps * step_overhead_seconds
 
 
+def generate_wave_seconds(batch: int, completion_tokens: float, prompt_tokens: float, weight_read_bytes: float,
+                          kv_bytes_per_token: float, flops_per_token: float, bandwidth_bytes_per_s: float,
+                          peak_flops_per_s: float, bandwidth_efficiency: float, mfu: float,
+                          num_layers: int) -> float:
+    """transformers' eager ``generate`` of ``batch`` sequences at once (TRL without vLLM: no waves, no
+    CUDA graphs): per token step the GPU reads the weights and the batch's cache as in
+    :func:`decode_wave_seconds` (no fixed engine cost), while the host launches every layer's ops
+    one after the other (:data:`GENERATE_SECONDS_PER_LAYER`, :data:`GENERATE_SECONDS_PER_STEP`); the
+    GPU runs behind the host, so the wave takes the larger of the two."""
+    gpu = decode_wave_seconds(batch, completion_tokens, prompt_tokens, weight_read_bytes, kv_bytes_per_token,
+                              flops_per_token, bandwidth_bytes_per_s, peak_flops_per_s, bandwidth_efficiency, mfu)
+    host = completion_tokens * (num_layers * GENERATE_SECONDS_PER_LAYER + GENERATE_SECONDS_PER_STEP)
+    return max(gpu, host) if batch > 0 else 0.0
+
+
 def wave_sizes(sequences: int, concurrency: int) -> list[int]:
     """The batches vLLM decodes one after the other: ``concurrency`` at a time, the rest last."""
     if sequences <= 0:
@@ -95,6 +117,34 @@ def training_flops(tokens: float, flops_per_token: float, full_finetune: bool, r
     backward = 2.0 if full_finetune else 1.0
     forwards = 1 + (1 if recompute else 0) + extra_forwards
     return tokens * flops_per_token * (forwards + backward)
+
+
+LIGER_HEADS = ("liger", "chunked", "liger-seq")  # planner.memory.logprob_head.LIGER_HEADS (the layers below)
+
+
+def head_flops(head: str, tokens: float, head_params: float, trainable: bool) -> tuple[float, float]:
+    """The LM head's forward and backward over ``tokens`` completion tokens when a chunked loss takes
+    it over (``use_liger_kernel``; planner.memory.logprob_head), as ``(FLOPs in the compute dtype, FLOPs
+    in fp32)``; ``2 x tokens x head_params`` per matmul. Read from the code, not measured:
+
+    - ``liger-seq`` (liger-kernel < 0.8): ``torch.func.grad_and_value`` per sequence (0.7.0
+      chunked_loss/fused_linear_ppo.py:126-149, ``argnums=(0, 1)``): the forward, the input gradient and
+      the weight gradient, trainable or not, in the compute dtype: ``6 x tokens x h x V``, no more;
+    - ``liger`` (liger-kernel >= 0.8, TRL 0.17-1.13) and ``chunked`` (TRL 1.14): the forward keeps only
+      the log-normaliser and the backward recomputes each tile's logits (liger_kernel 0.8.5
+      fused_linear_ppo.py:49 and :114; TRL 1.14.0 utils.py:1610), both in the compute dtype; then the
+      input gradient, and the weight gradient when the head trains, as fp32 matmuls of fp32 tiles
+      (``grad_logits @ weight.float()``: 0.8.5 :127 and :129; 1.14.0 utils.py:1649 and :1651): ``4 x
+      tokens x h x V`` at the compute dtype's peak and ``2`` or ``4 x tokens x h x V`` at fp32's;
+    - any other head (``fused``, ``plain``): none here; the 6N rule over every token counts it (TRL 1.16's
+      fused head also recomputes its tiles and accumulates the gradients in fp32 on tensor cores,
+      trl/kernels/chunked_logprob.py:52-62 and :425: the 6N rule's passes with checkpointing)."""
+    per = 2.0 * tokens * head_params
+    if head == "liger-seq":
+        return 3 * per, 0.0
+    if head in ("liger", "chunked"):
+        return 2 * per, (2 if trainable else 1) * per
+    return 0.0, 0.0
 
 
 def dequant_seconds(matmul_passes: int, quantised_weights: float, bandwidth_bytes_per_s: float,

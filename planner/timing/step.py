@@ -7,6 +7,8 @@ runs them:
 - ``generation``: per generation round, the prompts' prefill (compute-bound) and the decode waves
   (bandwidth-bound: each token step reads the weights and the running batch's KV cache; more
   sequences than the engine's concurrency decode in several waves; eager mode adds launch overhead);
+  without vLLM (``generator="transformers"``) the whole generation batch at once in transformers'
+  eager ``generate``, bounded by the host's per-layer launches (planner.timing.phases.generate_wave_seconds);
 - ``reward``: the reward functions' seconds per completion;
 - ``sleep_wake``, ``weight_sync``: vLLM's sleep mode and the weights loaded into it;
 - ``logprob``: the reference / old-policy forward passes (when GRPO computes them);
@@ -49,6 +51,7 @@ class StepShape:
     cuda_graphs: bool = True
     tensor_parallel_size: int = 1
     decode_peak_flops_per_s: float = 0.0  # 0: the trainer's
+    generator: str = "vllm"  # vllm | transformers (use_vllm=False: eager generate of the whole batch at once)
     # training
     trained_sequences: int = 0  # sequences per optimizer step (all micro-batches)
     micro_batch: int = 1
@@ -59,6 +62,9 @@ class StepShape:
     param_bytes: float = 2.0
     grad_bytes: float = 2.0
     state_bytes: float = 8.0
+    logprob_head: str = "fused"  # a Liger head (liger, chunked, liger-seq) replaces the head's 6N share
+    head_params: float = 0.0  # the LM head's vocab x hidden (counted in matmul_params)
+    fp32_peak_flops_per_s: float = 0.0  # the fp32 gradient matmuls of the liger / chunked heads (0: the compute dtype's)
     # vLLM hand-over
     sleep: bool = False
     vllm_weight_bytes: float = 0.0  # moved out and back by sleep mode
@@ -111,18 +117,36 @@ def flops_per_token(s: StepShape, context_tokens: float) -> float:
 
 
 def generation_seconds(s: StepShape, eff: Efficiency) -> float:
-    """Every generation round's prefill and decode waves."""
+    """Every generation round's prefill and decode waves (vLLM), or its prefill and one eager
+    ``generate`` of the whole batch (transformers)."""
     decode_peak = s.decode_peak_flops_per_s or s.peak_flops_per_s
     prefill_fpt = flops_per_token(s, s.prompt_tokens / 2)
     decode_fpt = flops_per_token(s, s.prompt_tokens + s.completion_tokens / 2)
     overhead = (eff.decode_step_seconds + ph.eager_step_seconds(s.num_layers, s.cuda_graphs)
                 + ph.tp_step_seconds(s.num_layers, s.tensor_parallel_size))
     per_round = ph.prefill_seconds(s.sequences_per_round, s.prompt_tokens, prefill_fpt, decode_peak, eff.mfu)
+    if s.generator == "transformers":
+        return s.generation_rounds * (per_round + ph.generate_wave_seconds(
+            s.sequences_per_round, s.completion_tokens, s.prompt_tokens, s.decode_weight_read_bytes,
+            s.kv_bytes_per_token, decode_fpt, s.bandwidth_bytes_per_s, decode_peak, eff.bandwidth_efficiency,
+            eff.mfu, s.num_layers))
     for batch in ph.wave_sizes(s.sequences_per_round, s.concurrency):
         per_round += ph.decode_wave_seconds(batch, s.completion_tokens, s.prompt_tokens, s.decode_weight_read_bytes,
                                             s.kv_bytes_per_token, decode_fpt, s.bandwidth_bytes_per_s, decode_peak,
                                             eff.bandwidth_efficiency, eff.mfu, overhead)
     return s.generation_rounds * per_round
+
+
+def head_seconds(s: StepShape, eff: Efficiency, tokens: float) -> float:
+    """A Liger head's time less the head's share the 6N rule counted over all ``tokens`` (0 for the
+    other heads): the chunked loss over the completion tokens (planner.timing.phases.head_flops)."""
+    if s.logprob_head not in ph.LIGER_HEADS or s.head_params <= 0:
+        return 0.0
+    counted = ph.training_flops(tokens, 2.0 * s.head_params, s.full_finetune, s.recompute, 0)
+    low, fp32 = ph.head_flops(s.logprob_head, s.trained_sequences * s.completion_tokens, s.head_params,
+                              s.full_finetune)
+    return ((low - counted) / (s.peak_flops_per_s * eff.mfu)  # may be negative: the rule counted more
+            + ph.compute_seconds(fp32, s.fp32_peak_flops_per_s or s.peak_flops_per_s, eff.mfu))
 
 
 def training_phases(s: StepShape, eff: Efficiency) -> dict[str, float]:
@@ -134,6 +158,7 @@ def training_phases(s: StepShape, eff: Efficiency) -> dict[str, float]:
     logprob = ph.compute_seconds(tokens * fpt * s.logprob_forwards, s.peak_flops_per_s, eff.mfu)
     train = ph.compute_seconds(ph.training_flops(tokens, fpt, s.full_finetune, s.recompute, 0),
                                s.peak_flops_per_s, eff.mfu)
+    train += head_seconds(s, eff, tokens)
     train_passes = 1 + (1 if s.recompute else 0) + 1  # forward, recompute, backward (activation grads)
     logprob += ph.dequant_seconds(micro_batches * s.logprob_forwards, s.quantised_weights,
                                   s.bandwidth_bytes_per_s, eff.bandwidth_efficiency)
