@@ -112,6 +112,16 @@ class PhasePeaks:
                 return p
         raise KeyError(name)
 
+    def __getitem__(self, name: str) -> Phase:
+        return self.phase(name)
+
+    def _phases_and_peak(self) -> dict:
+        """Every phase's dict, the peak and the binding phase: what each ``to_dict`` starts from."""
+        d: dict = {p.name: p.to_dict() for p in self.phases}
+        d["peak_bytes"] = self.peak_bytes
+        d["binding_phase"] = self.binding_phase
+        return d
+
 
 # -- the blocks --------------------------------------------------------------------------------
 
@@ -187,13 +197,8 @@ class ColocatedPhases(PhasePeaks):
     other_setting_peaks: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def __getitem__(self, name: str) -> Phase:
-        return self.phase(name)
-
     def to_dict(self) -> dict:
-        d: dict = {p.name: p.to_dict() for p in self.phases}
-        d["peak_bytes"] = self.peak_bytes
-        d["binding_phase"] = self.binding_phase
+        d = self._phases_and_peak()
         d["sleep_mode"] = self.sleep_mode
         chosen = {p.name: {"peak_bytes": p.peak_bytes} for p in self.phases if p.name in ("generation", "training")}
         other = {k: {"peak_bytes": v} for k, v in self.other_setting_peaks.items()}
@@ -210,13 +215,8 @@ class GeneratePhases(PhasePeaks):
     warnings: tuple[str, ...] = ()
     sleep_mode: bool = False  # no vLLM to put to sleep
 
-    def __getitem__(self, name: str) -> Phase:
-        return self.phase(name)
-
     def to_dict(self) -> dict:
-        d: dict = {p.name: p.to_dict() for p in self.phases}
-        d["peak_bytes"] = self.peak_bytes
-        d["binding_phase"] = self.binding_phase
+        d = self._phases_and_peak()
         d["generation_backend"] = "transformers"
         return d
 
