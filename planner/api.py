@@ -29,7 +29,7 @@ from .report.assumptions import assumptions, reserve_entry, unsloth_assumptions
 from .report.changes import CHANGE_KEYS, plan_changes
 from .report.hints import to_python
 from .report.next_steps import next_steps, unsloth_steps
-from .search.estimation import default_logprob_head, resolve_request
+from .search.estimation import default_logprob_head, resolve_request, trl_steps_per_generation
 from .search.loop import runners_up
 from .search.margins import MEMORY_MODEL_MARGIN, coverage_margin
 from .search.request import (
@@ -407,7 +407,7 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
                     server_tensor_parallel_size: int | None = None, server_data_parallel_size: int = 1,
                     server_gpu_memory_utilization: float = TRL_SERVE_DEFAULT_UTILIZATION,
                     server_host: str | None = None, server_port: int = TRL_SERVE_DEFAULT_PORT,
-                    per_device_train_batch_size: int = 1, steps_per_generation: int = 1,
+                    per_device_train_batch_size: int = 1, steps_per_generation: int | None = None,
                     gradient_accumulation_steps: int | None = None, num_generations: int = 8,
                     max_prompt_length: int = 256, max_completion_length: int = 512,
                     vllm_gpu_memory_utilization: float = 0.3, vllm_enable_sleep_mode: bool = False,
@@ -423,20 +423,19 @@ def estimate_layout(model: str | ModelSpec, gpu: GpuArg = "H100-80GB", num_gpus:
                     batch_size: int | None = None, prompt_length: int | None = None,
                     completion_length: int | None = None, sleep_mode: bool | None = None,
                     reserve_gib: float | None = None, use_liger_kernel: bool = False) -> Plan:
-    """Per-GPU memory of one fixed multi-GPU setup, no search (``plan estimate --num-gpus``).
-
-    The layout is given (``colocate`` or ``server``, the engine, TP / server split), so are the
-    batch, steps per generation, lengths and utilisations; the :class:`Plan`'s ``fits`` says
-    whether every GPU stays under the margin. The keywords are :func:`planner.estimate`'s, TRL's
-    names (``batch_size``, ``prompt_length``, ``completion_length``, ``sleep_mode`` and ``lora_rank``
-    are older names of the same settings). What a fixed layout does not model is refused, one line
+    """Per-GPU memory of one fixed multi-GPU setup, no search (``plan estimate --num-gpus``): the layout
+    (``colocate`` or ``server``, the engine, TP / server split), batch, steps per generation, lengths and
+    utilisations are given; the :class:`Plan`'s ``fits`` says whether every GPU stays under the margin.
+    The keywords are :func:`planner.estimate`'s, TRL's names (``batch_size``, ``prompt_length``,
+    ``completion_length``, ``sleep_mode``, ``lora_rank``: older names). What a fixed layout does not model is refused, one line
     each, as from the CLI: ``vllm_max_model_length`` (vLLM's length is prompt + completion here),
     ``vllm_quantization``, ``vllm_max_num_seqs``, ``vllm_max_num_batched_tokens``,
     ``vllm_enforce_eager``, ``completion_lengths="fixed"``, and a ``gradient_accumulation_steps``
-    other than ``steps_per_generation`` (a plan runs one generation per optimizer step). On one GPU
-    (colocated) ``vllm_max_model_length`` is honoured (`plan check --config` evaluates a file with it).
+    other than ``steps_per_generation`` (one generation per optimizer step; either given alone sets the
+    other, as in TRL). On one GPU (colocated) ``vllm_max_model_length`` is honoured (`plan check --config`).
     ``reserve_gib`` and ``use_liger_kernel``: as in :func:`plan`."""
     gpu = with_reserve(gpu, reserve_gib)
+    steps_per_generation = trl_steps_per_generation(steps_per_generation, gradient_accumulation_steps)
     problems: list[str] = []
     B = one_setting(problems, "per_device_train_batch_size", per_device_train_batch_size, "batch_size", batch_size, 1)
     P = one_setting(problems, "max_prompt_length", max_prompt_length, "prompt_length", prompt_length, 256)

@@ -186,13 +186,29 @@ def test_rollout_turns_refusal_is_one_line_from_every_entry_point(capsys):
     (["--vllm-enforce-eager"], dict(vllm_enforce_eager=True)),
     (["--vllm-max-model-length", "4096"], dict(vllm_max_model_length=4096)),
     (["--completion-lengths", "fixed"], dict(completion_lengths="fixed")),
-    (["--gradient-accumulation-steps", "4"], dict(gradient_accumulation_steps=4)),
+    (["--gradient-accumulation-steps", "4", "--steps-per-generation", "2"],
+     dict(gradient_accumulation_steps=4, steps_per_generation=2)),
 ])
 def test_what_a_layout_cannot_honour_is_refused_alike(capsys, flags, keywords):
     cli = _cli_error(capsys, ["estimate", "--model", SMALL, "--gpu", "L4", "--num-gpus", "2", *flags])
     with pytest.raises(InvalidSetupError) as info:
         planner.estimate_layout(SMALL, "L4", 2, **keywords)
     assert len(cli) == 1 and str(info.value) == to_python(cli[0])
+
+
+def test_steps_per_generation_follows_the_accumulation_as_in_trl(capsys):
+    # TRL's GRPOConfig: steps_per_generation unset = gradient_accumulation_steps (one generation per optimizer
+    # step), so vLLM is sized for batch x 4 sequences; the CLI, planner.estimate and estimate_layout alike
+    flags = ["estimate", "--model", SMALL, "--gpu", "L4", "--gradient-accumulation-steps", "4", "--json"]
+    assert main([*flags, "--vllm-gpu-memory-utilization", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out)["vllm"]["max_num_seqs"] == 4
+    assert planner.estimate(SMALL, "L4", gradient_accumulation_steps=4, vllm_gpu_memory_utilization=0.3
+                            ).vllm.max_num_seqs == 4
+    assert main([*flags, "--num-gpus", "2"]) == 0
+    cli = json.loads(capsys.readouterr().out)["config"]
+    api = planner.estimate_layout(SMALL, "L4", 2, gradient_accumulation_steps=4).config
+    assert cli["generation_batch_size"] == api["generation_batch_size"] == 1 * 4 * 2
+    assert cli["gradient_accumulation_steps"] == api["gradient_accumulation_steps"] == 4
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"num_gpus": 2}, {"runtime": "unsloth"}])

@@ -102,7 +102,7 @@ def add_arguments(p) -> None:
                    help="the prompt length a batch pads to (TRL pads each batch to its longest prompt): the trainer "
                         "is estimated at it, vLLM's length keeps --prompt-length (default: --prompt-length)")
     g.add_argument(*spellings("steps_per_generation"), type=int, default=None,
-                   help="(default: 1; with --config, TRL's: generation_batch_size / (batch x GPUs), else "
+                   help="(default: TRL's: a --config file's generation_batch_size / (batch x GPUs), else "
                         "gradient_accumulation_steps)")
     g.add_argument(*spellings("gradient_accumulation_steps"), type=int, default=None,
                    help="> 1: later micro-batches hold the earlier ones' gradients (default: 1)")
@@ -171,7 +171,7 @@ def with_config(args) -> tuple[argparse.Namespace, tuple[str, ...]]:
     if cfg is not None:
         trl_rules(out, values, cfg.path)
     if out.steps_per_generation is None:
-        out.steps_per_generation = _steps_per_generation(out, values) if cfg else 1
+        out.steps_per_generation = _steps_per_generation(out, values)
     if cfg is None:
         return out, ()
     left = [(keys[0], ours, trl) for keys, flag, ours, trl in NOT_TRL_DEFAULTS
@@ -227,7 +227,8 @@ def _steps_per_generation(args, values: dict):
     if args.layout == "server":
         world -= args.server_gpus or 1
     if n is None or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (n, B, world)):
-        return args.gradient_accumulation_steps
+        ga = args.gradient_accumulation_steps  # 1 where it is itself bad input (reported once, as itself)
+        return ga if isinstance(ga, int) and ga > 0 else 1
     if n % (B * world):
         raise InvalidSetupError(f"--config {args.config}: generation_batch_size {n} is not a multiple of "
                                 f"per_device_train_batch_size {B} x {world} training GPU(s) (TRL's rule)")

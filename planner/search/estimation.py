@@ -139,7 +139,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
              lora_target_modules: Sequence[str] | str | None = None,
              optim: Optim | Literal["trl-default"] = "adamw_8bit", gradient_checkpointing: bool = True,
              per_device_train_batch_size: int = 1, max_prompt_length: int = 256, max_completion_length: int = 512,
-             steps_per_generation: int = 1, gradient_accumulation_steps: int = 1, num_generations: int | None = None,
+             steps_per_generation: int | None = None, gradient_accumulation_steps: int = 1,
+             num_generations: int | None = None,
              logprob_head: LogprobHead | None = None, expandable_segments: bool | None = None,
              calibration: Any = "auto", vllm_gpu_memory_utilization: float | None = None,
              vllm_enable_sleep_mode: bool = False, vllm_max_model_length: int | None = None,
@@ -163,7 +164,7 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
     (prompt + completion beyond the context, ``vllm_max_model_length`` below the sequence or beyond the
     context, int8 weights with colocated vLLM). ``num_generations`` is checked (GRPO needs 2); one
     GPU's memory does not depend on it (vLLM generates ``per_device_train_batch_size x
-    steps_per_generation`` completions per generation).
+    steps_per_generation`` completions per generation; None: TRL's ``gradient_accumulation_steps``).
 
     ``weights="trl-default"`` models a run that names no dtype (``GRPOTrainer(model="org/name")``
     without ``model_init_kwargs``): what that TRL and transformers release loads (float32 in TRL
@@ -198,7 +199,8 @@ def estimate(model: str | ModelSpec, gpu: str | GpuSpec = "H100-80GB", *,
         raise InvalidSetupError("\n".join(problems))
     fixed = FixedSetup(
         weights=weights, finetune=finetune, lora_target_modules=lora_target_modules, optim=optim,
-        gradient_checkpointing=gradient_checkpointing, steps_per_generation=steps_per_generation,
+        gradient_checkpointing=gradient_checkpointing,
+        steps_per_generation=trl_steps_per_generation(steps_per_generation, gradient_accumulation_steps),
         gradient_accumulation_steps=gradient_accumulation_steps, num_generations=num_generations,
         logprob_head=logprob_head, use_liger_kernel=use_liger_kernel, expandable_segments=expandable_segments,
         calibration=calibration, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
@@ -268,6 +270,15 @@ def fixed_problems(model: str | ModelSpec, gpu: str | GpuSpec, fixed: FixedSetup
         vllm_max_num_batched_tokens=f.vllm_max_num_batched_tokens, vllm_enforce_eager=f.vllm_enforce_eager,
         vllm_quantization=f.vllm_quantization, rollout_turns=f.rollout_turns) + no_vllm_problems(f) + \
         typical_prompt_problems(f.typical_prompt_length, f.max_prompt_length), req
+
+
+def trl_steps_per_generation(steps_per_generation: Any, gradient_accumulation_steps: Any) -> Any:
+    """TRL's GRPOConfig default for an unset ``steps_per_generation``: one generation per optimizer step
+    (``gradient_accumulation_steps``; 1 where that is itself bad input, which is reported once)."""
+    if steps_per_generation is not None:
+        return steps_per_generation
+    ok = isinstance(gradient_accumulation_steps, int) and not isinstance(gradient_accumulation_steps, bool)
+    return gradient_accumulation_steps if ok and gradient_accumulation_steps > 0 else 1
 
 
 def no_vllm_problems(f: FixedSetup) -> list[str]:
