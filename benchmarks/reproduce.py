@@ -85,6 +85,8 @@ REGISTRY: tuple[Result, ...] = (
            "planner", 1),
     Result("heldout_fits", (f"{RESULTS}/heldout_fits.txt",), ("python", "benchmarks/heldout_fits.py"), "planner", 12),
     Result("margin_bands", (f"{RESULTS}/margin_bands.txt",), ("python", "benchmarks/margin_bands.py"), "planner", 1),
+    Result("reserve_by_moment", (f"{RESULTS}/reserve_by_moment.txt",), ("python", "benchmarks/reserve_by_moment.py"),
+           "planner", 12),
     Result("trl_notebooks", (f"{RESULTS}/trl_notebooks.txt",), ("python", "benchmarks/trl_notebooks.py"), "planner", 1),
     Result("step_moments", (f"{RESULTS}/step_moments.txt",), ("python", "benchmarks/step_moments.py"), "planner", 1),
     Result("unsloth_reports", (f"{RESULTS}/unsloth_reports.txt",), ("python", "benchmarks/unsloth_reports.py"),
