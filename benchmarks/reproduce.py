@@ -117,6 +117,8 @@ REGISTRY: tuple[Result, ...] = (
            ("python", "benchmarks/trace_new_architectures.py"), "train", 65),
     Result("allocator_replay", (f"{RESULTS}/allocator_replay.txt",), ("python", "benchmarks/allocator_replay.py"),
            "train", 105),
+    Result("allocator_replay_expandable", (f"{RESULTS}/allocator_replay_expandable.txt",),
+           ("python", "benchmarks/allocator_replay_expandable.py"), "train", 150),
     Result("allocator_notebook", (f"{RESULTS}/allocator_notebook.txt", f"{RESULTS}/allocator_notebook.jsonl"),
            ("python", "benchmarks/allocator_notebook.py"), "train", 55),
     Result("trace_vs_measured", (f"{RESULTS}/trace_vs_measured.txt",), ("python", "benchmarks/trace_vs_measured.py"),
