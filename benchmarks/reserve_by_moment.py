@@ -100,15 +100,36 @@ def splits(rows: list[tuple[dict, float]]) -> list[str]:
     return out
 
 
+def parts_by_model(rows: list[tuple[dict, float, dict]]) -> list[str]:
+    """Where each model's over- or under-prediction sits: the median tensors and reserve parts (MiB) of its
+    checkpointed steps after the first, and its median error (Gemma against the others, issue 23)."""
+    out = ["  where the error sits, checkpointed steps after each model's first (medians; MiB):"]
+    models: dict[tuple, list] = {}
+    for r, e, p in rows:
+        if r["grad_ckpt"] and not r.get("first_step"):
+            models.setdefault((family(r), r["model"], finetune(r), allocator(r)), []).append((e, p))
+    for (fam, model, ft, al), v in sorted(models.items()):
+        out.append(f"    {fam:6s} {model:34s} {ft:5s} {al[:3]:3s} n {len(v)}  "
+                   f"error {statistics.median(e for e, _ in v) * 100:+5.2f}%"
+                   f"  d tensors {statistics.median(p['d_tensors'] for _, p in v):+5.0f}"
+                   f"  d reserve {statistics.median(p['d_reserve'] for _, p in v):+5.0f}"
+                   f"  (reserve measured {statistics.median(p['meas_reserve'] for _, p in v):5.0f},"
+                   f" predicted {statistics.median(p['pred_reserve'] for _, p in v):5.0f})")
+    return out
+
+
 def fit_rows_section() -> tuple[list[str], list[tuple[dict, float]]]:
     res = evaluate_calibration([r for r in load_rows() if r["ok"]])
     lines = ["fit rows (data/calibration, shipped constants; fit-set error vs the README figure "
              "peak_reserved_step + non-PyTorch after load):", HEADER]
-    rows = []
-    for r, _, e in res["ran"]:
-        lines.append(row_line(r, e, parts(r, r["measured_peak_bytes"])))
+    rows, with_parts = [], []
+    for i, (r, _, e) in enumerate(res["ran"]):
+        p = parts(r, r["measured_peak_bytes"])
+        lines.append(row_line(r, e, p))
         rows.append((r, e))
-    return lines + [""] + splits(rows), rows
+        first = i == 0 or (res["ran"][i - 1][0]["model"], res["ran"][i - 1][0]["mode"]) != (r["model"], r["mode"])
+        with_parts.append(({**r, "first_step": first}, e, p))
+    return lines + [""] + splits(rows) + parts_by_model(with_parts), rows
 
 
 def lofo_section() -> list[str]:
@@ -122,13 +143,16 @@ def lofo_section() -> list[str]:
 def heldout_section() -> list[str]:
     res = evaluate_heldout()
     lines = ["held-out steps (benchmarks/results/h100_heldout; error vs the device-level peak after the step):", HEADER]
-    rows = []
+    rows, with_parts = [], []
     for r, _, e, _ in res["ran"]:
-        lines.append(row_line(r, e, parts(r, r["device_used_mib_end"] * MIB)))
+        p = parts(r, r["device_used_mib_end"] * MIB)
+        lines.append(row_line(r, e, p))
         rows.append((r, e))
+        with_parts.append((r, e, p))
     steady = [(r, e) for r, e in rows if not r["first_step"]]
     return (lines + ["", "  every step:"] + splits(rows)
-            + ["  without each model's first step (it creates the optimizer state after backward):"] + splits(steady))
+            + ["  without each model's first step (it creates the optimizer state after backward):"] + splits(steady)
+            + parts_by_model(with_parts))
 
 
 def coverage() -> list[str]:
