@@ -86,3 +86,61 @@ def test_replay_of_traced_steps_reproduces_measured_reserve():
         measured = (r["peak_reserved_step_mib"] - r["peak_alloc_step_mib"]) * MIB
         assert abs(replayed - measured) <= 25 * MIB, (r["grad_ckpt"], replayed / MIB, measured / MIB)
         assert res.steps[0].to_dict()["replayed_reserve_bytes"] == replayed
+
+
+# -- expandable_segments: one growing segment per pool (allocator_sim's module docstring) --------------------
+
+def test_expandable_segments_grow_one_segment_in_20_mib_pages_and_grow_its_free_end_in_place():
+    a = CachingAllocator(expandable_segments=True)
+    a.malloc(1, 30 * MIB)
+    assert a.reserved == 40 * MIB  # two 20 MiB pages
+    a.malloc(2, 5 * MIB)  # the 10 MiB free end serves it: nothing mapped
+    assert a.reserved == 40 * MIB
+    a.malloc(3, 10 * MIB)  # 5 MiB free at the end: one more page, not a segment of its own
+    assert a.reserved == 60 * MIB
+    a.free(1)
+    a.malloc(4, 25 * MIB)  # best fit inside the segment: the 30 MiB hole
+    assert (a.reserved, a.allocated) == (60 * MIB, 40 * MIB)
+
+
+def test_expandable_segments_split_any_remainder_and_keep_small_requests_in_2_mib_pages():
+    a = CachingAllocator(expandable_segments=True)
+    a.malloc("a", 12 * MIB)
+    a.free("a")
+    a.malloc("b", 11 * MIB + 512)  # the default hands the 12 MiB block out whole; here it is split
+    assert a.allocated == 11 * MIB + 512
+    a.malloc("s", 256 * 1024)
+    assert a.reserved == 20 * MIB + 2 * MIB
+
+
+def test_expandable_segments_stay_mapped_until_empty_cache_unmaps_the_free_end():
+    events = [("malloc", 1, 100 * MIB), ("free", 1), ("malloc", 2, 120 * MIB)]
+    default, expandable = replay(events), replay(events, expandable_segments=True)
+    assert default.peak_reserved == 220 * MIB  # a second segment beside the stranded first
+    assert expandable.peak_reserved == 120 * MIB  # the freed 100 MiB grown in place by one page
+    expandable.malloc(3, 10 * MIB)
+    expandable.free(2)
+    expandable.empty_cache()  # the 120 MiB hole is below a live block: it stays mapped
+    assert expandable.reserved == 140 * MIB
+    expandable.free(3)
+    expandable.empty_cache()
+    assert expandable.reserved == 0
+
+
+def test_expandable_fractions_are_the_largest_replayed_ratio_rounded_up():
+    # planner/memory/allocator.py derives them from benchmarks/results/allocator_replay_expandable.txt
+    import math
+    import re
+    from pathlib import Path
+
+    import planner.memory.allocator as al
+
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "allocator_replay_expandable.txt").read_text()
+    largest = {k: float(v) for k, v in re.findall(r"^  (gc|none|full_gc) +n +\d+ +min \S+ +median \S+ +max (\S+)$",
+                                                    text, re.M)}
+    assert set(largest) == {"gc", "none", "full_gc"}
+    assert al.RESERVE_FRACTION_CHECKPOINTED_EXPANDABLE == math.ceil(largest["gc"] * 100) / 100
+    assert al.RESERVE_FRACTION_NOT_CHECKPOINTED_EXPANDABLE == math.ceil(largest["none"] * 100) / 100
+    # the replayed steps measured with the setting: the replay within 20 MiB of the measured reserve
+    scored = re.search(r"steps after the first: median \S+ MiB, range (\S+) to (\S+) MiB", text)
+    assert scored and -20 <= float(scored.group(1)) and float(scored.group(2)) <= 20

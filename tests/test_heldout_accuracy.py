@@ -46,10 +46,14 @@ def test_rows_with_a_peak_above_8_gib_are_within_8_percent(result):
     assert max(abs(e) for e in big) <= 0.08
 
 
-def test_expandable_segments_rows_within_2_percent(result):
+def test_expandable_segments_rows_never_under_predicted_and_within_2_5_percent(result):
+    # the expandable fractions are derived from the allocator's rules replayed on the calibration streams
+    # (planner/memory/allocator.py), safety first; these 10 steps measured with the setting score them
+    # (before: -0.72%..+1.04%; benchmarks/results/reserve_by_moment.txt)
     errs = [e for r, _, e, _ in result["ran"] if r.get("expandable_segments")]
     assert len(errs) == 10
-    assert max(abs(e) for e in errs) <= 0.02
+    assert min(errs) >= 0
+    assert max(errs) <= 0.025
 
 
 def test_gemma2_measured_with_transformers_5_17_ran_sdpa(result):

@@ -83,9 +83,11 @@ COMPLETION_LENGTHS = ("varied", "fixed")
 
 # The moments of one training step, in the order they happen (module docstring).
 MOMENTS = ("forward", "logprob_head", "backward", "clip_grad", "optimizer_step")
-# Where each moment's allocator reserve comes from: ``fitted`` (allocator.py's fitted step reserve,
-# from the transient bytes the step recycles), ``allocator_sim`` (the forward of a later micro-batch
-# under autocast: the fitted reserve or, if larger, the backward's V x h gradient blocks that
+# Where each moment's allocator reserve comes from: ``fitted`` (allocator.py's step reserve from the
+# transient bytes the step recycles: fitted on the default allocator's measured rows; with expandable
+# segments, derived from the allocator's rules replayed on the calibration rows' traced streams),
+# ``allocator_sim`` (the forward of a later micro-batch under autocast: the fitted reserve or, if
+# larger, the backward's V x h gradient blocks that
 # planner/profiler/allocator_sim.py's replay finds free but reserved then), ``bound`` (clipping and
 # the step allocate into the blocks the backward left cached, or into segments of their own: the
 # allocator's segment rounding bounds what they hold beyond their tensors,
