@@ -25,7 +25,11 @@ subject to no fit row being under-predicted by more than 3%.
 
 The other fitted or read-off constants are listed with their fit set and whatever data they were not
 fitted on (:func:`other_constants`): the shipped calibration profiles, the run-level reserve
-fractions, the non-PyTorch process memory, vLLM's non-torch growth and Unsloth's pre-vLLM usage.
+fractions, the non-PyTorch process memory, vLLM's non-torch growth and Unsloth's pre-vLLM usage. The
+README table's later rows (:func:`later_rows`: the expandable-segments reserve fractions, the step-time
+efficiencies, the generate overhead, vLLM's profile-run constants) take their figures from the results files
+of the scripts that fit or derive them (:func:`grab`), not recomputed here; benchmarks/reproduce.py runs this
+script after those files' scripts.
 
 Errors are (predicted - measured) / measured of the trainer's device-level peak of one step (the
 calibration README's figure). Run: python benchmarks/heldout_fits.py (writes
@@ -34,6 +38,7 @@ benchmarks/results/heldout_fits.txt; benchmarks/reproduce.py runs it).
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -263,12 +268,7 @@ def other_constants() -> list[str]:
     cal = evaluate_calibrated()
     runs = evaluate_runs()
     run_errs = [(p - m) / m for r, p, _, m in runs["runs"] if not r.get("heldout")]
-    held = evaluate_heldout()
-    non_torch = []  # a fresh process's non-PyTorch memory after a step vs the predicted context + kernels
-    from planner.memory.process import non_torch_bytes
-    for r, *_ in held["ran"]:
-        measured = (r["device_used_mib_end"] - r["peak_reserved_step_mib"]) * MIB
-        non_torch.append((non_torch_bytes() - measured) / measured)
+    non_torch = non_torch_errors()
     return [
         "shipped calibration profiles (planner/memory/fit.py, calibration.py; benchmarks/build_shipped_calibration.py):",
         f"  fit set: data/calibration's steady rows of each family; fit-set error {summary(fit_errs)}",
@@ -292,6 +292,92 @@ def other_constants() -> list[str]:
         "unsloth_pre_vllm.txt (each run's own figure from its printed utilisation; fit, leave-one-run-out, the KV "
         "cache scored at each)",
     ]
+
+
+def non_torch_errors() -> list[float]:
+    """A fresh process's non-PyTorch memory after a step (device used less reserved) vs the predicted
+    context + kernels, on the held-out H100 steps."""
+    from planner.memory.process import non_torch_bytes
+
+    out = []
+    for r, *_ in evaluate_heldout()["ran"]:
+        measured = (r["device_used_mib_end"] - r["peak_reserved_step_mib"]) * MIB
+        out.append((non_torch_bytes() - measured) / measured)
+    return out
+
+
+# -- figures read from the results files of the scripts that fit them (not recomputed here) ---------------
+
+RESULTS = OUT.parent
+
+
+def grab(name: str, pattern: str) -> re.Match[str]:
+    """The first line of results/``name`` that ``pattern`` matches; a clear stop when none does."""
+    m = re.search(pattern, (RESULTS / name).read_text(), re.MULTILINE)
+    if m is None:
+        raise SystemExit(f"heldout_fits: benchmarks/results/{name} has no line matching {pattern!r}")
+    return m
+
+
+def step_time_row() -> str:
+    """The step-time model's efficiencies (planner/timing/efficiency.py), from step_time.txt."""
+    src = "step_time.txt"
+    shipped = grab(src, r"^fitted on all (\d+): mfu ([\d.]+), bandwidth_efficiency ([\d.]+), "
+                        r"decode_step_seconds ([\d.]+);")
+    fit = grab(src, r"^fit-set: median ([\d.]+), worst ([\d.]+)$")
+    held = grab(src, r"^held-out \(leave-one-out\): median ([\d.]+), worst ([\d.]+)$")
+    n = shipped[1]
+    return (f"| step time: efficiencies (timing/efficiency.py: mfu {shipped[2]}, bandwidth {shipped[3]}, "
+            f"{float(shipped[4]) * 1000:g} ms per decode step) | the {n} Unsloth runs' progress lines "
+            f"(data/unsloth; T4, L4, RTX 4090, A100) | {n}: median {fit[1]}x, worst {fit[2]}x "
+            f"(max of predicted/measured and its inverse) | leave one run out (each run predicted by a refit on "
+            f"the other {int(n) - 1}) | {n}: median {held[1]}x, worst {held[2]}x | {src} |")
+
+
+def expandable_row() -> str:
+    """The expandable-segments reserve fractions (memory/allocator.py): derived from the allocator replay
+    of the calibration rows' traced steps, scored on the steps measured with the setting."""
+    rep, mom = "allocator_replay_expandable.txt", "reserve_by_moment.txt"
+    gc = grab(rep, r"^  gc +n +(\d+) +min (-?[\d.]+) +median (-?[\d.]+) +max (-?[\d.]+)$")
+    none = grab(rep, r"^  none +n +(\d+) +min (-?[\d.]+) +median (-?[\d.]+) +max (-?[\d.]+)$")
+    replay = grab(rep, r"^expandable replay - measured, (\d+) steps after the first: median (-?\d+) MiB, "
+                       r"range (-?\d+) to ([+-]?\d+) MiB")
+    # the held-out steps' section of reserve_by_moment.txt: its first "expandable" line with steps in it
+    step = grab(mom, r"^    expandable +n +([1-9]\d*) +worst under +([+-][\d.]+)% +worst over +([+-][\d.]+)%")
+    worst = max(abs(float(step[2])), abs(float(step[3])))
+    return (f"| expandable-segments reserve fractions (allocator.py: checkpointed "
+            f"{al.RESERVE_FRACTION_CHECKPOINTED_EXPANDABLE:.2f}, not {al.RESERVE_FRACTION_NOT_CHECKPOINTED_EXPANDABLE:.2f}, "
+            f"intercept {al.RESERVE_BASE_BYTES_EXPANDABLE // MIB} MiB) | derived, not measured: every calibration "
+            f"row's traced step replayed with the setting's rules, (replay - intercept) / recycled bytes after each "
+            f"family's first step, the largest rounded up | checkpointed {gc[1]}: {gc[2]} to {gc[4]}; not "
+            f"checkpointed {none[1]}: {none[2]} to {none[4]} | the {step[1]} steps measured with expandable "
+            f"segments (h100_heldout/expandable.json, one model: Qwen2.5-1.5B LoRA) | step model {step[1]}: max "
+            f"\\|e\\| {worst:.1f}%, worst under {step[2]}%; the reserve, {replay[1]} steps after the first: "
+            f"replayed - measured {replay[3]} to {replay[4]} MiB | {rep}, {mom} |")
+
+
+def generate_row() -> str:
+    """transformers' eager generate overhead (timing/phases.py): measured on the CPU, never scored on a GPU."""
+    from planner.timing.phases import GENERATE_SECONDS_PER_LAYER, GENERATE_SECONDS_PER_STEP
+
+    return (f"| step time: transformers generate overhead without vLLM (timing/phases.py: "
+            f"{GENERATE_SECONDS_PER_LAYER * 1e6:.0f} us per layer + {GENERATE_SECONDS_PER_STEP * 1e3:.2f} ms per "
+            f"decode step) | measured on the CPU: a tiny random Qwen2, 1 thread (benchmarks/generate_overhead.py) "
+            f"| not scored (its own measurement; the timings vary by machine) | none: not scored on a GPU run, "
+            f"where it is a lower bound (each op's CUDA launch is not in it) | unmeasured | generate_overhead.txt |")
+
+
+def vllm_profile_row() -> str:
+    """vLLM's profile-run constants (specs/versions.py), fitted to v0.19 H100 logs."""
+    from planner.specs.versions import vllm_facts
+
+    f = vllm_facts("0.19.0")  # the release they were fitted to (later releases assumed the same)
+    return (f"| vLLM profile run (specs/versions.py: sampler {f.sampler_bytes_per_logit:g} B per logit, "
+            f"{f.activation_fixed_bytes // MIB} MiB fixed; CUDA graphs {f.cudagraph_bytes_per_graph_layer // 1024} "
+            f"KiB per graph per layer) | vLLM 0.19 H100 logs (docs/vllm-memory.md 1.3, 8.4; the graph constant: one "
+            f"Llama-3.1-8B capture) | not scored in a results file | none apart: the sampler and fixed terms sit "
+            f"inside the Unsloth row's vLLM KV errors; the graph constant in none (the Unsloth runs' vLLM releases, "
+            f"before 0.20, do not take the graph pool from the KV budget) | unmeasured | specs/versions.py |")
 
 
 def pct(errs) -> tuple[str, str]:
@@ -348,6 +434,23 @@ def accuracy_table(rows: list[dict]) -> list[str]:
         f"| trl_notebooks.txt |",
         "| vLLM's non-torch growth | vLLM 0.19 logs | not scored | none | unmeasured | docs/vllm-memory.md |",
         unsloth_row(),
+        *later_rows(cell),
+    ]
+
+
+def later_rows(cell) -> list[str]:
+    """The rows of the constants fitted or derived after the table was first written."""
+    from planner.memory.process import CUDA_CONTEXT_BYTES, KERNEL_MODULES_BYTES
+
+    return [
+        f"| non-PyTorch process memory (process.py: CUDA context {CUDA_CONTEXT_BYTES // MIB} MiB + kernels "
+        f"{KERNEL_MODULES_BYTES // MIB} MiB) | data/calibration (the env row's bare context; models measured after "
+        f"the first) | not scored | fresh processes of the held-out H100 steps (device used after a step less "
+        f"reserved) | {cell(non_torch_errors())} | heldout_fits.txt |",
+        expandable_row(),
+        step_time_row(),
+        generate_row(),
+        vllm_profile_row(),
     ]
 
 
@@ -360,12 +463,14 @@ def unsloth_row() -> str:
     kv = [r for r in runs if r["kv_reported"]]
     fit = [(r["model_used"] - r["own_used"]) / MIB for r in runs]
     loo = [(r["loo_used"] - r["own_used"]) / MIB for r in runs]
+    h_meas, h_model = upv.h100_context()
     return (f"| Unsloth pre-vLLM usage (CUDA context: fixed + bytes per resident thread) | the {len(runs)} "
             f"Unsloth runs' own figures (from their printed utilisations) | max \\|e\\| "
             f"{max(map(abs, fit)):.0f} MiB; vLLM KV cache, {len(kv)}: max \\|e\\| "
             f"{pct([r['kv_model'] for r in kv])[0]} | leave one run out; H100 calibration env row | "
             f"max \\|e\\| {max(map(abs, loo)):.0f} MiB; vLLM KV cache, {len(kv)}: max \\|e\\| "
-            f"{pct([r['kv_loo'] for r in kv])[0]} | unsloth_pre_vllm.txt |")
+            f"{pct([r['kv_loo'] for r in kv])[0]}; H100 bare context {h_meas / MIB:.0f} MiB measured, "
+            f"{h_model / MIB:.0f} modelled ({(h_model - h_meas) / h_meas * 100:+.1f}%) | unsloth_pre_vllm.txt |")
 
 
 def main() -> None:
