@@ -28,10 +28,10 @@ leave-one-family-out rows).
 
 The Unsloth runtime (``runtime="unsloth"``, planner/runtimes/unsloth.py) has its own memory
 model and its own band, :data:`RUNTIME_MARGIN`: 5%. It is not derived from data the way the two
-above are: no peak of a real Unsloth run is measured. What is measured is vLLM's side of 7 shared
-runs (shared/unsloth/unsloth-reports.jsonl, benchmarks/unsloth_reports.py): the utilisation vLLM
-receives within 0.0071 of the printed one, the KV cache of the 4 runs whose vLLM is modelled within
-3.5%; the trainer's side beside it (adapters, offloaded checkpoints, the chunked loss) is read from
+above are: no peak of a real Unsloth run is measured. What is measured is vLLM's side of the shared
+runs (data/unsloth/unsloth-reports.jsonl; benchmarks/unsloth_reports.py -> benchmarks/results/unsloth_reports.txt
+has the utilisation vLLM receives and the KV cache, predicted against printed, run by run); the trainer's
+side beside it (adapters, offloaded checkpoints, the chunked loss) is read from
 Unsloth's code, not measured. 5% is the band the runtime shipped with, kept so its plans do not move
 until a measurement replaces it; the user's ``margin=`` / ``--margin`` overrides it as for TRL.
 Unmeasured, so no quantile: its rule is "the runtime's shipped allowance, not derived"; the KV and
