@@ -134,3 +134,37 @@ def test_v0_graph_pools_within_25_percent():
     for rec, e in _v0_records():
         graphs = (e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes) / GIB
         assert graphs == pytest.approx(rec["extra"]["cudagraph_gib"], rel=0.25), rec["model"]
+
+
+def test_the_graph_pool_miss_ratio_is_the_worst_printed_over_predicted_rounded_up():
+    # planner.runtimes.unsloth.GRAPH_POOL_MISS_RATIO: derived from the runs that print their graph pool, not chosen
+    import math
+
+    import unsloth_reports as ur
+    from planner.runtimes.unsloth import GRAPH_POOL_MISS_RATIO
+
+    ratios = []
+    for line in DATA.read_text().splitlines():
+        rec = json.loads(line) if line.strip() else None
+        printed = ((rec or {}).get("extra") or {}).get("cudagraph_gib")
+        e = ur.predict(rec)[0] if printed else None
+        if e is not None and e.capacity is not None:
+            ratios.append(printed * GIB / (e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes))
+    assert len(ratios) == 4
+    assert GRAPH_POOL_MISS_RATIO == math.ceil(max(ratios) * 10) / 10
+
+
+@pytest.mark.parametrize("util,severity", [(0.9, "info"), (0.93, "warning")])
+def test_a_start_that_fits_only_if_the_graph_pool_is_right_is_a_warning(util, severity):
+    from planner.runtimes.unsloth import GRAPH_POOL_MISS_RATIO
+
+    e = unsloth_estimate("Qwen/Qwen2.5-7B-Instruct", "L4", unsloth_version="2025.11.3", vllm_version="0.11.2",
+                         gpu_memory_utilization=util)
+    assert startup_failure(e) is None  # it starts, as the model predicts
+    graphs = e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes
+    spare = e.gpu.total_bytes - max(e.startup.values())
+    assert (spare < graphs * (GRAPH_POOL_MISS_RATIO - 1)) is (severity == "warning")
+    (check,) = [c for c in unsloth_checks(e) if c.id == "unsloth-startup"]
+    assert check.severity == severity
+    if severity == "warning":
+        assert "CUDA-graph pool has printed up to 2.5x" in check.message and "gpu_memory_utilization <=" in check.fix

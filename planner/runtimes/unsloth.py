@@ -813,6 +813,13 @@ def _request_checks(e: UnslothEstimate) -> list:
 
 # -- vLLM's start-up inside the Unsloth process -----------------------------------------------------
 
+# The known miss of an Unsloth engine's CUDA-graph pool: the largest printed / predicted ratio on the shared runs
+# that print "Graph capturing finished ... took X GiB" (benchmarks/results/unsloth_reports.txt: record 4 0.70 / 0.29,
+# record 7 1.15 / 0.48; records 5 and 6 1.48 and 1.17), rounded up to 0.1 (tests/test_unsloth_startup.py recomputes
+# it). Not a model: strict xfails pin the miss; this only says when a start that fits would not fit if the pool were
+# that far under-predicted. Four runs, so a floor of what the miss can be, not a bound.
+GRAPH_POOL_MISS_RATIO = 2.5
+
 _STARTUP_CAUSE = {"kv_cache_allocated": "KV cache allocation",
                   "cudagraph_capture": "CUDA graphs (captured after the KV cache)",
                   "sampler_warmup": "sampler warm-up (after the KV cache and the CUDA graphs)"}
@@ -883,6 +890,22 @@ def _startup_fixes(e: UnslothEstimate, excess: int) -> list[str]:
     return fixes
 
 
+def _graph_miss_check(e: UnslothEstimate, steps: str, graphs: int):
+    """The ``unsloth-startup`` check of a start that fits: info, or a warning when the spare after the last
+    step is smaller than what the graph pool's known miss (:data:`GRAPH_POOL_MISS_RATIO`) could add."""
+    from ..checks.preflight import Check
+
+    total = e.gpu.total_bytes
+    spare, unseen = total - max(e.startup.values()), int(graphs * (GRAPH_POOL_MISS_RATIO - 1))
+    ok = f"vLLM starts: {steps} GiB of {total / GIB:.2f} GiB"
+    if spare >= unseen:
+        return Check("unsloth-startup", "info", ok)
+    msg = (f"{ok}, {spare / GIB:.2f} GiB to spare; but an Unsloth engine's CUDA-graph pool has printed up to "
+           f"{GRAPH_POOL_MISS_RATIO}x the predicted one (benchmarks/results/unsloth_reports.txt): at that the "
+           f"{graphs / GIB:.2f} GiB of graphs take {unseen / GIB:.2f} GiB more and the start may run out of memory")
+    return Check("unsloth-startup", "warning", msg, "; ".join(_startup_fixes(e, unseen - spare)))
+
+
 def _startup_checks(e: UnslothEstimate) -> list:
     """``unsloth-startup``: whether vLLM's start-up after its profile run (KV cache, CUDA graphs, sampler
     warm-up, :func:`startup_steps`) fits the card; the cause and the fix when it does not, and whether
@@ -894,10 +917,10 @@ def _startup_checks(e: UnslothEstimate) -> list:
     total = e.gpu.total_bytes
     steps = ", ".join(f"{k.replace('_', ' ')} {b / GIB:.2f}" for k, b in e.startup.items())
     failed = startup_failure(e)
+    graphs = e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes
     if failed is None:
-        return [Check("unsloth-startup", "info", f"vLLM starts: {steps} GiB of {total / GIB:.2f} GiB")]
+        return [_graph_miss_check(e, steps, graphs)]
     step, peak = failed
-    graphs = e.capacity.cudagraph_bytes + e.extra_cudagraph_bytes if e.capacity else 0
     msg = (f"vLLM's start-up runs out of memory at the {_STARTUP_CAUSE[step]}: {peak / GIB:.2f} GiB of "
            f"{total / GIB:.2f} GiB ({steps} GiB; CUDA graphs {graphs / GIB:.2f} GiB, vLLM {e.vllm_version})")
     retry = retry_estimate(e)
