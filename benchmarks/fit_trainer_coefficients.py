@@ -25,8 +25,9 @@ from planner.memory.trainer import above_resident, trainer_memory  # noqa: E402
 from planner.specs.model import resolve_model  # noqa: E402
 
 
-def main() -> None:
-    rows = [r for r in load_rows() if r["ok"]]
+def backward_points(rows: list[dict]) -> tuple[list[tuple[int, int]], list[float]]:
+    """The backward working set's fit points: per LoRA row with checkpointing and >= 4096 tokens,
+    (hidden size, MLP width per token) and the measured activation bytes per token less the derived terms."""
     xs, ys = [], []
     for r in rows:
         if r["mode"] != "lora" or not r["grad_ckpt"]:
@@ -36,9 +37,14 @@ def main() -> None:
         if T < 4096:
             continue
         derived = act.checkpoint_bytes_per_token(spec) + act.layer_saved_bytes_per_token(spec, "lora", r["rank"])
-        resid = r["measured_activation_bytes"] / T - derived
         xs.append((spec.hidden_size, act.mlp_width_per_token(spec)))
-        ys.append(resid)
+        ys.append(r["measured_activation_bytes"] / T - derived)
+    return xs, ys
+
+
+def main() -> None:
+    rows = [r for r in load_rows() if r["ok"]]
+    xs, ys = backward_points(rows)
     # 2-parameter least squares without intercept: solve the normal equations by hand
     shh = sum(h * h for h, _ in xs); sii = sum(i * i for _, i in xs); shi = sum(h * i for h, i in xs)
     shy = sum(h * y for (h, _), y in zip(xs, ys)); siy = sum(i * y for (_, i), y in zip(xs, ys))

@@ -48,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibration_data import MIB, evaluate_calibrated, evaluate_heldout, evaluate_runs, load_rows, measured_setup  # noqa: E402
+from fit_trainer_coefficients import backward_points  # noqa: E402
 
 import planner.memory.activations as act  # noqa: E402
 import planner.memory.allocator as al  # noqa: E402
@@ -78,17 +79,7 @@ def family(model: str) -> str:
 
 def fit_backward(rows: list[dict]) -> tuple[float, float, int]:
     """(a_h, a_I, rows used): fit_trainer_coefficients.py's least squares (LoRA, checkpointing, >= 4096 tokens)."""
-    xs, ys = [], []
-    for r in rows:
-        if r["mode"] != "lora" or not r["grad_ckpt"]:
-            continue
-        spec = resolve_model(r["model"])
-        T = r["batch"] * (r["prompt_len"] + r["completion_len"])
-        if T < 4096:
-            continue
-        derived = act.checkpoint_bytes_per_token(spec) + act.layer_saved_bytes_per_token(spec, "lora", r["rank"])
-        xs.append((spec.hidden_size, act.mlp_width_per_token(spec)))
-        ys.append(r["measured_activation_bytes"] / T - derived)
+    xs, ys = backward_points(rows)
     a = np.array(xs, dtype=float)
     coef = np.linalg.solve(a.T @ a, a.T @ np.array(ys))
     return float(coef[0]), float(coef[1]), len(ys)
