@@ -21,7 +21,7 @@ from .lora import lora_params
 from .optimizer import STATE_OVERHEAD_BYTES, TORCH_ADAMW, states_at_param_bytes, step_implementation
 from .phases import STEP_COMPONENTS, merge_transient_bytes, trainer_blocks, vllm_blocks
 from .process import NCCL_BUFFER_BYTES_PER_RANK
-from .trainer import TrainerMemory, TrainerSetup, binding_moment, trainer_memory
+from .trainer import StepMoments, TrainerMemory, TrainerSetup, binding_moment, trainer_memory
 from .vllm import VllmCapacity
 from .weights import DTYPE_BYTES
 from .weights import weights_bytes as trainer_weights_bytes
@@ -230,7 +230,7 @@ def weight_sync_transient(spec: ModelSpec, setup: TrainerSetup, engine: str) -> 
 
 
 @dataclass(frozen=True)
-class RankMemory:
+class RankMemory(StepMoments):
     """One training rank's trainer memory: the step's terms, the resident state, the weight sync."""
 
     components: dict  # training-step peak by term (sums to peak_bytes): the binding moment's
@@ -238,15 +238,6 @@ class RankMemory:
     vllm_start_bytes: int  # what the trainer holds when a colocated vLLM starts
     engine: str = "ddp"
     moment_components: dict = field(default_factory=dict)  # each moment of the step on this rank, by term
-
-    @property
-    def moments(self) -> dict[str, int]:
-        """Bytes of every moment of the step on this rank (the peak is the largest)."""
-        return {name: sum(c.values()) for name, c in self.moment_components.items()}
-
-    @property
-    def binding_moment(self) -> str | None:
-        return binding_moment(self.moments)
 
     @property
     def peak_bytes(self) -> int:

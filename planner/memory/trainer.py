@@ -167,8 +167,25 @@ def validate_setup(s: TrainerSetup) -> None:
         raise InvalidSetupError(f"full fine-tuning of {s.weights} weights is not possible; use --finetune lora")
 
 
+class StepMoments:
+    """Mixin for anything holding ``moment_components`` (moment name -> its terms in bytes): each
+    moment's bytes and the one that sets the peak."""
+
+    moment_components: dict
+
+    @property
+    def moments(self) -> dict[str, int]:
+        """Bytes of every moment of the step (the peak is the largest)."""
+        return {name: sum(c.values()) for name, c in self.moment_components.items()}
+
+    @property
+    def binding_moment(self) -> str | None:
+        """The moment that sets the peak (None without moments)."""
+        return binding_moment(self.moments)
+
+
 @dataclass(frozen=True)
-class TrainerMemory:
+class TrainerMemory(StepMoments):
     """The trainer process at the step's peak (its binding moment), every moment, and between steps."""
 
     components: dict = field(default_factory=dict)  # name -> bytes at the binding moment, sums to peak_bytes
@@ -192,16 +209,6 @@ class TrainerMemory:
     @property
     def peak_bytes(self) -> int:
         return sum(self.components.values())
-
-    @property
-    def moments(self) -> dict[str, int]:
-        """Bytes of every moment of the step (the peak is the largest)."""
-        return {name: sum(c.values()) for name, c in self.moment_components.items()}
-
-    @property
-    def binding_moment(self) -> str | None:
-        """The moment that sets the peak (None without moments)."""
-        return binding_moment(self.moments)
 
     def moment(self, name: str) -> dict:
         """The components of moment ``name``."""
