@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from planner.memory.fit import least_squares  # noqa: E402
+
 OUT = ROOT / "benchmarks/results/generate_overhead.txt"
 LAYERS = (2, 6, 12, 24)
 NEW_TOKENS = 48
@@ -59,11 +61,8 @@ def seconds_per_step(num_layers: int) -> float:
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     """Least-squares line seconds = intercept + slope x layers."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    return my - slope * mx, slope
+    slope, intercept = least_squares([x for x, _ in points], [y for _, y in points])
+    return intercept, slope
 
 
 def main() -> int:

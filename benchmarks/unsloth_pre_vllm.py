@@ -35,6 +35,7 @@ from planner.runtimes.unsloth import (  # noqa: E402
     pre_vllm_used_bytes,
     resident_threads,
 )
+from planner.memory.fit import least_squares  # noqa: E402
 from planner.specs.gpu import resolve_gpu  # noqa: E402
 from planner.specs.units import GIB, MIB  # noqa: E402
 
@@ -59,11 +60,8 @@ H100_ENV = Path(__file__).resolve().parents[1] / "data" / "calibration" / "h100-
 
 def fit(points: list[tuple[int, int]]) -> tuple[float, float]:
     """Least squares ``used = fixed + per_thread x threads`` over ``(threads, used bytes)``."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    return my - slope * mx, slope
+    slope, intercept = least_squares([x for x, _ in points], [y for _, y in points])
+    return intercept, slope
 
 
 def runs() -> list[dict]:

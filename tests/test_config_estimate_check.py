@@ -2,11 +2,11 @@
 reads it (planner.search.trl_config); flags win over the file; a bad file is one line and exit code 2."""
 
 import json
-import textwrap
 
 import pytest
+from config_files import run_cli as _run
+from config_files import write_config as _write
 
-from planner.cli import main
 from planner.specs.versions import trl_facts
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -41,16 +41,6 @@ def shipped_profiles_only(tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_CALIBRATION_DIR", str(tmp_path / "no-profiles"))
 
 
-def _write(tmp_path, text, name="grpo.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def _run(capsys, argv):
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _json(capsys, argv):

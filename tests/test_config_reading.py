@@ -9,12 +9,12 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from config_files import run_cli as _run
+from config_files import write_config as _write
 
-from planner.cli import main
 from planner.errors import ConfigError
 from planner.search import trl_config
 from planner.search.trl_config import _KINDS, parse_grpo_config, read_grpo_config
@@ -31,16 +31,6 @@ def shipped_profiles_only(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
 
 
-def _write(tmp_path, text, name="grpo.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def _run(capsys, argv):
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- values as TRL converts them ------------------------------------------------------------------------
